@@ -1,0 +1,89 @@
+"""The `pgleap` command line: parse, call one core function, turn errors into exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from toolkit import __version__
+from toolkit.errors import PgleapError
+
+app = typer.Typer(
+    name="pgleap",
+    help="Upgrade a PostgreSQL + PostGIS cluster to a new major version, safely.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+images_app = typer.Typer(help="Build or reuse the local PostGIS test images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pgleap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@images_app.command("build")
+def images_build(
+    tags: Annotated[list[str] | None, typer.Argument(help="Tags to build (default: all).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even when the input hash matches.")] = False,
+    jobs: Annotated[int, typer.Option(help="Images built at once.")] = 2,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+) -> None:
+    """Build the test images from Debian's packages (reuses unchanged ones)."""
+    from toolkit import images
+
+    results = images.build_all(tags, force=force, jobs=jobs, log=lambda m: err.print(f"[dim]{m}[/]"))
+    if output == "json":
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+        return
+    table = Table("tag", "image", "action", "seconds")
+    for r in results:
+        table.add_row(r.tag, r.image, r.action, f"{r.seconds:.1f}")
+    out.print(table)
+
+
+@images_app.command("list")
+def images_list() -> None:
+    """Show the image matrix and which release is end-of-life."""
+    from toolkit import images
+
+    table = Table("tag", "image", "Debian", "PostgreSQL", "PostGIS", "end of life")
+    for s in images.load_matrix():
+        table.add_row(s.tag, images.image_name(s.tag), s.release, str(s.pg), s.postgis, "yes" if s.eol else "")
+    out.print(table)
+
+
+def main() -> None:
+    """Console entry point: one place maps the project's errors to exit codes."""
+    try:
+        app()
+    except PgleapError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}")
+        if exc.hint:
+            err.print(f"[yellow]what to do:[/] {exc.hint}")
+        sys.exit(exc.exit_code)
