@@ -74,7 +74,9 @@ def images_list() -> None:
 
     table = Table("tag", "image", "Debian", "PostgreSQL", "PostGIS", "end of life")
     for s in images.load_matrix():
-        table.add_row(s.tag, images.image_name(s.tag), s.release, str(s.pg), s.postgis, "yes" if s.eol else "")
+        table.add_row(
+            s.tag, images.image_name(s.tag), s.release, str(s.pg), s.postgis, "yes" if s.eol else ""
+        )
     out.print(table)
 
 

@@ -152,7 +152,8 @@ def ensure_base(release: str, log: Callable[[str], None] = logger.info) -> str:
         root = Path(tmp) / "rootfs"
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", release, str(root), mirror],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise EnvironmentProblem(
@@ -160,7 +161,9 @@ def ensure_base(release: str, log: Callable[[str], None] = logger.info) -> str:
                 "check that the Debian mirror is reachable",
             )
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        imp = subprocess.run(["docker", "import", "-", base], stdin=tar.stdout, capture_output=True, text=True)
+        imp = subprocess.run(
+            ["docker", "import", "-", base], stdin=tar.stdout, capture_output=True, text=True
+        )
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise EnvironmentProblem(f"docker import of {base} failed: {imp.stderr}")
@@ -175,7 +178,9 @@ class BuildResult:
     seconds: float
 
 
-def build_one(spec: ImageSpec, *, force: bool = False, log: Callable[[str], None] = logger.info) -> BuildResult:
+def build_one(
+    spec: ImageSpec, *, force: bool = False, log: Callable[[str], None] = logger.info
+) -> BuildResult:
     """Build one image unless an image with the same input hash already exists."""
     start = time.monotonic()
     if spec.tag in overrides():
@@ -188,7 +193,13 @@ def build_one(spec: ImageSpec, *, force: bool = False, log: Callable[[str], None
     log(f"building {image} (Debian {spec.release}, PostgreSQL {spec.pg})")
     args = [f"--build-arg={k}={v}" for k, v in _build_args(spec).items()]
     proc = _docker(
-        "build", "--label", f"{HASH_LABEL}={wanted}", *args, "-t", image, str(data_dir("images")),
+        "build",
+        "--label",
+        f"{HASH_LABEL}={wanted}",
+        *args,
+        "-t",
+        image,
+        str(data_dir("images")),
         check=False,
     )
     if proc.returncode != 0:
@@ -197,7 +208,10 @@ def build_one(spec: ImageSpec, *, force: bool = False, log: Callable[[str], None
 
 
 def build_all(
-    tags: list[str] | None = None, *, force: bool = False, jobs: int = 2,
+    tags: list[str] | None = None,
+    *,
+    force: bool = False,
+    jobs: int = 2,
     log: Callable[[str], None] = logger.info,
 ) -> list[BuildResult]:
     """Build or reuse every image of the matrix (or the given tags), `jobs` at a time."""
