@@ -1,0 +1,63 @@
+# Shared helpers for the scripts that run inside the old and new images.
+# Sourced, never executed. POSIX tools and bash only: the images have no Python.
+
+log() { printf '%s pgleap[%s]: %s\n' "$(date -u +%H:%M:%S)" "${PGLEAP_STEP:-${0##*/}}" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Result lines for the caller: "PGLEAP key=value" on stdout, everything else is log.
+result() { printf 'PGLEAP %s=%s\n' "$1" "$2"; }
+
+# glibc's own libraries: never copied, the new image's newer glibc serves the
+# old binaries (glibc is backwards compatible, mixing two glibcs is not).
+is_glibc_lib() {
+	case "${1##*/}" in
+		libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|libresolv.so.*|\
+		ld-linux*.so.*|libutil.so.*|libnsl.so.*|libanl.so.*|libmvec.so.*|libBrokenLocale.so.*|\
+		libnss_*.so.*|libthread_db.so.*|libmemusage.so|libpcprofile.so|libc_malloc_debug.so.*)
+			return 0 ;;
+	esac
+	return 1
+}
+
+# pg_config of this image's server, wherever the distribution put it.
+find_pg_config() {
+	local c
+	for c in "$(command -v postgres 2>/dev/null | sed 's#/postgres$#/pg_config#')" \
+		/usr/lib/postgresql/*/bin/pg_config /opt/bitnami/postgresql/bin/pg_config \
+		/usr/local/bin/pg_config "$(command -v pg_config 2>/dev/null)"; do
+		if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
+	done
+	return 1
+}
+
+# Server paths: PG_BINDIR PG_PKGLIBDIR PG_SHAREDIR PG_MAJOR_VERSION (from pg_config,
+# as CloudNativePG does; Debian layout as a fallback when pg_config is absent).
+server_paths() {
+	local pgc postgres_bin
+	if pgc="$(find_pg_config)"; then
+		PG_BINDIR="$("$pgc" --bindir)"
+		PG_PKGLIBDIR="$("$pgc" --pkglibdir)"
+		PG_SHAREDIR="$("$pgc" --sharedir)"
+	else
+		postgres_bin="$(command -v postgres || true)"
+		if [ -z "$postgres_bin" ]; then
+			for postgres_bin in /usr/lib/postgresql/*/bin/postgres; do :; done
+			[ -x "$postgres_bin" ] || postgres_bin=""
+		fi
+		[ -n "$postgres_bin" ] || die "no PostgreSQL server in this image (no postgres binary, no pg_config)"
+		PG_BINDIR="${postgres_bin%/postgres}"
+		PG_PKGLIBDIR="${PG_BINDIR%/bin}/lib"
+		PG_SHAREDIR="/usr/share/postgresql/$(basename "${PG_BINDIR%/bin}")"
+	fi
+	[ -x "$PG_BINDIR/postgres" ] || die "no postgres binary in $PG_BINDIR"
+	PG_MAJOR_VERSION="$("$PG_BINDIR/postgres" -V | sed -E 's/.* ([0-9]+)(\.[0-9]+)*.*/\1/')"
+	PG_FULL_VERSION="$("$PG_BINDIR/postgres" -V | sed -E 's/^[^0-9]*([0-9.]+).*/\1/')"
+	export PG_BINDIR PG_PKGLIBDIR PG_SHAREDIR PG_MAJOR_VERSION PG_FULL_VERSION
+}
+
+glibc_version() { getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}'; }
+
+# ICU major linked by the server (empty when built without ICU).
+icu_version() {
+	ldd "$PG_BINDIR/postgres" 2>/dev/null | sed -nE 's/.*libicuuc\.so\.([0-9]+).*/\1/p' | head -n1
+}

@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# Runs in the NEW image, as the owner of the data, with the whole volume at
+# PGLEAP_VOLUME and the old image's server (from collect.sh) at PGLEAP_OLD_ROOT.
+#
+# PGLEAP_ACTION:
+#   check     initdb the new cluster in a staging directory, pg_upgrade --check
+#   upgrade   (check if not done), pg_upgrade, carry the configuration over,
+#             then put the new cluster where the new image expects it
+#   rollback  put the old cluster back where it was, keep the new one aside
+#   finalize  delete the old cluster and pgleap's working files
+#
+# Every step checks what is already done (marker files in $VOLUME/.pgleap) and
+# is safe to run again after a crash. Nothing of the user's is deleted except by
+# finalize; a failed new cluster is kept as .pgleap/failed-new-<time>.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
+action="${PGLEAP_ACTION:?PGLEAP_ACTION must be check, upgrade, rollback or finalize}"
+volume="${PGLEAP_VOLUME:?}"
+old_rel="${PGLEAP_OLD_REL-}"
+new_rel="${PGLEAP_NEW_REL-}"
+old_major="${PGLEAP_OLD_MAJOR:?}"
+new_major="${PGLEAP_NEW_MAJOR:?}"
+mode="${PGLEAP_MODE:-link}"
+old_root="${PGLEAP_OLD_ROOT:-/pgleap/old}"
+
+join() { if [ -n "$2" ]; then echo "$1/$2"; else echo "$1"; fi; }
+state="$volume/.pgleap"
+old_data="$(join "$volume" "$old_rel")"
+new_data="$(join "$volume" "$new_rel")"
+staging="$state/new-$new_major"
+aside="$state/old-$old_major"
+work="$state/work"
+same_place=false
+[ "$old_rel" = "$new_rel" ] && same_place=true
+
+# The entries of a cluster directory: everything but pgleap's own folder,
+# lost+found, and the top folder of the other cluster when it is nested inside.
+cluster_entries() {
+	local dir="$1" other_rel="$2" own_rel="$3" nested="" entry rest
+	if [ -n "$other_rel" ] && [ "$other_rel" != "$own_rel" ]; then
+		if [ -z "$own_rel" ]; then
+			nested="${other_rel%%/*}"
+		else
+			rest="${other_rel#"$own_rel"/}"
+			[ "$rest" != "$other_rel" ] && nested="${rest%%/*}"
+		fi
+	fi
+	for entry in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
+		[ -e "$entry" ] || [ -L "$entry" ] || continue
+		case "${entry##*/}" in
+			.pgleap|lost+found) continue ;;
+		esac
+		[ -n "$nested" ] && [ "${entry##*/}" = "$nested" ] && continue
+		printf '%s\n' "$entry"
+	done
+}
+
+# Move a cluster's entries (renames, so instant on one filesystem) into `dest`.
+move_entries() {
+	local src="$1" dest="$2" other_rel="$3" own_rel="$4" entry
+	mkdir -p "$dest"
+	while IFS= read -r entry; do
+		mv "$entry" "$dest/"
+	done < <(cluster_entries "$src" "$other_rel" "$own_rel")
+}
+
+controldata_field() { "$1/pg_controldata" "$2" | sed -nE "s/^$3:[[:space:]]*//p"; }
+
+# Where the old cluster lives right now (moved aside once the new one is placed).
+current_old_data() {
+	if [ -f "$state/old-aside" ] || { [ -f "$aside/PG_VERSION" ] && [ ! -f "$old_data/PG_VERSION" ]; }; then
+		echo "$aside"
+	else
+		echo "$old_data"
+	fi
+}
+
+load_old_binaries() {
+	[ -f "$old_root/collected.env" ] || die "old binaries not collected in $old_root (collect.sh must run first, in the old image)"
+	# shellcheck disable=SC1091
+	. "$old_root/collected.env"
+	# shellcheck disable=SC2153  # OLD_MAJOR comes from collected.env
+	[ "$OLD_MAJOR" = "$old_major" ] || die "collected binaries are PostgreSQL $OLD_MAJOR, the plan says $old_major"
+	if [ ! -f "$old_root/wrapped" ]; then
+		# Each old binary becomes a wrapper that points the loader at the copied
+		# libraries; exec -a keeps argv[0] so the binary finds its share/lib dirs
+		# relative to this bindir (dash has no exec -a, hence bash).
+		local real="${OLD_BINDIR}.real" bin name
+		mkdir -p "$real"
+		for bin in "$OLD_BINDIR"/*; do
+			[ -f "$bin" ] || continue
+			name="${bin##*/}"
+			mv "$bin" "$real/$name"
+			# shellcheck disable=SC2016  # $0, $@ and LD_LIBRARY_PATH belong to the wrapper
+			printf '#!/bin/bash\nexport LD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\nexec -a "$0" "%s" "$@"\n' \
+				"$old_root/lib" "$real/$name" > "$bin"
+			chmod 0755 "$bin"
+		done
+		touch "$old_root/wrapped"
+	fi
+	"$OLD_BINDIR/postgres" -V >/dev/null || die "the old PostgreSQL binaries do not run in this image (see the loader error above)"
+}
+
+check_old_cluster() {
+	local data
+	data="$(current_old_data)"
+	[ -d "$data" ] || die "old data directory $data does not exist (wrong volume or PGDATA?)"
+	[ -f "$data/PG_VERSION" ] || die "$data is not a PostgreSQL data directory (no PG_VERSION): wrong PGDATA?"
+	[ "$(cat "$data/PG_VERSION")" = "$old_major" ] || die "$data holds PostgreSQL $(cat "$data/PG_VERSION"), the plan says $old_major"
+	# PostgreSQL refuses group-writable data directories (fsGroup makes them 2770).
+	chmod 0700 "$data"
+	local control="$data/global/pg_control"
+	if [ ! -f "$control" ] && [ -f "$control.old" ]; then
+		# Left by an interrupted pg_upgrade --link; the new cluster never started.
+		log "restoring $control (renamed by an interrupted pg_upgrade --link)"
+		mv "$control.old" "$control"
+	fi
+	local st
+	st="$(controldata_field "$OLD_BINDIR" "$data" 'Database cluster state')"
+	case "$st" in
+		"shut down") ;;
+		*) die "the old cluster was not shut down cleanly (state: $st); start it on its old image and stop it cleanly (docker stop / scale to 0), then run again" ;;
+	esac
+}
+
+init_staging() {
+	if [ -f "$state/initdb-done" ] && [ -f "$staging/PG_VERSION" ]; then
+		log "new cluster already initialised in $staging"
+		return
+	fi
+	if [ -e "$staging" ]; then
+		log "removing an incomplete staging cluster from an earlier run"
+		rm -rf "$staging"
+	fi
+	mkdir -p "$staging"
+	chmod 0700 "$staging"
+	log "initdb $staging as ${PGLEAP_SUPERUSER:?} ${PGLEAP_INITDB_ARGS:-}"
+	# shellcheck disable=SC2086
+	"$PG_BINDIR/initdb" -D "$staging" --username="$PGLEAP_SUPERUSER" ${PGLEAP_INITDB_ARGS:-} >"$state/initdb.log" 2>&1 ||
+		{ cat "$state/initdb.log" >&2; die "initdb failed"; }
+	touch "$state/initdb-done"
+}
+
+run_pg_upgrade() {
+	local extra=("$@") data
+	data="$(current_old_data)"
+	mkdir -p "$work"
+	cd "$work"
+	"$PG_BINDIR/pg_upgrade" -b "$OLD_BINDIR" -B "$PG_BINDIR" -d "$data" -D "$staging" \
+		-U "$PGLEAP_SUPERUSER" -j "${PGLEAP_JOBS:-2}" "${extra[@]}"
+}
+
+# Keep the user's configuration; comment out what the new major no longer knows.
+carry_config() {
+	local data f names tmp
+	data="$(current_old_data)"
+	for f in postgresql.conf postgresql.auto.conf pg_hba.conf pg_ident.conf; do
+		[ -f "$data/$f" ] && cp -p "$data/$f" "$staging/$f"
+	done
+	names="$state/settings-$new_major.txt"
+	"$PG_BINDIR/postgres" --describe-config | cut -f1 | tr '[:upper:]' '[:lower:]' > "$names"
+	for f in postgresql.conf postgresql.auto.conf; do
+		[ -f "$staging/$f" ] || continue
+		tmp="$staging/$f.pgleap"
+		awk -v names="$names" -v major="$new_major" -v dropped="$state/dropped-settings" '
+			BEGIN { while ((getline n < names) > 0) known[n] = 1 }
+			{
+				line = $0
+				if (match(line, /^[[:space:]]*[A-Za-z_][A-Za-z0-9_.]*[[:space:]]*(=|[[:space:]])/)) {
+					name = line; sub(/^[[:space:]]*/, "", name); sub(/[[:space:]=].*/, "", name)
+					lname = tolower(name)
+					if (index(lname, ".") == 0 && lname != "include" && lname != "include_dir" && lname != "include_if_exists" && !(lname in known)) {
+						print "# pgleap: not a setting in PostgreSQL " major ": " line
+						print name >> dropped
+						next
+					}
+				}
+				print line
+			}' "$staging/$f" > "$tmp"
+		mv "$tmp" "$staging/$f"
+	done
+	if [ -f "$state/dropped-settings" ]; then
+		while IFS= read -r f; do result commented "$f"; done < "$state/dropped-settings"
+		rm -f "$state/dropped-settings"
+	fi
+	# Values the new major rejects: let the server say which, comment them out.
+	local i err bad
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		if err="$("$PG_BINDIR/postgres" -D "$staging" -C server_version 2>&1 >/dev/null)"; then
+			return 0
+		fi
+		bad="$(printf '%s\n' "$err" | sed -nE 's/.*parameter "([^"]+)".*/\1/p' | head -n1)"
+		[ -n "$bad" ] || die "the carried-over configuration does not load in PostgreSQL $new_major: $err"
+		log "commenting out $bad: $err"
+		sed -i -E "s/^([[:space:]]*${bad}[[:space:]]*(=|[[:space:]]).*)$/# pgleap: rejected by PostgreSQL $new_major: \1/I" \
+			"$staging/postgresql.conf" "$staging/postgresql.auto.conf" 2>/dev/null || true
+		result commented "$bad"
+		[ "$i" -lt 10 ] || die "too many settings rejected by PostgreSQL $new_major: $err"
+	done
+}
+
+place_new_cluster() {
+	if $same_place; then
+		if [ ! -f "$state/old-aside" ]; then
+			log "moving the old cluster aside to $aside (renames)"
+			move_entries "$old_data" "$aside" "" "$old_rel"
+			touch "$state/old-aside"
+		fi
+		log "moving the new cluster into $new_data (renames)"
+		move_entries "$staging" "$new_data" "" ""
+		rmdir "$staging" 2>/dev/null || true
+	else
+		if [ -e "$new_data" ] && [ -n "$(ls -A "$new_data" 2>/dev/null)" ]; then
+			die "$new_data already exists and is not empty; move it away or choose another layout"
+		fi
+		mkdir -p "$(dirname "$new_data")"
+		rmdir "$new_data" 2>/dev/null || true
+		mv "$staging" "$new_data"
+	fi
+	chmod 0700 "$new_data"
+	touch "$state/placed"
+}
+
+print_results() {
+	result new_pgdata "$new_data"
+	result old_pgdata "$(current_old_data)"
+	[ -f "$state/upgraded" ] && result upgraded "$(cat "$state/upgraded")"
+	[ -f "$work/update_extensions.sql" ] && result update_extensions_sql "$work/update_extensions.sql"
+	return 0
+}
+
+do_upgrade() {
+	PGLEAP_STEP=upgrade
+	if [ -f "$state/placed" ]; then
+		log "already upgraded: PostgreSQL $new_major cluster in $new_data, nothing to do"
+		print_results
+		return
+	fi
+	mkdir -p "$state"
+	server_paths
+	[ "$PG_MAJOR_VERSION" = "$new_major" ] || die "this image runs PostgreSQL $PG_MAJOR_VERSION, the plan says $new_major"
+	if [ ! -f "$state/upgraded" ]; then
+		load_old_binaries
+		check_old_cluster
+		if [ -f "$state/pg_upgrade-started" ]; then
+			if [ "$mode" = swap ]; then
+				die "an earlier pg_upgrade --swap was interrupted: the old cluster may be partly moved; restore from your snapshot/backup"
+			fi
+			log "an earlier pg_upgrade was interrupted; starting again from a fresh new cluster"
+			rm -f "$state/initdb-done" "$state/pg_upgrade-started"
+		fi
+		init_staging
+		if [ "$action" = check ] || [ "${PGLEAP_CHECK:-1}" = 1 ]; then
+			PGLEAP_STEP=check
+			log "pg_upgrade --check"
+			run_pg_upgrade --check "--$mode" || die "pg_upgrade --check failed (nothing was changed); its report is above"
+			[ "$action" = check ] && { result checked ok; return; }
+		fi
+		PGLEAP_STEP=pg_upgrade
+		touch "$state/pg_upgrade-started"
+		local t0 t1
+		t0="$(date +%s.%N)"
+		if ! run_pg_upgrade "--$mode"; then
+			local failed
+			failed="$state/failed-new-$(date -u +%Y%m%dT%H%M%S)"
+			[ -e "$staging" ] && mv "$staging" "$failed"
+			local data
+			data="$(current_old_data)"
+			if [ "$mode" = link ] && [ -f "$data/global/pg_control.old" ] && [ ! -f "$data/global/pg_control" ]; then
+				mv "$data/global/pg_control.old" "$data/global/pg_control"
+			fi
+			rm -f "$state/initdb-done" "$state/pg_upgrade-started"
+			[ "$mode" = swap ] && die "pg_upgrade --swap failed; the old cluster may be damaged: restore from your snapshot/backup (failed new cluster kept in $failed)"
+			die "pg_upgrade failed; the old cluster is unchanged and usable (failed new cluster kept in $failed; logs above)"
+		fi
+		t1="$(date +%s.%N)"
+		result pg_upgrade_seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')"
+		PGLEAP_STEP=config
+		carry_config
+		printf 'mode=%s checkpoint=%s\n' "$mode" \
+			"$(controldata_field "$PG_BINDIR" "$staging" 'Latest checkpoint location')" > "$state/upgraded"
+	fi
+	PGLEAP_STEP=place
+	place_new_cluster
+	log "PostgreSQL $new_major cluster ready in $new_data"
+	print_results
+}
+
+do_rollback() {
+	PGLEAP_STEP=rollback
+	local recorded_mode="" recorded_cp="" now_cp failed
+	if [ -f "$state/upgraded" ]; then
+		recorded_mode="$(sed -nE 's/.*mode=([a-z]+).*/\1/p' "$state/upgraded")"
+		recorded_cp="$(sed -nE 's/.*checkpoint=([^ ]+).*/\1/p' "$state/upgraded")"
+	fi
+	if [ "$mode" = swap ] && [ -f "$state/pg_upgrade-started" ]; then
+		die "pg_upgrade --swap has run: the old cluster's files now belong to the new cluster; restore from a snapshot or backup instead"
+	fi
+	if [ -f "$state/placed" ] && [ "${recorded_mode:-$mode}" = link ]; then
+		server_paths
+		now_cp="$(controldata_field "$PG_BINDIR" "$new_data" 'Latest checkpoint location' || true)"
+		if [ -n "$recorded_cp" ] && [ "$now_cp" != "$recorded_cp" ]; then
+			die "the new cluster has been started (checkpoint moved $recorded_cp -> $now_cp); with --link the old cluster shares its files and can no longer be used safely. Restore from a snapshot or backup"
+		fi
+	fi
+	failed="$state/failed-new-$(date -u +%Y%m%dT%H%M%S)"
+	if [ -f "$state/placed" ] || { $same_place && [ -f "$state/old-aside" ]; }; then
+		if $same_place; then
+			log "moving the new cluster out of $new_data into $failed"
+			[ -f "$new_data/PG_VERSION" ] && [ "$(cat "$new_data/PG_VERSION")" = "$new_major" ] && move_entries "$new_data" "$failed" "" "$new_rel"
+			log "moving the old cluster back into $old_data"
+			move_entries "$aside" "$old_data" "" ""
+			rmdir "$aside" 2>/dev/null || true
+		elif [ -e "$new_data" ]; then
+			mv "$new_data" "$failed"
+		fi
+	elif [ -e "$staging" ]; then
+		mv "$staging" "$failed"
+	fi
+	if [ -f "$old_data/global/pg_control.old" ] && [ ! -f "$old_data/global/pg_control" ]; then
+		log "restoring global/pg_control of the old cluster (renamed by pg_upgrade --link)"
+		mv "$old_data/global/pg_control.old" "$old_data/global/pg_control"
+	fi
+	rm -f "$state/placed" "$state/old-aside" "$state/upgraded" "$state/initdb-done" "$state/pg_upgrade-started"
+	[ -f "$old_data/PG_VERSION" ] || die "the old cluster is not back in $old_data; look in $state"
+	chmod 0700 "$old_data"
+	result rolled_back "$old_data"
+	[ -e "$failed" ] && result kept_new "$failed"
+	return 0
+}
+
+do_finalize() {
+	PGLEAP_STEP=finalize
+	if [ ! -d "$state" ]; then
+		log "nothing to finalize: no $state"
+		result finalized already
+		return
+	fi
+	[ -f "$state/placed" ] || die "the upgrade is not complete (no new cluster in place); run upgrade or rollback first"
+	local entry
+	if [ -d "$aside" ]; then
+		log "deleting the old cluster in $aside"
+		rm -rf "$aside"
+	elif ! $same_place && [ -f "$old_data/PG_VERSION" ] && [ "$(cat "$old_data/PG_VERSION")" = "$old_major" ]; then
+		log "deleting the old cluster in $old_data"
+		while IFS= read -r entry; do rm -rf "$entry"; done < <(cluster_entries "$old_data" "$new_rel" "$old_rel")
+		if [ -n "$old_rel" ]; then rmdir "$old_data" 2>/dev/null || true; fi
+	fi
+	rm -rf "$state"
+	result finalized "$new_data"
+}
+
+case "$action" in
+	check|upgrade) do_upgrade ;;
+	rollback) do_rollback ;;
+	finalize) do_finalize ;;
+	*) die "unknown PGLEAP_ACTION $action" ;;
+esac

@@ -1,0 +1,1 @@
+"""psycopg work on a running cluster: inspection, post-upgrade, verification."""
