@@ -23,6 +23,21 @@ app = typer.Typer(
 images_app = typer.Typer(help="Build or reuse the local PostGIS test images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 
+# Verb groups, each with a `docker` target (and `sts` from the Kubernetes runtime).
+GROUPS = {
+    "inspect": "Show what pgleap finds about a database (read-only).",
+    "plan": "Show what an upgrade would do, without changing anything.",
+    "upgrade": "Upgrade a database to a new major version.",
+    "status": "Show the recorded state of an upgrade.",
+    "resume": "Continue an interrupted upgrade from its last finished phase.",
+    "rollback": "Bring the old cluster back (until the point of no return).",
+    "finalize": "Delete the old cluster once the new one is verified.",
+}
+groups: dict[str, typer.Typer] = {}
+for _verb, _help in GROUPS.items():
+    groups[_verb] = typer.Typer(help=_help, no_args_is_help=True)
+    app.add_typer(groups[_verb], name=_verb)
+
 err = Console(stderr=True)
 out = Console()
 
@@ -78,6 +93,20 @@ def images_list() -> None:
             s.tag, images.image_name(s.tag), s.release, str(s.pg), s.postgis, "yes" if s.eol else ""
         )
     out.print(table)
+
+
+def _register_runtimes() -> None:
+    from toolkit import cli_docker
+
+    cli_docker.register(groups, app)
+    try:
+        from toolkit import cli_kube
+    except ImportError:  # the Kubernetes commands are optional at import time
+        return
+    cli_kube.register(groups, app)
+
+
+_register_runtimes()
 
 
 def main() -> None:

@@ -31,14 +31,39 @@ class ImageFacts:
     icu: str
     extensions: dict[str, str] = field(default_factory=dict)  # name -> default_version
     modules: frozenset[str] = frozenset()
+    updates: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # ext -> (from, to) edges
+
+    def has_update_path(self, extension: str, installed: str) -> bool:
+        """Whether ALTER EXTENSION … UPDATE can go from `installed` to this image's default version."""
+        target = self.extensions.get(extension)
+        if target is None:
+            return False
+        if target == installed:
+            return True
+        edges = self.updates.get(extension, ())
+        seen, todo = {installed}, [installed]
+        while todo:
+            current = todo.pop()
+            for src, dst in edges:
+                if src == current and dst not in seen:
+                    if dst == target:
+                        return True
+                    seen.add(dst)
+                    todo.append(dst)
+        return False
 
     @classmethod
     def from_probe(cls, image: str, text: str) -> ImageFacts:
         values: dict[str, str] = {}
         extensions: dict[str, str] = {}
         modules: set[str] = set()
+        updates: dict[str, tuple[tuple[str, str], ...]] = {}
         for key, value in parse_results(text):
-            if key.startswith("extension."):
+            if key.startswith("updates."):
+                updates[key.removeprefix("updates.")] = tuple(
+                    tuple(edge.split(":", 1)) for edge in value.split() if ":" in edge
+                )
+            elif key.startswith("extension."):
                 extensions[key.removeprefix("extension.")] = value
             elif key.startswith("module."):
                 modules.add(key.removeprefix("module."))
@@ -55,6 +80,7 @@ class ImageFacts:
             icu=values.get("icu", ""),
             extensions=extensions,
             modules=frozenset(modules),
+            updates=updates,
         )
 
 

@@ -246,7 +246,7 @@ def check_data(data: DataFacts, old: ImageFacts) -> None:
         )
 
 
-def extension_actions(cluster: ClusterFacts, new: ImageFacts) -> list[ExtensionAction]:
+def extension_actions(cluster: ClusterFacts, new: ImageFacts, warnings: list[str]) -> list[ExtensionAction]:
     """What happens to each installed extension; refuses when the target lacks one or has it older."""
     actions = []
     missing: dict[str, list[str]] = {}
@@ -263,16 +263,31 @@ def extension_actions(cluster: ClusterFacts, new: ImageFacts) -> list[ExtensionA
                     f"the target image has {ext} {target}, older than the {installed} installed in {db.name!r}",
                     f"use a target image with {ext} >= {installed}",
                 )
-            if ext in POSTGIS_FAMILY:
-                action = "postgis_extensions_upgrade" if target != installed else "none"
+            if target == installed:
+                action = "none"
+            elif not new.has_update_path(ext, installed):
+                action = "no_update_path"
+            elif ext in POSTGIS_FAMILY:
+                action = "postgis_extensions_upgrade"
             else:
-                action = "alter_update" if target != installed else "none"
+                action = "alter_update"
             actions.append(ExtensionAction(db.name, ext, installed, target, action))
     if missing:
         where = "; ".join(f"{ext} (in {', '.join(dbs)})" for ext, dbs in sorted(missing.items()))
         raise Refused(
             f"the target image lacks extensions the cluster uses: {where}",
             "use a target image that ships them (e.g. postgis/postgis rather than postgres)",
+        )
+    stuck = sorted({(a.extension, a.installed, a.target) for a in actions if a.action == "no_update_path"})
+    if any(ext == "postgis" for ext, _, _ in stuck):
+        raise Refused(
+            "the target image has no update path for the postgis extension from the installed version",
+            "use a target image whose PostGIS ships an upgrade script from your version",
+        )
+    for ext, installed, target in stuck:
+        warnings.append(
+            f"{ext} {installed} has no update path to {target} in the target image: it stays at {installed} "
+            f"(to update it, DROP EXTENSION {ext}; CREATE EXTENSION {ext}; and reload its data)"
         )
     if any(a.extension == "postgis" and a.installed.startswith("2.") for a in actions):
         raise Refused(
@@ -309,7 +324,7 @@ def make_plan(
     warnings = check_versions(old, new)
     check_data(data, old)
     check_mode(mode, new.major, data)
-    actions = extension_actions(cluster, new)
+    actions = extension_actions(cluster, new, warnings)
     if old.glibc != new.glibc or (old.icu and old.icu != new.icu):
         warnings.append(
             f"collation libraries change (glibc {old.glibc} -> {new.glibc}, ICU {old.icu or '-'} -> "

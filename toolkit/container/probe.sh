@@ -23,6 +23,20 @@ for control in "$PG_SHAREDIR"/extension/*.control; do
 	version="$(sed -nE "s/^[[:space:]]*default_version[[:space:]]*=[[:space:]]*'([^']*)'.*/\1/p" "$control" | head -n1)"
 	result "extension.$name" "$version"
 done
+# Update scripts (name--from--to.sql) as "from:to" edges, so the plan can tell
+# whether ALTER EXTENSION … UPDATE has a path from the installed version.
+for control in "$PG_SHAREDIR"/extension/*.control; do
+	[ -e "$control" ] || continue
+	name="$(basename "$control" .control)"
+	edges=""
+	for script in "$PG_SHAREDIR/extension/$name"--*--*.sql; do
+		[ -e "$script" ] || continue
+		pair="${script##*/"$name"--}"
+		pair="${pair%.sql}"
+		edges="$edges ${pair%%--*}:${pair#*--}"
+	done
+	[ -n "$edges" ] && result "updates.$name" "${edges# }"
+done
 for module in "$PG_PKGLIBDIR"/*.so; do
 	[ -e "$module" ] && result "module.$(basename "$module" .so)" 1
 done

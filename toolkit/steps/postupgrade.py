@@ -14,38 +14,60 @@ from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
 
-POSTGIS_FAMILY = {"postgis", "postgis_raster", "postgis_topology", "postgis_sfcgal", "postgis_tiger_geocoder"}
+# Stale extensions and whether the target ships an update path from the installed version.
+_STALE = """
+SELECT e.extname, e.extversion, a.default_version,
+       EXISTS (SELECT 1 FROM pg_extension_update_paths(e.extname) p
+               WHERE p.source = e.extversion AND p.target = a.default_version AND p.path IS NOT NULL)
+FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname
+WHERE a.default_version IS DISTINCT FROM e.extversion
+ORDER BY 1
+"""
+
+# Dependency order for updating the PostGIS family one by one.
+_FAMILY_ORDER = ["postgis", "postgis_raster", "postgis_topology", "postgis_sfcgal", "postgis_tiger_geocoder"]
 
 
-def update_extensions(server: Server) -> list[str]:
-    """PostGIS via postgis_extensions_upgrade(), every other extension via ALTER EXTENSION … UPDATE."""
+def stale_extensions(conn) -> list[tuple[str, str, str, bool]]:
+    """(name, installed, target default, has update path) for every extension not at its default."""
+    return conn.execute(_STALE).fetchall()
+
+
+def update_extensions(server: Server) -> tuple[list[str], list[str]]:
+    """PostGIS via postgis_extensions_upgrade(), the others via ALTER EXTENSION … UPDATE.
+
+    Returns (updated, left): an extension the target ships no update path for
+    (e.g. Debian's tiger geocoder 2025.x from 3.1) is left as it is and named.
+    """
     done: list[str] = []
+    left: list[str] = []
     for db in server.databases():
         with server.connect(db) as conn:
-            stale = dict(
-                conn.execute(
-                    "SELECT e.extname, e.extversion FROM pg_extension e "
-                    "JOIN pg_available_extensions a ON a.name = e.extname "
-                    "WHERE a.default_version IS DISTINCT FROM e.extversion ORDER BY 1"
-                ).fetchall()
-            )
+            stale = {name: (old, new, path) for name, old, new, path in stale_extensions(conn)}
             if not stale:
                 continue
-            if POSTGIS_FAMILY & stale.keys():
+            family = [e for e in _FAMILY_ORDER if e in stale]
+            if family and all(stale[e][2] for e in family):
                 # Some PostGIS versions need a second call to finish (documented upstream).
                 for _ in range(2):
                     conn.execute("SELECT postgis_extensions_upgrade()")
-                    full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
-                    if "need upgrade" not in full:
+                    if "need upgrade" not in conn.execute("SELECT postgis_full_version()").fetchone()[0]:
                         break
-            for ext in sorted(stale.keys() - POSTGIS_FAMILY):
-                conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(ext)))
+            else:
+                for ext in family:
+                    if stale[ext][2]:
+                        conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(ext)))
+            for ext in sorted(stale.keys() - set(_FAMILY_ORDER)):
+                if stale[ext][2]:
+                    conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(ext)))
             now = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
-            for ext, old in stale.items():
+            for ext, (old, new, has_path) in stale.items():
                 if now.get(ext) != old:
                     done.append(f"{db}: {ext} {old} -> {now.get(ext)}")
                     logger.info("updated extension %s in %s from %s to %s", ext, db, old, now.get(ext))
-    return done
+                elif not has_path:
+                    left.append(f"{db}: {ext} {old} (no update path to {new})")
+    return done, left
 
 
 _COLLATION_INDEXES = """

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from toolkit.steps.postupgrade import stale_extensions
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
@@ -166,16 +167,10 @@ def health(server: Server, *, heapallindexed: bool = False) -> HealthReport:
     report = HealthReport()
     for db in server.databases():
         with server.connect(db) as conn:
-            stale = conn.execute(
-                "SELECT e.extname, e.extversion, a.default_version FROM pg_extension e "
-                "JOIN pg_available_extensions a ON a.name = e.extname "
-                "WHERE a.default_version IS DISTINCT FROM e.extversion"
-            ).fetchall()
-            report.add(
-                f"{db}: extensions at the target's version",
-                not stale,
-                ", ".join(f"{n} {v} (target {d})" for n, v, d in stale),
-            )
+            stale = stale_extensions(conn)
+            behind = [f"{n} {v} (target {d})" for n, v, d, path in stale if path]
+            stuck = [f"{n} {v} has no update path to {d}" for n, v, d, path in stale if not path]
+            report.add(f"{db}: extensions at the target's version", not behind, ", ".join(behind + stuck))
             if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'").fetchone():
                 full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
                 bad = "need upgrade" in full or "procs need upgrade" in full

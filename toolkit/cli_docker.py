@@ -1,0 +1,200 @@
+"""Docker commands: `pgleap upgrade docker …`, `pgleap demo` and friends. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from toolkit import engine
+from toolkit.errors import EXIT_OK, PgleapError
+from toolkit.report import Report
+from toolkit.state import RunState, locked
+
+out = Console()
+
+Container = Annotated[str | None, typer.Option("--container", "-c", help="The database container.")]
+Volume = Annotated[
+    str | None, typer.Option("--volume", help="A Docker volume holding PGDATA (no container).")
+]
+FromImage = Annotated[str | None, typer.Option("--from", help="Image the volume's cluster was created with.")]
+Pgdata = Annotated[
+    str | None, typer.Option("--pgdata", help="PGDATA inside the old image (default: image's).")
+]
+Output = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml")]
+
+
+def _target(container: str | None, volume: str | None, from_image: str | None, pgdata: str | None):
+    from toolkit.runtimes.docker import DockerRuntime, DockerTarget
+
+    rt = DockerRuntime()
+    if container is None and volume is None:
+        raise typer.BadParameter("give --container NAME or --volume VOL --from IMAGE")
+    probe = DockerTarget(rt, container=container, volume=volume, source_image=from_image, pgdata=pgdata)
+    state = RunState(probe.key)
+    if state.data.get("source"):  # the container may have changed since: use what was recorded
+        return DockerTarget(rt, saved=state.data["source"]), state
+    return probe, state
+
+
+def _emit(result: dict, output: str, report: Report) -> None:
+    if output == "json":
+        print(json.dumps(result, indent=2, default=str))
+    elif output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(result, default=str)), sort_keys=False))
+    else:
+        _summary(result, report)
+
+
+def _summary(result: dict, report: Report) -> None:
+    if result.get("health"):
+        table = Table("check", "ok", "detail", title="verification")
+        for row in result["health"]:
+            table.add_row(row["check"], "[green]yes[/]" if row["ok"] else "[red]NO[/]", row["detail"][:80])
+        out.print(table)
+    fp = result.get("fingerprint")
+    if fp:
+        b, a = fp["before"], fp["after"]
+        out.print(
+            f"fingerprint: {b['tables']} tables / {b['rows']} rows / {b['sequences']} sequences before, "
+            f"{a['tables']} / {a['rows']} / {a['sequences']} after: [bold green]identical[/]"
+        )
+    if result.get("downtime_seconds") is not None:
+        out.print(
+            f"downtime: [bold]{result['downtime_seconds']:.1f} s[/] (database stopped -> upgraded one accepting)"
+        )
+    out.print(f"status: [bold]{result.get('status')}[/]")
+
+
+def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
+    @groups["upgrade"].command("docker")
+    def upgrade_docker(
+        to: Annotated[str, typer.Option("--to", help="The new image (e.g. postgis/postgis:17-3.5).")],
+        container: Container = None,
+        volume: Volume = None,
+        from_image: FromImage = None,
+        pgdata: Pgdata = None,
+        mode: Annotated[str, typer.Option(help="link (default), copy, clone, or swap (18+)")] = "link",
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
+        no_verify: Annotated[
+            bool, typer.Option("--no-verify", help="Skip the before/after fingerprint.")
+        ] = False,
+        output: Output = "text",
+    ) -> None:
+        """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
+        target, state = _target(container, volume, from_image, pgdata)
+        report = Report(quiet=output != "text")
+        with locked(target.key):
+            result = engine.upgrade(
+                target, to, mode=mode, verify_data=not no_verify, dry_run=dry_run, report=report, state=state
+            )
+        _emit(result, output, report)
+
+    @groups["plan"].command("docker")
+    def plan_docker(
+        to: Annotated[str, typer.Option("--to", help="The new image.")],
+        container: Container = None,
+        volume: Volume = None,
+        from_image: FromImage = None,
+        pgdata: Pgdata = None,
+        mode: Annotated[str, typer.Option(help="link, copy, clone or swap")] = "link",
+        output: Output = "text",
+    ) -> None:
+        """Print the plan (same as `upgrade docker --dry-run`)."""
+        target, _ = _target(container, volume, from_image, pgdata)
+        report = Report(quiet=output != "text")
+        result = engine.upgrade(
+            target, to, mode=mode, dry_run=True, report=report, state=RunState("dry-run-unused")
+        )
+        if output != "text":
+            _emit(result.get("plan", {}), output, report)
+
+    @groups["resume"].command("docker")
+    def resume_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
+        """Continue an interrupted upgrade where it stopped."""
+        target, state = _target(container, volume, None, None)
+        if not state.data.get("plan"):
+            raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
+        report = Report(quiet=output != "text")
+        with locked(target.key):
+            result = engine.upgrade(target, state.data["target_image"], report=report, state=state)
+        _emit(result, output, report)
+
+    @groups["rollback"].command("docker")
+    def rollback_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
+        """Put the old cluster back on its old image (the new one is kept aside)."""
+        target, state = _target(container, volume, None, None)
+        report = Report(quiet=output != "text")
+        with locked(target.key):
+            result = engine.rollback(target, report=report, state=state)
+        _emit(result, output, report)
+
+    @groups["finalize"].command("docker")
+    def finalize_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
+        """Delete the old cluster, the old container and pgleap's scratch volume."""
+        target, state = _target(container, volume, None, None)
+        report = Report(quiet=output != "text")
+        with locked(target.key):
+            result = engine.finalize(target, report=report, state=state)
+        _emit(result, output, report)
+
+    @groups["status"].command("docker")
+    def status_docker(container: Container = None, volume: Volume = None, output: Output = "json") -> None:
+        """The recorded phase of an upgrade (JSON)."""
+        target, state = _target(container, volume, None, None)
+        data = {k: v for k, v in state.data.items() if k != "fingerprint_before"}
+        print(
+            json.dumps(
+                {"target": target.key, **data} if data else {"target": target.key, "phase": None}, indent=2
+            )
+        )
+
+    @groups["inspect"].command("docker")
+    def inspect_docker(
+        container: Container = None,
+        volume: Volume = None,
+        from_image: FromImage = None,
+        pgdata: Pgdata = None,
+    ) -> None:
+        """What pgleap finds: image, PGDATA, volume, data directory state (read-only)."""
+        target, _ = _target(container, volume, from_image, pgdata)
+        data = target.probe_data()
+        image = target.probe_image(target.source_image)
+        print(
+            json.dumps(
+                {
+                    **target.describe(),
+                    "postgres_version": image.version,
+                    "glibc": image.glibc,
+                    "icu": image.icu,
+                    "data": {"status": data.status, "pg_version": data.pg_version, "state": data.state,
+                             "checksums": data.checksums, "data_mb": round(data.data_kb / 1024, 1),
+                             "owner_uid": data.owner_uid},
+                },
+                indent=2,
+            )
+        )  # fmt: skip
+
+    @app.command("demo")
+    def demo(
+        keep: Annotated[bool, typer.Option(help="Keep the demo container and volume.")] = False,
+        mode: Annotated[str, typer.Option(help="link, copy, clone or swap")] = "link",
+        old: Annotated[
+            str | None, typer.Option(help="Old image tag (default: oldest in the matrix).")
+        ] = None,
+        new: Annotated[str | None, typer.Option(help="New image tag (default: newest).")] = None,
+        rows: Annotated[int, typer.Option(help="Points to seed.")] = 20000,
+        output: Output = "text",
+    ) -> None:
+        """Seed an old PostGIS database on Docker, upgrade it across the widest jump, print the proof."""
+        from toolkit.demo import run_demo
+
+        report = Report(quiet=output != "text")
+        result = run_demo(old_tag=old, new_tag=new, mode=mode, keep=keep, rows=rows, report=report)
+        _emit(result, output, report)
+        raise typer.Exit(EXIT_OK)

@@ -1,0 +1,331 @@
+"""The phase sequence of one upgrade, resumable, written against a target the runtime provides.
+
+inspect -> plan -> collect -> stop -> fingerprint -> upgrade (pg_upgrade) -> verify
+-> post-upgrade (extensions, collation reindex, statistics) -> health -> start -> done.
+
+Each phase is recorded before the next starts; `resume` picks up at the first
+phase not recorded as done. Every phase checks before it acts, so running one
+twice is safe. The old cluster stays on the volume until `finalize`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Protocol
+
+from toolkit.errors import PgleapError, Refused, VerificationFailed
+from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
+from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
+from toolkit.report import Report
+from toolkit.state import RunState
+from toolkit.steps import postupgrade, verify
+from toolkit.steps.inspect import cluster_facts
+from toolkit.steps.sql import Server
+
+logger = logging.getLogger(__name__)
+
+PHASES = (
+    "planned",
+    "collected",
+    "stopped",
+    "fingerprinted",
+    "upgraded",
+    "verified",
+    "post_upgraded",
+    "started",
+    "done",
+)
+
+
+class Target(Protocol):
+    """What a runtime offers the engine for one database (a Docker container/volume, a StatefulSet)."""
+
+    key: str
+    source_image: str
+
+    def probe_image(self, image: str) -> ImageFacts: ...
+    def probe_data(self) -> DataFacts: ...
+    def layout(self, target_image: str) -> Layout: ...
+    def live_server(self) -> Server | None: ...
+    def old_server(self, old: ImageFacts, data: DataFacts, superuser: str): ...  # context manager
+    def new_server(self, plan: UpgradePlan, bindir: str): ...  # context manager
+    def collect(self, plan: UpgradePlan) -> None: ...
+    def run_action(self, plan: UpgradePlan, action: str) -> str: ...
+    def stop_source(self) -> None: ...
+    def start_source(self) -> None: ...
+    def start_new(self, plan: UpgradePlan) -> None: ...
+    def restore_source(self, plan: UpgradePlan) -> None: ...
+    def analyze(self, server: Server, plan: UpgradePlan) -> str: ...
+    def cleanup(self, plan: UpgradePlan) -> None: ...
+    def describe(self) -> dict: ...
+
+
+def _reached(state: RunState, phase: str) -> bool:
+    done = state.data.get("done_phases", [])
+    return phase in done
+
+
+def _mark(state: RunState, phase: str, **extra) -> None:
+    done = state.data.get("done_phases", [])
+    if phase not in done:
+        done.append(phase)
+    state.save(phase=phase, done_phases=done, **extra)
+
+
+def plan_upgrade(
+    target: Target, target_image: str, mode: str, report: Report
+) -> tuple[UpgradePlan, ImageFacts]:
+    """Inspect both images, the data and the cluster; refuse early; return the plan."""
+    with report.phase("inspect images", f"{target.source_image} -> {target_image}") as ph:
+        old = target.probe_image(target.source_image)
+        new = target.probe_image(target_image)
+        ph.detail = f"PostgreSQL {old.version} -> {new.version}; glibc {old.glibc} -> {new.glibc}"
+    with report.phase("inspect data directory") as ph:
+        data = target.probe_data()
+        ph.detail = f"{data.status}, state '{data.state}', {data.data_kb / 1024:.0f} MiB"
+    layout = target.layout(target_image)
+    # Refusals that need no server come first (nothing started, nothing changed).
+    from toolkit.plan import check_data, check_mode, check_versions
+
+    check_versions(old, new)
+    check_data(data, old)
+    check_mode(mode, new.major, data)
+    with report.phase("inspect cluster (SQL)") as ph:
+        live = target.live_server()
+        if live is not None:
+            facts = cluster_facts(live)
+        else:
+            if not data.cleanly_shut_down:
+                raise Refused(
+                    f"the cluster was not shut down cleanly (state: {data.state})",
+                    "start it once on its old image and stop it cleanly (docker start/stop), then run pgleap again",
+                )
+            with target.old_server(old, data, superuser="") as server:
+                facts = cluster_facts(server)
+        ph.detail = f"superuser {facts.superuser}, {len(facts.databases)} databases"
+    plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
+    return plan, new
+
+
+def show_plan(plan: UpgradePlan, report: Report) -> None:
+    report.say(
+        f"[bold]Plan[/]: PostgreSQL {plan.old_version} -> {plan.new_version}, mode {plan.mode}\n"
+        f"  images     {plan.source_image} -> {plan.target_image}\n"
+        f"  PGDATA     {plan.layout.old_pgdata} (volume at {plan.layout.old_mount}) -> "
+        f"{plan.layout.new_pgdata} (volume at {plan.layout.new_mount})\n"
+        f"  initdb     --username={plan.superuser} {' '.join(plan.initdb_args)}\n"
+        f"  rollback   {plan.rollback_note}\n"
+        f"  downtime   about {plan.estimated_downtime_seconds():.0f} s (estimate)"
+    )
+    changes = [a for a in plan.extension_actions if a.action != "none"]
+    for a in changes:
+        report.say(f"  extension  {a.database}: {a.extension} {a.installed} -> {a.target} ({a.action})")
+    if plan.collation_libraries_changed:
+        report.say(
+            f"  collation  glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> "
+            f"{plan.icu[1] or '-'}: dependent indexes are rebuilt"
+        )
+    for w in plan.warnings:
+        report.say(f"  [yellow]warning[/]    {w}")
+
+
+def upgrade(
+    target: Target,
+    target_image: str,
+    *,
+    mode: str = "link",
+    verify_data: bool = True,
+    dry_run: bool = False,
+    report: Report,
+    state: RunState,
+    fail_after: str | None = None,
+) -> dict:
+    """Run (or resume) the whole upgrade; returns the JSON-able report."""
+    if state.phase and state.phase != "done" and state.data.get("target_image") != target_image:
+        raise Refused(
+            f"an unfinished upgrade to {state.data.get('target_image')} is recorded for {target.key}",
+            "run `pgleap resume` or `pgleap rollback` first",
+        )
+    if state.phase == "done":
+        report.say(
+            f"already upgraded to {state.data['target_image']}; run `pgleap finalize` to remove the old cluster"
+        )
+        return {**report.to_dict(), "status": "already-done"}
+    if state.data.get("plan"):
+        plan = plan_from_dict(state.data["plan"])
+        new_bindir = state.data["new_bindir"]
+        report.say(f"resuming after phase [bold]{state.phase}[/]")
+    else:
+        plan, new = plan_upgrade(target, target_image, mode, report)
+        new_bindir = new.bindir
+        show_plan(plan, report)
+        report.data["plan"] = plan.to_dict()
+        if dry_run:
+            return {**report.to_dict(), "status": "dry-run"}
+        state.save(
+            target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe()
+        )
+        _mark(state, "planned")
+    report.data["plan"] = plan.to_dict()
+
+    def checkpoint(phase: str, **extra) -> None:
+        _mark(state, phase, **extra)
+        if fail_after == phase:  # fault injection for tests: as if pgleap died here
+            raise PgleapError(f"injected failure after phase {phase}")
+
+    if not _reached(state, "collected"):
+        with report.phase("collect old binaries", "old image -> scratch volume"):
+            target.collect(plan)
+        checkpoint("collected")
+
+    report.down()
+    if not _reached(state, "stopped"):
+        with report.phase("stop the database", "clean shutdown"):
+            target.stop_source()
+            data = target.probe_data()
+            if not data.cleanly_shut_down and data.pg_version == plan.old_major:
+                target.start_source()
+                raise Refused(
+                    f"the cluster did not shut down cleanly (state: {data.state}); it was started again",
+                    "check the container's log and stop timeout, then run again",
+                )
+        checkpoint("stopped")
+
+    if verify_data and not _reached(state, "fingerprinted"):
+        old = target.probe_image(plan.source_image)
+        with report.phase("fingerprint before", "old cluster, read-only") as ph:
+            with target.old_server(old, target.probe_data(), plan.superuser) as server:
+                before = verify.fingerprint(server)
+            ph.detail = _fp_detail(before)
+        checkpoint("fingerprinted", fingerprint_before=asdict(before))
+
+    if not _reached(state, "upgraded"):
+        with report.phase(
+            f"pg_upgrade --{plan.mode}", f"PostgreSQL {plan.old_major} -> {plan.new_major}"
+        ) as ph:
+            out = target.run_action(plan, "upgrade")
+            results = dict(parse_results(out))
+            ph.detail = (
+                f"pg_upgrade {results.get('pg_upgrade_seconds', '?')} s; new PGDATA {plan.layout.new_pgdata}"
+            )
+            commented = [v for k, v in parse_results(out) if k == "commented"]
+            if commented:
+                report.say(
+                    f"  [yellow]settings commented out[/] (unknown to {plan.new_major}): {', '.join(commented)}"
+                )
+        checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
+
+    with target.new_server(plan, new_bindir) as server:
+        if verify_data and not _reached(state, "verified"):
+            with report.phase("fingerprint after", "before extension updates") as ph:
+                after = verify.fingerprint(server)
+                before = fingerprint_from_dict(state.data["fingerprint_before"])
+                comparison = verify.compare(before, after)
+                ph.detail = _fp_detail(after) + (" — identical" if comparison.identical else " — DIFFERENT")
+            report.data["fingerprint"] = {"before": before.to_dict(), "after": after.to_dict()}
+            if not comparison.identical:
+                report.data["differences"] = comparison.differences
+                raise VerificationFailed(
+                    "the upgraded data differs from the old data: " + "; ".join(comparison.differences[:10]),
+                    "nothing was opened to clients; inspect, then `pgleap rollback` (copy mode) or restore a backup",
+                )
+            checkpoint("verified")
+        if not _reached(state, "post_upgraded"):
+            with report.phase("update extensions", "postgis_extensions_upgrade(), ALTER EXTENSION") as ph:
+                updated, left = postupgrade.update_extensions(server)
+                ph.detail = f"{len(updated)} updated" + (f", {len(left)} without update path" if left else "")
+                for item in left:
+                    report.say(f"  [yellow]left as is[/] {item}")
+            with report.phase("rebuild collation-dependent indexes") as ph:
+                reindexed = postupgrade.reindex_collation_dependent(
+                    server,
+                    libc_changed=plan.glibc[0] != plan.glibc[1],
+                    icu_changed=bool(plan.icu[0]) and plan.icu[0] != plan.icu[1],
+                )
+                ph.detail = (
+                    f"{len(reindexed)} indexes" if plan.collation_libraries_changed else "libraries unchanged"
+                )
+            with report.phase("statistics", "vacuumdb --analyze-in-stages") as ph:
+                ph.detail = target.analyze(server, plan)
+            checkpoint("post_upgraded", extensions_updated=updated, extensions_left=left, reindexed=reindexed)
+        with report.phase("health checks", "amcheck, PostGIS, indexes") as ph:
+            health = verify.health(server)
+            ph.detail = f"{sum(ok for _, ok, _ in health.checks)}/{len(health.checks)} passed"
+        report.data["health"] = [{"check": n, "ok": ok, "detail": d} for n, ok, d in health.checks]
+        if not health.ok:
+            failed = [f"{n}: {d}" for n, ok, d in health.checks if not ok]
+            raise VerificationFailed("health checks failed after the upgrade: " + "; ".join(failed))
+        if fail_after == "health":
+            raise PgleapError("injected failure after the health checks")
+
+    if not _reached(state, "started"):
+        with report.phase("start the upgraded database", plan.target_image):
+            target.start_new(plan)
+        checkpoint("started")
+    report.up()
+    _mark(state, "done", downtime_seconds=report.downtime)
+    report.data["extensions_updated"] = state.data.get("extensions_updated", [])
+    report.data["extensions_left"] = state.data.get("extensions_left", [])
+    report.data["reindexed"] = state.data.get("reindexed", [])
+    return {**report.to_dict(), "status": "upgraded"}
+
+
+def rollback(target: Target, *, report: Report, state: RunState) -> dict:
+    """Bring the old cluster back on its old image; the new one is kept aside, not deleted."""
+    if not state.data.get("plan"):
+        raise PgleapError(f"no upgrade recorded for {target.key}: nothing to roll back")
+    plan = plan_from_dict(state.data["plan"])
+    with report.phase("restore the old cluster", "upgrade.sh rollback") as ph:
+        target.restore_source(plan)
+        ph.detail = f"{plan.layout.old_pgdata} on {plan.source_image}"
+    state.clear()
+    return {**report.to_dict(), "status": "rolled-back"}
+
+
+def finalize(target: Target, *, report: Report, state: RunState) -> dict:
+    """Delete the old cluster and pgleap's leftovers, once the new cluster is verified and running."""
+    if state.phase != "done":
+        raise PgleapError(
+            f"the upgrade of {target.key} is not complete (phase: {state.phase or 'none'})",
+            "finish it with `pgleap resume` (or undo it with `pgleap rollback`) before finalizing",
+        )
+    plan = plan_from_dict(state.data["plan"])
+    with report.phase("delete the old cluster", "upgrade.sh finalize"):
+        target.run_action(plan, "finalize")
+        target.cleanup(plan)
+    state.clear()
+    return {**report.to_dict(), "status": "finalized"}
+
+
+def _fp_detail(fp: verify.Fingerprint) -> str:
+    d = fp.to_dict()
+    return f"{d['tables']} tables, {d['rows']} rows in {len(d['databases'])} databases"
+
+
+def plan_from_dict(data: dict) -> UpgradePlan:
+    fields = {k: v for k, v in data.items() if k in UpgradePlan.__dataclass_fields__}
+    fields["layout"] = Layout(**data["layout"])
+    fields["initdb_args"] = tuple(data["initdb_args"])
+    fields["extension_actions"] = tuple(ExtensionAction(**a) for a in data["extension_actions"])
+    fields["glibc"] = tuple(data["glibc"])
+    fields["icu"] = tuple(data["icu"])
+    fields["databases"] = tuple(data["databases"])
+    fields["warnings"] = tuple(data["warnings"])
+    return UpgradePlan(**fields)
+
+
+def fingerprint_from_dict(data: dict) -> verify.Fingerprint:
+    def tuples(m: dict) -> dict:
+        return {db: {k: tuple(v) for k, v in tables.items()} for db, tables in m.items()}
+
+    return verify.Fingerprint(
+        tables=tuples(data["tables"]),
+        extension_tables=tuples(data["extension_tables"]),
+        sequences=tuples(data["sequences"]),
+        extensions=data["extensions"],
+        roles=[tuple(r) for r in data["roles"]],
+    )
+
+
+__all__ = ["ClusterFacts", "DatabaseFacts", "finalize", "plan_upgrade", "rollback", "upgrade"]

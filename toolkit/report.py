@@ -1,0 +1,74 @@
+"""Progress for the operator (rich, on stderr) and the run's result (JSON on stdout with -o json)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+    detail: str = ""
+    in_downtime: bool = False
+
+
+@dataclass
+class Report:
+    """Collects per-phase timings, the downtime window and the verification results."""
+
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+    quiet: bool = False
+    phases: list[Phase] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+    _down_since: float | None = None
+    downtime: float | None = None
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message)
+
+    @contextmanager
+    def phase(self, name: str, detail: str = "") -> Iterator[Phase]:
+        """Time a phase, show a spinner while it runs and a line when it is done."""
+        entry = Phase(name, 0.0, detail, in_downtime=self._down_since is not None)
+        start = time.monotonic()
+        if self.quiet:
+            yield entry
+        else:
+            with self.console.status(f"[bold]{name}[/] {detail}"):
+                yield entry
+        entry.seconds = time.monotonic() - start
+        self.phases.append(entry)
+        marker = "[red]●[/]" if entry.in_downtime else "[green]●[/]"
+        self.say(f"{marker} {name:<34} {entry.seconds:6.2f} s  [dim]{entry.detail}[/]")
+
+    def down(self) -> None:
+        """The database just stopped serving."""
+        self._down_since = time.monotonic()
+
+    def up(self) -> None:
+        """The database serves again."""
+        if self._down_since is not None:
+            self.downtime = time.monotonic() - self._down_since
+            self._down_since = None
+
+    def to_dict(self) -> dict:
+        return {
+            **self.data,
+            "phases": [
+                {
+                    "name": p.name,
+                    "seconds": round(p.seconds, 3),
+                    "detail": p.detail,
+                    "in_downtime": p.in_downtime,
+                }
+                for p in self.phases
+            ],
+            "downtime_seconds": None if self.downtime is None else round(self.downtime, 3),
+        }

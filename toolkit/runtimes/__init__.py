@@ -1,0 +1,1 @@
+"""Runtimes schedule the engine's steps: Docker containers or Kubernetes Jobs."""
