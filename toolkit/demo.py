@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
 
 from toolkit import engine, images
@@ -11,7 +10,6 @@ from toolkit.report import Report
 from toolkit.runtimes.docker import DockerRuntime, DockerTarget
 from toolkit.seed import seed
 from toolkit.state import RunState, locked
-from toolkit.steps.sql import Server
 
 
 def run_demo(
@@ -38,7 +36,7 @@ def run_demo(
                 environment={"POSTGRES_USER": "gis", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "gis"},
                 volumes={volume: {"bind": old_pgdata, "mode": "rw"}},
             )  # fmt: skip
-            _wait_initialised(rt, name, password)
+            rt.wait_accepting(name, "gis", password, timeout=180)
         with report.phase("seed PostGIS data", f"{rows} points, polygons, topology, raster, 2 databases"):
             live = rt.live_server(rt.source_container(name))
             seed(live, "gis", rows=rows)
@@ -63,21 +61,3 @@ def run_demo(
                 f"[yellow]the demo failed; container {name} and volume {volume} are kept for inspection[/]"
             )
         raise
-
-
-def _wait_initialised(rt: DockerRuntime, name: str, password: str, timeout: float = 180) -> None:
-    """The entrypoint's init server listens only on the socket: wait for the real one on TCP."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = rt.docker.containers.get(name)
-        networks = c.attrs["NetworkSettings"].get("Networks") or {}
-        ip = next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), None)
-        if c.status == "exited":
-            raise RuntimeError(c.logs().decode(errors="replace")[-2000:])
-        if ip:
-            Server(ip, 5432, "gis", password, label="demo database").wait_ready(
-                timeout=deadline - time.monotonic()
-            )
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{name} did not start")

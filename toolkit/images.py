@@ -194,6 +194,7 @@ def build_one(
     args = [f"--build-arg={k}={v}" for k, v in _build_args(spec).items()]
     proc = _docker(
         "build",
+        "--force-rm",
         "--label",
         f"{HASH_LABEL}={wanted}",
         *args,
@@ -203,7 +204,9 @@ def build_one(
         check=False,
     )
     if proc.returncode != 0:
-        raise EnvironmentProblem(f"docker build of {image} failed:\n{proc.stderr[-4000:]}")
+        raise EnvironmentProblem(
+            f"docker build of {image} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+        )
     return BuildResult(spec.tag, image, "built", time.monotonic() - start)
 
 
