@@ -182,7 +182,6 @@ _VERSION_PART = re.compile(r"\d+|[A-Za-z]+")
 
 def version_key(version: str) -> tuple:
     """Orderable key for extension versions like 3.1.1, 1.2, 3.6.0dev."""
-    parts = []
-    for token in _VERSION_PART.findall(version):
-        parts.append((0, int(token), "") if token.isdigit() else (-1, 0, token))
-    return tuple(parts)
+    parts = [(1, int(t), "") if t.isdigit() else (0, 0, t) for t in _VERSION_PART.findall(version)]
+    # The end sorts after a pre-release tag (3.6.0dev < 3.6.0) and before more numbers (3.6.0 < 3.6.0.1).
+    return (*parts, (0.5, 0, ""))

@@ -1,0 +1,150 @@
+"""The engine end to end on Docker: real old databases upgraded on their volumes, proved by fingerprint.
+
+Every upgrade here starts a seeded container on an old image, runs the whole
+engine (collect, stop, fingerprint, pg_upgrade, verify, extensions, reindex,
+health, restart on the new image) and then checks the world from outside: the
+container runs the new image, PostGIS is the target's, the data is the same.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from toolkit import engine, images
+from toolkit.errors import PgleapError, Refused
+from toolkit.report import Report
+from toolkit.runtimes.docker import DockerTarget
+from toolkit.state import RunState
+from toolkit.steps import verify
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def _upgrade(runtime, db, to_tag: str, image_names, **kwargs):
+    target = DockerTarget(runtime, container=db.name)
+    state = RunState(target.key)
+    result = engine.upgrade(target, image_names[to_tag], report=Report(quiet=True), state=state, **kwargs)
+    return target, state, result
+
+
+def _assert_upgraded(runtime, db, to_tag: str, image_names, before, result):
+    spec = images.spec_for(to_tag)
+    assert result["status"] == "upgraded"
+    assert result["fingerprint"]["before"] == result["fingerprint"]["after"]
+    container = runtime.docker.containers.get(db.name)
+    assert container.attrs["Config"]["Image"] == image_names[to_tag]
+    server = db.server()
+    with server.connect(db.superuser) as conn:
+        assert int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000 == spec.pg
+        full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
+        assert "need upgrade" not in full
+        installed = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'postgis'").fetchone()[
+            0
+        ]
+        default = conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'postgis'"
+        ).fetchone()[0]
+        assert installed == default
+        assert conn.execute("SHOW data_directory").fetchone()[0] == spec.pgdata
+    after = verify.fingerprint(server)
+    comparison = verify.compare(before, after, include_extension_tables=False)
+    assert comparison.identical, comparison.differences
+    assert all(row["ok"] for row in result["health"]), [r for r in result["health"] if not r["ok"]]
+
+
+MATRIX = [
+    ("13-3.1", "15-3.3", "link"),
+    ("15-3.3", "17-3.5", "link"),
+    ("13-3.1", "17-3.5", "link"),
+    ("13-3.1", "18-3.x", "link"),
+    ("15-3.3", "18-3.x", "link"),
+    ("13-3.1", "15-3.3", "copy"),
+    ("15-3.3", "17-3.5", "copy"),
+    ("13-3.1", "17-3.5", "copy"),
+    ("13-3.1", "18-3.x", "copy"),
+    ("15-3.3", "18-3.x", "swap"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "mode"), MATRIX, ids=[f"{o}-to-{n}-{m}" for o, n, m in MATRIX])
+def test_upgrade_matrix(runtime, image_names, old_db_factory, old, new, mode):
+    db = old_db_factory(old)
+    before = db.fingerprint()
+    target, state, result = _upgrade(runtime, db, new, image_names, mode=mode)
+    _assert_upgraded(runtime, db, new, image_names, before, result)
+    # A second run changes nothing and says so.
+    again = engine.upgrade(target, image_names[new], report=Report(quiet=True), state=state)
+    assert again["status"] == "already-done"
+    # finalize removes the old cluster, the old container and the scratch volume; data stays.
+    engine.finalize(target, report=Report(quiet=True), state=state)
+    assert not runtime.exists(f"{db.name}-pgleap-old")
+    assert verify.compare(before, db.fingerprint(), include_extension_tables=False).identical
+
+
+def test_checksums_and_non_default_superuser(runtime, image_names, old_db_factory):
+    db = old_db_factory("13-3.1", superuser="geo_admin", env={"POSTGRES_INITDB_ARGS": "--data-checksums"})
+    before = db.fingerprint()
+    target, state, result = _upgrade(runtime, db, "18-3.x", image_names)
+    assert "--data-checksums" in result["plan"]["initdb_args"]
+    assert result["plan"]["superuser"] == "geo_admin"
+    _assert_upgraded(runtime, db, "18-3.x", image_names, before, result)
+    with db.server().connect(db.superuser) as conn:
+        assert conn.execute("SHOW data_checksums").fetchone()[0] == "on"
+        assert conn.execute("SELECT rolname FROM pg_authid WHERE oid = 10").fetchone()[0] == "geo_admin"
+
+
+def test_17_to_18_6_is_refused_before_anything_changes(runtime, image_names, old_db_factory):
+    db = old_db_factory("17-3.5", seed_data=False)
+    with pytest.raises(Refused, match="breaks pg_upgrade"):
+        _upgrade(runtime, db, "18-3.x", image_names)
+    assert runtime.docker.containers.get(db.name).status == "running"
+
+
+def test_resume_after_pgleap_died_after_pg_upgrade(runtime, image_names, old_db_factory):
+    db = old_db_factory("13-3.1")
+    before = db.fingerprint()
+    with pytest.raises(PgleapError, match="injected"):
+        _upgrade(runtime, db, "17-3.5", image_names, fail_after="upgraded")
+    target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
+    state = RunState(target.key)
+    result = engine.upgrade(target, image_names["17-3.5"], report=Report(quiet=True), state=state)
+    assert result["status"] == "upgraded"
+    after = db.fingerprint()
+    assert verify.compare(before, after, include_extension_tables=False).identical
+
+
+def test_rollback_in_link_mode_before_the_new_cluster_started(runtime, image_names, old_db_factory):
+    db = old_db_factory("13-3.1")
+    before = db.fingerprint()
+    with pytest.raises(PgleapError, match="injected"):
+        _upgrade(runtime, db, "17-3.5", image_names, fail_after="upgraded")
+    target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
+    engine.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    container = runtime.docker.containers.get(db.name)
+    assert container.attrs["Config"]["Image"] == image_names["13-3.1"]
+    assert verify.compare(before, db.fingerprint()).identical
+
+
+def test_rollback_after_a_failed_post_upgrade_step_in_copy_mode(runtime, image_names, old_db_factory):
+    db = old_db_factory("15-3.3")
+    before = db.fingerprint()
+    with pytest.raises(PgleapError, match="injected"):
+        _upgrade(runtime, db, "17-3.5", image_names, mode="copy", fail_after="health")
+    target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
+    engine.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    assert runtime.docker.containers.get(db.name).attrs["Config"]["Image"] == image_names["15-3.3"]
+    assert verify.compare(before, db.fingerprint()).identical
+
+
+def test_link_mode_rollback_is_refused_after_the_new_cluster_ran(runtime, image_names, old_db_factory):
+    db = old_db_factory("13-3.1", rows=500)
+    with pytest.raises(PgleapError, match="injected"):
+        _upgrade(runtime, db, "15-3.3", image_names, fail_after="health")
+    target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
+    with pytest.raises(PgleapError, match="has been started"):
+        engine.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    # The upgrade can still be finished.
+    result = engine.upgrade(
+        target, image_names["15-3.3"], report=Report(quiet=True), state=RunState(target.key)
+    )
+    assert result["status"] == "upgraded"
