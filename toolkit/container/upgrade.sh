@@ -143,13 +143,25 @@ init_staging() {
 	touch "$state/initdb-done"
 }
 
+# The transfer flag: copy is pg_upgrade's default and only has a flag from 16 on.
+mode_flag() {
+	case "$mode" in
+		link) echo --link ;;
+		clone) echo --clone ;;
+		swap) echo --swap ;;
+		copy) if [ "$new_major" -ge 16 ]; then echo --copy; fi ;;
+		*) die "unknown mode $mode" ;;
+	esac
+}
+
 run_pg_upgrade() {
 	local extra=("$@") data
 	data="$(current_old_data)"
 	mkdir -p "$work"
 	cd "$work"
+	# pg_upgrade reports on stdout; stdout is for PGLEAP result lines, so it goes to the log.
 	"$PG_BINDIR/pg_upgrade" -b "$OLD_BINDIR" -B "$PG_BINDIR" -d "$data" -D "$staging" \
-		-U "$PGLEAP_SUPERUSER" -j "${PGLEAP_JOBS:-2}" "${extra[@]}"
+		-U "$PGLEAP_SUPERUSER" -j "${PGLEAP_JOBS:-2}" "${extra[@]}" >&2
 }
 
 # Keep the user's configuration; comment out what the new major no longer knows.
@@ -255,14 +267,16 @@ do_upgrade() {
 		if [ "$action" = check ] || [ "${PGLEAP_CHECK:-1}" = 1 ]; then
 			PGLEAP_STEP=check
 			log "pg_upgrade --check"
-			run_pg_upgrade --check "--$mode" || die "pg_upgrade --check failed (nothing was changed); its report is above"
+			# shellcheck disable=SC2046  # an empty flag must vanish
+			run_pg_upgrade --check $(mode_flag) || die "pg_upgrade --check failed (nothing was changed); see its report in the log below"
 			[ "$action" = check ] && { result checked ok; return; }
 		fi
 		PGLEAP_STEP=pg_upgrade
 		touch "$state/pg_upgrade-started"
 		local t0 t1
 		t0="$(date +%s.%N)"
-		if ! run_pg_upgrade "--$mode"; then
+		# shellcheck disable=SC2046
+		if ! run_pg_upgrade $(mode_flag); then
 			local failed
 			failed="$state/failed-new-$(date -u +%Y%m%dT%H%M%S)"
 			[ -e "$staging" ] && mv "$staging" "$failed"

@@ -149,17 +149,19 @@ class DockerRuntime:
                 ln.split("ERROR: ", 1)[1] for ln in err.splitlines() if "ERROR: " in ln and "pgleap[" in ln
             ]
             message = errors[-1] if errors else f"{what or script} failed in {image} (exit {status})"
-            raise PgleapError(message, f"log of the step:\n{tail}" if not errors else "")
+            raise PgleapError(message, f"the step's log ends with:\n{tail}")
         return out
 
     def probe_image(self, image: str) -> ImageFacts:
-        out = self.run_script(image, "probe.sh", {}, [], user="0", what="probe")
         try:
+            out = self.run_script(image, "probe.sh", {}, [], user="0", what="probe")
             return ImageFacts.from_probe(image, out)
-        except ValueError:
+        except (PgleapError, ValueError) as exc:
+            if isinstance(exc, EnvironmentProblem):
+                raise
             raise Refused(
-                f"{image} does not look like a PostgreSQL image (no server found)",
-                "give a postgres/postgis image",
+                f"{image} does not look like a PostgreSQL image ({exc})",
+                "give a postgres or postgis image with bash (Debian-based, like the official ones)",
             ) from None
 
     def probe_data(self, image: str, volume: VolumeRef, rel: str) -> DataFacts:

@@ -1,0 +1,5 @@
+"""`python -m toolkit` is `pgleap`."""
+
+from toolkit.cli import main
+
+main()
