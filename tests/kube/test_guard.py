@@ -24,7 +24,7 @@ def test_argo_refused_with_pause_hint() -> None:
     assert "Argo CD application 'tiles'" in exc.value.message
     assert "selfHeal: false" in exc.value.hint and "--allow-argocd" in exc.value.hint
     warnings = check(
-        facts_of("argo"), parse_image("postgis/postgis:17-3.5"), GuardOverrides(allow_argocd=True)
+        facts_of("argo"), parse_image("postgis/postgis:17-3.5"), GuardOverrides(allow_argocd=True), live=False
     )
     assert any("auto-sync" in w for w in warnings)
 
