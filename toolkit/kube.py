@@ -126,7 +126,7 @@ class Kube:
     # -- plumbing -----------------------------------------------------------------------------
 
     def _call(
-        self, verb: str, kind: str, namespace: str | None, fn: Callable[..., T], *a: Any, **kw: Any
+        self, verb: str, kind: str, namespace: str | None, fn: Callable[..., T], /, *a: Any, **kw: Any
     ) -> T:
         info = KINDS[kind]
         try:

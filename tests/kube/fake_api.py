@@ -122,6 +122,7 @@ class FakeKubernetesApi:
         data.setdefault("kind", kind)
         meta = data.setdefault("metadata", {})
         meta["resourceVersion"] = str(next(self._serial))
+        meta.setdefault("uid", f"uid-{next(self._serial)}")
         ns = meta.get("namespace") if KINDS[kind][3] else None
         obj = data if model is None else getattr(client, model).from_dict(data)
         self.objects[(ns, kind, meta["name"])] = obj
@@ -149,6 +150,7 @@ class FakeKubernetesApi:
         if self.error_hook:
             exc = self.error_hook(call)
             if exc is not None:
+                call.detail["injected"] = True  # the call failed before reaching the "server"
                 raise exc
 
     def _create(self, kind: str, namespace: str | None, body: Any) -> Any:
@@ -476,3 +478,8 @@ class FakeKubernetesApi:
 
     def writes_for_test(self) -> list[Call]:
         return [c for c in self.calls if c.write]
+
+
+def reconcile_for_test(fake: FakeKubernetesApi, namespace: str, name: str) -> None:
+    """Let the simulated StatefulSet controller bring a seeded StatefulSet to its running state."""
+    fake._reconcile_sts(namespace, name, None)

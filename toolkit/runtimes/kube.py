@@ -55,7 +55,11 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class HookContext:
-    """What the post-upgrade/verify hook gets: the running new cluster and how to reach it."""
+    """What the post-upgrade/verify hook gets: the running new cluster and how to reach it.
+
+    The hook runs at least once: after a crash between the hook and the recording
+    of "verified", `resume` calls it again, so it must be safe to repeat.
+    """
 
     kube: Kube
     plan: KubePlan
@@ -384,15 +388,18 @@ class KubeRuntime:
         return out
 
     def _step_retention(self, plan: KubePlan, out: Outcome) -> None:
-        """Set the claim retention policy to Retain so scaling to 0 keeps the PVC (the new StatefulSet
-        gets the user's policy back)."""
+        """Set the claim retention policy to Retain so scaling to 0 keeps the PVC (the new
+        StatefulSet gets the user's policy back)."""
         if not plan.patch_retention:
             out.unchanged.append("retention policy already keeps PVCs")
             return
-        sts = self.read_sts(plan.namespace, plan.sts)
+        self._ensure_retain(plan, self.read_sts(plan.namespace, plan.sts), out)
+
+    def _ensure_retain(self, plan: KubePlan, sts: Mapping[str, Any], out: Outcome) -> None:
+        """Patch a Delete retention policy to Retain and wait until the PVC has no owner to die with."""
         policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
         if policy.get("whenScaled", "Retain") == "Retain" and policy.get("whenDeleted", "Retain") == "Retain":
-            out.unchanged.append("retention policy already Retain")
+            out.unchanged.append(f"retention policy of {plan.sts} keeps PVCs")
         else:
             self.kube.patch(
                 "StatefulSet",
@@ -407,7 +414,7 @@ class KubeRuntime:
                     }
                 },
             )
-            out.changed.append("set persistentVolumeClaimRetentionPolicy to Retain for the upgrade")
+            out.changed.append(f"set persistentVolumeClaimRetentionPolicy of {plan.sts} to Retain for now")
 
         def released() -> bool | None:
             pvc = self.kube.get("PersistentVolumeClaim", plan.namespace, plan.data_pvc)
@@ -674,6 +681,9 @@ class KubeRuntime:
             out.unchanged.append(f"no StatefulSet {plan.sts} running")
             self._wait_pod_gone(plan)
             return
+        # The new StatefulSet carries the user's retention policy: a Delete policy would take the
+        # PVC with it when scaled down or deleted.
+        self._ensure_retain(plan, live, out)
         if live["spec"].get("replicas", 1) != 0:
             self.kube.patch("StatefulSet", plan.namespace, plan.sts, {"spec": {"replicas": 0}})
             out.changed.append(f"scaled {plan.sts} to 0")
