@@ -40,10 +40,16 @@ class GuardOverrides:
 class Problem:
     message: str
     hint: str
+    owner: bool = False  # an owner that a flag can override (once paused), not a data problem
 
 
 def owner_problem(owner: Owner, facts: StsFacts, target: ImageRef) -> Problem:
     """What this owner would do to the upgraded StatefulSet, and how to pause it."""
+    p = _owner_problem(owner, facts, target)
+    return Problem(p.message, p.hint, owner=True)
+
+
+def _owner_problem(owner: Owner, facts: StsFacts, target: ImageRef) -> Problem:
     sts = f"StatefulSet {facts.namespace}/{facts.name}"
     tag = target.tag or target.ref
     if owner.kind == "argocd":

@@ -123,6 +123,16 @@ class Kube:
             custom=client.CustomObjectsApi(api),
         )
 
+    @staticmethod
+    def default_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+        """The namespace of the kubeconfig context, as kubectl would use it."""
+        try:
+            contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+        except (config.ConfigException, FileNotFoundError, TypeError):
+            return "default"
+        chosen = next((c for c in contexts if c["name"] == context), current) if context else current
+        return ((chosen or {}).get("context") or {}).get("namespace") or "default"
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _call(

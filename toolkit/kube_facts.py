@@ -122,6 +122,7 @@ class StsFacts:
     claim_names: tuple[str, ...]
     claims: tuple[ClaimFacts, ...]
     owners: tuple[Owner, ...]
+    superuser: str = "postgres"  # the role with OID 10: initdb --username of the new cluster
     pod_node: str | None = None
     services: tuple[str, ...] = ()
     pdbs: tuple[str, ...] = ()
@@ -374,6 +375,7 @@ def gather(
         ),
     )
     policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+    _, user = _env_value(container, "POSTGRES_USER")
     return StsFacts(
         namespace=namespace,
         name=name,
@@ -394,6 +396,7 @@ def gather(
         claim_names=claim_names,
         claims=tuple(claims),
         owners=detect_owners(sts),
+        superuser=user if user and image.kind != "bitnami" else "postgres",
         pod_node=pod_node,
         services=tuple(
             sorted(

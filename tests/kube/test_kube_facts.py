@@ -65,6 +65,7 @@ def test_official_plain() -> None:
     assert (f.uid, f.gid, f.fs_group) == (999, 999, None)
     assert f.replicas == 1 and f.termination_grace_seconds == 60
     assert f.pod_node == "node-a"
+    assert f.superuser == "gis"  # POSTGRES_USER made the OID-10 role
     claim = f.data_claim_facts
     assert claim is not None and claim.exists
     assert (claim.size, claim.storage_class, claim.access_modes) == ("10Gi", "local-path", ("ReadWriteOnce",))
@@ -83,6 +84,7 @@ def test_bitnami() -> None:
         "data-pg-postgresql-0",
     )
     assert (f.uid, f.gid, f.fs_group) == (1001, 0, 1001)
+    assert f.superuser == "postgres"
     assert f.services == ("pg-postgresql", "pg-postgresql-hl")
     assert f.pdbs == ("pg-postgresql",)
     assert f.snapshot_classes == ("ebs-snapclass",)
