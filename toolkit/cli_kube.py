@@ -107,7 +107,7 @@ PatchRetentionOpt = Annotated[
     bool,
     typer.Option(
         "--patch-retention/--no-patch-retention",
-        help="Set a Delete PVC retention policy to Retain during the upgrade (the new StatefulSet has yours).",
+        help="Keep PVCs (Retain) while pgleap scales down; the new StatefulSet gets your policy back.",
     ),
 ]
 AllowArgo = Annotated[bool, typer.Option("--allow-argocd", help="Argo CD auto-sync is paused.")]
@@ -392,7 +392,7 @@ def register(
         initdb_args: InitdbOpt = "",
         set_env: SetEnvOpt = None,
     ) -> None:
-        """Offline: the objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`)."""
+        """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`)."""
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
         try:
             docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
