@@ -44,6 +44,11 @@ def load_scripts(folder: Path | None = None, *, required: bool = True) -> dict[s
     return scripts
 
 
+def _progress(message: str) -> None:
+    """Progress and container logs on stderr, printed as they are (no rich markup in log lines)."""
+    err.print(message, style="dim", markup=False, highlight=False)
+
+
 def _print(data: Any, output: str, text: Callable[[], None]) -> None:
     if output == "json":
         print(json.dumps(data, indent=2, default=str))
@@ -146,7 +151,7 @@ def register(
     def runtime_for(kubeconfig: str | None, context: str | None, output: str) -> Any:
         from toolkit.runtimes.kube import KubeRuntime
 
-        return KubeRuntime(kube_for(kubeconfig, context), log=lambda m: err.print(f"[dim]{m}[/]"))
+        return KubeRuntime(kube_for(kubeconfig, context), log=_progress)
 
     def ns_for(namespace: str | None, kubeconfig: str | None, context: str | None) -> str:
         if namespace:
