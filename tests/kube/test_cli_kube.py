@@ -247,6 +247,6 @@ def test_load_scripts_reads_any_files(tmp_path: Path, monkeypatch: pytest.Monkey
     (tmp_path / "extra.sh").write_text("c")
     assert cli_kube.load_scripts(tmp_path) == {"collect.sh": "a", "extra.sh": "c", "upgrade.sh": "b"}
     (tmp_path / "upgrade.sh").unlink()
-    with pytest.raises(EnvironmentProblem, match="upgrade.sh"):
+    with pytest.raises(EnvironmentProblem, match=r"upgrade\.sh"):
         cli_kube.load_scripts(tmp_path)
     assert cli_kube.load_scripts(tmp_path, required=False) == {"collect.sh": "a", "extra.sh": "c"}
