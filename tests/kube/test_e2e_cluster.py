@@ -102,7 +102,8 @@ def test_upgrade_on_a_real_cluster(namespace: str) -> None:
     _wait_ready(namespace, OLD_IMAGE)
     _psql(
         namespace,
-        "CREATE EXTENSION postgis; CREATE TABLE t AS SELECT i, ST_MakePoint(i, i) AS g FROM generate_series(1, 1000) i",
+        "CREATE EXTENSION postgis; "
+        "CREATE TABLE t AS SELECT i, ST_MakePoint(i, i) AS g FROM generate_series(1, 1000) i",
     )
     before = _psql(namespace, "SELECT count(*), sum(ST_X(g)) FROM t")
     pvc_uid = core.read_namespaced_persistent_volume_claim("data-gis-0", namespace).metadata.uid
