@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Rehearse a Kubernetes upgrade end to end on a throwaway kind cluster:
+# create the cluster, load the two test images, apply the example PostGIS
+# StatefulSet, seed data, run `pgleap upgrade sts`, check PostGIS and the data
+# on the new major, then delete the cluster (KEEP_CLUSTER=1 keeps it).
+#
+#   scripts/kind-rehearsal.sh                       # pgleap/postgis:13-3.1 -> 17-3.5
+#   OLD_IMAGE=... NEW_IMAGE=... scripts/kind-rehearsal.sh
+#   RUN_E2E=1 scripts/kind-rehearsal.sh             # also run tests/kube/test_e2e_cluster.py
+set -euo pipefail
+
+CLUSTER="${CLUSTER:-pgleap-rehearsal}"
+OLD_IMAGE="${OLD_IMAGE:-pgleap/postgis:13-3.1}"
+NEW_IMAGE="${NEW_IMAGE:-pgleap/postgis:17-3.5}"
+NAMESPACE="${NAMESPACE:-geo}"
+PGLEAP="${PGLEAP:-pgleap}"
+PYTHON="${PYTHON:-python3}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KUBECONFIG_FILE="$(mktemp -t pgleap-kind.XXXXXX)"
+export KUBECONFIG="$KUBECONFIG_FILE"
+
+log() { printf '%s rehearsal: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+cleanup() {
+    local rc=$?
+    if [[ "${KEEP_CLUSTER:-0}" == "1" ]]; then
+        log "keeping cluster $CLUSTER (kubeconfig $KUBECONFIG_FILE)"
+    else
+        kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+        rm -f "$KUBECONFIG_FILE"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+
+for tool in kind kubectl docker "$PGLEAP"; do
+    command -v "$tool" >/dev/null || die "$tool is not on PATH"
+done
+for image in "$OLD_IMAGE" "$NEW_IMAGE"; do
+    docker image inspect "$image" >/dev/null 2>&1 || die "image $image is missing (pgleap images build)"
+done
+
+psql_in() {  # psql_in SQL: run SQL in the database pod, print unaligned tuples
+    kubectl -n "$NAMESPACE" exec gis-0 -c postgres -- psql -U gis -d gis -v ON_ERROR_STOP=1 -tA -c "$1"
+}
+
+log "creating kind cluster $CLUSTER"
+kind create cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG_FILE" --wait 180s
+log "loading $OLD_IMAGE and $NEW_IMAGE"
+kind load docker-image --name "$CLUSTER" "$OLD_IMAGE" "$NEW_IMAGE"
+
+log "applying the example StatefulSet in namespace $NAMESPACE"
+kubectl create namespace "$NAMESPACE"
+kubectl -n "$NAMESPACE" create secret generic gis-db --from-literal=password="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+sed "s#image: pgleap/postgis:13-3.1#image: ${OLD_IMAGE}#" "$ROOT/manifests/examples/postgis-statefulset.yaml" \
+    | kubectl -n "$NAMESPACE" apply -f -
+kubectl -n "$NAMESPACE" rollout status statefulset/gis --timeout=300s
+kubectl -n "$NAMESPACE" wait pod/gis-0 --for=condition=Ready --timeout=300s
+
+log "seeding data"
+psql_in "CREATE EXTENSION IF NOT EXISTS postgis;
+         CREATE TABLE places (id serial PRIMARY KEY, name text, geom geometry(Point, 4326));
+         INSERT INTO places (name, geom)
+           SELECT 'p' || i, ST_SetSRID(ST_MakePoint(i % 360 - 180, i % 180 - 90), 4326)
+           FROM generate_series(1, 10000) AS i;
+         CREATE INDEX places_geom ON places USING gist (geom);" >/dev/null
+before="$(psql_in "SELECT count(*), sum(ST_X(geom))::bigint FROM places")"
+pvc_uid="$(kubectl -n "$NAMESPACE" get pvc data-gis-0 -o jsonpath='{.metadata.uid}')"
+log "before: rows,sum = $before; PVC uid $pvc_uid"
+
+log "pgleap upgrade sts gis --to $NEW_IMAGE"
+"$PGLEAP" upgrade sts gis -n "$NAMESPACE" --to "$NEW_IMAGE" --kubeconfig "$KUBECONFIG_FILE" --no-snapshot --yes
+kubectl -n "$NAMESPACE" wait pod/gis-0 --for=condition=Ready --timeout=300s
+
+log "verifying"
+image="$(kubectl -n "$NAMESPACE" get statefulset gis -o jsonpath='{.spec.template.spec.containers[0].image}')"
+[[ "$image" == "$NEW_IMAGE" ]] || die "StatefulSet runs $image, expected $NEW_IMAGE"
+[[ "$(kubectl -n "$NAMESPACE" get pvc data-gis-0 -o jsonpath='{.metadata.uid}')" == "$pvc_uid" ]] \
+    || die "the data PVC was replaced"
+postgis="$(psql_in "SELECT postgis_full_version()")"
+log "postgis_full_version: $postgis"
+[[ "$postgis" == *POSTGIS=* ]] || die "postgis_full_version() returned nothing useful"
+server="$(psql_in "SHOW server_version_num")"
+want_major="$(sed -E 's/.*:([0-9]+).*/\1/' <<<"$NEW_IMAGE")"
+[[ "$((server / 10000))" == "$want_major" ]] || die "server is $server, expected major $want_major"
+after="$(psql_in "SELECT count(*), sum(ST_X(geom))::bigint FROM places")"
+[[ "$after" == "$before" ]] || die "data differs: before $before, after $after"
+"$PGLEAP" status sts gis -n "$NAMESPACE" --kubeconfig "$KUBECONFIG_FILE"
+
+if [[ "${RUN_E2E:-0}" == "1" ]]; then
+    log "running tests/kube/test_e2e_cluster.py"
+    (cd "$ROOT" && PGLEAP_E2E_KUBECONFIG="$KUBECONFIG_FILE" PGLEAP_E2E_OLD_IMAGE="$OLD_IMAGE" \
+        PGLEAP_E2E_NEW_IMAGE="$NEW_IMAGE" "$PYTHON" -m pytest tests/kube/test_e2e_cluster.py -q)
+fi
+log "OK: $OLD_IMAGE -> $NEW_IMAGE, $after rows/sum unchanged"

@@ -1,0 +1,485 @@
+"""A stateful, recording fake of the Kubernetes API at the client boundary (safir-style).
+
+One object stands in for CoreV1Api, AppsV1Api, BatchV1Api, PolicyV1Api and
+CustomObjectsApi. Built-in objects are kept as real client models by
+namespace/kind/name, custom objects as dicts; misses and clashes raise the
+client's own `ApiException` (404/409). Every call is logged with its RBAC verb
+and resource, `error_hook` can make any call fail, and a small controller
+simulation (StatefulSet pods, Job completion, snapshot readiness) can be turned
+off to drive those transitions by hand through the `*_for_test` helpers.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+MERGE_PATCH = "application/merge-patch+json"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
+
+# kind → (RBAC group, resource, model class name or None for custom objects, namespaced)
+KINDS: dict[str, tuple[str, str, str | None, bool]] = {
+    "StatefulSet": ("apps", "statefulsets", "V1StatefulSet", True),
+    "Pod": ("", "pods", "V1Pod", True),
+    "PersistentVolumeClaim": ("", "persistentvolumeclaims", "V1PersistentVolumeClaim", True),
+    "PersistentVolume": ("", "persistentvolumes", "V1PersistentVolume", False),
+    "Service": ("", "services", "V1Service", True),
+    "ConfigMap": ("", "configmaps", "V1ConfigMap", True),
+    "Job": ("batch", "jobs", "V1Job", True),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets", "V1PodDisruptionBudget", True),
+    "VolumeSnapshot": ("snapshot.storage.k8s.io", "volumesnapshots", None, True),
+    "VolumeSnapshotClass": ("snapshot.storage.k8s.io", "volumesnapshotclasses", None, False),
+}
+_API_VERSION = {
+    "StatefulSet": "apps/v1",
+    "Job": "batch/v1",
+    "PodDisruptionBudget": "policy/v1",
+    "VolumeSnapshot": "snapshot.storage.k8s.io/v1",
+    "VolumeSnapshotClass": "snapshot.storage.k8s.io/v1",
+}
+_PLURAL_KIND = {"volumesnapshots": "VolumeSnapshot", "volumesnapshotclasses": "VolumeSnapshotClass"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API call as RBAC sees it."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str | None
+    name: str | None
+    detail: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def write(self) -> bool:
+        return self.verb in WRITE_VERBS
+
+
+class _LogResponse:
+    """What `read_namespaced_pod_log(..., _preload_content=False)` hands back: a stream."""
+
+    def __init__(self, text: str) -> None:
+        self._data = text.encode()
+
+    def stream(self, amt: int = 2**16) -> Any:
+        for i in range(0, len(self._data), 7):  # small chunks: exercise line reassembly
+            yield self._data[i : i + 7]
+
+    def release_conn(self) -> None:
+        pass
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+def _api_error(status: int, reason: str, message: str = "") -> ApiException:
+    return ApiException(status=status, reason=reason, body=message or reason)
+
+
+class FakeKubernetesApi:
+    """The fake cluster. Pass it as every API object of `toolkit.kube.Kube`."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str | None, str, str], Any] = {}
+        self.calls: list[Call] = []
+        self.logs: dict[tuple[str, str, str], str] = {}
+        self.error_hook: Callable[[Call], Exception | None] | None = None
+        self.simulate = True  # StatefulSet/Job/snapshot controllers act at once
+        self.job_results: dict[str, str] = {}  # job name → "Complete" | "Failed" | "Running"
+        self.node = "node-a"
+        self._serial = itertools.count(1)
+        self._serializer = client.ApiClient.__new__(client.ApiClient)
+
+    # -- storage ----------------------------------------------------------------------------
+
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        return (
+            copy.deepcopy(obj) if isinstance(obj, dict) else self._serializer.sanitize_for_serialization(obj)
+        )
+
+    def _store(self, kind: str, data: dict[str, Any]) -> Any:
+        model = KINDS[kind][2]
+        data = copy.deepcopy(data)
+        data.setdefault("apiVersion", _API_VERSION.get(kind, "v1"))
+        data.setdefault("kind", kind)
+        meta = data.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._serial))
+        meta.setdefault("uid", f"uid-{next(self._serial)}")
+        ns = meta.get("namespace") if KINDS[kind][3] else None
+        obj = data if model is None else getattr(client, model).from_dict(data)
+        self.objects[(ns, kind, meta["name"])] = obj
+        return copy.deepcopy(obj)
+
+    def _find(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        key = (namespace if KINDS[kind][3] else None, kind, name)
+        if key not in self.objects:
+            raise _api_error(404, "Not Found", f'{KINDS[kind][1]} "{name}" not found')
+        return self._dict(self.objects[key])
+
+    def _record(
+        self, verb: str, kind: str, namespace: str | None, name: str | None, sub: str = "", **detail: Any
+    ):
+        group, resource, _, namespaced = KINDS[kind]
+        call = Call(
+            verb,
+            group,
+            resource + (f"/{sub}" if sub else ""),
+            namespace if namespaced else None,
+            name,
+            detail,
+        )
+        self.calls.append(call)
+        if self.error_hook:
+            exc = self.error_hook(call)
+            if exc is not None:
+                call.detail["injected"] = True  # the call failed before reaching the "server"
+                raise exc
+
+    def _create(self, kind: str, namespace: str | None, body: Any) -> Any:
+        data = self._dict(body)
+        meta = data.setdefault("metadata", {})
+        if KINDS[kind][3]:
+            if meta.get("namespace") not in (None, namespace):
+                raise _api_error(400, "Bad Request", "the namespace of the object does not match the request")
+            meta["namespace"] = namespace
+        self._record("create", kind, namespace, meta.get("name"))
+        if not meta.get("name"):
+            raise _api_error(422, "Unprocessable Entity", "metadata.name: Required value")
+        if (namespace if KINDS[kind][3] else None, kind, meta["name"]) in self.objects:
+            raise _api_error(409, "Conflict", f'{KINDS[kind][1]} "{meta["name"]}" already exists')
+        meta["uid"] = f"uid-{next(self._serial)}"
+        meta["creationTimestamp"] = dt.datetime(2026, 11, 25, tzinfo=dt.UTC).isoformat()
+        stored = self._store(kind, data)
+        self._after_write(kind, namespace, meta["name"])
+        return self._read_back(kind, namespace, meta["name"], stored)
+
+    def _read_back(self, kind: str, namespace: str | None, name: str, fallback: Any) -> Any:
+        key = (namespace if KINDS[kind][3] else None, kind, name)
+        return copy.deepcopy(self.objects.get(key, fallback))
+
+    def _get(self, kind: str, namespace: str | None, name: str) -> Any:
+        self._record("get", kind, namespace, name)
+        self._find(kind, namespace, name)
+        return copy.deepcopy(self.objects[(namespace if KINDS[kind][3] else None, kind, name)])
+
+    def _list(self, kind: str, namespace: str | None, label_selector: str | None = None) -> list[Any]:
+        self._record("list", kind, namespace, None)
+        wanted = dict(p.split("=", 1) for p in label_selector.split(",")) if label_selector else {}
+        out = []
+        for (ns, k, _), obj in sorted(self.objects.items(), key=lambda kv: str(kv[0])):
+            if k != kind or (KINDS[kind][3] and namespace is not None and ns != namespace):
+                continue
+            labels = (self._dict(obj).get("metadata") or {}).get("labels") or {}
+            if all(labels.get(a) == b for a, b in wanted.items()):
+                out.append(copy.deepcopy(obj))
+        return out
+
+    def _patch(self, kind: str, namespace: str, name: str, body: Any, content_type: str | None) -> Any:
+        self._record("patch", kind, namespace, name, patch=copy.deepcopy(body))
+        if content_type != MERGE_PATCH or not isinstance(body, dict):
+            # The real client defaults to application/json-patch+json, which a dict body breaks.
+            raise _api_error(400, "Bad Request", f"unsupported patch (content type {content_type})")
+        current = self._find(kind, namespace, name)
+        merged = _merge_patch(current, body)
+        self._store(kind, merged)
+        self._after_write(kind, namespace, name, before=current)
+        return self._read_back(kind, namespace, name, None)
+
+    def _replace(self, kind: str, namespace: str, name: str, body: Any) -> Any:
+        self._record("update", kind, namespace, name)
+        self._find(kind, namespace, name)
+        data = self._dict(body)
+        data.setdefault("metadata", {})["namespace"] = namespace
+        self._store(kind, data)
+        return self._read_back(kind, namespace, name, None)
+
+    def _delete(self, kind: str, namespace: str, name: str, propagation_policy: str | None = None) -> Any:
+        self._record("delete", kind, namespace, name, propagation=propagation_policy)
+        obj = self._find(kind, namespace, name)
+        del self.objects[(namespace if KINDS[kind][3] else None, kind, name)]
+        if kind == "Job" and propagation_policy in ("Background", "Foreground"):
+            for pod in self._pods_of_job(namespace, name):
+                self.objects.pop((namespace, "Pod", pod), None)
+        if kind == "StatefulSet" and propagation_policy != "Orphan":
+            for i in range((obj.get("spec") or {}).get("replicas") or 0):
+                self.objects.pop((namespace, "Pod", f"{name}-{i}"), None)
+        return client.V1Status(status="Success")
+
+    # -- AppsV1Api --------------------------------------------------------------------------
+
+    def read_namespaced_stateful_set(self, name: str, namespace: str, **_: Any) -> Any:
+        return self._get("StatefulSet", namespace, name)
+
+    def create_namespaced_stateful_set(self, namespace: str, body: client.V1StatefulSet, **_: Any) -> Any:
+        assert isinstance(body, client.V1StatefulSet), "the client takes a V1StatefulSet"
+        return self._create("StatefulSet", namespace, body)
+
+    def patch_namespaced_stateful_set(
+        self, name: str, namespace: str, body: Any, _content_type=None, **_: Any
+    ):
+        return self._patch("StatefulSet", namespace, name, body, _content_type)
+
+    def delete_namespaced_stateful_set(self, name: str, namespace: str, propagation_policy=None, **_: Any):
+        return self._delete("StatefulSet", namespace, name, propagation_policy)
+
+    # -- CoreV1Api --------------------------------------------------------------------------
+
+    def read_namespaced_pod(self, name: str, namespace: str, **_: Any) -> Any:
+        return self._get("Pod", namespace, name)
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str | None = None, **_: Any) -> Any:
+        return client.V1PodList(items=self._list("Pod", namespace, label_selector))
+
+    def read_namespaced_pod_log(
+        self, name: str, namespace: str, container: str | None = None, follow: bool | None = None, **kw: Any
+    ) -> Any:
+        self._record("get", "Pod", namespace, name, sub="log", container=container, follow=follow)
+        self._find("Pod", namespace, name)
+        text = self.logs.get((namespace, name, container or ""), "")
+        return _LogResponse(text) if kw.get("_preload_content") is False else text
+
+    def read_namespaced_persistent_volume_claim(self, name: str, namespace: str, **_: Any) -> Any:
+        return self._get("PersistentVolumeClaim", namespace, name)
+
+    def read_persistent_volume(self, name: str, **_: Any) -> Any:
+        return self._get("PersistentVolume", None, name)
+
+    def list_namespaced_service(self, namespace: str, label_selector: str | None = None, **_: Any) -> Any:
+        return client.V1ServiceList(items=self._list("Service", namespace, label_selector))
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> Any:
+        return self._get("ConfigMap", namespace, name)
+
+    def create_namespaced_config_map(self, namespace: str, body: client.V1ConfigMap, **_: Any) -> Any:
+        assert isinstance(body, client.V1ConfigMap)
+        return self._create("ConfigMap", namespace, body)
+
+    def replace_namespaced_config_map(self, name: str, namespace: str, body: client.V1ConfigMap, **_: Any):
+        assert isinstance(body, client.V1ConfigMap)
+        return self._replace("ConfigMap", namespace, name, body)
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: Any, _content_type=None, **_: Any):
+        return self._patch("ConfigMap", namespace, name, body, _content_type)
+
+    def delete_namespaced_config_map(self, name: str, namespace: str, propagation_policy=None, **_: Any):
+        return self._delete("ConfigMap", namespace, name, propagation_policy)
+
+    # -- BatchV1Api -------------------------------------------------------------------------
+
+    def read_namespaced_job(self, name: str, namespace: str, **_: Any) -> Any:
+        return self._get("Job", namespace, name)
+
+    def create_namespaced_job(self, namespace: str, body: client.V1Job, **_: Any) -> Any:
+        assert isinstance(body, client.V1Job)
+        return self._create("Job", namespace, body)
+
+    def delete_namespaced_job(self, name: str, namespace: str, propagation_policy=None, **_: Any):
+        return self._delete("Job", namespace, name, propagation_policy)
+
+    # -- PolicyV1Api ------------------------------------------------------------------------
+
+    def list_namespaced_pod_disruption_budget(self, namespace: str, label_selector=None, **_: Any) -> Any:
+        return client.V1PodDisruptionBudgetList(
+            items=self._list("PodDisruptionBudget", namespace, label_selector)
+        )
+
+    # -- CustomObjectsApi -------------------------------------------------------------------
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **_
+    ):
+        return self._dict(self._get(_PLURAL_KIND[plural], namespace, name))
+
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body, **_
+    ):
+        assert isinstance(body, dict)
+        return self._dict(self._create(_PLURAL_KIND[plural], namespace, body))
+
+    def list_cluster_custom_object(
+        self, group: str, version: str, plural: str, label_selector=None, **_: Any
+    ):
+        return {"items": [self._dict(o) for o in self._list(_PLURAL_KIND[plural], None, label_selector)]}
+
+    # -- controller simulation --------------------------------------------------------------
+
+    def _after_write(self, kind: str, namespace: str | None, name: str, before: dict | None = None) -> None:
+        if not self.simulate:
+            return
+        if kind == "StatefulSet":
+            self._reconcile_sts(namespace or "", name, before)
+        elif kind == "Job":
+            result = self.job_results.get(name, "Complete")
+            if result != "Running":
+                self.finish_job_for_test(namespace or "", name, succeeded=result == "Complete")
+        elif kind == "VolumeSnapshot":
+            self.set_status_for_test("VolumeSnapshot", namespace, name, {"readyToUse": True})
+
+    def _reconcile_sts(self, namespace: str, name: str, before: dict | None) -> None:
+        sts = self._find("StatefulSet", namespace, name)
+        spec = sts["spec"]
+        replicas = spec.get("replicas", 1)
+        policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+        templates = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []]
+        # retention policy changed: the controller rewrites the claims' ownerReferences
+        for t in templates:
+            key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-0")
+            if key in self.objects:
+                pvc = self._dict(self.objects[key])
+                refs = []
+                if policy.get("whenScaled") == "Delete":
+                    refs.append({"apiVersion": "v1", "kind": "Pod", "name": f"{name}-0", "uid": "pod-uid"})
+                if policy.get("whenDeleted") == "Delete":
+                    refs.append(
+                        {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": "sts-uid"}
+                    )
+                pvc["metadata"]["ownerReferences"] = refs or None
+                self._store("PersistentVolumeClaim", pvc)
+        pod_key = (namespace, "Pod", f"{name}-0")
+        if replicas == 0:
+            if pod_key in self.objects:
+                del self.objects[pod_key]
+                if policy.get("whenScaled") == "Delete":  # the database goes with it
+                    for t in templates:
+                        self.objects.pop((namespace, "PersistentVolumeClaim", f"{t}-{name}-0"), None)
+            self.set_status_for_test("StatefulSet", namespace, name, {"replicas": 0, "readyReplicas": 0})
+            return
+        for t in templates:
+            key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-0")
+            if key not in self.objects:
+                self._store(
+                    "PersistentVolumeClaim",
+                    {
+                        "metadata": {"name": f"{t}-{name}-0", "namespace": namespace},
+                        "spec": {"accessModes": ["ReadWriteOnce"]},
+                    },
+                )
+        template = spec["template"]
+        pod = {
+            "metadata": {
+                "name": f"{name}-0",
+                "namespace": namespace,
+                "labels": template["metadata"].get("labels"),
+            },
+            "spec": {**copy.deepcopy(template["spec"]), "nodeName": self.node},
+            "status": {"phase": "Running"},
+        }
+        self._store("Pod", pod)  # a changed template rolls the pod
+        self.set_status_for_test(
+            "StatefulSet",
+            namespace,
+            name,
+            {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas},
+        )
+
+    def _pods_of_job(self, namespace: str, job: str) -> list[str]:
+        return [
+            n
+            for (ns, k, n), o in self.objects.items()
+            if ns == namespace
+            and k == "Pod"
+            and (self._dict(o)["metadata"].get("labels") or {}).get("job-name") == job
+        ]
+
+    # -- helpers for tests ------------------------------------------------------------------
+
+    def seed_for_test(self, *objs: dict[str, Any]) -> None:
+        """Put objects in place without recording calls (what the cluster held before)."""
+        for obj in objs:
+            obj = copy.deepcopy(obj)
+            obj.setdefault("metadata", {}).setdefault("uid", f"uid-{next(self._serial)}")
+            self._store(obj["kind"], obj)
+
+    def get_for_test(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        key = (namespace if KINDS[kind][3] else None, kind, name)
+        return self._dict(self.objects[key]) if key in self.objects else None
+
+    def set_status_for_test(
+        self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None:
+        obj = self.get_for_test(kind, namespace, name)
+        assert obj is not None, f"{kind} {namespace}/{name} does not exist"
+        obj["status"] = {**(obj.get("status") or {}), **status}
+        self._store(kind, obj)
+
+    def delete_pod_for_test(self, namespace: str, name: str) -> None:
+        self.objects.pop((namespace, "Pod", name), None)
+
+    def finish_job_for_test(self, namespace: str, name: str, *, succeeded: bool = True) -> None:
+        """Run the Job to its end: a pod with both containers terminated, logs, conditions."""
+        job = self.get_for_test("Job", namespace, name)
+        assert job is not None
+        pod_name = f"{name}-x{next(self._serial)}"
+        code = 0 if succeeded else 1
+        containers = [c["name"] for c in job["spec"]["template"]["spec"]["containers"]]
+        inits = [c["name"] for c in job["spec"]["template"]["spec"].get("initContainers") or []]
+        terminated = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+        self._store(
+            "Pod",
+            {
+                "metadata": {"name": pod_name, "namespace": namespace, "labels": {"job-name": name}},
+                "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
+                "status": {
+                    "phase": "Succeeded" if succeeded else "Failed",
+                    "initContainerStatuses": [
+                        {
+                            "name": c,
+                            "image": "x",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": terminated,
+                        }
+                        for c in inits
+                    ],
+                    "containerStatuses": [
+                        {
+                            "name": c,
+                            "image": "x",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {
+                                "terminated": {
+                                    "exitCode": code,
+                                    "reason": "Completed" if succeeded else "Error",
+                                }
+                            },
+                        }
+                        for c in containers
+                    ],
+                },
+            },
+        )
+        for c in inits + containers:
+            self.logs.setdefault((namespace, pod_name, c), f"{name} {c}: step one\n{name} {c}: done\n")
+        cond = "Complete" if succeeded else "Failed"
+        status = {"conditions": [{"type": cond, "status": "True"}]}
+        status["succeeded" if succeeded else "failed"] = 1
+        self.set_status_for_test("Job", namespace, name, status)
+
+    def writes_for_test(self) -> list[Call]:
+        return [c for c in self.calls if c.write]
+
+
+def reconcile_for_test(fake: FakeKubernetesApi, namespace: str, name: str) -> None:
+    """Let the simulated StatefulSet controller bring a seeded StatefulSet to its running state."""
+    fake._reconcile_sts(namespace, name, None)

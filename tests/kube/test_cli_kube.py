@@ -1,0 +1,252 @@
+"""The Kubernetes commands through Typer's CliRunner, on a local app built with `register`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from kubernetes.client.exceptions import ApiException
+from typer.testing import CliRunner
+
+from tests.kube.conftest import FIXTURES
+from tests.kube.harness import SCRIPTS, Cluster, make_cluster
+from toolkit import cli_kube
+from toolkit.errors import EnvironmentProblem, Refused
+from toolkit.kube import Forbidden
+
+GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize")
+runner = CliRunner()
+
+
+def build_app(cluster: Cluster | None = None, hook=None) -> typer.Typer:
+    app = typer.Typer()
+    groups = {name: typer.Typer() for name in GROUPS}
+    for name, group in groups.items():
+        app.add_typer(group, name=name)
+
+    def connect(kubeconfig, context):
+        if cluster is None:
+            raise AssertionError("this command must not touch a cluster")
+        return cluster.kube
+
+    cli_kube.register(groups, app, connect=connect, post_upgrade=hook)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def scripts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_kube, "load_scripts", lambda folder=None, required=True: dict(SCRIPTS))
+
+
+def test_render_offline_from_file() -> None:
+    result = runner.invoke(
+        build_app(),
+        [
+            "render",
+            "-f",
+            str(FIXTURES / "official-plain.yaml"),
+            "--to",
+            "pgleap/postgis:18-3.x",
+            "-o",
+            "yaml",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "ConfigMap", "Job", "StatefulSet"]
+    sts = docs[-1]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "pgleap/postgis:18-3.x"
+    assert c["volumeMounts"][0]["mountPath"] == "/var/lib/postgresql"
+    job_env = {e["name"]: e["value"] for e in docs[2]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (job_env["PGLEAP_OLD_REL"], job_env["PGLEAP_NEW_REL"], job_env["PGLEAP_SUPERUSER"]) == (
+        "",
+        "18/docker",
+        "gis",
+    )
+
+
+def test_render_from_stdin_helm_template_with_owner_warning() -> None:
+    text = (FIXTURES / "bitnami.yaml").read_text()
+    result = runner.invoke(
+        build_app(),
+        [
+            "render",
+            "-f",
+            "-",
+            "--to",
+            "bitnamilegacy/postgresql:17.2.0-debian-12-r8",
+            "-o",
+            "json",
+            "--snapshot",
+        ],
+        input=text,
+    )
+    assert result.exit_code == 0, result.output
+    objs = json.loads(result.stdout)  # stdout holds only JSON
+    assert [o["kind"] for o in objs] == ["ConfigMap", "VolumeSnapshot", "ConfigMap", "Job", "StatefulSet"]
+    assert "Helm release 'pg'" in result.stderr
+
+
+def test_render_needs_sts_when_several() -> None:
+    text = (FIXTURES / "argo.yaml").read_text() + "\n---\n" + (FIXTURES / "flux.yaml").read_text()
+    result = runner.invoke(build_app(), ["render", "-f", "-", "--to", "postgis/postgis:18-3.6"], input=text)
+    assert isinstance(result.exception, Refused) and "tiles, osm" in result.exception.message
+    result = runner.invoke(
+        build_app(), ["render", "-f", "-", "--to", "postgis/postgis:18-3.6", "--sts", "osm"], input=text
+    )
+    assert result.exit_code == 0, result.output
+    assert "Flux Kustomization 'apps'" in result.stderr
+
+
+def test_render_refuses_an_older_major() -> None:
+    result = runner.invoke(
+        build_app(), ["render", "-f", str(FIXTURES / "official-plain.yaml"), "--to", "pgleap/postgis:13-3.1"]
+    )
+    assert isinstance(result.exception, Refused)
+    assert "already runs PostgreSQL 13" in result.exception.message
+
+
+def test_render_refuses_a_secret_in_env(tmp_path: Path) -> None:
+    result = runner.invoke(
+        build_app(),
+        [
+            "render",
+            "-f",
+            str(FIXTURES / "official-plain.yaml"),
+            "--to",
+            "pgleap/postgis:17-3.5",
+            "--set-env",
+            "PGPASSWORD=x",
+        ],
+    )
+    assert result.exception is not None and "secret" in str(result.exception)
+
+
+def test_inspect_json() -> None:
+    c = make_cluster("bitnami")
+    result = runner.invoke(build_app(c), ["inspect", "sts", "pg-postgresql", "-n", "db", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["data_pvc"] == "data-pg-postgresql-0"
+    assert data["image"]["major"] == 16 and data["uid"] == 1001
+    assert data["snapshot_classes"] == ["ebs-snapclass"]
+    assert c.fake.writes_for_test() == []
+
+
+def test_inspect_text() -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(build_app(c), ["inspect", "sts", "gis", "-n", "geo"])
+    assert result.exit_code == 0, result.output
+    assert "pgleap/postgis:13-3.1" in result.stdout and "data-gis-0" in result.stdout
+
+
+def test_plan_yaml_is_read_only() -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(
+        build_app(c), ["plan", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "-o", "yaml"]
+    )
+    assert result.exit_code == 0, result.output
+    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout)]
+    assert kinds == ["ConfigMap", "ConfigMap", "Job", "StatefulSet"]
+    assert c.fake.writes_for_test() == []
+
+
+def test_plan_refused_for_argo_without_flag() -> None:
+    c = make_cluster("argo")
+    args = ["plan", "sts", "tiles", "-n", "geo", "--to", "postgis/postgis:17-3.5"]
+    result = runner.invoke(build_app(c), args)
+    assert isinstance(result.exception, Refused)
+    assert runner.invoke(build_app(c), [*args, "--allow-argocd"]).exit_code == 0
+
+
+def test_upgrade_status_finalize() -> None:
+    c = make_cluster("official-plain")
+    app = build_app(c, hook=c.hook)
+    result = runner.invoke(
+        app, ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--yes", "-o", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["phase"] == "done"
+    assert len(c.hook_calls) == 1
+    assert "[upgrade]" in result.stderr  # Job logs streamed to stderr
+    status = json.loads(runner.invoke(app, ["status", "sts", "gis", "-n", "geo", "-o", "json"]).stdout)
+    assert (status["phase"], status["ready"]) == ("done", True)
+    result = runner.invoke(app, ["finalize", "sts", "gis", "-n", "geo", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "finalized" in result.stdout
+    assert c.image() == "pgleap/postgis:17-3.5"
+
+
+def test_upgrade_asks_first() -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(
+        build_app(c), ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5"], input="n\n"
+    )
+    assert result.exit_code == 1
+    assert c.fake.writes_for_test() == []
+
+
+def test_upgrade_dry_run_writes_nothing() -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(
+        build_app(c), ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "StatefulSet" in [d["kind"] for d in yaml.safe_load_all(result.stdout)]
+    assert c.fake.writes_for_test() == []
+
+
+def test_resume_and_rollback_commands() -> None:
+    c = make_cluster("official-plain")
+    c.fake.job_results["pgleap-gis-upgrade"] = "Failed"
+    app = build_app(c)
+    result = runner.invoke(
+        app, ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--yes"]
+    )
+    assert "failed" in str(result.exception)
+    result = runner.invoke(app, ["rollback", "sts", "gis", "-n", "geo", "--yes", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["phase"] == "rolled-back"
+    result = runner.invoke(app, ["resume", "sts", "gis", "-n", "geo", "--yes", "-o", "json"])
+    assert json.loads(result.stdout)["phase"] == "rolled-back"
+
+
+def test_unknown_statefulset_message() -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(build_app(c), ["inspect", "sts", "gsi", "-n", "geo"])
+    assert isinstance(result.exception, Refused)
+    assert result.exception.message == "StatefulSet gsi not found in namespace geo"
+
+
+def test_forbidden_names_verb_and_rbac_file() -> None:
+    c = make_cluster("official-plain")
+    c.fake.error_hook = lambda call: (
+        ApiException(status=403, reason="Forbidden") if call.resource == "services" else None
+    )
+    result = runner.invoke(build_app(c), ["inspect", "sts", "gis", "-n", "geo"])
+    assert isinstance(result.exception, Forbidden)
+    assert "'list' on services in namespace geo" in result.exception.message
+    assert "manifests/rbac.yaml" in result.exception.hint
+
+
+def test_bad_output_flag() -> None:
+    result = runner.invoke(
+        build_app(make_cluster("official-plain")), ["status", "sts", "gis", "-n", "geo", "-o", "xml"]
+    )
+    assert result.exit_code == 2
+
+
+def test_load_scripts_reads_any_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    (tmp_path / "collect.sh").write_text("a")
+    (tmp_path / "upgrade.sh").write_text("b")
+    (tmp_path / "extra.sh").write_text("c")
+    assert cli_kube.load_scripts(tmp_path) == {"collect.sh": "a", "extra.sh": "c", "upgrade.sh": "b"}
+    (tmp_path / "upgrade.sh").unlink()
+    with pytest.raises(EnvironmentProblem, match=r"upgrade\.sh"):
+        cli_kube.load_scripts(tmp_path)
+    assert cli_kube.load_scripts(tmp_path, required=False) == {"collect.sh": "a", "extra.sh": "c"}

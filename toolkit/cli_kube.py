@@ -1,0 +1,447 @@
+"""`pgleap … sts NAME` and `pgleap render`: the Kubernetes commands, added to the CLI by `register`.
+
+Commands only parse options, call the runtime once and print; errors are the
+project's `PgleapError` subclasses, turned into messages and exit codes by
+`toolkit.cli.main`. `-o json|yaml` prints only data on stdout; progress goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from toolkit import guard, render
+from toolkit.errors import EnvironmentProblem, PgleapError, Refused
+from toolkit.kube_facts import facts_as_dict, gather, parse_image
+from toolkit.kube_plan import MODES, make_plan
+
+err = Console(stderr=True)
+
+SCRIPT_NAMES = ("collect.sh", "upgrade.sh", "lib.sh")
+Connect = Callable[[str | None, str | None], Any]  # (kubeconfig, context) → toolkit.kube.Kube
+Hook = Callable[[Any], None]
+
+
+def load_scripts(folder: Path | None = None, *, required: bool = True) -> dict[str, str]:
+    """The in-container scripts shipped in toolkit/container/ (name → content)."""
+    folder = folder or Path(__file__).resolve().parent / "container"
+    scripts = {p.name: p.read_text() for p in sorted(folder.glob("*.sh"))} if folder.is_dir() else {}
+    missing = [n for n in SCRIPT_NAMES[:2] if n not in scripts]
+    if missing and required:
+        raise EnvironmentProblem(
+            f"the container scripts {', '.join(missing)} are missing from {folder}",
+            "reinstall pgleap; the Job needs them",
+        )
+    return scripts
+
+
+def _progress(message: str) -> None:
+    """Progress and container logs on stderr, printed as they are (no rich markup in log lines)."""
+    err.print(message, style="dim", markup=False, highlight=False)
+
+
+def _print(data: Any, output: str, text: Callable[[], None]) -> None:
+    if output == "json":
+        print(json.dumps(data, indent=2, default=str))
+    elif output == "yaml":
+        if isinstance(data, list):
+            print(render.to_yaml(data), end="")
+        else:
+            print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False), end="")
+    else:
+        text()
+
+
+def _outcome_text(outcome: dict[str, Any]) -> None:
+    out = Console()
+    out.print(f"[bold]{outcome['operation']}[/]: phase [bold]{outcome['phase']}[/]")
+    for line in outcome["changed"]:
+        out.print(f"  [green]changed[/]  {line}")
+    for line in outcome["unchanged"]:
+        out.print(f"  [dim]ok[/]       {line}")
+    for line in outcome["notes"]:
+        out.print(f"  [yellow]note[/]     {line}")
+
+
+def _check_output(output: str) -> str:
+    if output not in ("text", "json", "yaml"):
+        raise typer.BadParameter("use text, json or yaml", param_hint="-o/--output")
+    return output
+
+
+def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
+    env = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set-env")
+        env[key] = value
+    return env
+
+
+# Typer options shared by the sts commands (Annotated aliases keep the signatures short).
+KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="Path to the kubeconfig file.")]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace of the StatefulSet.")]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml", callback=_check_output)]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+NameArg = Annotated[str, typer.Argument(help="Name of the StatefulSet.")]
+ToOpt = Annotated[str, typer.Option("--to", help="Target image, e.g. postgis/postgis:17-3.5.")]
+SnapshotOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--snapshot/--no-snapshot", help="VolumeSnapshot before the upgrade (default: if a class fits)."
+    ),
+]
+ModeOpt = Annotated[str, typer.Option("--mode", help=f"pg_upgrade transfer mode: {'|'.join(MODES)}.")]
+SetEnvOpt = Annotated[
+    list[str] | None, typer.Option("--set-env", help="Extra KEY=VALUE for the Job (no secrets).")
+]
+InitdbOpt = Annotated[str, typer.Option("--initdb-args", help="initdb flags for the new cluster.")]
+PatchRetentionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--patch-retention/--no-patch-retention",
+        help="Keep PVCs (Retain) while pgleap scales down; the new StatefulSet gets your policy back.",
+    ),
+]
+AllowArgo = Annotated[bool, typer.Option("--allow-argocd", help="Argo CD auto-sync is paused.")]
+AllowFlux = Annotated[
+    bool, typer.Option("--allow-flux", help="The Flux Kustomization/HelmRelease is suspended.")
+]
+AllowHelm = Annotated[
+    bool, typer.Option("--allow-helm", help="You will helm upgrade with the new image tag.")
+]
+AllowTf = Annotated[bool, typer.Option("--allow-terraform", help="Terraform ignores or expects the change.")]
+AllowOwner = Annotated[bool, typer.Option("--allow-owner-reference", help="The owning controller is paused.")]
+
+
+def register(
+    groups: dict[str, typer.Typer],
+    app: typer.Typer,
+    *,
+    connect: Connect | None = None,
+    post_upgrade: Hook | None = None,
+    job_env: Callable[[Any], dict[str, str]] | None = None,
+) -> None:
+    """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize groups and `render` to app.
+
+    `connect(kubeconfig, context)` builds the `toolkit.kube.Kube` (tests pass a fake);
+    `post_upgrade(ctx)` is the engine's post-upgrade/verify step (`HookContext`);
+    `job_env(facts)` adds the engine's env for the Job (superuser, initdb flags, …).
+    """
+
+    def kube_for(kubeconfig: str | None, context: str | None) -> Any:
+        if connect is not None:
+            return connect(kubeconfig, context)
+        from toolkit.kube import Kube
+
+        return Kube.connect(kubeconfig, context)
+
+    def runtime_for(kubeconfig: str | None, context: str | None, output: str) -> Any:
+        from toolkit.runtimes.kube import KubeRuntime
+
+        return KubeRuntime(kube_for(kubeconfig, context), log=_progress)
+
+    def ns_for(namespace: str | None, kubeconfig: str | None, context: str | None) -> str:
+        if namespace:
+            return namespace
+        from toolkit.kube import Kube
+
+        return Kube.default_namespace(kubeconfig, context)
+
+    def env_for(
+        facts: Any, superuser: str | None, initdb_args: str, set_env: list[str] | None
+    ) -> dict[str, str]:
+        env = dict(job_env(facts)) if job_env else {}
+        env.setdefault("PGLEAP_SUPERUSER", superuser or facts.superuser)
+        if initdb_args:
+            env["PGLEAP_INITDB_ARGS"] = initdb_args
+        env.update(_env_pairs(set_env))
+        return env
+
+    def overrides(argo: bool, flux: bool, helm: bool, tf: bool, owner: bool) -> guard.GuardOverrides:
+        return guard.GuardOverrides(argo, flux, helm, tf, owner)
+
+    @groups["inspect"].command("sts")
+    def inspect_sts(
+        name: NameArg,
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = "text",
+    ) -> None:
+        """Image, PG major, PGDATA, uid/fsGroup, PVCs, nodes, Services, PDBs, owners, snapshot classes."""
+        ns = ns_for(namespace, kubeconfig, context)
+        facts = runtime_for(kubeconfig, context, output).inspect(ns, name)
+        data = facts_as_dict(facts)
+
+        def text() -> None:
+            table = Table("", f"StatefulSet {ns}/{name}", show_header=True)
+            rows = {
+                "image": f"{facts.image.ref} ({facts.image.kind}, PostgreSQL {facts.image.major})",
+                "container": facts.container,
+                "PGDATA": f"{facts.pgdata}{'' if facts.pgdata_from_env else ' (image default)'}",
+                "data mount": f"{facts.data_claim} at {facts.mount_path}"
+                + (f" subPath {facts.sub_path}" if facts.sub_path else ""),
+                "uid/gid/fsGroup": f"{facts.uid}/{facts.gid}/{facts.fs_group}",
+                "replicas": str(facts.replicas),
+                "retention": f"whenScaled={facts.when_scaled} whenDeleted={facts.when_deleted}",
+                "node (last pod)": facts.pod_node or "-",
+                "services": ", ".join(facts.services) or "-",
+                "PDBs": ", ".join(facts.pdbs) or "-",
+                "snapshot classes": ", ".join(facts.snapshot_classes) or "none for this volume",
+                "owners": "; ".join(f"{o.kind} {o.name} ({o.evidence})" for o in facts.owners) or "-",
+            }
+            for c in facts.claims:
+                rows[f"PVC {c.name}"] = (
+                    f"{c.size or '?'} {c.storage_class or '-'} {','.join(c.access_modes)}"
+                    if c.exists
+                    else "missing"
+                )
+            for k, v in rows.items():
+                table.add_row(k, v)
+            Console().print(table)
+
+        _print(data, output, text)
+
+    @groups["plan"].command("sts")
+    def plan_sts(
+        name: NameArg,
+        to: ToOpt,
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = "text",
+        snapshot: SnapshotOpt = None,
+        mode: ModeOpt = "link",
+        superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+        initdb_args: InitdbOpt = "",
+        set_env: SetEnvOpt = None,
+        patch_retention: PatchRetentionOpt = True,
+        allow_argocd: AllowArgo = False,
+        allow_flux: AllowFlux = False,
+        allow_helm: AllowHelm = False,
+        allow_terraform: AllowTf = False,
+        allow_owner_reference: AllowOwner = False,
+    ) -> None:
+        """Every object the upgrade would create or change (-o yaml: manifests to commit). Read-only."""
+        ns = ns_for(namespace, kubeconfig, context)
+        rt = runtime_for(kubeconfig, context, output)
+        facts = rt.inspect(ns, name)
+        plan, sts, warnings = rt.plan(
+            ns,
+            name,
+            to,
+            job_env=env_for(facts, superuser, initdb_args, set_env),
+            mode=mode,
+            snapshot=snapshot,
+            overrides=overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
+            patch_retention=patch_retention,
+        )
+        objs = render.objects_for(plan, sts, load_scripts(required=False))
+        for w in warnings:
+            err.print(f"[yellow]warning:[/] {w}")
+
+        def text() -> None:
+            c = Console()
+            c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})")
+            c.print(f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}")
+            if plan.patch_retention:
+                c.print("PVC retention policy set to Retain during the upgrade")
+            for o in objs:
+                c.print(f"  {o['kind']} {o['metadata']['name']}")
+
+        _print(objs, output, text)
+
+    @groups["upgrade"].command("sts")
+    def upgrade_sts(
+        name: NameArg,
+        to: ToOpt,
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = "text",
+        dry_run: DryRunOpt = False,
+        yes: YesOpt = False,
+        snapshot: SnapshotOpt = None,
+        mode: ModeOpt = "link",
+        superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+        initdb_args: InitdbOpt = "",
+        set_env: SetEnvOpt = None,
+        patch_retention: PatchRetentionOpt = True,
+        allow_argocd: AllowArgo = False,
+        allow_flux: AllowFlux = False,
+        allow_helm: AllowHelm = False,
+        allow_terraform: AllowTf = False,
+        allow_owner_reference: AllowOwner = False,
+    ) -> None:
+        """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image."""
+        ns = ns_for(namespace, kubeconfig, context)
+        rt = runtime_for(kubeconfig, context, output)
+        facts = rt.inspect(ns, name)
+        env = env_for(facts, superuser, initdb_args, set_env)
+        guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
+        if dry_run:
+            plan, sts, warnings = rt.plan(
+                ns,
+                name,
+                to,
+                job_env=env,
+                mode=mode,
+                snapshot=snapshot,
+                overrides=guards,
+                patch_retention=patch_retention,
+            )
+            for w in warnings:
+                err.print(f"[yellow]warning:[/] {w}")
+            objs = render.objects_for(plan, sts, load_scripts(required=False))
+            _print(objs, output if output != "text" else "yaml", lambda: None)
+            err.print("dry run: nothing was changed")
+            return
+        if not yes and not typer.confirm(
+            f"Stop {ns}/{name} and upgrade it to {to}? The database is down until it finishes.", err=True
+        ):
+            raise typer.Exit(1)
+        outcome = rt.upgrade(
+            ns,
+            name,
+            to,
+            scripts=load_scripts(),
+            job_env=env,
+            mode=mode,
+            snapshot=snapshot,
+            overrides=guards,
+            patch_retention=patch_retention,
+            post_upgrade=post_upgrade,
+        ).as_dict()
+        _print(outcome, output, lambda: _outcome_text(outcome))
+
+    @groups["status"].command("sts")
+    def status_sts(
+        name: NameArg,
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = "text",
+    ) -> None:
+        """Where a pgleap run of this StatefulSet stands."""
+        ns = ns_for(namespace, kubeconfig, context)
+        data = runtime_for(kubeconfig, context, output).status(ns, name)
+
+        def text() -> None:
+            for k, v in data.items():
+                Console().print(f"{k}: {v}")
+
+        _print(data, output, text)
+
+    def _lifecycle(command: str, doc: str) -> None:
+        def run(
+            name: NameArg,
+            kubeconfig: KubeconfigOpt = None,
+            context: ContextOpt = None,
+            namespace: NamespaceOpt = None,
+            output: OutputOpt = "text",
+            dry_run: DryRunOpt = False,
+            yes: YesOpt = False,
+        ) -> None:
+            ns = ns_for(namespace, kubeconfig, context)
+            rt = runtime_for(kubeconfig, context, output)
+            if dry_run:
+                data = rt.status(ns, name)
+                _print(data, output, lambda: Console().print(f"{command} would continue from: {data}"))
+                err.print("dry run: nothing was changed")
+                return
+            if not yes and not typer.confirm(f"{command} {ns}/{name}?", err=True):
+                raise typer.Exit(1)
+            if command == "resume":
+                result = rt.resume(ns, name, scripts=load_scripts(), post_upgrade=post_upgrade)
+            elif command == "rollback":
+                result = rt.rollback(ns, name, scripts=load_scripts())
+            else:
+                result = rt.finalize(ns, name, scripts=load_scripts())
+            outcome = result.as_dict()
+            _print(outcome, output, lambda: _outcome_text(outcome))
+
+        run.__doc__ = doc
+        groups[command].command("sts")(run)
+
+    _lifecycle("resume", "Continue a recorded upgrade, rollback or finalize from its last phase.")
+    _lifecycle("rollback", "Restore the original StatefulSet and the old data directory.")
+    _lifecycle("finalize", "Remove the old data directory and pgleap's Jobs and ConfigMaps.")
+
+    @app.command("render")
+    def render_cmd(
+        to: ToOpt,
+        file: Annotated[
+            str, typer.Option("--file", "-f", help="Manifests with the StatefulSet ('-': stdin).")
+        ],
+        sts_name: Annotated[str | None, typer.Option("--sts", help="Which StatefulSet, if several.")] = None,
+        namespace: NamespaceOpt = None,
+        output: Annotated[
+            str, typer.Option("--output", "-o", help="yaml or json", callback=_check_output)
+        ] = "yaml",
+        snapshot: SnapshotOpt = False,
+        mode: ModeOpt = "link",
+        superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+        initdb_args: InitdbOpt = "",
+        set_env: SetEnvOpt = None,
+    ) -> None:
+        """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`)."""
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        try:
+            docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+        except yaml.YAMLError as exc:
+            raise Refused(
+                f"{file} is not valid YAML: {exc}", "pass the output of `helm template` or kubectl"
+            ) from exc
+        for d in list(docs):  # kubectl get -o yaml gives a List
+            if d.get("kind") == "List":
+                docs += d.get("items") or []
+        candidates = [d for d in docs if d.get("kind") == "StatefulSet"]
+        if sts_name:
+            candidates = [d for d in candidates if d["metadata"]["name"] == sts_name]
+        if len(candidates) != 1:
+            names = ", ".join(d["metadata"]["name"] for d in docs if d.get("kind") == "StatefulSet") or "none"
+            raise Refused(
+                f"{file}: expected one StatefulSet{f' named {sts_name}' if sts_name else ''}, found: {names}",
+                "pick one with --sts NAME",
+            )
+        sts = candidates[0]
+        sts.setdefault("metadata", {})
+        sts["metadata"]["namespace"] = namespace or sts["metadata"].get("namespace") or "default"
+        facts = gather(sts, services=[d for d in docs if d.get("kind") == "Service"])
+        target = parse_image(to)
+        found = guard.problems(facts, target, live=False)
+        for p in found:
+            if p.owner:  # rendering changes nothing: tell, do not refuse
+                err.print(f"[yellow]warning:[/] {p.message} ({p.hint})")
+        hard = [p for p in found if not p.owner]
+        if hard:
+            raise Refused("; ".join(p.message for p in hard), " | ".join(p.hint for p in hard))
+        try:
+            plan = make_plan(
+                facts,
+                to,
+                mode=mode,
+                snapshot=snapshot,
+                job_env=env_for(facts, superuser, initdb_args, set_env),
+            )
+        except ValueError as exc:
+            raise PgleapError(str(exc), "see --set-env") from exc
+        objs = render.objects_for(plan, sts, load_scripts(required=False))
+        if output == "json":
+            print(json.dumps(objs, indent=2))
+        else:
+            print(f"# pgleap render: {facts.namespace}/{facts.name} {plan.old_image} -> {plan.new_image}")
+            print(render.to_yaml(objs), end="")

@@ -1,0 +1,302 @@
+"""Kubernetes objects pgleap creates or changes, as plain dicts (no I/O beyond templates).
+
+The objects pgleap authors (Job, ConfigMaps, VolumeSnapshot) come from Jinja2
+templates in `manifests/`, where each safety decision sits next to its reason.
+The new StatefulSet is the user's own object with a few fields changed, so it
+is a copy-and-edit in Python rather than a template: a template would have to
+re-emit every field a user might have set.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jinja2
+import yaml
+
+from toolkit.kube_plan import OLD_ROOT, VOLUME_MOUNT, KubePlan
+from toolkit.layout import default_pgdata
+from toolkit.resources import data_dir
+
+MANAGED_BY = "pgleap"
+LABEL_STS = "pgleap.io/statefulset"
+LABEL_ACTION = "pgleap.io/action"
+ANN_RUN = "pgleap.io/run-id"
+ANN_FROM = "pgleap.io/upgraded-from"
+
+_SERVER_FIELDS = (
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "managedFields",
+    "generation",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+
+# What a StatefulSet's pod spec lends the Job so it schedules where the database could.
+_COPIED_POD_FIELDS = ("nodeSelector", "tolerations", "imagePullSecrets", "priorityClassName")
+
+
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("manifests"))),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    # JSON is YAML: every value goes in as a JSON literal, so no quoting or indentation bugs.
+    env.filters["tojson"] = lambda value: json.dumps(value)
+    return env
+
+
+def _render(template: str, **values: Any) -> dict[str, Any]:
+    return yaml.safe_load(_env().get_template(template).render(**values))
+
+
+def short_name(*parts: str, limit: int = 63) -> str:
+    """`pgleap-<sts>-<what>` cut to `limit` characters with a hash when too long (Job names: 63)."""
+    name = "-".join(parts)
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def scripts_cm_name(sts: str) -> str:
+    return short_name("pgleap", sts, "scripts", limit=253)
+
+
+def state_cm_name(sts: str) -> str:
+    return short_name("pgleap", sts, "state", limit=253)
+
+
+def job_name(sts: str, action: str) -> str:
+    return short_name("pgleap", sts, action)
+
+
+def labels_for(plan: KubePlan, action: str | None = None) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/name": "pgleap",
+        LABEL_STS: plan.sts[:63],
+    }
+    if action:
+        labels[LABEL_ACTION] = action
+    return labels
+
+
+def clean_object(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy without status and server-set metadata, fit to be created again."""
+    out = copy.deepcopy(dict(obj))
+    out.pop("status", None)
+    meta = out.setdefault("metadata", {})
+    for key in _SERVER_FIELDS:
+        meta.pop(key, None)
+    spec = out.get("spec") or {}
+    template_meta = (spec.get("template") or {}).get("metadata")
+    if template_meta:
+        template_meta.pop("creationTimestamp", None)
+    for claim in spec.get("volumeClaimTemplates") or []:
+        claim.pop("status", None)
+        for key in _SERVER_FIELDS:
+            (claim.get("metadata") or {}).pop(key, None)
+    return out
+
+
+def merge_node_terms(
+    existing: list[dict[str, Any]] | None, pins: tuple[dict[str, Any], ...]
+) -> list[dict[str, Any]]:
+    """AND two sets of nodeSelectorTerms (each set is an OR of terms): their cross product."""
+    if not pins:
+        return copy.deepcopy(existing or [])
+    if not existing:
+        return [copy.deepcopy(t) for t in pins]
+    merged = []
+    for term in existing:
+        for pin in pins:
+            both: dict[str, Any] = {}
+            for key in ("matchExpressions", "matchFields"):
+                items = list(term.get(key) or []) + list(pin.get(key) or [])
+                if items:
+                    both[key] = copy.deepcopy(items)
+            merged.append(both)
+    return merged
+
+
+def _pod_spec(sts: Mapping[str, Any]) -> dict[str, Any]:
+    return ((sts.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+
+def _container(sts: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in _pod_spec(sts).get("containers") or [] if c["name"] == name)
+
+
+def job_pod_parts(plan: KubePlan, sts: Mapping[str, Any], node_terms: tuple[dict[str, Any], ...]) -> dict:
+    """Scheduling and resources copied from the StatefulSet, plus the node pin."""
+    spec = _pod_spec(sts)
+    parts: dict[str, Any] = {k: copy.deepcopy(spec[k]) for k in _COPIED_POD_FIELDS if spec.get(k)}
+    affinity = copy.deepcopy(spec.get("affinity") or {})
+    if node_terms:
+        node_aff = affinity.setdefault("nodeAffinity", {})
+        required = node_aff.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+        required["nodeSelectorTerms"] = merge_node_terms(required.get("nodeSelectorTerms"), node_terms)
+    if affinity:
+        parts["affinity"] = affinity
+    resources = _container(sts, plan.container).get("resources")
+    if resources:
+        parts["resources"] = copy.deepcopy(resources)
+    policy = (spec.get("securityContext") or {}).get("fsGroupChangePolicy")
+    if policy:
+        parts["fsGroupChangePolicy"] = policy
+    return parts
+
+
+def container_security(plan: KubePlan) -> dict[str, Any]:
+    """Restricted Pod Security Standard, as the StatefulSet's user."""
+    sc: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": plan.uid,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if plan.gid is not None:
+        sc["runAsGroup"] = plan.gid
+    return sc
+
+
+def upgrade_job(
+    plan: KubePlan,
+    sts: Mapping[str, Any],
+    action: str = "upgrade",
+    *,
+    node_terms: tuple[dict[str, Any], ...] | None = None,
+) -> dict[str, Any]:
+    """The Job for `action`; `node_terms` overrides the plan's pin (finalize: the running pod's node)."""
+    env = [{"name": k, "value": v} for k, v in sorted(plan.env_for(action).items())]
+    return _render(
+        "upgrade-job.yaml.j2",
+        plan=plan,
+        job_name=job_name(plan.sts, action),
+        action=action,
+        env=env,
+        pod=job_pod_parts(plan, sts, plan.node_terms if node_terms is None else node_terms),
+        labels=labels_for(plan, action),
+        annotations={ANN_RUN: plan.run_id},
+        scripts_cm=scripts_cm_name(plan.sts),
+        container_security=container_security(plan),
+        old_root=OLD_ROOT,
+        volume_mount=VOLUME_MOUNT,
+    )
+
+
+def scripts_configmap(plan: KubePlan, scripts: Mapping[str, str]) -> dict[str, Any]:
+    """The shell scripts (name → content) as a ConfigMap; keys must be plain file names."""
+    for name in scripts:
+        if "/" in name or not name:
+            raise ValueError(f"script name {name!r} must be a plain file name")
+    return _render(
+        "scripts-configmap.yaml.j2",
+        plan=plan,
+        name=scripts_cm_name(plan.sts),
+        labels=labels_for(plan),
+        annotations={ANN_RUN: plan.run_id},
+        scripts=dict(sorted(scripts.items())),
+    )
+
+
+def state_configmap(
+    plan: KubePlan, original_sts: Mapping[str, Any], *, operation: str, phase: str
+) -> dict[str, Any]:
+    """pgleap's state: original StatefulSet (cleaned) + plan + where the run is."""
+    return _render(
+        "state-configmap.yaml.j2",
+        plan=plan,
+        name=state_cm_name(plan.sts),
+        labels=labels_for(plan),
+        annotations={ANN_RUN: plan.run_id},
+        operation=operation,
+        phase=phase,
+        plan_json=plan.to_json(),
+        sts_json=json.dumps(clean_object(original_sts), sort_keys=True),
+    )
+
+
+def volume_snapshot(plan: KubePlan) -> dict[str, Any] | None:
+    """A VolumeSnapshot of the data PVC, or None when the plan takes none."""
+    if not plan.snapshot:
+        return None
+    return _render(
+        "volumesnapshot.yaml.j2", plan=plan, labels=labels_for(plan), annotations={ANN_RUN: plan.run_id}
+    )
+
+
+def _set_env(container: dict[str, Any], name: str, value: str) -> None:
+    for env in container.setdefault("env", []):
+        if env.get("name") == name:
+            env.pop("valueFrom", None)
+            env["value"] = value
+            return
+    container["env"].append({"name": name, "value": value})
+
+
+def new_statefulset(plan: KubePlan, original_sts: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's StatefulSet on the new image: same name, selector, serviceName and claims.
+
+    Containers and init containers that ran the old image get the new one (an
+    init container on the old major would fail on the new data); the postgres
+    container gets the new mount and PGDATA when the layout changes. Everything
+    else — env (Secret references untouched), probes, sidecars, labels — stays.
+    """
+    sts = clean_object(original_sts)
+    meta = sts["metadata"]
+    meta.setdefault("annotations", {})
+    meta["annotations"][ANN_FROM] = plan.old_image
+    meta["annotations"][ANN_RUN] = plan.run_id
+    pod = sts["spec"]["template"]["spec"]
+    for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        if c.get("image") == plan.old_image:
+            c["image"] = plan.new_image
+    container = next(c for c in pod["containers"] if c["name"] == plan.container)
+    lay = plan.layout
+    if lay.changes_mount:
+        for mount in container.get("volumeMounts") or []:
+            if mount["name"] == plan.data_claim and mount["mountPath"].rstrip("/") == plan.mount_path:
+                mount["mountPath"] = lay.new_mount_path
+                if lay.new_sub_path:
+                    mount["subPath"] = lay.new_sub_path
+                else:
+                    mount.pop("subPath", None)
+        has_env = any(e.get("name") == "PGDATA" for e in container.get("env") or [])
+        if has_env or lay.new_pgdata != default_pgdata("official", plan.new_major):
+            _set_env(container, "PGDATA", lay.new_pgdata)
+    return sts
+
+
+def objects_for(
+    plan: KubePlan, original_sts: Mapping[str, Any], scripts: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Every object an upgrade creates or changes, in the order it does so (for plan/render)."""
+    objs = [state_configmap(plan, original_sts, operation="upgrade", phase="recorded")]
+    snap = volume_snapshot(plan)
+    if snap:
+        objs.append(snap)
+    objs += [
+        scripts_configmap(plan, scripts),
+        upgrade_job(plan, original_sts),
+        new_statefulset(plan, original_sts),
+    ]
+    return objs
+
+
+def to_yaml(objs: list[dict[str, Any]]) -> str:
+    """A multi-document YAML stream, as `kubectl apply -f` takes it."""
+    return yaml.safe_dump_all(objs, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,803 @@
+"""Run an upgrade on Kubernetes: stop the StatefulSet, run the Job, switch to the new StatefulSet.
+
+Each phase checks the cluster before it acts and says when nothing was needed,
+and the phase reached is written to the state ConfigMap after it completes: a
+crash anywhere is continued by `resume` or undone by `rollback`, and a rerun
+after success makes no writes. Nothing of the user's is deleted before the new
+cluster runs and the post-upgrade hook has passed (the old StatefulSet is
+deleted with propagationPolicy=Orphan, which leaves its PVCs and pods alone).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolkit import guard, render
+from toolkit.errors import PgleapError, Refused
+from toolkit.kube import Forbidden, Kube
+from toolkit.kube_facts import StsFacts, gather, parse_image
+from toolkit.kube_plan import KubePlan, make_plan
+
+logger = logging.getLogger(__name__)
+
+UPGRADE_PHASES = (
+    "recorded",
+    "retention",
+    "stopped",
+    "snapshotted",
+    "upgraded",
+    "switched",
+    "started",
+    "verified",
+    "done",
+)
+ROLLBACK_PHASES = ("rollback-started", "stopped-new", "restored-data", "restored-sts", "rolled-back")
+FINALIZE_PHASES = ("finalize-started", "finalized-data", "finalized")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait; the pod stop adds the StatefulSet's terminationGracePeriodSeconds."""
+
+    stop_margin: float = 120
+    retention: float = 120
+    delete: float = 120
+    snapshot: float = 900
+    job: float = 6 * 3600
+    ready: float = 900
+    poll: float = 2.0
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What the post-upgrade/verify hook gets: the running new cluster and how to reach it.
+
+    The hook runs at least once: after a crash between the hook and the recording
+    of "verified", `resume` calls it again, so it must be safe to repeat.
+    """
+
+    kube: Kube
+    plan: KubePlan
+    namespace: str
+    statefulset: str
+    pod: str
+    container: str
+    log: Callable[[str], None]
+
+
+PostUpgradeHook = Callable[[HookContext], None]
+
+
+def no_post_upgrade(ctx: HookContext) -> None:
+    """Default hook: nothing to run (the engine supplies extension updates and verification)."""
+    ctx.log(f"no post-upgrade hook given: {ctx.namespace}/{ctx.pod} runs, not verified by pgleap")
+
+
+@dataclass
+class Outcome:
+    """What a command did: `changed` lists the writes made, `unchanged` the checks that found it done."""
+
+    operation: str
+    phase: str
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "phase": self.phase,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class State:
+    """The state ConfigMap, parsed."""
+
+    operation: str
+    phase: str
+    plan: KubePlan
+    original: dict[str, Any]
+
+
+def _is_ready(sts: Mapping[str, Any] | None, replicas: int) -> bool:
+    status = (sts or {}).get("status") or {}
+    return replicas == 0 or (status.get("readyReplicas") or 0) >= replicas
+
+
+def _job_result(job: Mapping[str, Any]) -> str | None:
+    """ "Complete", "Failed" or None while it runs."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return cond["type"]
+    return None
+
+
+class KubeRuntime:
+    """The Kubernetes runtime: inspect, plan, upgrade, resume, rollback, finalize, status."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        log: Callable[[str], None] | None = None,
+        timeouts: Timeouts = Timeouts(),
+    ) -> None:
+        self.kube = kube
+        self.log = log or logger.info
+        self.t = timeouts
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def read_sts(self, namespace: str, name: str) -> dict[str, Any]:
+        sts = self.kube.get("StatefulSet", namespace, name)
+        if sts is None:
+            raise Refused(
+                f"StatefulSet {name} not found in namespace {namespace}",
+                "check the name and -n/--namespace (`kubectl get statefulsets -A`)",
+            )
+        return sts
+
+    def _optional(self, what: str, fn: Callable[[], Any], default: Any) -> Any:
+        """A read that improves the answer but is not required (cluster-scoped, CRDs)."""
+        try:
+            return fn()
+        except Forbidden as exc:
+            self.log(f"skipped {what}: {exc.message}")
+        except PgleapError as exc:
+            self.log(f"skipped {what}: {exc.message}")
+        return default
+
+    def inspect(self, namespace: str, name: str, sts: dict[str, Any] | None = None) -> StsFacts:
+        """Facts about the StatefulSet and what surrounds it (read-only)."""
+        sts = sts or self.read_sts(namespace, name)
+        templates = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
+        replicas = max(sts["spec"].get("replicas", 1), 1)
+        pvcs = [
+            p
+            for t in templates
+            for i in range(replicas)
+            if (p := self.kube.get("PersistentVolumeClaim", namespace, f"{t}-{name}-{i}")) is not None
+        ]
+        pvs = []
+        for pvc in pvcs:
+            volume = (pvc.get("spec") or {}).get("volumeName")
+            if volume:
+                pv = self._optional(
+                    f"PersistentVolume {volume}",
+                    lambda v=volume: self.kube.get("PersistentVolume", None, v),
+                    None,
+                )
+                if pv:
+                    pvs.append(pv)
+        pod = self.kube.get("Pod", namespace, f"{name}-0")
+        return gather(
+            sts,
+            pvcs=pvcs,
+            pvs=pvs,
+            pods=[pod] if pod else [],
+            services=self.kube.list("Service", namespace),
+            pdbs=self.kube.list("PodDisruptionBudget", namespace),
+            snapshot_classes=self._optional(
+                "VolumeSnapshotClasses", lambda: self.kube.list("VolumeSnapshotClass", None), []
+            ),
+        )
+
+    def read_state(self, namespace: str, name: str) -> State | None:
+        cm = self.kube.get("ConfigMap", namespace, render.state_cm_name(name))
+        if cm is None:
+            return None
+        data = cm.get("data") or {}
+        return State(
+            operation=data["operation"],
+            phase=data["phase"],
+            plan=KubePlan.from_json(data["plan.json"]),
+            original=json.loads(data["statefulset.json"]),
+        )
+
+    def status(self, namespace: str, name: str) -> dict[str, Any]:
+        """Where a run stands, from the state ConfigMap and the live objects (read-only)."""
+        state = self.read_state(namespace, name)
+        sts = self.kube.get("StatefulSet", namespace, name)
+        out: dict[str, Any] = {
+            "namespace": namespace,
+            "statefulset": name,
+            "image": self._pg_image(sts, state.plan.container if state else None) if sts else None,
+            "ready": _is_ready(sts, (sts or {}).get("spec", {}).get("replicas", 1)) if sts else False,
+            "operation": state.operation if state else None,
+            "phase": state.phase if state else None,
+        }
+        if state:
+            out["run_id"] = state.plan.run_id
+            out["from"], out["to"] = state.plan.old_image, state.plan.new_image
+            jobs = {}
+            for action in ("upgrade", "rollback", "finalize"):
+                job = self.kube.get("Job", namespace, render.job_name(name, action))
+                if job:
+                    jobs[action] = _job_result(job) or "Running"
+            out["jobs"] = jobs
+        return out
+
+    @staticmethod
+    def _pg_image(sts: Mapping[str, Any], container: str | None) -> str | None:
+        containers = sts["spec"]["template"]["spec"]["containers"]
+        for c in containers:
+            if container is None or c["name"] == container:
+                return c.get("image")
+        return None
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def plan(
+        self,
+        namespace: str,
+        name: str,
+        target_image: str,
+        *,
+        job_env: dict[str, str] | None = None,
+        mode: str = "link",
+        snapshot: bool | None = None,
+        overrides: guard.GuardOverrides = guard.GuardOverrides(),
+        patch_retention: bool = True,
+        run_id: str | None = None,
+    ) -> tuple[KubePlan, dict[str, Any], list[str]]:
+        """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings."""
+        sts = self.read_sts(namespace, name)
+        plan, warnings = self._plan_from(
+            self.inspect(namespace, name, sts),
+            target_image,
+            job_env=job_env,
+            mode=mode,
+            snapshot=snapshot,
+            overrides=overrides,
+            patch_retention=patch_retention,
+            run_id=run_id,
+        )
+        return plan, sts, warnings
+
+    def _plan_from(
+        self,
+        facts: StsFacts,
+        target_image: str,
+        *,
+        job_env: dict[str, str] | None,
+        mode: str,
+        snapshot: bool | None,
+        overrides: guard.GuardOverrides,
+        patch_retention: bool,
+        run_id: str | None = None,
+    ) -> tuple[KubePlan, list[str]]:
+        warnings = guard.check(facts, parse_image(target_image), overrides, patch_retention=patch_retention)
+        if snapshot and not facts.snapshot_classes:
+            warnings.append(
+                "no VolumeSnapshotClass matches the volume's CSI driver: the cluster default is used"
+            )
+        plan = make_plan(
+            facts,
+            target_image,
+            mode=mode,
+            snapshot=snapshot,
+            job_env=job_env,
+            patch_retention=patch_retention,
+            run_id=run_id,
+        )
+        return plan, warnings
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _set_phase(self, plan: KubePlan, operation: str, phase: str, out: Outcome) -> None:
+        self.kube.patch(
+            "ConfigMap",
+            plan.namespace,
+            render.state_cm_name(plan.sts),
+            {
+                "data": {
+                    "operation": operation,
+                    "phase": phase,
+                    "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                }
+            },
+        )
+        out.phase = phase
+        self.log(f"{operation}: {phase}")
+
+    # -- upgrade ------------------------------------------------------------------------------
+
+    def upgrade(
+        self,
+        namespace: str,
+        name: str,
+        target_image: str,
+        *,
+        scripts: Mapping[str, str],
+        job_env: dict[str, str] | None = None,
+        mode: str = "link",
+        snapshot: bool | None = None,
+        overrides: guard.GuardOverrides = guard.GuardOverrides(),
+        patch_retention: bool = True,
+        post_upgrade: PostUpgradeHook | None = None,
+    ) -> Outcome:
+        """Upgrade the StatefulSet's database to `target_image`, or say it is already done."""
+        state = self.read_state(namespace, name)
+        if state is not None:
+            if (
+                state.operation == "upgrade"
+                and state.phase == "done"
+                and state.plan.new_image == target_image
+            ):
+                return Outcome(
+                    "upgrade", "done", unchanged=[f"{namespace}/{name} already upgraded to {target_image}"]
+                )
+            raise Refused(
+                f"a pgleap {state.operation} of {namespace}/{name} is recorded at phase {state.phase!r} "
+                f"({state.plan.old_image} → {state.plan.new_image})",
+                "continue it with `pgleap resume sts NAME`, undo it with `pgleap rollback sts NAME`, "
+                "or clear it with `pgleap finalize sts NAME`",
+            )
+        sts = self.read_sts(namespace, name)
+        facts = self.inspect(namespace, name, sts)
+        if facts.image.ref == target_image:
+            return Outcome("upgrade", "done", unchanged=[f"{namespace}/{name} already runs {target_image}"])
+        plan, warnings = self._plan_from(
+            facts,
+            target_image,
+            job_env=job_env,
+            mode=mode,
+            snapshot=snapshot,
+            overrides=overrides,
+            patch_retention=patch_retention,
+        )
+        original = sts
+        out = Outcome("upgrade", "recorded", notes=list(warnings))
+        self.kube.create(render.state_configmap(plan, original, operation="upgrade", phase="recorded"))
+        out.changed.append(f"recorded state in ConfigMap {render.state_cm_name(name)}")
+        return self._run_upgrade(
+            State("upgrade", "recorded", plan, render.clean_object(original)), scripts, post_upgrade, out
+        )
+
+    def _run_upgrade(
+        self, state: State, scripts: Mapping[str, str], hook: PostUpgradeHook | None, out: Outcome
+    ) -> Outcome:
+        plan = state.plan
+        steps: dict[str, Callable[[], None]] = {
+            "retention": lambda: self._step_retention(plan, out),
+            "stopped": lambda: self._step_stop(plan, out),
+            "snapshotted": lambda: self._step_snapshot(plan, out),
+            "upgraded": lambda: self._step_job(plan, state.original, "upgrade", scripts, out),
+            "switched": lambda: self._step_switch(plan, state.original, out),
+            "started": lambda: self._step_ready(plan, out),
+            "verified": lambda: self._step_hook(plan, hook or no_post_upgrade, out),
+            "done": lambda: None,
+        }
+        start = UPGRADE_PHASES.index(state.phase) + 1
+        for phase in UPGRADE_PHASES[start:]:
+            steps[phase]()
+            self._set_phase(plan, "upgrade", phase, out)
+        out.notes.append(
+            f"old data kept on the volume: `pgleap finalize sts {plan.sts}` removes it, "
+            f"`pgleap rollback sts {plan.sts}` goes back"
+        )
+        return out
+
+    def _step_retention(self, plan: KubePlan, out: Outcome) -> None:
+        """Set the claim retention policy to Retain so scaling to 0 keeps the PVC (the new
+        StatefulSet gets the user's policy back)."""
+        if not plan.patch_retention:
+            out.unchanged.append("retention policy already keeps PVCs")
+            return
+        self._ensure_retain(plan, self.read_sts(plan.namespace, plan.sts), out)
+
+    def _ensure_retain(self, plan: KubePlan, sts: Mapping[str, Any], out: Outcome) -> None:
+        """Patch a Delete retention policy to Retain and wait until the PVC has no owner to die with."""
+        policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        if policy.get("whenScaled", "Retain") == "Retain" and policy.get("whenDeleted", "Retain") == "Retain":
+            out.unchanged.append(f"retention policy of {plan.sts} keeps PVCs")
+        else:
+            self.kube.patch(
+                "StatefulSet",
+                plan.namespace,
+                plan.sts,
+                {
+                    "spec": {
+                        "persistentVolumeClaimRetentionPolicy": {
+                            "whenScaled": "Retain",
+                            "whenDeleted": "Retain",
+                        }
+                    }
+                },
+            )
+            out.changed.append(f"set persistentVolumeClaimRetentionPolicy of {plan.sts} to Retain for now")
+
+        def released() -> bool | None:
+            pvc = self.kube.get("PersistentVolumeClaim", plan.namespace, plan.data_pvc)
+            if pvc is None:
+                raise PgleapError(f"PVC {plan.data_pvc} disappeared", "restore it from a backup or snapshot")
+            refs = (pvc.get("metadata") or {}).get("ownerReferences") or []
+            return True if not [r for r in refs if r.get("kind") in ("Pod", "StatefulSet")] else None
+
+        self.kube.wait(
+            f"PVC {plan.data_pvc} to lose its owner references",
+            released,
+            timeout=self.t.retention,
+            interval=self.t.poll,
+        )
+
+    def _step_stop(self, plan: KubePlan, out: Outcome) -> None:
+        """Scale to 0 and wait until the pod is gone (its grace period plus a margin)."""
+        sts = self.kube.get("StatefulSet", plan.namespace, plan.sts)
+        if sts is None:
+            raise PgleapError(
+                f"StatefulSet {plan.sts} vanished before it was stopped", "run `pgleap rollback`"
+            )
+        if sts["spec"].get("replicas", 1) != 0:
+            self.kube.patch("StatefulSet", plan.namespace, plan.sts, {"spec": {"replicas": 0}})
+            out.changed.append(f"scaled {plan.sts} to 0")
+        else:
+            out.unchanged.append(f"{plan.sts} already scaled to 0")
+        self._wait_pod_gone(plan)
+
+    def _wait_pod_gone(self, plan: KubePlan) -> None:
+        pod = f"{plan.sts}-0"
+        self.kube.wait(
+            f"pod {pod} to stop",
+            lambda: True if self.kube.get("Pod", plan.namespace, pod) is None else None,
+            timeout=plan.termination_grace_seconds + self.t.stop_margin,
+            interval=self.t.poll,
+        )
+
+    def _step_snapshot(self, plan: KubePlan, out: Outcome) -> None:
+        """Snapshot the stopped volume and wait until the snapshot can be restored from."""
+        if not plan.snapshot:
+            out.unchanged.append("no snapshot planned")
+            return
+        if self.kube.get("VolumeSnapshot", plan.namespace, plan.snapshot) is None:
+            snap = render.volume_snapshot(plan)
+            assert snap is not None
+            self.kube.create(snap)
+            out.changed.append(f"created VolumeSnapshot {plan.snapshot}")
+        else:
+            out.unchanged.append(f"VolumeSnapshot {plan.snapshot} exists")
+
+        def ready() -> bool | None:
+            snap = self.kube.get("VolumeSnapshot", plan.namespace, plan.snapshot or "") or {}
+            status = snap.get("status") or {}
+            if status.get("error"):
+                raise PgleapError(
+                    f"VolumeSnapshot {plan.snapshot} failed: {status['error'].get('message')}",
+                    "the database is stopped and untouched: fix the snapshot class, or rollback and "
+                    "rerun with --no-snapshot",
+                )
+            return True if status.get("readyToUse") else None
+
+        self.kube.wait(
+            f"VolumeSnapshot {plan.snapshot} to be ready",
+            ready,
+            timeout=self.t.snapshot,
+            interval=self.t.poll,
+        )
+
+    def _ensure_scripts(self, plan: KubePlan, scripts: Mapping[str, str], out: Outcome) -> None:
+        wanted = render.scripts_configmap(plan, scripts)
+        live = self.kube.get("ConfigMap", plan.namespace, wanted["metadata"]["name"])
+        if live is None:
+            self.kube.create(wanted)
+            out.changed.append(f"created ConfigMap {wanted['metadata']['name']}")
+        elif (live.get("data") or {}) != wanted["data"]:
+            self.kube.replace(wanted)
+            out.changed.append(f"updated ConfigMap {wanted['metadata']['name']}")
+        else:
+            out.unchanged.append(f"ConfigMap {wanted['metadata']['name']} up to date")
+
+    def _step_job(
+        self,
+        plan: KubePlan,
+        original: Mapping[str, Any],
+        action: str,
+        scripts: Mapping[str, str],
+        out: Outcome,
+        node_terms: tuple[dict[str, Any], ...] | None = None,
+    ) -> None:
+        """Run the Job for `action` to its end; a failed Job is reported, never retried."""
+        name = render.job_name(plan.sts, action)
+        job = self.kube.get("Job", plan.namespace, name)
+        if job is not None:
+            run = ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN)
+            if run != plan.run_id:
+                raise Refused(
+                    f"Job {name} belongs to another pgleap run ({run})",
+                    f"look at its logs, then `kubectl -n {plan.namespace} delete job {name}`",
+                )
+            out.unchanged.append(f"Job {name} exists")
+        else:
+            self._ensure_scripts(plan, scripts, out)
+            self.kube.create(render.upgrade_job(plan, original, action, node_terms=node_terms))
+            out.changed.append(f"created Job {name}")
+        self._follow_job(plan, name)
+        job = self.kube.get("Job", plan.namespace, name) or {}
+        if _job_result(job) != "Complete":
+            raise PgleapError(
+                f"Job {name} failed; the data is kept as it was left",
+                f"read `kubectl -n {plan.namespace} logs job/{name} --all-containers`; then "
+                f"`pgleap rollback sts {plan.sts}` (a failed pg_upgrade is not retried)",
+            )
+
+    def _follow_job(self, plan: KubePlan, name: str) -> None:
+        """Stream each container's log as it runs, then wait for the Job's final condition."""
+        ns = plan.namespace
+
+        def job_pod() -> dict[str, Any] | None:
+            job = self.kube.get("Job", ns, name)
+            if job is None:
+                raise PgleapError(f"Job {name} was deleted while it ran", "rerun the command")
+            pods = self.kube.list("Pod", ns, label_selector=f"job-name={name}")
+            if pods:
+                return pods[-1]
+            return {} if _job_result(job) else None  # finished without a pod left: nothing to stream
+
+        pod = self.kube.wait(f"a pod of Job {name}", job_pod, timeout=self.t.ready, interval=self.t.poll)
+        if pod:
+            pod_name = pod["metadata"]["name"]
+            for container in ("collect", "upgrade"):
+                if self._wait_container_started(ns, pod_name, container):
+                    for line in self.kube.logs(ns, pod_name, container, follow=True):
+                        self.log(f"[{container}] {line}")
+        self.kube.wait(
+            f"Job {name} to finish",
+            lambda: _job_result(self.kube.get("Job", ns, name) or {"status": {"conditions": []}}),
+            timeout=self.t.job,
+            interval=self.t.poll,
+        )
+
+    def _wait_container_started(self, ns: str, pod: str, container: str) -> bool:
+        def started() -> bool | None:
+            p = self.kube.get("Pod", ns, pod)
+            if p is None:
+                return False
+            status = p.get("status") or {}
+            for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+                if cs.get("name") == container:
+                    state = cs.get("state") or {}
+                    if "running" in state or "terminated" in state:
+                        return True
+            return False if status.get("phase") in ("Failed", "Succeeded") else None
+
+        return self.kube.wait(
+            f"container {container} of {pod}", started, timeout=self.t.job, interval=self.t.poll
+        )
+
+    def _step_switch(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
+        """Orphan-delete the old StatefulSet (claim templates are immutable) and create the new one."""
+        live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
+        ours = live is not None and (
+            (live["metadata"].get("annotations") or {}).get(render.ANN_RUN) == plan.run_id
+        )
+        if ours:
+            out.unchanged.append(f"StatefulSet {plan.sts} already on {plan.new_image}")
+            return
+        if live is not None:
+            self.kube.delete("StatefulSet", plan.namespace, plan.sts, propagation="Orphan")
+            out.changed.append(f"deleted the old StatefulSet {plan.sts} (Orphan: PVCs kept)")
+            self.kube.wait(
+                f"old StatefulSet {plan.sts} to be gone",
+                lambda: True if self.kube.get("StatefulSet", plan.namespace, plan.sts) is None else None,
+                timeout=self.t.delete,
+                interval=self.t.poll,
+            )
+        self.kube.create(render.new_statefulset(plan, original))
+        out.changed.append(f"created StatefulSet {plan.sts} on {plan.new_image}")
+
+    def _step_ready(self, plan: KubePlan, out: Outcome) -> None:
+        def ready() -> bool | None:
+            return True if _is_ready(self.kube.get("StatefulSet", plan.namespace, plan.sts), 1) else None
+
+        self.kube.wait(
+            f"StatefulSet {plan.sts} to be ready", ready, timeout=self.t.ready, interval=self.t.poll
+        )
+        out.unchanged.append(f"StatefulSet {plan.sts} ready")
+
+    def _step_hook(self, plan: KubePlan, hook: PostUpgradeHook, out: Outcome) -> None:
+        container = plan.container
+        hook(HookContext(self.kube, plan, plan.namespace, plan.sts, f"{plan.sts}-0", container, self.log))
+        out.changed.append("ran the post-upgrade hook")
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def resume(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        scripts: Mapping[str, str],
+        post_upgrade: PostUpgradeHook | None = None,
+    ) -> Outcome:
+        """Continue the recorded operation from the phase after the last one completed."""
+        state = self.read_state(namespace, name)
+        if state is None:
+            raise Refused(
+                f"no pgleap run recorded for {namespace}/{name}", "start one with `pgleap upgrade sts`"
+            )
+        out = Outcome(state.operation, state.phase)
+        if state.operation == "upgrade":
+            if state.phase == "done":
+                out.unchanged.append("upgrade already done")
+                return out
+            return self._run_upgrade(state, scripts, post_upgrade, out)
+        if state.operation == "rollback":
+            return self._run_rollback(state, scripts, out)
+        return self._run_finalize(state, scripts, out)
+
+    # -- rollback -----------------------------------------------------------------------------
+
+    def rollback(self, namespace: str, name: str, *, scripts: Mapping[str, str]) -> Outcome:
+        """Put the original StatefulSet and the old data directory back."""
+        state = self.read_state(namespace, name)
+        if state is None:
+            raise Refused(f"no pgleap run recorded for {namespace}/{name}: nothing to roll back", "")
+        if state.operation == "finalize":
+            raise Refused(
+                "finalize has started: the old data directory is being removed", "run `pgleap resume`"
+            )
+        out = Outcome("rollback", state.phase)
+        if state.operation == "rollback":
+            if state.phase == "rolled-back":
+                out.unchanged.append("already rolled back")
+                return out
+            return self._run_rollback(state, scripts, out)
+        self._set_phase(state.plan, "rollback", "rollback-started", out)
+        return self._run_rollback(
+            State("rollback", "rollback-started", state.plan, state.original), scripts, out
+        )
+
+    def _run_rollback(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
+        plan, original = state.plan, state.original
+        steps: dict[str, Callable[[], None]] = {
+            "stopped-new": lambda: self._rb_stop(plan, out),
+            "restored-data": lambda: self._rb_data(plan, original, scripts, out),
+            "restored-sts": lambda: self._rb_sts(plan, original, out),
+            "rolled-back": lambda: self._rb_ready(plan, original, out),
+        }
+        for phase in ROLLBACK_PHASES[ROLLBACK_PHASES.index(state.phase) + 1 :]:
+            steps[phase]()
+            self._set_phase(plan, "rollback", phase, out)
+        out.notes.append(f"`pgleap finalize sts {plan.sts}` removes pgleap's ConfigMaps and Jobs")
+        return out
+
+    def _rb_stop(self, plan: KubePlan, out: Outcome) -> None:
+        """Let a running upgrade Job end, then stop whichever StatefulSet runs."""
+        job = self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "upgrade"))
+        if job is not None and _job_result(job) is None:
+            self.log("waiting for the running upgrade Job to end before rolling back")
+            self._follow_job(plan, render.job_name(plan.sts, "upgrade"))
+        live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
+        if live is None:
+            out.unchanged.append(f"no StatefulSet {plan.sts} running")
+            self._wait_pod_gone(plan)
+            return
+        # The new StatefulSet carries the user's retention policy: a Delete policy would take the
+        # PVC with it when scaled down or deleted.
+        self._ensure_retain(plan, live, out)
+        if live["spec"].get("replicas", 1) != 0:
+            self.kube.patch("StatefulSet", plan.namespace, plan.sts, {"spec": {"replicas": 0}})
+            out.changed.append(f"scaled {plan.sts} to 0")
+        self._wait_pod_gone(plan)
+        if (live["metadata"].get("annotations") or {}).get(render.ANN_RUN) == plan.run_id:
+            self.kube.delete("StatefulSet", plan.namespace, plan.sts, propagation="Orphan")
+            out.changed.append(f"deleted the new StatefulSet {plan.sts} (Orphan: PVCs kept)")
+            self.kube.wait(
+                f"new StatefulSet {plan.sts} to be gone",
+                lambda: True if self.kube.get("StatefulSet", plan.namespace, plan.sts) is None else None,
+                timeout=self.t.delete,
+                interval=self.t.poll,
+            )
+
+    def _rb_data(
+        self, plan: KubePlan, original: Mapping[str, Any], scripts: Mapping[str, str], out: Outcome
+    ) -> None:
+        """Run the rollback Job when the upgrade Job ran (otherwise the volume was never touched)."""
+        if self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "upgrade")) is None:
+            out.unchanged.append("the upgrade Job never ran: the data directory is untouched")
+            return
+        try:
+            self._step_job(plan, original, "rollback", scripts, out)
+        except PgleapError as exc:
+            if plan.snapshot:
+                exc.hint += (
+                    f"; the VolumeSnapshot {plan.snapshot} holds the volume as it was before the upgrade: "
+                    f"restore PVC {plan.data_pvc} from it (dataSource kind VolumeSnapshot)"
+                )
+            raise
+
+    def _rb_sts(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
+        """Recreate the original StatefulSet, or scale it back up if it was never replaced."""
+        live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
+        want = render.clean_object(original)
+        if live is None:
+            self.kube.create(want)
+            out.changed.append(f"recreated the original StatefulSet {plan.sts} ({plan.old_image})")
+            return
+        patch: dict[str, Any] = {}
+        if live["spec"].get("replicas") != want["spec"].get("replicas", 1):
+            patch["replicas"] = want["spec"].get("replicas", 1)
+        policy = want["spec"].get("persistentVolumeClaimRetentionPolicy")
+        if policy and live["spec"].get("persistentVolumeClaimRetentionPolicy") != policy:
+            patch["persistentVolumeClaimRetentionPolicy"] = policy
+        if patch:
+            self.kube.patch("StatefulSet", plan.namespace, plan.sts, {"spec": patch})
+            out.changed.append(f"restored {', '.join(sorted(patch))} of StatefulSet {plan.sts}")
+        else:
+            out.unchanged.append(f"StatefulSet {plan.sts} already as it was")
+
+    def _rb_ready(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
+        replicas = original["spec"].get("replicas", 1)
+        self.kube.wait(
+            f"StatefulSet {plan.sts} to be ready",
+            lambda: (
+                True if _is_ready(self.kube.get("StatefulSet", plan.namespace, plan.sts), replicas) else None
+            ),
+            timeout=self.t.ready,
+            interval=self.t.poll,
+        )
+        out.unchanged.append(f"StatefulSet {plan.sts} ready on {plan.old_image}")
+
+    # -- finalize -----------------------------------------------------------------------------
+
+    def finalize(self, namespace: str, name: str, *, scripts: Mapping[str, str]) -> Outcome:
+        """Remove the old data directory (after an upgrade) and pgleap's Jobs and ConfigMaps."""
+        state = self.read_state(namespace, name)
+        if state is None:
+            return Outcome("finalize", "finalized", unchanged=[f"nothing recorded for {namespace}/{name}"])
+        out = Outcome("finalize", state.phase)
+        if state.operation == "upgrade" and state.phase != "done":
+            raise Refused(
+                f"the upgrade of {namespace}/{name} stopped at phase {state.phase!r}",
+                "finish it with `pgleap resume sts NAME` or undo it with `pgleap rollback sts NAME` first",
+            )
+        if state.operation == "rollback" and state.phase != "rolled-back":
+            raise Refused(
+                f"the rollback of {namespace}/{name} stopped at {state.phase!r}", "run `pgleap resume`"
+            )
+        if state.operation == "rollback":
+            self._cleanup(state.plan, out)  # the old cluster is the live one: keep its data
+            out.phase = "finalized"
+            return out
+        if state.operation == "upgrade":
+            self._set_phase(state.plan, "finalize", "finalize-started", out)
+            state = State("finalize", "finalize-started", state.plan, state.original)
+        return self._run_finalize(state, scripts, out)
+
+    def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
+        plan = state.plan
+        if state.phase == "finalize-started":
+            pod = self.kube.get("Pod", plan.namespace, f"{plan.sts}-0")
+            node = ((pod or {}).get("spec") or {}).get("nodeName")
+            # RWO: the Job must share the node of the running pod to mount the volume.
+            pin = (
+                ({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]},)
+                if node
+                else None
+            )
+            self._step_job(plan, state.original, "finalize", scripts, out, node_terms=pin)
+            self._set_phase(plan, "finalize", "finalized-data", out)
+        self._cleanup(plan, out)
+        out.phase = "finalized"
+        if plan.snapshot:
+            out.notes.append(f"VolumeSnapshot {plan.snapshot} kept: delete it when you no longer need it")
+        return out
+
+    def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
+        """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""
+        for action in ("upgrade", "rollback", "finalize"):
+            name = render.job_name(plan.sts, action)
+            if self.kube.delete("Job", plan.namespace, name, propagation="Background"):
+                out.changed.append(f"deleted Job {name}")
+        for cm in (render.scripts_cm_name(plan.sts), render.state_cm_name(plan.sts)):
+            if self.kube.delete("ConfigMap", plan.namespace, cm):
+                out.changed.append(f"deleted ConfigMap {cm}")
