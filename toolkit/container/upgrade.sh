@@ -125,6 +125,47 @@ check_old_cluster() {
 	esac
 }
 
+# One value from a single-user backend of the old cluster ("name = "value"" lines).
+single_user_value() {
+	local data="$1" query="$2" column="$3"
+	printf '%s\n' "$query" | "$OLD_BINDIR/postgres" --single -D "$data" -j template1 2>/dev/null |
+		sed -nE "s/^[[:space:]]*[0-9]+: $column = \"([^\"]*)\".*/\1/p" | head -n1
+}
+
+# When the caller gives no initdb options (the Kubernetes Job cannot ask a running
+# server), read them from the stopped old cluster: checksums and WAL segment size
+# from pg_controldata; encoding, locale and provider of template1 and the OID-10
+# role from a single-user backend.
+auto_initdb_args() {
+	local data q enc collate ctype provider="c" icu="" checksum walseg
+	data="$(current_old_data)"
+	q="SELECT pg_encoding_to_char(encoding) AS enc, datcollate AS lc_collate, datctype AS lc_ctype"
+	if [ "$old_major" -ge 17 ]; then q="$q, datlocprovider::text AS prov, datlocale AS icu"
+	elif [ "$old_major" -ge 15 ]; then q="$q, datlocprovider::text AS prov, daticulocale AS icu"; fi
+	q="$q FROM pg_database WHERE datname = 'template1';"
+	enc="$(single_user_value "$data" "$q" enc)"
+	[ -n "$enc" ] || die "could not read template1's encoding from the old cluster (single-user mode failed)"
+	collate="$(single_user_value "$data" "$q" lc_collate)"
+	ctype="$(single_user_value "$data" "$q" lc_ctype)"
+	if [ "$old_major" -ge 15 ]; then
+		provider="$(single_user_value "$data" "$q" prov)"
+		icu="$(single_user_value "$data" "$q" icu)"
+	fi
+	if [ -z "${PGLEAP_SUPERUSER:-}" ]; then
+		PGLEAP_SUPERUSER="$(single_user_value "$data" "SELECT rolname AS su FROM pg_authid WHERE oid = 10;" su)"
+		export PGLEAP_SUPERUSER
+	fi
+	PGLEAP_INITDB_ARGS="--encoding=$enc --lc-collate=$collate --lc-ctype=$ctype"
+	if [ "$provider" = i ]; then PGLEAP_INITDB_ARGS="$PGLEAP_INITDB_ARGS --locale-provider=icu --icu-locale=$icu"; fi
+	checksum="$(controldata_field "$OLD_BINDIR" "$data" 'Data page checksum version')"
+	if [ "$checksum" != 0 ]; then PGLEAP_INITDB_ARGS="$PGLEAP_INITDB_ARGS --data-checksums"
+	elif [ "$new_major" -ge 18 ]; then PGLEAP_INITDB_ARGS="$PGLEAP_INITDB_ARGS --no-data-checksums"; fi
+	walseg="$(controldata_field "$OLD_BINDIR" "$data" 'Bytes per WAL segment')"
+	PGLEAP_INITDB_ARGS="$PGLEAP_INITDB_ARGS --wal-segsize=$((walseg / 1024 / 1024))"
+	export PGLEAP_INITDB_ARGS
+	log "initdb options read from the old cluster: --username=$PGLEAP_SUPERUSER $PGLEAP_INITDB_ARGS"
+}
+
 init_staging() {
 	if [ -f "$state/initdb-done" ] && [ -f "$staging/PG_VERSION" ]; then
 		log "new cluster already initialised in $staging"
@@ -140,6 +181,7 @@ init_staging() {
 	# shellcheck disable=SC2086
 	"$PG_BINDIR/initdb" -D "$staging" --username="$PGLEAP_SUPERUSER" ${PGLEAP_INITDB_ARGS:-} >"$state/initdb.log" 2>&1 ||
 		{ cat "$state/initdb.log" >&2; die "initdb failed"; }
+	printf 'PGLEAP_SUPERUSER=%q\nPGLEAP_INITDB_ARGS=%q\n' "$PGLEAP_SUPERUSER" "${PGLEAP_INITDB_ARGS:-}" > "$state/initdb.env"
 	touch "$state/initdb-done"
 }
 
@@ -262,6 +304,14 @@ do_upgrade() {
 			fi
 			log "an earlier pg_upgrade was interrupted; starting again from a fresh new cluster"
 			rm -f "$state/initdb-done" "$state/pg_upgrade-started"
+		fi
+		if [ -z "${PGLEAP_INITDB_ARGS+set}" ] || [ -z "${PGLEAP_SUPERUSER:-}" ]; then
+			if [ -f "$state/initdb-done" ] && [ -f "$state/initdb.env" ]; then
+				# shellcheck disable=SC1091
+				. "$state/initdb.env"
+			else
+				auto_initdb_args
+			fi
 		fi
 		init_staging
 		if [ "$action" = check ] || [ "${PGLEAP_CHECK:-1}" = 1 ]; then
