@@ -99,11 +99,10 @@ def _register_runtimes() -> None:
     from toolkit import cli_docker
 
     cli_docker.register(groups, app)
-    try:
-        from toolkit import cli_kube
-    except ImportError:  # the Kubernetes commands are optional at import time
-        return
-    cli_kube.register(groups, app)
+    from toolkit import cli_kube
+    from toolkit.kube_hook import engine_post_upgrade
+
+    cli_kube.register(groups, app, post_upgrade=engine_post_upgrade)
 
 
 _register_runtimes()

@@ -297,6 +297,39 @@ class Kube:
         finally:
             resp.release_conn()
 
+    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> str:
+        """Run a command in a container (pods/exec); its output. Used to read the superuser's
+        password from the running pod's own environment: it never leaves this process."""
+        from kubernetes.stream import stream
+
+        return self._subresource(
+            "pods/exec", namespace, stream, self.core.connect_get_namespaced_pod_exec, pod, namespace,
+            container=container, command=command, stderr=True, stdin=False, stdout=True, tty=False,
+        )  # fmt: skip
+
+    def port_forward(self, namespace: str, pod: str, port: int) -> Any:
+        """A socket to `port` of the pod (pods/portforward), like `kubectl port-forward`."""
+        from kubernetes.stream import portforward
+
+        forward = self._subresource(
+            "pods/portforward", namespace, portforward, self.core.connect_get_namespaced_pod_portforward,
+            pod, namespace, ports=str(port),
+        )  # fmt: skip
+        return forward.socket(port)
+
+    @staticmethod
+    def _subresource(resource: str, namespace: str, fn: Callable[..., T], /, *a: Any, **kw: Any) -> T:
+        try:
+            return fn(*a, **kw)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise Forbidden("create", "", resource, namespace) from exc
+            raise
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"Kubernetes API unreachable: {exc}", "check the kubeconfig and network"
+            ) from exc
+
     def wait(self, what: str, probe: Callable[[], T | None], *, timeout: float, interval: float = 2.0) -> T:
         """Poll `probe` until it returns something other than None; PgleapError on timeout."""
         deadline = self.clock() + timeout

@@ -1,0 +1,289 @@
+"""The rendered Kubernetes pod specs, executed on Docker exactly as written.
+
+No cluster runs here, so a small kubelet stand-in runs each container of the
+rendered Job (init on the OLD image, main on the NEW image) and of the new
+StatefulSet's pod: image, command, args, env, workingDir, runAsUser/runAsGroup,
+capabilities dropped, no privilege escalation, and every volumeMount (Docker
+volumes stand in for the PVC and the emptyDir, a directory for the ConfigMap).
+fsGroup is applied the way the kubelet does it (group owner + g+rwX + setgid,
+so directories end up 2770), which PostgreSQL refuses unless pgleap fixes it.
+The result is verified by fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import secrets
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toolkit import render
+from toolkit.cli_kube import load_scripts
+from toolkit.kube_facts import gather
+from toolkit.kube_hook import engine_post_upgrade
+from toolkit.kube_plan import make_plan
+from toolkit.runtimes.kube import HookContext
+from toolkit.steps import verify
+from toolkit.steps.sql import Server
+
+pytestmark = pytest.mark.docker
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "postgis-statefulset.yaml"
+
+
+class Kubelet:
+    """Runs pod-spec containers on Docker; volumes by name -> Docker volume (PVC, emptyDir) or host dir."""
+
+    def __init__(self, client, secrets_: dict[str, dict[str, str]]) -> None:
+        self.docker = client
+        self.secrets = secrets_
+        self.made_volumes: list[str] = []
+        self.made_dirs: list[str] = []
+
+    def pvc_volume(self, claim: str) -> str:
+        name = f"pgleap-kubelet-{claim}-{uuid.uuid4().hex[:6]}"
+        self.docker.volumes.create(name, labels={"org.pgleap.role": "test-pvc"})
+        self.made_volumes.append(name)
+        return name
+
+    def apply_fs_group(self, volume: str, fs_group: int | None) -> None:
+        """What the kubelet does to a volume for fsGroup (fsGroupChangePolicy Always)."""
+        if fs_group is None:
+            return
+        self.docker.containers.run(
+            "debian:bookworm",
+            [
+                "sh",
+                "-c",
+                f"chgrp -R {fs_group} /v && chmod -R g+rwX /v && find /v -type d -exec chmod g+s {{}} +",
+            ],
+            volumes={volume: {"bind": "/v", "mode": "rw"}},
+            remove=True,
+        )
+
+    def _env(self, container: dict) -> dict[str, str]:
+        env = {}
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif "secretKeyRef" in (item.get("valueFrom") or {}):
+                ref = item["valueFrom"]["secretKeyRef"]
+                env[item["name"]] = self.secrets[ref["name"]][ref["key"]]
+        return env
+
+    def _mounts(self, container: dict, volumes: dict[str, tuple[str, str]]) -> list:
+        from docker.types import Mount
+
+        mounts = []
+        for vm in container.get("volumeMounts") or []:
+            kind, source = volumes[vm["name"]]
+            if vm.get("subPath"):
+                # Docker 20.10 has no volume subpath: bind the directory inside the volume.
+                base = self.docker.volumes.get(source).attrs["Mountpoint"] if kind == "volume" else source
+                path = os.path.join(base, vm["subPath"])
+                os.makedirs(path, exist_ok=True)
+                kind, source = "bind", path
+            mounts.append(
+                Mount(target=vm["mountPath"], source=source, type=kind, read_only=vm.get("readOnly", False))
+            )
+        return mounts
+
+    def run(
+        self, pod_spec: dict, container: dict, volumes: dict[str, tuple[str, str]], *, detach: bool = False
+    ):
+        """One container as the kubelet would start it (restricted security context honoured)."""
+        sc = {**(pod_spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+        user = None
+        if sc.get("runAsUser") is not None:
+            user = f"{sc['runAsUser']}:{sc.get('runAsGroup', sc['runAsUser'])}"
+        kwargs = dict(
+            image=container["image"],
+            environment=self._env(container),
+            mounts=self._mounts(container, volumes),
+            user=user,
+            group_add=[str(pod_spec["securityContext"]["fsGroup"])]
+            if (pod_spec.get("securityContext") or {}).get("fsGroup") is not None and user
+            else None,
+            cap_drop=["ALL"] if "ALL" in ((sc.get("capabilities") or {}).get("drop") or []) else None,
+            security_opt=["no-new-privileges"] if sc.get("allowPrivilegeEscalation") is False else None,
+            working_dir=container.get("workingDir"),
+            labels={"org.pgleap.role": "test-pod"},
+            detach=True,
+        )
+        if container.get("command") is not None:
+            kwargs["entrypoint"] = container["command"]
+            kwargs["command"] = container.get("args") or []
+        elif container.get("args") is not None:
+            kwargs["command"] = container["args"]
+        c = self.docker.containers.run(**{k: v for k, v in kwargs.items() if v is not None})
+        if detach:
+            return c
+        status = c.wait()["StatusCode"]
+        logs = c.logs().decode(errors="replace")
+        c.remove(force=True, v=True)
+        assert status == 0, f"{container['name']} exited {status}:\n{logs[-3000:]}"
+        return logs
+
+    def configmap_dir(self, configmap: dict, mode: int) -> str:
+        path = tempfile.mkdtemp(prefix="pgleap-cm-")
+        for name, content in configmap["data"].items():
+            file = Path(path, name)
+            file.write_text(content)
+            file.chmod(mode)
+        os.chmod(path, 0o755)
+        self.made_dirs.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        for name in self.made_volumes:
+            with contextlib.suppress(Exception):  # already gone
+                self.docker.volumes.get(name).remove(force=True)
+        for path in self.made_dirs:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class PodApi:
+    """The two pod subresources the hook uses, answered by the Docker container playing the pod."""
+
+    def __init__(self, container) -> None:
+        self.container = container
+        self.calls: list[str] = []
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> str:
+        self.calls.append("pods/exec")
+        result = self.container.exec_run(command, user="postgres")
+        if result.exit_code != 0:
+            from toolkit.errors import PgleapError
+
+            raise PgleapError(result.output.decode(errors="replace"))
+        return result.output.decode()
+
+    def port_forward(self, namespace: str, pod: str, port: int):
+        import socket
+
+        self.calls.append("pods/portforward")
+        self.container.reload()
+        ip = next(n["IPAddress"] for n in self.container.attrs["NetworkSettings"]["Networks"].values())
+        return socket.create_connection((ip, port), timeout=10)
+
+
+@pytest.fixture
+def kubelet(docker_client):
+    password = secrets.token_urlsafe(12)
+    k = Kubelet(docker_client, {"gis-db": {"password": password}})
+    yield k
+    k.cleanup()
+
+
+def _sts(image: str) -> dict:
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    sts["metadata"]["namespace"] = "geo"
+    sts["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    return sts
+
+
+def _start_pod(kubelet: Kubelet, sts: dict, pvc_volume: str):
+    pod = sts["spec"]["template"]["spec"]
+    kubelet.apply_fs_group(pvc_volume, (pod.get("securityContext") or {}).get("fsGroup"))
+    container = next(c for c in pod["containers"] if c["name"] == "postgres")
+    claim = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    c = kubelet.run(pod, container, {claim: ("volume", pvc_volume)}, detach=True)
+    password = kubelet.secrets["gis-db"]["password"]
+    import time
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        c.reload()
+        if c.status == "exited":
+            raise AssertionError(c.logs().decode(errors="replace")[-3000:])
+        ip = next(
+            (n["IPAddress"] for n in c.attrs["NetworkSettings"]["Networks"].values() if n["IPAddress"]), None
+        )
+        if ip:
+            server = Server(ip, 5432, "gis", password, label="pod")
+            server.wait_ready(timeout=deadline - time.monotonic())
+            return c, server
+        time.sleep(0.2)
+    raise AssertionError("pod did not start")
+
+
+@pytest.mark.parametrize(("old_tag", "new_tag"), [("13-3.1", "17-3.5"), ("13-3.1", "18-3.x")])
+def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old_tag, new_tag):
+    from toolkit.seed import seed
+
+    old_image, new_image = image_names[old_tag], image_names[new_tag]
+    sts = _sts(old_image)
+    pvc = kubelet.pvc_volume("data-gis-0")
+
+    # 1. The user's StatefulSet pod on the old image, seeded.
+    pod, server = _start_pod(kubelet, sts, pvc)
+    seed(server, "gis", rows=500, polygons=50)
+    before = verify.fingerprint(server)
+    pod.kill(signal="SIGINT")  # scale to 0: the kubelet's SIGTERM/grace, here a fast clean stop
+    pod.wait()
+    pod.remove(force=True, v=True)
+
+    # 2. The rendered Job, run container by container.
+    facts = gather(sts)
+    plan = make_plan(facts, new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"})
+    job = render.upgrade_job(plan, sts, "upgrade")
+    scripts_cm = render.scripts_configmap(plan, load_scripts())
+    job_pod = job["spec"]["template"]["spec"]
+    scripts_volume = next(v for v in job_pod["volumes"] if v.get("configMap"))
+    mode = scripts_volume["configMap"].get("defaultMode", 0o644)
+    volumes: dict[str, tuple[str, str]] = {}
+    for v in job_pod["volumes"]:
+        if v.get("configMap"):
+            volumes[v["name"]] = ("bind", kubelet.configmap_dir(scripts_cm, mode))
+        elif "emptyDir" in v:
+            volumes[v["name"]] = ("volume", kubelet.pvc_volume("emptydir"))
+        elif v.get("persistentVolumeClaim"):
+            assert v["persistentVolumeClaim"]["claimName"] == "data-gis-0"
+            volumes[v["name"]] = ("volume", pvc)
+    fs_group = job_pod["securityContext"].get("fsGroup")
+    for kind, source in volumes.values():
+        if kind == "volume":
+            kubelet.apply_fs_group(source, fs_group)
+    assert job_pod["securityContext"]["runAsNonRoot"] is True
+    for init in job_pod["initContainers"]:
+        kubelet.run(job_pod, init, volumes)
+    logs = "".join(kubelet.run(job_pod, c, volumes) for c in job_pod["containers"])
+    assert f"PostgreSQL {plan.new_major} cluster ready" in logs
+
+    # 3. The new StatefulSet's pod, as rendered, on the same volume.
+    new_sts = render.new_statefulset(plan, sts)
+    pod, server = _start_pod(kubelet, copy.deepcopy(new_sts), pvc)
+    try:
+        after_pg = verify.fingerprint(server)
+        assert verify.compare(before, after_pg).identical
+        # The Kubernetes post-upgrade hook, with only the API boundary stood in for:
+        # exec -> docker exec in the pod's container, port-forward -> a TCP socket to it.
+        lines: list[str] = []
+        api = PodApi(pod)
+        ctx = HookContext(api, plan, "geo", "gis", "gis-0", "postgres", lines.append)
+        engine_post_upgrade(ctx)
+        assert {"pods/exec", "pods/portforward"} <= set(api.calls)  # what manifests/rbac.yaml grants
+        assert any(line.startswith("extensions updated: ") and not line.endswith(": 0") for line in lines), (
+            lines
+        )
+        assert not any(line.startswith("FAIL") for line in lines), lines
+        assert any("amcheck" in line for line in lines)
+        with server.connect("gis") as conn:
+            full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
+        assert "need upgrade" not in full
+        version = server.query("gis", "SHOW server_version_num")[0][0]
+        assert int(version) // 10000 == plan.new_major
+        data_dir = server.query("gis", "SHOW data_directory")[0][0]
+        expected = "/var/lib/postgresql/18/docker" if plan.new_major >= 18 else "/var/lib/postgresql/data"
+        assert data_dir == expected
+    finally:
+        pod.remove(force=True, v=True)
