@@ -84,15 +84,24 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         no_verify: Annotated[
             bool, typer.Option("--no-verify", help="Skip the before/after fingerprint.")
         ] = False,
+        replica: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--replica", help="A standby container to re-seed (default: those streaming from it)."
+            ),
+        ] = None,
+        no_replicas: Annotated[bool, typer.Option("--no-replicas", help="Leave standbys alone.")] = False,
         output: Output = "text",
     ) -> None:
         """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
         target, state = _target(container, volume, from_image, pgdata)
         report = Report(quiet=output != "text")
+        replicas = [] if no_replicas else (replica or None)
         with locked(target.key):
             result = engine.upgrade(
-                target, to, mode=mode, verify_data=not no_verify, dry_run=dry_run, report=report, state=state
-            )
+                target, to, mode=mode, verify_data=not no_verify, dry_run=dry_run, report=report, state=state,
+                replicas=replicas,
+            )  # fmt: skip
         _emit(result, output, report)
 
     @groups["plan"].command("docker")

@@ -140,8 +140,12 @@ def upgrade(
     report: Report,
     state: RunState,
     fail_after: str | None = None,
+    replicas: list[str] | None = None,
 ) -> dict:
-    """Run (or resume) the whole upgrade; returns the JSON-able report."""
+    """Run (or resume) the whole upgrade; returns the JSON-able report.
+
+    `replicas`: standbys to re-seed after the primary (None: those found streaming from it).
+    """
     if state.phase and state.phase != "done" and state.data.get("target_image") != target_image:
         raise Refused(
             f"an unfinished upgrade to {state.data.get('target_image')} is recorded for {target.key}",
@@ -161,11 +165,18 @@ def upgrade(
         new_bindir = new.bindir
         show_plan(plan, report)
         report.data["plan"] = plan.to_dict()
+        replicas = list(replicas) if replicas is not None else _replicas(target)
+        for name in replicas:
+            report.say(
+                f"  standby    {name}: re-seeded from the new primary once it is verified; its reads stop until then"
+            )
+        report.data["replicas_planned"] = replicas
         if dry_run:
             return {**report.to_dict(), "status": "dry-run"}
         state.save(
-            target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe()
-        )
+            target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe(),
+            replicas=replicas,
+        )  # fmt: skip
         _mark(state, "planned")
     report.data["plan"] = plan.to_dict()
 
@@ -264,11 +275,24 @@ def upgrade(
             target.start_new(plan)
         checkpoint("started")
     report.up()
+    for name in state.data.get("replicas", []):
+        if _reached(state, f"replica:{name}"):
+            continue
+        with report.phase(f"re-seed standby {name}", "pg_basebackup from the new primary") as ph:
+            info = target.reseed_replica(plan, name)
+            ph.detail = f"streaming (lag {info['lag_bytes']} B); its reads were down {info['seconds']:.1f} s"
+        checkpoint(f"replica:{name}", **{f"replica_{name}": info})
+        report.data.setdefault("replicas", []).append(info)
     _mark(state, "done", downtime_seconds=report.downtime)
     report.data["extensions_updated"] = state.data.get("extensions_updated", [])
     report.data["extensions_left"] = state.data.get("extensions_left", [])
     report.data["reindexed"] = state.data.get("reindexed", [])
     return {**report.to_dict(), "status": "upgraded"}
+
+
+def _replicas(target: Target) -> list[str]:
+    finder = getattr(target, "find_replicas", None)
+    return finder() if finder else []
 
 
 def rollback(target: Target, *, report: Report, state: RunState) -> dict:
@@ -279,6 +303,9 @@ def rollback(target: Target, *, report: Report, state: RunState) -> dict:
     with report.phase("restore the old cluster", "upgrade.sh rollback") as ph:
         target.restore_source(plan)
         ph.detail = f"{plan.layout.old_pgdata} on {plan.source_image}"
+    for name in state.data.get("replicas", []):  # each restore is a no-op for an untouched standby
+        with report.phase(f"restore standby {name}", "old data back, old image"):
+            target.restore_replica(plan, name)
     state.clear()
     return {**report.to_dict(), "status": "rolled-back"}
 
@@ -293,6 +320,8 @@ def finalize(target: Target, *, report: Report, state: RunState) -> dict:
     plan = plan_from_dict(state.data["plan"])
     with report.phase("delete the old cluster", "upgrade.sh finalize"):
         target.run_action(plan, "finalize")
+        for name in state.data.get("replicas", []):
+            target.finalize_replica(plan, name)
         target.cleanup(plan)
     state.clear()
     return {**report.to_dict(), "status": "finalized"}

@@ -8,6 +8,7 @@
 #             then put the new cluster where the new image expects it
 #   rollback  put the old cluster back where it was, keep the new one aside
 #   finalize  delete the old cluster and pgleap's working files
+#   place     (standby re-seed) move a pg_basebackup from the staging folder into place
 #
 # Every step checks what is already done (marker files in $VOLUME/.pgleap) and
 # is safe to run again after a crash. Nothing of the user's is deleted except by
@@ -416,8 +417,25 @@ do_finalize() {
 	result finalized "$new_data"
 }
 
+# A standby re-seeded by pg_basebackup into the staging folder: put it where the new
+# image expects PGDATA, the old standby aside (kept until finalize, restored by rollback).
+do_place() {
+	PGLEAP_STEP=place
+	if [ -f "$state/placed" ]; then
+		log "new cluster already in place in $new_data"
+		print_results
+		return
+	fi
+	[ -f "$staging/PG_VERSION" ] || die "no new cluster in $staging to put in place"
+	[ "$(cat "$staging/PG_VERSION")" = "$new_major" ] || die "$staging is not a PostgreSQL $new_major cluster"
+	printf 'mode=copy checkpoint=\n' > "$state/upgraded"  # the old standby's files are its own
+	place_new_cluster
+	print_results
+}
+
 case "$action" in
 	check|upgrade) do_upgrade ;;
+	place) do_place ;;
 	rollback) do_rollback ;;
 	finalize) do_finalize ;;
 	*) die "unknown PGLEAP_ACTION $action" ;;

@@ -622,6 +622,47 @@ class DockerTarget:
             self.rt.run_client(plan.target_image, server.host, [*base, *extra], uid=plan.uid, gid=plan.gid)
         return " then ".join(" ".join(r) for r in runs)
 
+    # ---- streaming replicas ---------------------------------------------------------------
+
+    def find_replicas(self) -> list[str]:
+        from toolkit.runtimes.docker_replicas import find_replicas
+
+        live = self.live_server()
+        return find_replicas(self.rt, live) if live is not None else []
+
+    def _new_primary(self, plan: UpgradePlan) -> Server:
+        c = self.rt.docker.containers.get(self.container_name)
+        ip = next(
+            n["IPAddress"] for n in c.attrs["NetworkSettings"]["Networks"].values() if n.get("IPAddress")
+        )
+        password = self.source.password if self.source else None
+        return Server(ip, 5432, plan.superuser, password, label="upgraded primary")
+
+    def reseed_replica(self, plan: UpgradePlan, name: str) -> dict:
+        from toolkit.runtimes.docker_replicas import reseed
+
+        return reseed(
+            self.rt, plan, primary_name=self.container_name, primary=self._new_primary(plan),
+            replica_name=name, scratch=self.scratch_name(plan),
+        )  # fmt: skip
+
+    def restore_replica(self, plan: UpgradePlan, name: str) -> None:
+        from toolkit.runtimes.docker_replicas import restore
+
+        restore(self.rt, plan, name, self.scratch_name(plan))
+        self.rt.start(name)
+
+    def finalize_replica(self, plan: UpgradePlan, name: str) -> None:
+        from toolkit.runtimes.docker_replicas import replica_plan
+
+        old_name = f"{name}-pgleap-old"
+        if self.rt.exists(old_name):
+            source = self.rt.source_container(old_name)
+            self.rt.upgrade_action(
+                replica_plan(self.rt, plan, source), source.volume, self.scratch_name(plan), "finalize"
+            )
+            self.rt.remove(old_name)
+
     def cleanup(self, plan: UpgradePlan) -> None:
         if self.container_name:
             self.rt.remove(self.old_name)
