@@ -8,6 +8,8 @@ container runs the new image, PostGIS is the target's, the data is the same.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from toolkit import engine, images
@@ -148,3 +150,60 @@ def test_link_mode_rollback_is_refused_after_the_new_cluster_ran(runtime, image_
         target, image_names["15-3.3"], report=Report(quiet=True), state=RunState(target.key)
     )
     assert result["status"] == "upgraded"
+
+
+@pytest.fixture
+def xfs_dir(tmp_path):
+    """A reflink-capable XFS filesystem on a loop device (clone mode needs reflinks; ext4 has none)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("mkfs.xfs"):
+        pytest.skip("mkfs.xfs missing (apt-get install xfsprogs; scripts/dev installs it)")
+    image, mnt = tmp_path / "xfs.img", tmp_path / "xfs"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", "1G", str(image)], check=True)
+    subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", str(image)], check=True)
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs as root and must be able to loop-mount: {mounted.stderr}")
+        pytest.skip(f"cannot loop-mount here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_clone_mode_on_a_reflink_filesystem(runtime, image_names, xfs_dir):
+    """A bind-mounted data directory on XFS: pg_upgrade --clone, old cluster untouched."""
+    import secrets
+    import uuid
+
+    from tests.conftest import OldDatabase
+    from toolkit.seed import seed
+
+    data = xfs_dir / "pgdata"
+    data.mkdir()
+    name = f"pgleap-test-clone-{uuid.uuid4().hex[:6]}"
+    password = secrets.token_urlsafe(10)
+    runtime.docker.containers.run(
+        image_names["13-3.1"], name=name, detach=True,
+        environment={"POSTGRES_USER": "gis", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "gis"},
+        volumes={str(data): {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
+    )  # fmt: skip
+    db = OldDatabase(runtime, "13-3.1", image_names["13-3.1"], name, str(data), "gis", password)
+    try:
+        runtime.wait_accepting(name, "gis", password, timeout=180)
+        seed(db.server(), "gis", rows=1000, polygons=100)
+        before = db.fingerprint()
+        target, state, result = _upgrade(runtime, db, "15-3.3", image_names, mode="clone")
+        _assert_upgraded(runtime, db, "15-3.3", image_names, before, result)
+        assert target.volume.kind == "bind"
+        engine.finalize(target, report=Report(quiet=True), state=state)
+    finally:
+        runtime.remove(name)
+        runtime.remove(f"{name}-pgleap-old")
+        from toolkit.runtimes.docker import VolumeRef
+
+        runtime.remove_volume(f"pgleap-old-binaries-{VolumeRef('bind', str(data)).key}")
