@@ -392,7 +392,10 @@ class FakeKubernetesApi:
                         "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
                     },
                 },
-                "spec": {**copy.deepcopy(template["spec"]), "nodeName": self.nodes.get(f"{name}-{i}", self.node)},
+                "spec": {
+                    **copy.deepcopy(template["spec"]),
+                    "nodeName": self.nodes.get(f"{name}-{i}", self.node),
+                },
                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
             }
             self._store("Pod", pod)  # a changed template rolls the pod

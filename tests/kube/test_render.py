@@ -159,7 +159,13 @@ def test_job_env_and_no_secret(fixture_name: str) -> None:
     assert env["PGLEAP_VOLUME"]["value"] == "/pgleap/volume"
     assert env["PGLEAP_SUPERUSER"]["value"] == "postgres"
     text = json.dumps(render.objects_for(plan, load_sts(fixture_name), SCRIPTS))
-    for name in ("POSTGRES_REPLICATION_PASSWORD", "POSTGRES_PASSWORD", "replication-password", "postgres-password", "PGPASSWORD"):
+    for name in (
+        "POSTGRES_REPLICATION_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "replication-password",
+        "postgres-password",
+        "PGPASSWORD",
+    ):
         text = text.replace(name, "")
     assert "PASSWORD" not in text
     for job_or_sts in render.objects_for(plan, load_sts(fixture_name), SCRIPTS):

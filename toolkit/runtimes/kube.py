@@ -566,8 +566,8 @@ class KubeRuntime:
             out.unchanged.append(f"{plan.sts} already scaled to 0")
         self._wait_pod_gone(plan)
 
-    def _wait_pod_gone(self, plan: KubePlan, count: int | None = None) -> None:
-        pods = self._pods(plan, count)
+    def _wait_pod_gone(self, plan: KubePlan, count: int | None = None, pods: list[str] | None = None) -> None:
+        pods = pods if pods is not None else self._pods(plan, count)
 
         def gone() -> bool | None:
             return True if all(self.kube.get("Pod", plan.namespace, p) is None for p in pods) else None
@@ -744,7 +744,7 @@ class KubeRuntime:
         new = build()
         self.kube.create(new)
         out.changed.append(
-            f"created StatefulSet {plan.sts} on {plan.new_image} ({new['spec'].get('replicas', 1)} replicas)"
+            f"created StatefulSet {plan.sts} on {plan.new_image} (replicas: {new['spec'].get('replicas', 1)})"
         )
 
     def _step_ready(self, plan: KubePlan, out: Outcome) -> None:
@@ -812,7 +812,8 @@ class KubeRuntime:
                 self._scale_down(view, live, rp.count, out)  # stale readers stop here with --keep-readers
             holder = state.read_original
         else:
-            self._wait_pod_gone(plan, rp.count)  # the new StatefulSet runs ordinal 0 only
+            # the new StatefulSet runs ordinal 0 only
+            self._wait_pod_gone(plan, pods=[sb.pod for sb in rp.standbys])
             holder = state.original
         assert holder is not None
         names = []
@@ -1036,9 +1037,9 @@ class KubeRuntime:
         read_original: Mapping[str, Any] | None = None,
     ) -> None:
         """Recreate the original StatefulSet(s), or scale them back up if they were never replaced."""
+        self._rb_restore_sts(plan, original, out)  # the primary first: the standbys connect to it
         if plan.read_sts and read_original is not None:
             self._rb_restore_sts(plan.replica_view(), read_original, out)
-        self._rb_restore_sts(plan, original, out)
 
     def _rb_restore_sts(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
@@ -1067,7 +1068,9 @@ class KubeRuntime:
         read_original: Mapping[str, Any] | None = None,
     ) -> None:
         if plan.read_sts and read_original is not None:
+            self._rb_ready(plan, original, out)
             self._rb_ready(plan.replica_view(), read_original, out)
+            return
         replicas = original["spec"].get("replicas", 1)
         self.kube.wait(
             f"StatefulSet {plan.sts} to be ready",
