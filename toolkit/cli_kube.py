@@ -174,7 +174,24 @@ def replica_lines(plan: KubePlan) -> list[str]:
             "verified"
         ),
     ]
-    for w in read_availability(plan):
+    windows = read_availability(plan)
+    slowest = max((w["reseed_estimate_seconds"] or 0 for w in windows), default=0)
+    reseed = f"the slowest re-seed (~{max(1, round(slowest / 60))} min at 100 MiB/s, an upper bound)"
+    lines.append(
+        (
+            "reads on the standbys: STALE (old major) while the primary is down (stop → upgraded → verified), "
+            f"then unavailable for {reseed} plus their start"
+            if rp.keep_readers
+            else "reads on the standbys: unavailable for the primary's own downtime (stop → upgraded → verified) "
+            f"plus {reseed} plus their start"
+        )
+        + (
+            "; Services that select every ordinal route to the primary alone until the standbys are back"
+            if rp.topology == "ordinals"
+            else ""
+        )
+    )
+    for w in windows:
         est = w["reseed_estimate_seconds"]
         lines.append(
             f"  {w['pod']} (PVC {w['pvc']}, node {w['node'] or '?'}): reads unavailable {w['unavailable']}"

@@ -636,3 +636,51 @@ def test_plan_reads_the_read_statefulset_live() -> None:
     ]
     assert c.runtime.read_statefulset(plan)["metadata"]["name"] == READ
     assert c.fake.writes_for_test() == []
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def test_plan_command_shows_each_standby_and_stale_reads() -> None:
+    from typer.testing import CliRunner
+
+    from tests.kube.test_cli_kube import build_app
+
+    c = make_cluster(PAIR)
+    args = ["plan", "sts", c.name, "-n", c.namespace, "--to", REPLICA_CASES[PAIR][0], "--allow-helm"]
+    result = CliRunner().invoke(build_app(c), [*args, "--keep-readers"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "pg-postgresql-read-0 (PVC data-pg-postgresql-read-0" in text
+    assert "STALE: serves reads from the old PostgreSQL 16 data" in text
+    assert "left running on the old major (--keep-readers)" in text
+    assert "rsync --hard-links" in text and "ReadWriteOnce PVC" in text
+    assert "Job pgleap-pg-postgresql-read-1-reseed" in text
+    result = CliRunner().invoke(build_app(c), [*args, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    objs = json.loads(result.stdout)  # stdout holds only the objects; the standby lines go to stderr
+    assert [o["metadata"]["name"] for o in objs][-1] == READ
+    assert "scaled to 0 together with the primary" in " ".join(result.stderr.split())
+    assert c.fake.writes_for_test() == []
+
+
+def test_render_offline_picks_the_primary_of_a_pair() -> None:
+    from typer.testing import CliRunner
+
+    from tests.kube.conftest import FIXTURES
+    from tests.kube.test_cli_kube import build_app
+
+    result = CliRunner().invoke(
+        build_app(),
+        ["render", "-f", str(FIXTURES / f"{PAIR}.yaml"), "--to", REPLICA_CASES[PAIR][0], "-o", "json"],
+    )
+    assert result.exit_code == 0, result.output
+    objs = json.loads(result.stdout)
+    names = [(o["kind"], o["metadata"]["name"]) for o in objs]
+    assert ("Job", "pgleap-pg-postgresql-read-0-reseed") in names and names[-1] == ("StatefulSet", READ)
+    job = next(o for o in objs if o["metadata"]["name"] == "pgleap-pg-postgresql-read-0-reseed")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg-postgresql",
+        "key": "replication-password",
+    }
