@@ -8,6 +8,7 @@ stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -268,8 +269,11 @@ def register(
     ) -> None:
         """Image, PG major, PGDATA, uid/fsGroup, PVCs, nodes, Services, PDBs, owners, snapshot classes."""
         ns = ns_for(namespace, kubeconfig, context)
-        facts = runtime_for(kubeconfig, context, output).inspect(ns, name)
+        rt = runtime_for(kubeconfig, context, output)
+        facts = rt.inspect(ns, name)
+        topology, _, _ = rt.topology(ns, name, rt.read_sts(ns, name), facts)
         data = facts_as_dict(facts)
+        data["topology"] = dataclasses.asdict(topology)
 
         def text() -> None:
             table = Table("", f"StatefulSet {ns}/{name}", show_header=True)
@@ -281,6 +285,12 @@ def register(
                 + (f" subPath {facts.sub_path}" if facts.sub_path else ""),
                 "uid/gid/fsGroup": f"{facts.uid}/{facts.gid}/{facts.fs_group}",
                 "replicas": str(facts.replicas),
+                "standbys": (
+                    ", ".join(f"{sb.pod} ({sb.pvc})" for sb in topology.standbys)
+                    + f" [{topology.kind}, from {topology.primary_host}]"
+                    if topology.has_standbys and not topology.problem
+                    else topology.problem or "-"
+                ),
                 "retention": f"whenScaled={facts.when_scaled} whenDeleted={facts.when_deleted}",
                 "node (last pod)": facts.pod_node or "-",
                 "services": ", ".join(facts.services) or "-",

@@ -684,3 +684,19 @@ def test_render_offline_picks_the_primary_of_a_pair() -> None:
         "name": "pg-postgresql",
         "key": "replication-password",
     }
+
+
+def test_inspect_shows_the_standbys() -> None:
+    from typer.testing import CliRunner
+
+    from tests.kube.test_cli_kube import build_app
+
+    c = make_cluster(PAIR)
+    result = CliRunner().invoke(build_app(c), ["inspect", "sts", c.name, "-n", c.namespace, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    topo = json.loads(result.stdout)["topology"]
+    assert topo["kind"] == "primary-read" and [s["pod"] for s in topo["standbys"]] == [
+        "pg-postgresql-read-0",
+        "pg-postgresql-read-1",
+    ]
+    assert c.fake.writes_for_test() == []
