@@ -206,6 +206,17 @@ def detect(
     services = list(services)
     name = facts.name
     container = find_postgres_container(primary_sts)
+    own_mode = (_literal(container, ("POSTGRES_REPLICATION_MODE",)) or "").lower()
+    if own_mode in _STANDBY_MODES:
+        # pg_upgrade on a standby would split it from its primary: the primary is what gets upgraded.
+        base = name[: -len("-read")] if name.endswith("-read") else name
+        return Topology(
+            "ordinals" if facts.replicas > 1 else "single",
+            name,
+            problem=f"StatefulSet {facts.namespace}/{name} runs standbys (POSTGRES_REPLICATION_MODE={own_mode})",
+            hint=f"upgrade its primary StatefulSet (e.g. `pgleap upgrade sts {base}-primary`): pgleap re-seeds "
+            "the standbys from it",
+        )
     if read_sts is not None and read_facts is not None:
         return _primary_read(primary_sts, facts, read_sts, read_facts, services)
     if facts.replicas <= 1:

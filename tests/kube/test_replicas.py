@@ -700,3 +700,16 @@ def test_inspect_shows_the_standbys() -> None:
         "pg-postgresql-read-1",
     ]
     assert c.fake.writes_for_test() == []
+
+
+def test_the_read_statefulset_itself_is_refused() -> None:
+    read = sts_doc(PAIR, READ)
+    t = detect(read, facts_for(PAIR, read))
+    assert t.problem and "runs standbys (POSTGRES_REPLICATION_MODE=slave)" in t.problem
+    assert "pgleap upgrade sts pg-postgresql-primary" in t.hint
+    read["spec"]["replicas"] = 1  # a single standby would pass the replica count: refused all the same
+    f = facts_for(PAIR, read)
+    with pytest.raises(Refused, match="runs standbys"):
+        guard.check(
+            f, parse_image(REPLICA_CASES[PAIR][0]), GuardOverrides(allow_helm=True), topology=detect(read, f)
+        )
