@@ -416,7 +416,9 @@ def register(
             err.print("dry run: nothing was changed")
             return
         if not yes and not typer.confirm(
-            f"Stop {ns}/{name} and upgrade it to {to}? The database is down until it finishes.", err=True
+            f"Stop {ns}/{name} and upgrade it to {to}? The database is down until it finishes; "
+            "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime).",
+            err=True,
         ):
             raise typer.Exit(1)
         outcome = rt.upgrade(

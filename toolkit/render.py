@@ -260,7 +260,7 @@ def replica_job(
         command=command,
         env=env,
         pod=job_pod_parts(view, standby_sts, standby.node_terms if node_terms is None else node_terms),
-        labels={**labels_for(plan, action), "pgleap.io/standby": standby.pod[:63]},
+        labels={**labels_for(plan, action), "pgleap.io/standby": standby.pod[:63].rstrip("-.")},
         annotations={ANN_RUN: plan.run_id},
         scripts_cm=scripts_cm_name(plan.sts),
         container_security=container_security(view),
