@@ -100,9 +100,9 @@ def _register_runtimes() -> None:
 
     cli_docker.register(groups, app)
     from toolkit import cli_kube
-    from toolkit.kube_hook import engine_post_upgrade
+    from toolkit.kube_hook import engine_post_upgrade, engine_standby_probe
 
-    cli_kube.register(groups, app, post_upgrade=engine_post_upgrade)
+    cli_kube.register(groups, app, post_upgrade=engine_post_upgrade, standby_probe=engine_standby_probe)
 
 
 _register_runtimes()

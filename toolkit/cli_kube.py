@@ -8,6 +8,7 @@ stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from rich.table import Table
 from toolkit import guard, render
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 from toolkit.kube_facts import facts_as_dict, gather, parse_image
-from toolkit.kube_plan import MODES, make_plan
+from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability
+from toolkit.kube_replicas import detect, read_sts_names
 
 err = Console(stderr=True)
 
@@ -124,6 +126,88 @@ AllowHelm = Annotated[
 ]
 AllowTf = Annotated[bool, typer.Option("--allow-terraform", help="Terraform ignores or expects the change.")]
 AllowOwner = Annotated[bool, typer.Option("--allow-owner-reference", help="The owning controller is paused.")]
+KeepReadersOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-readers",
+        help="Leave the read StatefulSet running while the primary is upgraded: it serves STALE reads "
+        "(old major, no new writes) until its re-seed starts.",
+    ),
+]
+
+# Why the pg_upgrade docs' rsync --hard-links method for standbys is not offered.
+NO_RSYNC = (
+    "standbys are re-seeded with pg_basebackup from the upgraded primary; the rsync --hard-links "
+    "method of the pg_upgrade docs is not offered: it needs the primary's old and new data directories "
+    "and the standby's on hosts rsync can reach, while each standby here keeps its data on its own "
+    "ReadWriteOnce PVC, usually attached on another node and not mountable from the primary's node"
+)
+
+
+def replica_lines(plan: KubePlan) -> list[str]:
+    """What happens to each standby, and when reads are unavailable (plan output)."""
+    rp = plan.replicas
+    if rp is None:
+        return []
+    where = (
+        f"ordinals 1..{rp.count - 1} of {plan.sts}"
+        if rp.topology == "ordinals"
+        else f"read StatefulSet {rp.sts} ({rp.count} replicas)"
+    )
+    lines = [
+        f"standbys: {where}; re-seeded from {rp.primary_host} as {rp.replication_user}"
+        + (
+            f" (password: Secret {rp.password_secret['name']} key {rp.password_secret['key']})"
+            if rp.password_secret
+            else " (no password Secret)"
+        ),
+        (
+            f"the new {plan.sts} starts with ordinal 0 alone; it is scaled back to {rp.count} once the standbys "
+            "are re-seeded"
+            if rp.topology == "ordinals"
+            else f"{rp.sts} is "
+            + (
+                "left running on the old major (--keep-readers)"
+                if rp.keep_readers
+                else "scaled to 0 together with the primary"
+            )
+            + f"; it comes back on {plan.new_image} with {rp.count} replicas after the primary is upgraded and "
+            "verified"
+        ),
+    ]
+    windows = read_availability(plan)
+    slowest = max((w["reseed_estimate_seconds"] or 0 for w in windows), default=0)
+    reseed = f"the slowest re-seed (~{max(1, round(slowest / 60))} min at 100 MiB/s, an upper bound)"
+    lines.append(
+        (
+            "reads on the standbys: STALE (old major) while the primary is down (stop → upgraded → verified), "
+            f"then unavailable for {reseed} plus their start"
+            if rp.keep_readers
+            else "reads on the standbys: unavailable for the primary's own downtime (stop → upgraded → verified) "
+            f"plus {reseed} plus their start"
+        )
+        + (
+            "; Services that select every ordinal route to the primary alone until the standbys are back"
+            if rp.topology == "ordinals"
+            else ""
+        )
+    )
+    for w in windows:
+        est = w["reseed_estimate_seconds"]
+        lines.append(
+            f"  {w['pod']} (PVC {w['pvc']}, node {w['node'] or '?'}): reads unavailable {w['unavailable']}"
+            + (
+                f"; re-seed copies up to {w['reseed_copies_up_to']} (~{max(1, round(est / 60))} min at 100 MiB/s)"
+                if est
+                else ""
+            )
+        )
+        if w["stale_reads"]:
+            lines.append(f"    {w['stale_reads']}")
+        if w["services"]:
+            lines.append(f"    Services routing to it: {', '.join(w['services'])}")
+    lines.append(NO_RSYNC)
+    return lines
 
 
 def register(
@@ -133,12 +217,14 @@ def register(
     connect: Connect | None = None,
     post_upgrade: Hook | None = None,
     job_env: Callable[[Any], dict[str, str]] | None = None,
+    standby_probe: Callable[[Any, tuple[str, ...]], Any] | None = None,
 ) -> None:
     """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize groups and `render` to app.
 
     `connect(kubeconfig, context)` builds the `toolkit.kube.Kube` (tests pass a fake);
     `post_upgrade(ctx)` is the engine's post-upgrade/verify step (`HookContext`);
-    `job_env(facts)` adds the engine's env for the Job (superuser, initdb flags, …).
+    `job_env(facts)` adds the engine's env for the Job (superuser, initdb flags, …);
+    `standby_probe(ctx, slots)` returns the replication slots that stream from the new primary.
     """
 
     def kube_for(kubeconfig: str | None, context: str | None) -> Any:
@@ -183,8 +269,11 @@ def register(
     ) -> None:
         """Image, PG major, PGDATA, uid/fsGroup, PVCs, nodes, Services, PDBs, owners, snapshot classes."""
         ns = ns_for(namespace, kubeconfig, context)
-        facts = runtime_for(kubeconfig, context, output).inspect(ns, name)
+        rt = runtime_for(kubeconfig, context, output)
+        facts = rt.inspect(ns, name)
+        topology, _, _ = rt.topology(ns, name, rt.read_sts(ns, name), facts)
         data = facts_as_dict(facts)
+        data["topology"] = dataclasses.asdict(topology)
 
         def text() -> None:
             table = Table("", f"StatefulSet {ns}/{name}", show_header=True)
@@ -196,6 +285,12 @@ def register(
                 + (f" subPath {facts.sub_path}" if facts.sub_path else ""),
                 "uid/gid/fsGroup": f"{facts.uid}/{facts.gid}/{facts.fs_group}",
                 "replicas": str(facts.replicas),
+                "standbys": (
+                    ", ".join(f"{sb.pod} ({sb.pvc})" for sb in topology.standbys)
+                    + f" [{topology.kind}, from {topology.primary_host}]"
+                    if topology.has_standbys and not topology.problem
+                    else topology.problem or "-"
+                ),
                 "retention": f"whenScaled={facts.when_scaled} whenDeleted={facts.when_deleted}",
                 "node (last pod)": facts.pod_node or "-",
                 "services": ", ".join(facts.services) or "-",
@@ -234,6 +329,7 @@ def register(
         allow_helm: AllowHelm = False,
         allow_terraform: AllowTf = False,
         allow_owner_reference: AllowOwner = False,
+        keep_readers: KeepReadersOpt = False,
     ) -> None:
         """Every object the upgrade would create or change (-o yaml: manifests to commit). Read-only."""
         ns = ns_for(namespace, kubeconfig, context)
@@ -248,10 +344,14 @@ def register(
             snapshot=snapshot,
             overrides=overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
             patch_retention=patch_retention,
+            keep_readers=keep_readers,
         )
-        objs = render.objects_for(plan, sts, load_scripts(required=False))
+        objs = render.objects_for(plan, sts, load_scripts(required=False), rt.read_statefulset(plan))
         for w in warnings:
             err.print(f"[yellow]warning:[/] {w}")
+        if output != "text":
+            for line in replica_lines(plan):
+                err.print(line, markup=False, highlight=False)
 
         def text() -> None:
             c = Console()
@@ -259,6 +359,8 @@ def register(
             c.print(f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}")
             if plan.patch_retention:
                 c.print("PVC retention policy set to Retain during the upgrade")
+            for line in replica_lines(plan):
+                c.print(line, markup=False, highlight=False)
             for o in objs:
                 c.print(f"  {o['kind']} {o['metadata']['name']}")
 
@@ -285,8 +387,9 @@ def register(
         allow_helm: AllowHelm = False,
         allow_terraform: AllowTf = False,
         allow_owner_reference: AllowOwner = False,
+        keep_readers: KeepReadersOpt = False,
     ) -> None:
-        """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image."""
+        """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
         ns = ns_for(namespace, kubeconfig, context)
         rt = runtime_for(kubeconfig, context, output)
         facts = rt.inspect(ns, name)
@@ -302,15 +405,20 @@ def register(
                 snapshot=snapshot,
                 overrides=guards,
                 patch_retention=patch_retention,
+                keep_readers=keep_readers,
             )
             for w in warnings:
                 err.print(f"[yellow]warning:[/] {w}")
-            objs = render.objects_for(plan, sts, load_scripts(required=False))
+            for line in replica_lines(plan):
+                err.print(line, markup=False, highlight=False)
+            objs = render.objects_for(plan, sts, load_scripts(required=False), rt.read_statefulset(plan))
             _print(objs, output if output != "text" else "yaml", lambda: None)
             err.print("dry run: nothing was changed")
             return
         if not yes and not typer.confirm(
-            f"Stop {ns}/{name} and upgrade it to {to}? The database is down until it finishes.", err=True
+            f"Stop {ns}/{name} and upgrade it to {to}? The database is down until it finishes; "
+            "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime).",
+            err=True,
         ):
             raise typer.Exit(1)
         outcome = rt.upgrade(
@@ -324,6 +432,8 @@ def register(
             overrides=guards,
             patch_retention=patch_retention,
             post_upgrade=post_upgrade,
+            keep_readers=keep_readers,
+            standby_probe=standby_probe,
         ).as_dict()
         _print(outcome, output, lambda: _outcome_text(outcome))
 
@@ -365,7 +475,9 @@ def register(
             if not yes and not typer.confirm(f"{command} {ns}/{name}?", err=True):
                 raise typer.Exit(1)
             if command == "resume":
-                result = rt.resume(ns, name, scripts=load_scripts(), post_upgrade=post_upgrade)
+                result = rt.resume(
+                    ns, name, scripts=load_scripts(), post_upgrade=post_upgrade, standby_probe=standby_probe
+                )
             elif command == "rollback":
                 result = rt.rollback(ns, name, scripts=load_scripts())
             else:
@@ -396,6 +508,7 @@ def register(
         superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
         initdb_args: InitdbOpt = "",
         set_env: SetEnvOpt = None,
+        keep_readers: KeepReadersOpt = False,
     ) -> None:
         """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`)."""
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
@@ -409,6 +522,10 @@ def register(
             if d.get("kind") == "List":
                 docs += d.get("items") or []
         candidates = [d for d in docs if d.get("kind") == "StatefulSet"]
+        names = {d["metadata"]["name"] for d in candidates}
+        if not sts_name and len(candidates) == 2:  # a primary and its read StatefulSet: the primary
+            primaries = [d for d in candidates if names & set(read_sts_names(d["metadata"]["name"]))]
+            candidates = primaries or candidates
         if sts_name:
             candidates = [d for d in candidates if d["metadata"]["name"] == sts_name]
         if len(candidates) != 1:
@@ -420,9 +537,24 @@ def register(
         sts = candidates[0]
         sts.setdefault("metadata", {})
         sts["metadata"]["namespace"] = namespace or sts["metadata"].get("namespace") or "default"
-        facts = gather(sts, services=[d for d in docs if d.get("kind") == "Service"])
+        services = [d for d in docs if d.get("kind") == "Service"]
+        facts = gather(sts, services=services)
+        read = next(
+            (
+                d
+                for n in read_sts_names(facts.name)
+                for d in docs
+                if d.get("kind") == "StatefulSet" and d["metadata"]["name"] == n
+            ),
+            None,
+        )
+        read_facts = None
+        if read is not None:
+            read.setdefault("metadata", {})["namespace"] = sts["metadata"]["namespace"]
+            read_facts = gather(read, services=services)
+        topology = detect(sts, facts, read_sts=read, read_facts=read_facts, services=services)
         target = parse_image(to)
-        found = guard.problems(facts, target, live=False)
+        found = guard.problems(facts, target, live=False, topology=topology)
         for p in found:
             if p.owner:  # rendering changes nothing: tell, do not refuse
                 err.print(f"[yellow]warning:[/] {p.message} ({p.hint})")
@@ -436,10 +568,15 @@ def register(
                 mode=mode,
                 snapshot=snapshot,
                 job_env=env_for(facts, superuser, initdb_args, set_env),
+                topology=topology,
+                read_facts=read_facts,
+                keep_readers=keep_readers,
             )
         except ValueError as exc:
             raise PgleapError(str(exc), "see --set-env") from exc
-        objs = render.objects_for(plan, sts, load_scripts(required=False))
+        objs = render.objects_for(plan, sts, load_scripts(required=False), read if plan.read_sts else None)
+        for line in replica_lines(plan):
+            err.print(line, markup=False, highlight=False)
         if output == "json":
             print(json.dumps(objs, indent=2))
         else:

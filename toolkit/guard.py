@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from toolkit.errors import Refused
 from toolkit.kube_facts import ImageRef, Owner, StsFacts
+from toolkit.kube_replicas import Topology
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def problems(
     *,
     patch_retention: bool = True,
     live: bool = True,
+    topology: Topology | None = None,
 ) -> list[Problem]:
     """Everything that blocks the upgrade; empty when it may go ahead."""
     out: list[Problem] = []
@@ -143,11 +145,17 @@ def problems(
                 "upgrade to a newer image of the same family",
             )
         )
-    if facts.replicas != 1:
+    if topology is not None and topology.problem:
+        # Standbys pgleap cannot place: re-seeding them from the new primary needs to know which
+        # pods stream, from where, as whom; guessing would leave broken replicas behind.
+        out.append(Problem(topology.problem, topology.hint))
+    elif facts.replicas != 1 and (topology is None or topology.kind != "ordinals"):
         out.append(
             Problem(
-                f"{sts} has {facts.replicas} replicas; pgleap upgrades a single instance",
-                "scale the StatefulSet to 1 (replicas are re-cloned after the upgrade)",
+                f"{sts} has {facts.replicas} replicas and no streaming standbys pgleap understands "
+                "(ordinal 0 as primary with replication configured, or a <name>-primary/<name>-read pair)",
+                "scale the StatefulSet to 1, or configure the standbys of ordinal 0 "
+                "(POSTGRES_REPLICATION_USER / a pg_basebackup init container) so pgleap can re-seed them",
             )
         )
     if facts.uid is None:
@@ -164,6 +172,15 @@ def problems(
                 Problem(
                     f"{sts}: PVC {facts.data_pvc} does not exist",
                     "pgleap upgrades the database on the StatefulSet's existing PVC",
+                )
+            )
+    if live and topology is not None and not topology.problem:
+        missing = [sb.pvc for sb in topology.standbys if not sb.pvc_exists]
+        if missing:
+            out.append(
+                Problem(
+                    f"{sts}: the standbys' PVCs {', '.join(missing)} do not exist",
+                    "let the standbys start once (or scale their StatefulSet down to the ones that exist)",
                 )
             )
     if "Delete" in (facts.when_scaled, facts.when_deleted) and not patch_retention:
@@ -189,9 +206,10 @@ def check(
     *,
     patch_retention: bool = True,
     live: bool = True,
+    topology: Topology | None = None,
 ) -> list[str]:
     """Raise `Refused` listing every problem; return warnings that do not block."""
-    found = problems(facts, target, overrides, patch_retention=patch_retention, live=live)
+    found = problems(facts, target, overrides, patch_retention=patch_retention, live=live, topology=topology)
     if found:
         raise Refused("; ".join(p.message for p in found), " | ".join(p.hint for p in found))
     warnings = []
@@ -204,4 +222,9 @@ def check(
     for owner in facts.owners:
         if overrides.allows(owner):
             warnings.append(owner_problem(owner, facts, target).hint.rsplit(";", 1)[0])
+    if topology is not None and topology.has_standbys and topology.password_secret is None:
+        warnings.append(
+            f"the standbys' pg_basebackup connects as {topology.replication_user} without a password (no "
+            "replication password Secret found): the primary's pg_hba.conf must trust it"
+        )
     return warnings

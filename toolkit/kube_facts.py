@@ -124,6 +124,8 @@ class StsFacts:
     owners: tuple[Owner, ...]
     superuser: str = "postgres"  # the role with OID 10: initdb --username of the new cluster
     pod_node: str | None = None
+    pod_nodes: tuple[tuple[str, str], ...] = ()  # (pod, node) of every ordinal that has a pod
+    pod_labels: tuple[tuple[str, str], ...] = ()  # the pod template's labels
     services: tuple[str, ...] = ()
     pdbs: tuple[str, ...] = ()
     snapshot_classes: tuple[str, ...] = ()
@@ -173,7 +175,7 @@ def find_postgres_container(sts: Obj) -> dict[str, Any]:
     )
 
 
-def _env_value(container: Obj, name: str) -> tuple[bool, str | None]:
+def env_value(container: Obj, name: str) -> tuple[bool, str | None]:
     """(present, literal value); a valueFrom entry is present without a literal value."""
     for env in container.get("env") or []:
         if env.get("name") == name:
@@ -183,9 +185,9 @@ def _env_value(container: Obj, name: str) -> tuple[bool, str | None]:
 
 def resolve_pgdata(container: Obj, image: ImageRef) -> tuple[str, bool]:
     """PGDATA from the container env, else the image's default; (path, came_from_env)."""
-    present, value = _env_value(container, "PGDATA")
+    present, value = env_value(container, "PGDATA")
     if image.kind == "kartoza" and not present:
-        present, value = _env_value(container, "DATADIR")
+        present, value = env_value(container, "DATADIR")
     if present:
         if not value:
             raise Refused(
@@ -311,7 +313,7 @@ def detect_owners(sts: Obj) -> tuple[Owner, ...]:
     return tuple(owners)
 
 
-def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+def selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
@@ -366,6 +368,12 @@ def gather(
     pod_node = next(
         (_get(p, "spec", "nodeName") for p in pods if _get(p, "metadata", "name") == f"{name}-0"), None
     )
+    pod_nodes = tuple(
+        (_get(p, "metadata", "name"), _get(p, "spec", "nodeName"))
+        for p in pods
+        if _get(p, "spec", "nodeName")
+        and _get(p, "metadata", "name") in {f"{name}-{i}" for i in range(max(replicas, 1))}
+    )
     data_pvc_facts = next((c for c in claims if c.name == f"{mount['name']}-{name}-0"), None)
     driver = data_pvc_facts.csi_driver if data_pvc_facts else None
     classes = sorted(
@@ -375,7 +383,7 @@ def gather(
         ),
     )
     policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
-    _, user = _env_value(container, "POSTGRES_USER")
+    _, user = env_value(container, "POSTGRES_USER")
     return StsFacts(
         namespace=namespace,
         name=name,
@@ -398,18 +406,20 @@ def gather(
         owners=detect_owners(sts),
         superuser=user if user and image.kind != "bitnami" else "postgres",
         pod_node=pod_node,
+        pod_nodes=tuple(sorted(pod_nodes)),
+        pod_labels=tuple(sorted(pod_labels.items())),
         services=tuple(
             sorted(
                 _get(s, "metadata", "name")
                 for s in services
-                if _selects(_get(s, "spec", "selector"), pod_labels)
+                if selects(_get(s, "spec", "selector"), pod_labels)
             )
         ),
         pdbs=tuple(
             sorted(
                 _get(p, "metadata", "name")
                 for p in pdbs
-                if _selects(_get(p, "spec", "selector", "matchLabels"), pod_labels)
+                if selects(_get(p, "spec", "selector", "matchLabels"), pod_labels)
             )
         ),
         snapshot_classes=tuple(_get(c, "metadata", "name") for c in classes),

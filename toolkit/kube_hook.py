@@ -24,6 +24,24 @@ def pod_password(ctx: HookContext) -> str | None:
     return out or None
 
 
+STREAMING_SLOTS = (
+    "SELECT s.slot_name FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid "
+    "WHERE r.state = 'streaming' AND s.slot_name = ANY(%s)"
+)
+
+
+def engine_standby_probe(ctx: HookContext, slots: tuple[str, ...]) -> list[str]:
+    """The standbys' slots that stream from the new primary (pg_stat_replication through a port-forward)."""
+    superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
+    password = pod_password(ctx)
+    with local_port(lambda: ctx.kube.port_forward(ctx.namespace, ctx.pod, 5432)) as (host, port):
+        server = Server(host, port, superuser, password, label=f"pod {ctx.namespace}/{ctx.pod}")
+        rows = server.query("postgres", STREAMING_SLOTS, (list(slots),))
+    streaming = [r[0] for r in rows]
+    ctx.log(f"standbys streaming: {', '.join(streaming) or 'none yet'} of {', '.join(slots)}")
+    return streaming
+
+
 def engine_post_upgrade(ctx: HookContext) -> None:
     """Extensions, collation-dependent indexes, statistics, then health checks (amcheck, PostGIS)."""
     superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"

@@ -19,7 +19,8 @@ from typing import Any
 import jinja2
 import yaml
 
-from toolkit.kube_plan import OLD_ROOT, VOLUME_MOUNT, KubePlan
+from toolkit.kube_plan import OLD_ROOT, SCRIPTS_DIR, VOLUME_MOUNT, KubePlan
+from toolkit.kube_replicas import Standby
 from toolkit.layout import default_pgdata
 from toolkit.resources import data_dir
 
@@ -82,6 +83,19 @@ def job_name(sts: str, action: str) -> str:
     return short_name("pgleap", sts, action)
 
 
+def replica_job_name(pod: str, action: str) -> str:
+    """`pgleap-<standby pod>-<reseed|rollback|finalize>`."""
+    return short_name("pgleap", pod, action)
+
+
+def replica_job_names(plan: KubePlan) -> list[str]:
+    """Every Job name a run may create on the standbys' volumes."""
+    rp = plan.replicas
+    if rp is None:
+        return []
+    return [replica_job_name(sb.pod, a) for sb in rp.standbys for a in ("reseed", "rollback", "finalize")]
+
+
 def labels_for(plan: KubePlan, action: str | None = None) -> dict[str, str]:
     labels = {
         "app.kubernetes.io/managed-by": MANAGED_BY,
@@ -140,7 +154,7 @@ def _container(sts: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def job_pod_parts(plan: KubePlan, sts: Mapping[str, Any], node_terms: tuple[dict[str, Any], ...]) -> dict:
-    """Scheduling and resources copied from the StatefulSet, plus the node pin."""
+    """Scheduling and resources copied from the StatefulSet (its `plan.container`), plus the node pin."""
     spec = _pod_spec(sts)
     parts: dict[str, Any] = {k: copy.deepcopy(spec[k]) for k in _COPIED_POD_FIELDS if spec.get(k)}
     affinity = copy.deepcopy(spec.get("affinity") or {})
@@ -198,6 +212,63 @@ def upgrade_job(
     )
 
 
+def reseed_command() -> list[str]:
+    return ["bash", f"{SCRIPTS_DIR}/reseed.sh"]
+
+
+def replica_job(
+    plan: KubePlan,
+    standby_sts: Mapping[str, Any],
+    standby: Standby,
+    action: str = "reseed",
+    *,
+    node_terms: tuple[dict[str, Any], ...] | None = None,
+) -> dict[str, Any]:
+    """The Job on one standby's PVC: `reseed` (pg_basebackup from the new primary, then upgrade.sh
+    place), or upgrade.sh `rollback`/`finalize`. `standby_sts` is the StatefulSet holding the
+    standby as it was; `node_terms` overrides the pin (finalize: the running pod's node)."""
+    rp = plan.replicas
+    if rp is None:
+        raise ValueError(f"the plan for {plan.sts} has no standbys")
+    view = plan.replica_view()
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": v}
+        for k, v in sorted(view.env_for("place" if action == "reseed" else action).items())
+    ]
+    if action == "reseed":
+        env += [
+            {"name": "PGLEAP_PRIMARY_HOST", "value": rp.primary_host},
+            {"name": "PGLEAP_REPLICATION_USER", "value": rp.replication_user},
+            {"name": "PGLEAP_SLOT", "value": standby.slot},
+        ]
+        if rp.password_secret:
+            # From the user's Secret at the pod's start: the value never passes through pgleap.
+            env.append(
+                {
+                    "name": "PGPASSWORD",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": rp.password_secret["name"], "key": rp.password_secret["key"]}
+                    },
+                }
+            )
+    command = reseed_command() if action == "reseed" else ["bash", f"{SCRIPTS_DIR}/upgrade.sh"]
+    return _render(
+        "replica-job.yaml.j2",
+        plan=view,
+        job_name=replica_job_name(standby.pod, action),
+        action=action,
+        command=command,
+        env=env,
+        pod=job_pod_parts(view, standby_sts, standby.node_terms if node_terms is None else node_terms),
+        labels={**labels_for(plan, action), "pgleap.io/standby": standby.pod[:63].rstrip("-.")},
+        annotations={ANN_RUN: plan.run_id},
+        scripts_cm=scripts_cm_name(plan.sts),
+        container_security=container_security(view),
+        volume_mount=VOLUME_MOUNT,
+        claim=standby.pvc,
+    )
+
+
 def scripts_configmap(plan: KubePlan, scripts: Mapping[str, str]) -> dict[str, Any]:
     """The shell scripts (name → content) as a ConfigMap; keys must be plain file names."""
     for name in scripts:
@@ -214,9 +285,14 @@ def scripts_configmap(plan: KubePlan, scripts: Mapping[str, str]) -> dict[str, A
 
 
 def state_configmap(
-    plan: KubePlan, original_sts: Mapping[str, Any], *, operation: str, phase: str
+    plan: KubePlan,
+    original_sts: Mapping[str, Any],
+    *,
+    operation: str,
+    phase: str,
+    read_sts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """pgleap's state: original StatefulSet (cleaned) + plan + where the run is."""
+    """pgleap's state: original StatefulSet(s) (cleaned) + plan + where the run is."""
     return _render(
         "state-configmap.yaml.j2",
         plan=plan,
@@ -227,6 +303,7 @@ def state_configmap(
         phase=phase,
         plan_json=plan.to_json(),
         sts_json=json.dumps(clean_object(original_sts), sort_keys=True),
+        read_sts_json=json.dumps(clean_object(read_sts), sort_keys=True) if read_sts else "",
     )
 
 
@@ -248,8 +325,14 @@ def _set_env(container: dict[str, Any], name: str, value: str) -> None:
     container["env"].append({"name": name, "value": value})
 
 
-def new_statefulset(plan: KubePlan, original_sts: Mapping[str, Any]) -> dict[str, Any]:
+def new_statefulset(
+    plan: KubePlan, original_sts: Mapping[str, Any], *, replicas: int | None = None
+) -> dict[str, Any]:
     """The user's StatefulSet on the new image: same name, selector, serviceName and claims.
+
+    `replicas` overrides the count: a StatefulSet whose ordinals 1..N-1 are standbys starts
+    with its primary alone (a standby of the old major cannot start on the new image) and is
+    scaled to N once they are re-seeded.
 
     Containers and init containers that ran the old image get the new one (an
     init container on the old major would fail on the new data); the postgres
@@ -261,6 +344,8 @@ def new_statefulset(plan: KubePlan, original_sts: Mapping[str, Any]) -> dict[str
     meta.setdefault("annotations", {})
     meta["annotations"][ANN_FROM] = plan.old_image
     meta["annotations"][ANN_RUN] = plan.run_id
+    if replicas is not None:
+        sts["spec"]["replicas"] = replicas
     pod = sts["spec"]["template"]["spec"]
     for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
         if c.get("image") == plan.old_image:
@@ -281,19 +366,41 @@ def new_statefulset(plan: KubePlan, original_sts: Mapping[str, Any]) -> dict[str
     return sts
 
 
+def primary_statefulset(plan: KubePlan, original_sts: Mapping[str, Any]) -> dict[str, Any]:
+    """The new primary StatefulSet: alone at first when its own ordinals are standbys."""
+    return new_statefulset(plan, original_sts, replicas=1 if plan.same_sts_standbys else None)
+
+
+def replica_statefulset(plan: KubePlan, read_sts: Mapping[str, Any]) -> dict[str, Any]:
+    """The read StatefulSet on the new image, with the replicas it had."""
+    assert plan.replicas is not None
+    return new_statefulset(plan.replica_view(), read_sts, replicas=plan.replicas.count)
+
+
 def objects_for(
-    plan: KubePlan, original_sts: Mapping[str, Any], scripts: Mapping[str, str]
+    plan: KubePlan,
+    original_sts: Mapping[str, Any],
+    scripts: Mapping[str, str],
+    read_sts: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every object an upgrade creates or changes, in the order it does so (for plan/render)."""
-    objs = [state_configmap(plan, original_sts, operation="upgrade", phase="recorded")]
+    objs = [state_configmap(plan, original_sts, operation="upgrade", phase="recorded", read_sts=read_sts)]
     snap = volume_snapshot(plan)
     if snap:
         objs.append(snap)
     objs += [
         scripts_configmap(plan, scripts),
         upgrade_job(plan, original_sts),
-        new_statefulset(plan, original_sts),
+        primary_statefulset(plan, original_sts),
     ]
+    rp = plan.replicas
+    if rp is not None:
+        holder = read_sts if plan.read_sts else original_sts
+        if holder is None:
+            raise ValueError(f"the read StatefulSet {rp.sts} is needed to render its Jobs")
+        objs += [replica_job(plan, holder, sb) for sb in rp.standbys]
+        if plan.read_sts:
+            objs.append(replica_statefulset(plan, holder))
     return objs
 
 

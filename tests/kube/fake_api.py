@@ -105,6 +105,7 @@ class FakeKubernetesApi:
         self.simulate = True  # StatefulSet/Job/snapshot controllers act at once
         self.job_results: dict[str, str] = {}  # job name → "Complete" | "Failed" | "Running"
         self.node = "node-a"
+        self.nodes: dict[str, str] = {}  # pod name → node, where it differs from `node`
         self._serial = itertools.count(1)
         self._serializer = client.ApiClient.__new__(client.ApiClient)
 
@@ -334,55 +335,70 @@ class FakeKubernetesApi:
             self.set_status_for_test("VolumeSnapshot", namespace, name, {"readyToUse": True})
 
     def _reconcile_sts(self, namespace: str, name: str, before: dict | None) -> None:
+        """Pods `<name>-0..N-1` (Running and Ready), a PVC per ordinal from each claim template,
+        the claims' ownerReferences from the retention policy; scaled-down pods go away (and
+        their PVCs with whenScaled: Delete)."""
         sts = self._find("StatefulSet", namespace, name)
         spec = sts["spec"]
         replicas = spec.get("replicas", 1)
         policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
         templates = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []]
+        prefix = f"{name}-"
+        ordinals = {
+            int(n[len(prefix) :])
+            for (ns, k, n) in self.objects
+            if ns == namespace and k == "Pod" and n.startswith(prefix) and n[len(prefix) :].isdigit()
+        }
         # retention policy changed: the controller rewrites the claims' ownerReferences
         for t in templates:
-            key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-0")
-            if key in self.objects:
-                pvc = self._dict(self.objects[key])
-                refs = []
-                if policy.get("whenScaled") == "Delete":
-                    refs.append({"apiVersion": "v1", "kind": "Pod", "name": f"{name}-0", "uid": "pod-uid"})
-                if policy.get("whenDeleted") == "Delete":
-                    refs.append(
-                        {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": "sts-uid"}
-                    )
-                pvc["metadata"]["ownerReferences"] = refs or None
-                self._store("PersistentVolumeClaim", pvc)
-        pod_key = (namespace, "Pod", f"{name}-0")
-        if replicas == 0:
-            if pod_key in self.objects:
-                del self.objects[pod_key]
-                if policy.get("whenScaled") == "Delete":  # the database goes with it
-                    for t in templates:
-                        self.objects.pop((namespace, "PersistentVolumeClaim", f"{t}-{name}-0"), None)
-            self.set_status_for_test("StatefulSet", namespace, name, {"replicas": 0, "readyReplicas": 0})
-            return
-        for t in templates:
-            key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-0")
-            if key not in self.objects:
-                self._store(
-                    "PersistentVolumeClaim",
-                    {
-                        "metadata": {"name": f"{t}-{name}-0", "namespace": namespace},
-                        "spec": {"accessModes": ["ReadWriteOnce"]},
-                    },
-                )
+            for i in sorted(ordinals | set(range(max(replicas, 1)))):
+                key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}")
+                if key in self.objects:
+                    pvc = self._dict(self.objects[key])
+                    refs = []
+                    if policy.get("whenScaled") == "Delete":
+                        refs.append(
+                            {"apiVersion": "v1", "kind": "Pod", "name": f"{name}-{i}", "uid": "pod-uid"}
+                        )
+                    if policy.get("whenDeleted") == "Delete":
+                        refs.append(
+                            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": "sts-uid"}
+                        )
+                    pvc["metadata"]["ownerReferences"] = refs or None
+                    self._store("PersistentVolumeClaim", pvc)
+        for i in sorted(o for o in ordinals if o >= replicas):
+            del self.objects[(namespace, "Pod", f"{name}-{i}")]
+            if policy.get("whenScaled") == "Delete":  # the database goes with it
+                for t in templates:
+                    self.objects.pop((namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}"), None)
         template = spec["template"]
-        pod = {
-            "metadata": {
-                "name": f"{name}-0",
-                "namespace": namespace,
-                "labels": template["metadata"].get("labels"),
-            },
-            "spec": {**copy.deepcopy(template["spec"]), "nodeName": self.node},
-            "status": {"phase": "Running"},
-        }
-        self._store("Pod", pod)  # a changed template rolls the pod
+        for i in range(replicas):
+            for t in templates:
+                key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}")
+                if key not in self.objects:
+                    self._store(
+                        "PersistentVolumeClaim",
+                        {
+                            "metadata": {"name": f"{t}-{name}-{i}", "namespace": namespace},
+                            "spec": {"accessModes": ["ReadWriteOnce"]},
+                        },
+                    )
+            pod = {
+                "metadata": {
+                    "name": f"{name}-{i}",
+                    "namespace": namespace,
+                    "labels": {
+                        **(template["metadata"].get("labels") or {}),
+                        "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
+                    },
+                },
+                "spec": {
+                    **copy.deepcopy(template["spec"]),
+                    "nodeName": self.nodes.get(f"{name}-{i}", self.node),
+                },
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            }
+            self._store("Pod", pod)  # a changed template rolls the pod
         self.set_status_for_test(
             "StatefulSet",
             namespace,

@@ -54,12 +54,15 @@ def make_cluster(fixture: str) -> Cluster:
     fake = FakeKubernetesApi()
     docs = load_docs(fixture)
     fake.seed_for_test(*docs)
-    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    all_sts = [d for d in docs if d["kind"] == "StatefulSet"]
+    sts = all_sts[0]
     ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
-    pod = next((d for d in docs if d["kind"] == "Pod"), None)
-    if pod is not None:
-        fake.node = pod["spec"]["nodeName"]
-    reconcile_for_test(fake, ns, name)
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    if pods:
+        fake.node = pods[0]["spec"]["nodeName"]
+        fake.nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
+    for s in all_sts:
+        reconcile_for_test(fake, s["metadata"]["namespace"], s["metadata"]["name"])
     clock = Clock()
     kube = Kube(
         core=fake, apps=fake, batch=fake, policy=fake, custom=fake, sleep=clock.sleep, clock=lambda: clock.now

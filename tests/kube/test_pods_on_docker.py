@@ -95,7 +95,13 @@ class Kubelet:
         return mounts
 
     def run(
-        self, pod_spec: dict, container: dict, volumes: dict[str, tuple[str, str]], *, detach: bool = False
+        self,
+        pod_spec: dict,
+        container: dict,
+        volumes: dict[str, tuple[str, str]],
+        *,
+        detach: bool = False,
+        network: str | None = None,
     ):
         """One container as the kubelet would start it (restricted security context honoured)."""
         sc = {**(pod_spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
@@ -113,6 +119,7 @@ class Kubelet:
             cap_drop=["ALL"] if "ALL" in ((sc.get("capabilities") or {}).get("drop") or []) else None,
             security_opt=["no-new-privileges"] if sc.get("allowPrivilegeEscalation") is False else None,
             working_dir=container.get("workingDir"),
+            network=network,
             labels={"org.pgleap.role": "test-pod"},
             detach=True,
         )
@@ -287,3 +294,126 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old
         assert data_dir == expected
     finally:
         pod.remove(force=True, v=True)
+
+
+def _replicated_sts(image: str) -> dict:
+    """The example StatefulSet with two ordinals: gis-0 the primary, gis-1 a standby."""
+    sts = _sts(image)
+    sts["spec"]["replicas"] = 2
+    sts["spec"]["template"]["spec"]["containers"][0]["env"] += [
+        {"name": "POSTGRES_REPLICATION_USER", "value": "replicator"},
+        {
+            "name": "POSTGRES_REPLICATION_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "gis-db", "key": "replication-password"}},
+        },
+    ]
+    return sts
+
+
+def _job_volumes(kubelet: Kubelet, job: dict, scripts_cm: dict, pvc: str) -> dict[str, tuple[str, str]]:
+    pod = job["spec"]["template"]["spec"]
+    volumes: dict[str, tuple[str, str]] = {}
+    for v in pod["volumes"]:
+        if v.get("configMap"):
+            volumes[v["name"]] = ("bind", kubelet.configmap_dir(scripts_cm, v["configMap"]["defaultMode"]))
+        elif v.get("persistentVolumeClaim"):
+            volumes[v["name"]] = ("volume", pvc)
+    kubelet.apply_fs_group(pvc, pod["securityContext"].get("fsGroup"))
+    return volumes
+
+
+def _stop(pod) -> None:
+    pod.kill(signal="SIGINT")
+    pod.wait()
+    pod.remove(force=True, v=True)
+
+
+def test_rendered_reseed_job_makes_a_streaming_standby(kubelet, image_names, docker_client):
+    """An upgraded primary (gis-0) and an old standby volume (gis-1): the rendered re-seed Job
+    copies the primary with pg_basebackup (password through secretKeyRef), places it, and the new
+    StatefulSet's pod streams on the Job's slot; the rendered rollback Job puts the old data back."""
+    import time
+
+    from toolkit.kube_hook import engine_standby_probe
+    from toolkit.kube_replicas import detect
+    from toolkit.seed import seed
+
+    kubelet.secrets["gis-db"]["replication-password"] = secrets.token_urlsafe(12)
+    old_image, new_image = image_names["13-3.1"], image_names["17-3.5"]
+    old_sts = _replicated_sts(old_image)
+    facts = gather(old_sts)
+    topology = detect(old_sts, facts)
+    assert topology.kind == "ordinals" and topology.problem is None
+    plan = make_plan(facts, new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"}, topology=topology)
+    assert plan.replicas is not None
+    standby = plan.replicas.standbys[0]
+    new_sts = render.primary_statefulset(plan, old_sts)
+    net = docker_client.networks.create(
+        f"pgleap-kubelet-{uuid.uuid4().hex[:6]}", labels={"org.pgleap.role": "test"}
+    )
+    pods = []
+    try:
+        # The old standby's volume: a PostgreSQL 13 cluster with a marker only it has.
+        standby_pvc = kubelet.pvc_volume(standby.pvc)
+        pod, server = _start_pod(kubelet, copy.deepcopy(old_sts), standby_pvc)
+        with server.connect("gis") as conn:
+            conn.execute("CREATE TABLE old_standby_marker (x int)")
+        _stop(pod)
+
+        # The upgraded primary, with a replication role and a pg_hba line for it.
+        primary_pvc = kubelet.pvc_volume(plan.data_pvc)
+        primary, pserver = _start_pod(kubelet, copy.deepcopy(new_sts), primary_pvc)
+        pods.append(primary)
+        net.connect(primary, aliases=[plan.replicas.primary_host])
+        seed(pserver, "gis", rows=300, polygons=30)
+        with pserver.connect("gis") as conn:
+            password = kubelet.secrets["gis-db"]["replication-password"]
+            conn.execute(f"CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD '{password}'")
+        primary.exec_run(
+            ["sh", "-c", 'echo "host replication replicator all scram-sha-256" >> "$PGDATA/pg_hba.conf"'],
+            user="postgres",
+        )
+        pserver.query("postgres", "SELECT pg_reload_conf()")
+        before = verify.fingerprint(pserver)
+
+        # The rendered re-seed Job on the standby's volume.
+        job = render.replica_job(plan, old_sts, standby)
+        scripts_cm = render.scripts_configmap(plan, load_scripts())
+        job_pod = job["spec"]["template"]["spec"]
+        (container,) = job_pod["containers"]
+        assert next(e for e in container["env"] if e["name"] == "PGPASSWORD")["valueFrom"]["secretKeyRef"]
+        volumes = _job_volumes(kubelet, job, scripts_cm, standby_pvc)
+        logs = kubelet.run(job_pod, container, volumes, network=net.name)
+        assert "copy complete: 17" in logs and "PGLEAP new_pgdata=" in logs
+
+        # The new StatefulSet's pod on the standby volume: a standby of the new primary.
+        spod, sserver = _start_pod(kubelet, copy.deepcopy(new_sts), standby_pvc)
+        pods.append(spod)
+        net.connect(spod, aliases=[f"{standby.pod}.gis.geo.svc"])
+        assert sserver.query("gis", "SELECT pg_is_in_recovery()")[0][0] is True
+        ctx = HookContext(PodApi(primary), plan, "geo", "gis", "gis-0", "postgres", lambda line: None)
+        deadline = time.monotonic() + 120
+        while standby.slot not in engine_standby_probe(ctx, (standby.slot,)):
+            assert time.monotonic() < deadline, "the standby does not stream"
+            time.sleep(1)
+        assert verify.compare(before, verify.fingerprint(sserver)).identical
+        assert not sserver.query("gis", "SELECT to_regclass('old_standby_marker') IS NOT NULL")[0][0]
+        pods.remove(spod)
+        _stop(spod)
+
+        # The rendered rollback Job puts the old standby back; the old image starts on it.
+        job = render.replica_job(plan, old_sts, standby, "rollback")
+        job_pod = job["spec"]["template"]["spec"]
+        logs = kubelet.run(
+            job_pod, job_pod["containers"][0], _job_volumes(kubelet, job, scripts_cm, standby_pvc)
+        )
+        assert "PGLEAP rolled_back=" in logs
+        pod, server = _start_pod(kubelet, copy.deepcopy(old_sts), standby_pvc)
+        pods.append(pod)
+        assert server.query("gis", "SELECT to_regclass('old_standby_marker') IS NOT NULL")[0][0]
+        assert int(server.query("gis", "SHOW server_version_num")[0][0]) // 10000 == 13
+    finally:
+        for p in pods:
+            with contextlib.suppress(Exception):
+                p.remove(force=True, v=True)
+        net.remove()

@@ -12,6 +12,8 @@ from kubernetes import client
 
 from tests.kube.fake_api import Call, FakeKubernetesApi
 from tests.kube.harness import SCRIPTS, make_cluster
+from tests.kube.test_replicas import REPLICA_CASES
+from tests.kube.test_replicas import upgrade as upgrade_with_standbys
 from tests.kube.test_runtime import CASES, Crash, crash_after_phase, upgrade
 from tests.kube.validation import validate_strict
 from toolkit import render
@@ -62,6 +64,22 @@ def every_path_calls() -> list[Call]:
         crash_after_phase(c, "upgraded")
         with pytest.raises(Crash):
             upgrade(c, fixture, snapshot=True)
+        c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
+        c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
+        out += [x for x in c.fake.calls if not x.detail.get("injected")]
+    for fixture in REPLICA_CASES:  # standbys: read StatefulSet, re-seed/rollback/finalize Jobs
+        c = make_cluster(fixture)
+        c.runtime.plan(c.namespace, c.name, REPLICA_CASES[fixture][0], overrides=REPLICA_CASES[fixture][1])
+        upgrade_with_standbys(c, fixture, standby_probe=lambda ctx, slots: slots)
+        upgrade_with_standbys(c, fixture)
+        c.runtime.status(c.namespace, c.name)
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
+        out += c.fake.calls
+        c = make_cluster(fixture)
+        crash_after_phase(c, "reseeded")
+        with pytest.raises(Crash):
+            upgrade_with_standbys(c, fixture)
         c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += [x for x in c.fake.calls if not x.detail.get("injected")]

@@ -25,6 +25,8 @@ TARGETS = {
     "argo": "postgis/postgis:17-3.5",
     "flux": "postgis/postgis:18-3.6-alpine",
     "groundhog2k": "postgres:18.1",
+    "bitnami-replication": "docker.io/bitnamilegacy/postgresql:17.2.0-debian-12-r8",
+    "ordinals": "pgleap/postgis:17-3.5",
 }
 SCRIPTS = {
     "collect.sh": "#!/bin/bash\nset -euo pipefail\necho collect\n",
@@ -157,7 +159,15 @@ def test_job_env_and_no_secret(fixture_name: str) -> None:
     assert env["PGLEAP_VOLUME"]["value"] == "/pgleap/volume"
     assert env["PGLEAP_SUPERUSER"]["value"] == "postgres"
     text = json.dumps(render.objects_for(plan, load_sts(fixture_name), SCRIPTS))
-    assert "PASSWORD" not in text.replace("POSTGRES_PASSWORD", "").replace("postgres-password", "")
+    for name in (
+        "POSTGRES_REPLICATION_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "replication-password",
+        "postgres-password",
+        "PGPASSWORD",
+    ):
+        text = text.replace(name, "")
+    assert "PASSWORD" not in text
     for job_or_sts in render.objects_for(plan, load_sts(fixture_name), SCRIPTS):
         for c in _containers(job_or_sts):
             for e in c.get("env") or []:

@@ -361,7 +361,7 @@ def test_stop_times_out_after_grace_period() -> None:
     c.fake.simulate = False  # the pod never goes away
     with pytest.raises(PgleapError, match="timed out after 180s waiting for pod gis-0 to stop"):
         upgrade(c, "official-plain")
-    assert state(c)["phase"] == "retention"
+    assert state(c)["phase"] == "replicas-stopped"  # the step before the stop
 
 
 def test_status_reports_phase_and_jobs() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,22 +22,34 @@ from toolkit.errors import PgleapError, Refused
 from toolkit.kube import Forbidden, Kube
 from toolkit.kube_facts import StsFacts, gather, parse_image
 from toolkit.kube_plan import KubePlan, make_plan
+from toolkit.kube_replicas import Topology, detect, read_sts_names
 
 logger = logging.getLogger(__name__)
 
 UPGRADE_PHASES = (
     "recorded",
     "retention",
+    "replicas-stopped",  # the read StatefulSet scaled to 0 (kept running with --keep-readers)
     "stopped",
     "snapshotted",
     "upgraded",
     "switched",
     "started",
     "verified",
+    "reseeded",  # every standby's volume holds a pg_basebackup of the new primary, in place
+    "replicas-started",  # the standbys run on the new image
+    "streaming",  # every standby is ready and streams from the new primary
     "done",
 )
-ROLLBACK_PHASES = ("rollback-started", "stopped-new", "restored-data", "restored-sts", "rolled-back")
-FINALIZE_PHASES = ("finalize-started", "finalized-data", "finalized")
+ROLLBACK_PHASES = (
+    "rollback-started",
+    "stopped-new",
+    "restored-data",
+    "restored-replicas",  # upgrade.sh rollback on every re-seeded standby's volume
+    "restored-sts",
+    "rolled-back",
+)
+FINALIZE_PHASES = ("finalize-started", "finalized-data", "finalized-replicas", "finalized")
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ class HookContext:
 
 
 PostUpgradeHook = Callable[[HookContext], None]
+# (context of the new primary, replication slots of the standbys) → the slots that stream now.
+StandbyProbe = Callable[[HookContext, tuple[str, ...]], Iterable[str]]
 
 
 def no_post_upgrade(ctx: HookContext) -> None:
@@ -106,6 +120,21 @@ class State:
     phase: str
     plan: KubePlan
     original: dict[str, Any]
+    read_original: dict[str, Any] | None = None  # the read StatefulSet as it was
+
+
+def _ours(sts: Mapping[str, Any] | None, plan: KubePlan) -> bool:
+    """A StatefulSet pgleap created in this run (it carries the run id)."""
+    return sts is not None and ((sts.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN) == (
+        plan.run_id
+    )
+
+
+def _pod_ready(pod: Mapping[str, Any] | None) -> bool:
+    for cond in ((pod or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
 
 
 def _is_ready(sts: Mapping[str, Any] | None, replicas: int) -> bool:
@@ -156,7 +185,13 @@ class KubeRuntime:
             self.log(f"skipped {what}: {exc.message}")
         return default
 
-    def inspect(self, namespace: str, name: str, sts: dict[str, Any] | None = None) -> StsFacts:
+    def inspect(
+        self,
+        namespace: str,
+        name: str,
+        sts: dict[str, Any] | None = None,
+        services: list[dict[str, Any]] | None = None,
+    ) -> StsFacts:
         """Facts about the StatefulSet and what surrounds it (read-only)."""
         sts = sts or self.read_sts(namespace, name)
         templates = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
@@ -178,18 +213,31 @@ class KubeRuntime:
                 )
                 if pv:
                     pvs.append(pv)
-        pod = self.kube.get("Pod", namespace, f"{name}-0")
+        pods = [p for i in range(replicas) if (p := self.kube.get("Pod", namespace, f"{name}-{i}"))]
         return gather(
             sts,
             pvcs=pvcs,
             pvs=pvs,
-            pods=[pod] if pod else [],
-            services=self.kube.list("Service", namespace),
+            pods=pods,
+            services=services if services is not None else self.kube.list("Service", namespace),
             pdbs=self.kube.list("PodDisruptionBudget", namespace),
             snapshot_classes=self._optional(
                 "VolumeSnapshotClasses", lambda: self.kube.list("VolumeSnapshotClass", None), []
             ),
         )
+
+    def topology(
+        self, namespace: str, name: str, sts: dict[str, Any], facts: StsFacts
+    ) -> tuple[Topology, dict[str, Any] | None, StsFacts | None]:
+        """The standbys around the StatefulSet (read-only): topology, read StatefulSet, its facts."""
+        services = self.kube.list("Service", namespace)
+        for candidate in read_sts_names(name):
+            read = self.kube.get("StatefulSet", namespace, candidate)
+            if read is not None:
+                read_facts = self.inspect(namespace, candidate, read, services=services)
+                topo = detect(sts, facts, read_sts=read, read_facts=read_facts, services=services)
+                return topo, read, read_facts
+        return detect(sts, facts, services=services), None, None
 
     def read_state(self, namespace: str, name: str) -> State | None:
         cm = self.kube.get("ConfigMap", namespace, render.state_cm_name(name))
@@ -201,6 +249,9 @@ class KubeRuntime:
             phase=data["phase"],
             plan=KubePlan.from_json(data["plan.json"]),
             original=json.loads(data["statefulset.json"]),
+            read_original=json.loads(data["read-statefulset.json"])
+            if data.get("read-statefulset.json")
+            else None,
         )
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
@@ -223,7 +274,13 @@ class KubeRuntime:
                 job = self.kube.get("Job", namespace, render.job_name(name, action))
                 if job:
                     jobs[action] = _job_result(job) or "Running"
+            for job_name in render.replica_job_names(state.plan):
+                job = self.kube.get("Job", namespace, job_name)
+                if job:
+                    jobs[job_name] = _job_result(job) or "Running"
             out["jobs"] = jobs
+            if state.plan.replicas:
+                out["standbys"] = [sb.pod for sb in state.plan.replicas.standbys]
         return out
 
     @staticmethod
@@ -248,12 +305,20 @@ class KubeRuntime:
         overrides: guard.GuardOverrides = guard.GuardOverrides(),
         patch_retention: bool = True,
         run_id: str | None = None,
+        keep_readers: bool = False,
     ) -> tuple[KubePlan, dict[str, Any], list[str]]:
-        """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings."""
+        """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings.
+
+        The read StatefulSet, when there is one, is `plan.read_sts`; `read_statefulset()` fetches it."""
         sts = self.read_sts(namespace, name)
+        facts = self.inspect(namespace, name, sts)
+        topo, _, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
-            self.inspect(namespace, name, sts),
+            facts,
             target_image,
+            topology=topo,
+            read_facts=read_facts,
+            keep_readers=keep_readers,
             job_env=job_env,
             mode=mode,
             snapshot=snapshot,
@@ -274,8 +339,13 @@ class KubeRuntime:
         overrides: guard.GuardOverrides,
         patch_retention: bool,
         run_id: str | None = None,
+        topology: Topology | None = None,
+        read_facts: StsFacts | None = None,
+        keep_readers: bool = False,
     ) -> tuple[KubePlan, list[str]]:
-        warnings = guard.check(facts, parse_image(target_image), overrides, patch_retention=patch_retention)
+        warnings = guard.check(
+            facts, parse_image(target_image), overrides, patch_retention=patch_retention, topology=topology
+        )
         if snapshot and not facts.snapshot_classes:
             warnings.append(
                 "no VolumeSnapshotClass matches the volume's CSI driver: the cluster default is used"
@@ -288,8 +358,15 @@ class KubeRuntime:
             job_env=job_env,
             patch_retention=patch_retention,
             run_id=run_id,
+            topology=topology,
+            read_facts=read_facts,
+            keep_readers=keep_readers,
         )
         return plan, warnings
+
+    def read_statefulset(self, plan: KubePlan) -> dict[str, Any] | None:
+        """The live read StatefulSet of a plan (None without one)."""
+        return self.kube.get("StatefulSet", plan.namespace, plan.read_sts) if plan.read_sts else None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -324,6 +401,8 @@ class KubeRuntime:
         overrides: guard.GuardOverrides = guard.GuardOverrides(),
         patch_retention: bool = True,
         post_upgrade: PostUpgradeHook | None = None,
+        keep_readers: bool = False,
+        standby_probe: StandbyProbe | None = None,
     ) -> Outcome:
         """Upgrade the StatefulSet's database to `target_image`, or say it is already done."""
         state = self.read_state(namespace, name)
@@ -346,9 +425,13 @@ class KubeRuntime:
         facts = self.inspect(namespace, name, sts)
         if facts.image.ref == target_image:
             return Outcome("upgrade", "done", unchanged=[f"{namespace}/{name} already runs {target_image}"])
+        topo, read, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
             facts,
             target_image,
+            topology=topo,
+            read_facts=read_facts,
+            keep_readers=keep_readers,
             job_env=job_env,
             mode=mode,
             snapshot=snapshot,
@@ -356,25 +439,42 @@ class KubeRuntime:
             patch_retention=patch_retention,
         )
         original = sts
+        read = read if plan.read_sts else None
         out = Outcome("upgrade", "recorded", notes=list(warnings))
-        self.kube.create(render.state_configmap(plan, original, operation="upgrade", phase="recorded"))
-        out.changed.append(f"recorded state in ConfigMap {render.state_cm_name(name)}")
-        return self._run_upgrade(
-            State("upgrade", "recorded", plan, render.clean_object(original)), scripts, post_upgrade, out
+        self.kube.create(
+            render.state_configmap(plan, original, operation="upgrade", phase="recorded", read_sts=read)
         )
+        out.changed.append(f"recorded state in ConfigMap {render.state_cm_name(name)}")
+        state = State(
+            "upgrade",
+            "recorded",
+            plan,
+            render.clean_object(original),
+            render.clean_object(read) if read else None,
+        )
+        return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
 
     def _run_upgrade(
-        self, state: State, scripts: Mapping[str, str], hook: PostUpgradeHook | None, out: Outcome
+        self,
+        state: State,
+        scripts: Mapping[str, str],
+        hook: PostUpgradeHook | None,
+        out: Outcome,
+        standby_probe: StandbyProbe | None = None,
     ) -> Outcome:
         plan = state.plan
         steps: dict[str, Callable[[], None]] = {
             "retention": lambda: self._step_retention(plan, out),
+            "replicas-stopped": lambda: self._step_replicas_stop(plan, out),
             "stopped": lambda: self._step_stop(plan, out),
             "snapshotted": lambda: self._step_snapshot(plan, out),
             "upgraded": lambda: self._step_job(plan, state.original, "upgrade", scripts, out),
             "switched": lambda: self._step_switch(plan, state.original, out),
             "started": lambda: self._step_ready(plan, out),
             "verified": lambda: self._step_hook(plan, hook or no_post_upgrade, out),
+            "reseeded": lambda: self._step_reseed(state, scripts, out),
+            "replicas-started": lambda: self._step_replicas_start(state, out),
+            "streaming": lambda: self._step_streaming(plan, standby_probe, out),
             "done": lambda: None,
         }
         start = UPGRADE_PHASES.index(state.phase) + 1
@@ -395,8 +495,25 @@ class KubeRuntime:
             return
         self._ensure_retain(plan, self.read_sts(plan.namespace, plan.sts), out)
 
+    @staticmethod
+    def _claims(plan: KubePlan) -> list[str]:
+        """The PVCs of `plan.sts` that hold a database: ordinal 0's, and the standbys' when they are
+        ordinals of the same StatefulSet (a replica view of the plan lists the read StatefulSet's)."""
+        rp = plan.replicas
+        claims = [plan.data_pvc]
+        if rp is not None and rp.sts == plan.sts:
+            claims += [sb.pvc for sb in rp.standbys if sb.pvc not in claims]
+        if rp is not None and plan.read_sts == plan.sts:  # a replica view: only the standbys' claims
+            claims = [sb.pvc for sb in rp.standbys]
+        return claims
+
+    def _pods(self, plan: KubePlan, count: int | None = None) -> list[str]:
+        rp = plan.replicas
+        n = count if count is not None else (rp.count if rp is not None and rp.sts == plan.sts else 1)
+        return [f"{plan.sts}-{i}" for i in range(max(n, 1))]
+
     def _ensure_retain(self, plan: KubePlan, sts: Mapping[str, Any], out: Outcome) -> None:
-        """Patch a Delete retention policy to Retain and wait until the PVC has no owner to die with."""
+        """Patch a Delete retention policy to Retain and wait until the PVCs have no owner to die with."""
         policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
         if policy.get("whenScaled", "Retain") == "Retain" and policy.get("whenDeleted", "Retain") == "Retain":
             out.unchanged.append(f"retention policy of {plan.sts} keeps PVCs")
@@ -416,15 +533,20 @@ class KubeRuntime:
             )
             out.changed.append(f"set persistentVolumeClaimRetentionPolicy of {plan.sts} to Retain for now")
 
+        claims = self._claims(plan)
+
         def released() -> bool | None:
-            pvc = self.kube.get("PersistentVolumeClaim", plan.namespace, plan.data_pvc)
-            if pvc is None:
-                raise PgleapError(f"PVC {plan.data_pvc} disappeared", "restore it from a backup or snapshot")
-            refs = (pvc.get("metadata") or {}).get("ownerReferences") or []
-            return True if not [r for r in refs if r.get("kind") in ("Pod", "StatefulSet")] else None
+            for claim in claims:
+                pvc = self.kube.get("PersistentVolumeClaim", plan.namespace, claim)
+                if pvc is None:
+                    raise PgleapError(f"PVC {claim} disappeared", "restore it from a backup or snapshot")
+                refs = (pvc.get("metadata") or {}).get("ownerReferences") or []
+                if [r for r in refs if r.get("kind") in ("Pod", "StatefulSet")]:
+                    return None
+            return True
 
         self.kube.wait(
-            f"PVC {plan.data_pvc} to lose its owner references",
+            f"PVC {', '.join(claims)} to lose its owner references",
             released,
             timeout=self.t.retention,
             interval=self.t.poll,
@@ -444,11 +566,15 @@ class KubeRuntime:
             out.unchanged.append(f"{plan.sts} already scaled to 0")
         self._wait_pod_gone(plan)
 
-    def _wait_pod_gone(self, plan: KubePlan) -> None:
-        pod = f"{plan.sts}-0"
+    def _wait_pod_gone(self, plan: KubePlan, count: int | None = None, pods: list[str] | None = None) -> None:
+        pods = pods if pods is not None else self._pods(plan, count)
+
+        def gone() -> bool | None:
+            return True if all(self.kube.get("Pod", plan.namespace, p) is None for p in pods) else None
+
         self.kube.wait(
-            f"pod {pod} to stop",
-            lambda: True if self.kube.get("Pod", plan.namespace, pod) is None else None,
+            f"pod {', '.join(pods)} to stop",
+            gone,
             timeout=plan.termination_grace_seconds + self.t.stop_margin,
             interval=self.t.poll,
         )
@@ -507,6 +633,24 @@ class KubeRuntime:
     ) -> None:
         """Run the Job for `action` to its end; a failed Job is reported, never retried."""
         name = render.job_name(plan.sts, action)
+        self._ensure_job(
+            plan,
+            name,
+            lambda: render.upgrade_job(plan, original, action, node_terms=node_terms),
+            scripts,
+            out,
+        )
+        self._finish_job(plan, name, ("collect", "upgrade"), "a failed pg_upgrade is not retried")
+
+    def _ensure_job(
+        self,
+        plan: KubePlan,
+        name: str,
+        build: Callable[[], dict[str, Any]],
+        scripts: Mapping[str, str],
+        out: Outcome,
+    ) -> None:
+        """Create the Job unless this run already did (a Job of another run is refused)."""
         job = self.kube.get("Job", plan.namespace, name)
         if job is not None:
             run = ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN)
@@ -516,20 +660,25 @@ class KubeRuntime:
                     f"look at its logs, then `kubectl -n {plan.namespace} delete job {name}`",
                 )
             out.unchanged.append(f"Job {name} exists")
-        else:
-            self._ensure_scripts(plan, scripts, out)
-            self.kube.create(render.upgrade_job(plan, original, action, node_terms=node_terms))
-            out.changed.append(f"created Job {name}")
-        self._follow_job(plan, name)
+            return
+        self._ensure_scripts(plan, scripts, out)
+        self.kube.create(build())
+        out.changed.append(f"created Job {name}")
+
+    def _finish_job(self, plan: KubePlan, name: str, containers: tuple[str, ...], why: str) -> None:
+        """Follow the Job's logs to its end; PgleapError when it failed."""
+        self._follow_job(plan, name, containers)
         job = self.kube.get("Job", plan.namespace, name) or {}
         if _job_result(job) != "Complete":
             raise PgleapError(
                 f"Job {name} failed; the data is kept as it was left",
                 f"read `kubectl -n {plan.namespace} logs job/{name} --all-containers`; then "
-                f"`pgleap rollback sts {plan.sts}` (a failed pg_upgrade is not retried)",
+                f"`pgleap rollback sts {plan.sts}` ({why})",
             )
 
-    def _follow_job(self, plan: KubePlan, name: str) -> None:
+    def _follow_job(
+        self, plan: KubePlan, name: str, containers: tuple[str, ...] = ("collect", "upgrade")
+    ) -> None:
         """Stream each container's log as it runs, then wait for the Job's final condition."""
         ns = plan.namespace
 
@@ -545,7 +694,7 @@ class KubeRuntime:
         pod = self.kube.wait(f"a pod of Job {name}", job_pod, timeout=self.t.ready, interval=self.t.poll)
         if pod:
             pod_name = pod["metadata"]["name"]
-            for container in ("collect", "upgrade"):
+            for container in containers:
                 if self._wait_container_started(ns, pod_name, container):
                     for line in self.kube.logs(ns, pod_name, container, follow=True):
                         self.log(f"[{container}] {line}")
@@ -575,11 +724,12 @@ class KubeRuntime:
 
     def _step_switch(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
         """Orphan-delete the old StatefulSet (claim templates are immutable) and create the new one."""
+        self._replace_sts(plan, lambda: render.primary_statefulset(plan, original), out)
+
+    def _replace_sts(self, plan: KubePlan, build: Callable[[], dict[str, Any]], out: Outcome) -> None:
+        """Orphan-delete the live StatefulSet `plan.sts` unless this run made it, then create `build()`."""
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
-        ours = live is not None and (
-            (live["metadata"].get("annotations") or {}).get(render.ANN_RUN) == plan.run_id
-        )
-        if ours:
+        if _ours(live, plan):
             out.unchanged.append(f"StatefulSet {plan.sts} already on {plan.new_image}")
             return
         if live is not None:
@@ -591,8 +741,11 @@ class KubeRuntime:
                 timeout=self.t.delete,
                 interval=self.t.poll,
             )
-        self.kube.create(render.new_statefulset(plan, original))
-        out.changed.append(f"created StatefulSet {plan.sts} on {plan.new_image}")
+        new = build()
+        self.kube.create(new)
+        out.changed.append(
+            f"created StatefulSet {plan.sts} on {plan.new_image} (replicas: {new['spec'].get('replicas', 1)})"
+        )
 
     def _step_ready(self, plan: KubePlan, out: Outcome) -> None:
         def ready() -> bool | None:
@@ -608,6 +761,131 @@ class KubeRuntime:
         hook(HookContext(self.kube, plan, plan.namespace, plan.sts, f"{plan.sts}-0", container, self.log))
         out.changed.append("ran the post-upgrade hook")
 
+    # -- standbys -----------------------------------------------------------------------------
+
+    def _scale_down(self, view: KubePlan, live: Mapping[str, Any], count: int, out: Outcome) -> None:
+        """Scale `view.sts` to 0 and wait until its `count` pods are gone."""
+        if live["spec"].get("replicas", 1) != 0:
+            self.kube.patch("StatefulSet", view.namespace, view.sts, {"spec": {"replicas": 0}})
+            out.changed.append(f"scaled {view.sts} to 0")
+        else:
+            out.unchanged.append(f"{view.sts} already scaled to 0")
+        self._wait_pod_gone(view, count)
+
+    def _step_replicas_stop(self, plan: KubePlan, out: Outcome) -> None:
+        """Stop the read StatefulSet before the primary (keep it with --keep-readers)."""
+        rp = plan.replicas
+        if rp is None:
+            out.unchanged.append("no standbys")
+            return
+        if plan.same_sts_standbys:
+            out.unchanged.append(
+                f"standbys {', '.join(sb.pod for sb in rp.standbys)} stop with the primary (ordinals of {plan.sts})"
+            )
+            return
+        view = plan.replica_view()
+        live = self.kube.get("StatefulSet", plan.namespace, rp.sts)
+        if live is None:
+            raise PgleapError(
+                f"read StatefulSet {rp.sts} vanished before it was stopped", "run `pgleap rollback`"
+            )
+        if view.patch_retention:
+            self._ensure_retain(view, live, out)
+        if rp.keep_readers:
+            out.notes.append(
+                f"--keep-readers: {rp.sts} keeps serving STALE reads (PostgreSQL {plan.old_major} data, no new "
+                "writes) until its re-seed starts"
+            )
+            return
+        self._scale_down(view, live, rp.count, out)
+
+    def _step_reseed(self, state: State, scripts: Mapping[str, str], out: Outcome) -> None:
+        """pg_basebackup each standby's volume from the verified new primary, then put it in place."""
+        plan, rp = state.plan, state.plan.replicas
+        if rp is None:
+            out.unchanged.append("no standbys to re-seed")
+            return
+        view = plan.replica_view()
+        if plan.read_sts:
+            live = self.kube.get("StatefulSet", plan.namespace, rp.sts)
+            if live is not None and not _ours(live, plan):
+                self._scale_down(view, live, rp.count, out)  # stale readers stop here with --keep-readers
+            holder = state.read_original
+        else:
+            # the new StatefulSet runs ordinal 0 only
+            self._wait_pod_gone(plan, pods=[sb.pod for sb in rp.standbys])
+            holder = state.original
+        assert holder is not None
+        names = []
+        for sb in rp.standbys:
+            name = render.replica_job_name(sb.pod, "reseed")
+            self._ensure_job(plan, name, lambda sb=sb: render.replica_job(plan, holder, sb), scripts, out)
+            names.append(name)
+        for name in names:  # the Jobs run side by side; follow them one after the other
+            self._finish_job(plan, name, ("standby",), "the old standby is kept on its volume")
+
+    def _step_replicas_start(self, state: State, out: Outcome) -> None:
+        """Run the standbys on the new image: scale the primary's StatefulSet to N, or replace the read one."""
+        plan, rp = state.plan, state.plan.replicas
+        if rp is None:
+            out.unchanged.append("no standbys to start")
+            return
+        if plan.same_sts_standbys:
+            live = self.read_sts(plan.namespace, plan.sts)
+            if live["spec"].get("replicas", 1) != rp.count:
+                self.kube.patch("StatefulSet", plan.namespace, plan.sts, {"spec": {"replicas": rp.count}})
+                out.changed.append(f"scaled {plan.sts} to {rp.count}")
+            else:
+                out.unchanged.append(f"{plan.sts} runs {rp.count} replicas")
+        else:
+            assert state.read_original is not None
+            read = state.read_original
+            self._replace_sts(plan.replica_view(), lambda: render.replica_statefulset(plan, read), out)
+
+        def ready() -> bool | None:
+            return True if _is_ready(self.kube.get("StatefulSet", plan.namespace, rp.sts), rp.count) else None
+
+        self.kube.wait(
+            f"StatefulSet {rp.sts} to have {rp.count} ready replicas",
+            ready,
+            timeout=self.t.ready,
+            interval=self.t.poll,
+        )
+
+    def _step_streaming(self, plan: KubePlan, probe: StandbyProbe | None, out: Outcome) -> None:
+        """Each standby pod is Ready; with a probe, each slot streams from the new primary."""
+        rp = plan.replicas
+        if rp is None:
+            out.unchanged.append("no standbys to check")
+            return
+        for sb in rp.standbys:
+            self.kube.wait(
+                f"standby {sb.pod} to be ready",
+                lambda sb=sb: True if _pod_ready(self.kube.get("Pod", plan.namespace, sb.pod)) else None,
+                timeout=self.t.ready,
+                interval=self.t.poll,
+            )
+        slots = tuple(sb.slot for sb in rp.standbys)
+        if probe is None:
+            out.notes.append(
+                f"standbys {', '.join(sb.pod for sb in rp.standbys)} are Ready; replication not checked (no probe)"
+            )
+            return
+        ctx = HookContext(
+            self.kube, plan, plan.namespace, plan.sts, f"{plan.sts}-0", plan.container, self.log
+        )
+
+        def streaming() -> bool | None:
+            return True if set(slots) <= set(probe(ctx, slots)) else None
+
+        self.kube.wait(
+            f"standbys to stream on slots {', '.join(slots)}",
+            streaming,
+            timeout=self.t.ready,
+            interval=self.t.poll,
+        )
+        out.unchanged.append(f"standbys stream from the new primary: {', '.join(slots)}")
+
     # -- resume -------------------------------------------------------------------------------
 
     def resume(
@@ -617,6 +895,7 @@ class KubeRuntime:
         *,
         scripts: Mapping[str, str],
         post_upgrade: PostUpgradeHook | None = None,
+        standby_probe: StandbyProbe | None = None,
     ) -> Outcome:
         """Continue the recorded operation from the phase after the last one completed."""
         state = self.read_state(namespace, name)
@@ -629,7 +908,7 @@ class KubeRuntime:
             if state.phase == "done":
                 out.unchanged.append("upgrade already done")
                 return out
-            return self._run_upgrade(state, scripts, post_upgrade, out)
+            return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
         if state.operation == "rollback":
             return self._run_rollback(state, scripts, out)
         return self._run_finalize(state, scripts, out)
@@ -653,7 +932,9 @@ class KubeRuntime:
             return self._run_rollback(state, scripts, out)
         self._set_phase(state.plan, "rollback", "rollback-started", out)
         return self._run_rollback(
-            State("rollback", "rollback-started", state.plan, state.original), scripts, out
+            State("rollback", "rollback-started", state.plan, state.original, state.read_original),
+            scripts,
+            out,
         )
 
     def _run_rollback(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
@@ -661,8 +942,9 @@ class KubeRuntime:
         steps: dict[str, Callable[[], None]] = {
             "stopped-new": lambda: self._rb_stop(plan, out),
             "restored-data": lambda: self._rb_data(plan, original, scripts, out),
-            "restored-sts": lambda: self._rb_sts(plan, original, out),
-            "rolled-back": lambda: self._rb_ready(plan, original, out),
+            "restored-replicas": lambda: self._rb_replicas(state, scripts, out),
+            "restored-sts": lambda: self._rb_sts(plan, original, out, state.read_original),
+            "rolled-back": lambda: self._rb_ready(plan, original, out, state.read_original),
         }
         for phase in ROLLBACK_PHASES[ROLLBACK_PHASES.index(state.phase) + 1 :]:
             steps[phase]()
@@ -676,6 +958,18 @@ class KubeRuntime:
         if job is not None and _job_result(job) is None:
             self.log("waiting for the running upgrade Job to end before rolling back")
             self._follow_job(plan, render.job_name(plan.sts, "upgrade"))
+        for sb in plan.replicas.standbys if plan.replicas else ():
+            name = render.replica_job_name(sb.pod, "reseed")
+            job = self.kube.get("Job", plan.namespace, name)
+            if job is not None and _job_result(job) is None:
+                self.log(f"waiting for the running re-seed Job {name} to end before rolling back")
+                self._follow_job(plan, name, ("standby",))
+        if plan.read_sts:
+            self._rb_stop_sts(plan.replica_view(), out)
+        self._rb_stop_sts(plan, out)
+
+    def _rb_stop_sts(self, plan: KubePlan, out: Outcome) -> None:
+        """Stop `plan.sts` (whichever runs) and delete it if this run made it; PVCs kept."""
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
         if live is None:
             out.unchanged.append(f"no StatefulSet {plan.sts} running")
@@ -688,7 +982,7 @@ class KubeRuntime:
             self.kube.patch("StatefulSet", plan.namespace, plan.sts, {"spec": {"replicas": 0}})
             out.changed.append(f"scaled {plan.sts} to 0")
         self._wait_pod_gone(plan)
-        if (live["metadata"].get("annotations") or {}).get(render.ANN_RUN) == plan.run_id:
+        if _ours(live, plan):
             self.kube.delete("StatefulSet", plan.namespace, plan.sts, propagation="Orphan")
             out.changed.append(f"deleted the new StatefulSet {plan.sts} (Orphan: PVCs kept)")
             self.kube.wait(
@@ -715,8 +1009,39 @@ class KubeRuntime:
                 )
             raise
 
-    def _rb_sts(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
-        """Recreate the original StatefulSet, or scale it back up if it was never replaced."""
+    def _rb_replicas(self, state: State, scripts: Mapping[str, str], out: Outcome) -> None:
+        """upgrade.sh rollback on each standby's volume that a re-seed Job touched."""
+        plan, rp = state.plan, state.plan.replicas
+        if rp is None:
+            out.unchanged.append("no standbys")
+            return
+        holder = state.read_original if plan.read_sts else state.original
+        assert holder is not None
+        for sb in rp.standbys:
+            if self.kube.get("Job", plan.namespace, render.replica_job_name(sb.pod, "reseed")) is None:
+                out.unchanged.append(f"standby {sb.pod} was never re-seeded: its volume is untouched")
+                continue
+            name = render.replica_job_name(sb.pod, "rollback")
+            self._ensure_job(
+                plan, name, lambda sb=sb: render.replica_job(plan, holder, sb, "rollback"), scripts, out
+            )
+            self._finish_job(
+                plan, name, ("standby",), f"the old standby data of {sb.pod} is in its .pgleap folder"
+            )
+
+    def _rb_sts(
+        self,
+        plan: KubePlan,
+        original: Mapping[str, Any],
+        out: Outcome,
+        read_original: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Recreate the original StatefulSet(s), or scale them back up if they were never replaced."""
+        self._rb_restore_sts(plan, original, out)  # the primary first: the standbys connect to it
+        if plan.read_sts and read_original is not None:
+            self._rb_restore_sts(plan.replica_view(), read_original, out)
+
+    def _rb_restore_sts(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
         want = render.clean_object(original)
         if live is None:
@@ -735,7 +1060,17 @@ class KubeRuntime:
         else:
             out.unchanged.append(f"StatefulSet {plan.sts} already as it was")
 
-    def _rb_ready(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
+    def _rb_ready(
+        self,
+        plan: KubePlan,
+        original: Mapping[str, Any],
+        out: Outcome,
+        read_original: Mapping[str, Any] | None = None,
+    ) -> None:
+        if plan.read_sts and read_original is not None:
+            self._rb_ready(plan, original, out)
+            self._rb_ready(plan.replica_view(), read_original, out)
+            return
         replicas = original["spec"].get("replicas", 1)
         self.kube.wait(
             f"StatefulSet {plan.sts} to be ready",
@@ -770,7 +1105,7 @@ class KubeRuntime:
             return out
         if state.operation == "upgrade":
             self._set_phase(state.plan, "finalize", "finalize-started", out)
-            state = State("finalize", "finalize-started", state.plan, state.original)
+            state = State("finalize", "finalize-started", state.plan, state.original, state.read_original)
         return self._run_finalize(state, scripts, out)
 
     def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
@@ -786,16 +1121,46 @@ class KubeRuntime:
             )
             self._step_job(plan, state.original, "finalize", scripts, out, node_terms=pin)
             self._set_phase(plan, "finalize", "finalized-data", out)
+        if state.phase in ("finalize-started", "finalized-data"):
+            self._finalize_replicas(state, scripts, out)
+            self._set_phase(plan, "finalize", "finalized-replicas", out)
         self._cleanup(plan, out)
         out.phase = "finalized"
         if plan.snapshot:
             out.notes.append(f"VolumeSnapshot {plan.snapshot} kept: delete it when you no longer need it")
         return out
 
+    def _finalize_replicas(self, state: State, scripts: Mapping[str, str], out: Outcome) -> None:
+        """upgrade.sh finalize on each standby's volume (its old data and pgleap's folder)."""
+        plan, rp = state.plan, state.plan.replicas
+        if rp is None:
+            out.unchanged.append("no standbys to finalize")
+            return
+        holder = state.read_original if plan.read_sts else state.original
+        assert holder is not None
+        for sb in rp.standbys:
+            pod = self.kube.get("Pod", plan.namespace, sb.pod)
+            node = ((pod or {}).get("spec") or {}).get("nodeName")
+            # RWO: the Job must share the node of the running standby to mount its volume.
+            pin = (
+                ({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]},)
+                if node
+                else None
+            )
+            name = render.replica_job_name(sb.pod, "finalize")
+            self._ensure_job(
+                plan,
+                name,
+                lambda sb=sb, pin=pin: render.replica_job(plan, holder, sb, "finalize", node_terms=pin),
+                scripts,
+                out,
+            )
+            self._finish_job(plan, name, ("standby",), "finalize is safe to run again")
+
     def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
         """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""
-        for action in ("upgrade", "rollback", "finalize"):
-            name = render.job_name(plan.sts, action)
+        names = [render.job_name(plan.sts, a) for a in ("upgrade", "rollback", "finalize")]
+        for name in names + render.replica_job_names(plan):
             if self.kube.delete("Job", plan.namespace, name, propagation="Background"):
                 out.changed.append(f"deleted Job {name}")
         for cm in (render.scripts_cm_name(plan.sts), render.state_cm_name(plan.sts)):
