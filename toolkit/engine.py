@@ -159,6 +159,9 @@ def upgrade(
     if state.data.get("plan"):
         plan = plan_from_dict(state.data["plan"])
         new_bindir = state.data["new_bindir"]
+        # A resumed run verifies as the first run chose: a "before" fingerprint can only be
+        # taken before pg_upgrade touched the old cluster.
+        verify_data = state.data.get("verify_data", verify_data)
         report.say(f"resuming after phase [bold]{state.phase}[/]")
     else:
         plan, new = plan_upgrade(target, target_image, mode, report)
@@ -175,7 +178,7 @@ def upgrade(
             return {**report.to_dict(), "status": "dry-run"}
         state.save(
             target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe(),
-            replicas=replicas,
+            replicas=replicas, verify_data=verify_data,
         )  # fmt: skip
         _mark(state, "planned")
     report.data["plan"] = plan.to_dict()
