@@ -71,6 +71,32 @@ def _summary(result: dict, report: Report) -> None:
     out.print(f"status: [bold]{result.get('status')}[/]")
 
 
+def _emit_rehearsal(result: dict, output: str) -> None:
+    if output != "text":
+        _emit(result, output, Report(quiet=True))
+        return
+    for row in result.get("health", []):
+        out.print(
+            f"  check  {'[green]ok[/]' if row['ok'] else '[red]FAILED[/]'}  {row['check']}  {row['detail'][:70]}"
+        )
+    for e in result.get("extensions", []):
+        out.print(f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}")
+    for index in result.get("collation_indexes", []):
+        out.print(f"  collation-dependent index rebuilt: {index}")
+    if result.get("predicted_downtime_seconds") is not None:
+        out.print(f"predicted downtime of the real run: [bold]{result['predicted_downtime_seconds']} s[/]")
+    if result.get("kept"):
+        k = result["kept"]
+        out.print(f"upgraded clone kept: container {k['container']}, volume {k['volume']}, {k['connect']}")
+        out.print(f"  remove it with: docker rm -f {k['container']} && docker volume rm {k['volume']}")
+    if result["verdict"] == "go":
+        out.print("verdict: [bold green]GO[/]")
+    else:
+        out.print(f"verdict: [bold red]NO-GO[/]: {result['reason']}")
+        if result.get("what_to_do"):
+            out.print(f"what to do: {result['what_to_do']}")
+
+
 def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["upgrade"].command("docker")
     def upgrade_docker(
@@ -94,6 +120,31 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
                 target, to, mode=mode, verify_data=not no_verify, dry_run=dry_run, report=report, state=state
             )
         _emit(result, output, report)
+
+    @groups["rehearse"].command("docker")
+    def rehearse_docker(
+        container: Annotated[str, typer.Option("--container", "-c", help="The running database container.")],
+        to: Annotated[str, typer.Option("--to", help="The new image.")],
+        mode: Annotated[str, typer.Option(help="link (default), copy, clone, or swap (18+)")] = "link",
+        keep: Annotated[
+            bool, typer.Option("--keep", help="Leave the upgraded clone running for a test app.")
+        ] = False,
+        port: Annotated[int | None, typer.Option(help="Host port for the kept clone (default: any).")] = None,
+        output: Output = "text",
+    ) -> None:
+        """Clone the running database (pg_basebackup), upgrade the clone, report go / no-go."""
+        from toolkit.rehearse import no_go, rehearse_docker
+        from toolkit.runtimes.docker import DockerRuntime
+
+        report = Report(quiet=output != "text")
+        rt = DockerRuntime()
+        try:
+            result = rehearse_docker(rt, container, to, mode=mode, keep=keep, port=port, report=report)
+        except PgleapError as exc:
+            result = no_go(exc, container, to, report)
+            _emit_rehearsal(result, output)
+            raise typer.Exit(exc.exit_code) from None
+        _emit_rehearsal(result, output)
 
     @groups["plan"].command("docker")
     def plan_docker(

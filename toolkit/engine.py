@@ -118,11 +118,20 @@ def plan_upgrade(
     check_versions(old, new)
     check_data(data, old)
     check_mode(mode, new.major, data)
+    writable = getattr(target, "check_writable", None)
+    if writable is not None:
+        writable(data)
     with report.phase("inspect cluster (SQL)") as ph:
         live = target.live_server()
         if live is not None:
             facts = cluster_facts(live)
         else:
+            in_use = getattr(target, "running_users", lambda: [])()
+            if in_use:
+                raise Refused(
+                    f"container {in_use[0]} is running on this volume",
+                    f"stop it (docker stop {in_use[0]}), or give --container {in_use[0]} instead of --volume",
+                )
             if not data.cleanly_shut_down:
                 raise Refused(
                     f"the cluster was not shut down cleanly (state: {data.state})",

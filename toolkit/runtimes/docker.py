@@ -48,6 +48,11 @@ def client() -> docker.DockerClient:
         c.ping()
         return c
     except docker.errors.DockerException as exc:
+        if "Permission denied" in str(exc) or "PermissionError" in str(exc):
+            raise EnvironmentProblem(
+                "permission denied on the Docker socket",
+                "run pgleap as root or as a member of the docker group",
+            ) from None
         raise EnvironmentProblem(
             f"the Docker engine does not answer ({exc.__class__.__name__})",
             "start dockerd, or set DOCKER_HOST; you may need root or the docker group",
@@ -215,6 +220,14 @@ class DockerRuntime:
             image, "probe.sh", {"PGLEAP_PGDATA": pgdata}, [volume.mount(VOLUME, read_only=True)], user="0"
         )
         return DataFacts.from_probe(out)
+
+    def writable(self, image: str, volume: VolumeRef, rel: str, uid: int, gid: int) -> bool:
+        """Whether the data owner may write the volume and PGDATA (test -w; nothing is written)."""
+        out = self.run_script(
+            image, "probe.sh", {"PGLEAP_PGDATA": f"{VOLUME}/{rel}".rstrip("/"), "PGLEAP_CHECK_WRITABLE": VOLUME},
+            [volume.mount(VOLUME)], user=f"{uid}:{gid}",
+        )  # fmt: skip
+        return "PGLEAP writable=yes" in out
 
     def collect(self, image: str, scratch: str, owner: str, volume_key: str | None = None) -> None:
         self.run_script(
@@ -390,6 +403,57 @@ class DockerRuntime:
         return Server(
             host=ips[0], port=5432, user=source.superuser, password=source.password, label="running server"
         )
+
+    def basebackup(
+        self, source: SourceContainer, bindir: str, clone: str, rel: str, *, uid: int, gid: int
+    ) -> None:
+        """pg_basebackup (WAL streamed along) from the running source into a new volume, over its network."""
+        live = self.live_server(source)
+        assert live is not None
+        self.docker.volumes.create(clone, labels={LABEL: "rehearsal-clone"})
+        mount = Mount(target=VOLUME, source=clone, type="volume")
+        self.docker.containers.run(
+            source.image, entrypoint=["chown", f"{uid}:{gid}", VOLUME], user="0", mounts=[mount], remove=True,
+        )  # fmt: skip
+        networks = list((source.attrs["NetworkSettings"].get("Networks") or {}).keys())
+        env = {"PGPASSWORD": source.password} if source.password else {}
+        container = self.docker.containers.create(
+            source.image, entrypoint=[f"{bindir}/pg_basebackup"],
+            command=["-h", live.host, "-p", "5432", "-U", source.superuser, "-D", f"{VOLUME}/{rel}".rstrip("/"),
+                     "--wal-method=stream", "--checkpoint=fast", "--no-password"],
+            environment=env, user=f"{uid}:{gid}", mounts=[mount], network=networks[0] if networks else None,
+            labels=self._labels("basebackup", f"docker-{clone}"), name=f"pgleap-basebackup-{uuid.uuid4().hex[:8]}",
+        )  # fmt: skip
+        try:
+            container.start()
+            status = container.wait()["StatusCode"]
+            logs = container.logs().decode(errors="replace").strip()
+        finally:
+            container.remove(force=True)
+        if status != 0:
+            last = logs.splitlines()[-1] if logs else f"exit {status}"
+            hint = "see the message; the server's log says more"
+            if "pg_hba.conf" in logs:
+                hint = f"add `host replication {source.superuser} samenet scram-sha-256` to pg_hba.conf, then SELECT pg_reload_conf()"
+            raise Refused(f"pg_basebackup could not clone {source.name}: {last}", hint)
+
+    def run_clone(
+        self, source: SourceContainer, plan: dict, clone: str, name: str, port: int | None
+    ) -> tuple[str, str]:
+        """The upgraded clone as a container on the new image, its 5432 published on `port` (or any)."""
+        self.remove(name)
+        env = {"PGDATA": plan["layout"]["new_pgdata"], "POSTGRES_USER": source.superuser}
+        if source.password:
+            env["POSTGRES_PASSWORD"] = source.password
+        container = self.docker.containers.run(
+            plan["target_image"], name=name, detach=True, environment=env,
+            mounts=[Mount(target=plan["layout"]["new_mount"], source=clone, type="volume")],
+            ports={"5432/tcp": port}, labels={LABEL: "rehearsal"},
+        )  # fmt: skip
+        self.wait_accepting(name, source.superuser, source.password)
+        container.reload()
+        host_port = container.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"]
+        return name, host_port
 
     def stop_container(self, name: str) -> None:
         c = self.docker.containers.get(name)
@@ -598,6 +662,21 @@ class DockerTarget:
     def probe_data(self) -> DataFacts:
         return self.rt.probe_data(self.source_image, self.volume, self._rel())
 
+    def running_users(self) -> list[str]:
+        """Running containers (not pgleap's) that mount this volume."""
+        if self.volume.kind != "volume":
+            return []
+        found = self.rt.docker.containers.list(filters={"volume": self.volume.source})
+        return [c.name for c in found if LABEL not in (c.labels or {})]
+
+    def check_writable(self, data: DataFacts) -> None:
+        uid, gid = data.owner_uid or 999, data.owner_gid or 999
+        if not self.rt.writable(self.source_image, self.volume, self._rel(), uid, gid):
+            raise Refused(
+                f"the volume {self.volume.source} is read-only or not writable by the data owner (uid {uid})",
+                "mount it read-write (and give PGDATA to its owner), then run pgleap again",
+            )
+
     def layout(self, target_image: str) -> Layout:
         return docker_layout(self.rt, self.source_image, target_image, self.pgdata, self.mount)
 
@@ -644,6 +723,9 @@ class DockerTarget:
 
     def run_action(self, plan: UpgradePlan, action: str) -> str:
         return self.rt.upgrade_action(plan, self.volume, self.scratch_name(plan), action, self.key)
+
+    def cleanup_scratch(self) -> None:
+        self.rt.remove_volume(f"pgleap-old-binaries-{self.volume.key}")
 
     def reap_leftovers(self) -> list[str]:
         return self.rt.reap(self.key)
