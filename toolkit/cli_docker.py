@@ -27,12 +27,30 @@ Pgdata = Annotated[
 Output = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml")]
 
 
-def _target(container: str | None, volume: str | None, from_image: str | None, pgdata: str | None):
+def _target(
+    container: str | None,
+    volume: str | None,
+    from_image: str | None,
+    pgdata: str | None,
+    *,
+    recorded: bool = False,
+):
     from toolkit.runtimes.docker import DockerRuntime, DockerTarget
 
     rt = DockerRuntime()
     if container is None and volume is None:
         raise typer.BadParameter("give --container NAME or --volume VOL --from IMAGE")
+    if volume and not container:  # resume/rollback/finalize need no --from: the run recorded it
+        from toolkit.runtimes.docker import VolumeRef
+
+        state = RunState(f"docker-{VolumeRef('volume', volume).key}")
+        if state.data.get("source"):
+            return DockerTarget(rt, saved=state.data["source"]), state
+        if recorded:
+            raise PgleapError(
+                f"no upgrade recorded for volume {volume}: nothing to resume, roll back or finalize",
+                "`pgleap status docker` shows what is recorded; `pgleap upgrade docker` starts an upgrade",
+            )
     probe = DockerTarget(rt, container=container, volume=volume, source_image=from_image, pgdata=pgdata)
     state = RunState(probe.key)
     if state.data.get("source"):  # the container may have changed since: use what was recorded
@@ -168,7 +186,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["resume"].command("docker")
     def resume_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Continue an interrupted upgrade where it stopped."""
-        target, state = _target(container, volume, None, None)
+        target, state = _target(container, volume, None, None, recorded=True)
         if not state.data.get("plan"):
             raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
         report = Report(quiet=output != "text")
@@ -179,7 +197,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["rollback"].command("docker")
     def rollback_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Put the old cluster back on its old image (the new one is kept aside)."""
-        target, state = _target(container, volume, None, None)
+        target, state = _target(container, volume, None, None, recorded=True)
         report = Report(quiet=output != "text")
         with locked(target.key):
             result = engine.rollback(target, report=report, state=state)
@@ -188,7 +206,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["finalize"].command("docker")
     def finalize_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Delete the old cluster, the old container and pgleap's scratch volume."""
-        target, state = _target(container, volume, None, None)
+        target, state = _target(container, volume, None, None, recorded=True)
         report = Report(quiet=output != "text")
         with locked(target.key):
             result = engine.finalize(target, report=report, state=state)
