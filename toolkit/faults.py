@@ -50,8 +50,9 @@ def hold_reindex(server, db: str):
     old snapshots" with its `_ccnew` index built but not yet valid: the state a
     crash in the middle of a reindex leaves. Returns the connection (keep it open).
     """
-    blocker = server.connect(db).__enter__()
-    blocker.autocommit = False
+    import psycopg
+
+    blocker = psycopg.connect(**server._params(db))  # not autocommit: the snapshot lives in a transaction
     blocker.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     blocker.execute("SELECT 1")
 

@@ -413,7 +413,8 @@ class DockerRuntime:
         self.docker.volumes.create(clone, labels={LABEL: "rehearsal-clone"})
         mount = Mount(target=VOLUME, source=clone, type="volume")
         self.docker.containers.run(
-            source.image, entrypoint=["chown", f"{uid}:{gid}", VOLUME], user="0", mounts=[mount], remove=True,
+            source.image, entrypoint=["bash", "-c", f"chown {uid}:{gid} {VOLUME} && chmod 0700 {VOLUME}"],
+            user="0", mounts=[mount], remove=True,
         )  # fmt: skip
         networks = list((source.attrs["NetworkSettings"].get("Networks") or {}).keys())
         env = {"PGPASSWORD": source.password} if source.password else {}
