@@ -67,7 +67,7 @@ def _hba_covers(kind, users, address, mask, role, source_ip) -> bool:
         net = ipaddress.ip_network(f"{address}/{mask}" if mask else address, strict=False)
         # the clone container gets an address on the server's own network
         return ipaddress.ip_network(f"{source_ip}/16", strict=False).overlaps(net)
-    except ValueError:
+    except (ValueError, TypeError):
         return False
 
 
