@@ -625,7 +625,10 @@ class DockerTarget:
             self.superuser = self.source.superuser
         else:
             if not (volume and source_image):
-                raise Refused("give --container NAME, or --volume VOL with --from IMAGE")
+                raise Refused(
+                    "give --container NAME, or --volume VOL with --from IMAGE",
+                    "--from names the image the volume's cluster was created with (e.g. postgis/postgis:15-3.3)",
+                )
             try:
                 self.rt.docker.volumes.get(volume)
             except docker.errors.NotFound:
