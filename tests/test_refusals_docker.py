@@ -204,3 +204,129 @@ def test_dry_run_stages_nothing_and_prints_json(runtime, image_names, stopped_15
 
     data = runtime.probe_data(image_names["15-3.3"], VolumeRef("volume", stopped_15.volume), "")
     assert data.cleanly_shut_down
+
+
+# ---- more wrong inputs (issue #6): each one line, non-zero, the volume unchanged ------------------
+
+
+def _one_clear_line(stderr: str) -> str:
+    """One `error:` line (rich may wrap it) and a `what to do:`; progress lines may come before."""
+    assert "Traceback" not in stderr, stderr
+    assert sum(line.startswith("error:") for line in stderr.splitlines()) == 1, stderr
+    text = " ".join(stderr[stderr.index("error:") :].split())
+    assert "what to do:" in text, stderr
+    return text
+
+
+def test_pgdata_that_is_not_a_cluster(runtime, image_names, stopped_15):
+    before = volume_hash(runtime, stopped_15.volume)
+    proc = pgleap(
+        "upgrade", "docker", "--volume", stopped_15.volume, "--from", image_names["15-3.3"],
+        "--to", image_names["17-3.5"], "--pgdata", "/var/lib/postgresql/data/base",
+    )  # fmt: skip
+    assert proc.returncode == EXIT_REFUSED
+    assert "not a PostgreSQL cluster" in _one_clear_line(proc.stderr)
+    assert volume_hash(runtime, stopped_15.volume) == before
+
+
+def test_unreachable_docker(image_names):
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolkit", "upgrade", "docker", "--container", "db", "--to", image_names["17-3.5"]],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )  # fmt: skip
+    assert proc.returncode == EXIT_ENVIRONMENT
+    text = _one_clear_line(proc.stderr)
+    assert "Docker engine does not answer" in text and "DOCKER_HOST" in text
+
+
+def test_permission_denied_on_the_docker_socket(image_names, tmp_path):
+    """A socket pgleap may not open: root without CAP_DAC_OVERRIDE, as an unprivileged user would be."""
+    import os
+    import shutil
+    import socket
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to take the permission away")
+    path = tmp_path / "docker.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    path.chmod(0)
+    try:
+        proc = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
+             sys.executable, "-m", "toolkit", "upgrade", "docker", "--container", "db", "--to", image_names["17-3.5"]],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_HOST": f"unix://{path}"},
+        )  # fmt: skip
+    finally:
+        listener.close()
+    assert proc.returncode == EXIT_ENVIRONMENT, proc.stderr
+    assert "permission denied on the Docker socket" in _one_clear_line(proc.stderr)
+
+
+def test_read_only_volume(runtime, image_names, stopped_15, tmp_path):
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("mkfs.ext4") or not os.path.exists("/dev/loop-control"):
+        pytest.skip("needs root, mkfs.ext4 and loop devices to make a read-only volume")
+    img = tmp_path / "ro.img"
+    subprocess.run(["truncate", "-s", "300M", str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    loop = subprocess.run(["losetup", "-f", "--show", str(img)], check=True, capture_output=True, text=True)
+    device = loop.stdout.strip()
+    name = f"pgleap-test-ro-{uuid.uuid4().hex[:6]}"
+    try:
+        runtime.docker.volumes.create(name, driver_opts={"type": "ext4", "device": device})
+        runtime.docker.containers.run(
+            "debian:bookworm", ["bash", "-c", "cp -a /src/. /dst/"], remove=True,
+            volumes={stopped_15.volume: {"bind": "/src", "mode": "ro"}, name: {"bind": "/dst", "mode": "rw"}},
+        )  # fmt: skip
+        runtime.remove_volume(name)
+        runtime.docker.volumes.create(name, driver_opts={"type": "ext4", "device": device, "o": "ro"})
+        before = volume_hash(runtime, name)
+        proc = pgleap(
+            "upgrade", "docker", "--volume", name, "--from", image_names["15-3.3"], "--to", image_names["17-3.5"]
+        )  # fmt: skip
+        assert proc.returncode == EXIT_REFUSED, proc.stderr
+        assert "read-only or not writable" in _one_clear_line(proc.stderr)
+        assert volume_hash(runtime, name) == before
+    finally:
+        runtime.remove_volume(name)
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def test_volume_of_a_running_container(runtime, image_names, old_db_factory):
+    db = old_db_factory("15-3.3", seed_data=False)
+    proc = pgleap(
+        "upgrade", "docker", "--volume", db.volume, "--from", image_names["15-3.3"], "--to", image_names["17-3.5"]
+    )  # fmt: skip
+    assert proc.returncode == EXIT_REFUSED
+    assert f"container {db.name} is running on this volume" in _one_clear_line(proc.stderr)
+    assert runtime.docker.containers.get(db.name).status == "running"
+
+
+def test_neither_container_nor_volume(image_names):
+    proc = pgleap("upgrade", "docker", "--to", image_names["17-3.5"])
+    assert proc.returncode == 2
+    assert "give --container NAME or --volume VOL --from IMAGE" in " ".join(proc.stderr.split())
+
+
+def test_volume_without_from(runtime, image_names, stopped_15):
+    before = volume_hash(runtime, stopped_15.volume)
+    proc = pgleap("upgrade", "docker", "--volume", stopped_15.volume, "--to", image_names["17-3.5"])
+    assert proc.returncode == EXIT_REFUSED
+    assert "--volume VOL with --from IMAGE" in _one_clear_line(proc.stderr)
+    assert volume_hash(runtime, stopped_15.volume) == before
+
+
+@pytest.mark.parametrize("verb", ["resume", "rollback", "finalize"])
+def test_nothing_recorded(runtime, image_names, stopped_15, verb):
+    before = volume_hash(runtime, stopped_15.volume)
+    proc = pgleap(verb, "docker", "--volume", stopped_15.volume)
+    assert proc.returncode == 1
+    assert "no upgrade recorded for volume" in _one_clear_line(proc.stderr)
+    assert volume_hash(runtime, stopped_15.volume) == before

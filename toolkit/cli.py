@@ -32,6 +32,7 @@ GROUPS = {
     "resume": "Continue an interrupted upgrade from its last finished phase.",
     "rollback": "Bring the old cluster back (until the point of no return).",
     "finalize": "Delete the old cluster once the new one is verified.",
+    "rehearse": "Run the whole upgrade on a clone while production keeps running.",
 }
 groups: dict[str, typer.Typer] = {}
 for _verb, _help in GROUPS.items():
@@ -117,3 +118,16 @@ def main() -> None:
         if exc.hint:
             err.print(f"[yellow]what to do:[/] {exc.hint}")
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a server or container died under us: one line, not a traceback
+        import docker.errors
+        import psycopg
+
+        if not isinstance(exc, psycopg.Error | docker.errors.DockerException):
+            raise
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        err.print(f"[bold red]error:[/] interrupted: {first}")
+        err.print(
+            "[yellow]what to do:[/] every phase is recorded; see `pgleap status`, then "
+            "`pgleap resume` (or `pgleap rollback` before the point of no return)"
+        )
+        sys.exit(1)

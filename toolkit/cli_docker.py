@@ -27,12 +27,30 @@ Pgdata = Annotated[
 Output = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml")]
 
 
-def _target(container: str | None, volume: str | None, from_image: str | None, pgdata: str | None):
+def _target(
+    container: str | None,
+    volume: str | None,
+    from_image: str | None,
+    pgdata: str | None,
+    *,
+    recorded: bool = False,
+):
     from toolkit.runtimes.docker import DockerRuntime, DockerTarget
 
     rt = DockerRuntime()
     if container is None and volume is None:
         raise typer.BadParameter("give --container NAME or --volume VOL --from IMAGE")
+    if volume and not container:  # resume/rollback/finalize need no --from: the run recorded it
+        from toolkit.runtimes.docker import VolumeRef
+
+        state = RunState(f"docker-{VolumeRef('volume', volume).key}")
+        if state.data.get("source"):
+            return DockerTarget(rt, saved=state.data["source"]), state
+        if recorded:
+            raise PgleapError(
+                f"no upgrade recorded for volume {volume}: nothing to resume, roll back or finalize",
+                "`pgleap status docker` shows what is recorded; `pgleap upgrade docker` starts an upgrade",
+            )
     probe = DockerTarget(rt, container=container, volume=volume, source_image=from_image, pgdata=pgdata)
     state = RunState(probe.key)
     if state.data.get("source"):  # the container may have changed since: use what was recorded
@@ -71,6 +89,32 @@ def _summary(result: dict, report: Report) -> None:
     out.print(f"status: [bold]{result.get('status')}[/]")
 
 
+def _emit_rehearsal(result: dict, output: str) -> None:
+    if output != "text":
+        _emit(result, output, Report(quiet=True))
+        return
+    for row in result.get("health", []):
+        out.print(
+            f"  check  {'[green]ok[/]' if row['ok'] else '[red]FAILED[/]'}  {row['check']}  {row['detail'][:70]}"
+        )
+    for e in result.get("extensions", []):
+        out.print(f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}")
+    for index in result.get("collation_indexes", []):
+        out.print(f"  collation-dependent index rebuilt: {index}")
+    if result.get("predicted_downtime_seconds") is not None:
+        out.print(f"predicted downtime of the real run: [bold]{result['predicted_downtime_seconds']} s[/]")
+    if result.get("kept"):
+        k = result["kept"]
+        out.print(f"upgraded clone kept: container {k['container']}, volume {k['volume']}, {k['connect']}")
+        out.print(f"  remove it with: docker rm -f {k['container']} && docker volume rm {k['volume']}")
+    if result["verdict"] == "go":
+        out.print("verdict: [bold green]GO[/]")
+    else:
+        out.print(f"verdict: [bold red]NO-GO[/]: {result['reason']}")
+        if result.get("what_to_do"):
+            out.print(f"what to do: {result['what_to_do']}")
+
+
 def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["upgrade"].command("docker")
     def upgrade_docker(
@@ -104,6 +148,31 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             )  # fmt: skip
         _emit(result, output, report)
 
+    @groups["rehearse"].command("docker")
+    def rehearse_docker(
+        container: Annotated[str, typer.Option("--container", "-c", help="The running database container.")],
+        to: Annotated[str, typer.Option("--to", help="The new image.")],
+        mode: Annotated[str, typer.Option(help="link (default), copy, clone, or swap (18+)")] = "link",
+        keep: Annotated[
+            bool, typer.Option("--keep", help="Leave the upgraded clone running for a test app.")
+        ] = False,
+        port: Annotated[int | None, typer.Option(help="Host port for the kept clone (default: any).")] = None,
+        output: Output = "text",
+    ) -> None:
+        """Clone the running database (pg_basebackup), upgrade the clone, report go / no-go."""
+        from toolkit.rehearse import no_go, rehearse_docker
+        from toolkit.runtimes.docker import DockerRuntime
+
+        report = Report(quiet=output != "text")
+        rt = DockerRuntime()
+        try:
+            result = rehearse_docker(rt, container, to, mode=mode, keep=keep, port=port, report=report)
+        except PgleapError as exc:
+            result = no_go(exc, container, to, report)
+            _emit_rehearsal(result, output)
+            raise typer.Exit(exc.exit_code) from None
+        _emit_rehearsal(result, output)
+
     @groups["plan"].command("docker")
     def plan_docker(
         to: Annotated[str, typer.Option("--to", help="The new image.")],
@@ -126,7 +195,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["resume"].command("docker")
     def resume_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Continue an interrupted upgrade where it stopped."""
-        target, state = _target(container, volume, None, None)
+        target, state = _target(container, volume, None, None, recorded=True)
         if not state.data.get("plan"):
             raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
         report = Report(quiet=output != "text")
@@ -137,7 +206,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["rollback"].command("docker")
     def rollback_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Put the old cluster back on its old image (the new one is kept aside)."""
-        target, state = _target(container, volume, None, None)
+        target, state = _target(container, volume, None, None, recorded=True)
         report = Report(quiet=output != "text")
         with locked(target.key):
             result = engine.rollback(target, report=report, state=state)
@@ -146,7 +215,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["finalize"].command("docker")
     def finalize_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Delete the old cluster, the old container and pgleap's scratch volume."""
-        target, state = _target(container, volume, None, None)
+        target, state = _target(container, volume, None, None, recorded=True)
         report = Report(quiet=output != "text")
         with locked(target.key):
             result = engine.finalize(target, report=report, state=state)

@@ -14,6 +14,7 @@ import logging
 from dataclasses import asdict
 from typing import Protocol
 
+from toolkit import faults
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
@@ -61,6 +62,32 @@ class Target(Protocol):
     def describe(self) -> dict: ...
 
 
+def _reap(target: Target, report: Report) -> None:
+    """Helpers left by a pgleap that was killed (a frozen upgrade.sh, a temporary server still
+    running on the volume) must be gone before anything else touches the volume: a second
+    postmaster on the same PGDATA, in another container, is not stopped by postmaster.pid."""
+    reap = getattr(target, "reap_leftovers", None)
+    for name in reap() if reap else []:
+        report.say(f"  [yellow]removed[/] {name}, left running by an interrupted pgleap run")
+
+
+def point_of_no_return(plan: UpgradePlan) -> str | None:
+    """The step after which the old cluster can no longer be brought back, or None (copy/clone)."""
+    if plan.mode == "link":
+        return "the first start of the new cluster (it writes to data files it shares with the old one)"
+    if plan.mode == "swap":
+        return "pg_upgrade --swap (it moves the old cluster's files into the new one)"
+    return None
+
+
+def _warn_no_return(plan: UpgradePlan, report: Report, when: str) -> None:
+    report.data["point_of_no_return"] = point_of_no_return(plan)
+    report.say(
+        f"[bold yellow]point of no return[/]: {when}; from here on `pgleap rollback` cannot bring "
+        f"the old cluster back ({plan.mode} mode) and only a backup or snapshot can"
+    )
+
+
 def _reached(state: RunState, phase: str) -> bool:
     done = state.data.get("done_phases", [])
     return phase in done
@@ -91,11 +118,20 @@ def plan_upgrade(
     check_versions(old, new)
     check_data(data, old)
     check_mode(mode, new.major, data)
+    writable = getattr(target, "check_writable", None)
+    if writable is not None:
+        writable(data)
     with report.phase("inspect cluster (SQL)") as ph:
         live = target.live_server()
         if live is not None:
             facts = cluster_facts(live)
         else:
+            in_use = getattr(target, "running_users", lambda: [])()
+            if in_use:
+                raise Refused(
+                    f"container {in_use[0]} is running on this volume",
+                    f"stop it (docker stop {in_use[0]}), or give --container {in_use[0]} instead of --volume",
+                )
             if not data.cleanly_shut_down:
                 raise Refused(
                     f"the cluster was not shut down cleanly (state: {data.state})",
@@ -156,6 +192,7 @@ def upgrade(
             f"already upgraded to {state.data['target_image']}; run `pgleap finalize` to remove the old cluster"
         )
         return {**report.to_dict(), "status": "already-done"}
+    _reap(target, report)
     if state.data.get("plan"):
         plan = plan_from_dict(state.data["plan"])
         new_bindir = state.data["new_bindir"]
@@ -187,6 +224,7 @@ def upgrade(
         _mark(state, phase, **extra)
         if fail_after == phase:  # fault injection for tests: as if pgleap died here
             raise PgleapError(f"injected failure after phase {phase}")
+        faults.point(f"after-{phase}")  # test-only (PGLEAP_FAULT): wait here to be killed
 
     if not _reached(state, "collected"):
         with report.phase("collect old binaries", "old image -> scratch volume"):
@@ -215,6 +253,8 @@ def upgrade(
         checkpoint("fingerprinted", fingerprint_before=asdict(before))
 
     if not _reached(state, "upgraded"):
+        if plan.mode == "swap":
+            _warn_no_return(plan, report, "pg_upgrade --swap starts now")
         with report.phase(
             f"pg_upgrade --{plan.mode}", f"PostgreSQL {plan.old_major} -> {plan.new_major}"
         ) as ph:
@@ -230,6 +270,8 @@ def upgrade(
                 )
         checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
 
+    if plan.mode == "link" and not _reached(state, "verified"):
+        _warn_no_return(plan, report, "the new cluster starts now (link mode)")
     with target.new_server(plan, new_bindir) as server:
         if verify_data and not _reached(state, "verified"):
             with report.phase("fingerprint after", "before extension updates") as ph:
@@ -303,6 +345,7 @@ def rollback(target: Target, *, report: Report, state: RunState) -> dict:
     if not state.data.get("plan"):
         raise PgleapError(f"no upgrade recorded for {target.key}: nothing to roll back")
     plan = plan_from_dict(state.data["plan"])
+    _reap(target, report)
     with report.phase("restore the old cluster", "upgrade.sh rollback") as ph:
         target.restore_source(plan)
         ph.detail = f"{plan.layout.old_pgdata} on {plan.source_image}"

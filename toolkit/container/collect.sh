@@ -22,6 +22,7 @@ mkdir -p "$out/root" "$out/lib"
 for dir in "$PG_BINDIR" "$PG_PKGLIBDIR" "$PG_SHAREDIR"; do
 	mkdir -p "$out/root$(dirname "$dir")"
 	cp -a "$dir" "$out/root$(dirname "$dir")/"
+	fault collect  # test-only: killed with the copy half done, collected.env not written
 done
 
 # The shared-library closure (ldd resolves it transitively) of every binary

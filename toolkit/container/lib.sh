@@ -61,3 +61,30 @@ glibc_version() { getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}'; }
 icu_version() {
 	ldd "$PG_BINDIR/postgres" 2>/dev/null | sed -nE 's/.*libicuuc\.so\.([0-9]+).*/\1/p' | head -n1
 }
+
+# ---- test-only fault injection (tests/faults) ----------------------------------------------
+# PGLEAP_FAULT=<point> is set only by the fault-injection tests. At that point the
+# script prints "PGLEAP fault=<point>", then freezes every process of the container
+# (SIGSTOP to all but PID 1 and itself) and waits, so the test can SIGKILL the
+# container (or pgleap) exactly there. Unset, these functions do nothing.
+fault_reached() {
+	log "test fault point $1 reached: freezing, waiting to be killed"
+	result fault "$1"
+	kill -STOP -1 2>/dev/null || true
+	while :; do sleep 1; done
+}
+fault() {
+	if [ "${PGLEAP_FAULT:-}" = "$1" ]; then fault_reached "$1"; fi
+	return 0
+}
+# fault_watch POINT COMMAND...: in the background, fire POINT as soon as COMMAND
+# succeeds (for points inside a long-running program: initdb, pg_upgrade).
+fault_watch() {
+	[ "${PGLEAP_FAULT:-}" = "$1" ] || return 0
+	local point="$1"
+	shift
+	(
+		while ! "$@" 2>/dev/null; do sleep 0.01; done
+		fault_reached "$point"
+	) &
+}

@@ -56,6 +56,11 @@ if [ -n "${PGLEAP_PGDATA:-}" ]; then
 		result data_kb "$(du -sk "$data" 2>/dev/null | cut -f1)"
 		result free_kb "$(df -Pk "$data" | awk 'NR == 2 {print $4}')"
 		[ -e "$data/postmaster.pid" ] && result postmaster_pid present
+		# Asked with the volume mounted read-write, as the data owner: may pgleap write
+		# here (a read-only filesystem, a foreign owner)? Tests only, writes nothing.
+		if [ -n "${PGLEAP_CHECK_WRITABLE:-}" ]; then
+			if [ -w "$data" ] && [ -w "$PGLEAP_CHECK_WRITABLE" ]; then result writable yes; else result writable no; fi
+		fi
 		if [ -f "$data/global/pg_control" ] && [ "$(cat "$data/PG_VERSION")" = "$PG_MAJOR_VERSION" ]; then
 			"$PG_BINDIR/pg_controldata" "$data" | while IFS= read -r line; do
 				result "controldata" "$line"

@@ -59,11 +59,15 @@ cluster_entries() {
 }
 
 # Move a cluster's entries (renames, so instant on one filesystem) into `dest`.
+# Not atomic: callers write a marker before they start, and running it again
+# moves what is left.
 move_entries() {
-	local src="$1" dest="$2" other_rel="$3" own_rel="$4" entry
+	local src="$1" dest="$2" other_rel="$3" own_rel="$4" entry moved=0
 	mkdir -p "$dest"
 	while IFS= read -r entry; do
 		mv "$entry" "$dest/"
+		moved=$((moved + 1))
+		if [ "$moved" = 1 ]; then fault "move:${dest##*/}"; fi  # test-only: killed half-way through
 	done < <(cluster_entries "$src" "$other_rel" "$own_rel")
 }
 
@@ -167,6 +171,32 @@ auto_initdb_args() {
 	log "initdb options read from the old cluster: --username=$PGLEAP_SUPERUSER $PGLEAP_INITDB_ARGS"
 }
 
+# Conditions for the test-only fault points inside long-running programs (see fault_watch).
+initdb_running() { [ -d "$staging/base/1" ] && [ ! -f "$state/initdb-done" ]; }
+upgrade_log_has() {
+	local f
+	# shellcheck disable=SC2231  # $2 is a file name pattern
+	for f in "$staging"/pg_upgrade_output.d/*/log/$2 "$work"/$2; do
+		if [ -f "$f" ] && grep -qs -- "$1" "$f"; then return 0; fi
+	done
+	return 1
+}
+# pg_restore of a database schema has begun, the file transfer has not.
+restore_running() {
+	upgrade_log_has pg_restore 'pg_upgrade_dump_*.log' && ! upgrade_log_has 'user relation files' pg_upgrade_internal.log
+}
+# At least one relation file has been linked/copied and the transfer has not ended.
+transfer_running() {
+	upgrade_log_has 'user relation files' pg_upgrade_internal.log || return 1
+	! upgrade_log_has 'Setting next OID' pg_upgrade_internal.log || return 1
+	[ -f "$state/transfer-seen" ] || touch "$state/transfer-seen"
+	if [ "$mode" = link ]; then
+		find "$(current_old_data)/base" -type f -links +1 -print -quit | grep -q .
+	else
+		find "$staging/base" -type f -size +0 -newer "$state/transfer-seen" -print -quit | grep -q .
+	fi
+}
+
 init_staging() {
 	if [ -f "$state/initdb-done" ] && [ -f "$staging/PG_VERSION" ]; then
 		log "new cluster already initialised in $staging"
@@ -179,6 +209,7 @@ init_staging() {
 	mkdir -p "$staging"
 	chmod 0700 "$staging"
 	log "initdb $staging as ${PGLEAP_SUPERUSER:?} ${PGLEAP_INITDB_ARGS:-}"
+	fault_watch initdb initdb_running
 	# shellcheck disable=SC2086
 	"$PG_BINDIR/initdb" -D "$staging" --username="$PGLEAP_SUPERUSER" ${PGLEAP_INITDB_ARGS:-} >"$state/initdb.log" 2>&1 ||
 		{ cat "$state/initdb.log" >&2; die "initdb failed"; }
@@ -258,12 +289,17 @@ carry_config() {
 
 place_new_cluster() {
 	if $same_place; then
+		# Markers before each batch of renames: a crash half-way leaves a cluster
+		# split over two directories, and rollback must know which one to gather.
 		if [ ! -f "$state/old-aside" ]; then
 			log "moving the old cluster aside to $aside (renames)"
+			touch "$state/moving-aside"
 			move_entries "$old_data" "$aside" "" "$old_rel"
 			touch "$state/old-aside"
+			rm -f "$state/moving-aside"
 		fi
 		log "moving the new cluster into $new_data (renames)"
+		touch "$state/moving-new"
 		move_entries "$staging" "$new_data" "" ""
 		rmdir "$staging" 2>/dev/null || true
 	else
@@ -294,6 +330,7 @@ do_upgrade() {
 		return
 	fi
 	mkdir -p "$state"
+	fault start  # test-only: the first thing after the old binaries were collected
 	server_paths
 	[ "$PG_MAJOR_VERSION" = "$new_major" ] || die "this image runs PostgreSQL $PG_MAJOR_VERSION, the plan says $new_major"
 	if [ ! -f "$state/upgraded" ]; then
@@ -324,6 +361,8 @@ do_upgrade() {
 		fi
 		PGLEAP_STEP=pg_upgrade
 		touch "$state/pg_upgrade-started"
+		fault_watch restore restore_running
+		fault_watch transfer transfer_running
 		local t0 t1
 		t0="$(date +%s.%N)"
 		# shellcheck disable=SC2046
@@ -346,6 +385,7 @@ do_upgrade() {
 		carry_config
 		printf 'mode=%s checkpoint=%s\n' "$mode" \
 			"$(controldata_field "$PG_BINDIR" "$staging" 'Latest checkpoint location')" > "$state/upgraded"
+		fault upgraded  # test-only: pg_upgrade done, new cluster not placed, never started
 	fi
 	PGLEAP_STEP=place
 	place_new_cluster
@@ -371,16 +411,20 @@ do_rollback() {
 		fi
 	fi
 	failed="$state/failed-new-$(date -u +%Y%m%dT%H%M%S)"
-	if [ -f "$state/placed" ] || { $same_place && [ -f "$state/old-aside" ]; }; then
-		if $same_place; then
+	if $same_place && { [ -f "$state/placed" ] || [ -f "$state/old-aside" ] || [ -f "$state/moving-aside" ]; }; then
+		# Whatever is in $new_data once the new cluster's move began is the new
+		# cluster's (the old one was wholly aside by then); before that, it is the
+		# part of the old cluster not yet moved aside, and stays.
+		if [ -f "$state/placed" ] || [ -f "$state/moving-new" ]; then
 			log "moving the new cluster out of $new_data into $failed"
-			[ -f "$new_data/PG_VERSION" ] && [ "$(cat "$new_data/PG_VERSION")" = "$new_major" ] && move_entries "$new_data" "$failed" "" "$new_rel"
-			log "moving the old cluster back into $old_data"
-			move_entries "$aside" "$old_data" "" ""
-			rmdir "$aside" 2>/dev/null || true
-		elif [ -e "$new_data" ]; then
-			mv "$new_data" "$failed"
+			move_entries "$new_data" "$failed" "" "$new_rel"
 		fi
+		log "moving the old cluster back into $old_data"
+		move_entries "$aside" "$old_data" "" ""
+		rmdir "$aside" 2>/dev/null || true
+		if [ -e "$staging" ]; then mv "$staging" "$failed-staging"; fi
+	elif [ -f "$state/placed" ]; then
+		if [ -e "$new_data" ]; then mv "$new_data" "$failed"; fi
 	elif [ -e "$staging" ]; then
 		mv "$staging" "$failed"
 	fi
@@ -388,7 +432,8 @@ do_rollback() {
 		log "restoring global/pg_control of the old cluster (renamed by pg_upgrade --link)"
 		mv "$old_data/global/pg_control.old" "$old_data/global/pg_control"
 	fi
-	rm -f "$state/placed" "$state/old-aside" "$state/upgraded" "$state/initdb-done" "$state/pg_upgrade-started"
+	rm -f "$state/placed" "$state/old-aside" "$state/moving-aside" "$state/moving-new" "$state/upgraded" \
+		"$state/initdb-done" "$state/pg_upgrade-started" "$state/transfer-seen"
 	[ -f "$old_data/PG_VERSION" ] || die "the old cluster is not back in $old_data; look in $state"
 	chmod 0700 "$old_data"
 	result rolled_back "$old_data"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -21,6 +22,7 @@ import docker
 import docker.errors
 from docker.types import Mount
 
+from toolkit import faults
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 from toolkit.facts import DataFacts, ImageFacts
 from toolkit.plan import Layout, UpgradePlan
@@ -34,6 +36,10 @@ VOLUME = "/pgleap/volume"
 OLD_ROOT = "/pgleap/old"
 SOCK = "/pgleap/sock"
 LABEL = "org.pgleap.role"
+# Every helper that touches a volume says which one and which pgleap process started it,
+# so a later run can find what a killed run left behind (DockerRuntime.reap).
+VOLUME_LABEL = "org.pgleap.volume"
+OWNER_LABEL = "org.pgleap.owner"
 
 
 def client() -> docker.DockerClient:
@@ -42,6 +48,11 @@ def client() -> docker.DockerClient:
         c.ping()
         return c
     except docker.errors.DockerException as exc:
+        if "Permission denied" in str(exc) or "PermissionError" in str(exc):
+            raise EnvironmentProblem(
+                "permission denied on the Docker socket",
+                "run pgleap as root or as a member of the docker group",
+            ) from None
         raise EnvironmentProblem(
             f"the Docker engine does not answer ({exc.__class__.__name__})",
             "start dockerd, or set DOCKER_HOST; you may need root or the docker group",
@@ -84,6 +95,44 @@ class DockerRuntime:
     def __init__(self, docker_client: docker.DockerClient | None = None) -> None:
         self.docker = docker_client or client()
         self.scripts_dir = str(container_script("upgrade.sh").parent)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _labels(self, role: str, volume_key: str | None) -> dict[str, str]:
+        labels = {LABEL: role, OWNER_LABEL: self.owner}
+        if volume_key:
+            labels[VOLUME_LABEL] = volume_key
+        return labels
+
+    def reap(self, volume_key: str) -> list[str]:
+        """Remove the helpers a killed pgleap left on this volume; refuse if their pgleap still runs.
+
+        A temporary server gets a fast shutdown (a clean checkpoint) first; a script
+        container is killed: every step of upgrade.sh is safe to run again.
+        """
+        removed = []
+        for row in self.docker.api.containers(all=True, filters={"label": f"{VOLUME_LABEL}={volume_key}"}):
+            try:
+                c = self.docker.containers.get(row["Id"])
+            except docker.errors.NotFound:
+                continue  # it ended and removed itself meanwhile
+            host, _, pid = c.labels.get(OWNER_LABEL, "").partition(":")
+            if (
+                host == socket.gethostname()
+                and pid.isdigit()
+                and int(pid) != os.getpid()
+                and _alive(int(pid))
+            ):
+                raise PgleapError(
+                    f"another pgleap (pid {pid}) is still working on this volume (container {c.name})",
+                    "wait for it to finish, or check `pgleap status`",
+                )
+            logger.warning("removing %s, left on the volume by an interrupted pgleap run", c.name)
+            if c.labels.get(LABEL) == "temp-server" and c.status == "running":
+                with suppress(docker.errors.DockerException):
+                    self._stop(c, fast=True, timeout=60)
+            c.remove(force=True, v=True)
+            removed.append(c.name)
+        return removed
 
     # ---- images -------------------------------------------------------------------------------
 
@@ -121,6 +170,7 @@ class DockerRuntime:
         *,
         user: str | None = None,
         what: str = "",
+        volume_key: str | None = None,
     ) -> str:
         """Run a container script to completion; its stdout, or a PgleapError with the log tail."""
         self.image_config(image)
@@ -128,10 +178,10 @@ class DockerRuntime:
             image,
             entrypoint=["bash", f"{SCRIPTS}/{script}"],
             command=[],
-            environment=env,
+            environment={**env, **faults.container_env()},
             user=user,
             mounts=[Mount(target=SCRIPTS, source=self.scripts_dir, type="bind", read_only=True), *mounts],
-            labels={LABEL: "script"},
+            labels=self._labels("script", volume_key),
             name=f"pgleap-{script.removesuffix('.sh')}-{uuid.uuid4().hex[:8]}",
         )
         try:
@@ -171,7 +221,15 @@ class DockerRuntime:
         )
         return DataFacts.from_probe(out)
 
-    def collect(self, image: str, scratch: str, owner: str) -> None:
+    def writable(self, image: str, volume: VolumeRef, rel: str, uid: int, gid: int) -> bool:
+        """Whether the data owner may write the volume and PGDATA (test -w; nothing is written)."""
+        out = self.run_script(
+            image, "probe.sh", {"PGLEAP_PGDATA": f"{VOLUME}/{rel}".rstrip("/"), "PGLEAP_CHECK_WRITABLE": VOLUME},
+            [volume.mount(VOLUME)], user=f"{uid}:{gid}",
+        )  # fmt: skip
+        return "PGLEAP writable=yes" in out
+
+    def collect(self, image: str, scratch: str, owner: str, volume_key: str | None = None) -> None:
         self.run_script(
             image,
             "collect.sh",
@@ -179,9 +237,12 @@ class DockerRuntime:
             [Mount(target=OLD_ROOT, source=scratch, type="volume")],
             user="0",
             what="collecting the old binaries",
+            volume_key=volume_key,
         )
 
-    def upgrade_action(self, plan: UpgradePlan, volume: VolumeRef, scratch: str, action: str) -> str:
+    def upgrade_action(
+        self, plan: UpgradePlan, volume: VolumeRef, scratch: str, action: str, volume_key: str | None = None
+    ) -> str:
         env = plan.container_env(action, volume=VOLUME, old_root=OLD_ROOT)
         return self.run_script(
             plan.target_image,
@@ -190,6 +251,7 @@ class DockerRuntime:
             [volume.mount(VOLUME), Mount(target=OLD_ROOT, source=scratch, type="volume")],
             user=f"{plan.uid}:{plan.gid}",
             what=f"upgrade.sh {action}",
+            volume_key=volume_key,
         )
 
     def ensure_scratch(self, name: str) -> str:
@@ -218,6 +280,7 @@ class DockerRuntime:
         superuser: str,
         read_only: bool,
         label: str,
+        volume_key: str | None = None,
     ) -> Iterator[Server]:
         """A server on the volume reachable only through a private socket directory (no TCP, no password)."""
         sockdir = tempfile.mkdtemp(prefix="pgleap-sock-")
@@ -240,7 +303,7 @@ class DockerRuntime:
             command=args,
             user=f"{uid}:{gid}",
             mounts=[volume.mount(VOLUME), Mount(target=SOCK, source=sockdir, type="bind")],
-            labels={LABEL: "temp-server"},
+            labels=self._labels("temp-server", volume_key),
             name=f"pgleap-server-{uuid.uuid4().hex[:8]}",
             detach=True,
         )
@@ -258,11 +321,13 @@ class DockerRuntime:
             container.remove(force=True, v=True)  # v: anonymous VOLUMEs of the image
             shutil.rmtree(sockdir, ignore_errors=True)
 
-    def run_client(self, image: str, sockdir: str, cmd: list[str], *, uid: int, gid: int) -> str:
+    def run_client(
+        self, image: str, sockdir: str, cmd: list[str], *, uid: int, gid: int, volume_key: str | None = None
+    ) -> str:
         """A client program of `image` (vacuumdb, psql) talking to a temporary server's socket."""
         container = self.docker.containers.create(
             image, entrypoint=[cmd[0]], command=cmd[1:], user=f"{uid}:{gid}",
-            mounts=[Mount(target=SOCK, source=sockdir, type="bind")], labels={LABEL: "client"},
+            mounts=[Mount(target=SOCK, source=sockdir, type="bind")], labels=self._labels("client", volume_key),
             name=f"pgleap-client-{uuid.uuid4().hex[:8]}",
         )  # fmt: skip
         try:
@@ -338,6 +403,58 @@ class DockerRuntime:
         return Server(
             host=ips[0], port=5432, user=source.superuser, password=source.password, label="running server"
         )
+
+    def basebackup(
+        self, source: SourceContainer, bindir: str, clone: str, rel: str, *, uid: int, gid: int
+    ) -> None:
+        """pg_basebackup (WAL streamed along) from the running source into a new volume, over its network."""
+        live = self.live_server(source)
+        assert live is not None
+        self.docker.volumes.create(clone, labels={LABEL: "rehearsal-clone"})
+        mount = Mount(target=VOLUME, source=clone, type="volume")
+        self.docker.containers.run(
+            source.image, entrypoint=["bash", "-c", f"chown {uid}:{gid} {VOLUME} && chmod 0700 {VOLUME}"],
+            user="0", mounts=[mount], remove=True,
+        )  # fmt: skip
+        networks = list((source.attrs["NetworkSettings"].get("Networks") or {}).keys())
+        env = {"PGPASSWORD": source.password} if source.password else {}
+        container = self.docker.containers.create(
+            source.image, entrypoint=[f"{bindir}/pg_basebackup"],
+            command=["-h", live.host, "-p", "5432", "-U", source.superuser, "-D", f"{VOLUME}/{rel}".rstrip("/"),
+                     "--wal-method=stream", "--checkpoint=fast", "--no-password"],
+            environment=env, user=f"{uid}:{gid}", mounts=[mount], network=networks[0] if networks else None,
+            labels=self._labels("basebackup", f"docker-{clone}"), name=f"pgleap-basebackup-{uuid.uuid4().hex[:8]}",
+        )  # fmt: skip
+        try:
+            container.start()
+            status = container.wait()["StatusCode"]
+            logs = container.logs().decode(errors="replace").strip()
+        finally:
+            container.remove(force=True)
+        if status != 0:
+            last = logs.splitlines()[-1] if logs else f"exit {status}"
+            hint = "see the message; the server's log says more"
+            if "pg_hba.conf" in logs:
+                hint = f"add `host replication {source.superuser} samenet scram-sha-256` to pg_hba.conf, then SELECT pg_reload_conf()"
+            raise Refused(f"pg_basebackup could not clone {source.name}: {last}", hint)
+
+    def run_clone(
+        self, source: SourceContainer, plan: dict, clone: str, name: str, port: int | None
+    ) -> tuple[str, str]:
+        """The upgraded clone as a container on the new image, its 5432 published on `port` (or any)."""
+        self.remove(name)
+        env = {"PGDATA": plan["layout"]["new_pgdata"], "POSTGRES_USER": source.superuser}
+        if source.password:
+            env["POSTGRES_PASSWORD"] = source.password
+        container = self.docker.containers.run(
+            plan["target_image"], name=name, detach=True, environment=env,
+            mounts=[Mount(target=plan["layout"]["new_mount"], source=clone, type="volume")],
+            ports={"5432/tcp": port}, labels={LABEL: "rehearsal"},
+        )  # fmt: skip
+        self.wait_accepting(name, source.superuser, source.password)
+        container.reload()
+        host_port = container.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"]
+        return name, host_port
 
     def stop_container(self, name: str) -> None:
         c = self.docker.containers.get(name)
@@ -443,6 +560,16 @@ class DockerRuntime:
         raise PgleapError(f"container {name} did not accept connections within {timeout:.0f} s")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _is_under(path: str, parent: str) -> bool:
     path, parent = os.path.normpath(path), os.path.normpath(parent)
     return path == parent or path.startswith(parent.rstrip("/") + "/")
@@ -498,7 +625,10 @@ class DockerTarget:
             self.superuser = self.source.superuser
         else:
             if not (volume and source_image):
-                raise Refused("give --container NAME, or --volume VOL with --from IMAGE")
+                raise Refused(
+                    "give --container NAME, or --volume VOL with --from IMAGE",
+                    "--from names the image the volume's cluster was created with (e.g. postgis/postgis:15-3.3)",
+                )
             try:
                 self.rt.docker.volumes.get(volume)
             except docker.errors.NotFound:
@@ -536,6 +666,21 @@ class DockerTarget:
     def probe_data(self) -> DataFacts:
         return self.rt.probe_data(self.source_image, self.volume, self._rel())
 
+    def running_users(self) -> list[str]:
+        """Running containers (not pgleap's) that mount this volume."""
+        if self.volume.kind != "volume":
+            return []
+        found = self.rt.docker.containers.list(filters={"volume": self.volume.source})
+        return [c.name for c in found if LABEL not in (c.labels or {})]
+
+    def check_writable(self, data: DataFacts) -> None:
+        uid, gid = data.owner_uid or 999, data.owner_gid or 999
+        if not self.rt.writable(self.source_image, self.volume, self._rel(), uid, gid):
+            raise Refused(
+                f"the volume {self.volume.source} is read-only or not writable by the data owner (uid {uid})",
+                "mount it read-write (and give PGDATA to its owner), then run pgleap again",
+            )
+
     def layout(self, target_image: str) -> Layout:
         return docker_layout(self.rt, self.source_image, target_image, self.pgdata, self.mount)
 
@@ -549,7 +694,7 @@ class DockerTarget:
         return self.rt.temp_server(
             self.source_image, old.bindir, self.volume, self._rel(),
             uid=data.owner_uid or 999, gid=data.owner_gid or 999, superuser=user, read_only=True,
-            label="old cluster (temporary, read-only)",
+            label="old cluster (temporary, read-only)", volume_key=self.key,
         )  # fmt: skip
 
     def _bootstrap_user(self, old: ImageFacts, data: DataFacts) -> str:
@@ -561,6 +706,7 @@ class DockerTarget:
             [self.volume.mount(VOLUME)],
             user=f"{data.owner_uid or 999}:{data.owner_gid or 999}",
             what="reading the bootstrap superuser",
+            volume_key=self.key,
         )
         self.superuser = dict(parse_pairs(out)).get("bootstrap_user") or "postgres"
         return self.superuser
@@ -569,7 +715,7 @@ class DockerTarget:
         return self.rt.temp_server(
             plan.target_image, bindir, self.volume, plan.layout.new_rel,
             uid=plan.uid, gid=plan.gid, superuser=plan.superuser, read_only=False,
-            label="new cluster (temporary)",
+            label="new cluster (temporary)", volume_key=self.key,
         )  # fmt: skip
 
     def scratch_name(self, plan: UpgradePlan) -> str:
@@ -577,10 +723,16 @@ class DockerTarget:
 
     def collect(self, plan: UpgradePlan) -> None:
         self.rt.ensure_scratch(self.scratch_name(plan))
-        self.rt.collect(plan.source_image, self.scratch_name(plan), f"{plan.uid}:{plan.gid}")
+        self.rt.collect(plan.source_image, self.scratch_name(plan), f"{plan.uid}:{plan.gid}", self.key)
 
     def run_action(self, plan: UpgradePlan, action: str) -> str:
-        return self.rt.upgrade_action(plan, self.volume, self.scratch_name(plan), action)
+        return self.rt.upgrade_action(plan, self.volume, self.scratch_name(plan), action, self.key)
+
+    def cleanup_scratch(self) -> None:
+        self.rt.remove_volume(f"pgleap-old-binaries-{self.volume.key}")
+
+    def reap_leftovers(self) -> list[str]:
+        return self.rt.reap(self.key)
 
     def stop_source(self) -> None:
         if self.container_name and self.rt.exists(self.container_name):
@@ -619,7 +771,14 @@ class DockerTarget:
         else:
             runs = [["--analyze-in-stages"]]
         for extra in runs:
-            self.rt.run_client(plan.target_image, server.host, [*base, *extra], uid=plan.uid, gid=plan.gid)
+            self.rt.run_client(
+                plan.target_image,
+                server.host,
+                [*base, *extra],
+                uid=plan.uid,
+                gid=plan.gid,
+                volume_key=self.key,
+            )
         return " then ".join(" ".join(r) for r in runs)
 
     # ---- streaming replicas ---------------------------------------------------------------

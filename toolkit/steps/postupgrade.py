@@ -10,6 +10,7 @@ import logging
 
 from psycopg import sql
 
+from toolkit import faults
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def update_extensions(server: Server) -> tuple[list[str], list[str]]:
                     logger.info("updated extension %s in %s from %s to %s", ext, db, old, now.get(ext))
                 elif not has_path:
                     left.append(f"{db}: {ext} {old} (no update path to {new})")
+        faults.point("extensions")  # test-only: one database's extensions updated, the next not yet
     return done, left
 
 
@@ -105,17 +107,41 @@ def collation_indexes(server: Server, db: str, *, libc_changed: bool, icu_change
         return [r[0] for r in conn.execute(_COLLATION_INDEXES, params).fetchall()]
 
 
+_INTERRUPTED_REINDEX = """
+SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$'
+"""
+
+
+def drop_interrupted_reindex_leftovers(conn) -> list[str]:
+    """A REINDEX CONCURRENTLY cut short leaves an invalid `<index>_ccnew` (or `_ccold`) beside the
+    index, which stays valid: drop the leftover, or a rerun reindexes it and the health check fails."""
+    dropped = []
+    for (name,) in conn.execute(_INTERRUPTED_REINDEX).fetchall():
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.SQL(name)))
+        dropped.append(name)
+    return dropped
+
+
 def reindex_collation_dependent(server: Server, *, libc_changed: bool, icu_changed: bool) -> list[str]:
     """REINDEX … CONCURRENTLY what depends on a changed glibc/ICU, then record the new versions."""
     done: list[str] = []
     if not (libc_changed or icu_changed):
         return done
     for db in server.databases():
+        with server.connect(db) as conn:
+            for index in drop_interrupted_reindex_leftovers(conn):
+                logger.warning(
+                    "dropped %s in %s, left invalid by an interrupted REINDEX CONCURRENTLY", index, db
+                )
         indexes = collation_indexes(server, db, libc_changed=libc_changed, icu_changed=icu_changed)
         with server.connect(db) as conn:
+            blocker = faults.hold_reindex(server, db) if indexes and faults.armed("reindex") else None
             for index in indexes:
                 conn.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.SQL(index)))
                 done.append(f"{db}: {index}")
+            if blocker is not None:
+                blocker.close()
             version = int(conn.execute("SHOW server_version_num").fetchone()[0])
             if version >= 150000:
                 conn.execute(

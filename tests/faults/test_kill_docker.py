@@ -1,0 +1,134 @@
+"""Kill the upgrade container, or pgleap itself, at every phase boundary; then resume or roll back.
+
+Each test ends in one of two states and asserts it from outside, nothing else:
+  (a) old:  the container runs the OLD image, fingerprint identical to the one before;
+  (b) new:  `pgleap resume` finished, the container runs the NEW image, fingerprint identical
+      (extension-owned tables apart: their text changes with the PostGIS update, FIELD-NOTES).
+15 -> 17 (PGDATA stays /var/lib/postgresql/data, so the clusters trade places by renames).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.conftest import SOURCE, TARGET
+from tests.faults.harness import (
+    fault_env,
+    helpers,
+    kill_container_at,
+    kill_pgleap_at,
+    pgleap,
+    result_json,
+    start,
+)
+from toolkit.steps import verify
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def assert_old_back(runtime, db, image_names, before) -> None:
+    container = runtime.docker.containers.get(db.name)
+    assert container.status == "running"
+    assert container.attrs["Config"]["Image"] == image_names[SOURCE]
+    comparison = verify.compare(before, db.fingerprint())
+    assert comparison.identical, comparison.differences
+
+
+def assert_new(runtime, db, image_names, before, result) -> None:
+    assert result["status"] == "upgraded"
+    container = runtime.docker.containers.get(db.name)
+    assert container.attrs["Config"]["Image"] == image_names[TARGET]
+    with db.server().connect(db.superuser) as conn:
+        assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("17")
+        assert "need upgrade" not in conn.execute("SELECT postgis_full_version()").fetchone()[0]
+    comparison = verify.compare(before, db.fingerprint(), include_extension_tables=False)
+    assert comparison.identical, comparison.differences
+    assert all(row["ok"] for row in result["health"]), result["health"]
+    server = db.server()
+    for name in server.databases():  # no second copy of an index left by a REINDEX cut short
+        leftovers = server.query(name, "SELECT relname FROM pg_class WHERE relname ~ '_cc(new|old)[0-9]*$'")
+        assert not leftovers, (name, leftovers)
+
+
+def upgrade_args(db, image_names, mode: str) -> list[str]:
+    return ["upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--mode", mode]
+
+
+def key(db) -> str:
+    return f"docker-{db.volume}"
+
+
+# (point, mode, then): where the upgrade container dies, and what the operator runs next.
+CONTAINER_KILLS = [
+    ("collect", "link", "resume"),  # collect.sh, half of the old binaries copied
+    ("start", "link", "resume"),  # upgrade.sh, first thing after collect (database stopped)
+    ("initdb", "link", "resume"),  # initdb of the new cluster half done
+    ("restore", "link", "resume"),  # pg_upgrade running pg_restore of a schema
+    ("transfer", "link", "resume"),  # pg_upgrade linking files (pg_control renamed)
+    ("transfer", "copy", "resume"),  # pg_upgrade copying files
+    ("transfer", "copy", "rollback"),
+    ("upgraded", "link", "rollback"),  # pg_upgrade done, new cluster never started
+    ("move:old-15", "link", "rollback"),  # the old cluster half moved aside
+    ("move:volume", "link", "rollback"),  # the new cluster half moved into place
+    ("move:volume", "link", "resume"),
+    ("extensions", "link", "resume"),  # new cluster's server killed between databases
+    ("reindex", "link", "resume"),  # new cluster's server killed inside REINDEX CONCURRENTLY
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "mode", "then"), CONTAINER_KILLS, ids=[f"{p}-{m}-then-{t}" for p, m, t in CONTAINER_KILLS]
+)
+def test_container_killed(runtime, image_names, fresh_db, tmp_path, point, mode, then):
+    db = fresh_db()
+    before = db.fingerprint()
+    run = start(*upgrade_args(db, image_names, mode), env=fault_env(point, tmp_path))
+    code = kill_container_at(runtime, run, key(db), point, tmp_path)
+    assert code != 0, run.stderr()
+    assert "Traceback" not in run.stderr(), run.stderr()
+    proc = pgleap(then, "docker", "--container", db.name, "-o", "json")
+    if then == "resume":
+        assert_new(runtime, db, image_names, before, result_json(proc))
+    else:
+        assert result_json(proc)["status"] == "rolled-back"
+        assert_old_back(runtime, db, image_names, before)
+
+
+# Where pgleap itself is SIGKILLed (its helper container, frozen there, is left behind).
+PGLEAP_KILLS = [
+    ("collect", "link"),
+    ("after-collected", "link"),
+    ("initdb", "link"),
+    ("restore", "link"),
+    ("transfer", "link"),
+    ("transfer", "copy"),
+    ("after-upgraded", "link"),
+    ("extensions", "link"),
+    ("reindex", "link"),
+    ("extensions", "copy"),
+]
+# After these, in link mode, the new cluster has run: the old one is gone for good.
+PAST_NO_RETURN = {"extensions", "reindex"}
+
+
+@pytest.mark.parametrize(("point", "mode"), PGLEAP_KILLS, ids=[f"{p}-{m}" for p, m in PGLEAP_KILLS])
+@pytest.mark.parametrize("then", ["resume", "rollback"])
+def test_pgleap_killed(runtime, image_names, fresh_db, tmp_path, point, mode, then):
+    db = fresh_db()
+    before = db.fingerprint()
+    run = start(*upgrade_args(db, image_names, mode), env=fault_env(point, tmp_path))
+    kill_pgleap_at(runtime, run, key(db), point)
+    if point in PAST_NO_RETURN and mode == "link":
+        assert "point of no return" in run.stderr()
+    proc = pgleap(then, "docker", "--container", db.name, "-o", "json")
+    if then == "rollback" and mode == "link" and point in PAST_NO_RETURN:
+        assert proc.returncode != 0
+        assert "can no longer be used" in " ".join(proc.stderr.split()), proc.stderr
+        proc = pgleap("resume", "docker", "--container", db.name, "-o", "json")
+        then = "resume"
+    if then == "resume":
+        assert_new(runtime, db, image_names, before, result_json(proc))
+    else:
+        assert result_json(proc)["status"] == "rolled-back"
+        assert_old_back(runtime, db, image_names, before)
+    assert not [c.name for c in helpers(runtime, key(db))], "helpers left behind"
