@@ -84,6 +84,14 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         no_verify: Annotated[
             bool, typer.Option("--no-verify", help="Skip the before/after fingerprint.")
         ] = False,
+        downtime: Annotated[
+            str,
+            typer.Option(
+                help="verified (default): everything, fingerprints included, while the database is down; "
+                "minimal: only stop, pg_upgrade and restart are down, extension updates, reindex, analyze "
+                "and health checks run on the serving database (no fingerprints; needs --container)"
+            ),
+        ] = "verified",
         output: Output = "text",
     ) -> None:
         """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
@@ -91,7 +99,14 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         report = Report(quiet=output != "text")
         with locked(target.key):
             result = engine.upgrade(
-                target, to, mode=mode, verify_data=not no_verify, dry_run=dry_run, report=report, state=state
+                target,
+                to,
+                mode=mode,
+                verify_data=not no_verify,
+                downtime=downtime,
+                dry_run=dry_run,
+                report=report,
+                state=state,
             )
         _emit(result, output, report)
 

@@ -3,6 +3,10 @@
 inspect -> plan -> collect -> stop -> fingerprint -> upgrade (pg_upgrade) -> verify
 -> post-upgrade (extensions, collation reindex, statistics) -> health -> start -> done.
 
+With downtime="minimal" (toolkit/minimal.py) the order is collect -> prepare
+(initdb) -> stop -> pg_upgrade -> start -> post-upgrade -> health: only the
+middle three happen while the database is down.
+
 Each phase is recorded before the next starts; `resume` picks up at the first
 phase not recorded as done. Every phase checks before it acts, so running one
 twice is safe. The old cluster stays on the volume until `finalize`.
@@ -14,6 +18,7 @@ import logging
 from dataclasses import asdict
 from typing import Protocol
 
+from toolkit import minimal
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
@@ -28,6 +33,7 @@ logger = logging.getLogger(__name__)
 PHASES = (
     "planned",
     "collected",
+    "prepared",  # --downtime minimal only: staging cluster made before the stop
     "stopped",
     "fingerprinted",
     "upgraded",
@@ -136,12 +142,20 @@ def upgrade(
     *,
     mode: str = "link",
     verify_data: bool = True,
+    downtime: str = "verified",
     dry_run: bool = False,
     report: Report,
     state: RunState,
     fail_after: str | None = None,
 ) -> dict:
-    """Run (or resume) the whole upgrade; returns the JSON-able report."""
+    """Run (or resume) the whole upgrade; returns the JSON-able report.
+
+    downtime="verified" (default) does everything while the database is stopped,
+    data fingerprints included; "minimal" keeps only pg_upgrade and the restart
+    inside the window (see toolkit/minimal.py for what that gives up).
+    """
+    downtime = state.data.get("downtime", downtime)  # a resumed run keeps its choice
+    minimal.check_supported(target, downtime)
     if state.phase and state.phase != "done" and state.data.get("target_image") != target_image:
         raise Refused(
             f"an unfinished upgrade to {state.data.get('target_image')} is recorded for {target.key}",
@@ -164,7 +178,11 @@ def upgrade(
         if dry_run:
             return {**report.to_dict(), "status": "dry-run"}
         state.save(
-            target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe()
+            target_image=target_image,
+            plan=plan.to_dict(),
+            new_bindir=new_bindir,
+            source=target.describe(),
+            downtime=downtime,
         )
         _mark(state, "planned")
     report.data["plan"] = plan.to_dict()
@@ -178,6 +196,18 @@ def upgrade(
         with report.phase("collect old binaries", "old image -> scratch volume"):
             target.collect(plan)
         checkpoint("collected")
+
+    report.data["downtime_mode"] = downtime
+    if downtime == "minimal":
+        minimal.run(
+            target,
+            plan,
+            report=report,
+            state=state,
+            reached=lambda p: _reached(state, p),
+            checkpoint=checkpoint,
+        )
+        return _finish(report, state)
 
     report.down()
     if not _reached(state, "stopped"):
@@ -264,6 +294,10 @@ def upgrade(
             target.start_new(plan)
         checkpoint("started")
     report.up()
+    return _finish(report, state)
+
+
+def _finish(report: Report, state: RunState) -> dict:
     _mark(state, "done", downtime_seconds=report.downtime)
     report.data["extensions_updated"] = state.data.get("extensions_updated", [])
     report.data["extensions_left"] = state.data.get("extensions_left", [])
