@@ -53,7 +53,10 @@ def floor(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
         target.run_action(plan, "prepare")  # wrap old binaries + initdb: what one does by hand first
         old_data = f"{VOLUME}/{plan.layout.old_rel}".rstrip("/")
         staging = f"{VOLUME}/.pgleap/new-{plan.new_major}"
-        mounts = [Mount(VOLUME, vol, type="volume"), Mount(OLD_ROOT, target.scratch_name(plan), type="volume")]
+        mounts = [
+            Mount(VOLUME, vol, type="volume"),
+            Mount(OLD_ROOT, target.scratch_name(plan), type="volume"),
+        ]
         user = f"{plan.uid}:{plan.gid}"
         _run(h, new, f"cp {old_data}/pg_hba.conf {staging}/", mounts, user=user)  # so clients can log in
         prepare = time.monotonic() - t
@@ -96,7 +99,9 @@ def pgleap(h: Harness, golden: str, old: str, new: str, mount: str, *, mode: str
         target = DockerTarget(h.rt, container=primary)
         state = RunState(target.key)
         t0 = time.monotonic()
-        result = engine.upgrade(target, new, mode=mode, downtime=downtime, report=Report(quiet=True), state=state)
+        result = engine.upgrade(
+            target, new, mode=mode, downtime=downtime, report=Report(quiet=True), state=state
+        )
         whole = time.monotonic() - t0
         health = result.get("health") or []
         return {
@@ -111,7 +116,9 @@ def pgleap(h: Harness, golden: str, old: str, new: str, mount: str, *, mode: str
             "reindexed": len(result.get("reindexed", [])),
             "health_ok": bool(health) and all(r["ok"] for r in health),
             "fingerprint_identical": (
-                result["fingerprint"]["before"] == result["fingerprint"]["after"] if "fingerprint" in result else None
+                result["fingerprint"]["before"] == result["fingerprint"]["after"]
+                if "fingerprint" in result
+                else None
             ),
         }
     finally:
@@ -124,7 +131,9 @@ def naive(h: Harness, golden: str, old: str, new: str, mount: str, new_mount: st
     fresh = h.volume("fresh")
     try:
         primary = h.start_server(old, vol, mount)
-        target_server = h.start_server(new, fresh, new_mount, env={"POSTGRES_DB": "postgres"}, tmpfs_initdb=True)
+        target_server = h.start_server(
+            new, fresh, new_mount, env={"POSTGRES_DB": "postgres"}, tmpfs_initdb=True
+        )
         src, dst = h.server(primary).host, h.server(target_server).host
         cmd = (
             f"set -o pipefail; pg_dumpall -h {src} -U {SUPERUSER} | "
@@ -132,6 +141,10 @@ def naive(h: Harness, golden: str, old: str, new: str, mount: str, new_mount: st
             "grep -c ERROR /tmp/err || true; grep ERROR /tmp/err | head -5 >&2; exit $rc"
         )
         out, err, seconds = _run(h, new, cmd, [], user="999:999", env={"PGPASSWORD": h.password})
-        return {"downtime": seconds, "restore_errors": int(out.strip() or 0), "errors_sample": err.strip()[:500]}
+        return {
+            "downtime": seconds,
+            "restore_errors": int(out.strip() or 0),
+            "errors_sample": err.strip()[:500],
+        }
     finally:
         h.drop(vol, fresh)
