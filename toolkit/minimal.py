@@ -2,11 +2,12 @@
 
 Before the stop (the old server still serves):
     collect old binaries, prepare (wrap them, initdb the staging cluster in
-    $VOLUME/.pgleap/new-<major>, read the new major's setting names).
+    $VOLUME/.pgleap/new-<major>, read the new major's setting names), create
+    (not start) the container on the new image under a temporary name.
 Inside the downtime window:
     stop -> pg_upgrade (its own consistency checks run first and, in link
     mode, abort before the old cluster is touched) -> carry config, place ->
-    start the container on the new image -> accepting connections.
+    rename the containers, start the new one -> accepting connections.
 After the window, against the serving database:
     extension updates, REINDEX CONCURRENTLY of collation-dependent indexes,
     vacuumdb --analyze-in-stages, health checks (amcheck, PostGIS, indexes).
@@ -63,6 +64,7 @@ def run(
     if not reached("prepared"):
         with report.phase("prepare new cluster", "wrap old binaries, initdb (server still up)") as ph:
             results = dict(parse_results(target.run_action(plan, "prepare")))
+            target.precreate_new(plan)  # the new-image container exists, stopped, before the stop
             ph.detail = f"initdb {results.get('initdb_seconds', 'already done')} s"
         checkpoint("prepared", prepare_results=results)
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shutil
+import tempfile
 import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker.errors
 from docker.types import Mount
@@ -61,13 +65,15 @@ class Harness:
 
     def start_server(
         self, image: str, volume: str, mount: str, *, args: list[str] | None = None, env: dict | None = None,
-        tmpfs_initdb: bool = False,
+        bare: bool = False,
     ) -> str:  # fmt: skip
         """A database container the way a user runs one (POSTGRES_* env, the volume at the image's PGDATA)."""
         name = self.name("db")
         mounts = [Mount(mount, volume, type="volume")]
-        if tmpfs_initdb:  # a bare server: no template_postgis, no extensions from the image's init scripts
-            mounts.append(Mount("/docker-entrypoint-initdb.d", None, type="tmpfs"))
+        if bare:  # no template_postgis, no extensions from the image's init scripts: an empty .sql instead
+            mounts.append(
+                Mount("/docker-entrypoint-initdb.d", self._empty_initdb(), type="bind", read_only=True)
+            )
         self.rt.docker.containers.run(
             image, args or None, name=name, detach=True, labels=self.labels, mounts=mounts,
             environment={"POSTGRES_USER": SUPERUSER, "POSTGRES_PASSWORD": self.password,
@@ -75,6 +81,14 @@ class Harness:
         )  # fmt: skip
         self.rt.wait_accepting(name, SUPERUSER, self.password, timeout=300)
         return name
+
+    def _empty_initdb(self) -> str:
+        path = os.path.join(tempfile.gettempdir(), f"pgleap-bench-{self.run_id}-initdb")
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o755)
+        Path(path, "00-none.sql").write_text("")  # the entrypoint stops on an empty directory
+        os.chmod(os.path.join(path, "00-none.sql"), 0o644)
+        return path
 
     def server(self, name: str) -> Server:
         server = self.rt.live_server(self.rt.source_container(name))
@@ -114,6 +128,9 @@ class Harness:
             with suppress(docker.errors.NotFound):
                 v.remove(force=True)
         self.volumes.clear()
+        shutil.rmtree(
+            os.path.join(tempfile.gettempdir(), f"pgleap-bench-{self.run_id}-initdb"), ignore_errors=True
+        )
 
     def _remove_volume(self, name: str) -> None:
         for _ in range(10):  # a just-removed container may hold it for a moment

@@ -131,14 +131,12 @@ def naive(h: Harness, golden: str, old: str, new: str, mount: str, new_mount: st
     fresh = h.volume("fresh")
     try:
         primary = h.start_server(old, vol, mount)
-        target_server = h.start_server(
-            new, fresh, new_mount, env={"POSTGRES_DB": "postgres"}, tmpfs_initdb=True
-        )
+        target_server = h.start_server(new, fresh, new_mount, env={"POSTGRES_DB": "postgres"}, bare=True)
         src, dst = h.server(primary).host, h.server(target_server).host
         cmd = (
             f"set -o pipefail; pg_dumpall -h {src} -U {SUPERUSER} | "
             f"psql -X -q -h {dst} -U {SUPERUSER} -d postgres -o /dev/null 2>/tmp/err; rc=$?; "
-            "grep -c ERROR /tmp/err || true; grep ERROR /tmp/err | head -5 >&2; exit $rc"
+            "grep -c ERROR /tmp/err || true; grep -v 'already exists' /tmp/err | tail -5 >&2; exit $rc"
         )
         out, err, seconds = _run(h, new, cmd, [], user="999:999", env={"PGPASSWORD": h.password})
         return {

@@ -60,13 +60,14 @@ cluster_entries() {
 	done
 }
 
-# Move a cluster's entries (renames, so instant on one filesystem) into `dest`.
+# Move a cluster's entries (renames, so instant on one filesystem) into `dest`,
+# with one mv for all of them (it runs inside the downtime).
 move_entries() {
-	local src="$1" dest="$2" other_rel="$3" own_rel="$4" entry
+	local src="$1" dest="$2" other_rel="$3" own_rel="$4" entries=()
 	mkdir -p "$dest"
-	while IFS= read -r entry; do
-		mv "$entry" "$dest/"
-	done < <(cluster_entries "$src" "$other_rel" "$own_rel")
+	mapfile -t entries < <(cluster_entries "$src" "$other_rel" "$own_rel")
+	[ "${#entries[@]}" -gt 0 ] || return 0
+	mv -- "${entries[@]}" "$dest/"
 }
 
 seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}'; }

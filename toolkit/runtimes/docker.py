@@ -613,17 +613,34 @@ class DockerTarget:
         if self.container_name and self.rt.exists(self.container_name):
             self.rt.start(self.container_name)
 
+    @property
+    def new_name(self) -> str:
+        return f"{self.container_name}-pgleap-new"
+
+    def precreate_new(self, plan: UpgradePlan) -> None:
+        """Create (never start) the new-image container before the downtime; start_new renames it in.
+
+        Creating binds no port and starts nothing, so the old container keeps serving.
+        """
+        if self.container_name and self.source is not None and not self.rt.exists(self.new_name):
+            self.rt.recreate(self.source, plan, self.new_name)
+
     def start_new(self, plan: UpgradePlan) -> None:
         if not self.container_name or self.source is None:
             return  # a bare volume: the user starts the new image themselves
         if not self.rt.exists(self.old_name):
             self.rt.rename(self.container_name, self.old_name)
         if not self.rt.exists(self.container_name):
-            self.rt.recreate(self.source, plan, self.container_name)
+            if self.rt.exists(self.new_name):
+                self.rt.rename(self.new_name, self.container_name)
+            else:
+                self.rt.recreate(self.source, plan, self.container_name)
         self.rt.start(self.container_name)
         self.rt.wait_accepting(self.container_name, plan.superuser, self.source.password)
 
     def restore_source(self, plan: UpgradePlan) -> None:
+        if self.container_name:
+            self.rt.remove(self.new_name)  # pre-created by --downtime minimal, never started
         if self.container_name and self.rt.exists(self.old_name):
             self.rt.remove(self.container_name)
             self.rt.rename(self.old_name, self.container_name)
@@ -645,6 +662,7 @@ class DockerTarget:
     def cleanup(self, plan: UpgradePlan) -> None:
         if self.container_name:
             self.rt.remove(self.old_name)
+            self.rt.remove(self.new_name)
         self.rt.remove_volume(self.scratch_name(plan))
 
 
