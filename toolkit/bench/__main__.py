@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -131,8 +132,14 @@ def median_run(runs: list[dict]) -> dict:
     }
 
 
+def _interrupted(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # leave through `finally`: containers and volumes removed
+        signal.signal(sig, _interrupted)
     logging.basicConfig(level=logging.WARNING)
     wanted = [m for m in args.methods.split(",") if m]
     unknown = set(wanted) - set(METHODS)

@@ -134,7 +134,9 @@ def naive(h: Harness, golden: str, old: str, new: str, mount: str, new_mount: st
         target_server = h.start_server(new, fresh, new_mount, env={"POSTGRES_DB": "postgres"}, bare=True)
         src, dst = h.server(primary).host, h.server(target_server).host
         cmd = (
-            f"set -o pipefail; pg_dumpall -h {src} -U {SUPERUSER} | "
+            # --no-role-passwords: a 13 cluster stores md5 hashes, a fresh 17 one authenticates with
+            # scram-sha-256; the fresh server already has the superuser's password.
+            f"set -o pipefail; pg_dumpall --no-role-passwords -h {src} -U {SUPERUSER} | "
             f"psql -X -q -h {dst} -U {SUPERUSER} -d postgres -o /dev/null 2>/tmp/err; rc=$?; "
             "grep -c ERROR /tmp/err || true; grep -v 'already exists' /tmp/err | tail -5 >&2; exit $rc"
         )
