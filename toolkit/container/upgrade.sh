@@ -164,10 +164,15 @@ mode_flag() {
 }
 
 run_pg_upgrade() {
-	local extra=("$@") data
+	local extra=("$@") data locks="${PGLEAP_MAX_LOCKS:-0}"
 	data="$(current_old_data)"
 	mkdir -p "$work"
 	cd "$work"
+	# pg_dump locks every table of a database at once: with many tables the
+	# default lock table is too small ("out of shared memory"), so the plan sizes it.
+	if [ "$locks" -gt 0 ]; then
+		extra+=(-o "-c max_locks_per_transaction=$locks" -O "-c max_locks_per_transaction=$locks")
+	fi
 	# pg_upgrade reports on stdout; stdout is for PGLEAP result lines, so it goes to the log.
 	"$PG_BINDIR/pg_upgrade" -b "$OLD_BINDIR" -B "$PG_BINDIR" -d "$data" -D "$staging" \
 		-U "$PGLEAP_SUPERUSER" -j "${PGLEAP_JOBS:-2}" "${extra[@]}" >&2
