@@ -16,9 +16,11 @@ from docker.types import Mount
 
 from toolkit import engine
 from toolkit.bench.harness import SUPERUSER, Harness
+from toolkit.plan import pg_upgrade_locks
 from toolkit.report import Report
 from toolkit.runtimes.docker import OLD_ROOT, VOLUME, DockerTarget
 from toolkit.state import RunState
+from toolkit.steps.inspect import cluster_facts
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +63,12 @@ def floor(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
         _run(h, new, f"cp {old_data}/pg_hba.conf {staging}/", mounts, user=user)  # so clients can log in
         prepare = time.monotonic() - t
         bindir = new_facts.bindir
+        # By hand one learns (after a failed run) to size the lock table for many tables: same as pgleap.
+        locks = f" -o '-c max_locks_per_transaction={plan.max_locks}' -O '-c max_locks_per_transaction={plan.max_locks}'"
         cmd = (
             f". {OLD_ROOT}/collected.env && cd {VOLUME}/.pgleap/work && t0=$(date +%s.%N) && "
             f'{bindir}/pg_upgrade -b "$OLD_BINDIR" -B {bindir} -d {old_data} -D {staging} '
-            f"-U {SUPERUSER} -j 2 --link >&2 && "
+            f"-U {SUPERUSER} -j 2 --link{locks if plan.max_locks else ''} >&2 && "
             "awk -v a=$t0 -v b=$(date +%s.%N) 'BEGIN {printf \"%.3f\", b - a}'"
         )
         t0 = time.monotonic()
@@ -131,6 +135,11 @@ def naive(h: Harness, golden: str, old: str, new: str, mount: str, new_mount: st
     fresh = h.volume("fresh")
     try:
         primary = h.start_server(old, vol, mount)
+        locks = pg_upgrade_locks(cluster_facts(h.server(primary)))
+        if locks:  # pg_dump locks every table at once: the primary needs a bigger lock table (a restart)
+            h.rt.stop_container(primary)
+            h.rt.remove(primary)
+            primary = h.start_server(old, vol, mount, args=["-c", f"max_locks_per_transaction={locks}"])
         target_server = h.start_server(new, fresh, new_mount, env={"POSTGRES_DB": "postgres"}, bare=True)
         src, dst = h.server(primary).host, h.server(target_server).host
         cmd = (
