@@ -184,3 +184,17 @@ def test_update_path_search():
     assert img.has_update_path("t", "3.5.4")
     assert not img.has_update_path("t", "3.1.1")
     assert img.has_update_path("t", "2025.2")
+
+
+def test_many_tables_get_a_lock_table_big_enough_for_pg_dump():
+    from dataclasses import replace
+
+    from toolkit.plan import pg_upgrade_locks
+
+    small = cluster()
+    assert pg_upgrade_locks(small) == 0 and plan(c=small).container_env("upgrade")["PGLEAP_MAX_LOCKS"] == "0"
+    gis = replace(small.database("gis"), relations=20_000)
+    big = replace(small, databases=(small.template1, gis))
+    assert pg_upgrade_locks(big) == 240  # 20,000 x 1.2 / 100 connections
+    assert plan(c=big).container_env("upgrade")["PGLEAP_MAX_LOCKS"] == "240"
+    assert pg_upgrade_locks(replace(big, max_connections=400)) == 0  # 60 x 400 slots suffice

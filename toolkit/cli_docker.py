@@ -135,6 +135,14 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             ),
         ] = None,
         no_replicas: Annotated[bool, typer.Option("--no-replicas", help="Leave standbys alone.")] = False,
+        downtime: Annotated[
+            str,
+            typer.Option(
+                help="verified (default): everything, fingerprints included, while the database is down; "
+                "minimal: only stop, pg_upgrade and restart are down, extension updates, reindex, analyze "
+                "and health checks run on the serving database (no fingerprints; needs --container)"
+            ),
+        ] = "verified",
         output: Output = "text",
     ) -> None:
         """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
@@ -143,8 +151,8 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         replicas = [] if no_replicas else (replica or None)
         with locked(target.key):
             result = engine.upgrade(
-                target, to, mode=mode, verify_data=not no_verify, dry_run=dry_run, report=report, state=state,
-                replicas=replicas,
+                target, to, mode=mode, verify_data=not no_verify, downtime=downtime, dry_run=dry_run,
+                report=report, state=state, replicas=replicas,
             )  # fmt: skip
         _emit(result, output, report)
 

@@ -3,6 +3,10 @@
 inspect -> plan -> collect -> stop -> fingerprint -> upgrade (pg_upgrade) -> verify
 -> post-upgrade (extensions, collation reindex, statistics) -> health -> start -> done.
 
+With downtime="minimal" (toolkit/minimal.py) the order is collect -> prepare
+(initdb) -> stop -> pg_upgrade -> start -> post-upgrade -> health: only the
+middle three happen while the database is down.
+
 Each phase is recorded before the next starts; `resume` picks up at the first
 phase not recorded as done. Every phase checks before it acts, so running one
 twice is safe. The old cluster stays on the volume until `finalize`.
@@ -14,7 +18,7 @@ import logging
 from dataclasses import asdict
 from typing import Protocol
 
-from toolkit import faults
+from toolkit import faults, minimal
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
@@ -29,6 +33,7 @@ logger = logging.getLogger(__name__)
 PHASES = (
     "planned",
     "collected",
+    "prepared",  # --downtime minimal only: staging cluster made before the stop
     "stopped",
     "fingerprinted",
     "upgraded",
@@ -172,6 +177,7 @@ def upgrade(
     *,
     mode: str = "link",
     verify_data: bool = True,
+    downtime: str = "verified",
     dry_run: bool = False,
     report: Report,
     state: RunState,
@@ -181,7 +187,12 @@ def upgrade(
     """Run (or resume) the whole upgrade; returns the JSON-able report.
 
     `replicas`: standbys to re-seed after the primary (None: those found streaming from it).
+    downtime="verified" (default) does everything while the database is stopped,
+    data fingerprints included; "minimal" keeps only pg_upgrade and the restart
+    inside the window (see toolkit/minimal.py for what that gives up).
     """
+    downtime = state.data.get("downtime", downtime)  # a resumed run keeps its choice
+    minimal.check_supported(target, downtime)
     if state.phase and state.phase != "done" and state.data.get("target_image") != target_image:
         raise Refused(
             f"an unfinished upgrade to {state.data.get('target_image')} is recorded for {target.key}",
@@ -215,7 +226,7 @@ def upgrade(
             return {**report.to_dict(), "status": "dry-run"}
         state.save(
             target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe(),
-            replicas=replicas, verify_data=verify_data,
+            replicas=replicas, verify_data=verify_data, downtime=downtime,
         )  # fmt: skip
         _mark(state, "planned")
     report.data["plan"] = plan.to_dict()
@@ -230,6 +241,18 @@ def upgrade(
         with report.phase("collect old binaries", "old image -> scratch volume"):
             target.collect(plan)
         checkpoint("collected")
+
+    report.data["downtime_mode"] = downtime
+    if downtime == "minimal":
+        minimal.run(
+            target,
+            plan,
+            report=report,
+            state=state,
+            reached=lambda p: _reached(state, p),
+            checkpoint=checkpoint,
+        )
+        return _finish(target, plan, report, state, checkpoint)
 
     report.down()
     if not _reached(state, "stopped"):
@@ -320,6 +343,11 @@ def upgrade(
             target.start_new(plan)
         checkpoint("started")
     report.up()
+    return _finish(target, plan, report, state, checkpoint)
+
+
+def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, checkpoint) -> dict:
+    """After the primary serves again: re-seed the standbys, then record the run as done."""
     for name in state.data.get("replicas", []):
         if _reached(state, f"replica:{name}"):
             continue

@@ -151,6 +151,7 @@ class DatabaseFacts:
     allow_connections: bool
     is_template: bool
     extensions: dict[str, str] = field(default_factory=dict)
+    relations: int = 0  # tables, views, sequences…: what pg_dump locks in one transaction
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class ClusterFacts:
     superuser: str  # the role with OID 10: initdb of the new cluster must use it
     server_version: str
     databases: tuple[DatabaseFacts, ...]
+    max_connections: int = 100
 
     def database(self, name: str) -> DatabaseFacts:
         return next(db for db in self.databases if db.name == name)

@@ -116,6 +116,7 @@ class UpgradePlan:
     icu: tuple[str, str]
     databases: tuple[str, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    max_locks: int = 0  # max_locks_per_transaction for pg_upgrade's servers; 0 = their own setting
 
     @property
     def collation_libraries_changed(self) -> bool:
@@ -151,6 +152,7 @@ class UpgradePlan:
             "PGLEAP_MODE": self.mode,
             "PGLEAP_SUPERUSER": self.superuser,
             "PGLEAP_INITDB_ARGS": " ".join(self.initdb_args),
+            "PGLEAP_MAX_LOCKS": str(self.max_locks),
         }
 
     def to_dict(self) -> dict:
@@ -297,6 +299,20 @@ def extension_actions(cluster: ClusterFacts, new: ImageFacts, warnings: list[str
     return actions
 
 
+def pg_upgrade_locks(cluster: ClusterFacts) -> int:
+    """max_locks_per_transaction pg_upgrade's servers need, or 0 when the default (64) is enough.
+
+    pg_dump --binary-upgrade locks every relation of a database in one
+    transaction; the shared lock table holds max_locks_per_transaction x
+    max_connections (and a little more) locks, so ~6,400 relations with the
+    defaults. Beyond that pg_upgrade fails in "Creating dump of database
+    schemas" with "out of shared memory": give both servers room (a fifth spare).
+    """
+    most = max((db.relations for db in cluster.databases), default=0)
+    need = -(-most * 6 // (5 * max(cluster.max_connections, 1)))
+    return need if need > 64 else 0
+
+
 def initdb_args(cluster: ClusterFacts, data: DataFacts, new_major: int) -> tuple[str, ...]:
     """Match what pg_upgrade requires and what the old cluster had: encoding, locale, checksums, WAL size."""
     t1 = cluster.template1
@@ -351,4 +367,5 @@ def make_plan(
         icu=(old.icu, new.icu),
         databases=tuple(db.name for db in cluster.databases if db.allow_connections),
         warnings=tuple(warnings),
+        max_locks=pg_upgrade_locks(cluster),
     )

@@ -3,6 +3,9 @@
 # PGLEAP_VOLUME and the old image's server (from collect.sh) at PGLEAP_OLD_ROOT.
 #
 # PGLEAP_ACTION:
+#   prepare   wrap the old binaries and initdb the new cluster in a staging
+#             directory; safe while the old server still runs (it only writes
+#             under $VOLUME/.pgleap), so it can happen before the downtime
 #   check     initdb the new cluster in a staging directory, pg_upgrade --check
 #   upgrade   (check if not done), pg_upgrade, carry the configuration over,
 #             then put the new cluster where the new image expects it
@@ -17,7 +20,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-action="${PGLEAP_ACTION:?PGLEAP_ACTION must be check, upgrade, rollback or finalize}"
+action="${PGLEAP_ACTION:?PGLEAP_ACTION must be prepare, check, upgrade, rollback or finalize}"
 volume="${PGLEAP_VOLUME:?}"
 old_rel="${PGLEAP_OLD_REL-}"
 new_rel="${PGLEAP_NEW_REL-}"
@@ -70,6 +73,8 @@ move_entries() {
 		if [ "$moved" = 1 ]; then fault "move:${dest##*/}"; fi  # test-only: killed half-way through
 	done < <(cluster_entries "$src" "$other_rel" "$own_rel")
 }
+
+seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}'; }
 
 controldata_field() { "$1/pg_controldata" "$2" | sed -nE "s/^$3:[[:space:]]*//p"; }
 
@@ -210,11 +215,14 @@ init_staging() {
 	chmod 0700 "$staging"
 	log "initdb $staging as ${PGLEAP_SUPERUSER:?} ${PGLEAP_INITDB_ARGS:-}"
 	fault_watch initdb initdb_running
+	local t0
+	t0="$(date +%s.%N)"
 	# shellcheck disable=SC2086
 	"$PG_BINDIR/initdb" -D "$staging" --username="$PGLEAP_SUPERUSER" ${PGLEAP_INITDB_ARGS:-} >"$state/initdb.log" 2>&1 ||
 		{ cat "$state/initdb.log" >&2; die "initdb failed"; }
 	printf 'PGLEAP_SUPERUSER=%q\nPGLEAP_INITDB_ARGS=%q\n' "$PGLEAP_SUPERUSER" "${PGLEAP_INITDB_ARGS:-}" > "$state/initdb.env"
 	touch "$state/initdb-done"
+	result initdb_seconds "$(seconds_since "$t0")"
 }
 
 # The transfer flag: copy is pg_upgrade's default and only has a flag from 16 on.
@@ -229,10 +237,15 @@ mode_flag() {
 }
 
 run_pg_upgrade() {
-	local extra=("$@") data
+	local extra=("$@") data locks="${PGLEAP_MAX_LOCKS:-0}"
 	data="$(current_old_data)"
 	mkdir -p "$work"
 	cd "$work"
+	# pg_dump locks every table of a database at once: with many tables the
+	# default lock table is too small ("out of shared memory"), so the plan sizes it.
+	if [ "$locks" -gt 0 ]; then
+		extra+=(-o "-c max_locks_per_transaction=$locks" -O "-c max_locks_per_transaction=$locks")
+	fi
 	# pg_upgrade reports on stdout; stdout is for PGLEAP result lines, so it goes to the log.
 	"$PG_BINDIR/pg_upgrade" -b "$OLD_BINDIR" -B "$PG_BINDIR" -d "$data" -D "$staging" \
 		-U "$PGLEAP_SUPERUSER" -j "${PGLEAP_JOBS:-2}" "${extra[@]}" >&2
@@ -246,7 +259,9 @@ carry_config() {
 		[ -f "$data/$f" ] && cp -p "$data/$f" "$staging/$f"
 	done
 	names="$state/settings-$new_major.txt"
-	"$PG_BINDIR/postgres" --describe-config | cut -f1 | tr '[:upper:]' '[:lower:]' > "$names"
+	if [ ! -s "$names" ]; then
+		"$PG_BINDIR/postgres" --describe-config | cut -f1 | tr '[:upper:]' '[:lower:]' > "$names"
+	fi
 	for f in postgresql.conf postgresql.auto.conf; do
 		[ -f "$staging/$f" ] || continue
 		tmp="$staging/$f.pgleap"
@@ -355,8 +370,11 @@ do_upgrade() {
 		if [ "$action" = check ] || [ "${PGLEAP_CHECK:-1}" = 1 ]; then
 			PGLEAP_STEP=check
 			log "pg_upgrade --check"
+			local tc
+			tc="$(date +%s.%N)"
 			# shellcheck disable=SC2046  # an empty flag must vanish
 			run_pg_upgrade --check $(mode_flag) || die "pg_upgrade --check failed (nothing was changed); see its report in the log below"
+			result check_seconds "$(seconds_since "$tc")"
 			[ "$action" = check ] && { result checked ok; return; }
 		fi
 		PGLEAP_STEP=pg_upgrade
@@ -379,10 +397,11 @@ do_upgrade() {
 			[ "$mode" = swap ] && die "pg_upgrade --swap failed; the old cluster may be damaged: restore from your snapshot/backup (failed new cluster kept in $failed)"
 			die "pg_upgrade failed; the old cluster is unchanged and usable (failed new cluster kept in $failed; logs above)"
 		fi
-		t1="$(date +%s.%N)"
-		result pg_upgrade_seconds "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')"
+		result pg_upgrade_seconds "$(seconds_since "$t0")"
 		PGLEAP_STEP=config
+		t1="$(date +%s.%N)"
 		carry_config
+		result config_seconds "$(seconds_since "$t1")"
 		printf 'mode=%s checkpoint=%s\n' "$mode" \
 			"$(controldata_field "$PG_BINDIR" "$staging" 'Latest checkpoint location')" > "$state/upgraded"
 		fault upgraded  # test-only: pg_upgrade done, new cluster not placed, never started
@@ -478,7 +497,32 @@ do_place() {
 	print_results
 }
 
+# Before the downtime: only what does not need the old cluster stopped.
+do_prepare() {
+	PGLEAP_STEP=prepare
+	if [ -f "$state/placed" ] || [ -f "$state/upgraded" ]; then
+		log "already upgraded, nothing to prepare"
+		result prepared already
+		return
+	fi
+	mkdir -p "$state" "$work"
+	server_paths
+	[ "$PG_MAJOR_VERSION" = "$new_major" ] || die "this image runs PostgreSQL $PG_MAJOR_VERSION, the plan says $new_major"
+	load_old_binaries
+	if [ -f "$state/pg_upgrade-started" ]; then
+		# The upgrade step decides what an interrupted run means (swap: refuse).
+		log "an earlier pg_upgrade was interrupted; left for the upgrade step to handle"
+		result prepared interrupted
+		return
+	fi
+	init_staging
+	# The new major's setting names, read once here instead of inside the downtime.
+	"$PG_BINDIR/postgres" --describe-config | cut -f1 | tr '[:upper:]' '[:lower:]' > "$state/settings-$new_major.txt"
+	result prepared "$staging"
+}
+
 case "$action" in
+	prepare) do_prepare ;;
 	check|upgrade) do_upgrade ;;
 	place) do_place ;;
 	rollback) do_rollback ;;

@@ -241,9 +241,18 @@ class DockerRuntime:
         )
 
     def upgrade_action(
-        self, plan: UpgradePlan, volume: VolumeRef, scratch: str, action: str, volume_key: str | None = None
+        self,
+        plan: UpgradePlan,
+        volume: VolumeRef,
+        scratch: str,
+        action: str,
+        volume_key: str | None = None,
+        *,
+        check: bool = True,
     ) -> str:
         env = plan.container_env(action, volume=VOLUME, old_root=OLD_ROOT)
+        if not check:
+            env["PGLEAP_CHECK"] = "0"  # pg_upgrade checks again by itself before it changes anything
         return self.run_script(
             plan.target_image,
             "upgrade.sh",
@@ -340,9 +349,9 @@ class DockerRuntime:
             raise PgleapError(f"{cmd[0]} failed (exit {status}): {logs.strip()[-1500:]}")
         return logs
 
-    def exec_in(self, container_name: str, cmd: list[str], user: str) -> str:
+    def exec_in(self, container_name: str, cmd: list[str], user: str, env: dict | None = None) -> str:
         container = self.docker.containers.get(container_name)
-        result = container.exec_run(cmd, user=user)
+        result = container.exec_run(cmd, user=user, environment=env)
         if result.exit_code != 0:
             raise PgleapError(f"{cmd[0]} failed: {result.output.decode(errors='replace')[-2000:]}")
         return result.output.decode(errors="replace")
@@ -725,14 +734,35 @@ class DockerTarget:
         self.rt.ensure_scratch(self.scratch_name(plan))
         self.rt.collect(plan.source_image, self.scratch_name(plan), f"{plan.uid}:{plan.gid}", self.key)
 
-    def run_action(self, plan: UpgradePlan, action: str) -> str:
-        return self.rt.upgrade_action(plan, self.volume, self.scratch_name(plan), action, self.key)
+    def run_action(self, plan: UpgradePlan, action: str, *, check: bool = True) -> str:
+        return self.rt.upgrade_action(
+            plan, self.volume, self.scratch_name(plan), action, self.key, check=check
+        )
 
     def cleanup_scratch(self) -> None:
         self.rt.remove_volume(f"pgleap-old-binaries-{self.volume.key}")
 
     def reap_leftovers(self) -> list[str]:
         return self.rt.reap(self.key)
+
+    def serving_server(self, plan: UpgradePlan) -> Server | None:
+        """The recreated container on the new image, over TCP (None for a bare volume)."""
+        if not self.container_name or self.source is None:
+            return None
+        server = self.rt.live_server(self.rt.source_container(self.container_name))
+        if server is not None:
+            server.password = self.source.password
+            server.label = "upgraded server"
+        return server
+
+    def analyze_serving(self, plan: UpgradePlan) -> str:
+        """vacuumdb inside the serving container (password through the exec environment, not argv)."""
+        base = ["vacuumdb", "--all", "--quiet", "-h", "127.0.0.1", "-U", plan.superuser]
+        runs = _analyze_runs(plan.new_major)
+        env = {"PGPASSWORD": self.source.password} if self.source and self.source.password else None
+        for extra in runs:
+            self.rt.exec_in(self.container_name, [*base, *extra], user=f"{plan.uid}:{plan.gid}", env=env)
+        return " then ".join(" ".join(r) for r in runs)
 
     def stop_source(self) -> None:
         if self.container_name and self.rt.exists(self.container_name):
@@ -742,17 +772,34 @@ class DockerTarget:
         if self.container_name and self.rt.exists(self.container_name):
             self.rt.start(self.container_name)
 
+    @property
+    def new_name(self) -> str:
+        return f"{self.container_name}-pgleap-new"
+
+    def precreate_new(self, plan: UpgradePlan) -> None:
+        """Create (never start) the new-image container before the downtime; start_new renames it in.
+
+        Creating binds no port and starts nothing, so the old container keeps serving.
+        """
+        if self.container_name and self.source is not None and not self.rt.exists(self.new_name):
+            self.rt.recreate(self.source, plan, self.new_name)
+
     def start_new(self, plan: UpgradePlan) -> None:
         if not self.container_name or self.source is None:
             return  # a bare volume: the user starts the new image themselves
         if not self.rt.exists(self.old_name):
             self.rt.rename(self.container_name, self.old_name)
         if not self.rt.exists(self.container_name):
-            self.rt.recreate(self.source, plan, self.container_name)
+            if self.rt.exists(self.new_name):
+                self.rt.rename(self.new_name, self.container_name)
+            else:
+                self.rt.recreate(self.source, plan, self.container_name)
         self.rt.start(self.container_name)
         self.rt.wait_accepting(self.container_name, plan.superuser, self.source.password)
 
     def restore_source(self, plan: UpgradePlan) -> None:
+        if self.container_name:
+            self.rt.remove(self.new_name)  # pre-created by --downtime minimal, never started
         if self.container_name and self.rt.exists(self.old_name):
             self.rt.remove(self.container_name)
             self.rt.rename(self.old_name, self.container_name)
@@ -766,10 +813,7 @@ class DockerTarget:
     def analyze(self, server: Server, plan: UpgradePlan) -> str:
         """vacuumdb from the new image against the temporary server's socket (18+: missing stats first)."""
         base = ["vacuumdb", "--all", "--quiet", "-h", SOCK, "-U", plan.superuser]
-        if plan.new_major >= 18:
-            runs = [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
-        else:
-            runs = [["--analyze-in-stages"]]
+        runs = _analyze_runs(plan.new_major)
         for extra in runs:
             self.rt.run_client(
                 plan.target_image,
@@ -825,7 +869,15 @@ class DockerTarget:
     def cleanup(self, plan: UpgradePlan) -> None:
         if self.container_name:
             self.rt.remove(self.old_name)
+            self.rt.remove(self.new_name)
         self.rt.remove_volume(self.scratch_name(plan))
+
+
+def _analyze_runs(new_major: int) -> list[list[str]]:
+    """PG18 carries most statistics over: fill the missing ones in stages first, then the rest."""
+    if new_major >= 18:
+        return [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
+    return [["--analyze-in-stages"]]
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:

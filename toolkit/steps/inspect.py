@@ -28,8 +28,12 @@ def cluster_facts(server: Server) -> ClusterFacts:
     databases = []
     for name, encoding, collate, ctype, provider, icu_locale, allow, is_template in rows:
         extensions = {}
+        relations = 0
         if allow:
             extensions = dict(server.query(name, "SELECT extname, extversion FROM pg_extension ORDER BY 1"))
+            ((relations,),) = server.query(
+                name, "SELECT count(*) FROM pg_class WHERE relkind IN ('r', 'p', 'm', 'v', 'f', 'S')"
+            )
         databases.append(
             DatabaseFacts(
                 name=name,
@@ -41,6 +45,13 @@ def cluster_facts(server: Server) -> ClusterFacts:
                 allow_connections=allow,
                 is_template=is_template,
                 extensions=extensions,
+                relations=relations,
             )
         )
-    return ClusterFacts(superuser=superuser, server_version=version, databases=tuple(databases))
+    ((max_connections,),) = server.query("postgres", "SELECT current_setting('max_connections')::int")
+    return ClusterFacts(
+        superuser=superuser,
+        server_version=version,
+        databases=tuple(databases),
+        max_connections=max_connections,
+    )

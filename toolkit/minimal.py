@@ -1,0 +1,120 @@
+"""`--downtime minimal`: only what needs the database stopped happens while it is stopped.
+
+Before the stop (the old server still serves):
+    collect old binaries, prepare (wrap them, initdb the staging cluster in
+    $VOLUME/.pgleap/new-<major>, read the new major's setting names), create
+    (not start) the container on the new image under a temporary name.
+Inside the downtime window:
+    stop -> pg_upgrade (its own consistency checks run first and, in link
+    mode, abort before the old cluster is touched) -> carry config, place ->
+    rename the containers, start the new one -> accepting connections.
+After the window, against the serving database:
+    extension updates, REINDEX CONCURRENTLY of collation-dependent indexes,
+    vacuumdb --analyze-in-stages, health checks (amcheck, PostGIS, indexes).
+
+What is given up, compared with the default (`verified`):
+  - no before/after data fingerprint (it needs the stopped old cluster read in
+    full inside the window); rehearse with the default on a copy for that proof;
+  - no separate `pg_upgrade --check` run;
+  - until the post-upgrade work ends, PostGIS functions are the old version's
+    (`postgis_full_version()` says "need upgrade"), planner statistics are
+    being rebuilt, and when glibc/ICU changed, text indexes under a changed
+    collation may return wrong results until their REINDEX CONCURRENTLY ends;
+  - a health check that fails afterwards is reported with the database
+    already serving (rollback in link mode is then impossible).
+Needs a container to start (a bare volume has nothing to serve from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from toolkit.errors import Refused, VerificationFailed
+from toolkit.facts import parse_results
+from toolkit.plan import UpgradePlan
+from toolkit.report import Report
+from toolkit.state import RunState
+from toolkit.steps import postupgrade, verify
+
+DOWNTIME_MODES = ("verified", "minimal")
+
+
+def check_supported(target, downtime: str) -> None:
+    if downtime not in DOWNTIME_MODES:
+        raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
+    if downtime == "minimal" and (
+        not hasattr(target, "serving_server") or getattr(target, "container_name", None) is None
+    ):
+        raise Refused(
+            "--downtime minimal needs a container that pgleap restarts on the new image",
+            "give --container NAME, or use the default --downtime verified for a bare volume",
+        )
+
+
+def run(
+    target,
+    plan: UpgradePlan,
+    *,
+    report: Report,
+    state: RunState,
+    reached: Callable[[str], bool],
+    checkpoint: Callable[..., None],
+) -> dict:
+    """The phases after `collected`; returns the extra report data."""
+    if not reached("prepared"):
+        with report.phase("prepare new cluster", "wrap old binaries, initdb (server still up)") as ph:
+            results = dict(parse_results(target.run_action(plan, "prepare")))
+            target.precreate_new(plan)  # the new-image container exists, stopped, before the stop
+            ph.detail = f"initdb {results.get('initdb_seconds', 'already done')} s"
+        checkpoint("prepared", prepare_results=results)
+
+    if not reached("started"):
+        report.down()
+    if not reached("stopped"):
+        with report.phase("stop the database", "clean shutdown"):
+            target.stop_source()  # upgrade.sh refuses a cluster that did not shut down cleanly
+        checkpoint("stopped")
+    if not reached("upgraded"):
+        with report.phase(f"pg_upgrade --{plan.mode}", "no separate --check; config; place") as ph:
+            out = target.run_action(plan, "upgrade", check=False)
+            results = dict(parse_results(out))
+            ph.detail = (
+                f"pg_upgrade {results.get('pg_upgrade_seconds', '?')} s, "
+                f"config {results.get('config_seconds', '?')} s"
+            )
+        commented = [v for k, v in parse_results(out) if k == "commented"]
+        checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
+    if not reached("started"):
+        with report.phase("start the upgraded database", plan.target_image):
+            target.start_new(plan)
+        checkpoint("started")
+        report.up()
+
+    server = target.serving_server(plan)
+    if not reached("post_upgraded"):
+        with report.phase("update extensions", "on the serving database") as ph:
+            updated, left = postupgrade.update_extensions(server)
+            ph.detail = f"{len(updated)} updated" + (f", {len(left)} without update path" if left else "")
+        with report.phase("rebuild collation-dependent indexes", "REINDEX CONCURRENTLY") as ph:
+            reindexed = postupgrade.reindex_collation_dependent(
+                server,
+                libc_changed=plan.glibc[0] != plan.glibc[1],
+                icu_changed=bool(plan.icu[0]) and plan.icu[0] != plan.icu[1],
+            )
+            ph.detail = (
+                f"{len(reindexed)} indexes" if plan.collation_libraries_changed else "libraries unchanged"
+            )
+        with report.phase("statistics", "vacuumdb --analyze-in-stages") as ph:
+            ph.detail = target.analyze_serving(plan)
+        checkpoint("post_upgraded", extensions_updated=updated, extensions_left=left, reindexed=reindexed)
+    with report.phase("health checks", "amcheck, PostGIS, indexes") as ph:
+        health = verify.health(server)
+        ph.detail = f"{sum(ok for _, ok, _ in health.checks)}/{len(health.checks)} passed"
+    report.data["health"] = [{"check": n, "ok": ok, "detail": d} for n, ok, d in health.checks]
+    if not health.ok:
+        failed = [f"{n}: {d}" for n, ok, d in health.checks if not ok]
+        raise VerificationFailed(
+            "health checks failed after the upgrade (the database is already serving): " + "; ".join(failed),
+            "fix what they name on the running database, or restore a backup",
+        )
+    return {}
