@@ -101,9 +101,15 @@ def _register_runtimes() -> None:
 
     cli_docker.register(groups, app)
     from toolkit import cli_kube
-    from toolkit.kube_hook import engine_post_upgrade, engine_standby_probe
+    from toolkit.kube_hook import engine_post_upgrade, engine_rehearsal_hooks, engine_standby_probe
 
-    cli_kube.register(groups, app, post_upgrade=engine_post_upgrade, standby_probe=engine_standby_probe)
+    cli_kube.register(
+        groups,
+        app,
+        post_upgrade=engine_post_upgrade,
+        standby_probe=engine_standby_probe,
+        rehearsal_hooks=engine_rehearsal_hooks,
+    )
 
 
 _register_runtimes()

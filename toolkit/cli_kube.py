@@ -74,6 +74,38 @@ def _outcome_text(outcome: dict[str, Any]) -> None:
         out.print(f"  [yellow]note[/]     {line}")
 
 
+def _rehearsal_text(result: dict[str, Any]) -> None:
+    out = Console()
+    out.print(f"rehearsal of {result['source']} → {result['target_image']} (clone: {result['clone']})")
+    table = Table("phase", "seconds", "down in a real run", "detail")
+    for p in result["phases"]:
+        table.add_row(p["name"], f"{p['seconds']:.1f}", "yes" if p["in_downtime"] else "", p["detail"])
+    out.print(table)
+    for row in result.get("health", []):
+        mark = "[green]ok[/]" if row["ok"] else "[red]FAILED[/]"
+        out.print(f"  check  {mark}  {row['check']}  {row['detail'][:70]}")
+    for e in result.get("extensions", []):
+        out.print(f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}")
+    for index in result.get("collation_indexes", []):
+        out.print(f"  collation-dependent index rebuilt: {index}")
+    for hint in result.get("real_run_needs", []):
+        out.print(f"  [yellow]before the real run[/]: {hint}")
+    if result.get("predicted_downtime_seconds") is not None:
+        out.print(f"predicted downtime of the real run: [bold]{result['predicted_downtime_seconds']} s[/]")
+        out.print(f"  ({result['predicted_downtime_basis']})", markup=False)
+    if result.get("kept"):
+        k = result["kept"]
+        out.print(f"upgraded clone kept: StatefulSet {k['statefulset']}, Service {k['service']}")
+        out.print(f"  connect: {k['connect']}", markup=False)
+        out.print(f"  remove it with: {k['remove']}", markup=False)
+    if result["verdict"] == "go":
+        out.print("verdict: [bold green]GO[/]")
+    else:
+        out.print(f"verdict: [bold red]NO-GO[/]: {result.get('reason')}", highlight=False)
+        if result.get("what_to_do"):
+            out.print(f"what to do: {result['what_to_do']}", markup=False, highlight=False)
+
+
 def _check_output(output: str) -> str:
     if output not in ("text", "json", "yaml"):
         raise typer.BadParameter("use text, json or yaml", param_hint="-o/--output")
@@ -218,13 +250,15 @@ def register(
     post_upgrade: Hook | None = None,
     job_env: Callable[[Any], dict[str, str]] | None = None,
     standby_probe: Callable[[Any, tuple[str, ...]], Any] | None = None,
+    rehearsal_hooks: Callable[[], Any] | None = None,
 ) -> None:
     """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize groups and `render` to app.
 
     `connect(kubeconfig, context)` builds the `toolkit.kube.Kube` (tests pass a fake);
     `post_upgrade(ctx)` is the engine's post-upgrade/verify step (`HookContext`);
     `job_env(facts)` adds the engine's env for the Job (superuser, initdb flags, …);
-    `standby_probe(ctx, slots)` returns the replication slots that stream from the new primary.
+    `standby_probe(ctx, slots)` returns the replication slots that stream from the new primary;
+    `rehearsal_hooks()` gives the database steps of `rehearse sts` (`RehearsalHooks`).
     """
 
     def kube_for(kubeconfig: str | None, context: str | None) -> Any:
@@ -491,6 +525,77 @@ def register(
     _lifecycle("resume", "Continue a recorded upgrade, rollback or finalize from its last phase.")
     _lifecycle("rollback", "Restore the original StatefulSet and the old data directory.")
     _lifecycle("finalize", "Remove the old data directory and pgleap's Jobs and ConfigMaps.")
+
+    @groups["rehearse"].command("sts")
+    def rehearse_sts(
+        name: NameArg,
+        to: Annotated[
+            str | None, typer.Option("--to", help="Target image, e.g. postgis/postgis:17-3.5.")
+        ] = None,
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = "text",
+        mode: ModeOpt = "link",
+        from_snapshot: Annotated[
+            bool,
+            typer.Option(
+                "--from-snapshot",
+                help="Clone from a VolumeSnapshot of the running volume instead of pg_basebackup "
+                "(no replication login needed; needs a VolumeSnapshotClass).",
+            ),
+        ] = False,
+        snapshot_class: Annotated[
+            str | None, typer.Option("--snapshot-class", help="VolumeSnapshotClass for --from-snapshot.")
+        ] = None,
+        keep: Annotated[
+            bool,
+            typer.Option(
+                "--keep", help="Leave the upgraded clone running behind its own Service for a test app."
+            ),
+        ] = False,
+        remove: Annotated[
+            bool, typer.Option("--remove", help="Remove a kept (or interrupted) rehearsal, then exit.")
+        ] = False,
+        superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+        initdb_args: InitdbOpt = "",
+        set_env: SetEnvOpt = None,
+    ) -> None:
+        """Clone the StatefulSet's database while it runs, upgrade the clone, report go / no-go.
+
+        Production is only read. Exit code 0 is go; otherwise the no-go reason's code."""
+        from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+
+        ns = ns_for(namespace, kubeconfig, context)
+        rehearsal = KubeRehearsal(runtime_for(kubeconfig, context, output))
+        if remove:
+            removed = rehearsal.remove(ns, name)
+            _print(
+                {"removed": removed},
+                output,
+                lambda: Console().print("\n".join(removed) or f"no rehearsal of {ns}/{name} found"),
+            )
+            return
+        if not to:
+            raise typer.BadParameter("give the target image", param_hint="--to")
+        if rehearsal_hooks is None:
+            raise EnvironmentProblem("no database hooks given for the rehearsal", "run it through `pgleap`")
+        facts = rehearsal.rt.inspect(ns, name)
+        result = rehearsal.rehearse(
+            ns,
+            name,
+            to,
+            scripts=load_scripts(),
+            hooks=rehearsal_hooks(),
+            job_env=env_for(facts, superuser, initdb_args, set_env),
+            mode=mode,
+            from_snapshot=from_snapshot,
+            snapshot_class=snapshot_class,
+            keep=keep,
+        )
+        _print(result, output, lambda: _rehearsal_text(result))
+        if result["verdict"] != "go":
+            raise typer.Exit(result.get("exit_code") or 1)
 
     @app.command("render")
     def render_cmd(

@@ -261,7 +261,13 @@ class Kube:
         """Delete; False when it was already gone."""
         kw = {"propagation_policy": propagation} if propagation else {}
         try:
-            self._call("delete", kind, namespace, self._method(kind, "delete"), name, namespace, **kw)
+            if KINDS[kind].model is None:
+                fn = self.custom.delete_namespaced_custom_object
+                self._call(
+                    "delete", kind, namespace, fn, **self._custom(kind, namespace=namespace, name=name, **kw)
+                )
+            else:
+                self._call("delete", kind, namespace, self._method(kind, "delete"), name, namespace, **kw)
         except ApiException as exc:
             if exc.status == 404:
                 return False

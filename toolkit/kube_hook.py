@@ -8,10 +8,15 @@ memory. Every step is safe to repeat, as `resume` may call this hook again.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from toolkit.errors import PgleapError, VerificationFailed
 from toolkit.portforward import local_port
+from toolkit.rehearse import replication_problems
 from toolkit.runtimes.kube import HookContext
+from toolkit.runtimes.kube_rehearsal import RehearsalHooks
 from toolkit.steps import postupgrade, verify
 from toolkit.steps.sql import Server
 
@@ -32,23 +37,47 @@ STREAMING_SLOTS = (
 
 def engine_standby_probe(ctx: HookContext, slots: tuple[str, ...]) -> list[str]:
     """The standbys' slots that stream from the new primary (pg_stat_replication through a port-forward)."""
-    superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
-    password = pod_password(ctx)
-    with local_port(lambda: ctx.kube.port_forward(ctx.namespace, ctx.pod, 5432)) as (host, port):
-        server = Server(host, port, superuser, password, label=f"pod {ctx.namespace}/{ctx.pod}")
+    with pod_server(ctx) as server:
         rows = server.query("postgres", STREAMING_SLOTS, (list(slots),))
     streaming = [r[0] for r in rows]
     ctx.log(f"standbys streaming: {', '.join(streaming) or 'none yet'} of {', '.join(slots)}")
     return streaming
 
 
-def engine_post_upgrade(ctx: HookContext) -> None:
-    """Extensions, collation-dependent indexes, statistics, then health checks (amcheck, PostGIS)."""
+@contextmanager
+def pod_server(ctx: HookContext) -> Iterator[Server]:
+    """The pod's PostgreSQL through a port-forward, as the plan's superuser with the pod's password."""
     superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
     password = pod_password(ctx)
     with local_port(lambda: ctx.kube.port_forward(ctx.namespace, ctx.pod, 5432)) as (host, port):
         server = Server(host, port, superuser, password, label=f"pod {ctx.namespace}/{ctx.pod}")
         server.wait_ready(timeout=120)
+        yield server
+
+
+def engine_fingerprint(ctx: HookContext) -> verify.Fingerprint:
+    """Row counts and hashes of every table, sequences, roles, extensions (read-only)."""
+    with pod_server(ctx) as server:
+        fp = verify.fingerprint(server)
+    summary = fp.to_dict()
+    ctx.log(f"fingerprint of {ctx.pod}: {summary['tables']} tables, {summary['rows']} rows")
+    return fp
+
+
+def engine_replication_problems(ctx: HookContext) -> list[str]:
+    """What keeps a pg_basebackup Job from copying this pod's server (role, WAL, pg_hba.conf)."""
+    pod = ctx.kube.get("Pod", ctx.namespace, ctx.pod) or {}
+    ip = (pod.get("status") or {}).get("podIP") or "10.0.0.1"
+    with pod_server(ctx) as server:
+        return replication_problems(server, ip, network="the pod network", address="<pod CIDR>")
+
+
+def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
+    """Extensions, collation-dependent indexes, statistics, then health checks (amcheck, PostGIS).
+
+    Returns what it did, for a rehearsal's report; raises VerificationFailed when a check fails."""
+    superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
+    with pod_server(ctx) as server:
         updated, left = postupgrade.update_extensions(server)
         ctx.log(
             f"extensions updated: {len(updated)}" + (f"; left as they are: {'; '.join(left)}" if left else "")
@@ -69,8 +98,32 @@ def engine_post_upgrade(ctx: HookContext) -> None:
                 with server.connect(db) as conn:
                     conn.execute("ANALYZE")
         health = verify.health(server)
-        for name, ok, detail in health.checks:
-            ctx.log(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
-        if not health.ok:
-            failed = [f"{n}: {d}" for n, ok, d in health.checks if not ok]
-            raise VerificationFailed("health checks failed after the upgrade: " + "; ".join(failed))
+        extensions = {
+            db: dict(server.query(db, "SELECT extname, extversion FROM pg_extension"))
+            for db in server.databases()
+        }
+    for name, ok, detail in health.checks:
+        ctx.log(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
+    done = {
+        "extensions_updated": updated,
+        "extensions_left": left,
+        "extensions": extensions,
+        "collation_indexes": reindexed,
+        "health": [{"check": n, "ok": ok, "detail": d} for n, ok, d in health.checks],
+    }
+    if not health.ok:
+        failed = [f"{n}: {d}" for n, ok, d in health.checks if not ok]
+        exc = VerificationFailed("health checks failed after the upgrade: " + "; ".join(failed))
+        exc.done = done  # type: ignore[attr-defined]  # the report still lists every check
+        raise exc
+    return done
+
+
+def engine_rehearsal_hooks() -> RehearsalHooks:
+    """The engine's database steps for `pgleap rehearse sts` (fingerprint, compare, post-upgrade)."""
+    return RehearsalHooks(
+        fingerprint=engine_fingerprint,
+        compare=lambda before, after: verify.compare(before, after).differences,
+        post_upgrade=engine_post_upgrade,
+        replication_problems=engine_replication_problems,
+    )

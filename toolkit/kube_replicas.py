@@ -109,7 +109,7 @@ def _literal(container: Obj, names: Iterable[str]) -> str | None:
     return None
 
 
-def _secret_ref(container: Obj, names: Iterable[str]) -> tuple[dict[str, str] | None, str | None]:
+def secret_ref(container: Obj, names: Iterable[str]) -> tuple[dict[str, str] | None, str | None]:
     """(secretKeyRef, problem) of the first env named; a literal password is a problem."""
     for name in names:
         for env in container.get("env") or []:
@@ -248,9 +248,9 @@ def detect(
 def _connection(base: Topology, container: Obj, facts: StsFacts, host: str | None) -> Topology:
     """Fill in how a standby reaches the primary: host, replication user, password Secret."""
     user = _literal(container, _USER_ENV) or facts.superuser
-    secret, problem = _secret_ref(container, _PASSWORD_ENV)
+    secret, problem = secret_ref(container, _PASSWORD_ENV)
     if problem is None and secret is None and user == facts.superuser:
-        secret, problem = _secret_ref(container, ("POSTGRES_PASSWORD",))
+        secret, problem = secret_ref(container, ("POSTGRES_PASSWORD",))
     topo = replace(base, primary_host=host, replication_user=user, password_secret=secret)
     if problem:
         return _refuse(

@@ -29,8 +29,12 @@ logger = logging.getLogger(__name__)
 STOP_START_SECONDS = 4.0
 
 
-def replication_problems(server: Server, source_ip: str) -> list[str]:
-    """What keeps pg_basebackup from connecting: the role, wal_level, wal senders, pg_hba.conf."""
+def replication_problems(
+    server: Server, source_ip: str, *, network: str = "the container network", address: str = "samenet"
+) -> list[str]:
+    """What keeps pg_basebackup from connecting: the role, wal_level, wal senders, pg_hba.conf.
+
+    `network`/`address` word the pg_hba.conf advice (Docker: samenet; Kubernetes: the pod CIDR)."""
     problems = []
     with server.connect("postgres") as conn:
         can, name = conn.execute(
@@ -52,8 +56,8 @@ def replication_problems(server: Server, source_ip: str) -> list[str]:
         _hba_covers(kind, users, address, mask, name, source_ip) for kind, users, address, mask in rules
     ):
         problems.append(
-            f"pg_hba.conf has no `host replication` line for {name} from the container network: add "
-            f"`host replication {name} samenet scram-sha-256` to pg_hba.conf, then SELECT pg_reload_conf()"
+            f"pg_hba.conf has no `host replication` line for {name} from {network}: add "
+            f"`host replication {name} {address} scram-sha-256` to pg_hba.conf, then SELECT pg_reload_conf()"
         )
     return problems
 

@@ -58,7 +58,7 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def _render(template: str, **values: Any) -> dict[str, Any]:
+def from_template(template: str, **values: Any) -> dict[str, Any]:
     return yaml.safe_load(_env().get_template(template).render(**values))
 
 
@@ -196,7 +196,7 @@ def upgrade_job(
 ) -> dict[str, Any]:
     """The Job for `action`; `node_terms` overrides the plan's pin (finalize: the running pod's node)."""
     env = [{"name": k, "value": v} for k, v in sorted(plan.env_for(action).items())]
-    return _render(
+    return from_template(
         "upgrade-job.yaml.j2",
         plan=plan,
         job_name=job_name(plan.sts, action),
@@ -252,7 +252,7 @@ def replica_job(
                 }
             )
     command = reseed_command() if action == "reseed" else ["bash", f"{SCRIPTS_DIR}/upgrade.sh"]
-    return _render(
+    return from_template(
         "replica-job.yaml.j2",
         plan=view,
         job_name=replica_job_name(standby.pod, action),
@@ -274,7 +274,7 @@ def scripts_configmap(plan: KubePlan, scripts: Mapping[str, str]) -> dict[str, A
     for name in scripts:
         if "/" in name or not name:
             raise ValueError(f"script name {name!r} must be a plain file name")
-    return _render(
+    return from_template(
         "scripts-configmap.yaml.j2",
         plan=plan,
         name=scripts_cm_name(plan.sts),
@@ -293,7 +293,7 @@ def state_configmap(
     read_sts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """pgleap's state: original StatefulSet(s) (cleaned) + plan + where the run is."""
-    return _render(
+    return from_template(
         "state-configmap.yaml.j2",
         plan=plan,
         name=state_cm_name(plan.sts),
@@ -311,7 +311,7 @@ def volume_snapshot(plan: KubePlan) -> dict[str, Any] | None:
     """A VolumeSnapshot of the data PVC, or None when the plan takes none."""
     if not plan.snapshot:
         return None
-    return _render(
+    return from_template(
         "volumesnapshot.yaml.j2", plan=plan, labels=labels_for(plan), annotations={ANN_RUN: plan.run_id}
     )
 

@@ -161,7 +161,7 @@ class FakeKubernetesApi:
             if meta.get("namespace") not in (None, namespace):
                 raise _api_error(400, "Bad Request", "the namespace of the object does not match the request")
             meta["namespace"] = namespace
-        self._record("create", kind, namespace, meta.get("name"))
+        self._record("create", kind, namespace, meta.get("name"), body=copy.deepcopy(data))
         if not meta.get("name"):
             raise _api_error(422, "Unprocessable Entity", "metadata.name: Required value")
         if (namespace if KINDS[kind][3] else None, kind, meta["name"]) in self.objects:
@@ -260,11 +260,39 @@ class FakeKubernetesApi:
     def read_namespaced_persistent_volume_claim(self, name: str, namespace: str, **_: Any) -> Any:
         return self._get("PersistentVolumeClaim", namespace, name)
 
+    def list_namespaced_persistent_volume_claim(
+        self, namespace: str, label_selector: str | None = None, **_: Any
+    ) -> Any:
+        return client.V1PersistentVolumeClaimList(
+            items=self._list("PersistentVolumeClaim", namespace, label_selector)
+        )
+
+    def create_namespaced_persistent_volume_claim(
+        self, namespace: str, body: client.V1PersistentVolumeClaim, **_: Any
+    ) -> Any:
+        assert isinstance(body, client.V1PersistentVolumeClaim)
+        return self._create("PersistentVolumeClaim", namespace, body)
+
+    def delete_namespaced_persistent_volume_claim(
+        self, name: str, namespace: str, propagation_policy=None, **_: Any
+    ):
+        return self._delete("PersistentVolumeClaim", namespace, name, propagation_policy)
+
     def read_persistent_volume(self, name: str, **_: Any) -> Any:
         return self._get("PersistentVolume", None, name)
 
     def list_namespaced_service(self, namespace: str, label_selector: str | None = None, **_: Any) -> Any:
         return client.V1ServiceList(items=self._list("Service", namespace, label_selector))
+
+    def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> Any:
+        return self._get("Service", namespace, name)
+
+    def create_namespaced_service(self, namespace: str, body: client.V1Service, **_: Any) -> Any:
+        assert isinstance(body, client.V1Service)
+        return self._create("Service", namespace, body)
+
+    def delete_namespaced_service(self, name: str, namespace: str, propagation_policy=None, **_: Any):
+        return self._delete("Service", namespace, name, propagation_policy)
 
     def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> Any:
         return self._get("ConfigMap", namespace, name)
@@ -314,6 +342,12 @@ class FakeKubernetesApi:
     ):
         assert isinstance(body, dict)
         return self._dict(self._create(_PLURAL_KIND[plural], namespace, body))
+
+    def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, propagation_policy=None, **_
+    ):
+        self._delete(_PLURAL_KIND[plural], namespace, name, propagation_policy)
+        return {"status": "Success"}
 
     def list_cluster_custom_object(
         self, group: str, version: str, plural: str, label_selector=None, **_: Any

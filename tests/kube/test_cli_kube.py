@@ -17,11 +17,11 @@ from toolkit import cli_kube
 from toolkit.errors import EnvironmentProblem, Refused
 from toolkit.kube import Forbidden
 
-GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize")
+GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize", "rehearse")
 runner = CliRunner()
 
 
-def build_app(cluster: Cluster | None = None, hook=None) -> typer.Typer:
+def build_app(cluster: Cluster | None = None, hook=None, rehearsal_hooks=None) -> typer.Typer:
     app = typer.Typer()
     groups = {name: typer.Typer() for name in GROUPS}
     for name, group in groups.items():
@@ -32,7 +32,7 @@ def build_app(cluster: Cluster | None = None, hook=None) -> typer.Typer:
             raise AssertionError("this command must not touch a cluster")
         return cluster.kube
 
-    cli_kube.register(groups, app, connect=connect, post_upgrade=hook)
+    cli_kube.register(groups, app, connect=connect, post_upgrade=hook, rehearsal_hooks=rehearsal_hooks)
     return app
 
 
@@ -250,3 +250,31 @@ def test_load_scripts_reads_any_files(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(EnvironmentProblem, match=r"upgrade\.sh"):
         cli_kube.load_scripts(tmp_path)
     assert cli_kube.load_scripts(tmp_path, required=False) == {"collect.sh": "a", "extra.sh": "c"}
+
+
+def test_rehearse_go_json_then_kept_then_removed() -> None:
+    from tests.kube.test_rehearsal import Hooks, tick
+
+    c = make_cluster("official-plain")
+    tick(c)
+    app = build_app(c, rehearsal_hooks=lambda: Hooks().bundle())
+    args = ["rehearse", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5"]
+    result = runner.invoke(app, [*args, "--keep", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "go" and data["predicted_downtime_seconds"] > 0
+    assert data["kept"]["remove"] == "pgleap rehearse sts gis -n geo --remove"
+    text = runner.invoke(app, args)  # a kept rehearsal blocks a new one: no-go, exit 3
+    assert text.exit_code == 3
+    assert "NO-GO" in text.stdout and "--remove" in text.stdout
+    removed = runner.invoke(app, ["rehearse", "sts", "gis", "-n", "geo", "--remove", "-o", "json"])
+    assert removed.exit_code == 0 and "StatefulSet gis-rehearsal" in json.loads(removed.stdout)["removed"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "verdict: GO" in again.stdout and "predicted downtime of the real run" in again.stdout
+
+
+def test_rehearse_needs_a_target() -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(build_app(c), ["rehearse", "sts", "gis", "-n", "geo"])
+    assert result.exit_code == 2 and "--to" in result.output

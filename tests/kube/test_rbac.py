@@ -83,6 +83,24 @@ def every_path_calls() -> list[Call]:
         c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += [x for x in c.fake.calls if not x.detail.get("injected")]
+    out += rehearsal_calls()
+    return out
+
+
+def rehearsal_calls() -> list[Call]:
+    """Calls of `rehearse sts`: pg_basebackup, --from-snapshot with --keep, then --remove."""
+    from tests.kube.test_rehearsal import Hooks, rehearse
+    from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+
+    out: list[Call] = []
+    c = make_cluster("official-plain")
+    assert rehearse(c, Hooks())["verdict"] == "go"
+    out += c.fake.calls
+    c = make_cluster("bitnami")
+    target = "docker.io/bitnamilegacy/postgresql:17.2.0-debian-12-r8"
+    assert rehearse(c, Hooks(), target=target, from_snapshot=True, keep=True)["verdict"] == "go"
+    KubeRehearsal(c.runtime).remove(c.namespace, c.name)
+    out += c.fake.calls
     return out
 
 
@@ -97,6 +115,9 @@ def test_every_recorded_call_is_in_the_role() -> None:
         ("get", "", "persistentvolumes"),
         ("list", "snapshot.storage.k8s.io", "volumesnapshotclasses"),
         ("patch", "", "configmaps"),
+        ("create", "", "persistentvolumeclaims"),
+        ("delete", "snapshot.storage.k8s.io", "volumesnapshots"),
+        ("create", "", "services"),
     ]:
         assert needed in seen
 

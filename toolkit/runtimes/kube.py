@@ -101,6 +101,7 @@ class Outcome:
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # phase → time it took in this run
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +110,7 @@ class Outcome:
             "changed": self.changed,
             "unchanged": self.unchanged,
             "notes": self.notes,
+            "seconds": self.seconds,
         }
 
 
@@ -479,7 +481,9 @@ class KubeRuntime:
         }
         start = UPGRADE_PHASES.index(state.phase) + 1
         for phase in UPGRADE_PHASES[start:]:
+            began = self.kube.clock()
             steps[phase]()
+            out.seconds[phase] = round(self.kube.clock() - began, 2)
             self._set_phase(plan, "upgrade", phase, out)
         out.notes.append(
             f"old data kept on the volume: `pgleap finalize sts {plan.sts}` removes it, "

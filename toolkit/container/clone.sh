@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs in the OLD image (production's own), as the data owner, with the rehearsal's new,
+# empty PVC at PGLEAP_VOLUME: pg_basebackup of the RUNNING production server, streamed
+# WAL included, into the same place in the volume as production's PGDATA. Production is
+# never stopped; the copy becomes consistent when the rehearsal StatefulSet starts it
+# (recovery from the streamed WAL), before pgleap stops it cleanly to upgrade it.
+#
+# Env: PGLEAP_VOLUME, PGLEAP_OLD_REL (PGDATA inside the volume, "" = the volume root),
+# PGLEAP_SOURCE_HOST, PGLEAP_SOURCE_PORT, PGLEAP_REPLICATION_USER, and PGPASSWORD from the
+# user's Secret (never on the command line). Safe to run again: a finished copy is kept,
+# an unfinished one is taken again.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+PGLEAP_STEP=clone
+
+volume="${PGLEAP_VOLUME:?}"
+rel="${PGLEAP_OLD_REL:-}"
+host="${PGLEAP_SOURCE_HOST:?}"
+user="${PGLEAP_REPLICATION_USER:?}"
+port="${PGLEAP_SOURCE_PORT:-5432}"
+state="$volume/.pgleap-clone"
+copy="$state/copy"
+target="$volume${rel:+/$rel}"
+
+if [ -f "$state/done" ]; then
+	log "the clone in $target is complete; nothing to copy"
+	result cloned "$target"
+	exit 0
+fi
+server_paths
+mkdir -p "$state"
+if [ -e "$copy" ]; then
+	log "removing an unfinished copy in $copy"
+	rm -rf "$copy"
+fi
+log "pg_basebackup (PostgreSQL $PG_FULL_VERSION) from $host:$port as $user into $copy"
+"$PG_BINDIR/pg_basebackup" -h "$host" -p "$port" -U "$user" -D "$copy" \
+	--wal-method=stream --checkpoint=fast --no-password \
+	|| die "pg_basebackup failed (see above); production is untouched. Check the role's REPLICATION attribute and pg_hba.conf"
+[ -f "$copy/PG_VERSION" ] || die "pg_basebackup left no PG_VERSION in $copy"
+# Move the copy where production keeps PGDATA (renames only, on one filesystem).
+if [ -n "$rel" ]; then
+	mkdir -p "$(dirname "$target")"
+	[ ! -e "$target" ] || rmdir "$target" 2>/dev/null || die "$target exists and is not empty: not a fresh volume"
+	mv "$copy" "$target"
+else
+	for entry in "$copy"/* "$copy"/.[!.]*; do
+		[ -e "$entry" ] || continue
+		mv "$entry" "$volume/"
+	done
+	rmdir "$copy"
+fi
+chmod 0700 "$target"
+touch "$state/done"
+log "clone complete: PostgreSQL $(cat "$target/PG_VERSION"), $(du -sk "$target" | cut -f1) KiB in $target"
+result cloned "$target"

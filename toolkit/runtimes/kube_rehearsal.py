@@ -1,0 +1,428 @@
+"""`pgleap rehearse sts`: the real upgrade, on a clone of a StatefulSet, while production runs.
+
+preflight (the same refusals a real run would meet, on the rehearsal StatefulSet)
+-> clone production's data PVC into `<claim>-<NAME>-rehearsal-0`: a pg_basebackup Job
+   from the running server (default), or a PVC restored from a VolumeSnapshot
+   (`--from-snapshot`, no login needed)
+-> start `<NAME>-rehearsal` on the old image (recovery makes the copy consistent)
+-> fingerprint, then the ordinary upgrade flow on the rehearsal StatefulSet, whose hook
+   compares the fingerprint right after pg_upgrade and runs the post-upgrade and health checks
+-> a report with the time of every phase and the predicted downtime of the real run
+-> keep the upgraded clone behind its own Service (`--keep`) or remove everything made.
+Production's objects are only read: every write goes to an object carrying the
+rehearsal's labels, which `remove` looks for before it deletes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit import guard, kube_rehearsal, render
+from toolkit.errors import PgleapError, Refused, VerificationFailed
+from toolkit.kube_facts import gather, parse_image
+from toolkit.kube_plan import make_plan
+from toolkit.kube_replicas import detect
+from toolkit.runtimes.kube import HookContext, KubeRuntime, Outcome, _pod_ready
+
+# Upgrade phases during which a real run's database does not serve.
+DOWNTIME_PHASES = ("stopped", "snapshotted", "upgraded", "switched", "started")
+
+
+@dataclass(frozen=True)
+class RehearsalHooks:
+    """The database-side steps (kube_hook.py supplies the engine's; tests may pass their own)."""
+
+    fingerprint: Callable[[HookContext], Any]
+    compare: Callable[[Any, Any], list[str]]  # (before, after) → differences
+    post_upgrade: Callable[[HookContext], Mapping[str, Any] | None]
+    replication_problems: Callable[[HookContext], list[str]]
+
+
+class KubeRehearsal:
+    """Clone, upgrade the clone with the ordinary flow, report, clean up."""
+
+    def __init__(self, runtime: KubeRuntime) -> None:
+        self.rt = runtime
+        self.kube = runtime.kube
+        self.log = runtime.log
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def rehearse(
+        self,
+        namespace: str,
+        name: str,
+        target_image: str,
+        *,
+        scripts: Mapping[str, str],
+        hooks: RehearsalHooks,
+        job_env: dict[str, str] | None = None,
+        mode: str = "link",
+        from_snapshot: bool = False,
+        snapshot_class: str | None = None,
+        keep: bool = False,
+    ) -> dict[str, Any]:
+        """Run the rehearsal; the result's `verdict` is go, or no-go with `reason`/`what_to_do`."""
+        rname = kube_rehearsal.rehearsal_name(name)
+        result: dict[str, Any] = {
+            "source": f"{namespace}/{name}",
+            "rehearsal": f"{namespace}/{rname}",
+            "target_image": target_image,
+            "mode": mode,
+            "clone": "snapshot" if from_snapshot else "pg_basebackup",
+            "phases": [],
+            "verdict": "no-go",
+        }
+        made_anything = False
+        try:
+            with self._phase(result, "preflight", "the checks of a real run, on the rehearsal StatefulSet"):
+                sts = self.rt.read_sts(namespace, name)
+                facts = self.rt.inspect(namespace, name, sts)
+                plan = self._preflight(sts, facts, target_image, mode, job_env or {}, result)
+                self._refuse_leftovers(namespace, name)
+            if from_snapshot:
+                klass = snapshot_class or (facts.snapshot_classes[0] if facts.snapshot_classes else None)
+                if klass is None:
+                    raise Refused(
+                        f"no VolumeSnapshotClass fits the CSI driver of {plan.data_pvc}",
+                        "rehearse without --from-snapshot (a pg_basebackup Job clones the running server), "
+                        "or name one with --snapshot-class",
+                    )
+                made_anything = True
+                self._clone_from_snapshot(result, facts, sts, klass, plan.run_id)
+            else:
+                source_host, user, secret = self._basebackup_source(sts, facts, plan, hooks, result)
+                made_anything = True
+                self._clone_with_basebackup(result, facts, sts, plan, scripts, source_host, user, secret)
+            self._start_clone(result, facts, sts, plan)
+            self._upgrade_clone(result, facts, plan, target_image, scripts, job_env or {}, mode, hooks)
+            result["predicted_downtime_seconds"], result["predicted_downtime_basis"] = predicted_downtime(
+                result["phases"], from_snapshot
+            )
+            if keep:
+                self._keep(result, facts)
+            result["verdict"] = "go"
+            return result
+        except PgleapError as exc:
+            result.update(reason=exc.message, what_to_do=exc.hint, exit_code=exc.exit_code)
+            return result
+        finally:
+            if made_anything and not keep:
+                result["removed"] = self.remove(namespace, name)
+            elif made_anything and result["verdict"] != "go":
+                result["kept_for_inspection"] = (
+                    f"the rehearsal's objects are kept (--keep): `pgleap rehearse sts {name} --remove` "
+                    "removes them"
+                )
+
+    @contextmanager
+    def _phase(
+        self, result: dict[str, Any], what: str, detail: str = "", *, in_downtime: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        entry = {"name": what, "seconds": 0.0, "detail": detail, "in_downtime": in_downtime}
+        began = self.kube.clock()
+        self.log(f"rehearsal: {what} {detail}".rstrip())
+        try:
+            yield entry
+        finally:
+            entry["seconds"] = round(self.kube.clock() - began, 2)
+            result["phases"].append(entry)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _preflight(
+        self,
+        sts: Mapping[str, Any],
+        facts: Any,
+        target_image: str,
+        mode: str,
+        job_env: dict[str, str],
+        result: dict[str, Any],
+    ) -> Any:
+        """Production's plan (what the clone Job needs), after the guard has checked the rehearsal
+        StatefulSet exactly as the upgrade of it will (majors, images, layout, standby refusals)."""
+        copy_sts = kube_rehearsal.rehearsal_statefulset(sts, facts)
+        copy_facts = gather(copy_sts)
+        target = parse_image(target_image)
+        result["warnings"] = guard.check(
+            copy_facts, target, patch_retention=False, live=False, topology=detect(copy_sts, copy_facts)
+        )
+        claim = facts.data_claim_facts
+        if claim is None or not claim.exists:
+            raise Refused(
+                f"PVC {facts.data_pvc} of {facts.namespace}/{facts.name} does not exist: nothing to clone",
+                "let the StatefulSet start once, or check the name",
+            )
+        # Production's owners (Argo CD, Helm, …) matter for the real run, not for the rehearsal.
+        result["real_run_needs"] = [p.hint for p in guard.problems(facts, target, live=False) if p.owner]
+        return make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env)
+
+    def _refuse_leftovers(self, namespace: str, name: str) -> None:
+        """A rehearsal that was kept or interrupted must be removed first (it may be in use)."""
+        rname = kube_rehearsal.rehearsal_name(name)
+        for kind, obj_name in self._names(namespace, name):
+            live = self.kube.get(kind, namespace, obj_name)
+            if live is None:
+                continue
+            if self._ours(live, name, rname):
+                raise Refused(
+                    f"a rehearsal of {namespace}/{name} exists ({kind} {obj_name}), kept or interrupted",
+                    f"remove it with `pgleap rehearse sts {name} --remove`, then rehearse again",
+                )
+            raise Refused(
+                f"{kind} {namespace}/{obj_name} exists and pgleap did not make it",
+                "rename or delete it; the rehearsal needs that name",
+            )
+
+    def _basebackup_source(
+        self, sts: Mapping[str, Any], facts: Any, plan: Any, hooks: RehearsalHooks, result: dict[str, Any]
+    ) -> tuple[str, str, dict[str, str]]:
+        """Where and as whom the clone Job logs in; the server's replication settings checked first."""
+        pod_name = f"{facts.name}-0"
+        pod = self.kube.get("Pod", facts.namespace, pod_name)
+        if not _pod_ready(pod):
+            raise Refused(
+                f"pod {facts.namespace}/{pod_name} is not running and ready: pg_basebackup copies a running server",
+                "start it, or rehearse with --from-snapshot",
+            )
+        user, secret = kube_rehearsal.replication_login(sts, facts)
+        with self._phase(
+            result, "check replication access", "role, wal_level, wal senders, pg_hba.conf"
+        ) as ph:
+            problems = hooks.replication_problems(
+                HookContext(self.kube, plan, facts.namespace, facts.name, pod_name, facts.container, self.log)
+            )
+            ph["detail"] = "ok" if not problems else f"{len(problems)} missing"
+        if problems:
+            raise Refused(
+                "pg_basebackup cannot copy the running server: " + "; ".join(problems),
+                problems[-1].split(": ", 1)[-1] + "; or rehearse with --from-snapshot",
+            )
+        host = ((pod or {}).get("status") or {}).get("podIP") or (
+            f"{pod_name}.{sts['spec']['serviceName']}.{facts.namespace}.svc"
+            if (sts.get("spec") or {}).get("serviceName")
+            else None
+        )
+        if not host:
+            raise Refused(f"pod {pod_name} has no IP yet", "wait until it runs, then rehearse again")
+        return host, user, secret
+
+    def _clone_with_basebackup(
+        self,
+        result: dict[str, Any],
+        facts: Any,
+        sts: Mapping[str, Any],
+        plan: Any,
+        scripts: Mapping[str, str],
+        host: str,
+        user: str,
+        secret: dict[str, str],
+    ) -> None:
+        rname = kube_rehearsal.rehearsal_name(facts.name)
+        view = dataclasses.replace(plan, sts=rname)  # the scripts ConfigMap the rehearsal's Jobs share
+        with self._phase(result, "clone (pg_basebackup)", f"{facts.name}-0 → {plan.data_claim}-{rname}-0"):
+            pvc = kube_rehearsal.clone_pvc(sts, facts, snapshot=None, run_id=plan.run_id)
+            self.kube.create(pvc)
+            out = Outcome("rehearse", "clone")
+            self.rt._ensure_scripts(view, scripts, out)
+            job = kube_rehearsal.clone_job(plan, sts, source_host=host, user=user, password_secret=secret)
+            self.kube.create(job)
+            self.rt._finish_job(
+                view,
+                job["metadata"]["name"],
+                ("clone",),
+                "production is untouched; the rehearsal's objects are removed unless --keep",
+            )
+
+    def _clone_from_snapshot(
+        self, result: dict[str, Any], facts: Any, sts: Mapping[str, Any], klass: str, run_id: str
+    ) -> None:
+        snap = kube_rehearsal.source_snapshot(facts, klass, run_id)
+        snap_name = snap["metadata"]["name"]
+        with self._phase(result, "snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"):
+            self.kube.create(snap)
+            self.kube.wait(
+                f"VolumeSnapshot {snap_name} to be ready",
+                lambda: self._snapshot_ready(facts.namespace, snap_name),
+                timeout=self.rt.t.snapshot,
+                interval=self.rt.t.poll,
+            )
+        with self._phase(result, "restore the snapshot to a PVC", kube_rehearsal.clone_pvc_name(facts)):
+            self.kube.create(kube_rehearsal.clone_pvc(sts, facts, snapshot=snap_name, run_id=run_id))
+
+    def _snapshot_ready(self, namespace: str, name: str) -> bool | None:
+        status = (self.kube.get("VolumeSnapshot", namespace, name) or {}).get("status") or {}
+        if status.get("error"):
+            raise PgleapError(
+                f"VolumeSnapshot {name} failed: {status['error'].get('message')}",
+                "production is untouched; check the snapshot class, or rehearse without --from-snapshot",
+            )
+        return True if status.get("readyToUse") else None
+
+    def _start_clone(self, result: dict[str, Any], facts: Any, sts: Mapping[str, Any], plan: Any) -> None:
+        """Create the rehearsal StatefulSet on the OLD image: its pod recovers the copy."""
+        rname = kube_rehearsal.rehearsal_name(facts.name)
+        with self._phase(result, "start the clone (recovery)", f"{rname}-0 on {plan.old_image}"):
+            self.kube.create(kube_rehearsal.rehearsal_statefulset(sts, facts))
+            self.rt._step_ready(dataclasses.replace(plan, sts=rname), Outcome("rehearse", "start"))
+
+    def _upgrade_clone(
+        self,
+        result: dict[str, Any],
+        facts: Any,
+        plan: Any,
+        target_image: str,
+        scripts: Mapping[str, str],
+        job_env: dict[str, str],
+        mode: str,
+        hooks: RehearsalHooks,
+    ) -> None:
+        rname = kube_rehearsal.rehearsal_name(facts.name)
+        ctx = HookContext(self.kube, plan, facts.namespace, rname, f"{rname}-0", facts.container, self.log)
+        with self._phase(result, "fingerprint before", f"{rname}-0 on the old major") as ph:
+            before = hooks.fingerprint(ctx)
+            ph["detail"] = _summary(before)
+        done: dict[str, Any] = {}
+
+        def post_upgrade(ctx: HookContext) -> None:
+            after = hooks.fingerprint(ctx)
+            differences = hooks.compare(before, after)
+            result["fingerprint"] = {"identical": not differences, "differences": differences[:20]}
+            if differences:
+                raise VerificationFailed(
+                    f"the upgraded clone differs from the copy: {'; '.join(differences[:5])}",
+                    "do not upgrade production; report it with the rehearsal's output",
+                )
+            try:
+                done.update(hooks.post_upgrade(ctx) or {})
+            except VerificationFailed as exc:
+                done.update(getattr(exc, "done", {}))
+                raise
+
+        try:
+            outcome = self.rt.upgrade(
+                facts.namespace,
+                rname,
+                target_image,
+                scripts=scripts,
+                job_env=job_env,
+                mode=mode,
+                snapshot=False,
+                patch_retention=False,
+                post_upgrade=post_upgrade,
+            )
+        finally:
+            result.update(_hook_report(done, before))
+        for phase, seconds in outcome.seconds.items():
+            if phase == "done":
+                continue
+            result["phases"].append(
+                {
+                    "name": f"upgrade: {phase}",
+                    "seconds": seconds,
+                    "detail": "",
+                    "in_downtime": phase in DOWNTIME_PHASES,
+                }
+            )
+
+    def _keep(self, result: dict[str, Any], facts: Any) -> None:
+        service = kube_rehearsal.rehearsal_service(facts)
+        self.kube.create(service)
+        name = service["metadata"]["name"]
+        result["kept"] = {
+            "statefulset": f"{facts.namespace}/{name}",
+            "service": f"{facts.namespace}/{name}",
+            "connect": f"kubectl -n {facts.namespace} port-forward svc/{name} 15432:5432",
+            "remove": f"pgleap rehearse sts {facts.name} -n {facts.namespace} --remove",
+        }
+
+    # -- removal ------------------------------------------------------------------------------
+
+    def _names(self, namespace: str, name: str) -> list[tuple[str, str]]:
+        """(kind, name) of everything a rehearsal of `name` may create, the StatefulSet first."""
+        rname = kube_rehearsal.rehearsal_name(name)
+        claims = [
+            ("PersistentVolumeClaim", pvc["metadata"]["name"])
+            for pvc in self.kube.list(
+                "PersistentVolumeClaim",
+                namespace,
+                label_selector=f"{kube_rehearsal.LABEL_REHEARSAL_OF}={kube_rehearsal.label_value(name)}",
+            )
+        ]
+        return [
+            ("StatefulSet", rname),
+            ("Service", rname),
+            ("Job", kube_rehearsal.clone_job_name(name)),
+            ("Job", render.job_name(rname, "upgrade")),
+            ("ConfigMap", render.scripts_cm_name(rname)),
+            ("ConfigMap", render.state_cm_name(rname)),
+            ("VolumeSnapshot", kube_rehearsal.snapshot_name(name)),
+            *claims,
+        ]
+
+    def remove(self, namespace: str, name: str) -> list[str]:
+        """Delete every object a rehearsal of `name` made: only those carrying its labels, the
+        StatefulSet first (its pod must stop before its PVC can go)."""
+        rname = kube_rehearsal.rehearsal_name(name)
+        removed: list[str] = []
+        for kind, obj_name in self._names(namespace, name):
+            live = self.kube.get(kind, namespace, obj_name)
+            if live is None or not self._ours(live, name, rname):
+                continue
+            self.kube.delete(kind, namespace, obj_name, propagation="Background")
+            removed.append(f"{kind} {obj_name}")
+            self.log(f"rehearsal: removed {kind} {obj_name}")
+            if kind == "StatefulSet":
+                self.kube.wait(
+                    f"pod {rname}-0 to stop",
+                    lambda: True if self.kube.get("Pod", namespace, f"{rname}-0") is None else None,
+                    timeout=self.rt.t.delete + self.rt.t.stop_margin,
+                    interval=self.rt.t.poll,
+                )
+        return removed
+
+    @staticmethod
+    def _ours(obj: Mapping[str, Any], name: str, rname: str) -> bool:
+        """Made by a rehearsal of `name`: its labels, or the upgrade flow's labels for `rname`."""
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return kube_rehearsal.is_rehearsal_object(obj, name) or labels.get(render.LABEL_STS) == rname[:63]
+
+
+def _summary(fp: Any) -> str:
+    summary = fp.to_dict() if hasattr(fp, "to_dict") else {}
+    return f"{summary.get('tables', '?')} tables, {summary.get('rows', '?')} rows" if summary else ""
+
+
+def _hook_report(done: Mapping[str, Any], before: Any) -> dict[str, Any]:
+    """Extensions before/after, collation-dependent indexes and health checks, for the report."""
+    before_ext = getattr(before, "extensions", {}) or {}
+    after_ext = done.get("extensions") or {}
+    return {
+        "extensions": [
+            {"database": db, "extension": ext, "before": version, "after": (after_ext.get(db) or {}).get(ext)}
+            for db, exts in sorted(before_ext.items())
+            for ext, version in sorted(exts.items())
+        ],
+        "extensions_left": list(done.get("extensions_left") or []),
+        "collation_indexes": list(done.get("collation_indexes") or []),
+        "health": list(done.get("health") or []),
+    }
+
+
+def predicted_downtime(phases: list[Mapping[str, Any]], snapshot_measured: bool) -> tuple[float, str]:
+    """The phases a real run spends with the database stopped, as measured on the clone."""
+    down = sum(p["seconds"] for p in phases if p["in_downtime"])
+    basis = (
+        "stop, pg_upgrade Job, StatefulSet switch and start, measured on the clone; the real run's "
+        "VolumeSnapshot of the stopped volume adds about the snapshot time measured here"
+        if snapshot_measured
+        else "stop, pg_upgrade Job, StatefulSet switch and start, measured on the clone; a VolumeSnapshot "
+        "before the real run (if taken) adds its own time, not measured here"
+    )
+    if snapshot_measured:
+        down += sum(p["seconds"] for p in phases if p["name"] == "snapshot of the running volume")
+    return round(down, 1), basis
