@@ -52,14 +52,30 @@ def replication_problems(
             "SELECT type, user_name, address, netmask FROM pg_hba_file_rules "
             "WHERE error IS NULL AND 'replication' = ANY(database) AND type IN ('host', 'hostnossl')"
         ).fetchall()
+        method = _password_method(conn, name)
     if not any(
         _hba_covers(kind, users, address, mask, name, source_ip) for kind, users, address, mask in rules
     ):
         problems.append(
             f"pg_hba.conf has no `host replication` line for {name} from {network}: add "
-            f"`host replication {name} {address} scram-sha-256` to pg_hba.conf, then SELECT pg_reload_conf()"
+            f"`host replication {name} {address} {method}` to pg_hba.conf, then SELECT pg_reload_conf()"
         )
     return problems
+
+
+def _password_method(conn, role: str) -> str:
+    """The auth method the role's network logins already use (so its stored password fits):
+    scram-sha-256 cannot check an md5-stored password, as PostgreSQL 13 images store them."""
+    row = conn.execute(
+        "SELECT auth_method FROM pg_hba_file_rules WHERE error IS NULL AND type LIKE 'host%%' "
+        "AND NOT 'replication' = ANY(database) AND user_name && ARRAY['all', %s]::text[] "
+        "ORDER BY line_number LIMIT 1",
+        (role,),
+    ).fetchone()
+    if row and row[0] in ("md5", "scram-sha-256"):
+        return row[0]
+    encryption = conn.execute("SHOW password_encryption").fetchone()[0]
+    return "scram-sha-256" if encryption == "scram-sha-256" else "md5"
 
 
 def _hba_covers(kind, users, address, mask, role, source_ip) -> bool:

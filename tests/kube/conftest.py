@@ -31,3 +31,15 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 @pytest.fixture(params=FIXTURE_NAMES)
 def fixture_name(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture
+def kubelet(docker_client):
+    """Runs rendered pod specs on Docker (tests/kube/test_pods_on_docker.py); a fresh Secret."""
+    import secrets
+
+    from tests.kube.test_pods_on_docker import Kubelet
+
+    k = Kubelet(docker_client, {"gis-db": {"password": secrets.token_urlsafe(12)}})
+    yield k
+    k.cleanup()

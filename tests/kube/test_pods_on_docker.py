@@ -182,14 +182,6 @@ class PodApi:
         return socket.create_connection((ip, port), timeout=10)
 
 
-@pytest.fixture
-def kubelet(docker_client):
-    password = secrets.token_urlsafe(12)
-    k = Kubelet(docker_client, {"gis-db": {"password": password}})
-    yield k
-    k.cleanup()
-
-
 def _sts(image: str) -> dict:
     docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
     sts = next(d for d in docs if d["kind"] == "StatefulSet")

@@ -51,7 +51,13 @@ else
 	done
 	rmdir "$copy"
 fi
-chmod 0700 "$target"
+if [ -O "$target" ]; then
+	chmod 0700 "$target"
+else
+	# PGDATA is the volume root, owned by root as a fresh PVC is: the image's entrypoint sets
+	# its owner and mode when the rehearsal pod starts, as it does for production's volume.
+	log "$target belongs to uid $(stat -c %u "$target"): left to the image's entrypoint to own"
+fi
 touch "$state/done"
 log "clone complete: PostgreSQL $(cat "$target/PG_VERSION"), $(du -sk "$target" | cut -f1) KiB in $target"
 result cloned "$target"
