@@ -196,38 +196,46 @@ def clone_job(
     plan: KubePlan,
     original: Mapping[str, Any],
     *,
-    source_host: str,
-    user: str,
-    password_secret: Mapping[str, str],
+    source_host: str | None = None,
+    user: str | None = None,
+    password_secret: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Job that copies the running production server into the clone PVC (pg_basebackup).
+    """The Job that makes the clone PVC a sealed copy of production (clone.sh): pg_basebackup of
+    the running server when `source_host` is given, else only the seal of a restored snapshot.
 
     `plan` is production's plan (image, uid, layout); the Job runs on the OLD image, whose
     pg_basebackup matches the server's major."""
     env: list[dict[str, Any]] = [
         {"name": "PGLEAP_VOLUME", "value": VOLUME_MOUNT},
         {"name": "PGLEAP_OLD_REL", "value": plan.layout.old_rel},
-        {"name": "PGLEAP_SOURCE_HOST", "value": source_host},
-        {"name": "PGLEAP_SOURCE_PORT", "value": "5432"},
-        {"name": "PGLEAP_REPLICATION_USER", "value": user},
-        # From the user's Secret at the pod's start: the value never passes through pgleap.
-        {
-            "name": "PGPASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": password_secret["name"], "key": password_secret["key"]}},
-        },
     ]
-    facts_name = plan.sts
+    if source_host:
+        if not user or not password_secret:
+            raise ValueError("a pg_basebackup clone needs the user and the password's Secret")
+        env += [
+            {"name": "PGLEAP_SOURCE_HOST", "value": source_host},
+            {"name": "PGLEAP_SOURCE_PORT", "value": "5432"},
+            {"name": "PGLEAP_REPLICATION_USER", "value": user},
+            # From the user's Secret at the pod's start: the value never passes through pgleap.
+            {
+                "name": "PGPASSWORD",
+                "valueFrom": {
+                    "secretKeyRef": {"name": password_secret["name"], "key": password_secret["key"]}
+                },
+            },
+        ]
+    rname = rehearsal_name(plan.sts)
     return from_template(
         "clone-job.yaml.j2",
         plan=plan,
-        job_name=clone_job_name(facts_name),
-        claim=f"{plan.data_claim}-{rehearsal_name(facts_name)}-0",
+        job_name=clone_job_name(plan.sts),
+        claim=f"{plan.data_claim}-{rname}-0",
         command=["bash", f"{SCRIPTS_DIR}/clone.sh"],
         env=env,
         pod=job_pod_parts(plan, original, ()),
-        labels={**rehearsal_labels(facts_name), "pgleap.io/action": "clone"},
+        labels={**rehearsal_labels(plan.sts), "pgleap.io/action": "clone"},
         annotations={ANN_RUN: plan.run_id},
-        scripts_cm=scripts_cm_name(rehearsal_name(facts_name)),
+        scripts_cm=scripts_cm_name(rname),
         container_security=container_security(plan),
         volume_mount=VOLUME_MOUNT,
     )

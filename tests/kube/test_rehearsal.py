@@ -203,7 +203,10 @@ def test_from_snapshot_restores_a_pvc_and_needs_no_login() -> None:
         "kind": "VolumeSnapshot",
         "name": snap["metadata"]["name"],
     }
-    assert not [j for j in created(c, "jobs") if j["metadata"]["name"].endswith("-clone")]
+    # the clone Job only seals the restored copy: no login, no password, no source
+    (seal,) = [j for j in created(c, "jobs") if j["metadata"]["name"].endswith("-clone")]
+    env = {e["name"] for e in seal["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env == {"PGLEAP_VOLUME", "PGLEAP_OLD_REL"}
     snap_phase = next(p for p in result["phases"] if p["name"] == "snapshot of the running volume")
     down = sum(p["seconds"] for p in result["phases"] if p["in_downtime"]) + snap_phase["seconds"]
     assert result["predicted_downtime_seconds"] == round(down, 1)
@@ -347,6 +350,7 @@ def test_rehearsal_objects_validate_strictly(fixture: str) -> None:
         kube_rehearsal.clone_job(
             plan, sts, source_host="10.1.2.3", user="postgres", password_secret={"name": "s", "key": "k"}
         ),
+        kube_rehearsal.clone_job(plan, sts),
     ]
     for obj in objs:
         assert validate_strict(copy.deepcopy(obj))

@@ -67,6 +67,12 @@ def test_rendered_rehearsal_clones_a_running_server_and_upgrades_the_clone(kubel
         prod_server.query("postgres", "SELECT pg_reload_conf()")
         assert engine_replication_problems(prod_ctx) == []
         before = verify.fingerprint(prod_server)
+        # Production archives its WAL and has synchronous standbys (pending a restart here): a clone
+        # that kept them would push its new timeline into the archive and hang on every write.
+        with prod_server.connect("postgres") as conn:
+            conn.execute("ALTER SYSTEM SET archive_mode = on")
+            conn.execute("ALTER SYSTEM SET archive_command = 'touch /tmp/archived-%f'")
+            conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'production_standby'")
 
         # The rendered clone Job copies the running server into the clone's PVC.
         job = kube_rehearsal.clone_job(
@@ -85,10 +91,11 @@ def test_rendered_rehearsal_clones_a_running_server_and_upgrades_the_clone(kubel
         (container,) = job_pod["containers"]
         logs = kubelet.run(job_pod, container, _job_volumes(kubelet, job, view_scripts, clone_pvc))
         assert "clone complete: PostgreSQL 13" in logs and "PGLEAP cloned=" in logs
+        assert "sealed: archive_mode off, no synchronous standbys" in logs
         assert kubelet.secrets["gis-db"]["password"] not in logs
         # Run again: the finished copy is kept, nothing copied twice.
         logs = kubelet.run(job_pod, container, _job_volumes(kubelet, job, view_scripts, clone_pvc))
-        assert "complete; nothing to copy" in logs
+        assert "complete; nothing to copy" in logs and "already sealed" in logs
 
         # The rehearsal StatefulSet's pod recovers the copy on the old image: same data.
         rsts = kube_rehearsal.rehearsal_statefulset(sts, facts)
@@ -96,6 +103,8 @@ def test_rendered_rehearsal_clones_a_running_server_and_upgrades_the_clone(kubel
         rctx = HookContext(
             PodApi(rpod), plan, "geo", "gis-rehearsal", "gis-rehearsal-0", "postgres", lines.append
         )
+        assert rserver.query("postgres", "SHOW archive_mode")[0][0] == "off"
+        assert rserver.query("postgres", "SHOW synchronous_standby_names")[0][0] == ""
         cloned = engine_fingerprint(rctx)
         assert verify.compare(before, cloned).identical
         assert cloned.total_rows() == before.total_rows() > 400
@@ -125,6 +134,8 @@ def test_rendered_rehearsal_clones_a_running_server_and_upgrades_the_clone(kubel
         assert done["extensions"]["gis"]["postgis"].startswith("3.5")
         assert done["extensions_updated"] and all(check["ok"] for check in done["health"])
         assert int(nserver.query("gis", "SHOW server_version_num")[0][0]) // 10000 == 17
+        assert nserver.query("postgres", "SHOW archive_mode")[0][0] == "off"  # carried over by pg_upgrade
+        assert npod.exec_run(["sh", "-c", "ls /tmp/archived-* 2>/dev/null | wc -l"]).output.strip() == b"0"
 
         # Production ran throughout, on its old major, with the same data.
         assert int(prod_server.query("gis", "SHOW server_version_num")[0][0]) // 10000 == 13

@@ -93,7 +93,7 @@ class KubeRehearsal:
                         "or name one with --snapshot-class",
                     )
                 made_anything = True
-                self._clone_from_snapshot(result, facts, sts, klass, plan.run_id)
+                self._clone_from_snapshot(result, facts, sts, plan, scripts, klass)
             else:
                 source_host, user, secret = self._basebackup_source(sts, facts, plan, hooks, result)
                 made_anything = True
@@ -211,6 +211,29 @@ class KubeRehearsal:
             raise Refused(f"pod {pod_name} has no IP yet", "wait until it runs, then rehearse again")
         return host, user, secret
 
+    def _run_clone_job(
+        self,
+        result: dict[str, Any],
+        what: str,
+        plan: Any,
+        sts: Mapping[str, Any],
+        scripts: Mapping[str, str],
+        **source: Any,
+    ) -> None:
+        """clone.sh in a Job on the clone PVC: the copy (with `source`) and the seal."""
+        rname = kube_rehearsal.rehearsal_name(plan.sts)
+        view = dataclasses.replace(plan, sts=rname)  # the scripts ConfigMap the rehearsal's Jobs share
+        job = kube_rehearsal.clone_job(plan, sts, **source)
+        with self._phase(result, what, f"Job {job['metadata']['name']}"):
+            self.rt._ensure_scripts(view, scripts, Outcome("rehearse", "clone"))
+            self.kube.create(job)
+            self.rt._finish_job(
+                view,
+                job["metadata"]["name"],
+                ("clone",),
+                "production is untouched; the rehearsal's objects are removed unless --keep",
+            )
+
     def _clone_with_basebackup(
         self,
         result: dict[str, Any],
@@ -222,26 +245,28 @@ class KubeRehearsal:
         user: str,
         secret: dict[str, str],
     ) -> None:
-        rname = kube_rehearsal.rehearsal_name(facts.name)
-        view = dataclasses.replace(plan, sts=rname)  # the scripts ConfigMap the rehearsal's Jobs share
-        with self._phase(result, "clone (pg_basebackup)", f"{facts.name}-0 → {plan.data_claim}-{rname}-0"):
-            pvc = kube_rehearsal.clone_pvc(sts, facts, snapshot=None, run_id=plan.run_id)
-            self.kube.create(pvc)
-            out = Outcome("rehearse", "clone")
-            self.rt._ensure_scripts(view, scripts, out)
-            job = kube_rehearsal.clone_job(plan, sts, source_host=host, user=user, password_secret=secret)
-            self.kube.create(job)
-            self.rt._finish_job(
-                view,
-                job["metadata"]["name"],
-                ("clone",),
-                "production is untouched; the rehearsal's objects are removed unless --keep",
-            )
+        self.kube.create(kube_rehearsal.clone_pvc(sts, facts, snapshot=None, run_id=plan.run_id))
+        self._run_clone_job(
+            result,
+            "clone (pg_basebackup)",
+            plan,
+            sts,
+            scripts,
+            source_host=host,
+            user=user,
+            password_secret=secret,
+        )
 
     def _clone_from_snapshot(
-        self, result: dict[str, Any], facts: Any, sts: Mapping[str, Any], klass: str, run_id: str
+        self,
+        result: dict[str, Any],
+        facts: Any,
+        sts: Mapping[str, Any],
+        plan: Any,
+        scripts: Mapping[str, str],
+        klass: str,
     ) -> None:
-        snap = kube_rehearsal.source_snapshot(facts, klass, run_id)
+        snap = kube_rehearsal.source_snapshot(facts, klass, plan.run_id)
         snap_name = snap["metadata"]["name"]
         with self._phase(result, "snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"):
             self.kube.create(snap)
@@ -251,8 +276,8 @@ class KubeRehearsal:
                 timeout=self.rt.t.snapshot,
                 interval=self.rt.t.poll,
             )
-        with self._phase(result, "restore the snapshot to a PVC", kube_rehearsal.clone_pvc_name(facts)):
-            self.kube.create(kube_rehearsal.clone_pvc(sts, facts, snapshot=snap_name, run_id=run_id))
+        self.kube.create(kube_rehearsal.clone_pvc(sts, facts, snapshot=snap_name, run_id=plan.run_id))
+        self._run_clone_job(result, "restore the snapshot and seal the clone", plan, sts, scripts)
 
     def _snapshot_ready(self, namespace: str, name: str) -> bool | None:
         status = (self.kube.get("VolumeSnapshot", namespace, name) or {}).get("status") or {}
