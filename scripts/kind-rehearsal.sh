@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rehearse a Kubernetes upgrade end to end on a throwaway kind cluster:
 # create the cluster, load the two test images, apply the example PostGIS
-# StatefulSet, seed data, run `pgleap upgrade sts`, check PostGIS and the data
+# StatefulSet, seed data, run `pgleap rehearse sts` (a clone, production untouched) and then
+# `pgleap upgrade sts`, check PostGIS and the data
 # on the new major, then delete the cluster (KEEP_CLUSTER=1 keeps it).
 #
 #   scripts/kind-rehearsal.sh                       # pgleap/postgis:13-3.1 -> 17-3.5
@@ -68,6 +69,22 @@ psql_in "CREATE EXTENSION IF NOT EXISTS postgis;
 before="$(psql_in "SELECT count(*), sum(ST_X(geom))::bigint FROM places")"
 pvc_uid="$(kubectl -n "$NAMESPACE" get pvc data-gis-0 -o jsonpath='{.metadata.uid}')"
 log "before: rows,sum = $before; PVC uid $pvc_uid"
+
+log "pgleap rehearse sts gis --to $NEW_IMAGE (production keeps running)"
+# The official images have no replication line in pg_hba.conf; pg_basebackup needs one
+# (md5 accepts md5- and SCRAM-stored passwords alike).
+# shellcheck disable=SC2016  # $PGDATA expands in the pod
+kubectl -n "$NAMESPACE" exec gis-0 -c postgres -- sh -c \
+    'echo "host replication gis all md5" >> "$PGDATA/pg_hba.conf"'
+psql_in "SELECT pg_reload_conf()" >/dev/null
+pod_uid="$(kubectl -n "$NAMESPACE" get pod gis-0 -o jsonpath='{.metadata.uid}')"
+"$PGLEAP" rehearse sts gis -n "$NAMESPACE" --to "$NEW_IMAGE" --kubeconfig "$KUBECONFIG_FILE" -o json \
+    >"$KUBECONFIG_FILE.rehearsal.json" || die "rehearsal said no-go: $(cat "$KUBECONFIG_FILE.rehearsal.json")"
+log "rehearsal: go, predicted downtime $(sed -nE 's/.*"predicted_downtime_seconds": ([0-9.]+).*/\1/p' "$KUBECONFIG_FILE.rehearsal.json") s"
+[[ "$(kubectl -n "$NAMESPACE" get pod gis-0 -o jsonpath='{.metadata.uid}')" == "$pod_uid" ]] \
+    || die "production's pod was restarted by the rehearsal"
+[[ -z "$(kubectl -n "$NAMESPACE" get statefulset,pvc,job -l pgleap.io/rehearsal-of=gis -o name)" ]] \
+    || die "the rehearsal left objects behind"
 
 log "pgleap upgrade sts gis --to $NEW_IMAGE"
 "$PGLEAP" upgrade sts gis -n "$NAMESPACE" --to "$NEW_IMAGE" --kubeconfig "$KUBECONFIG_FILE" --no-snapshot --yes

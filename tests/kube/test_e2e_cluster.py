@@ -50,10 +50,13 @@ def namespace() -> Iterator[str]:
 
 
 def _psql(ns: str, sql: str) -> str:
+    return _exec(ns, ["psql", "-U", "gis", "-d", "gis", "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+
+
+def _exec(ns: str, cmd: list[str]) -> str:
     from kubernetes import client
     from kubernetes.stream import stream
 
-    cmd = ["psql", "-U", "gis", "-d", "gis", "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql]
     return stream(
         client.CoreV1Api().connect_get_namespaced_pod_exec,
         "gis-0",
@@ -80,12 +83,9 @@ def _wait_ready(ns: str, image: str, timeout: float = 300) -> None:
     raise AssertionError(f"gis in {ns} not ready on {image} after {timeout}s")
 
 
-def test_upgrade_on_a_real_cluster(namespace: str) -> None:
+def _deploy(namespace: str) -> None:
+    """The example StatefulSet on OLD_IMAGE with a fresh password Secret, ready, seeded."""
     from kubernetes import client, utils
-
-    from toolkit.cli_kube import load_scripts
-    from toolkit.kube import Kube
-    from toolkit.runtimes.kube import KubeRuntime
 
     core = client.CoreV1Api()
     core.create_namespaced_secret(
@@ -105,6 +105,17 @@ def test_upgrade_on_a_real_cluster(namespace: str) -> None:
         "CREATE EXTENSION postgis; "
         "CREATE TABLE t AS SELECT i, ST_MakePoint(i, i) AS g FROM generate_series(1, 1000) i",
     )
+
+
+def test_upgrade_on_a_real_cluster(namespace: str) -> None:
+    from kubernetes import client
+
+    from toolkit.cli_kube import load_scripts
+    from toolkit.kube import Kube
+    from toolkit.runtimes.kube import KubeRuntime
+
+    core = client.CoreV1Api()
+    _deploy(namespace)
     before = _psql(namespace, "SELECT count(*), sum(ST_X(g)) FROM t")
     pvc_uid = core.read_namespaced_persistent_volume_claim("data-gis-0", namespace).metadata.uid
 
@@ -126,3 +137,35 @@ def test_upgrade_on_a_real_cluster(namespace: str) -> None:
     assert runtime.upgrade(namespace, "gis", NEW_IMAGE, scripts=load_scripts(SCRIPTS_DIR)).changed == []
     runtime.finalize(namespace, "gis", scripts=load_scripts(SCRIPTS_DIR))
     assert runtime.status(namespace, "gis")["phase"] is None
+
+
+def test_rehearsal_on_a_real_cluster(namespace: str) -> None:
+    """pg_basebackup clone of the running pod, upgraded on the side: go, production untouched."""
+    from kubernetes import client
+
+    from toolkit.cli_kube import load_scripts
+    from toolkit.kube import Kube
+    from toolkit.kube_hook import engine_rehearsal_hooks
+    from toolkit.runtimes.kube import KubeRuntime
+    from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+
+    core = client.CoreV1Api()
+    _deploy(namespace)
+    _exec(namespace, ["sh", "-c", 'echo "host replication gis all md5" >> "$PGDATA/pg_hba.conf"'])
+    _psql(namespace, "SELECT pg_reload_conf()")
+    pod_uid = core.read_namespaced_pod("gis-0", namespace).metadata.uid
+    result = KubeRehearsal(KubeRuntime(Kube.connect(KUBECONFIG))).rehearse(
+        namespace,
+        "gis",
+        NEW_IMAGE,
+        scripts=load_scripts(SCRIPTS_DIR),
+        hooks=engine_rehearsal_hooks(),
+        job_env={"PGLEAP_SUPERUSER": "gis"},
+    )
+    assert result["verdict"] == "go", result
+    assert result["fingerprint"]["identical"] and result["predicted_downtime_seconds"] > 0
+    assert core.read_namespaced_pod("gis-0", namespace).metadata.uid == pod_uid
+    left = core.list_namespaced_persistent_volume_claim(
+        namespace, label_selector="pgleap.io/rehearsal-of=gis"
+    )
+    assert left.items == []
