@@ -11,7 +11,7 @@ from rich.table import Table
 
 from toolkit import engine
 from toolkit.errors import EXIT_OK, PgleapError
-from toolkit.report import Report
+from toolkit.report import Report, print_findings, print_verdict
 from toolkit.state import RunState, locked
 
 out = Console()
@@ -93,26 +93,14 @@ def _emit_rehearsal(result: dict, output: str) -> None:
     if output != "text":
         _emit(result, output, Report(quiet=True))
         return
-    for row in result.get("health", []):
-        out.print(
-            f"  check  {'[green]ok[/]' if row['ok'] else '[red]FAILED[/]'}  {row['check']}  {row['detail'][:70]}"
-        )
-    for e in result.get("extensions", []):
-        out.print(f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}")
-    for index in result.get("collation_indexes", []):
-        out.print(f"  collation-dependent index rebuilt: {index}")
+    print_findings(out, result)
     if result.get("predicted_downtime_seconds") is not None:
         out.print(f"predicted downtime of the real run: [bold]{result['predicted_downtime_seconds']} s[/]")
     if result.get("kept"):
         k = result["kept"]
         out.print(f"upgraded clone kept: container {k['container']}, volume {k['volume']}, {k['connect']}")
         out.print(f"  remove it with: docker rm -f {k['container']} && docker volume rm {k['volume']}")
-    if result["verdict"] == "go":
-        out.print("verdict: [bold green]GO[/]")
-    else:
-        out.print(f"verdict: [bold red]NO-GO[/]: {result['reason']}")
-        if result.get("what_to_do"):
-            out.print(f"what to do: {result['what_to_do']}")
+    print_verdict(out, result)
 
 
 def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 from toolkit.kube_facts import facts_as_dict, gather, parse_image
 from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability
 from toolkit.kube_replicas import detect, read_sts_names
+from toolkit.report import print_findings, print_verdict
 
 err = Console(stderr=True)
 
@@ -81,13 +82,7 @@ def _rehearsal_text(result: dict[str, Any]) -> None:
     for p in result["phases"]:
         table.add_row(p["name"], f"{p['seconds']:.1f}", "yes" if p["in_downtime"] else "", p["detail"])
     out.print(table)
-    for row in result.get("health", []):
-        mark = "[green]ok[/]" if row["ok"] else "[red]FAILED[/]"
-        out.print(f"  check  {mark}  {row['check']}  {row['detail'][:70]}")
-    for e in result.get("extensions", []):
-        out.print(f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}")
-    for index in result.get("collation_indexes", []):
-        out.print(f"  collation-dependent index rebuilt: {index}")
+    print_findings(out, result)
     for hint in result.get("real_run_needs", []):
         out.print(f"  [yellow]before the real run[/]: {hint}")
     if result.get("predicted_downtime_seconds") is not None:
@@ -98,12 +93,7 @@ def _rehearsal_text(result: dict[str, Any]) -> None:
         out.print(f"upgraded clone kept: StatefulSet {k['statefulset']}, Service {k['service']}")
         out.print(f"  connect: {k['connect']}", markup=False)
         out.print(f"  remove it with: {k['remove']}", markup=False)
-    if result["verdict"] == "go":
-        out.print("verdict: [bold green]GO[/]")
-    else:
-        out.print(f"verdict: [bold red]NO-GO[/]: {result.get('reason')}", highlight=False)
-        if result.get("what_to_do"):
-            out.print(f"what to do: {result['what_to_do']}", markup=False, highlight=False)
+    print_verdict(out, result)
 
 
 def _check_output(output: str) -> str:

@@ -72,3 +72,24 @@ class Report:
             ],
             "downtime_seconds": None if self.downtime is None else round(self.downtime, 3),
         }
+
+
+def print_findings(out: Console, result: dict) -> None:
+    """A rehearsal's health checks, extension versions and rebuilt indexes (text output)."""
+    for row in result.get("health", []):
+        mark = "[green]ok[/]" if row["ok"] else "[red]FAILED[/]"
+        out.print(f"  check  {mark}  {row['check']}  {row['detail'][:70]}")
+    for e in result.get("extensions", []):
+        out.print(f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}")
+    for index in result.get("collation_indexes", []):
+        out.print(f"  collation-dependent index rebuilt: {index}")
+
+
+def print_verdict(out: Console, result: dict) -> None:
+    """GO, or NO-GO with the reason and what to do."""
+    if result["verdict"] == "go":
+        out.print("verdict: [bold green]GO[/]")
+        return
+    out.print(f"verdict: [bold red]NO-GO[/]: {result.get('reason')}", highlight=False)
+    if result.get("what_to_do"):
+        out.print(f"what to do: {result['what_to_do']}", markup=False, highlight=False)

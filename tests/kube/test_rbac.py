@@ -146,11 +146,11 @@ def test_changed_scripts_are_replaced_with_update() -> None:
     plan, _, _ = c.runtime.plan(c.namespace, c.name, "pgleap/postgis:17-3.5")
     c.fake.seed_for_test(render.scripts_configmap(plan, SCRIPTS))
     out = Outcome("upgrade", "upgraded")
-    c.runtime._ensure_scripts(plan, {**SCRIPTS, "lib.sh": "changed"}, out)
+    c.runtime.ensure_scripts(plan, {**SCRIPTS, "lib.sh": "changed"}, out)
     assert [x.verb for x in c.fake.calls if x.resource == "configmaps"] == ["get", "update"]
     assert c.fake.get_for_test("ConfigMap", "geo", "pgleap-gis-scripts")["data"]["lib.sh"] == "changed"
     check_calls(c.fake.calls)
-    c.runtime._ensure_scripts(plan, {**SCRIPTS, "lib.sh": "changed"}, out)
+    c.runtime.ensure_scripts(plan, {**SCRIPTS, "lib.sh": "changed"}, out)
     assert out.unchanged == ["ConfigMap pgleap-gis-scripts up to date"]
 
 

@@ -132,7 +132,7 @@ def _ours(sts: Mapping[str, Any] | None, plan: KubePlan) -> bool:
     )
 
 
-def _pod_ready(pod: Mapping[str, Any] | None) -> bool:
+def pod_ready(pod: Mapping[str, Any] | None) -> bool:
     for cond in ((pod or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
             return cond.get("status") == "True"
@@ -472,7 +472,7 @@ class KubeRuntime:
             "snapshotted": lambda: self._step_snapshot(plan, out),
             "upgraded": lambda: self._step_job(plan, state.original, "upgrade", scripts, out),
             "switched": lambda: self._step_switch(plan, state.original, out),
-            "started": lambda: self._step_ready(plan, out),
+            "started": lambda: self.step_ready(plan, out),
             "verified": lambda: self._step_hook(plan, hook or no_post_upgrade, out),
             "reseeded": lambda: self._step_reseed(state, scripts, out),
             "replicas-started": lambda: self._step_replicas_start(state, out),
@@ -614,7 +614,7 @@ class KubeRuntime:
             interval=self.t.poll,
         )
 
-    def _ensure_scripts(self, plan: KubePlan, scripts: Mapping[str, str], out: Outcome) -> None:
+    def ensure_scripts(self, plan: KubePlan, scripts: Mapping[str, str], out: Outcome) -> None:
         wanted = render.scripts_configmap(plan, scripts)
         live = self.kube.get("ConfigMap", plan.namespace, wanted["metadata"]["name"])
         if live is None:
@@ -644,7 +644,7 @@ class KubeRuntime:
             scripts,
             out,
         )
-        self._finish_job(plan, name, ("collect", "upgrade"), "a failed pg_upgrade is not retried")
+        self.finish_job(plan, name, ("collect", "upgrade"), "a failed pg_upgrade is not retried")
 
     def _ensure_job(
         self,
@@ -665,11 +665,11 @@ class KubeRuntime:
                 )
             out.unchanged.append(f"Job {name} exists")
             return
-        self._ensure_scripts(plan, scripts, out)
+        self.ensure_scripts(plan, scripts, out)
         self.kube.create(build())
         out.changed.append(f"created Job {name}")
 
-    def _finish_job(self, plan: KubePlan, name: str, containers: tuple[str, ...], why: str) -> None:
+    def finish_job(self, plan: KubePlan, name: str, containers: tuple[str, ...], why: str) -> None:
         """Follow the Job's logs to its end; PgleapError when it failed."""
         self._follow_job(plan, name, containers)
         job = self.kube.get("Job", plan.namespace, name) or {}
@@ -751,7 +751,7 @@ class KubeRuntime:
             f"created StatefulSet {plan.sts} on {plan.new_image} (replicas: {new['spec'].get('replicas', 1)})"
         )
 
-    def _step_ready(self, plan: KubePlan, out: Outcome) -> None:
+    def step_ready(self, plan: KubePlan, out: Outcome) -> None:
         def ready() -> bool | None:
             return True if _is_ready(self.kube.get("StatefulSet", plan.namespace, plan.sts), 1) else None
 
@@ -826,7 +826,7 @@ class KubeRuntime:
             self._ensure_job(plan, name, lambda sb=sb: render.replica_job(plan, holder, sb), scripts, out)
             names.append(name)
         for name in names:  # the Jobs run side by side; follow them one after the other
-            self._finish_job(plan, name, ("standby",), "the old standby is kept on its volume")
+            self.finish_job(plan, name, ("standby",), "the old standby is kept on its volume")
 
     def _step_replicas_start(self, state: State, out: Outcome) -> None:
         """Run the standbys on the new image: scale the primary's StatefulSet to N, or replace the read one."""
@@ -865,7 +865,7 @@ class KubeRuntime:
         for sb in rp.standbys:
             self.kube.wait(
                 f"standby {sb.pod} to be ready",
-                lambda sb=sb: True if _pod_ready(self.kube.get("Pod", plan.namespace, sb.pod)) else None,
+                lambda sb=sb: True if pod_ready(self.kube.get("Pod", plan.namespace, sb.pod)) else None,
                 timeout=self.t.ready,
                 interval=self.t.poll,
             )
@@ -1029,7 +1029,7 @@ class KubeRuntime:
             self._ensure_job(
                 plan, name, lambda sb=sb: render.replica_job(plan, holder, sb, "rollback"), scripts, out
             )
-            self._finish_job(
+            self.finish_job(
                 plan, name, ("standby",), f"the old standby data of {sb.pod} is in its .pgleap folder"
             )
 
@@ -1159,7 +1159,7 @@ class KubeRuntime:
                 scripts,
                 out,
             )
-            self._finish_job(plan, name, ("standby",), "finalize is safe to run again")
+            self.finish_job(plan, name, ("standby",), "finalize is safe to run again")
 
     def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
         """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""

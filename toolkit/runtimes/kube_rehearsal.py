@@ -23,13 +23,40 @@ from typing import Any
 
 from toolkit import guard, kube_rehearsal, render
 from toolkit.errors import PgleapError, Refused, VerificationFailed
-from toolkit.kube_facts import gather, parse_image
-from toolkit.kube_plan import make_plan
+from toolkit.kube_facts import StsFacts, gather, parse_image
+from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import detect
-from toolkit.runtimes.kube import HookContext, KubeRuntime, Outcome, _pod_ready
+from toolkit.runtimes.kube import HookContext, KubeRuntime, Outcome, pod_ready
 
 # Upgrade phases during which a real run's database does not serve.
 DOWNTIME_PHASES = ("stopped", "snapshotted", "upgraded", "switched", "started")
+
+
+@dataclass
+class _Run:
+    """One rehearsal: production as read, its plan, the scripts, and the report being built."""
+
+    sts: dict[str, Any]
+    facts: StsFacts
+    plan: KubePlan  # production's plan: the clone Job runs production's image as its user
+    scripts: Mapping[str, str]
+    result: dict[str, Any]
+    kube: Any
+    log: Callable[[str], None]
+
+    @property
+    def rname(self) -> str:
+        return kube_rehearsal.rehearsal_name(self.facts.name)
+
+    @property
+    def view(self) -> KubePlan:
+        """The plan as the rehearsal StatefulSet's (its name: its Jobs, ConfigMaps, pods)."""
+        return dataclasses.replace(self.plan, sts=self.rname)
+
+    def context(self, pod: str, sts: str) -> HookContext:
+        return HookContext(
+            self.kube, self.plan, self.facts.namespace, sts, pod, self.facts.container, self.log
+        )
 
 
 @dataclass(frozen=True)
@@ -67,10 +94,9 @@ class KubeRehearsal:
         keep: bool = False,
     ) -> dict[str, Any]:
         """Run the rehearsal; the result's `verdict` is go, or no-go with `reason`/`what_to_do`."""
-        rname = kube_rehearsal.rehearsal_name(name)
         result: dict[str, Any] = {
             "source": f"{namespace}/{name}",
-            "rehearsal": f"{namespace}/{rname}",
+            "rehearsal": f"{namespace}/{kube_rehearsal.rehearsal_name(name)}",
             "target_image": target_image,
             "mode": mode,
             "clone": "snapshot" if from_snapshot else "pg_basebackup",
@@ -80,31 +106,32 @@ class KubeRehearsal:
         made_anything = False
         try:
             with self._phase(result, "preflight", "the checks of a real run, on the rehearsal StatefulSet"):
-                sts = self.rt.read_sts(namespace, name)
-                facts = self.rt.inspect(namespace, name, sts)
-                plan = self._preflight(sts, facts, target_image, mode, job_env or {}, result)
+                run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, result)
                 self._refuse_leftovers(namespace, name)
             if from_snapshot:
-                klass = snapshot_class or (facts.snapshot_classes[0] if facts.snapshot_classes else None)
+                klass = snapshot_class or next(iter(run.facts.snapshot_classes), None)
                 if klass is None:
                     raise Refused(
-                        f"no VolumeSnapshotClass fits the CSI driver of {plan.data_pvc}",
+                        f"no VolumeSnapshotClass fits the CSI driver of {run.plan.data_pvc}",
                         "rehearse without --from-snapshot (a pg_basebackup Job clones the running server), "
                         "or name one with --snapshot-class",
                     )
                 made_anything = True
-                self._clone_from_snapshot(result, facts, sts, plan, scripts, klass)
+                self._clone_from_snapshot(run, klass)
             else:
-                source_host, user, secret = self._basebackup_source(sts, facts, plan, hooks, result)
+                source = self._basebackup_source(run, hooks)
                 made_anything = True
-                self._clone_with_basebackup(result, facts, sts, plan, scripts, source_host, user, secret)
-            self._start_clone(result, facts, sts, plan)
-            self._upgrade_clone(result, facts, plan, target_image, scripts, job_env or {}, mode, hooks)
+                self.kube.create(
+                    kube_rehearsal.clone_pvc(run.sts, run.facts, snapshot=None, run_id=run.plan.run_id)
+                )
+                self._run_clone_job(run, "clone (pg_basebackup)", **source)
+            self._start_clone(run)
+            self._upgrade_clone(run, target_image, job_env or {}, mode, hooks)
             result["predicted_downtime_seconds"], result["predicted_downtime_basis"] = predicted_downtime(
                 result["phases"], from_snapshot
             )
             if keep:
-                self._keep(result, facts)
+                self._keep(run)
             result["verdict"] = "go"
             return result
         except PgleapError as exc:
@@ -136,15 +163,18 @@ class KubeRehearsal:
 
     def _preflight(
         self,
-        sts: Mapping[str, Any],
-        facts: Any,
+        namespace: str,
+        name: str,
         target_image: str,
         mode: str,
         job_env: dict[str, str],
+        scripts: Mapping[str, str],
         result: dict[str, Any],
-    ) -> Any:
-        """Production's plan (what the clone Job needs), after the guard has checked the rehearsal
-        StatefulSet exactly as the upgrade of it will (majors, images, layout, standby refusals)."""
+    ) -> _Run:
+        """Production read and planned, after the guard has checked the rehearsal StatefulSet exactly
+        as the upgrade of it will (majors, image family, layout, standby refusals)."""
+        sts = self.rt.read_sts(namespace, name)
+        facts = self.rt.inspect(namespace, name, sts)
         copy_sts = kube_rehearsal.rehearsal_statefulset(sts, facts)
         copy_facts = gather(copy_sts)
         target = parse_image(target_image)
@@ -159,7 +189,8 @@ class KubeRehearsal:
             )
         # Production's owners (Argo CD, Helm, …) matter for the real run, not for the rehearsal.
         result["real_run_needs"] = [p.hint for p in guard.problems(facts, target, live=False) if p.owner]
-        return make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env)
+        plan = make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env)
+        return _Run(sts, facts, plan, scripts, result, kube=self.kube, log=self.log)
 
     def _refuse_leftovers(self, namespace: str, name: str) -> None:
         """A rehearsal that was kept or interrupted must be removed first (it may be in use)."""
@@ -178,106 +209,66 @@ class KubeRehearsal:
                 "rename or delete it; the rehearsal needs that name",
             )
 
-    def _basebackup_source(
-        self, sts: Mapping[str, Any], facts: Any, plan: Any, hooks: RehearsalHooks, result: dict[str, Any]
-    ) -> tuple[str, str, dict[str, str]]:
+    def _basebackup_source(self, run: _Run, hooks: RehearsalHooks) -> dict[str, Any]:
         """Where and as whom the clone Job logs in; the server's replication settings checked first."""
+        facts = run.facts
         pod_name = f"{facts.name}-0"
         pod = self.kube.get("Pod", facts.namespace, pod_name)
-        if not _pod_ready(pod):
+        if not pod_ready(pod):
             raise Refused(
                 f"pod {facts.namespace}/{pod_name} is not running and ready: pg_basebackup copies a running server",
                 "start it, or rehearse with --from-snapshot",
             )
-        user, secret = kube_rehearsal.replication_login(sts, facts)
+        user, secret = kube_rehearsal.replication_login(run.sts, facts)
         with self._phase(
-            result, "check replication access", "role, wal_level, wal senders, pg_hba.conf"
+            run.result, "check replication access", "role, wal_level, wal senders, pg_hba.conf"
         ) as ph:
-            problems = hooks.replication_problems(
-                HookContext(self.kube, plan, facts.namespace, facts.name, pod_name, facts.container, self.log)
-            )
+            problems = hooks.replication_problems(run.context(pod_name, facts.name))
             ph["detail"] = "ok" if not problems else f"{len(problems)} missing"
         if problems:
             raise Refused(
                 "pg_basebackup cannot copy the running server: " + "; ".join(problems),
                 problems[-1].split(": ", 1)[-1] + "; or rehearse with --from-snapshot",
             )
+        service = (run.sts.get("spec") or {}).get("serviceName")
         host = ((pod or {}).get("status") or {}).get("podIP") or (
-            f"{pod_name}.{sts['spec']['serviceName']}.{facts.namespace}.svc"
-            if (sts.get("spec") or {}).get("serviceName")
-            else None
+            f"{pod_name}.{service}.{facts.namespace}.svc" if service else None
         )
         if not host:
             raise Refused(f"pod {pod_name} has no IP yet", "wait until it runs, then rehearse again")
-        return host, user, secret
+        return {"source_host": host, "user": user, "password_secret": secret}
 
-    def _run_clone_job(
-        self,
-        result: dict[str, Any],
-        what: str,
-        plan: Any,
-        sts: Mapping[str, Any],
-        scripts: Mapping[str, str],
-        **source: Any,
-    ) -> None:
+    def _run_clone_job(self, run: _Run, what: str, **source: Any) -> None:
         """clone.sh in a Job on the clone PVC: the copy (with `source`) and the seal."""
-        rname = kube_rehearsal.rehearsal_name(plan.sts)
-        view = dataclasses.replace(plan, sts=rname)  # the scripts ConfigMap the rehearsal's Jobs share
-        job = kube_rehearsal.clone_job(plan, sts, **source)
-        with self._phase(result, what, f"Job {job['metadata']['name']}"):
-            self.rt._ensure_scripts(view, scripts, Outcome("rehearse", "clone"))
+        job = kube_rehearsal.clone_job(run.plan, run.sts, **source)
+        name = job["metadata"]["name"]
+        with self._phase(run.result, what, f"Job {name}"):
+            self.rt.ensure_scripts(run.view, run.scripts, Outcome("rehearse", "clone"))
             self.kube.create(job)
-            self.rt._finish_job(
-                view,
-                job["metadata"]["name"],
+            self.rt.finish_job(
+                run.view,
+                name,
                 ("clone",),
                 "production is untouched; the rehearsal's objects are removed unless --keep",
             )
 
-    def _clone_with_basebackup(
-        self,
-        result: dict[str, Any],
-        facts: Any,
-        sts: Mapping[str, Any],
-        plan: Any,
-        scripts: Mapping[str, str],
-        host: str,
-        user: str,
-        secret: dict[str, str],
-    ) -> None:
-        self.kube.create(kube_rehearsal.clone_pvc(sts, facts, snapshot=None, run_id=plan.run_id))
-        self._run_clone_job(
-            result,
-            "clone (pg_basebackup)",
-            plan,
-            sts,
-            scripts,
-            source_host=host,
-            user=user,
-            password_secret=secret,
-        )
-
-    def _clone_from_snapshot(
-        self,
-        result: dict[str, Any],
-        facts: Any,
-        sts: Mapping[str, Any],
-        plan: Any,
-        scripts: Mapping[str, str],
-        klass: str,
-    ) -> None:
-        snap = kube_rehearsal.source_snapshot(facts, klass, plan.run_id)
+    def _clone_from_snapshot(self, run: _Run, klass: str) -> None:
+        snap = kube_rehearsal.source_snapshot(run.facts, klass, run.plan.run_id)
         snap_name = snap["metadata"]["name"]
-        with self._phase(result, "snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"):
+        with self._phase(
+            run.result, "snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"
+        ):
             self.kube.create(snap)
             self.kube.wait(
                 f"VolumeSnapshot {snap_name} to be ready",
-                lambda: self._snapshot_ready(facts.namespace, snap_name),
+                lambda: self._snapshot_ready(run.facts.namespace, snap_name),
                 timeout=self.rt.t.snapshot,
                 interval=self.rt.t.poll,
             )
-        self.kube.create(kube_rehearsal.clone_pvc(sts, facts, snapshot=snap_name, run_id=plan.run_id))
-        self._run_clone_job(result, "restore the snapshot and seal the clone", plan, sts, scripts)
+        self.kube.create(
+            kube_rehearsal.clone_pvc(run.sts, run.facts, snapshot=snap_name, run_id=run.plan.run_id)
+        )
+        self._run_clone_job(run, "restore the snapshot and seal the clone")
 
     def _snapshot_ready(self, namespace: str, name: str) -> bool | None:
         status = (self.kube.get("VolumeSnapshot", namespace, name) or {}).get("status") or {}
@@ -288,34 +279,24 @@ class KubeRehearsal:
             )
         return True if status.get("readyToUse") else None
 
-    def _start_clone(self, result: dict[str, Any], facts: Any, sts: Mapping[str, Any], plan: Any) -> None:
+    def _start_clone(self, run: _Run) -> None:
         """Create the rehearsal StatefulSet on the OLD image: its pod recovers the copy."""
-        rname = kube_rehearsal.rehearsal_name(facts.name)
-        with self._phase(result, "start the clone (recovery)", f"{rname}-0 on {plan.old_image}"):
-            self.kube.create(kube_rehearsal.rehearsal_statefulset(sts, facts))
-            self.rt._step_ready(dataclasses.replace(plan, sts=rname), Outcome("rehearse", "start"))
+        with self._phase(run.result, "start the clone (recovery)", f"{run.rname}-0 on {run.plan.old_image}"):
+            self.kube.create(kube_rehearsal.rehearsal_statefulset(run.sts, run.facts))
+            self.rt.step_ready(run.view, Outcome("rehearse", "start"))
 
     def _upgrade_clone(
-        self,
-        result: dict[str, Any],
-        facts: Any,
-        plan: Any,
-        target_image: str,
-        scripts: Mapping[str, str],
-        job_env: dict[str, str],
-        mode: str,
-        hooks: RehearsalHooks,
+        self, run: _Run, target_image: str, job_env: dict[str, str], mode: str, hooks: RehearsalHooks
     ) -> None:
-        rname = kube_rehearsal.rehearsal_name(facts.name)
-        ctx = HookContext(self.kube, plan, facts.namespace, rname, f"{rname}-0", facts.container, self.log)
-        with self._phase(result, "fingerprint before", f"{rname}-0 on the old major") as ph:
-            before = hooks.fingerprint(ctx)
+        """The ordinary upgrade flow on the rehearsal StatefulSet; its hook checks the fingerprint."""
+        result = run.result
+        with self._phase(result, "fingerprint before", f"{run.rname}-0 on the old major") as ph:
+            before = hooks.fingerprint(run.context(f"{run.rname}-0", run.rname))
             ph["detail"] = _summary(before)
         done: dict[str, Any] = {}
 
         def post_upgrade(ctx: HookContext) -> None:
-            after = hooks.fingerprint(ctx)
-            differences = hooks.compare(before, after)
+            differences = hooks.compare(before, hooks.fingerprint(ctx))
             result["fingerprint"] = {"identical": not differences, "differences": differences[:20]}
             if differences:
                 raise VerificationFailed(
@@ -330,10 +311,10 @@ class KubeRehearsal:
 
         try:
             outcome = self.rt.upgrade(
-                facts.namespace,
-                rname,
+                run.facts.namespace,
+                run.rname,
                 target_image,
-                scripts=scripts,
+                scripts=run.scripts,
                 job_env=job_env,
                 mode=mode,
                 snapshot=False,
@@ -342,27 +323,26 @@ class KubeRehearsal:
             )
         finally:
             result.update(_hook_report(done, before))
-        for phase, seconds in outcome.seconds.items():
-            if phase == "done":
-                continue
-            result["phases"].append(
-                {
-                    "name": f"upgrade: {phase}",
-                    "seconds": seconds,
-                    "detail": "",
-                    "in_downtime": phase in DOWNTIME_PHASES,
-                }
-            )
+        result["phases"] += [
+            {
+                "name": f"upgrade: {phase}",
+                "seconds": seconds,
+                "detail": "",
+                "in_downtime": phase in DOWNTIME_PHASES,
+            }
+            for phase, seconds in outcome.seconds.items()
+            if phase != "done"
+        ]
 
-    def _keep(self, result: dict[str, Any], facts: Any) -> None:
-        service = kube_rehearsal.rehearsal_service(facts)
+    def _keep(self, run: _Run) -> None:
+        service = kube_rehearsal.rehearsal_service(run.facts)
         self.kube.create(service)
-        name = service["metadata"]["name"]
-        result["kept"] = {
-            "statefulset": f"{facts.namespace}/{name}",
-            "service": f"{facts.namespace}/{name}",
-            "connect": f"kubectl -n {facts.namespace} port-forward svc/{name} 15432:5432",
-            "remove": f"pgleap rehearse sts {facts.name} -n {facts.namespace} --remove",
+        ns, name = run.facts.namespace, service["metadata"]["name"]
+        run.result["kept"] = {
+            "statefulset": f"{ns}/{name}",
+            "service": f"{ns}/{name}",
+            "connect": f"kubectl -n {ns} port-forward svc/{name} 15432:5432",
+            "remove": f"pgleap rehearse sts {run.facts.name} -n {ns} --remove",
         }
 
     # -- removal ------------------------------------------------------------------------------
