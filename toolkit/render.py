@@ -335,8 +335,9 @@ def new_statefulset(
     scaled to N once they are re-seeded.
 
     Containers and init containers that ran the old image get the new one (an
-    init container on the old major would fail on the new data); the postgres
-    container gets the new mount and PGDATA when the layout changes. Everything
+    init container on the old major would fail on the new data); when the layout
+    changes, the postgres container and every container mounting the data where it
+    did get the new mount (and PGDATA, where they set the old one). Everything
     else — env (Secret references untouched), probes, sidecars, labels — stays.
     """
     sts = clean_object(original_sts)
@@ -353,16 +354,45 @@ def new_statefulset(
     container = next(c for c in pod["containers"] if c["name"] == plan.container)
     lay = plan.layout
     if lay.changes_mount:
-        for mount in container.get("volumeMounts") or []:
-            if mount["name"] == plan.data_claim and mount["mountPath"].rstrip("/") == plan.mount_path:
-                mount["mountPath"] = lay.new_mount_path
-                if lay.new_sub_path:
-                    mount["subPath"] = lay.new_sub_path
-                else:
-                    mount.pop("subPath", None)
-        has_env = any(e.get("name") == "PGDATA" for e in container.get("env") or [])
-        if has_env or lay.new_pgdata != default_pgdata("official", plan.new_major):
-            _set_env(container, "PGDATA", lay.new_pgdata)
+        old_pgdata = next(
+            (e.get("value") for e in container.get("env") or [] if e.get("name") == "PGDATA"), None
+        )
+        old_sub = next(
+            (
+                m.get("subPath", "")
+                for m in container.get("volumeMounts") or []
+                if m["name"] == plan.data_claim and m["mountPath"].rstrip("/") == plan.mount_path
+            ),
+            "",
+        )
+        # Every container that sees the data where postgres saw it (an init container fixing
+        # permissions, a standby's pg_basebackup, a backup sidecar) follows it to the new place.
+        for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+            moved = False
+            for mount in c.get("volumeMounts") or []:
+                if (
+                    mount["name"] == plan.data_claim
+                    and mount["mountPath"].rstrip("/") == plan.mount_path
+                    and mount.get("subPath", "") == old_sub
+                ):
+                    mount["mountPath"] = lay.new_mount_path
+                    if lay.new_sub_path:
+                        mount["subPath"] = lay.new_sub_path
+                    else:
+                        mount.pop("subPath", None)
+                    moved = True
+            if c is container:
+                has_env = any(e.get("name") == "PGDATA" for e in c.get("env") or [])
+                if has_env or lay.new_pgdata != default_pgdata("official", plan.new_major):
+                    _set_env(c, "PGDATA", lay.new_pgdata)
+            elif (
+                moved
+                and old_pgdata
+                and any(
+                    e.get("name") == "PGDATA" and e.get("value") == old_pgdata for e in c.get("env") or []
+                )
+            ):
+                _set_env(c, "PGDATA", lay.new_pgdata)
     return sts
 
 

@@ -403,3 +403,40 @@ def test_long_names_are_cut_with_a_hash() -> None:
 def test_yaml_stream_round_trips() -> None:
     objs = rendered("sidecar")
     assert list(yaml.safe_load_all(render.to_yaml(objs))) == objs
+
+
+def test_containers_seeing_the_data_follow_the_18_layout_move() -> None:
+    """An init container mounting the data where postgres does (and setting the same PGDATA) moves
+    with it to the 18+ layout; a sidecar mounting the volume elsewhere is left as it is."""
+    from toolkit.kube_facts import gather
+
+    sts = load_sts("official-plain")
+    pod = sts["spec"]["template"]["spec"]
+    pod["containers"][0]["env"].append({"name": "PGDATA", "value": "/var/lib/postgresql/data"})
+    pod["initContainers"] = [
+        {
+            "name": "fix-permissions",
+            "image": "busybox:1.36",
+            "command": ["sh", "-c", 'chmod 0700 "$PGDATA" || true'],
+            "env": [{"name": "PGDATA", "value": "/var/lib/postgresql/data"}],
+            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+        }
+    ]
+    pod["containers"].append(
+        {
+            "name": "backup",
+            "image": "backup-agent:1",
+            "volumeMounts": [{"name": "data", "mountPath": "/backup-source", "readOnly": True}],
+        }
+    )
+    plan = make_plan(gather(sts), "pgleap/postgis:18-3.x", job_env=ENV, run_id="r1")
+    assert plan.layout.changes_mount
+    new = render.new_statefulset(plan, sts)["spec"]["template"]["spec"]
+    (init,) = new["initContainers"]
+    assert init["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/postgresql"}]
+    assert env_of(init)["PGDATA"]["value"] == "/var/lib/postgresql/18/docker"
+    assert env_of(new["containers"][0])["PGDATA"]["value"] == "/var/lib/postgresql/18/docker"
+    assert new["containers"][0]["volumeMounts"] == init["volumeMounts"]
+    backup = next(c for c in new["containers"] if c["name"] == "backup")
+    assert backup["volumeMounts"] == [{"name": "data", "mountPath": "/backup-source", "readOnly": True}]
+    validate_strict(render.new_statefulset(plan, sts))
