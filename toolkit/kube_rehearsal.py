@@ -241,6 +241,16 @@ def clone_job(
     )
 
 
+def other_claims_of_postgres(original: Mapping[str, Any], facts: StsFacts) -> list[str]:
+    """Claim templates the postgres container mounts besides the data claim (e.g. a WAL volume)."""
+    templates = {
+        (t.get("metadata") or {}).get("name")
+        for t in (original.get("spec") or {}).get("volumeClaimTemplates") or []
+    }
+    mounts = find_postgres_container(original).get("volumeMounts") or []
+    return sorted({m["name"] for m in mounts if m["name"] in templates and m["name"] != facts.data_claim})
+
+
 def is_rehearsal_object(obj: Mapping[str, Any] | None, source: str) -> bool:
     """An object a rehearsal of `source` created (safe to remove)."""
     labels = ((obj or {}).get("metadata") or {}).get("labels") or {}

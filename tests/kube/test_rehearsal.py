@@ -361,3 +361,22 @@ def test_rehearsal_objects_validate_strictly(fixture: str) -> None:
     assert copy_sts["spec"]["selector"]["matchLabels"].items() <= (
         copy_sts["spec"]["template"]["metadata"]["labels"].items()
     )
+
+
+def test_from_snapshot_refused_when_postgres_spans_two_volumes() -> None:
+    c = make_cluster("bitnami")
+    sts = c.sts()
+    sts["spec"]["volumeClaimTemplates"].append(
+        {
+            "metadata": {"name": "wal"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }
+    )
+    pg = next(x for x in sts["spec"]["template"]["spec"]["containers"] if x["name"] == "postgresql")
+    pg["volumeMounts"].append({"name": "wal", "mountPath": "/bitnami/wal"})
+    c.fake.seed_for_test(sts)
+    target = "docker.io/bitnamilegacy/postgresql:17.2.0-debian-12-r8"
+    result = rehearse(c, Hooks(), target=target, from_snapshot=True)
+    assert result["verdict"] == "no-go" and "also mounts wal" in result["reason"]
+    assert "without --from-snapshot" in result["what_to_do"]
+    assert c.fake.writes_for_test() == []

@@ -109,6 +109,13 @@ class KubeRehearsal:
                 run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, result)
                 self._refuse_leftovers(namespace, name)
             if from_snapshot:
+                others = kube_rehearsal.other_claims_of_postgres(run.sts, run.facts)
+                if others:
+                    raise Refused(
+                        f"postgres in {namespace}/{name} also mounts {', '.join(others)}: snapshots of "
+                        "separate volumes are not taken at the same instant, so the copy may not recover",
+                        "rehearse without --from-snapshot (pg_basebackup copies a consistent cluster)",
+                    )
                 klass = snapshot_class or next(iter(run.facts.snapshot_classes), None)
                 if klass is None:
                     raise Refused(
