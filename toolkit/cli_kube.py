@@ -547,6 +547,7 @@ def register(
         remove: Annotated[
             bool, typer.Option("--remove", help="Remove a kept (or interrupted) rehearsal, then exit.")
         ] = False,
+        dry_run: DryRunOpt = False,
         superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
         initdb_args: InitdbOpt = "",
         set_env: SetEnvOpt = None,
@@ -568,9 +569,23 @@ def register(
             return
         if not to:
             raise typer.BadParameter("give the target image", param_hint="--to")
+        facts = rehearsal.rt.inspect(ns, name)
+        if dry_run:
+            objs = rehearsal.objects(
+                ns,
+                name,
+                to,
+                scripts=load_scripts(required=False),
+                job_env=env_for(facts, superuser, initdb_args, set_env),
+                mode=mode,
+                from_snapshot=from_snapshot,
+                snapshot_class=snapshot_class,
+            )
+            _print(objs, output if output != "text" else "yaml", lambda: None)
+            err.print("dry run: nothing was changed")
+            return
         if rehearsal_hooks is None:
             raise EnvironmentProblem("no database hooks given for the rehearsal", "run it through `pgleap`")
-        facts = rehearsal.rt.inspect(ns, name)
         result = rehearsal.rehearse(
             ns,
             name,

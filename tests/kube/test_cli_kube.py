@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.kube.conftest import FIXTURES
 from tests.kube.harness import SCRIPTS, Cluster, make_cluster
+from tests.kube.validation import validate_strict
 from toolkit import cli_kube
 from toolkit.errors import EnvironmentProblem, Refused
 from toolkit.kube import Forbidden
@@ -278,3 +279,18 @@ def test_rehearse_needs_a_target() -> None:
     c = make_cluster("official-plain")
     result = runner.invoke(build_app(c), ["rehearse", "sts", "gis", "-n", "geo"])
     assert result.exit_code == 2 and "--to" in result.output
+
+
+def test_rehearse_dry_run_prints_the_objects_and_writes_nothing() -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(
+        build_app(c), ["rehearse", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert [d["kind"] for d in docs] == ["PersistentVolumeClaim", "ConfigMap", "Job", "StatefulSet"]
+    env = {e["name"]: e.get("value") for e in docs[2]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PGLEAP_SOURCE_HOST"] == "gis-0.gis.geo.svc"
+    for doc in docs:
+        validate_strict(doc)
+    assert c.fake.writes_for_test() == []

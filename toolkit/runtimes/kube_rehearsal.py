@@ -153,6 +153,50 @@ class KubeRehearsal:
                     "removes them"
                 )
 
+    def objects(
+        self,
+        namespace: str,
+        name: str,
+        target_image: str,
+        *,
+        scripts: Mapping[str, str],
+        job_env: dict[str, str] | None = None,
+        mode: str = "link",
+        from_snapshot: bool = False,
+        snapshot_class: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """What a rehearsal would create first, read-only (`--dry-run`): the clone's objects and the
+        rehearsal StatefulSet; its upgrade then creates what `plan sts` shows for a StatefulSet."""
+        run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, {})
+        objs: list[dict[str, Any]] = []
+        snap = None
+        if from_snapshot:
+            snap = kube_rehearsal.source_snapshot(
+                run.facts, snapshot_class or next(iter(run.facts.snapshot_classes), None), run.plan.run_id
+            )
+            objs.append(snap)
+        objs.append(
+            kube_rehearsal.clone_pvc(
+                run.sts,
+                run.facts,
+                snapshot=snap["metadata"]["name"] if snap else None,
+                run_id=run.plan.run_id,
+            )
+        )
+        objs.append(render.scripts_configmap(run.view, scripts))
+        if from_snapshot:
+            objs.append(kube_rehearsal.clone_job(run.plan, run.sts))
+        else:
+            user, secret = kube_rehearsal.replication_login(run.sts, run.facts)
+            host = _source_host(run, self.kube.get("Pod", namespace, f"{name}-0")) or f"{name}-0"
+            objs.append(
+                kube_rehearsal.clone_job(
+                    run.plan, run.sts, source_host=host, user=user, password_secret=secret
+                )
+            )
+        objs.append(kube_rehearsal.rehearsal_statefulset(run.sts, run.facts))
+        return objs
+
     @contextmanager
     def _phase(
         self, result: dict[str, Any], what: str, detail: str = "", *, in_downtime: bool = False
@@ -237,10 +281,7 @@ class KubeRehearsal:
                 "pg_basebackup cannot copy the running server: " + "; ".join(problems),
                 problems[-1].split(": ", 1)[-1] + "; or rehearse with --from-snapshot",
             )
-        service = (run.sts.get("spec") or {}).get("serviceName")
-        host = ((pod or {}).get("status") or {}).get("podIP") or (
-            f"{pod_name}.{service}.{facts.namespace}.svc" if service else None
-        )
+        host = _source_host(run, pod)
         if not host:
             raise Refused(f"pod {pod_name} has no IP yet", "wait until it runs, then rehearse again")
         return {"source_host": host, "user": user, "password_secret": secret}
@@ -402,6 +443,14 @@ class KubeRehearsal:
         """Made by a rehearsal of `name`: its labels, or the upgrade flow's labels for `rname`."""
         labels = (obj.get("metadata") or {}).get("labels") or {}
         return kube_rehearsal.is_rehearsal_object(obj, name) or labels.get(render.LABEL_STS) == rname[:63]
+
+
+def _source_host(run: _Run, pod: Mapping[str, Any] | None) -> str | None:
+    """Production's pod IP, or its stable DNS name through the StatefulSet's Service."""
+    service = (run.sts.get("spec") or {}).get("serviceName")
+    return ((pod or {}).get("status") or {}).get("podIP") or (
+        f"{run.facts.name}-0.{service}.{run.facts.namespace}.svc" if service else None
+    )
 
 
 def _summary(fp: Any) -> str:
