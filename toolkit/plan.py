@@ -45,14 +45,15 @@ class Layout:
 
     @property
     def old_rel(self) -> str:
-        return _rel(self.old_pgdata, self.old_mount)
+        return rel_to_mount(self.old_pgdata, self.old_mount)
 
     @property
     def new_rel(self) -> str:
-        return _rel(self.new_pgdata, self.new_mount)
+        return rel_to_mount(self.new_pgdata, self.new_mount)
 
 
-def _rel(path: str, mount: str) -> str:
+def rel_to_mount(path: str, mount: str) -> str:
+    """PGDATA `path` relative to the volume mounted at `mount` ("" for the volume root), or a refusal."""
     rel = posixpath.relpath(posixpath.normpath(path), posixpath.normpath(mount))
     if rel.startswith(".."):
         raise Refused(

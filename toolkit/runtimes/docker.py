@@ -24,8 +24,8 @@ from docker.types import Mount
 
 from toolkit import faults
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
-from toolkit.facts import DataFacts, ImageFacts
-from toolkit.plan import Layout, UpgradePlan
+from toolkit.facts import DataFacts, ImageFacts, parse_results
+from toolkit.plan import Layout, UpgradePlan, new_layout, rel_to_mount
 from toolkit.resources import container_script
 from toolkit.steps.sql import Server
 
@@ -596,8 +596,6 @@ def docker_layout(
     runtime: DockerRuntime, old_image: str, target_image: str, pgdata: str, mount: str
 ) -> Layout:
     """Where the new cluster goes for this pair of images (see plan.new_layout)."""
-    from toolkit.plan import new_layout
-
     return new_layout(
         mount, pgdata, runtime.image_pgdata(old_image), runtime.image_pgdata(target_image),
         runtime.image_volumes(target_image),
@@ -673,9 +671,7 @@ class DockerTarget:
         }
 
     def _rel(self) -> str:
-        from toolkit.plan import _rel
-
-        return _rel(self.pgdata, self.mount)
+        return rel_to_mount(self.pgdata, self.mount)
 
     def probe_image(self, image: str) -> ImageFacts:
         return self.rt.probe_image(image)
@@ -725,7 +721,7 @@ class DockerTarget:
             what="reading the bootstrap superuser",
             volume_key=self.key,
         )
-        self.superuser = dict(parse_pairs(out)).get("bootstrap_user") or "postgres"
+        self.superuser = dict(parse_results(out)).get("bootstrap_user") or "postgres"
         return self.superuser
 
     def new_server(self, plan: UpgradePlan, bindir: str):
@@ -886,9 +882,3 @@ def _analyze_runs(new_major: int) -> list[list[str]]:
     if new_major >= 18:
         return [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
     return [["--analyze-in-stages"]]
-
-
-def parse_pairs(text: str) -> list[tuple[str, str]]:
-    from toolkit.facts import parse_results
-
-    return parse_results(text)
