@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from toolkit.errors import Refused
@@ -72,6 +74,22 @@ def test_a_good_plan_matches_the_old_cluster():
     )
     env = p.container_env("upgrade")
     assert env["PGLEAP_OLD_REL"] == "" and env["PGLEAP_SUPERUSER"] == "gis" and env["PGLEAP_MODE"] == "link"
+
+
+@pytest.mark.parametrize(
+    ("glibc", "icu", "libc_changed", "icu_changed"),
+    [
+        (("2.31", "2.31"), ("67", "67"), False, False),
+        (("2.31", "2.41"), ("67", "67"), True, False),
+        (("2.36", "2.36"), ("67", "76"), False, True),
+        (("2.36", "2.36"), ("", "76"), False, False),  # no ICU before: nothing sorted by it
+        (("2.31", "2.41"), ("67", ""), True, True),
+    ],
+)
+def test_which_collation_library_changed(glibc, icu, libc_changed, icu_changed):
+    p = dataclasses.replace(plan(), glibc=glibc, icu=icu)
+    assert (p.libc_changed, p.icu_changed) == (libc_changed, icu_changed)
+    assert p.collation_libraries_changed == (libc_changed or icu_changed)
 
 
 def test_pg18_target_gets_no_data_checksums_unless_the_old_had_them():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -56,6 +57,15 @@ def _target(
     if state.data.get("source"):  # the container may have changed since: use what was recorded
         return DockerTarget(rt, saved=state.data["source"]), state
     return probe, state
+
+
+def _lifecycle(step: Callable[..., dict], container: str | None, volume: str | None, output: str) -> None:
+    """rollback, finalize: `step` on the recorded upgrade of the target, under its lock; the result shown."""
+    target, state = _target(container, volume, None, None, recorded=True)
+    report = Report(quiet=output != "text")
+    with locked(target.key):
+        result = step(target, report=report, state=state)
+    _emit(result, output, report)
 
 
 def _emit(result: dict, output: str, report: Report) -> None:
@@ -202,20 +212,12 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["rollback"].command("docker")
     def rollback_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Put the old cluster back on its old image (the new one is kept aside)."""
-        target, state = _target(container, volume, None, None, recorded=True)
-        report = Report(quiet=output != "text")
-        with locked(target.key):
-            result = engine.rollback(target, report=report, state=state)
-        _emit(result, output, report)
+        _lifecycle(engine.rollback, container, volume, output)
 
     @groups["finalize"].command("docker")
     def finalize_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
         """Delete the old cluster, the old container and pgleap's scratch volume."""
-        target, state = _target(container, volume, None, None, recorded=True)
-        report = Report(quiet=output != "text")
-        with locked(target.key):
-            result = engine.finalize(target, report=report, state=state)
-        _emit(result, output, report)
+        _lifecycle(engine.finalize, container, volume, output)
 
     @groups["status"].command("docker")
     def status_docker(container: Container = None, volume: Volume = None, output: Output = "json") -> None:

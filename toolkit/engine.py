@@ -311,23 +311,14 @@ def upgrade(
                 )
             checkpoint("verified")
         if not _reached(state, "post_upgraded"):
-            with report.phase("update extensions", "postgis_extensions_upgrade(), ALTER EXTENSION") as ph:
-                updated, left = postupgrade.update_extensions(server)
-                ph.detail = f"{len(updated)} updated" + (f", {len(left)} without update path" if left else "")
-                for item in left:
-                    report.say(f"  [yellow]left as is[/] {item}")
-            with report.phase("rebuild collation-dependent indexes") as ph:
-                reindexed = postupgrade.reindex_collation_dependent(
-                    server,
-                    libc_changed=plan.glibc[0] != plan.glibc[1],
-                    icu_changed=bool(plan.icu[0]) and plan.icu[0] != plan.icu[1],
-                )
-                ph.detail = (
-                    f"{len(reindexed)} indexes" if plan.collation_libraries_changed else "libraries unchanged"
-                )
-            with report.phase("statistics", "vacuumdb --analyze-in-stages") as ph:
-                ph.detail = target.analyze(server, plan)
-            checkpoint("post_upgraded", extensions_updated=updated, extensions_left=left, reindexed=reindexed)
+            done = postupgrade.run(
+                server,
+                report=report,
+                libc_changed=plan.libc_changed,
+                icu_changed=plan.icu_changed,
+                analyze=lambda: target.analyze(server, plan),
+            )
+            checkpoint("post_upgraded", **done)
         with report.phase("health checks", "amcheck, PostGIS, indexes") as ph:
             health = verify.health(server)
             ph.detail = f"{sum(ok for _, ok, _ in health.checks)}/{len(health.checks)} passed"

@@ -45,14 +45,15 @@ class Layout:
 
     @property
     def old_rel(self) -> str:
-        return _rel(self.old_pgdata, self.old_mount)
+        return rel_to_mount(self.old_pgdata, self.old_mount)
 
     @property
     def new_rel(self) -> str:
-        return _rel(self.new_pgdata, self.new_mount)
+        return rel_to_mount(self.new_pgdata, self.new_mount)
 
 
-def _rel(path: str, mount: str) -> str:
+def rel_to_mount(path: str, mount: str) -> str:
+    """PGDATA `path` relative to the volume mounted at `mount` ("" for the volume root), or a refusal."""
     rel = posixpath.relpath(posixpath.normpath(path), posixpath.normpath(mount))
     if rel.startswith(".."):
         raise Refused(
@@ -119,8 +120,18 @@ class UpgradePlan:
     max_locks: int = 0  # max_locks_per_transaction for pg_upgrade's servers; 0 = their own setting
 
     @property
+    def libc_changed(self) -> bool:
+        """The glibc versions differ: libc collations (the usual database default) may sort otherwise."""
+        return self.glibc[0] != self.glibc[1]
+
+    @property
+    def icu_changed(self) -> bool:
+        """The old image has ICU and the new one another version (or none)."""
+        return bool(self.icu[0]) and self.icu[0] != self.icu[1]
+
+    @property
     def collation_libraries_changed(self) -> bool:
-        return self.glibc[0] != self.glibc[1] or (bool(self.icu[0]) and self.icu[0] != self.icu[1])
+        return self.libc_changed or self.icu_changed
 
     @property
     def rollback_note(self) -> str:

@@ -17,6 +17,7 @@ import time
 
 from toolkit import engine
 from toolkit.errors import PgleapError, Refused
+from toolkit.plan import rel_to_mount
 from toolkit.report import Report
 from toolkit.state import RunState
 from toolkit.steps.sql import Server
@@ -174,9 +175,7 @@ def rehearse_docker(
 
 
 def _rel(source) -> str:
-    from toolkit.plan import _rel as rel
-
-    return rel(source.pgdata, source.mount)
+    return rel_to_mount(source.pgdata, source.mount)
 
 
 def _volume(name: str):

@@ -24,8 +24,8 @@ from docker.types import Mount
 
 from toolkit import faults
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
-from toolkit.facts import DataFacts, ImageFacts
-from toolkit.plan import Layout, UpgradePlan
+from toolkit.facts import DataFacts, ImageFacts, parse_results
+from toolkit.plan import Layout, UpgradePlan, new_layout, rel_to_mount
 from toolkit.resources import container_script
 from toolkit.steps.sql import Server
 
@@ -161,6 +161,26 @@ class DockerRuntime:
 
     # ---- one-shot script containers ------------------------------------------------------------
 
+    def run_to_exit(self, image: str, *, separate_stderr: bool = False, **create) -> tuple[int, str, str]:
+        """Create a container (`create`: containers.create's keywords), start it, wait for it to exit,
+        read its log, and remove it whatever happens (v: with the image's anonymous VOLUMEs).
+
+        Returns (exit status, log, stderr): the log holds stdout and stderr interleaved and
+        stderr is "", or with separate_stderr the log is stdout alone and stderr is apart.
+        """
+        container = self.docker.containers.create(image, **create)
+        try:
+            container.start()
+            status = container.wait()["StatusCode"]
+            if separate_stderr:
+                out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+                err = container.logs(stdout=False, stderr=True).decode(errors="replace")
+            else:
+                out, err = container.logs().decode(errors="replace"), ""
+        finally:
+            container.remove(force=True, v=True)
+        return status, out, err
+
     def run_script(
         self,
         image: str,
@@ -174,8 +194,9 @@ class DockerRuntime:
     ) -> str:
         """Run a container script to completion; its stdout, or a PgleapError with the log tail."""
         self.image_config(image)
-        container = self.docker.containers.create(
+        status, out, err = self.run_to_exit(
             image,
+            separate_stderr=True,
             entrypoint=["bash", f"{SCRIPTS}/{script}"],
             command=[],
             environment={**env, **faults.container_env()},
@@ -184,13 +205,6 @@ class DockerRuntime:
             labels=self._labels("script", volume_key),
             name=f"pgleap-{script.removesuffix('.sh')}-{uuid.uuid4().hex[:8]}",
         )
-        try:
-            container.start()
-            status = container.wait()["StatusCode"]
-            out = container.logs(stdout=True, stderr=False).decode(errors="replace")
-            err = container.logs(stdout=False, stderr=True).decode(errors="replace")
-        finally:
-            container.remove(force=True, v=True)  # v: anonymous VOLUMEs of the image
         for line in err.splitlines():
             logger.info("%s", line)
         if status != 0:
@@ -334,17 +348,11 @@ class DockerRuntime:
         self, image: str, sockdir: str, cmd: list[str], *, uid: int, gid: int, volume_key: str | None = None
     ) -> str:
         """A client program of `image` (vacuumdb, psql) talking to a temporary server's socket."""
-        container = self.docker.containers.create(
+        status, logs, _ = self.run_to_exit(
             image, entrypoint=[cmd[0]], command=cmd[1:], user=f"{uid}:{gid}",
             mounts=[Mount(target=SOCK, source=sockdir, type="bind")], labels=self._labels("client", volume_key),
             name=f"pgleap-client-{uuid.uuid4().hex[:8]}",
         )  # fmt: skip
-        try:
-            container.start()
-            status = container.wait()["StatusCode"]
-            logs = container.logs().decode(errors="replace")
-        finally:
-            container.remove(force=True, v=True)  # v: anonymous VOLUMEs of the image
         if status != 0:
             raise PgleapError(f"{cmd[0]} failed (exit {status}): {logs.strip()[-1500:]}")
         return logs
@@ -588,8 +596,6 @@ def docker_layout(
     runtime: DockerRuntime, old_image: str, target_image: str, pgdata: str, mount: str
 ) -> Layout:
     """Where the new cluster goes for this pair of images (see plan.new_layout)."""
-    from toolkit.plan import new_layout
-
     return new_layout(
         mount, pgdata, runtime.image_pgdata(old_image), runtime.image_pgdata(target_image),
         runtime.image_volumes(target_image),
@@ -665,9 +671,7 @@ class DockerTarget:
         }
 
     def _rel(self) -> str:
-        from toolkit.plan import _rel
-
-        return _rel(self.pgdata, self.mount)
+        return rel_to_mount(self.pgdata, self.mount)
 
     def probe_image(self, image: str) -> ImageFacts:
         return self.rt.probe_image(image)
@@ -717,7 +721,7 @@ class DockerTarget:
             what="reading the bootstrap superuser",
             volume_key=self.key,
         )
-        self.superuser = dict(parse_pairs(out)).get("bootstrap_user") or "postgres"
+        self.superuser = dict(parse_results(out)).get("bootstrap_user") or "postgres"
         return self.superuser
 
     def new_server(self, plan: UpgradePlan, bindir: str):
@@ -878,9 +882,3 @@ def _analyze_runs(new_major: int) -> list[list[str]]:
     if new_major >= 18:
         return [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
     return [["--analyze-in-stages"]]
-
-
-def parse_pairs(text: str) -> list[tuple[str, str]]:
-    from toolkit.facts import parse_results
-
-    return parse_results(text)

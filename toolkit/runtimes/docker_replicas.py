@@ -117,17 +117,11 @@ def _run(
     rplan: UpgradePlan,
     network: str,
 ) -> str:
-    container = rt.docker.containers.create(
+    status, logs, _ = rt.run_to_exit(
         image, entrypoint=cmd[:1], command=cmd[1:], environment=env, user=f"{rplan.uid}:{rplan.gid}",
         mounts=[source.volume.mount(VOLUME)], network=network, labels={"org.pgleap.role": "basebackup"},
         name=f"pgleap-basebackup-{uuid.uuid4().hex[:8]}",
     )  # fmt: skip
-    try:
-        container.start()
-        status = container.wait()["StatusCode"]
-        logs = container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True, v=True)
     if status != 0:
         hint = "the primary's pg_hba.conf needs a `host replication` line for this user and address"
         if "no pg_hba.conf entry" in logs:

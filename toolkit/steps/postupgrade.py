@@ -1,16 +1,19 @@
-"""Work on the new cluster after pg_upgrade: extensions, collation-dependent indexes.
+"""Work on the new cluster after pg_upgrade: extensions, collation-dependent indexes, statistics.
 
 Each function checks before it acts and returns what it did, so a rerun after a
-crash reports "nothing to do" instead of doing it twice.
+crash reports "nothing to do" instead of doing it twice. `run` is the whole
+block, the same for both downtime modes (toolkit/engine.py, toolkit/minimal.py).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from psycopg import sql
 
 from toolkit import faults
+from toolkit.report import Report
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
@@ -155,3 +158,36 @@ def reindex_collation_dependent(server: Server, *, libc_changed: bool, icu_chang
         if indexes:
             logger.info("rebuilt %d collation-dependent indexes in %s", len(indexes), db)
     return done
+
+
+def run(
+    server: Server,
+    *,
+    report: Report,
+    libc_changed: bool,
+    icu_changed: bool,
+    analyze: Callable[[], str],
+    serving: bool = False,
+) -> dict[str, list[str]]:
+    """Update extensions, rebuild collation-dependent indexes, rebuild statistics; one report phase each.
+
+    `libc_changed`/`icu_changed` come from the plan (UpgradePlan.libc_changed, .icu_changed);
+    `analyze` runs vacuumdb and returns how it ran. `serving`: the database already serves
+    clients (--downtime minimal); the phase lines say so, and extensions left without an
+    update path are recorded but not named on the console.
+    Returns what was done, keyed as the run state records it (extensions_updated,
+    extensions_left, reindexed).
+    """
+    how = "on the serving database" if serving else "postgis_extensions_upgrade(), ALTER EXTENSION"
+    with report.phase("update extensions", how) as ph:
+        updated, left = update_extensions(server)
+        ph.detail = f"{len(updated)} updated" + (f", {len(left)} without update path" if left else "")
+        if not serving:
+            for item in left:
+                report.say(f"  [yellow]left as is[/] {item}")
+    with report.phase("rebuild collation-dependent indexes", "REINDEX CONCURRENTLY" if serving else "") as ph:
+        reindexed = reindex_collation_dependent(server, libc_changed=libc_changed, icu_changed=icu_changed)
+        ph.detail = f"{len(reindexed)} indexes" if libc_changed or icu_changed else "libraries unchanged"
+    with report.phase("statistics", "vacuumdb --analyze-in-stages") as ph:
+        ph.detail = analyze()
+    return {"extensions_updated": updated, "extensions_left": left, "reindexed": reindexed}
