@@ -435,24 +435,22 @@ class DockerRuntime:
         )  # fmt: skip
         networks = list((source.attrs["NetworkSettings"].get("Networks") or {}).keys())
         env = {"PGPASSWORD": source.password} if source.password else {}
-        container = self.docker.containers.create(
+        status, logs, _ = self.run_to_exit(
             source.image, entrypoint=[f"{bindir}/pg_basebackup"],
             command=["-h", live.host, "-p", "5432", "-U", source.superuser, "-D", f"{VOLUME}/{rel}".rstrip("/"),
                      "--wal-method=stream", "--checkpoint=fast", "--no-password"],
             environment=env, user=f"{uid}:{gid}", mounts=[mount], network=networks[0] if networks else None,
             labels=self._labels("basebackup", f"docker-{clone}"), name=f"pgleap-basebackup-{uuid.uuid4().hex[:8]}",
         )  # fmt: skip
-        try:
-            container.start()
-            status = container.wait()["StatusCode"]
-            logs = container.logs().decode(errors="replace").strip()
-        finally:
-            container.remove(force=True)
+        logs = logs.strip()
         if status != 0:
             last = logs.splitlines()[-1] if logs else f"exit {status}"
             hint = "see the message; the server's log says more"
             if "pg_hba.conf" in logs:
-                hint = f"add `host replication {source.superuser} samenet scram-sha-256` to pg_hba.conf, then SELECT pg_reload_conf()"
+                hint = (
+                    f"add `host replication {source.superuser} samenet md5` to pg_hba.conf (md5 also accepts "
+                    "SCRAM-stored passwords), then SELECT pg_reload_conf()"
+                )
             raise Refused(f"pg_basebackup could not clone {source.name}: {last}", hint)
 
     def run_clone(

@@ -173,8 +173,8 @@ def run(
 
     `libc_changed`/`icu_changed` come from the plan (UpgradePlan.libc_changed, .icu_changed);
     `analyze` runs vacuumdb and returns how it ran. `serving`: the database already serves
-    clients (--downtime minimal); the phase lines say so, and extensions left without an
-    update path are recorded but not named on the console.
+    clients (--downtime minimal); the phase lines say so. Extensions left without an update
+    path are named on the console either way.
     Returns what was done, keyed as the run state records it (extensions_updated,
     extensions_left, reindexed).
     """
@@ -182,9 +182,8 @@ def run(
     with report.phase("update extensions", how) as ph:
         updated, left = update_extensions(server)
         ph.detail = f"{len(updated)} updated" + (f", {len(left)} without update path" if left else "")
-        if not serving:
-            for item in left:
-                report.say(f"  [yellow]left as is[/] {item}")
+        for item in left:
+            report.say(f"  [yellow]left as is[/] {item}")
     with report.phase("rebuild collation-dependent indexes", "REINDEX CONCURRENTLY" if serving else "") as ph:
         reindexed = reindex_collation_dependent(server, libc_changed=libc_changed, icu_changed=icu_changed)
         ph.detail = f"{len(reindexed)} indexes" if libc_changed or icu_changed else "libraries unchanged"
