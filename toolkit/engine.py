@@ -319,13 +319,7 @@ def upgrade(
                 analyze=lambda: target.analyze(server, plan),
             )
             checkpoint("post_upgraded", **done)
-        with report.phase("health checks", "amcheck, PostGIS, indexes") as ph:
-            health = verify.health(server)
-            ph.detail = f"{sum(ok for _, ok, _ in health.checks)}/{len(health.checks)} passed"
-        report.data["health"] = [{"check": n, "ok": ok, "detail": d} for n, ok, d in health.checks]
-        if not health.ok:
-            failed = [f"{n}: {d}" for n, ok, d in health.checks if not ok]
-            raise VerificationFailed("health checks failed after the upgrade: " + "; ".join(failed))
+        verify.run_health_checks(server, report, failure="health checks failed after the upgrade")
         if fail_after == "health":
             raise PgleapError("injected failure after the health checks")
 

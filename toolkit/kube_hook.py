@@ -109,11 +109,10 @@ def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
         "extensions_left": left,
         "extensions": extensions,
         "collation_indexes": reindexed,
-        "health": [{"check": n, "ok": ok, "detail": d} for n, ok, d in health.checks],
+        "health": health.rows(),
     }
     if not health.ok:
-        failed = [f"{n}: {d}" for n, ok, d in health.checks if not ok]
-        exc = VerificationFailed("health checks failed after the upgrade: " + "; ".join(failed))
+        exc = VerificationFailed("health checks failed after the upgrade: " + "; ".join(health.failures()))
         exc.done = done  # type: ignore[attr-defined]  # the report still lists every check
         raise exc
     return done

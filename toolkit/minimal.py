@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from toolkit.errors import Refused, VerificationFailed
+from toolkit.errors import Refused
 from toolkit.facts import parse_results
 from toolkit.plan import UpgradePlan
 from toolkit.report import Report
@@ -101,14 +101,10 @@ def run(
             serving=True,
         )
         checkpoint("post_upgraded", **done)
-    with report.phase("health checks", "amcheck, PostGIS, indexes") as ph:
-        health = verify.health(server)
-        ph.detail = f"{sum(ok for _, ok, _ in health.checks)}/{len(health.checks)} passed"
-    report.data["health"] = [{"check": n, "ok": ok, "detail": d} for n, ok, d in health.checks]
-    if not health.ok:
-        failed = [f"{n}: {d}" for n, ok, d in health.checks if not ok]
-        raise VerificationFailed(
-            "health checks failed after the upgrade (the database is already serving): " + "; ".join(failed),
-            "fix what they name on the running database, or restore a backup",
-        )
+    verify.run_health_checks(
+        server,
+        report,
+        failure="health checks failed after the upgrade (the database is already serving)",
+        hint="fix what they name on the running database, or restore a backup",
+    )
     return {}

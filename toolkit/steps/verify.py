@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from toolkit.errors import VerificationFailed
+from toolkit.report import Report
 from toolkit.steps.postupgrade import stale_extensions
 from toolkit.steps.sql import Server
 
@@ -160,6 +162,26 @@ class HealthReport:
 
     def add(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append((name, ok, detail))
+
+    def rows(self) -> list[dict]:
+        """Every check as the JSON report lists it."""
+        return [{"check": n, "ok": ok, "detail": d} for n, ok, d in self.checks]
+
+    def failures(self) -> list[str]:
+        """`name: detail` of each failed check."""
+        return [f"{n}: {d}" for n, ok, d in self.checks if not ok]
+
+
+def run_health_checks(server: Server, report: Report, *, failure: str, hint: str = "") -> HealthReport:
+    """`health()` as a report phase, its rows in the report; VerificationFailed (`failure`: the
+    failed checks) when one fails."""
+    with report.phase("health checks", "amcheck, PostGIS, indexes") as ph:
+        result = health(server)
+        ph.detail = f"{sum(ok for _, ok, _ in result.checks)}/{len(result.checks)} passed"
+    report.data["health"] = result.rows()
+    if not result.ok:
+        raise VerificationFailed(f"{failure}: " + "; ".join(result.failures()), hint)
+    return result
 
 
 def health(server: Server, *, heapallindexed: bool = False) -> HealthReport:
