@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from toolkit.errors import Refused
-from toolkit.kube_facts import ClaimFacts, StsFacts, find_postgres_container
+from toolkit.kube_facts import StsFacts, find_postgres_container
 from toolkit.kube_plan import SCRIPTS_DIR, VOLUME_MOUNT, KubePlan
 from toolkit.kube_replicas import secret_ref
 from toolkit.render import (
@@ -55,9 +55,9 @@ def rehearsal_labels(source: str) -> dict[str, str]:
     }
 
 
-def clone_pvc_name(facts: StsFacts) -> str:
+def clone_pvc_name(data_claim: str, source: str) -> str:
     """The rehearsal StatefulSet's ordinal-0 claim name, so its controller adopts the clone."""
-    return f"{facts.data_claim}-{rehearsal_name(facts.name)}-0"
+    return f"{data_claim}-{rehearsal_name(source)}-0"
 
 
 def snapshot_name(source: str) -> str:
@@ -66,10 +66,6 @@ def snapshot_name(source: str) -> str:
 
 def clone_job_name(source: str) -> str:
     return job_name(rehearsal_name(source), "clone")
-
-
-def _data_claim(facts: StsFacts) -> ClaimFacts | None:
-    return next((c for c in facts.claims if c.name == f"{facts.data_claim}-{facts.name}-0"), None)
 
 
 def _template_request(original: Mapping[str, Any], claim: str) -> tuple[str | None, str | None, list[str]]:
@@ -112,7 +108,7 @@ def clone_pvc(
 ) -> dict[str, Any]:
     """The clone's PVC: production's size, class and access modes (the live claim's, which may
     have been expanded past the template); restored from `snapshot` when given."""
-    live = _data_claim(facts)
+    live = facts.data_claim_facts
     size, storage_class, modes = _template_request(original, facts.data_claim)
     if live is not None and live.exists:
         size = live.size or size
@@ -120,7 +116,7 @@ def clone_pvc(
         modes = list(live.access_modes) or modes
     if not size:
         raise Refused(
-            f"cannot tell the size of {facts.data_claim}-{facts.name}-0",
+            f"cannot tell the size of {facts.data_pvc}",
             "give the claim template a resources.requests.storage",
         )
     spec: dict[str, Any] = {
@@ -135,7 +131,7 @@ def clone_pvc(
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
-            "name": clone_pvc_name(facts),
+            "name": clone_pvc_name(facts.data_claim, facts.name),
             "namespace": facts.namespace,
             "labels": rehearsal_labels(facts.name),
             "annotations": {ANN_RUN: run_id},
@@ -147,7 +143,7 @@ def clone_pvc(
 def source_snapshot(facts: StsFacts, snapshot_class: str | None, run_id: str) -> dict[str, Any]:
     """A snapshot of production's data PVC while it runs: crash-consistent, which PostgreSQL
     recovers from like a power loss when PGDATA and pg_wal share the volume."""
-    spec: dict[str, Any] = {"source": {"persistentVolumeClaimName": f"{facts.data_claim}-{facts.name}-0"}}
+    spec: dict[str, Any] = {"source": {"persistentVolumeClaimName": facts.data_pvc}}
     if snapshot_class:
         spec["volumeSnapshotClassName"] = snapshot_class
     return {
@@ -229,7 +225,7 @@ def clone_job(
         "clone-job.yaml.j2",
         plan=plan,
         job_name=clone_job_name(plan.sts),
-        claim=f"{plan.data_claim}-{rname}-0",
+        claim=clone_pvc_name(plan.data_claim, plan.sts),
         command=["bash", f"{SCRIPTS_DIR}/clone.sh"],
         env=env,
         pod=job_pod_parts(plan, original, ()),

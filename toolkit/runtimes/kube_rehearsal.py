@@ -109,20 +109,7 @@ class KubeRehearsal:
                 run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, result)
                 self._refuse_leftovers(namespace, name)
             if from_snapshot:
-                others = kube_rehearsal.other_claims_of_postgres(run.sts, run.facts)
-                if others:
-                    raise Refused(
-                        f"postgres in {namespace}/{name} also mounts {', '.join(others)}: snapshots of "
-                        "separate volumes are not taken at the same instant, so the copy may not recover",
-                        "rehearse without --from-snapshot (pg_basebackup copies a consistent cluster)",
-                    )
-                klass = snapshot_class or next(iter(run.facts.snapshot_classes), None)
-                if klass is None:
-                    raise Refused(
-                        f"no VolumeSnapshotClass fits the CSI driver of {run.plan.data_pvc}",
-                        "rehearse without --from-snapshot (a pg_basebackup Job clones the running server), "
-                        "or name one with --snapshot-class",
-                    )
+                klass = self._snapshot_class(run, snapshot_class)
                 made_anything = True
                 self._clone_from_snapshot(run, klass)
             else:
@@ -172,7 +159,7 @@ class KubeRehearsal:
         snap = None
         if from_snapshot:
             snap = kube_rehearsal.source_snapshot(
-                run.facts, snapshot_class or next(iter(run.facts.snapshot_classes), None), run.plan.run_id
+                run.facts, self._snapshot_class(run, snapshot_class), run.plan.run_id
             )
             objs.append(snap)
         objs.append(
@@ -188,7 +175,9 @@ class KubeRehearsal:
             objs.append(kube_rehearsal.clone_job(run.plan, run.sts))
         else:
             user, secret = kube_rehearsal.replication_login(run.sts, run.facts)
-            host = _source_host(run, self.kube.get("Pod", namespace, f"{name}-0")) or f"{name}-0"
+            host = (
+                _source_host(run, self.kube.get("Pod", namespace, run.facts.pod_name)) or run.facts.pod_name
+            )
             objs.append(
                 kube_rehearsal.clone_job(
                     run.plan, run.sts, source_host=host, user=user, password_secret=secret
@@ -243,6 +232,25 @@ class KubeRehearsal:
         plan = make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env)
         return _Run(sts, facts, plan, scripts, result, kube=self.kube, log=self.log)
 
+    @staticmethod
+    def _snapshot_class(run: _Run, given: str | None) -> str:
+        """The VolumeSnapshotClass for --from-snapshot; refused when a snapshot cannot clone."""
+        others = kube_rehearsal.other_claims_of_postgres(run.sts, run.facts)
+        if others:
+            raise Refused(
+                f"postgres in {run.facts.namespace}/{run.facts.name} also mounts {', '.join(others)}: "
+                "snapshots of separate volumes are not taken at the same instant, so the copy may not recover",
+                "rehearse without --from-snapshot (pg_basebackup copies a consistent cluster)",
+            )
+        klass = given or next(iter(run.facts.snapshot_classes), None)
+        if klass is None:
+            raise Refused(
+                f"no VolumeSnapshotClass fits the CSI driver of {run.plan.data_pvc}",
+                "rehearse without --from-snapshot (a pg_basebackup Job clones the running server), "
+                "or name one with --snapshot-class",
+            )
+        return klass
+
     def _refuse_leftovers(self, namespace: str, name: str) -> None:
         """A rehearsal that was kept or interrupted must be removed first (it may be in use)."""
         rname = kube_rehearsal.rehearsal_name(name)
@@ -263,7 +271,7 @@ class KubeRehearsal:
     def _basebackup_source(self, run: _Run, hooks: RehearsalHooks) -> dict[str, Any]:
         """Where and as whom the clone Job logs in; the server's replication settings checked first."""
         facts = run.facts
-        pod_name = f"{facts.name}-0"
+        pod_name = facts.pod_name
         pod = self.kube.get("Pod", facts.namespace, pod_name)
         if not pod_ready(pod):
             raise Refused(
