@@ -1,7 +1,8 @@
 """The phase sequence of one upgrade, resumable, written against a target the runtime provides.
 
 inspect -> plan -> collect -> stop -> fingerprint -> upgrade (pg_upgrade) -> verify
--> post-upgrade (extensions, collation reindex, statistics) -> health -> start -> done.
+-> post-upgrade (extensions + trap repairs, collation reindex, statistics) -> prove
+(fingerprint again, against the old cluster's) -> health -> start -> done.
 
 With downtime="minimal" (toolkit/minimal.py) the order is collect -> prepare
 (initdb) -> stop -> pg_upgrade -> start -> post-upgrade -> health: only the
@@ -39,6 +40,7 @@ PHASES = (
     "upgraded",
     "verified",
     "post_upgraded",
+    "proved",  # the fingerprint again, after extension updates and trap repairs
     "started",
     "done",
 )
@@ -130,6 +132,7 @@ def plan_upgrade(
         live = target.live_server()
         if live is not None:
             facts = cluster_facts(live)
+            report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(live)
         else:
             in_use = getattr(target, "running_users", lambda: [])()
             if in_use:
@@ -144,7 +147,10 @@ def plan_upgrade(
                 )
             with target.old_server(old, data, superuser="") as server:
                 facts = cluster_facts(server)
+                report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(server)
         ph.detail = f"superuser {facts.superuser}, {len(facts.databases)} databases"
+        for name in report.data["known_invalid_indexes"]:
+            report.say(f"  [yellow]already invalid[/] {name} (reported, not counted against the upgrade)")
     plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
     return plan, new
 
@@ -183,8 +189,12 @@ def upgrade(
     state: RunState,
     fail_after: str | None = None,
     replicas: list[str] | None = None,
+    accept: tuple[str, ...] = (),
 ) -> dict:
     """Run (or resume) the whole upgrade; returns the JSON-able report.
+
+    `accept`: verification failures the operator has read and accepts on a resume
+    ("fingerprint", "health"): the run goes on and starts the upgraded database.
 
     `replicas`: standbys to re-seed after the primary (None: those found streaming from it).
     downtime="verified" (default) does everything while the database is stopped,
@@ -227,6 +237,7 @@ def upgrade(
         state.save(
             target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe(),
             replicas=replicas, verify_data=verify_data, downtime=downtime,
+            known_invalid_indexes=report.data.get("known_invalid_indexes", []),
         )  # fmt: skip
         _mark(state, "planned")
     report.data["plan"] = plan.to_dict()
@@ -251,6 +262,7 @@ def upgrade(
             state=state,
             reached=lambda p: _reached(state, p),
             checkpoint=checkpoint,
+            accept=accept,
         )
         return _finish(target, plan, report, state, checkpoint)
 
@@ -305,10 +317,13 @@ def upgrade(
             report.data["fingerprint"] = {"before": before.to_dict(), "after": after.to_dict()}
             if not comparison.identical:
                 report.data["differences"] = comparison.differences
-                raise VerificationFailed(
-                    "the upgraded data differs from the old data: " + "; ".join(comparison.differences[:10]),
-                    "nothing was opened to clients; inspect, then `pgleap rollback` (copy mode) or restore a backup",
-                )
+                if "fingerprint" not in accept:
+                    raise VerificationFailed(
+                        "the upgraded data differs from the old data: "
+                        + "; ".join(comparison.differences[:10]),
+                        _way_forward(plan, "fingerprint"),
+                    )
+                report.say("  [yellow]accepted[/] the differences above (--accept fingerprint)")
             checkpoint("verified")
         if not _reached(state, "post_upgraded"):
             done = postupgrade.run(
@@ -319,7 +334,17 @@ def upgrade(
                 analyze=lambda: target.analyze(server, plan),
             )
             checkpoint("post_upgraded", **done)
-        verify.run_health_checks(server, report, failure="health checks failed after the upgrade")
+        if verify_data and not _reached(state, "proved"):
+            _prove(server, state, report, accept="fingerprint" in accept)
+            checkpoint("proved")
+        verify.run_health_checks(
+            server,
+            report,
+            failure="health checks failed after the upgrade",
+            hint=_way_forward(plan, "health"),
+            known_invalid=state.data.get("known_invalid_indexes"),
+            accept="health" in accept,
+        )
         if fail_after == "health":
             raise PgleapError("injected failure after the health checks")
 
@@ -329,6 +354,48 @@ def upgrade(
         checkpoint("started")
     report.up()
     return _finish(target, plan, report, state, checkpoint)
+
+
+def _prove(server: Server, state: RunState, report: Report, *, accept: bool) -> None:
+    """Compare the user data again after the extension updates and trap repairs: what an
+    extension update did to stored values shows here, not in the comparison before it."""
+    with report.phase("fingerprint after extensions", "against the old cluster, canonical forms") as ph:
+        forms: dict[str, int] = {}
+        after = verify.fingerprint(server, forms=forms)
+        before = fingerprint_from_dict(state.data["fingerprint_before"])
+        comparison = verify.compare(before, after, include_extension_tables=False)
+        ph.detail = _fp_detail(after) + (" — identical" if comparison.identical else " — DIFFERENT")
+    report.data["fingerprint_after_extensions"] = {
+        "identical": comparison.identical,
+        "forms": forms,
+        "extension_tables_changed": comparison.extension_differences,
+        "differences": comparison.differences,
+    }
+    for line in comparison.extension_differences:
+        report.say(f"  [dim]extension-owned, changed by its update (not user data):[/] {line}")
+    if comparison.identical:
+        return
+    if not accept:
+        raise VerificationFailed(
+            "user data reads differently after the extension updates: "
+            + "; ".join(comparison.differences[:10]),
+            _way_forward(plan_from_dict(state.data["plan"]), "fingerprint"),
+        )
+    report.say("  [yellow]accepted[/] the differences above (--accept fingerprint)")
+    report.data["accepted"] = [*report.data.get("accepted", []), "fingerprint"]
+
+
+def _way_forward(plan: UpgradePlan, check: str) -> str:
+    """What the operator can do after a failed check: the database is not open to clients yet."""
+    back = (
+        "`pgleap rollback` brings the old cluster back"
+        if plan.mode in ("copy", "clone")
+        else "rollback is no longer possible (link/swap), restore a backup to go back"
+    )
+    return (
+        f"nothing was opened to clients; read the differences, then either {back}, or start the "
+        f"upgraded database as it is with `pgleap resume … --accept {check}`"
+    )
 
 
 def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, checkpoint) -> dict:

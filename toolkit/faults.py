@@ -70,3 +70,9 @@ def hold_reindex(server, db: str):
 
     threading.Thread(target=watch, daemon=True).start()
     return blocker
+
+
+def skip_repairs() -> bool:
+    """Test-only (PGLEAP_TEST_SKIP_REPAIRS=1): leave known extension traps unrepaired, so a test
+    proves that the comparison after the extension updates fails without the repair."""
+    return os.environ.get("PGLEAP_TEST_SKIP_REPAIRS") == "1"
