@@ -25,7 +25,7 @@ from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, pa
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
 from toolkit.report import Report
 from toolkit.state import RunState
-from toolkit.steps import postupgrade, verify
+from toolkit.steps import postupgrade, traps, verify
 from toolkit.steps.inspect import cluster_facts
 from toolkit.steps.sql import Server
 
@@ -131,8 +131,7 @@ def plan_upgrade(
     with report.phase("inspect cluster (SQL)") as ph:
         live = target.live_server()
         if live is not None:
-            facts = cluster_facts(live)
-            report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(live)
+            facts = _inspect_sql(live, new, report)
         else:
             in_use = getattr(target, "running_users", lambda: [])()
             if in_use:
@@ -146,13 +145,37 @@ def plan_upgrade(
                     "start it once on its old image and stop it cleanly (docker start/stop), then run pgleap again",
                 )
             with target.old_server(old, data, superuser="") as server:
-                facts = cluster_facts(server)
-                report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(server)
+                facts = _inspect_sql(server, new, report)
         ph.detail = f"superuser {facts.superuser}, {len(facts.databases)} databases"
-        for name in report.data["known_invalid_indexes"]:
-            report.say(f"  [yellow]already invalid[/] {name} (reported, not counted against the upgrade)")
     plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
     return plan, new
+
+
+def _inspect_sql(server: Server, new: ImageFacts, report: Report) -> ClusterFacts:
+    """What the old cluster's catalogs tell before anything stops: its facts, indexes already
+    invalid (reported, never blamed on the upgrade), and the columns known extension traps
+    touch (refused when the target ships no repair)."""
+    facts = cluster_facts(server)
+    report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(server)
+    for name in report.data["known_invalid_indexes"]:
+        report.say(f"  [yellow]already invalid[/] {name} (reported, not counted against the upgrade)")
+    touched = traps.plan_findings(server, facts, new.extensions)
+    report.data["traps"] = [
+        {"trap": t.trap, "database": db, "column": f"{t.schema}.{t.table}.{t.column}", "type": t.type,
+         "rows": t.rows, "repair": t.repair}
+        for db, t in touched
+    ]  # fmt: skip
+    unrepairable = [f"{db}: {t.label()}" for db, t in touched if t.repair is None]
+    if unrepairable:
+        trap = next(
+            tr for tr in traps.TRAPS if tr.name == next(t.trap for _, t in touched if t.repair is None)
+        )
+        raise Refused(
+            f"{trap.why}; columns affected: {', '.join(unrepairable[:10])}",
+            "choose a target image whose extension ships the repair (see docs/proof.md), "
+            "or move that data out of the way before the upgrade",
+        )
+    return facts
 
 
 def show_plan(plan: UpgradePlan, report: Report) -> None:
@@ -172,6 +195,11 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
         report.say(
             f"  collation  glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> "
             f"{plan.icu[1] or '-'}: dependent indexes are rebuilt"
+        )
+    for t in report.data.get("traps", []):
+        report.say(
+            f"  trap       {t['database']}: {t['column']} (~{t['rows']} rows) crosses {t['trap']}: "
+            f"repaired in the extension update's transaction, then checked"
         )
     for w in plan.warnings:
         report.say(f"  [yellow]warning[/]    {w}")
@@ -412,6 +440,7 @@ def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, 
     report.data["extensions_updated"] = state.data.get("extensions_updated", [])
     report.data["extensions_left"] = state.data.get("extensions_left", [])
     report.data["reindexed"] = state.data.get("reindexed", [])
+    report.data["trap_repairs"] = state.data.get("trap_repairs", [])
     return {**report.to_dict(), "status": "upgraded"}
 
 

@@ -72,7 +72,8 @@ def hold_reindex(server, db: str):
     return blocker
 
 
-def skip_repairs() -> bool:
-    """Test-only (PGLEAP_TEST_SKIP_REPAIRS=1): leave known extension traps unrepaired, so a test
-    proves that the comparison after the extension updates fails without the repair."""
-    return os.environ.get("PGLEAP_TEST_SKIP_REPAIRS") == "1"
+def skip_repairs() -> str:
+    """Test-only (PGLEAP_TEST_SKIP_REPAIRS): "1" leaves known extension traps unrepaired, "all"
+    also skips the check in the update's transaction, so tests prove that each later check
+    fails by itself. Empty in every real run."""
+    return os.environ.get("PGLEAP_TEST_SKIP_REPAIRS", "")

@@ -128,4 +128,7 @@ def engine_rehearsal_hooks() -> RehearsalHooks:
         compare=lambda before, after: verify.compare(before, after).differences,
         post_upgrade=engine_post_upgrade,
         replication_problems=engine_replication_problems,
+        compare_user=lambda before, after: (
+            verify.compare(before, after, include_extension_tables=False).differences
+        ),
     )

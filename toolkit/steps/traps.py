@@ -215,3 +215,22 @@ def reshaped_columns(conn, before: dict[int, tuple[str, str, str]]) -> list[str]
         return []
     rows = conn.execute(_COLUMNS_OF_TYPES, {"types": changed}).fetchall()
     return [f"{s}.{t}.{c} ({typ})" for s, t, c, typ in rows]
+
+
+def plan_findings(server, facts, target_versions: dict[str, str]) -> list[tuple[str, Touched]]:
+    """(database, column) for every column a trap touches, read from the old cluster before
+    anything stops: `facts` (ClusterFacts) gives each database's installed versions,
+    `target_versions` the new image's default versions."""
+    out: list[tuple[str, Touched]] = []
+    for db in facts.databases:
+        if not db.allow_connections:
+            continue
+        stale = {
+            ext: (installed, target_versions[ext])
+            for ext, installed in db.extensions.items()
+            if ext in target_versions and matching(ext, installed, target_versions[ext])
+        }
+        if stale:
+            with server.connect(db.name) as conn:
+                out += [(db.name, t) for t in touched(conn, stale)]
+    return out
