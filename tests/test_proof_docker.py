@@ -137,6 +137,8 @@ def test_minimal_downtime_topology_trap(runtime, image_names, old_db_factory, mo
     health = {row["check"]: row for row in result["health"]}
     invalid = health[f"{db.superuser}: no new invalid indexes"]
     assert (
-        invalid["ok"] and "already invalid before: " in invalid["detail"] and "tracks_t_only" in invalid["detail"]
+        invalid["ok"]
+        and "already invalid before: " in invalid["detail"]
+        and "tracks_t_only" in invalid["detail"]
     )
     assert all(row["ok"] for row in result["health"]), result["health"]
