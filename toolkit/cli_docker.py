@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -119,6 +120,14 @@ def _emit_rehearsal(result: dict, output: str) -> None:
     print_verdict(out, result)
 
 
+def _report_rehearsal(result: dict, output: str, junit: Path | None) -> None:
+    if junit is not None:
+        from toolkit import junit as junit_xml
+
+        junit_xml.write(junit, result)
+    _emit_rehearsal(result, output)
+
+
 def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["upgrade"].command("docker")
     def upgrade_docker(
@@ -169,6 +178,9 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             bool, typer.Option("--keep", help="Leave the upgraded clone running for a test app.")
         ] = False,
         port: Annotated[int | None, typer.Option(help="Host port for the kept clone (default: any).")] = None,
+        junit: Annotated[
+            Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
+        ] = None,
         output: Output = "text",
     ) -> None:
         """Clone the running database (pg_basebackup), upgrade the clone, report go / no-go."""
@@ -181,9 +193,48 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             result = rehearse_docker(rt, container, to, mode=mode, keep=keep, port=port, report=report)
         except PgleapError as exc:
             result = no_go(exc, container, to, report)
-            _emit_rehearsal(result, output)
+            _report_rehearsal(result, output, junit)
             raise typer.Exit(exc.exit_code) from None
-        _emit_rehearsal(result, output)
+        _report_rehearsal(result, output, junit)
+
+    @groups["rehearse"].command("dump")
+    def rehearse_dump(
+        files: Annotated[
+            list[Path], typer.Argument(help="pg_dump archives (-Fc, -Fd) or .sql / .sql.gz files.")
+        ],
+        from_image: Annotated[
+            str, typer.Option("--from", help="The old image (e.g. postgis/postgis:13-3.4).")
+        ],
+        to: Annotated[str, typer.Option("--to", help="The new image (e.g. postgis/postgis:17-3.5).")],
+        roles: Annotated[
+            Path | None, typer.Option("--roles", help="The output of pg_dumpall --roles-only, loaded first.")
+        ] = None,
+        database: Annotated[
+            str, typer.Option("--database", help="Database for plain SQL files (archives create their own).")
+        ] = "postgres",
+        mode: Annotated[str, typer.Option(help="link (default), copy, clone, or swap (18+)")] = "link",
+        keep: Annotated[
+            bool, typer.Option("--keep", help="Leave the upgraded container on a port of 127.0.0.1.")
+        ] = False,
+        junit: Annotated[
+            Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
+        ] = None,
+        output: Output = "text",
+    ) -> None:
+        """CI gate: load a dump into the old image, upgrade it to the new one, report go / no-go."""
+        from toolkit.rehearse import no_go
+        from toolkit.rehearse_dump import rehearse_dump as run
+        from toolkit.runtimes.docker import DockerRuntime
+
+        report = Report(quiet=output != "text")
+        try:
+            result = run(DockerRuntime(), files, from_image=from_image, to_image=to, roles=roles,
+                         database=database, mode=mode, keep=keep, report=report)  # fmt: skip
+        except PgleapError as exc:
+            result = {**no_go(exc, ", ".join(map(str, files)), to, report), "from_image": from_image}
+            _report_rehearsal(result, output, junit)
+            raise typer.Exit(exc.exit_code) from None
+        _report_rehearsal(result, output, junit)
 
     @groups["plan"].command("docker")
     def plan_docker(
