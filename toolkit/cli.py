@@ -70,10 +70,17 @@ def images_build(
     jobs: Annotated[int, typer.Option(help="Images built at once.")] = 2,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
-    """Build the test images from Debian's packages (reuses unchanged ones)."""
+    """Build the test images from Debian's packages, and pgleap's own image (tag `pgleap`); reuses unchanged ones."""
     from toolkit import images
 
-    results = images.build_all(tags, force=force, jobs=jobs, log=lambda m: err.print(f"[dim]{m}[/]"))
+    test_tags = [t for t in tags or [] if t != "pgleap"]
+    results = []
+    if not tags or test_tags:
+        results = images.build_all(test_tags, force=force, jobs=jobs, log=lambda m: err.print(f"[dim]{m}[/]"))
+    if not tags or "pgleap" in tags:  # pgleap itself as an image (images/pgleap.Dockerfile)
+        from toolkit import pgleap_image
+
+        results.append(pgleap_image.build(force=force, log=lambda m: err.print(f"[dim]{m}[/]")))
     if output == "json":
         print(json.dumps([r.__dict__ for r in results], indent=2))
         return
