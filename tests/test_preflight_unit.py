@@ -136,3 +136,49 @@ def test_one_refusal_names_every_object_and_caps_long_lists():
     assert "public.!9" in err.message and "public.!10" not in err.message and "(and 15 more)" in err.message
     assert "public.t.acl" in err.message
     assert "DROP OPERATOR" in err.hint and "ALTER … TYPE text" in err.hint
+
+
+RESTORE_LOG = """\
+command: "/usr/lib/postgresql/17/bin/pg_restore" --exit-on-error --verbose --dbname template1 "d.custom"
+pg_restore: connecting to database for restore
+pg_restore: creating TABLE "public.gtest_normal"
+pg_restore: creating TABLE "public.gtest_normal_child"
+pg_restore: while PROCESSING TOC:
+pg_restore: from TOC entry 215; 1259 16390 TABLE gtest_normal_child gis
+pg_restore: error: could not execute query: ERROR:  column "b" in child table must not be a generated column
+Command was:
+-- For binary upgrade, must preserve pg_type oid
+SELECT pg_catalog.binary_upgrade_set_next_pg_type_oid('16392'::pg_catalog.oid);
+ALTER TABLE ONLY "public"."gtest_normal_child" INHERIT "public"."gtest_normal";
+"""
+
+
+def _failure(tmp_path, *dirs: str) -> str:
+    import subprocess
+
+    from toolkit.resources import container_script
+
+    lib = container_script("lib.sh")
+    script = f'set -euo pipefail; . "{lib}"; why="$(pg_upgrade_failure "$@")" || true; printf "%s" "$why"'
+    env = {"PATH": "/usr/bin:/bin", "PGLEAP_VOLUME": str(tmp_path)}
+    return subprocess.run(
+        ["bash", "-c", script, "x", *dirs], capture_output=True, text=True, env=env, check=True
+    ).stdout
+
+
+def test_pg_upgrade_failure_names_the_error_object_statement_and_log(tmp_path):
+    logs = tmp_path / ".pgleap/failed-new-1/pg_upgrade_output.d/20261202T010000.000/log"
+    logs.mkdir(parents=True)
+    (logs / "pg_upgrade_dump_16384.log").write_text(RESTORE_LOG)
+    (logs / "pg_upgrade_server.log").write_text("2026-12-02 ERROR:  something the server logged\n")
+    (logs / "pg_upgrade_internal.log").write_text("no errors here\n")
+    why = _failure(tmp_path, str(tmp_path / ".pgleap/failed-new-1"), str(tmp_path / "nothing"))
+    assert why.startswith('ERROR:  column "b" in child table must not be a generated column')
+    assert '(while creating TABLE "public.gtest_normal_child")' in why
+    assert 'in: ALTER TABLE ONLY "public"."gtest_normal_child" INHERIT' in why
+    assert "full log: .pgleap/failed-new-1/pg_upgrade_output.d/" in why and "pg_upgrade_dump_16384.log" in why
+
+
+def test_pg_upgrade_failure_is_silent_without_an_error(tmp_path):
+    (tmp_path / "pg_upgrade_internal.log").write_text("fine\n")
+    assert _failure(tmp_path, str(tmp_path), str(tmp_path / "missing")) == ""
