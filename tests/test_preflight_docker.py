@@ -65,7 +65,7 @@ def _started_at(runtime, name: str) -> tuple[bool, str]:
 
 def _has_pgleap_dir(runtime, volume: str) -> bool:
     out = runtime.docker.containers.run(
-        "debian:bookworm", ["bash", "-c", "ls -A /v/.pgleap 2>/dev/null | wc -l; test -e /v/.pgleap && echo yes"],
+        "debian:bookworm", ["bash", "-c", "if test -e /v/.pgleap; then echo yes; else echo no; fi"],
         volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True,
     )  # fmt: skip
     return "yes" in out.decode()

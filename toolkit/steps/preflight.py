@@ -40,7 +40,7 @@ class Finding:
     def line(self, shown: int = SHOWN) -> str:
         more = len(self.objects) - shown
         names = ", ".join(self.objects[:shown]) + (f" (and {more} more)" if more > 0 else "")
-        return f"{self.name}: {self.message}: {names}"
+        return f"{self.message}: {names}"
 
 
 @dataclass
@@ -78,7 +78,7 @@ def run(
 
 def refusal(problems: list[Finding]) -> Refused:
     lines = "\n".join(f"  - {p.line()}" for p in problems)
-    fixes = "\n".join(f"  - {p.name}: {p.fix}" for p in problems)
+    fixes = "\n".join(f"  - {p.name}: {p.fix}" for p in problems)  # the name says which problem
     count = sum(len(p.objects) for p in problems)
     return Refused(
         f"preflight found {count} object(s) that would make the upgrade fail; nothing was stopped "
@@ -163,7 +163,7 @@ def _libraries(server: Server, databases: list[str], old: ImageFacts, new: Image
             findings.append(
                 Finding(
                     f"libraries missing from the {side} image",
-                    f"{image.image} has no such file in {pkglibdir}",
+                    f"libraries missing from the {side} image {image.image} (no such file in {pkglibdir})",
                     f"install the library in the {side} image (build an image FROM {image.image} that adds it) "
                     "or drop the objects that use it",
                     missing,
@@ -173,7 +173,8 @@ def _libraries(server: Server, databases: list[str], old: ImageFacts, new: Image
             findings.append(
                 Finding(
                     f"libraries outside the {side} image's pkglibdir",
-                    f"pgleap cannot tell whether {image.image} has them",
+                    f"libraries outside the {side} image's pkglibdir {pkglibdir}: pgleap cannot tell "
+                    f"whether {image.image} has them",
                     "recreate the functions with AS '$libdir/<name>' and the library in pkglibdir",
                     unknown,
                 )
@@ -192,7 +193,7 @@ def _tablespaces(server: Server, dbname: str, mount: str) -> list[Finding]:
     return [
         Finding(
             "tablespaces outside the data volume",
-            f"pgleap moves only the volume mounted at {mount}",
+            f"tablespaces outside the data volume (pgleap moves only the volume mounted at {mount})",
             "move the objects into pg_default (ALTER TABLE … SET TABLESPACE pg_default; ALTER DATABASE … "
             "SET TABLESPACE pg_default) and DROP TABLESPACE, then plan again",
             outside,
