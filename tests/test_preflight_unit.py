@@ -182,3 +182,13 @@ def test_pg_upgrade_failure_names_the_error_object_statement_and_log(tmp_path):
 def test_pg_upgrade_failure_is_silent_without_an_error(tmp_path):
     (tmp_path / "pg_upgrade_internal.log").write_text("fine\n")
     assert _failure(tmp_path, str(tmp_path), str(tmp_path / "missing")) == ""
+
+
+def test_readme_lists_every_check():
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    for check in pc.CHECKS:
+        assert check.name in readme, check.name
+    for own in ("libraries missing from the old image", "tablespaces outside the data volume"):
+        assert own in readme
