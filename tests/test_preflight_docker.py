@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from toolkit.errors import EXIT_FAILED, EXIT_REFUSED
+from toolkit.runtimes.docker import VolumeRef
 
 pytestmark = pytest.mark.docker
 
@@ -113,6 +114,17 @@ def test_preflight_refuses_before_the_stop_naming_every_object(runtime, image_na
     assert not _has_pgleap_dir(runtime, db.volume)
     assert not [v for v in runtime.docker.volumes.list() if v.name == f"pgleap-old-binaries-{db.volume}"]
     assert db.server().query(db.superuser, "SELECT count(*) FROM acl_holder") == [(1,)]
+
+    # A stopped volume: the same checks run on pgleap's temporary old server (the image's files).
+    runtime.stop_container(db.name)
+    proc = pgleap("plan", "docker", "--volume", db.volume, "--from", image_names["13-3.1"], "--to", target)
+    text = " ".join(proc.stderr.split())
+    assert proc.returncode == EXIT_REFUSED, proc.stderr
+    assert "public.gtest_normal_child.b" in text and "libraries missing from the old image" in text
+    # (the temporary server itself writes its own start/stop, as for every plan of a stopped volume)
+    assert not _has_pgleap_dir(runtime, db.volume)
+    data = runtime.probe_data(image_names["13-3.1"], VolumeRef("volume", db.volume), "")
+    assert data.cleanly_shut_down and data.pg_version == 13
 
 
 def test_pg_upgrade_failure_reports_the_real_error(runtime, image_names, old_db_factory):
