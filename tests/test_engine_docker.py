@@ -52,6 +52,12 @@ def _assert_upgraded(runtime, db, to_tag: str, image_names, before, result):
     comparison = verify.compare(before, after, include_extension_tables=False)
     assert comparison.identical, comparison.differences
     assert all(row["ok"] for row in result["health"]), [r for r in result["health"] if not r["ok"]]
+    # The proof after the extension updates: identical; the topology trap repaired only when
+    # PostGIS crosses 3.6 (to 18 here), never otherwise.
+    assert result["fingerprint_after_extensions"]["identical"]
+    assert result["fingerprint_after_extensions"]["forms"]["fields"] >= 2  # the TopoGeometry columns
+    crosses = to_tag.startswith("18")
+    assert bool(result["trap_repairs"]) == crosses, result["trap_repairs"]
 
 
 MATRIX = [

@@ -26,6 +26,7 @@ Pgdata = Annotated[
     str | None, typer.Option("--pgdata", help="PGDATA inside the old image (default: image's).")
 ]
 Output = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml")]
+ACCEPTABLE = ("fingerprint", "health")
 
 
 def _target(
@@ -90,8 +91,13 @@ def _summary(result: dict, report: Report) -> None:
         b, a = fp["before"], fp["after"]
         out.print(
             f"fingerprint: {b['tables']} tables / {b['rows']} rows / {b['sequences']} sequences before, "
-            f"{a['tables']} / {a['rows']} / {a['sequences']} after: [bold green]identical[/]"
+            f"{a['tables']} / {a['rows']} / {a['sequences']} after pg_upgrade: [bold green]identical[/]"
         )
+    proof = result.get("fingerprint_after_extensions")
+    if proof:
+        forms = ", ".join(f"{n} {form}" for form, n in sorted(proof["forms"].items()))
+        verdict = "[bold green]identical[/]" if proof["identical"] else "[bold red]DIFFERENT (accepted)[/]"
+        out.print(f"fingerprint after extension updates and repairs: {verdict} (columns read as: {forms})")
     if result.get("downtime_seconds") is not None:
         out.print(
             f"downtime: [bold]{result['downtime_seconds']:.1f} s[/] (database stopped -> upgraded one accepting)"
@@ -199,14 +205,33 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             _emit(result.get("plan", {}), output, report)
 
     @groups["resume"].command("docker")
-    def resume_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
+    def resume_docker(
+        container: Container = None,
+        volume: Volume = None,
+        accept: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--accept",
+                metavar="CHECK",
+                help="After an exit 4 you have read: go on despite the failed check (fingerprint or health) "
+                "and start the upgraded database. Repeatable.",
+            ),
+        ] = None,
+        output: Output = "text",
+    ) -> None:
         """Continue an interrupted upgrade where it stopped."""
+        accepted = tuple(accept or ())
+        unknown = [a for a in accepted if a not in ACCEPTABLE]
+        if unknown:
+            raise typer.BadParameter(f"--accept takes {' or '.join(ACCEPTABLE)}, not {', '.join(unknown)}")
         target, state = _target(container, volume, None, None, recorded=True)
         if not state.data.get("plan"):
             raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
         report = Report(quiet=output != "text")
         with locked(target.key):
-            result = engine.upgrade(target, state.data["target_image"], report=report, state=state)
+            result = engine.upgrade(
+                target, state.data["target_image"], report=report, state=state, accept=accepted
+            )
         _emit(result, output, report)
 
     @groups["rollback"].command("docker")

@@ -1,7 +1,8 @@
 """The phase sequence of one upgrade, resumable, written against a target the runtime provides.
 
 inspect -> plan -> collect -> stop -> fingerprint -> upgrade (pg_upgrade) -> verify
--> post-upgrade (extensions, collation reindex, statistics) -> health -> start -> done.
+-> post-upgrade (extensions + trap repairs, collation reindex, statistics) -> prove
+(fingerprint again, against the old cluster's) -> health -> start -> done.
 
 With downtime="minimal" (toolkit/minimal.py) the order is collect -> prepare
 (initdb) -> stop -> pg_upgrade -> start -> post-upgrade -> health: only the
@@ -24,7 +25,7 @@ from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, pa
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
 from toolkit.report import Report
 from toolkit.state import RunState
-from toolkit.steps import postupgrade, preflight, verify
+from toolkit.steps import postupgrade, preflight, traps, verify
 from toolkit.steps.inspect import cluster_facts
 from toolkit.steps.sql import Server
 
@@ -39,6 +40,7 @@ PHASES = (
     "upgraded",
     "verified",
     "post_upgraded",
+    "proved",  # the fingerprint again, after extension updates and trap repairs
     "started",
     "done",
 )
@@ -129,7 +131,7 @@ def plan_upgrade(
     with report.phase("inspect cluster (SQL)") as ph:
         live = target.live_server()
         if live is not None:
-            facts = cluster_facts(live)
+            facts = _inspect_sql(live, new, report)
             preflight.run(live, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         else:
             in_use = getattr(target, "running_users", lambda: [])()
@@ -144,11 +146,38 @@ def plan_upgrade(
                     "start it once on its old image and stop it cleanly (docker start/stop), then run pgleap again",
                 )
             with target.old_server(old, data, superuser="") as server:
-                facts = cluster_facts(server)
+                facts = _inspect_sql(server, new, report)
                 preflight.run(server, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         ph.detail = f"superuser {facts.superuser}, {len(facts.databases)} databases"
     plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
     return plan, new
+
+
+def _inspect_sql(server: Server, new: ImageFacts, report: Report) -> ClusterFacts:
+    """What the old cluster's catalogs tell before anything stops: its facts, indexes already
+    invalid (reported, never blamed on the upgrade), and the columns known extension traps
+    touch (refused when the target ships no repair)."""
+    facts = cluster_facts(server)
+    report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(server)
+    for name in report.data["known_invalid_indexes"]:
+        report.say(f"  [yellow]already invalid[/] {name} (reported, not counted against the upgrade)")
+    touched = traps.plan_findings(server, facts, new.extensions)
+    report.data["traps"] = [
+        {"trap": t.trap, "database": db, "column": f"{t.schema}.{t.table}.{t.column}", "type": t.type,
+         "rows": t.rows, "repair": t.repair}
+        for db, t in touched
+    ]  # fmt: skip
+    unrepairable = [f"{db}: {t.label()}" for db, t in touched if t.repair is None]
+    if unrepairable:
+        trap = next(
+            tr for tr in traps.TRAPS if tr.name == next(t.trap for _, t in touched if t.repair is None)
+        )
+        raise Refused(
+            f"{trap.why}; columns affected: {', '.join(unrepairable[:10])}",
+            "choose a target image whose extension ships the repair (see docs/proof.md), "
+            "or move that data out of the way before the upgrade",
+        )
+    return facts
 
 
 def show_plan(plan: UpgradePlan, report: Report) -> None:
@@ -169,6 +198,11 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
             f"  collation  glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> "
             f"{plan.icu[1] or '-'}: dependent indexes are rebuilt"
         )
+    for t in report.data.get("traps", []):
+        report.say(
+            f"  trap       {t['database']}: {t['column']} (~{t['rows']} rows) crosses {t['trap']}: "
+            f"repaired in the extension update's transaction, then checked"
+        )
     for w in plan.warnings:
         report.say(f"  [yellow]warning[/]    {w}")
 
@@ -185,8 +219,12 @@ def upgrade(
     state: RunState,
     fail_after: str | None = None,
     replicas: list[str] | None = None,
+    accept: tuple[str, ...] = (),
 ) -> dict:
     """Run (or resume) the whole upgrade; returns the JSON-able report.
+
+    `accept`: verification failures the operator has read and accepts on a resume
+    ("fingerprint", "health"): the run goes on and starts the upgraded database.
 
     `replicas`: standbys to re-seed after the primary (None: those found streaming from it).
     downtime="verified" (default) does everything while the database is stopped,
@@ -229,6 +267,7 @@ def upgrade(
         state.save(
             target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe(),
             replicas=replicas, verify_data=verify_data, downtime=downtime,
+            known_invalid_indexes=report.data.get("known_invalid_indexes", []),
         )  # fmt: skip
         _mark(state, "planned")
     report.data["plan"] = plan.to_dict()
@@ -253,6 +292,7 @@ def upgrade(
             state=state,
             reached=lambda p: _reached(state, p),
             checkpoint=checkpoint,
+            accept=accept,
         )
         return _finish(target, plan, report, state, checkpoint)
 
@@ -307,10 +347,13 @@ def upgrade(
             report.data["fingerprint"] = {"before": before.to_dict(), "after": after.to_dict()}
             if not comparison.identical:
                 report.data["differences"] = comparison.differences
-                raise VerificationFailed(
-                    "the upgraded data differs from the old data: " + "; ".join(comparison.differences[:10]),
-                    "nothing was opened to clients; inspect, then `pgleap rollback` (copy mode) or restore a backup",
-                )
+                if "fingerprint" not in accept:
+                    raise VerificationFailed(
+                        "the upgraded data differs from the old data: "
+                        + "; ".join(comparison.differences[:10]),
+                        _way_forward(plan, "fingerprint"),
+                    )
+                report.say("  [yellow]accepted[/] the differences above (--accept fingerprint)")
             checkpoint("verified")
         if not _reached(state, "post_upgraded"):
             done = postupgrade.run(
@@ -321,7 +364,17 @@ def upgrade(
                 analyze=lambda: target.analyze(server, plan),
             )
             checkpoint("post_upgraded", **done)
-        verify.run_health_checks(server, report, failure="health checks failed after the upgrade")
+        if verify_data and not _reached(state, "proved"):
+            _prove(server, state, report, accept="fingerprint" in accept)
+            checkpoint("proved")
+        verify.run_health_checks(
+            server,
+            report,
+            failure="health checks failed after the upgrade",
+            hint=_way_forward(plan, "health"),
+            known_invalid=state.data.get("known_invalid_indexes"),
+            accept="health" in accept,
+        )
         if fail_after == "health":
             raise PgleapError("injected failure after the health checks")
 
@@ -331,6 +384,48 @@ def upgrade(
         checkpoint("started")
     report.up()
     return _finish(target, plan, report, state, checkpoint)
+
+
+def _prove(server: Server, state: RunState, report: Report, *, accept: bool) -> None:
+    """Compare the user data again after the extension updates and trap repairs: what an
+    extension update did to stored values shows here, not in the comparison before it."""
+    with report.phase("fingerprint after extensions", "against the old cluster, canonical forms") as ph:
+        forms: dict[str, int] = {}
+        after = verify.fingerprint(server, forms=forms)
+        before = fingerprint_from_dict(state.data["fingerprint_before"])
+        comparison = verify.compare(before, after, include_extension_tables=False)
+        ph.detail = _fp_detail(after) + (" — identical" if comparison.identical else " — DIFFERENT")
+    report.data["fingerprint_after_extensions"] = {
+        "identical": comparison.identical,
+        "forms": forms,
+        "extension_tables_changed": comparison.extension_differences,
+        "differences": comparison.differences,
+    }
+    for line in comparison.extension_differences:
+        report.say(f"  [dim]extension-owned, changed by its update (not user data):[/] {line}")
+    if comparison.identical:
+        return
+    if not accept:
+        raise VerificationFailed(
+            "user data reads differently after the extension updates: "
+            + "; ".join(comparison.differences[:10]),
+            _way_forward(plan_from_dict(state.data["plan"]), "fingerprint"),
+        )
+    report.say("  [yellow]accepted[/] the differences above (--accept fingerprint)")
+    report.data["accepted"] = [*report.data.get("accepted", []), "fingerprint"]
+
+
+def _way_forward(plan: UpgradePlan, check: str) -> str:
+    """What the operator can do after a failed check: the database is not open to clients yet."""
+    back = (
+        "`pgleap rollback` brings the old cluster back"
+        if plan.mode in ("copy", "clone")
+        else "rollback is no longer possible (link/swap), restore a backup to go back"
+    )
+    return (
+        f"nothing was opened to clients; read the differences, then either {back}, or start the "
+        f"upgraded database as it is with `pgleap resume … --accept {check}`"
+    )
 
 
 def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, checkpoint) -> dict:
@@ -347,6 +442,7 @@ def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, 
     report.data["extensions_updated"] = state.data.get("extensions_updated", [])
     report.data["extensions_left"] = state.data.get("extensions_left", [])
     report.data["reindexed"] = state.data.get("reindexed", [])
+    report.data["trap_repairs"] = state.data.get("trap_repairs", [])
     return {**report.to_dict(), "status": "upgraded"}
 
 

@@ -70,3 +70,10 @@ def hold_reindex(server, db: str):
 
     threading.Thread(target=watch, daemon=True).start()
     return blocker
+
+
+def skip_repairs() -> str:
+    """Test-only (PGLEAP_TEST_SKIP_REPAIRS): "1" leaves known extension traps unrepaired, "all"
+    also skips the check in the update's transaction, so tests prove that each later check
+    fails by itself. Empty in every real run."""
+    return os.environ.get("PGLEAP_TEST_SKIP_REPAIRS", "")

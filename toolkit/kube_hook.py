@@ -78,10 +78,12 @@ def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
     Returns what it did, for a rehearsal's report; raises VerificationFailed when a check fails."""
     superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
     with pod_server(ctx) as server:
-        updated, left = postupgrade.update_extensions(server)
+        updated, left, repaired = postupgrade.update_extensions(server)
         ctx.log(
             f"extensions updated: {len(updated)}" + (f"; left as they are: {'; '.join(left)}" if left else "")
         )
+        for item in repaired:
+            ctx.log(f"repaired {item}")
         # The images' glibc/ICU are not probed on Kubernetes: rebuild every collation-dependent
         # index (CONCURRENTLY: the database is already serving).
         reindexed = postupgrade.reindex_collation_dependent(server, libc_changed=True, icu_changed=True)
@@ -107,6 +109,7 @@ def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
     done = {
         "extensions_updated": updated,
         "extensions_left": left,
+        "trap_repairs": repaired,
         "extensions": extensions,
         "collation_indexes": reindexed,
         "health": health.rows(),
@@ -125,4 +128,7 @@ def engine_rehearsal_hooks() -> RehearsalHooks:
         compare=lambda before, after: verify.compare(before, after).differences,
         post_upgrade=engine_post_upgrade,
         replication_problems=engine_replication_problems,
+        compare_user=lambda before, after: (
+            verify.compare(before, after, include_extension_tables=False).differences
+        ),
     )

@@ -14,7 +14,9 @@ After the window, against the serving database:
 
 What is given up, compared with the default (`verified`):
   - no before/after data fingerprint (it needs the stopped old cluster read in
-    full inside the window); rehearse with the default on a copy for that proof;
+    full inside the window); rehearse with the default on a copy for that proof.
+    The columns a known extension trap touches are still hashed before the
+    update and after the repair, in one transaction (toolkit/steps/postupgrade.py);
   - no separate `pg_upgrade --check` run;
   - until the post-upgrade work ends, PostGIS functions are the old version's
     (`postgis_full_version()` says "need upgrade"), planner statistics are
@@ -59,6 +61,7 @@ def run(
     state: RunState,
     reached: Callable[[str], bool],
     checkpoint: Callable[..., None],
+    accept: tuple[str, ...] = (),
 ) -> dict:
     """The phases after `collected`; returns the extra report data."""
     if not reached("prepared"):
@@ -106,5 +109,7 @@ def run(
         report,
         failure="health checks failed after the upgrade (the database is already serving)",
         hint="fix what they name on the running database, or restore a backup",
+        known_invalid=state.data.get("known_invalid_indexes"),
+        accept="health" in accept,
     )
     return {}

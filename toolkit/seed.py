@@ -1,6 +1,7 @@
 """A small but real PostGIS database: what the demo upgrades and the tests fingerprint.
 
-Points, polygons, a topology, a raster, text indexes under a libc and an ICU
+Points, polygons, a topology with TopoGeometry layers in two schemas, a raster,
+partitioned tables (range, list, hash), text indexes under a libc and an ICU
 collation, a materialized view, sequences, several databases.
 """
 
@@ -45,6 +46,41 @@ MAIN_DB = [
     "SELECT topology.CreateTopology('roads', 4326)",
     "SELECT topology.TopoGeo_AddLineString('roads', 'SRID=4326;LINESTRING(0 0, 1 1, 2 0)'::geometry)",
     "SELECT topology.TopoGeo_AddLineString('roads', 'SRID=4326;LINESTRING(0 1, 2 1)'::geometry)",
+    # TopoGeometry layers in two schemas (PostGIS 3.6 widened their ids: the trap pgleap repairs),
+    # one with an expression index (upstream's repair refuses those: rebuilt around it).
+    "CREATE SCHEMA city",
+    "CREATE TABLE city.streets (id serial PRIMARY KEY, name text)",
+    "SELECT topology.AddTopoGeometryColumn('roads', 'city', 'streets', 'topo', 'LINE')",
+    "CREATE INDEX streets_lower_name ON city.streets (lower(name))",
+    """INSERT INTO city.streets (name, topo)
+       SELECT 'street ' || g, topology.toTopoGeom(
+                ST_SetSRID(ST_MakeLine(ST_MakePoint(3 + g * 0.1, 2), ST_MakePoint(3 + g * 0.1, 3)), 4326),
+                'roads', (SELECT layer_id FROM topology.layer WHERE table_name = 'streets'))
+       FROM generate_series(1, 25) AS g""",
+    "CREATE TABLE trails (id int PRIMARY KEY, topo_refs topology.topoelementarray, first_ref topology.topoelement)",
+    "SELECT topology.AddTopoGeometryColumn('roads', 'public', 'trails', 'topo', 'LINE')",
+    """INSERT INTO trails (id, topo_refs, first_ref, topo)
+       SELECT g, ARRAY[ARRAY[g, 2], ARRAY[g + 1, 2]]::topology.topoelementarray, ARRAY[g, 2]::topology.topoelement,
+              topology.toTopoGeom(
+                ST_SetSRID(ST_MakeLine(ST_MakePoint(10 + g * 0.1, 5), ST_MakePoint(10 + g * 0.1, 6)), 4326),
+                'roads', (SELECT layer_id FROM topology.layer WHERE table_name = 'trails'))
+       FROM generate_series(1, 15) AS g""",
+    # Partitioned tables: range, list and hash, with a primary key, a unique and a GiST index on the parent.
+    """CREATE TABLE tracks (id bigint, t date, geom geometry(Point, 4326), PRIMARY KEY (id, t))
+       PARTITION BY RANGE (t)""",
+    "CREATE TABLE tracks_2024 PARTITION OF tracks FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+    "CREATE TABLE tracks_2025 PARTITION OF tracks FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')",
+    "CREATE INDEX tracks_geom ON tracks USING gist (geom)",
+    """INSERT INTO tracks SELECT g, date '2024-01-01' + (g % 700), ST_SetSRID(ST_MakePoint(g % 90, g % 45), 4326)
+       FROM generate_series(1, 1000) AS g""",
+    "CREATE TABLE sightings (id int, region text, UNIQUE (id, region)) PARTITION BY LIST (region)",
+    "CREATE TABLE sightings_north PARTITION OF sightings FOR VALUES IN ('north')",
+    "CREATE TABLE sightings_south PARTITION OF sightings FOR VALUES IN ('south')",
+    "INSERT INTO sightings SELECT g, CASE WHEN g % 2 = 0 THEN 'north' ELSE 'south' END FROM generate_series(1, 300) g",
+    "CREATE TABLE readings (id int PRIMARY KEY, v float8) PARTITION BY HASH (id)",
+    "CREATE TABLE readings_0 PARTITION OF readings FOR VALUES WITH (MODULUS 2, REMAINDER 0)",
+    "CREATE TABLE readings_1 PARTITION OF readings FOR VALUES WITH (MODULUS 2, REMAINDER 1)",
+    "INSERT INTO readings SELECT g, g / 7.0 FROM generate_series(1, 300) AS g",
     """CREATE MATERIALIZED VIEW place_counts AS
        SELECT tags -> 'kind' AS kind, count(*) AS n, ST_Extent(geom)::text AS extent FROM places GROUP BY 1""",
     "CREATE SEQUENCE invoice_no START 1000",

@@ -30,6 +30,7 @@ class Hooks:
     """Stand-in database steps that record which pod they were pointed at."""
 
     differences: list[str] = field(default_factory=list)
+    user_differences: list[str] = field(default_factory=list)  # after the extension updates
     problems: list[str] = field(default_factory=list)
     health_ok: bool = True
     seen: list[tuple[str, str]] = field(default_factory=list)
@@ -56,6 +57,7 @@ class Hooks:
             compare=lambda before, after: list(self.differences),
             post_upgrade=self.post_upgrade,
             replication_problems=self.replication,
+            compare_user=lambda before, after: list(self.user_differences),
         )
 
 
@@ -114,6 +116,7 @@ def test_basebackup_rehearsal_goes_and_leaves_nothing_behind() -> None:
         ("fingerprint", "gis-rehearsal-0"),
         ("fingerprint", "gis-rehearsal-0"),
         ("post_upgrade", "gis-rehearsal-0"),
+        ("fingerprint", "gis-rehearsal-0"),  # again after the extension updates and trap repairs
     ]
     # the clone PVC: production's size and class, adopted by the rehearsal StatefulSet's ordinal 0
     (pvc,) = created(c, "persistentvolumeclaims")
@@ -288,6 +291,19 @@ def test_a_fingerprint_difference_is_no_go_with_exit_4() -> None:
     assert "public.parcels" in result["reason"]
     assert result["fingerprint"]["identical"] is False
     assert ("post_upgrade", "gis-rehearsal-0") not in hooks.seen
+    assert rehearsal_left(c) == []
+
+
+def test_a_difference_after_the_extension_updates_is_no_go_with_exit_4() -> None:
+    """Identical right after pg_upgrade, different after the extension updates (the topology
+    trap without its repair): the rehearsal must say no-go, naming the column's table."""
+    c = make_cluster("official-plain")
+    hooks = Hooks(user_differences=["gis: table city.streets differs: 25 rows -> 25 rows"])
+    result = rehearse(c, hooks)
+    assert result["verdict"] == "no-go" and result["exit_code"] == EXIT_VERIFY
+    assert "city.streets" in result["reason"] and "extension updates" in result["reason"]
+    assert result["fingerprint"]["identical"] is True
+    assert result["fingerprint_after_extensions"]["identical"] is False
     assert rehearsal_left(c) == []
 
 

@@ -67,6 +67,9 @@ class RehearsalHooks:
     compare: Callable[[Any, Any], list[str]]  # (before, after) → differences
     post_upgrade: Callable[[HookContext], Mapping[str, Any] | None]
     replication_problems: Callable[[HookContext], list[str]]
+    # (before, after extension updates) → differences in user data (extension-owned tables may
+    # change legitimately); None: `compare`.
+    compare_user: Callable[[Any, Any], list[str]] | None = None
 
 
 class KubeRehearsal:
@@ -364,6 +367,18 @@ class KubeRehearsal:
             except VerificationFailed as exc:
                 done.update(getattr(exc, "done", {}))
                 raise
+            # Again after the extension updates and trap repairs: what an update did to stored values.
+            differences = (hooks.compare_user or hooks.compare)(before, hooks.fingerprint(ctx))
+            result["fingerprint_after_extensions"] = {
+                "identical": not differences,
+                "differences": differences[:20],
+            }
+            if differences:
+                raise VerificationFailed(
+                    f"user data of the clone reads differently after the extension updates: "
+                    f"{'; '.join(differences[:5])}",
+                    "do not upgrade production; report it with the rehearsal's output",
+                )
 
         try:
             outcome = self.rt.upgrade(

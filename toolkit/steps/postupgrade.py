@@ -13,7 +13,10 @@ from collections.abc import Callable
 from psycopg import sql
 
 from toolkit import faults
+from toolkit.errors import VerificationFailed
 from toolkit.report import Report
+from toolkit.steps import traps
+from toolkit.steps.canonical import table_hashes
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
@@ -37,33 +40,27 @@ def stale_extensions(conn) -> list[tuple[str, str, str, bool]]:
     return conn.execute(_STALE).fetchall()
 
 
-def update_extensions(server: Server) -> tuple[list[str], list[str]]:
-    """PostGIS via postgis_extensions_upgrade(), the others via ALTER EXTENSION … UPDATE.
+def update_extensions(server: Server) -> tuple[list[str], list[str], list[str]]:
+    """PostGIS via postgis_extensions_upgrade(), the others via ALTER EXTENSION … UPDATE,
+    then the repairs of known traps (toolkit/steps/traps.py), checked, in one transaction
+    per database.
 
-    Returns (updated, left): an extension the target ships no update path for
+    Returns (updated, left, repaired): an extension the target ships no update path for
     (e.g. Debian's tiger geocoder 2025.x from 3.1) is left as it is and named.
+    Raises VerificationFailed, with that database's updates rolled back, when a trap's
+    columns read differently after the repair or an extension type changed its storage
+    under user columns that no repair covers.
     """
     done: list[str] = []
     left: list[str] = []
+    repaired: list[str] = []
     for db in server.databases():
         with server.connect(db) as conn:
             stale = {name: (old, new, path) for name, old, new, path in stale_extensions(conn)}
             if not stale:
                 continue
-            family = [e for e in _FAMILY_ORDER if e in stale]
-            if family and all(stale[e][2] for e in family):
-                # Some PostGIS versions need a second call to finish (documented upstream).
-                for _ in range(2):
-                    conn.execute("SELECT postgis_extensions_upgrade()")
-                    if "need upgrade" not in conn.execute("SELECT postgis_full_version()").fetchone()[0]:
-                        break
-            else:
-                for ext in family:
-                    if stale[ext][2]:
-                        conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(ext)))
-            for ext in sorted(stale.keys() - set(_FAMILY_ORDER)):
-                if stale[ext][2]:
-                    conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(ext)))
+            with conn.transaction():
+                repaired += _update_checked(conn, db, stale)
             now = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
             for ext, (old, new, has_path) in stale.items():
                 if now.get(ext) != old:
@@ -72,7 +69,73 @@ def update_extensions(server: Server) -> tuple[list[str], list[str]]:
                 elif not has_path:
                     left.append(f"{db}: {ext} {old} (no update path to {new})")
         faults.point("extensions")  # test-only: one database's extensions updated, the next not yet
-    return done, left
+    return done, left, repaired
+
+
+def _update_checked(conn, db: str, stale: dict[str, tuple[str, str, bool]]) -> list[str]:
+    """Inside a transaction: hash the trap-touched tables, update, repair, hash again, compare."""
+    shapes = traps.type_shapes(conn)
+    columns = traps.touched(conn, {e: (old, new) for e, (old, new, path) in stale.items() if path})
+    tables = sorted({c.key for c in columns})
+    for key in tables:  # clients keep reading; their writes wait the few seconds this takes
+        schema, _, table = key.partition(".")
+        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(schema, table)))
+    before = table_hashes(conn, only=set(tables))[0] if tables else {}
+    _update(conn, stale)
+    repaired = []
+    skip = faults.skip_repairs()
+    # TopoGeometry first: rewriting any other column of a table re-checks its TopoGeometry constraints.
+    for column in sorted(columns, key=lambda c: c.type != "topogeometry"):
+        if column.repair is None:
+            raise VerificationFailed(
+                f"{db}: {column.label()} is touched by {column.trap} and the target ships no repair",
+                "the update was rolled back; upgrade to a target whose extension ships the repair",
+            )
+        if skip:
+            continue
+        try:
+            how = traps.repair(conn, column)
+        except traps.UnrepairableColumn as exc:
+            raise VerificationFailed(f"{db}: {exc}", "the update was rolled back") from None
+        repaired.append(f"{db}: {column.schema}.{column.table}.{column.column}: {how}")
+    if skip == "all":
+        return repaired
+    covered = {f"{c.schema}.{c.table}.{c.column}" for c in columns}
+    unknown = [c for c in traps.reshaped_columns(conn, shapes) if c.split(" ")[0] not in covered]
+    if unknown:
+        raise VerificationFailed(
+            f"{db}: the extension update changed the storage of types used by "
+            f"{', '.join(unknown[:10])} and pgleap knows no repair for it",
+            "the update was rolled back in this database; the data reads as before. "
+            "Keep the extension at its old version, or rewrite those columns after the update yourself",
+        )
+    if tables:
+        after = table_hashes(conn, only=set(tables))[0]
+        differ = [f"{db}: {t}" for t in tables if before.get(t) != after.get(t)]
+        if differ:
+            names = [c.label() for c in columns if c.key in {d.split(": ")[1] for d in differ}]
+            raise VerificationFailed(
+                f"values read differently after the extension update: {', '.join(names)}",
+                "the update was rolled back in this database; the data reads as before",
+            )
+    return repaired
+
+
+def _update(conn, stale: dict[str, tuple[str, str, bool]]) -> None:
+    family = [e for e in _FAMILY_ORDER if e in stale]
+    if family and all(stale[e][2] for e in family):
+        # Some PostGIS versions need a second call to finish (documented upstream).
+        for _ in range(2):
+            conn.execute("SELECT postgis_extensions_upgrade()")
+            if "need upgrade" not in conn.execute("SELECT postgis_full_version()").fetchone()[0]:
+                break
+    else:
+        for ext in family:
+            if stale[ext][2]:
+                conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(ext)))
+    for ext in sorted(stale.keys() - set(_FAMILY_ORDER)):
+        if stale[ext][2]:
+            conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(ext)))
 
 
 _COLLATION_INDEXES = """
@@ -180,13 +243,21 @@ def run(
     """
     how = "on the serving database" if serving else "postgis_extensions_upgrade(), ALTER EXTENSION"
     with report.phase("update extensions", how) as ph:
-        updated, left = update_extensions(server)
+        updated, left, repaired = update_extensions(server)
         ph.detail = f"{len(updated)} updated" + (f", {len(left)} without update path" if left else "")
+        ph.detail += f", {len(repaired)} columns repaired" if repaired else ""
         for item in left:
             report.say(f"  [yellow]left as is[/] {item}")
+        for item in repaired:
+            report.say(f"  repaired   {item}")
     with report.phase("rebuild collation-dependent indexes", "REINDEX CONCURRENTLY" if serving else "") as ph:
         reindexed = reindex_collation_dependent(server, libc_changed=libc_changed, icu_changed=icu_changed)
         ph.detail = f"{len(reindexed)} indexes" if libc_changed or icu_changed else "libraries unchanged"
     with report.phase("statistics", "vacuumdb --analyze-in-stages") as ph:
         ph.detail = analyze()
-    return {"extensions_updated": updated, "extensions_left": left, "reindexed": reindexed}
+    return {
+        "extensions_updated": updated,
+        "extensions_left": left,
+        "trap_repairs": repaired,
+        "reindexed": reindexed,
+    }

@@ -1,9 +1,11 @@
 """Prove the data is the same: fingerprints before/after, and health checks on the new cluster.
 
 A fingerprint holds, per database: every table's row count and an
-order-independent hash of its rows' text, every sequence's state, the roles, and
-the extensions. Tables owned by an extension are kept apart: their text output
-may legitimately change when the extension is updated (e.g. topology).
+order-independent hash of its rows, every sequence's state, the roles, and the
+extensions. Each row is hashed in canonical forms read through the current
+catalog (toolkit/steps/canonical.py), not only as text. Tables owned by an
+extension are kept apart: their content may legitimately change when the
+extension is updated (e.g. topology.topology, the tiger loader tables).
 """
 
 from __future__ import annotations
@@ -15,26 +17,11 @@ from psycopg import sql
 
 from toolkit.errors import VerificationFailed
 from toolkit.report import Report
+from toolkit.steps.canonical import table_hashes
 from toolkit.steps.postupgrade import stale_extensions
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
-
-_TABLES = """
-SELECT n.nspname, c.relname, c.relkind::text,
-       EXISTS (SELECT 1 FROM pg_depend d
-               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') AS ext_owned
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'm', 'S')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
-ORDER BY 1, 2
-"""
-
-# Sum of the first 64 bits of each row's md5: order-independent and O(1) memory.
-_TABLE_HASH = (
-    "SELECT count(*), coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text "
-    "FROM ONLY {} AS t"
-)
 
 
 @dataclass
@@ -58,8 +45,11 @@ class Fingerprint:
         }
 
 
-def fingerprint(server: Server, databases: list[str] | None = None) -> Fingerprint:
-    """Read-only fingerprint of every connectable database."""
+def fingerprint(
+    server: Server, databases: list[str] | None = None, *, forms: dict | None = None
+) -> Fingerprint:
+    """Read-only fingerprint of every connectable database; `forms` (if given) counts the
+    columns per canonical form, for the report."""
     fp = Fingerprint()
     fp.roles = [
         tuple(r)
@@ -73,31 +63,7 @@ def fingerprint(server: Server, databases: list[str] | None = None) -> Fingerpri
         with server.connect(db) as conn:
             conn.execute("SET default_transaction_read_only = on")
             conn.execute("SET statement_timeout = 0")
-            tables: dict[str, tuple[int, str]] = {}
-            ext_tables: dict[str, tuple[int, str]] = {}
-            sequences: dict[str, tuple] = {}
-            for schema, name, kind, ext_owned in conn.execute(_TABLES).fetchall():
-                qualified = sql.Identifier(schema, name)
-                key = f"{schema}.{name}"
-                if kind == "S":
-                    row = conn.execute(
-                        sql.SQL("SELECT last_value, is_called FROM {}").format(qualified)
-                    ).fetchone()
-                    sequences[key] = tuple(row)
-                    continue
-                if (
-                    kind == "m"
-                    and not conn.execute(
-                        "SELECT relispopulated FROM pg_class WHERE oid = %s::regclass",
-                        (f'"{schema}"."{name}"',),
-                    ).fetchone()[0]
-                ):
-                    continue
-                count, digest = conn.execute(sql.SQL(_TABLE_HASH).format(qualified)).fetchone()
-                (ext_tables if ext_owned else tables)[key] = (count, digest)
-            fp.tables[db] = tables
-            fp.extension_tables[db] = ext_tables
-            fp.sequences[db] = sequences
+            fp.tables[db], fp.extension_tables[db], fp.sequences[db] = table_hashes(conn, forms=forms)
             fp.extensions[db] = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
     return fp
 
@@ -172,20 +138,37 @@ class HealthReport:
         return [f"{n}: {d}" for n, ok, d in self.checks if not ok]
 
 
-def run_health_checks(server: Server, report: Report, *, failure: str, hint: str = "") -> HealthReport:
+def run_health_checks(
+    server: Server,
+    report: Report,
+    *,
+    failure: str,
+    hint: str = "",
+    known_invalid: list[str] | None = None,
+    accept: bool = False,
+) -> HealthReport:
     """`health()` as a report phase, its rows in the report; VerificationFailed (`failure`: the
-    failed checks) when one fails."""
+    failed checks) when one fails, unless the operator accepted them (`resume --accept health`)."""
     with report.phase("health checks", "amcheck, PostGIS, indexes") as ph:
-        result = health(server)
+        result = health(server, known_invalid=frozenset(known_invalid or ()))
         ph.detail = f"{sum(ok for _, ok, _ in result.checks)}/{len(result.checks)} passed"
     report.data["health"] = result.rows()
     if not result.ok:
+        if accept:
+            report.say("  [yellow]accepted[/] failed health checks: " + "; ".join(result.failures()))
+            report.data["accepted"] = [*report.data.get("accepted", []), "health"]
+            return result
         raise VerificationFailed(f"{failure}: " + "; ".join(result.failures()), hint)
     return result
 
 
-def health(server: Server, *, heapallindexed: bool = False) -> HealthReport:
-    """After post-upgrade: extensions current, PostGIS procs upgraded, btree indexes sound, GiST usable."""
+def health(
+    server: Server, *, heapallindexed: bool = False, known_invalid: set[str] | frozenset = frozenset()
+) -> HealthReport:
+    """After post-upgrade: extensions current, PostGIS procs upgraded, btree indexes sound, GiST usable.
+
+    `known_invalid`: indexes ('db: name') already invalid in the old cluster; they are
+    named as such and do not fail the check (the upgrade did not break them)."""
     report = HealthReport()
     for db in server.databases():
         with server.connect(db) as conn:
@@ -199,15 +182,33 @@ def health(server: Server, *, heapallindexed: bool = False) -> HealthReport:
                 report.add(
                     f"{db}: postgis_full_version() clean", not bad, full if bad else full.split(" ")[0]
                 )
-            invalid = conn.execute(
-                "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
-            ).fetchall()
-            report.add(f"{db}: no invalid indexes", not invalid, ", ".join(r[0] for r in invalid))
+            invalid = [f"{db}: {name}" for name in invalid_indexes(conn)]
+            new = [i for i in invalid if i not in known_invalid]
+            old = [i for i in invalid if i in known_invalid]
+            detail = ", ".join(new) + (
+                f"{'; ' if new else ''}already invalid before: {', '.join(old)}" if old else ""
+            )
+            report.add(f"{db}: no new invalid indexes", not new, detail)
             report.add(*_amcheck(conn, db, heapallindexed))
             gist = _gist_check(conn)
             if gist is not None:
                 report.add(f"{db}: GiST bbox query uses its index", gist[0], gist[1])
     return report
+
+
+def invalid_indexes(conn) -> list[str]:
+    """Indexes of this database marked invalid (a failed CREATE INDEX CONCURRENTLY, say)."""
+    rows = conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid ORDER BY 1")
+    return [r[0] for r in rows.fetchall()]
+
+
+def invalid_indexes_everywhere(server: Server) -> list[str]:
+    """'db: index' for every invalid index of every connectable database (the old cluster's state)."""
+    out = []
+    for db in server.databases():
+        with server.connect(db) as conn:
+            out += [f"{db}: {name}" for name in invalid_indexes(conn)]
+    return out
 
 
 def _amcheck(conn, db: str, heapallindexed: bool) -> tuple[str, bool, str]:
@@ -220,7 +221,7 @@ def _amcheck(conn, db: str, heapallindexed: bool) -> tuple[str, bool, str]:
         indexes = conn.execute(
             "SELECT c.oid, c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE am.amname = 'btree' AND i.indisvalid AND c.relpersistence <> 't' "
+            "WHERE am.amname = 'btree' AND c.relkind = 'i' AND i.indisvalid AND c.relpersistence <> 't' "
             "AND n.nspname !~ '^pg_temp'"
         ).fetchall()
         failed = []

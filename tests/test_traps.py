@@ -1,0 +1,60 @@
+"""The extension-trap table: which version pairs each trap applies to, and the plan's refusal
+when the target ships no repair (read from a real old cluster before anything stops)."""
+
+from __future__ import annotations
+
+import pytest
+
+from toolkit import engine
+from toolkit.errors import Refused
+from toolkit.facts import ImageFacts
+from toolkit.report import Report
+from toolkit.steps import traps
+
+
+@pytest.mark.parametrize(
+    ("installed", "target", "expected"),
+    [
+        ("3.1.1", "3.7.0", ["postgis-topology-bigint-ids"]),
+        ("3.5.2", "3.6.1", ["postgis-topology-bigint-ids"]),
+        ("3.3.2", "3.6.0", ["postgis-topology-bigint-ids-no-repair"]),
+        ("3.1.1", "3.5.2", []),  # does not cross 3.6
+        ("3.6.1", "3.7.0", []),  # already on the wide ids
+        ("3.7.0dev", "3.8.0", []),
+    ],
+)
+def test_topology_trap_ranges(installed, target, expected):
+    assert [t.name for t in traps.matching("postgis_topology", installed, target)] == expected
+    assert traps.matching("postgis", installed, target) == []
+
+
+def test_every_trap_is_complete():
+    for trap in traps.TRAPS:
+        assert trap.detect.strip().upper().startswith("SELECT") and trap.why
+        assert traps.version_key(trap.from_below) > (0,)
+
+
+def _target(extensions: dict[str, str]) -> ImageFacts:
+    return ImageFacts(image="target", major=18, version="18.6", bindir="/x", glibc="2.41", icu="76",
+                      extensions=extensions)  # fmt: skip
+
+
+@pytest.mark.docker
+def test_plan_lists_trap_columns_and_refuses_a_target_without_repair(old_db_factory):
+    db = old_db_factory("13-3.1", rows=200)
+    server = db.server()
+    report = Report(quiet=True)
+    engine._inspect_sql(server, _target({"postgis_topology": "3.7.0"}), report)
+    columns = {t["column"] for t in report.data["traps"]}
+    assert {
+        "city.streets.topo",
+        "public.trails.topo",
+        "public.trails.topo_refs",
+        "public.trails.first_ref",
+    } <= columns
+    assert all(t["repair"] == "topology-rewrite" for t in report.data["traps"])
+    with pytest.raises(Refused, match=r"city\.streets\.topo.*~25 rows") as refused:
+        engine._inspect_sql(server, _target({"postgis_topology": "3.6.0"}), Report(quiet=True))
+    assert refused.value.exit_code == 3
+    engine._inspect_sql(server, _target({"postgis_topology": "3.5.2"}), report := Report(quiet=True))
+    assert report.data["traps"] == []
