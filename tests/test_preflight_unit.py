@@ -192,3 +192,33 @@ def test_readme_lists_every_check():
         assert check.name in readme, check.name
     for own in ("libraries missing from the old image", "tablespaces outside the data volume"):
         assert own in readme
+
+
+def test_libraries_each_image_lacks():
+    from toolkit.facts import ImageFacts
+
+    def img(major: int, *mods: str) -> ImageFacts:
+        return ImageFacts(
+            image=f"img:{major}", major=major, version=f"{major}.1", bindir="", glibc="", icu="",
+            modules=frozenset(mods), pkglibdir=f"/usr/lib/postgresql/{major}/lib",
+        )  # fmt: skip
+
+    old, new = (
+        img(13, "postgis-3", "autoinc", "pg_stat_statements"),
+        img(17, "postgis-3", "pg_stat_statements"),
+    )
+    refs = [
+        "$libdir/postgis-3",  # unversioned PostGIS 3: in both
+        "$libdir/regress",  # in the running container only
+        "/usr/lib/postgresql/13/lib/autoinc.so",  # absolute, old pkglibdir: not where 17 looks
+        "/build/regress/refint.so",  # absolute, elsewhere: unknowable
+        "pg_stat_statements",  # a preload setting
+    ]
+    assert pc.libraries_in_image(refs, "old", old, new) == {
+        "missing": ["$libdir/regress"],
+        "unknown": ["/build/regress/refint.so"],
+    }
+    assert pc.libraries_in_image(refs, "new", old, new) == {
+        "missing": ["$libdir/regress", "/usr/lib/postgresql/13/lib/autoinc.so"],
+        "unknown": ["/build/regress/refint.so"],
+    }

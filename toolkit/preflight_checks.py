@@ -13,6 +13,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from toolkit.facts import ImageFacts
+
 ANY = (0, 999)
 
 
@@ -362,6 +364,24 @@ def library_present(reference: str, modules: frozenset[str], pkglibdir: str) -> 
     if "/" in name:
         return None
     return name in modules
+
+
+def libraries_in_image(refs, side: str, old: ImageFacts, new: ImageFacts) -> dict[str, list[str]]:
+    """Which library references the `side` ("old"/"new") image lacks ("missing") or cannot be
+    judged for ("unknown": a path outside its pkglibdir). An absolute path into the old major's
+    pkglibdir (pg_regress --dlpath, CREATE FUNCTION … AS '/usr/lib/postgresql/13/lib/x.so')
+    counts as missing from a new image whose pkglibdir is elsewhere: pg_upgrade LOADs it there."""
+    image = old if side == "old" else new
+    verdict: dict[str, list[str]] = {"missing": [], "unknown": []}
+    for ref in sorted(refs):
+        present = library_present(ref, image.modules, image.pkglibdir)
+        if present is None and side == "new" and library_present(ref, old.modules, old.pkglibdir) is not None:
+            present = False
+        if present is False:
+            verdict["missing"].append(ref)
+        elif present is None:
+            verdict["unknown"].append(ref)
+    return verdict
 
 
 def split_setting(value: str) -> list[str]:

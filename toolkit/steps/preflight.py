@@ -152,20 +152,17 @@ def _libraries(server: Server, databases: list[str], old: ImageFacts, new: Image
     findings = []
     for side, image in (("old", old), ("new", new)):
         pkglibdir = image.pkglibdir or "pkglibdir"
-        missing, unknown = [], []
-        for ref, who in sorted(users.items()):
-            present = pc.library_present(ref, image.modules, image.pkglibdir)
-            if present is False:
-                missing.append(f"{ref} (used by {', '.join(who[:3])}{' …' if len(who) > 3 else ''})")
-            elif present is None:
-                unknown.append(f"{ref} (used by {', '.join(who[:3])})")
+        verdict = pc.libraries_in_image(users, side, old, new)
+        missing = [f"{ref} (used by {_who(users[ref])})" for ref in verdict["missing"]]
+        unknown = [f"{ref} (used by {_who(users[ref])})" for ref in verdict["unknown"]]
         if missing:
             findings.append(
                 Finding(
                     f"libraries missing from the {side} image",
                     f"libraries missing from the {side} image {image.image} (no such file in {pkglibdir})",
                     f"install the library in the {side} image (build an image FROM {image.image} that adds it) "
-                    "or drop the objects that use it",
+                    "or drop the objects that use it; a function created with an absolute path: recreate it "
+                    "with AS '$libdir/<name>'",
                     missing,
                 )
             )
@@ -180,6 +177,10 @@ def _libraries(server: Server, databases: list[str], old: ImageFacts, new: Image
                 )
             )
     return findings
+
+
+def _who(users: list[str]) -> str:
+    return ", ".join(users[:3]) + (" …" if len(users) > 3 else "")
 
 
 def _tablespaces(server: Server, dbname: str, mount: str) -> list[Finding]:
