@@ -25,7 +25,7 @@ from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, pa
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
 from toolkit.report import Report
 from toolkit.state import RunState
-from toolkit.steps import postupgrade, traps, verify
+from toolkit.steps import postupgrade, preflight, traps, verify
 from toolkit.steps.inspect import cluster_facts
 from toolkit.steps.sql import Server
 
@@ -132,6 +132,7 @@ def plan_upgrade(
         live = target.live_server()
         if live is not None:
             facts = _inspect_sql(live, new, report)
+            preflight.run(live, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         else:
             in_use = getattr(target, "running_users", lambda: [])()
             if in_use:
@@ -146,6 +147,7 @@ def plan_upgrade(
                 )
             with target.old_server(old, data, superuser="") as server:
                 facts = _inspect_sql(server, new, report)
+                preflight.run(server, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         ph.detail = f"superuser {facts.superuser}, {len(facts.databases)} databases"
     plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
     return plan, new

@@ -30,8 +30,9 @@ class ImageFacts:
     glibc: str
     icu: str
     extensions: dict[str, str] = field(default_factory=dict)  # name -> default_version
-    modules: frozenset[str] = frozenset()
+    modules: frozenset[str] = frozenset()  # basenames (no .so) of the *.so files in pkglibdir
     updates: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # ext -> (from, to) edges
+    pkglibdir: str = ""  # where $libdir points in this image
 
     def has_update_path(self, extension: str, installed: str) -> bool:
         """Whether ALTER EXTENSION … UPDATE can go from `installed` to this image's default version."""
@@ -81,6 +82,7 @@ class ImageFacts:
             extensions=extensions,
             modules=frozenset(modules),
             updates=updates,
+            pkglibdir=values.get("pkglibdir", ""),
         )
 
 

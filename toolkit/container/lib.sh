@@ -88,3 +88,36 @@ fault_watch() {
 		fault_reached "$point"
 	) &
 }
+
+# ---- what made pg_upgrade fail ----------------------------------------------------------------
+# pg_upgrade itself only says "consult the last few lines of <log>", a file inside the
+# new cluster. Print the last ERROR line of the failing log, the object pg_restore was
+# creating, and the log's path, as one line (nothing when no log has an ERROR).
+# Arguments: directories holding pg_upgrade's logs (pg_upgrade_output.d, or the working
+# directory for PostgreSQL <= 14). The dump/restore logs win over the server logs.
+pg_upgrade_failure() {
+	local log="" f error object at statement
+	while IFS= read -r f; do
+		if grep -qs 'ERROR:' "$f"; then log="$f"; break; fi
+	done < <(
+		find "$@" -name 'pg_upgrade_dump_*.log' -type f -printf '%T@ %p\n' 2>/dev/null | sort -rn | cut -d' ' -f2-
+		find "$@" -name '*.log' ! -name 'pg_upgrade_dump_*.log' -type f -printf '%T@ %p\n' 2>/dev/null | sort -rn | cut -d' ' -f2-
+	)
+	[ -n "$log" ] || return 0
+	error="$(grep -n 'ERROR:' "$log" | tail -n1)"
+	at="${error%%:*}"
+	# The object: what pg_restore was creating when the error came; the statement: the first
+	# real SQL line of "Command was:" (binary-upgrade comments and OID settings skipped).
+	object="$(head -n "$at" "$log" | sed -nE 's/^pg_restore: creating (.*)$/\1/p' | tail -n1)"
+	[ -n "$object" ] || object="$(head -n "$at" "$log" |
+		sed -nE 's/^pg_restore: from TOC entry [0-9]+; [0-9]+ [0-9]+ (.*) [^ ]+$/\1/p' | tail -n1)"
+	statement="$(tail -n "+$at" "$log" | head -n 60 | sed -E '1s/.*ERROR:.*//; s/^Command was:[[:space:]]*//' |
+		grep -vE '^[[:space:]]*$|^[[:space:]]*--|binary_upgrade_|^pg_restore:|^pg_dump:' | head -n1 | cut -c1-200)"
+	error="$(printf '%s' "${error#*:}" | sed -E 's/^.*ERROR:[[:space:]]*/ERROR:  /')"
+	# Inside a helper the volume is mounted at PGLEAP_VOLUME: name the log as the operator sees it.
+	if [ -n "${PGLEAP_VOLUME:-}" ] && [ "${log#"$PGLEAP_VOLUME"/}" != "$log" ]; then
+		log="${log#"$PGLEAP_VOLUME"/} on the data volume"
+	fi
+	printf '%s%s%s (full log: %s)\n' "$error" "${object:+ (while creating $object)}" \
+		"${statement:+ in: $statement}" "$log"
+}

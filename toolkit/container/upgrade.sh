@@ -394,8 +394,11 @@ do_upgrade() {
 				mv "$data/global/pg_control.old" "$data/global/pg_control"
 			fi
 			rm -f "$state/initdb-done" "$state/pg_upgrade-started"
-			[ "$mode" = swap ] && die "pg_upgrade --swap failed; the old cluster may be damaged: restore from your snapshot/backup (failed new cluster kept in $failed)"
-			die "pg_upgrade failed; the old cluster is unchanged and usable (failed new cluster kept in $failed; logs above)"
+			# pg_upgrade's own message only points at a log inside the new cluster: name the cause.
+			local why
+			why="$(pg_upgrade_failure "$failed" "$work")" || true
+			[ "$mode" = swap ] && die "pg_upgrade --swap failed${why:+: $why}; the old cluster may be damaged: restore from your snapshot/backup (failed new cluster kept in $failed)"
+			die "pg_upgrade failed${why:+: $why}; the old cluster is unchanged and usable (failed new cluster kept in $failed; logs above)"
 		fi
 		result pg_upgrade_seconds "$(seconds_since "$t0")"
 		PGLEAP_STEP=config

@@ -31,6 +31,11 @@ from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
 
+REHEARSE_HINT = (
+    "fix the object named above on the old database; `pgleap rehearse` runs pg_upgrade on a copy "
+    "while production keeps serving and finds such failures before the stop"
+)
+
 SCRIPTS = "/pgleap/scripts"
 VOLUME = "/pgleap/volume"
 OLD_ROOT = "/pgleap/old"
@@ -267,15 +272,21 @@ class DockerRuntime:
         env = plan.container_env(action, volume=VOLUME, old_root=OLD_ROOT)
         if not check:
             env["PGLEAP_CHECK"] = "0"  # pg_upgrade checks again by itself before it changes anything
-        return self.run_script(
-            plan.target_image,
-            "upgrade.sh",
-            env,
-            [volume.mount(VOLUME), Mount(target=OLD_ROOT, source=scratch, type="volume")],
-            user=f"{plan.uid}:{plan.gid}",
-            what=f"upgrade.sh {action}",
-            volume_key=volume_key,
-        )
+        try:
+            return self.run_script(
+                plan.target_image,
+                "upgrade.sh",
+                env,
+                [volume.mount(VOLUME), Mount(target=OLD_ROOT, source=scratch, type="volume")],
+                user=f"{plan.uid}:{plan.gid}",
+                what=f"upgrade.sh {action}",
+                volume_key=volume_key,
+            )
+        except PgleapError as exc:
+            if not exc.message.startswith("pg_upgrade"):
+                raise
+            # What SQL can see, preflight refuses before the stop; the rest only a real run shows.
+            raise PgleapError(exc.message, f"{REHEARSE_HINT}\n{exc.hint}") from None
 
     def ensure_scratch(self, name: str) -> str:
         try:
