@@ -136,6 +136,9 @@ def test_rehearsal_of_unadjusted_is_no_go_while_production_serves(
 
     assert "Traceback" not in said(proc)
     assert proc.returncode != 0, said(proc)[-3000:]
+    assert proc.stdout.strip().startswith("{"), (
+        f"no JSON verdict (exit {proc.returncode}): {said(proc)[-3000:]}"
+    )
     result = json.loads(proc.stdout)
     assert result["verdict"] == "no-go", result
     # the reason names the database's problems, not an environment hiccup
