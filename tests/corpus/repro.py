@@ -1,6 +1,6 @@
 """Reproduce issue 13's table on the current code: one pgleap command on a fresh corpus copy.
 
-    python -m tests.corpus.repro 13-3.1 17-3.5 upgrade [--adjusted] [--downtime minimal] [--keep]
+    python -m tests.corpus.repro 13-3.1 17-3.5 upgrade [--adjusted [--except WORD,…]] [--downtime minimal] [--keep]
     python -m tests.corpus.repro 13-3.1 17-3.5 rehearse
 
 Prints the exit code, seconds, the last lines pgleap printed, and whether the database
@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
     db = corpus.start(rt, old)
     try:
         if "--adjusted" in argv:
-            adjust(db)
+            skip = argv[argv.index("--except") + 1].split(",") if "--except" in argv else []
+            adjust(db, keep=tuple(skip))
         args = [command, "docker", "--container", db.name, "--to", images.image_name(new)]
         if "--downtime" in argv:
             args += ["--downtime", argv[argv.index("--downtime") + 1]]
