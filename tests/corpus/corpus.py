@@ -88,8 +88,8 @@ def regress_summary(docker_client, tag: str) -> str:
     return out.decode()
 
 
-def _libs_tar(docker_client, tag: str, pkglibdir: str) -> bytes:
-    """The three libraries as a tar rooted at pkglibdir (for put_archive into a created container)."""
+def _libs_tar(docker_client, tag: str) -> bytes:
+    """The three libraries as a flat tar (put_archive extracts it into the pkglibdir)."""
     container = docker_client.containers.create(corpus_image(tag), ["true"])
     try:
         buf = io.BytesIO()
@@ -130,7 +130,7 @@ def start(rt, tag: str, *, name: str | None = None, password: str | None = None)
         environment={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": password},
         volumes={name: {"bind": spec.volume_dir, "mode": "rw"}},
     )  # fmt: skip
-    container.put_archive(f"/usr/lib/postgresql/{spec.pg}/lib", _libs_tar(client, tag, ""))
+    container.put_archive(f"/usr/lib/postgresql/{spec.pg}/lib", _libs_tar(client, tag))
     container.start()
     _exec_psql(container, "postgres", f"ALTER ROLE postgres PASSWORD '{password}'", wait=True)
     rt.wait_accepting(name, "postgres", password, timeout=120)
@@ -164,14 +164,23 @@ def _main(argv: list[str]) -> int:
     if argv[0] == "build":
         result = build(tag, force="--force" in argv)
         print(f"{result.image}: {result.action} in {result.seconds:.0f} s")
-        print(regress_summary(docker.from_env(), tag).strip().splitlines()[-2:])
+        summary = regress_summary(docker.from_env(), tag).splitlines()
+        print(
+            "pg_regress:",
+            "; ".join(
+                line.strip()
+                for line in summary
+                if "tests failed" in line or "tests passed" in line or line.startswith("pg_regress exit")
+            ),
+        )
         return 0
     db = start(DockerRuntime(docker.from_env()), tag)
     if "--adjusted" in argv:
         from tests.corpus.adjust import adjust
 
         adjust(db)
-    print(f"container {db.name} (volume {db.volume}), user postgres, password {db.password}")
+    print(f"container {db.name} (volume {db.volume}), user postgres; "
+          f"password: docker exec {db.name} printenv POSTGRES_PASSWORD")  # fmt: skip
     return 0
 
 
