@@ -43,4 +43,9 @@ def corpus_factory(runtime, corpus_images) -> Iterator:
 
     yield start
     for db in made:
+        # a rehearsal that fails half-way must not leave its clone behind either
+        clone = f"pgleap-rehearsal-{db.volume}"
+        runtime.remove(f"{db.name}-pgleap-rehearsal")
+        for volume in (clone, f"pgleap-old-binaries-{clone}"):
+            runtime.remove_volume(volume)
         remove_old(db)
