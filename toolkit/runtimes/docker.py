@@ -7,6 +7,7 @@ the Docker API as it was, never put on a command line or in a log.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cache
 
 import docker
 import docker.errors
@@ -94,12 +96,27 @@ class SourceContainer:
     running: bool = False
 
 
+@cache
+def _scripts_copy() -> str:
+    """The container scripts, copied once per process into the temporary directory.
+
+    Bind sources are paths on the Docker host: a copy under $TMPDIR (default /tmp) works
+    when pgleap itself runs in a container with the host's /tmp mounted at /tmp, where its
+    installed package's own folder would not exist on the host."""
+    folder = tempfile.mkdtemp(prefix="pgleap-scripts-")
+    for script in container_script("upgrade.sh").parent.glob("*.sh"):
+        shutil.copy(script, folder)
+    os.chmod(folder, 0o755)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 class DockerRuntime:
     """Containers on one Docker engine. Every helper container is labelled and removed."""
 
     def __init__(self, docker_client: docker.DockerClient | None = None) -> None:
         self.docker = docker_client or client()
-        self.scripts_dir = str(container_script("upgrade.sh").parent)
+        self.scripts_dir = _scripts_copy()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
 
     def _labels(self, role: str, volume_key: str | None) -> dict[str, str]:
