@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from toolkit.errors import Refused
+from toolkit.kube_shape import check_path, check_statefulset
 from toolkit.layout import ImageKind, default_pgdata
 
 Obj = Mapping[str, Any]
@@ -346,6 +347,7 @@ def gather(
     snapshot_classes: Iterable[Obj] = (),
 ) -> StsFacts:
     """Facts from a StatefulSet and whatever related objects the caller could read."""
+    check_statefulset(sts)  # types and names first: nothing below reads an unchecked value
     meta = sts.get("metadata") or {}
     name, namespace = meta["name"], meta.get("namespace") or "default"
     spec = sts.get("spec") or {}
@@ -353,7 +355,9 @@ def gather(
     image = parse_image(container["image"])
     pgdata, from_env = resolve_pgdata(container, image)
     templates = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []]
+    check_path(pgdata, "PGDATA")
     mount = _data_mount(container, set(templates), pgdata)
+    check_path(mount["mountPath"], "the data volume's mountPath")
     uid, gid, fs_group = _security(sts, container, image)
     replicas = spec.get("replicas", 1)
     claim_names = tuple(f"{t}-{name}-{i}" for t in templates for i in range(max(replicas, 1)))

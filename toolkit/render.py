@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -54,8 +55,20 @@ def _env() -> jinja2.Environment:
         autoescape=False,
     )
     # JSON is YAML: every value goes in as a JSON literal, so no quoting or indentation bugs.
-    env.filters["tojson"] = lambda value: json.dumps(value)
+    env.filters["tojson"] = yaml_json
     return env
+
+
+# Characters YAML may not hold raw in a double-quoted scalar (non-printable, or line breaks it
+# would fold), written as \uXXXX escapes instead. Only inside JSON strings can they occur.
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def yaml_json(value: Any) -> str:
+    """A JSON literal that is also valid YAML: non-ASCII kept as characters (YAML does not pair
+    the surrogate escapes `json.dumps` writes for characters outside the BMP)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def from_template(template: str, **values: Any) -> dict[str, Any]:
