@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit import __version__
@@ -73,7 +74,9 @@ def images_build(
     """Build the test images from Debian's packages (reuses unchanged ones)."""
     from toolkit import images
 
-    results = images.build_all(tags, force=force, jobs=jobs, log=lambda m: err.print(f"[dim]{m}[/]"))
+    results = images.build_all(
+        tags, force=force, jobs=jobs, log=lambda m: err.print(m, style="dim", markup=False)
+    )
     if output == "json":
         print(json.dumps([r.__dict__ for r in results], indent=2))
         return
@@ -120,9 +123,9 @@ def main() -> None:
     try:
         app()
     except PgleapError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}")
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err.print(f"[yellow]what to do:[/] {exc.hint}")
+            err.print(f"[yellow]what to do:[/] {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except Exception as exc:  # a server or container died under us: one line, not a traceback
         import docker.errors
@@ -131,7 +134,7 @@ def main() -> None:
         if not isinstance(exc, psycopg.Error | docker.errors.DockerException):
             raise
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        err.print(f"[bold red]error:[/] interrupted: {first}")
+        err.print(f"[bold red]error:[/] interrupted: {escape(first)}")
         err.print(
             "[yellow]what to do:[/] every phase is recorded; see `pgleap status`, then "
             "`pgleap resume` (or `pgleap rollback` before the point of no return)"
