@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from toolkit.errors import Refused
-from toolkit.kube_shape import check_path, check_statefulset
+from toolkit.kube_shape import check_statefulset
 from toolkit.layout import ImageKind, default_pgdata
+from toolkit.safe_paths import check_path
 
 Obj = Mapping[str, Any]
 
