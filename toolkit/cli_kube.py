@@ -24,7 +24,7 @@ from rich.table import Table
 from toolkit import guard, kube_shape, render
 from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
 from toolkit.kube_facts import facts_as_dict, gather, parse_image
-from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability
+from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability, superuser_for
 from toolkit.kube_replicas import detect, read_sts_names
 from toolkit.report import print_findings, print_verdict
 
@@ -322,10 +322,12 @@ def register(
         facts: Any, superuser: str | None, initdb_args: str, set_env: list[str] | None
     ) -> dict[str, str]:
         env = dict(job_env(facts)) if job_env else {}
-        env.setdefault("PGLEAP_SUPERUSER", superuser or facts.superuser)
+        extra = _env_pairs(set_env)
+        given = superuser or extra.get("PGLEAP_SUPERUSER") or env.get("PGLEAP_SUPERUSER")
+        env["PGLEAP_SUPERUSER"] = superuser_for(facts, given)
         if initdb_args:
             env["PGLEAP_INITDB_ARGS"] = initdb_args
-        env.update(_env_pairs(set_env))
+        env.update(extra)
         return env
 
     def overrides(argo: bool, flux: bool, helm: bool, tf: bool, owner: bool) -> guard.GuardOverrides:

@@ -448,8 +448,10 @@ class DockerRuntime:
             last = logs.splitlines()[-1] if logs else f"exit {status}"
             hint = "see the message; the server's log says more"
             if "pg_hba.conf" in logs:
+                from toolkit.rehearse import hba_user  # the rehearsal's own wording of the line
+
                 hint = (
-                    f"add `host replication {source.superuser} samenet md5` to pg_hba.conf (md5 also accepts "
+                    f"add `host replication {hba_user(source.superuser)} samenet md5` to pg_hba.conf (md5 also accepts "
                     "SCRAM-stored passwords), then SELECT pg_reload_conf()"
                 )
             raise Refused(f"pg_basebackup could not clone {source.name}: {last}", hint)

@@ -246,14 +246,23 @@ class KubeRuntime:
         if cm is None:
             return None
         data = cm.get("data") or {}
+        plan = KubePlan.from_json(data["plan.json"])
+        original = json.loads(data["statefulset.json"])
+        read_original = (
+            json.loads(data["read-statefulset.json"]) if data.get("read-statefulset.json") else None
+        )
+        # Literal secrets were masked in the ConfigMap: take them from the live StatefulSet(s).
+        if render.masked_left(original):
+            original = render.unmask_secrets(original, self.kube.get("StatefulSet", namespace, name))
+        if read_original and plan.read_sts and render.masked_left(read_original):
+            live = self.kube.get("StatefulSet", namespace, plan.read_sts)
+            read_original = render.unmask_secrets(read_original, live)
         return State(
             operation=data["operation"],
             phase=data["phase"],
-            plan=KubePlan.from_json(data["plan.json"]),
-            original=json.loads(data["statefulset.json"]),
-            read_original=json.loads(data["read-statefulset.json"])
-            if data.get("read-statefulset.json")
-            else None,
+            plan=plan,
+            original=original,
+            read_original=read_original,
         )
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
@@ -443,6 +452,11 @@ class KubeRuntime:
         original = sts
         read = read if plan.read_sts else None
         out = Outcome("upgrade", "recorded", notes=list(warnings))
+        if render.masked_left(render.mask_secrets(original)):
+            out.notes.append(
+                "the StatefulSet holds a literal secret (e.g. POSTGRES_PASSWORD): the state ConfigMap "
+                "stores it masked and pgleap takes it from the live StatefulSet; move it into a Secret"
+            )
         self.kube.create(
             render.state_configmap(plan, original, operation="upgrade", phase="recorded", read_sts=read)
         )
@@ -746,6 +760,7 @@ class KubeRuntime:
                 interval=self.t.poll,
             )
         new = build()
+        _refuse_masked(new)
         self.kube.create(new)
         out.changed.append(
             f"created StatefulSet {plan.sts} on {plan.new_image} (replicas: {new['spec'].get('replicas', 1)})"
@@ -1049,6 +1064,7 @@ class KubeRuntime:
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
         want = render.clean_object(original)
         if live is None:
+            _refuse_masked(want)
             self.kube.create(want)
             out.changed.append(f"recreated the original StatefulSet {plan.sts} ({plan.old_image})")
             return
@@ -1170,3 +1186,15 @@ class KubeRuntime:
         for cm in (render.scripts_cm_name(plan.sts), render.state_cm_name(plan.sts)):
             if self.kube.delete("ConfigMap", plan.namespace, cm):
                 out.changed.append(f"deleted ConfigMap {cm}")
+
+
+def _refuse_masked(sts: Mapping[str, Any]) -> None:
+    """Never create a StatefulSet with a masked secret in place of the user's value."""
+    masked = render.masked_left(sts)
+    if masked:
+        raise PgleapError(
+            f"cannot recreate StatefulSet {sts['metadata']['name']}: the literal value of "
+            f"{', '.join(masked)} is not stored by pgleap and no live StatefulSet holds it any more",
+            "re-apply your own StatefulSet manifest (it has the value), then `pgleap resume` or "
+            "`pgleap rollback`; better, move the value into a Secret",
+        )

@@ -51,7 +51,9 @@ class _Run:
     @property
     def view(self) -> KubePlan:
         """The plan as the rehearsal StatefulSet's (its name: its Jobs, ConfigMaps, pods)."""
-        return dataclasses.replace(self.plan, sts=self.rname)
+        return dataclasses.replace(
+            self.plan, sts=self.rname, rehearsal_of=kube_rehearsal.label_value(self.facts.name)
+        )
 
     def context(self, pod: str, sts: str) -> HookContext:
         return HookContext(
@@ -174,7 +176,9 @@ class KubeRehearsal:
         if from_snapshot:
             objs.append(kube_rehearsal.clone_job(run.plan, run.sts))
         else:
-            user, secret = kube_rehearsal.replication_login(run.sts, run.facts)
+            user, secret = kube_rehearsal.replication_login(
+                run.sts, run.facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
+            )
             host = (
                 _source_host(run, self.kube.get("Pod", namespace, run.facts.pod_name)) or run.facts.pod_name
             )
@@ -278,7 +282,9 @@ class KubeRehearsal:
                 f"pod {facts.namespace}/{pod_name} is not running and ready: pg_basebackup copies a running server",
                 "start it, or rehearse with --from-snapshot",
             )
-        user, secret = kube_rehearsal.replication_login(run.sts, facts)
+        user, secret = kube_rehearsal.replication_login(
+            run.sts, facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
+        )
         with self._phase(
             run.result, "check replication access", "role, wal_level, wal senders, pg_hba.conf"
         ) as ph:
@@ -448,9 +454,9 @@ class KubeRehearsal:
 
     @staticmethod
     def _ours(obj: Mapping[str, Any], name: str, rname: str) -> bool:
-        """Made by a rehearsal of `name`: its labels, or the upgrade flow's labels for `rname`."""
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        return kube_rehearsal.is_rehearsal_object(obj, name) or labels.get(render.LABEL_STS) == rname[:63]
+        """Made by a rehearsal of `name`: its own labels (the clone's upgrade Jobs and ConfigMaps
+        carry them too). A name alone proves nothing: `rname` may be a real StatefulSet."""
+        return kube_rehearsal.is_rehearsal_object(obj, name)
 
 
 def _source_host(run: _Run, pod: Mapping[str, Any] | None) -> str | None:
