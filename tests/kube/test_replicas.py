@@ -156,7 +156,8 @@ def test_understood_topologies_pass_the_guard() -> None:
     assert guard.check(f, parse_image("pgleap/postgis:17-3.5"), topology=topology_of(ORDINALS)) == []
     f = facts_for(PAIR, sts_doc(PAIR))
     target = parse_image(REPLICA_CASES[PAIR][0])
-    guard.check(f, target, GuardOverrides(allow_helm=True), topology=topology_of(PAIR))
+    warnings = guard.check(f, target, GuardOverrides(allow_helm=True), topology=topology_of(PAIR))
+    assert len(warnings) == 1 and "helm upgrade" in warnings[0], warnings  # only the allowed owner
 
 
 def test_missing_standby_pvc_refused_live() -> None:
