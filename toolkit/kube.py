@@ -238,6 +238,10 @@ class Kube:
                 "update", kind, ns, self._method(kind, "replace"), name, ns, self._model(kind, obj)
             )
         except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(
+                    f"{kind} {ns}/{name} changed meanwhile", "another pgleap run may be active"
+                ) from exc
             raise self._problem("update", kind, ns, name, exc) from exc
         logger.info("replaced %s %s/%s", kind, ns, name)
         return self._out(res)
@@ -256,6 +260,10 @@ class Kube:
                 _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
+            if exc.status == 409:  # a resourceVersion in the patch no longer matches
+                raise Conflict(
+                    f"{kind} {namespace}/{name} changed meanwhile", "another pgleap run may be active"
+                ) from exc
             raise self._problem("patch", kind, namespace, name, exc) from exc
         logger.info("patched %s %s/%s: %s", kind, namespace, name, sorted(patch))
         return self._out(res)

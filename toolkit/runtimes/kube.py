@@ -21,6 +21,7 @@ from toolkit import guard, render
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import Forbidden, Kube
 from toolkit.kube_facts import StsFacts, gather, parse_image
+from toolkit.kube_lease import Lease, holder_of
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import Topology, detect, read_sts_names
 
@@ -123,6 +124,7 @@ class State:
     plan: KubePlan
     original: dict[str, Any]
     read_original: dict[str, Any] | None = None  # the read StatefulSet as it was
+    holder: str | None = None  # the run holding the StatefulSet (toolkit.kube_lease), if any
 
 
 def _ours(sts: Mapping[str, Any] | None, plan: KubePlan) -> bool:
@@ -257,12 +259,14 @@ class KubeRuntime:
         if read_original and plan.read_sts and render.masked_left(read_original):
             live = self.kube.get("StatefulSet", namespace, plan.read_sts)
             read_original = render.unmask_secrets(read_original, live)
+        held = holder_of(cm)
         return State(
             operation=data["operation"],
             phase=data["phase"],
             plan=plan,
             original=original,
             read_original=read_original,
+            holder=held.describe() if held else None,
         )
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
@@ -278,6 +282,7 @@ class KubeRuntime:
             "phase": state.phase if state else None,
         }
         if state:
+            out["held_by"] = state.holder
             out["run_id"] = state.plan.run_id
             out["from"], out["to"] = state.plan.old_image, state.plan.new_image
             jobs = {}
@@ -457,9 +462,10 @@ class KubeRuntime:
                 "the StatefulSet holds a literal secret (e.g. POSTGRES_PASSWORD): the state ConfigMap "
                 "stores it masked and pgleap takes it from the live StatefulSet; move it into a Secret"
             )
-        self.kube.create(
-            render.state_configmap(plan, original, operation="upgrade", phase="recorded", read_sts=read)
-        )
+        lease = self._lease(namespace, name, "upgrade")
+        cm = render.state_configmap(plan, original, operation="upgrade", phase="recorded", read_sts=read)
+        cm["metadata"]["annotations"].update(lease.annotation)  # created held: the create is atomic
+        self.kube.create(cm)
         out.changed.append(f"recorded state in ConfigMap {render.state_cm_name(name)}")
         state = State(
             "upgrade",
@@ -468,7 +474,22 @@ class KubeRuntime:
             render.clean_object(original),
             render.clean_object(read) if read else None,
         )
-        return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+        try:
+            return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+        finally:
+            lease.release()
+
+    def _lease(self, namespace: str, name: str, operation: str) -> Lease:
+        return Lease(self.kube, namespace, render.state_cm_name(name), operation, log=self.log)
+
+    def _held(self, namespace: str, name: str, operation: str, run: Callable[[], Outcome]) -> Outcome:
+        """`run` while this process holds the StatefulSet (refused while another run does)."""
+        lease = self._lease(namespace, name, operation)
+        lease.acquire()
+        try:
+            return run()
+        finally:
+            lease.release()
 
     def _run_upgrade(
         self,
@@ -927,10 +948,15 @@ class KubeRuntime:
             if state.phase == "done":
                 out.unchanged.append("upgrade already done")
                 return out
-            return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+            return self._held(
+                namespace,
+                name,
+                "resume",
+                lambda: self._run_upgrade(state, scripts, post_upgrade, out, standby_probe),
+            )
         if state.operation == "rollback":
-            return self._run_rollback(state, scripts, out)
-        return self._run_finalize(state, scripts, out)
+            return self._held(namespace, name, "resume", lambda: self._run_rollback(state, scripts, out))
+        return self._held(namespace, name, "resume", lambda: self._run_finalize(state, scripts, out))
 
     # -- rollback -----------------------------------------------------------------------------
 
@@ -944,17 +970,21 @@ class KubeRuntime:
                 "finalize has started: the old data directory is being removed", "run `pgleap resume`"
             )
         out = Outcome("rollback", state.phase)
-        if state.operation == "rollback":
-            if state.phase == "rolled-back":
-                out.unchanged.append("already rolled back")
-                return out
-            return self._run_rollback(state, scripts, out)
-        self._set_phase(state.plan, "rollback", "rollback-started", out)
-        return self._run_rollback(
-            State("rollback", "rollback-started", state.plan, state.original, state.read_original),
-            scripts,
-            out,
-        )
+        if state.operation == "rollback" and state.phase == "rolled-back":
+            out.unchanged.append("already rolled back")
+            return out
+
+        def run() -> Outcome:
+            if state.operation == "rollback":
+                return self._run_rollback(state, scripts, out)
+            self._set_phase(state.plan, "rollback", "rollback-started", out)
+            return self._run_rollback(
+                State("rollback", "rollback-started", state.plan, state.original, state.read_original),
+                scripts,
+                out,
+            )
+
+        return self._held(namespace, name, "rollback", run)
 
     def _run_rollback(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan, original = state.plan, state.original
@@ -1119,14 +1149,21 @@ class KubeRuntime:
             raise Refused(
                 f"the rollback of {namespace}/{name} stopped at {state.phase!r}", "run `pgleap resume`"
             )
-        if state.operation == "rollback":
-            self._cleanup(state.plan, out)  # the old cluster is the live one: keep its data
-            out.phase = "finalized"
-            return out
-        if state.operation == "upgrade":
-            self._set_phase(state.plan, "finalize", "finalize-started", out)
-            state = State("finalize", "finalize-started", state.plan, state.original, state.read_original)
-        return self._run_finalize(state, scripts, out)
+
+        def run() -> Outcome:
+            if state.operation == "rollback":
+                self._cleanup(state.plan, out)  # the old cluster is the live one: keep its data
+                out.phase = "finalized"
+                return out
+            current = state
+            if state.operation == "upgrade":
+                self._set_phase(state.plan, "finalize", "finalize-started", out)
+                current = State(
+                    "finalize", "finalize-started", state.plan, state.original, state.read_original
+                )
+            return self._run_finalize(current, scripts, out)
+
+        return self._held(namespace, name, "finalize", run)
 
     def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan = state.plan
