@@ -72,6 +72,7 @@ class ReplicaPlan:
 
 # Env keys pgleap derives from the layout; the caller may not contradict them.
 _DERIVED = ("PGLEAP_VOLUME", "PGLEAP_OLD_REL", "PGLEAP_NEW_REL", "PGLEAP_OLD_MAJOR", "PGLEAP_NEW_MAJOR")
+_OWN_KEY = re.compile(r"^PGLEAP_[A-Z0-9_]+$")
 SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PGPASS", re.IGNORECASE)
 
 
@@ -192,10 +193,13 @@ def merge_job_env(derived: dict[str, str], given: dict[str, str] | None) -> dict
     """Caller's env over pgleap's; refuse secrets and contradictions of the layout."""
     given = dict(given or {})
     for key, value in given.items():
-        if not isinstance(value, str):
-            raise ValueError(f"job env {key} must be a string, got {type(value).__name__}")
         if SECRETISH.search(key):
             raise ValueError(f"job env {key} looks like a secret; the upgrade Job needs none")
+        if not _OWN_KEY.match(key):
+            # BASH_ENV, LD_PRELOAD, PATH… would change how the Job's scripts run
+            raise ValueError(f"job env {key}: only PGLEAP_* variables may be set for the Job")
+        if not isinstance(value, str):
+            raise ValueError(f"job env {key} must be a string, got {type(value).__name__}")
         if key in _DERIVED and value != derived[key]:
             raise ValueError(f"job env {key}={value!r} contradicts the layout ({derived[key]!r})")
     if "PGLEAP_ACTION" in given:

@@ -352,7 +352,13 @@ def state_configmap(
     phase: str,
     read_sts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """pgleap's state: original StatefulSet(s) (cleaned) + plan + where the run is."""
+    """pgleap's state: original StatefulSet(s) (cleaned, secrets masked) + plan + where the run is,
+    with a digest of them that resume and rollback verify (toolkit/kube_stored.py)."""
+    from toolkit.kube_stored import digest
+
+    plan_json = plan.to_json()
+    sts_json = json.dumps(mask_secrets(clean_object(original_sts)), sort_keys=True)
+    read_sts_json = json.dumps(mask_secrets(clean_object(read_sts)), sort_keys=True) if read_sts else ""
     return from_template(
         "state-configmap.yaml.j2",
         plan=plan,
@@ -361,9 +367,10 @@ def state_configmap(
         annotations={ANN_RUN: plan.run_id},
         operation=operation,
         phase=phase,
-        plan_json=plan.to_json(),
-        sts_json=json.dumps(mask_secrets(clean_object(original_sts)), sort_keys=True),
-        read_sts_json=json.dumps(mask_secrets(clean_object(read_sts)), sort_keys=True) if read_sts else "",
+        plan_json=plan_json,
+        sts_json=sts_json,
+        read_sts_json=read_sts_json,
+        digest=digest(plan_json, sts_json, read_sts_json),
     )
 
 

@@ -24,6 +24,7 @@ from toolkit.kube_facts import StsFacts, gather, parse_image
 from toolkit.kube_lease import Lease, holder_of
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import Topology, detect, read_sts_names
+from toolkit.kube_stored import check_stored
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +249,16 @@ class KubeRuntime:
         if cm is None:
             return None
         data = cm.get("data") or {}
-        plan = KubePlan.from_json(data["plan.json"])
-        original = json.loads(data["statefulset.json"])
+        cm_name = render.state_cm_name(name)
+        try:
+            plan = KubePlan.from_json(data["plan.json"])
+            original = json.loads(data["statefulset.json"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Refused(
+                f"the recorded run in ConfigMap {cm_name} is unreadable ({exc.__class__.__name__}: {exc})",
+                f"restore {cm_name} from your records; pgleap will not act on a plan it cannot read",
+            ) from exc
+        check_stored(cm_name, data, plan, original)
         read_original = (
             json.loads(data["read-statefulset.json"]) if data.get("read-statefulset.json") else None
         )
@@ -491,6 +500,24 @@ class KubeRuntime:
         finally:
             lease.release()
 
+    def _check_against_job(self, state: State) -> None:
+        """The upgrade Job this run started (immutable) must match the plan read back: the
+        ConfigMap's digest can be recomputed by whoever edits it, the Job cannot be edited."""
+        plan = state.plan
+        name = render.job_name(plan.sts, "upgrade")
+        job = self.kube.get("Job", plan.namespace, name)
+        if (
+            job is None
+            or ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN) != plan.run_id
+        ):
+            return
+        if _job_shape(job) != _job_shape(render.upgrade_job(plan, state.original, "upgrade")):
+            raise Refused(
+                f"Job {name} no longer matches the recorded plan (images or env differ)",
+                f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                "records, or look at the Job and decide by hand",
+            )
+
     def _run_upgrade(
         self,
         state: State,
@@ -697,6 +724,14 @@ class KubeRuntime:
                 raise Refused(
                     f"Job {name} belongs to another pgleap run ({run})",
                     f"look at its logs, then `kubectl -n {plan.namespace} delete job {name}`",
+                )
+            if _job_shape(job) != _job_shape(build()):
+                # the Job is the cluster's own record of what this run started: a plan read back
+                # from the ConfigMap must still describe it (images, commands, env)
+                raise Refused(
+                    f"Job {name} no longer matches the recorded plan (images or env differ)",
+                    f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                    "records, or look at the Job and decide by hand",
                 )
             out.unchanged.append(f"Job {name} exists")
             return
@@ -944,6 +979,7 @@ class KubeRuntime:
                 f"no pgleap run recorded for {namespace}/{name}", "start one with `pgleap upgrade sts`"
             )
         out = Outcome(state.operation, state.phase)
+        self._check_against_job(state)
         if state.operation == "upgrade":
             if state.phase == "done":
                 out.unchanged.append("upgrade already done")
@@ -970,6 +1006,7 @@ class KubeRuntime:
                 "finalize has started: the old data directory is being removed", "run `pgleap resume`"
             )
         out = Outcome("rollback", state.phase)
+        self._check_against_job(state)
         if state.operation == "rollback" and state.phase == "rolled-back":
             out.unchanged.append("already rolled back")
             return out
@@ -1235,3 +1272,17 @@ def _refuse_masked(sts: Mapping[str, Any]) -> None:
             "re-apply your own StatefulSet manifest (it has the value), then `pgleap resume` or "
             "`pgleap rollback`; better, move the value into a Secret",
         )
+
+
+def _job_shape(job: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """What a Job runs: per container its name, image, command and env."""
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [
+        (
+            c.get("name"),
+            c.get("image"),
+            c.get("command"),
+            sorted(json.dumps(e, sort_keys=True) for e in c.get("env") or []),
+        )
+        for c in (pod.get("initContainers") or []) + (pod.get("containers") or [])
+    ]
