@@ -38,8 +38,13 @@ def check_stored(cm: str, data: Mapping[str, str], plan: KubePlan, original: Map
     """`Refused` unless the stored plan is the one pgleap wrote and still a valid plan."""
     recorded = data.get(DIGEST_KEY)
     actual = digest(data["plan.json"], data["statefulset.json"], data.get("read-statefulset.json") or "")
-    if recorded is None or recorded != actual:
-        raise _refuse(cm, "its digest does not match" if recorded else "it carries no digest")
+    if recorded is None:
+        raise Refused(
+            f"the recorded run in ConfigMap {cm} carries no digest (written by an older pgleap, or edited)",
+            "finish or roll back the run with the pgleap version that started it",
+        )
+    if recorded != actual:
+        raise _refuse(cm, "its digest does not match")
     if plan.mode not in MODES:
         raise _refuse(cm, f"unknown mode {plan.mode!r}")
     containers = ((original.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []

@@ -95,3 +95,13 @@ def test_an_unedited_plan_resumes() -> None:
 def test_only_pgleap_variables_reach_a_new_job(key: str) -> None:
     with pytest.raises(ValueError, match="only PGLEAP_"):
         merge_job_env({}, {key: "x"})
+
+
+def test_a_state_without_digest_is_refused_with_the_way_out() -> None:
+    c = _interrupted("stopped")
+    cm = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))
+    del cm["data"]["digest"]
+    c.fake.seed_for_test(cm)
+    with pytest.raises(Refused, match="carries no digest") as exc:
+        c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
+    assert "the pgleap version that started it" in exc.value.hint
