@@ -128,3 +128,14 @@ def test_fake_refuses_changes_to_immutable_statefulset_fields(patch: dict[str, A
     with pytest.raises(EnvironmentProblem, match="422"):
         c.kube.patch("StatefulSet", "geo", "gis", patch)
     c.kube.patch("StatefulSet", "geo", "gis", {"spec": {"replicas": 0}})  # mutable: allowed
+
+
+def test_a_rehearsal_waits_for_a_run_on_production() -> None:
+    from tests.kube.test_rehearsal import Hooks, rehearse
+
+    c = _interrupted()
+    Lease(c.kube, c.namespace, render.state_cm_name(c.name), "rollback", host="laptop", pid=7).acquire()
+    writes = len(c.fake.writes_for_test())
+    result = rehearse(c, Hooks())
+    assert result["verdict"] == "no-go" and "another pgleap run works" in result["reason"], result
+    assert len(c.fake.writes_for_test()) == writes  # nothing made, production's hold untouched

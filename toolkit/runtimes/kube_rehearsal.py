@@ -24,6 +24,7 @@ from typing import Any
 from toolkit import guard, kube_rehearsal, render
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.kube_facts import StsFacts, gather, parse_image
+from toolkit.kube_lease import Lease
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import detect
 from toolkit.runtimes.kube import HookContext, KubeRuntime, Outcome, pod_ready
@@ -106,7 +107,10 @@ class KubeRehearsal:
             "verdict": "no-go",
         }
         made_anything = False
+        # a run on production (upgrade, rollback…) and a rehearsal of it exclude each other
+        lease = Lease(self.kube, namespace, render.state_cm_name(name), "rehearse", log=self.log)
         try:
+            lease.acquire()
             with self._phase(result, "preflight", "the checks of a real run, on the rehearsal StatefulSet"):
                 run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, result)
                 self._refuse_leftovers(namespace, name)
@@ -134,6 +138,7 @@ class KubeRehearsal:
             result.update(reason=exc.message, what_to_do=exc.hint, exit_code=exc.exit_code)
             return result
         finally:
+            lease.release()
             if made_anything and not keep:
                 result["removed"] = self.remove(namespace, name)
             elif made_anything and result["verdict"] != "go":
