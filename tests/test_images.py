@@ -14,6 +14,8 @@ from testcontainers.core.container import DockerContainer
 
 from toolkit import images
 
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
 MATRIX = images.load_matrix()
 
 

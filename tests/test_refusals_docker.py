@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from tests.ci import skip_unless_ci
 from tests.conftest import volume_hash
 from toolkit.errors import EXIT_ENVIRONMENT, EXIT_REFUSED
 
@@ -249,7 +250,7 @@ def test_permission_denied_on_the_docker_socket(image_names, tmp_path):
     import socket
 
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv to take the permission away")
+        skip_unless_ci("needs root and setpriv to take the permission away")
     path = tmp_path / "docker.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
@@ -272,7 +273,7 @@ def test_read_only_volume(runtime, image_names, stopped_15, tmp_path):
     import shutil
 
     if os.geteuid() != 0 or not shutil.which("mkfs.ext4") or not os.path.exists("/dev/loop-control"):
-        pytest.skip("needs root, mkfs.ext4 and loop devices to make a read-only volume")
+        skip_unless_ci("needs root, mkfs.ext4 and loop devices to make a read-only volume")
     img = tmp_path / "ro.img"
     subprocess.run(["truncate", "-s", "300M", str(img)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit import __version__
@@ -75,12 +76,16 @@ def images_build(
 
     test_tags = [t for t in tags or [] if t != "pgleap"]
     results = []
+
+    def log(message: str) -> None:
+        err.print(message, style="dim", markup=False)
+
     if not tags or test_tags:
-        results = images.build_all(test_tags, force=force, jobs=jobs, log=lambda m: err.print(f"[dim]{m}[/]"))
+        results = images.build_all(test_tags, force=force, jobs=jobs, log=log)
     if not tags or "pgleap" in tags:  # pgleap itself as an image (images/pgleap.Dockerfile)
         from toolkit import pgleap_image
 
-        results.append(pgleap_image.build(force=force, log=lambda m: err.print(f"[dim]{m}[/]")))
+        results.append(pgleap_image.build(force=force, log=log))
     if output == "json":
         print(json.dumps([r.__dict__ for r in results], indent=2))
         return
@@ -127,9 +132,9 @@ def main() -> None:
     try:
         app()
     except PgleapError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}")
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err.print(f"[yellow]what to do:[/] {exc.hint}")
+            err.print(f"[yellow]what to do:[/] {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except Exception as exc:  # a server or container died under us: one line, not a traceback
         import docker.errors
@@ -138,7 +143,7 @@ def main() -> None:
         if not isinstance(exc, psycopg.Error | docker.errors.DockerException):
             raise
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        err.print(f"[bold red]error:[/] interrupted: {first}")
+        err.print(f"[bold red]error:[/] interrupted: {escape(first)}")
         err.print(
             "[yellow]what to do:[/] every phase is recorded; see `pgleap status`, then "
             "`pgleap resume` (or `pgleap rollback` before the point of no return)"

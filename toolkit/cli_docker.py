@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit import engine
@@ -103,7 +104,7 @@ def _summary(result: dict, report: Report) -> None:
         out.print(
             f"downtime: [bold]{result['downtime_seconds']:.1f} s[/] (database stopped -> upgraded one accepting)"
         )
-    out.print(f"status: [bold]{result.get('status')}[/]")
+    out.print(f"status: [bold]{escape(str(result.get('status')))}[/]")
 
 
 def _emit_rehearsal(result: dict, output: str) -> None:
@@ -115,8 +116,13 @@ def _emit_rehearsal(result: dict, output: str) -> None:
         out.print(f"predicted downtime of the real run: [bold]{result['predicted_downtime_seconds']} s[/]")
     if result.get("kept"):
         k = result["kept"]
-        out.print(f"upgraded clone kept: container {k['container']}, volume {k['volume']}, {k['connect']}")
-        out.print(f"  remove it with: docker rm -f {k['container']} && docker volume rm {k['volume']}")
+        out.print(
+            f"upgraded clone kept: container {k['container']}, volume {k['volume']}, {k['connect']}",
+            markup=False,
+        )
+        out.print(
+            f"  remove it with: docker rm -f {k['container']} && docker volume rm {k['volume']}", markup=False
+        )
     print_verdict(out, result)
 
 

@@ -18,12 +18,13 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from toolkit import guard, render
-from toolkit.errors import EnvironmentProblem, PgleapError, Refused
+from toolkit import guard, kube_shape, render
+from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
 from toolkit.kube_facts import facts_as_dict, gather, parse_image
-from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability
+from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability, superuser_for
 from toolkit.kube_replicas import detect, read_sts_names
 from toolkit.report import print_findings, print_verdict
 
@@ -66,31 +67,35 @@ def _print(data: Any, output: str, text: Callable[[], None]) -> None:
 
 def _outcome_text(outcome: dict[str, Any]) -> None:
     out = Console()
-    out.print(f"[bold]{outcome['operation']}[/]: phase [bold]{outcome['phase']}[/]")
+    out.print(f"[bold]{escape(outcome['operation'])}[/]: phase [bold]{escape(str(outcome['phase']))}[/]")
     for line in outcome["changed"]:
-        out.print(f"  [green]changed[/]  {line}")
+        out.print(f"  [green]changed[/]  {escape(line)}")
     for line in outcome["unchanged"]:
-        out.print(f"  [dim]ok[/]       {line}")
+        out.print(f"  [dim]ok[/]       {escape(line)}")
     for line in outcome["notes"]:
-        out.print(f"  [yellow]note[/]     {line}")
+        out.print(f"  [yellow]note[/]     {escape(line)}")
 
 
 def _rehearsal_text(result: dict[str, Any]) -> None:
     out = Console()
-    out.print(f"rehearsal of {result['source']} → {result['target_image']} (clone: {result['clone']})")
+    out.print(
+        f"rehearsal of {result['source']} → {result['target_image']} (clone: {result['clone']})", markup=False
+    )
     table = Table("phase", "seconds", "down in a real run", "detail")
     for p in result["phases"]:
         table.add_row(p["name"], f"{p['seconds']:.1f}", "yes" if p["in_downtime"] else "", p["detail"])
     out.print(table)
     print_findings(out, result)
     for hint in result.get("real_run_needs", []):
-        out.print(f"  [yellow]before the real run[/]: {hint}")
+        out.print(f"  [yellow]before the real run[/]: {escape(hint)}")
     if result.get("predicted_downtime_seconds") is not None:
         out.print(f"predicted downtime of the real run: [bold]{result['predicted_downtime_seconds']} s[/]")
         out.print(f"  ({result['predicted_downtime_basis']})", markup=False)
     if result.get("kept"):
         k = result["kept"]
-        out.print(f"upgraded clone kept: StatefulSet {k['statefulset']}, Service {k['service']}")
+        out.print(
+            f"upgraded clone kept: StatefulSet {k['statefulset']}, Service {k['service']}", markup=False
+        )
         out.print(f"  connect: {k['connect']}", markup=False)
         out.print(f"  remove it with: {k['remove']}", markup=False)
     print_verdict(out, result)
@@ -100,6 +105,46 @@ def _check_output(output: str) -> str:
     if output not in ("text", "json", "yaml"):
         raise typer.BadParameter("use text, json or yaml", param_hint="-o/--output")
     return output
+
+
+def _check_namespace(value: str | None) -> str | None:
+    """DNS-1123 label before it reaches an API path, a label or a header comment."""
+    if value is not None and not kube_shape.LABEL.match(value):
+        raise typer.BadParameter(
+            f"{value!r} is not a namespace name (lower-case letters, digits, '-'; at most 63)",
+            param_hint="-n/--namespace",
+        )
+    return value
+
+
+def _check_sts_name(value: str | None) -> str | None:
+    if value is not None and not kube_shape.SUBDOMAIN.match(value):
+        raise typer.BadParameter(
+            f"{value!r} is not a StatefulSet name (lower-case letters, digits, '-', '.')",
+            param_hint="NAME",
+        )
+    return value
+
+
+def _check_render_output(output: str) -> str:
+    if output not in ("json", "yaml"):
+        raise typer.BadParameter("render prints objects: use yaml or json", param_hint="-o/--output")
+    return output
+
+
+def _read_manifests(file: str) -> str:
+    """The text of `-f FILE` ('-': stdin); a usage error (exit 2) when it cannot be read."""
+    if file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PgleapError(
+            f"cannot read {file}: {reason}",
+            "pass a file of manifests (e.g. the output of `helm template`), or '-' for stdin",
+            exit_code=EXIT_USAGE,
+        ) from exc
 
 
 def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
@@ -115,11 +160,14 @@ def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
 # Typer options shared by the sts commands (Annotated aliases keep the signatures short).
 KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="Path to the kubeconfig file.")]
 ContextOpt = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]
-NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace of the StatefulSet.")]
+NamespaceOpt = Annotated[
+    str | None,
+    typer.Option("--namespace", "-n", help="Namespace of the StatefulSet.", callback=_check_namespace),
+]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml", callback=_check_output)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-NameArg = Annotated[str, typer.Argument(help="Name of the StatefulSet.")]
+NameArg = Annotated[str, typer.Argument(help="Name of the StatefulSet.", callback=_check_sts_name)]
 ToOpt = Annotated[str, typer.Option("--to", help="Target image, e.g. postgis/postgis:17-3.5.")]
 SnapshotOpt = Annotated[
     bool | None,
@@ -274,10 +322,12 @@ def register(
         facts: Any, superuser: str | None, initdb_args: str, set_env: list[str] | None
     ) -> dict[str, str]:
         env = dict(job_env(facts)) if job_env else {}
-        env.setdefault("PGLEAP_SUPERUSER", superuser or facts.superuser)
+        extra = _env_pairs(set_env)
+        given = superuser or extra.get("PGLEAP_SUPERUSER") or env.get("PGLEAP_SUPERUSER")
+        env["PGLEAP_SUPERUSER"] = superuser_for(facts, given)
         if initdb_args:
             env["PGLEAP_INITDB_ARGS"] = initdb_args
-        env.update(_env_pairs(set_env))
+        env.update(extra)
         return env
 
     def overrides(argo: bool, flux: bool, helm: bool, tf: bool, owner: bool) -> guard.GuardOverrides:
@@ -372,21 +422,23 @@ def register(
         )
         objs = render.objects_for(plan, sts, load_scripts(required=False), rt.read_statefulset(plan))
         for w in warnings:
-            err.print(f"[yellow]warning:[/] {w}")
+            err.print(f"[yellow]warning:[/] {escape(w)}")
         if output != "text":
             for line in replica_lines(plan):
                 err.print(line, markup=False, highlight=False)
 
         def text() -> None:
             c = Console()
-            c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})")
-            c.print(f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}")
+            c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})", markup=False)
+            c.print(
+                f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}", markup=False
+            )
             if plan.patch_retention:
                 c.print("PVC retention policy set to Retain during the upgrade")
             for line in replica_lines(plan):
                 c.print(line, markup=False, highlight=False)
             for o in objs:
-                c.print(f"  {o['kind']} {o['metadata']['name']}")
+                c.print(f"  {o['kind']} {o['metadata']['name']}", markup=False)
 
         _print(objs, output, text)
 
@@ -432,7 +484,7 @@ def register(
                 keep_readers=keep_readers,
             )
             for w in warnings:
-                err.print(f"[yellow]warning:[/] {w}")
+                err.print(f"[yellow]warning:[/] {escape(w)}")
             for line in replica_lines(plan):
                 err.print(line, markup=False, highlight=False)
             objs = render.objects_for(plan, sts, load_scripts(required=False), rt.read_statefulset(plan))
@@ -475,7 +527,7 @@ def register(
 
         def text() -> None:
             for k, v in data.items():
-                Console().print(f"{k}: {v}")
+                Console().print(f"{k}: {v}", markup=False)
 
         _print(data, output, text)
 
@@ -493,7 +545,11 @@ def register(
             rt = runtime_for(kubeconfig, context, output)
             if dry_run:
                 data = rt.status(ns, name)
-                _print(data, output, lambda: Console().print(f"{command} would continue from: {data}"))
+                _print(
+                    data,
+                    output,
+                    lambda: Console().print(f"{command} would continue from: {data}", markup=False),
+                )
                 err.print("dry run: nothing was changed")
                 return
             if not yes and not typer.confirm(f"{command} {ns}/{name}?", err=True):
@@ -608,10 +664,13 @@ def register(
         file: Annotated[
             str, typer.Option("--file", "-f", help="Manifests with the StatefulSet ('-': stdin).")
         ],
-        sts_name: Annotated[str | None, typer.Option("--sts", help="Which StatefulSet, if several.")] = None,
+        sts_name: Annotated[
+            str | None,
+            typer.Option("--sts", help="Which StatefulSet, if several.", callback=_check_sts_name),
+        ] = None,
         namespace: NamespaceOpt = None,
         output: Annotated[
-            str, typer.Option("--output", "-o", help="yaml or json", callback=_check_output)
+            str, typer.Option("--output", "-o", help="yaml or json", callback=_check_render_output)
         ] = "yaml",
         snapshot: SnapshotOpt = False,
         mode: ModeOpt = "link",
@@ -621,7 +680,7 @@ def register(
         keep_readers: KeepReadersOpt = False,
     ) -> None:
         """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`)."""
-        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        text = _read_manifests(file)
         try:
             docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
         except yaml.YAMLError as exc:
@@ -629,9 +688,16 @@ def register(
                 f"{file} is not valid YAML: {exc}", "pass the output of `helm template` or kubectl"
             ) from exc
         for d in list(docs):  # kubectl get -o yaml gives a List
-            if d.get("kind") == "List":
-                docs += d.get("items") or []
+            if d.get("kind") == "List" and isinstance(d.get("items"), list):
+                docs += [i for i in d["items"] if isinstance(i, dict)]
         candidates = [d for d in docs if d.get("kind") == "StatefulSet"]
+        for d in candidates + [d for d in docs if d.get("kind") == "Service"]:
+            meta = d.get("metadata")
+            if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+                raise Refused(
+                    f"{file}: a {d['kind']} has no metadata.name",
+                    "pass complete manifests (the output of `helm template` or `kubectl get -o yaml`)",
+                )
         names = {d["metadata"]["name"] for d in candidates}
         if not sts_name and len(candidates) == 2:  # a primary and its read StatefulSet: the primary
             primaries = [d for d in candidates if names & set(read_sts_names(d["metadata"]["name"]))]
@@ -667,7 +733,7 @@ def register(
         found = guard.problems(facts, target, live=False, topology=topology)
         for p in found:
             if p.owner:  # rendering changes nothing: tell, do not refuse
-                err.print(f"[yellow]warning:[/] {p.message} ({p.hint})")
+                err.print(f"[yellow]warning:[/] {escape(p.message)} ({escape(p.hint)})")
         hard = [p for p in found if not p.owner]
         if hard:
             raise Refused("; ".join(p.message for p in hard), " | ".join(p.hint for p in hard))

@@ -8,6 +8,7 @@ so a 403 can say which permission of manifests/rbac.yaml is missing.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
 SNAPSHOT_GROUP, SNAPSHOT_VERSION = "snapshot.storage.k8s.io", "v1"
+_HANDSHAKE_403 = re.compile(r"\bHandshake status 403\b")
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ class Forbidden(EnvironmentProblem):
     def __init__(self, verb: str, group: str, resource: str, namespace: str | None) -> None:
         where = f" in namespace {namespace}" if namespace else " (cluster-scoped)"
         api = f"{group}/" if group else ""
+        verbs = " and ".join(f"'{v}'" for v in verb.split("+"))
         super().__init__(
-            f"permission denied: pgleap needs '{verb}' on {api}{resource}{where}",
+            f"permission denied: pgleap needs {verbs} on {api}{resource}{where}",
             "grant it with manifests/rbac.yaml (kubectl apply -f manifests/rbac.yaml after setting the "
             "namespace), or run with a kubeconfig that has it",
         )
@@ -235,6 +238,10 @@ class Kube:
                 "update", kind, ns, self._method(kind, "replace"), name, ns, self._model(kind, obj)
             )
         except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(
+                    f"{kind} {ns}/{name} changed meanwhile", "another pgleap run may be active"
+                ) from exc
             raise self._problem("update", kind, ns, name, exc) from exc
         logger.info("replaced %s %s/%s", kind, ns, name)
         return self._out(res)
@@ -253,6 +260,10 @@ class Kube:
                 _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
+            if exc.status == 409:  # a resourceVersion in the patch no longer matches
+                raise Conflict(
+                    f"{kind} {namespace}/{name} changed meanwhile", "another pgleap run may be active"
+                ) from exc
             raise self._problem("patch", kind, namespace, name, exc) from exc
         logger.info("patched %s %s/%s: %s", kind, namespace, name, sorted(patch))
         return self._out(res)
@@ -325,11 +336,14 @@ class Kube:
 
     @staticmethod
     def _subresource(resource: str, namespace: str, fn: Callable[..., T], /, *a: Any, **kw: Any) -> T:
+        # The client opens both subresources with a WebSocket GET: API servers before 1.35
+        # authorise it as `get`, from 1.35 as `get` and `create`. A refused handshake does not
+        # arrive as a 403 but as ApiException(status=0, reason="Handshake status 403 Forbidden…").
         try:
             return fn(*a, **kw)
         except ApiException as exc:
-            if exc.status == 403:
-                raise Forbidden("create", "", resource, namespace) from exc
+            if exc.status == 403 or (exc.status == 0 and _HANDSHAKE_403.search(str(exc.reason or ""))):
+                raise Forbidden("get+create", "", resource, namespace) from exc
             raise
         except OSError as exc:
             raise EnvironmentProblem(

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from toolkit.errors import Refused
+from toolkit.kube_shape import check_statefulset
 from toolkit.layout import ImageKind, default_pgdata
+from toolkit.safe_paths import check_path
 
 Obj = Mapping[str, Any]
 
@@ -123,6 +125,7 @@ class StsFacts:
     claims: tuple[ClaimFacts, ...]
     owners: tuple[Owner, ...]
     superuser: str = "postgres"  # the role with OID 10: initdb --username of the new cluster
+    superuser_ref: str | None = None  # POSTGRES_USER comes from this reference, not a literal
     pod_node: str | None = None
     pod_nodes: tuple[tuple[str, str], ...] = ()  # (pod, node) of every ordinal that has a pod
     pod_labels: tuple[tuple[str, str], ...] = ()  # the pod template's labels
@@ -181,6 +184,17 @@ def env_value(container: Obj, name: str) -> tuple[bool, str | None]:
         if env.get("name") == name:
             return True, env.get("value")
     return False, None
+
+
+def _reference(container: Obj, name: str) -> str:
+    """Where a `valueFrom` env var comes from, for messages (never its value)."""
+    env = next(e for e in container.get("env") or [] if e.get("name") == name)
+    source = env.get("valueFrom") or {}
+    for kind, label in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+        ref = source.get(kind)
+        if isinstance(ref, Mapping):
+            return f"{label} {ref.get('name')} key {ref.get('key')}"
+    return "a valueFrom reference"
 
 
 def resolve_pgdata(container: Obj, image: ImageRef) -> tuple[str, bool]:
@@ -346,6 +360,7 @@ def gather(
     snapshot_classes: Iterable[Obj] = (),
 ) -> StsFacts:
     """Facts from a StatefulSet and whatever related objects the caller could read."""
+    check_statefulset(sts)  # types and names first: nothing below reads an unchecked value
     meta = sts.get("metadata") or {}
     name, namespace = meta["name"], meta.get("namespace") or "default"
     spec = sts.get("spec") or {}
@@ -353,7 +368,9 @@ def gather(
     image = parse_image(container["image"])
     pgdata, from_env = resolve_pgdata(container, image)
     templates = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []]
+    check_path(pgdata, "PGDATA")
     mount = _data_mount(container, set(templates), pgdata)
+    check_path(mount["mountPath"], "the data volume's mountPath")
     uid, gid, fs_group = _security(sts, container, image)
     replicas = spec.get("replicas", 1)
     claim_names = tuple(f"{t}-{name}-{i}" for t in templates for i in range(max(replicas, 1)))
@@ -383,7 +400,10 @@ def gather(
         ),
     )
     policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
-    _, user = env_value(container, "POSTGRES_USER")
+    user_present, user = env_value(container, "POSTGRES_USER")
+    user_ref = None
+    if user_present and user is None and image.kind != "bitnami":
+        user_ref = _reference(container, "POSTGRES_USER")
     return StsFacts(
         namespace=namespace,
         name=name,
@@ -405,6 +425,7 @@ def gather(
         claims=tuple(claims),
         owners=detect_owners(sts),
         superuser=user if user and image.kind != "bitnami" else "postgres",
+        superuser_ref=user_ref,
         pod_node=pod_node,
         pod_nodes=tuple(sorted(pod_nodes)),
         pod_labels=tuple(sorted(pod_labels.items())),

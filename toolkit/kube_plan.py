@@ -20,6 +20,7 @@ from toolkit.kube_replicas import Standby, Topology
 from toolkit.layout import Layout, compute_layout
 
 MODES = ("link", "copy", "clone", "swap")
+LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
 VOLUME_MOUNT = "/pgleap/volume"
 OLD_ROOT = "/pgleap/old"
 SCRIPTS_DIR = "/pgleap/scripts"
@@ -71,7 +72,8 @@ class ReplicaPlan:
 
 # Env keys pgleap derives from the layout; the caller may not contradict them.
 _DERIVED = ("PGLEAP_VOLUME", "PGLEAP_OLD_REL", "PGLEAP_NEW_REL", "PGLEAP_OLD_MAJOR", "PGLEAP_NEW_MAJOR")
-_SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PGPASS", re.IGNORECASE)
+_OWN_KEY = re.compile(r"^PGLEAP_[A-Z0-9_]+$")
+SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PGPASS", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class KubePlan:
     patch_retention: bool = False
     job_env: dict[str, str] = field(default_factory=dict)
     replicas: ReplicaPlan | None = None
+    # Set when the StatefulSet is a rehearsal's clone: every object of its run carries the
+    # rehearsal's label, so `rehearse --remove` deletes by label, never by name alone.
+    rehearsal_of: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -188,15 +193,32 @@ def merge_job_env(derived: dict[str, str], given: dict[str, str] | None) -> dict
     """Caller's env over pgleap's; refuse secrets and contradictions of the layout."""
     given = dict(given or {})
     for key, value in given.items():
+        if SECRETISH.search(key):
+            raise ValueError(f"job env {key} looks like a secret; the upgrade Job needs none")
+        if not _OWN_KEY.match(key):
+            # BASH_ENV, LD_PRELOAD, PATH… would change how the Job's scripts run
+            raise ValueError(f"job env {key}: only PGLEAP_* variables may be set for the Job")
         if not isinstance(value, str):
             raise ValueError(f"job env {key} must be a string, got {type(value).__name__}")
-        if _SECRETISH.search(key):
-            raise ValueError(f"job env {key} looks like a secret; the upgrade Job needs none")
         if key in _DERIVED and value != derived[key]:
             raise ValueError(f"job env {key}={value!r} contradicts the layout ({derived[key]!r})")
     if "PGLEAP_ACTION" in given:
         raise ValueError("PGLEAP_ACTION is set per Job by pgleap, not by the caller")
     return {**derived, **given}
+
+
+def superuser_for(facts: StsFacts, given: str | None) -> str:
+    """The role initdb gives the new cluster (OID 10). POSTGRES_USER from a Secret is not read by
+    pgleap: without --superuser it refuses, before the stop, rather than guess `postgres`."""
+    if given:
+        return given
+    if facts.superuser_ref:
+        raise Refused(
+            f"POSTGRES_USER of {facts.name} comes from {facts.superuser_ref}, which pgleap does not read",
+            "pass --superuser ROLE with the role the cluster was initialised with (the value of that "
+            "key), so the new cluster has the same owner",
+        )
+    return facts.superuser
 
 
 def make_plan(
@@ -218,6 +240,12 @@ def make_plan(
     target = parse_image(target_image)
     if target.major is None or facts.image.major is None or facts.uid is None:
         raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
+    superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))
+    if mode == "swap" and target.major < 18:  # pg_upgrade --swap is new in 18: refuse before the stop
+        raise Refused(
+            f"--mode swap needs PostgreSQL 18 or newer as target (this one is {target.major})",
+            "use --mode link (fast) or --mode copy (keeps the old cluster intact)",
+        )
     layout = compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, target.major, target.kind)
     run_id = run_id or uuid.uuid4().hex[:12]
     take_snapshot = bool(facts.snapshot_classes) if snapshot is None else snapshot
@@ -261,7 +289,16 @@ def make_plan(
         patch_retention=patch_retention and "Delete" in (facts.when_scaled, facts.when_deleted),
         job_env=merge_job_env(derived, job_env),
         replicas=replicas,
+        rehearsal_of=_rehearsal_of(facts),
     )
+
+
+def _rehearsal_of(facts: StsFacts) -> str | None:
+    """The rehearsed StatefulSet, when `facts` describe a rehearsal's clone (made by pgleap)."""
+    labels = dict(facts.pod_labels)
+    if labels.get("app.kubernetes.io/managed-by") != "pgleap":
+        return None
+    return labels.get(LABEL_REHEARSAL_OF)
 
 
 def replica_plan(

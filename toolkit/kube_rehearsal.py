@@ -17,7 +17,7 @@ from typing import Any
 
 from toolkit.errors import Refused
 from toolkit.kube_facts import StsFacts, find_postgres_container
-from toolkit.kube_plan import SCRIPTS_DIR, VOLUME_MOUNT, KubePlan
+from toolkit.kube_plan import LABEL_REHEARSAL_OF, SCRIPTS_DIR, VOLUME_MOUNT, KubePlan, superuser_for
 from toolkit.kube_replicas import secret_ref
 from toolkit.render import (
     ANN_RUN,
@@ -32,7 +32,6 @@ from toolkit.render import (
 )
 
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
-LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
 LABEL_POD = "pgleap.io/rehearsal"
 # Room for the controller's `<sts>-<hash>` revision label (63 characters).
 _STS_NAME_LIMIT = 52
@@ -173,7 +172,9 @@ def rehearsal_service(facts: StsFacts) -> dict[str, Any]:
     }
 
 
-def replication_login(original: Mapping[str, Any], facts: StsFacts) -> tuple[str, dict[str, str]]:
+def replication_login(
+    original: Mapping[str, Any], facts: StsFacts, superuser: str | None = None
+) -> tuple[str, dict[str, str]]:
     """(user, Secret reference of its password) pg_basebackup logs in with: the container's
     POSTGRES_USER and the secretKeyRef of POSTGRES_PASSWORD; a plain-text password is refused."""
     container = find_postgres_container(original)
@@ -185,7 +186,8 @@ def replication_login(original: Mapping[str, Any], facts: StsFacts) -> tuple[str
             "put the password in a Secret referred to by valueFrom.secretKeyRef, or rehearse with "
             "--from-snapshot (no login needed)",
         )
-    return facts.superuser, secret
+    # POSTGRES_USER from a Secret: the role given with --superuser, else a refusal (never a guess)
+    return (superuser_for(facts, superuser) if facts.superuser_ref else facts.superuser), secret
 
 
 def clone_job(

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
+
+from psycopg import sql
 
 from toolkit import engine
 from toolkit.errors import PgleapError, Refused
@@ -42,9 +45,8 @@ def replication_problems(
             "SELECT rolreplication OR rolsuper, rolname FROM pg_roles WHERE rolname = current_user"
         ).fetchone()
         if not can:
-            problems.append(
-                f"role {name} may not replicate: ALTER ROLE {name} REPLICATION (or give a role that may)"
-            )
+            alter = sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(name)).as_string(None)
+            problems.append(f"role {name} may not replicate: {alter} (or give a role that may)")
         if conn.execute("SHOW wal_level").fetchone()[0] == "minimal":
             problems.append("wal_level is minimal: set wal_level = replica and restart the server")
         if int(conn.execute("SHOW max_wal_senders").fetchone()[0]) < 1:
@@ -59,9 +61,14 @@ def replication_problems(
     ):
         problems.append(
             f"pg_hba.conf has no `host replication` line for {name} from {network}: add "
-            f"`host replication {name} {address} {method}` to pg_hba.conf, then SELECT pg_reload_conf()"
+            f"`host replication {hba_user(name)} {address} {method}` to pg_hba.conf, then SELECT pg_reload_conf()"
         )
     return problems
+
+
+def hba_user(name: str) -> str:
+    """A role name as a pg_hba.conf field: double-quoted unless it is a plain lower-case name."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) and name != "all" else f'"{name}"'
 
 
 def _password_method(conn, role: str) -> str:

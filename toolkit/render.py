@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from toolkit.kube_plan import OLD_ROOT, SCRIPTS_DIR, VOLUME_MOUNT, KubePlan
+from toolkit.kube_plan import LABEL_REHEARSAL_OF, OLD_ROOT, SCRIPTS_DIR, SECRETISH, VOLUME_MOUNT, KubePlan
 from toolkit.kube_replicas import Standby
 from toolkit.layout import default_pgdata
 from toolkit.resources import data_dir
@@ -54,8 +55,20 @@ def _env() -> jinja2.Environment:
         autoescape=False,
     )
     # JSON is YAML: every value goes in as a JSON literal, so no quoting or indentation bugs.
-    env.filters["tojson"] = lambda value: json.dumps(value)
+    env.filters["tojson"] = yaml_json
     return env
+
+
+# Characters YAML may not hold raw in a double-quoted scalar (non-printable, or line breaks it
+# would fold), written as \uXXXX escapes instead. Only inside JSON strings can they occur.
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def yaml_json(value: Any) -> str:
+    """A JSON literal that is also valid YAML: non-ASCII kept as characters (YAML does not pair
+    the surrogate escapes `json.dumps` writes for characters outside the BMP)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def from_template(template: str, **values: Any) -> dict[str, Any]:
@@ -104,6 +117,8 @@ def labels_for(plan: KubePlan, action: str | None = None) -> dict[str, str]:
     }
     if action:
         labels[LABEL_ACTION] = action
+    if plan.rehearsal_of:
+        labels[LABEL_REHEARSAL_OF] = plan.rehearsal_of
     return labels
 
 
@@ -284,6 +299,51 @@ def scripts_configmap(plan: KubePlan, scripts: Mapping[str, str]) -> dict[str, A
     )
 
 
+# A literal secret in the StatefulSet (e.g. POSTGRES_PASSWORD: value) is not copied into the
+# state ConfigMap (readable with `get configmaps`): it stays only in the live StatefulSet, and
+# is taken from there when pgleap recreates the StatefulSet from its stored copy.
+MASKED = "(masked by pgleap: the value stays only in the live StatefulSet)"
+
+
+def _env_lists(sts: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    pod = _pod_spec(sts)
+    return [
+        (c.get("name", ""), c.get("env") or [])
+        for c in (pod.get("containers") or []) + (pod.get("initContainers") or [])
+    ]
+
+
+def mask_secrets(sts: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy with every literal secret-looking env value replaced by MASKED."""
+    out = copy.deepcopy(dict(sts))
+    for _, env in _env_lists(out):
+        for e in env:
+            if SECRETISH.search(str(e.get("name", ""))) and e.get("value"):
+                e["value"] = MASKED
+    return out
+
+
+def unmask_secrets(stored: Mapping[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stored StatefulSet with masked values filled from `live` (same container, same name)."""
+    out = copy.deepcopy(dict(stored))
+    values = {
+        (c, e.get("name")): e.get("value")
+        for c, env in (_env_lists(live) if live else [])
+        for e in env
+        if e.get("value") and e.get("value") != MASKED
+    }
+    for c, env in _env_lists(out):
+        for e in env:
+            if e.get("value") == MASKED and values.get((c, e.get("name"))):
+                e["value"] = values[(c, e.get("name"))]
+    return out
+
+
+def masked_left(sts: Mapping[str, Any]) -> list[str]:
+    """`container/NAME` of values still masked (none may reach a created StatefulSet)."""
+    return [f"{c}/{e.get('name')}" for c, env in _env_lists(sts) for e in env if e.get("value") == MASKED]
+
+
 def state_configmap(
     plan: KubePlan,
     original_sts: Mapping[str, Any],
@@ -292,7 +352,13 @@ def state_configmap(
     phase: str,
     read_sts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """pgleap's state: original StatefulSet(s) (cleaned) + plan + where the run is."""
+    """pgleap's state: original StatefulSet(s) (cleaned, secrets masked) + plan + where the run is,
+    with a digest of them that resume and rollback verify (toolkit/kube_stored.py)."""
+    from toolkit.kube_stored import digest
+
+    plan_json = plan.to_json()
+    sts_json = json.dumps(mask_secrets(clean_object(original_sts)), sort_keys=True)
+    read_sts_json = json.dumps(mask_secrets(clean_object(read_sts)), sort_keys=True) if read_sts else ""
     return from_template(
         "state-configmap.yaml.j2",
         plan=plan,
@@ -301,9 +367,10 @@ def state_configmap(
         annotations={ANN_RUN: plan.run_id},
         operation=operation,
         phase=phase,
-        plan_json=plan.to_json(),
-        sts_json=json.dumps(clean_object(original_sts), sort_keys=True),
-        read_sts_json=json.dumps(clean_object(read_sts), sort_keys=True) if read_sts else "",
+        plan_json=plan_json,
+        sts_json=sts_json,
+        read_sts_json=read_sts_json,
+        digest=digest(plan_json, sts_json, read_sts_json),
     )
 
 

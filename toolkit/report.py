@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 
 
 @dataclass
@@ -78,11 +79,13 @@ def print_findings(out: Console, result: dict) -> None:
     """A rehearsal's health checks, extension versions and rebuilt indexes (text output)."""
     for row in result.get("health", []):
         mark = "[green]ok[/]" if row["ok"] else "[red]FAILED[/]"
-        out.print(f"  check  {mark}  {row['check']}  {row['detail'][:70]}")
+        out.print(f"  check  {mark}  {escape(str(row['check']))}  {escape(str(row['detail'])[:70])}")
     for e in result.get("extensions", []):
-        out.print(f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}")
+        out.print(
+            f"  extension  {e['database']}: {e['extension']} {e['before']} -> {e['after']}", markup=False
+        )
     for index in result.get("collation_indexes", []):
-        out.print(f"  collation-dependent index rebuilt: {index}")
+        out.print(f"  collation-dependent index rebuilt: {index}", markup=False)
 
 
 def print_verdict(out: Console, result: dict) -> None:
@@ -90,6 +93,6 @@ def print_verdict(out: Console, result: dict) -> None:
     if result["verdict"] == "go":
         out.print("verdict: [bold green]GO[/]")
         return
-    out.print(f"verdict: [bold red]NO-GO[/]: {result.get('reason')}", highlight=False)
+    out.print(f"verdict: [bold red]NO-GO[/]: {escape(str(result.get('reason')))}", highlight=False)
     if result.get("what_to_do"):
         out.print(f"what to do: {result['what_to_do']}", markup=False, highlight=False)

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from tests.ci import skip_unless_ci
 from tests.conftest import volume_hash
 from tests.faults.conftest import TARGET
 from tests.faults.harness import fault_env, helpers, pgleap, result_json, start, wait_for_point
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 def small_fs(tmp_path):
     """A 400 MB ext4 on a loop device, mounted on the host: a data volume that can fill up."""
     if os.geteuid() != 0 or not shutil.which("mkfs.ext4") or not os.path.exists("/dev/loop-control"):
-        pytest.skip("needs root, mkfs.ext4 and loop devices to make a size-limited volume")
+        skip_unless_ci("needs root, mkfs.ext4 and loop devices to make a size-limited volume")
     image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["truncate", "-s", "400M", str(image)], check=True)

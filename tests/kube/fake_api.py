@@ -44,6 +44,18 @@ _API_VERSION = {
     "VolumeSnapshot": "snapshot.storage.k8s.io/v1",
     "VolumeSnapshotClass": "snapshot.storage.k8s.io/v1",
 }
+# What an API server lets a StatefulSet update change (apps/v1 validation).
+_STS_MUTABLE = frozenset(
+    {
+        "replicas",
+        "ordinals",
+        "template",
+        "updateStrategy",
+        "persistentVolumeClaimRetentionPolicy",
+        "minReadySeconds",
+        "revisionHistoryLimit",
+    }
+)
 _PLURAL_KIND = {"volumesnapshots": "VolumeSnapshot", "volumesnapshotclasses": "VolumeSnapshotClass"}
 
 
@@ -199,15 +211,51 @@ class FakeKubernetesApi:
             # The real client defaults to application/json-patch+json, which a dict body breaks.
             raise _api_error(400, "Bad Request", f"unsupported patch (content type {content_type})")
         current = self._find(kind, namespace, name)
+        self._check_precondition(kind, name, current, body)
         merged = _merge_patch(current, body)
+        self._check_immutable(kind, name, current, merged)
         self._store(kind, merged)
         self._after_write(kind, namespace, name, before=current)
         return self._read_back(kind, namespace, name, None)
 
+    @staticmethod
+    def _check_precondition(kind: str, name: str, current: dict[str, Any], body: dict[str, Any]) -> None:
+        """A write that names a resourceVersion applies only to that version (optimistic locking)."""
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        have = (current.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != have:
+            raise _api_error(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {KINDS[kind][1]} "{name}": the object has been modified; '
+                "please apply your changes to the latest version and try again",
+            )
+
+    @staticmethod
+    def _check_immutable(kind: str, name: str, current: dict[str, Any], new: dict[str, Any]) -> None:
+        """The API server refuses changes to a StatefulSet's spec outside the mutable fields."""
+        if kind != "StatefulSet":
+            return
+        old_spec, new_spec = current.get("spec") or {}, new.get("spec") or {}
+        changed = sorted(
+            k
+            for k in set(old_spec) | set(new_spec)
+            if k not in _STS_MUTABLE and old_spec.get(k) != new_spec.get(k)
+        )
+        if changed:
+            raise _api_error(
+                422,
+                "Unprocessable Entity",
+                f'StatefulSet.apps "{name}" is invalid: spec: Forbidden: updates to statefulset spec for '
+                f"fields other than {', '.join(sorted(_STS_MUTABLE))} are forbidden (changed: {changed})",
+            )
+
     def _replace(self, kind: str, namespace: str, name: str, body: Any) -> Any:
         self._record("update", kind, namespace, name)
-        self._find(kind, namespace, name)
+        current = self._find(kind, namespace, name)
         data = self._dict(body)
+        self._check_precondition(kind, name, current, data)
+        self._check_immutable(kind, name, current, data)
         data.setdefault("metadata", {})["namespace"] = namespace
         self._store(kind, data)
         return self._read_back(kind, namespace, name, None)

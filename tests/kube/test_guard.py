@@ -50,7 +50,10 @@ def test_helm_refused_with_values_advice() -> None:
     with pytest.raises(Refused) as exc:
         check(facts_of("bitnami"), target)
     assert "image.tag=17.2.0-debian-12-r8" in exc.value.hint and "helm upgrade pg" in exc.value.hint
-    check(facts_of("bitnami"), target, GuardOverrides(allow_helm=True))
+    # allowed: no refusal, and the warning still says what to do with the chart afterwards
+    warnings = check(facts_of("bitnami"), target, GuardOverrides(allow_helm=True))
+    assert len(warnings) == 1 and "image.tag=17.2.0-debian-12-r8" in warnings[0], warnings
+    assert "helm upgrade pg" in warnings[0]
 
 
 def test_terraform_hint() -> None:
@@ -60,7 +63,8 @@ def test_terraform_hint() -> None:
     with pytest.raises(Refused) as exc:
         check(f, PG17)
     assert "ignore_changes" in exc.value.hint and "prevent_destroy = true" in exc.value.hint
-    check(f, PG17, GuardOverrides(allow_terraform=True))
+    warnings = check(f, PG17, GuardOverrides(allow_terraform=True))
+    assert len(warnings) == 1 and "ignore_changes" in warnings[0] and PG17.ref in warnings[0], warnings
 
 
 def test_when_scaled_delete_needs_retention_patch() -> None:

@@ -270,7 +270,7 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old
         api = PodApi(pod)
         ctx = HookContext(api, plan, "geo", "gis", "gis-0", "postgres", lines.append)
         engine_post_upgrade(ctx)
-        assert {"pods/exec", "pods/portforward"} <= set(api.calls)  # what manifests/rbac.yaml grants
+        assert {"pods/exec", "pods/portforward"} <= set(api.calls)  # the hook uses both (RBAC: test_rbac.py)
         assert any(line.startswith("extensions updated: ") and not line.endswith(": 0") for line in lines), (
             lines
         )

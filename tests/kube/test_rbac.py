@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import stream as real_stream
+from kubernetes.stream import ws_client
+from websocket import WebSocketBadStatusException
 
 from tests.kube.fake_api import Call, FakeKubernetesApi
 from tests.kube.harness import SCRIPTS, make_cluster
@@ -17,6 +23,7 @@ from tests.kube.test_replicas import upgrade as upgrade_with_standbys
 from tests.kube.test_runtime import CASES, Crash, crash_after_phase, upgrade
 from tests.kube.validation import validate_strict
 from toolkit import render
+from toolkit.kube import Forbidden, Kube
 from toolkit.runtimes.kube import Outcome
 
 RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
@@ -133,12 +140,104 @@ def test_role_grants_nothing_unused() -> None:
         for v in rule["verbs"]
     }
     # `update` on configmaps: used when the scripts change between runs (test below);
-    # pods/exec and pods/portforward: the engine's post-upgrade hook (toolkit/kube_hook.py), which
-    # tests/kube/test_pods_on_docker.py runs against real PostgreSQL and asserts it calls both.
-    hook = {("create", "", "pods/exec"), ("create", "", "pods/portforward")}
-    assert hook <= granted
+    # pods/exec and pods/portforward: the post-upgrade hook's subresource calls, as the real
+    # client sends them and API servers of both generations authorise them.
+    hook: set[tuple[str, str, str]] = set()
+    for version in SERVER_VERSIONS:
+        server = WebSocketServer(version, namespaced)
+        subresource_calls(server)
+        hook |= {(v, "", r) for v, r in server.authorised}
+    assert hook == {(v, "", r) for v in ("get", "create") for r in ("pods/exec", "pods/portforward")}
     unused = granted - seen - {("update", "", "configmaps")} - hook
     assert unused == set(), f"rbac.yaml grants more than pgleap uses: {sorted(unused)}"
+
+
+SERVER_VERSIONS = [(1, 34), (1, 35)]
+
+
+class Opened(Exception):
+    """The handshake was authorised: stop here (no frames are modelled)."""
+
+
+class WebSocketServer:
+    """The API server's side of `kubernetes.stream`: records each request the client really sends
+    (HTTP method + subresource) and authorises it as an API server of `version` would: a WebSocket
+    GET on pods/exec|portforward needs `get` before 1.35 and `get` + `create` from 1.35."""
+
+    def __init__(self, version: tuple[int, int], rule_set: list[dict[str, Any]]) -> None:
+        self.version, self.rules = version, rule_set
+        self.requests: list[tuple[str, str, str]] = []  # (method, namespace, subresource)
+        self.authorised: list[tuple[str, str]] = []
+
+    def verbs(self, method: str) -> list[str]:
+        assert method == "GET", method  # a WebSocket opening handshake is an HTTP GET (RFC 6455)
+        return ["get"] if self.version < (1, 35) else ["get", "create"]
+
+    def websocket_request(self, real: Any, configuration: Any, method: str, url: str, **kw: Any) -> Any:
+        parts = urlparse(url).path.split("/")  # /api/v1/namespaces/NS/pods/NAME/SUB
+        assert parts[1:4] == ["api", "v1", "namespaces"] and parts[5] == "pods", url
+        namespace, resource = parts[4], f"pods/{parts[7]}"
+        self.requests.append((method, namespace, resource))
+        for verb in self.verbs(method):
+            if not allowed(Call(verb, "", resource, namespace, None), self.rules):
+                # what websocket-client raises for a refused upgrade (ws_client wraps it: status=0)
+                msg = "Handshake status 403 Forbidden -+-+- {} -+-+- None"
+                self.handshake_error = WebSocketBadStatusException(msg, 403, "Forbidden")
+                break
+            self.authorised.append((verb, resource))
+        else:
+            self.handshake_error = Opened("handshake accepted")
+        return real(configuration, method, url, **kw)
+
+    def create_websocket(self, configuration: Any, url: str, headers: Any = None) -> Any:
+        raise self.handshake_error
+
+
+def subresource_calls(server: WebSocketServer) -> list[Exception]:
+    """Run Kube.exec and Kube.port_forward through the real client against `server`."""
+    import kubernetes.stream as kstream
+
+    api = client.ApiClient(client.Configuration(host="https://api.invalid"))
+    kube = Kube(core=client.CoreV1Api(api), apps=None, batch=None, policy=None, custom=None)
+    wrap = functools.partial
+    saved = (kstream.stream, kstream.portforward, ws_client.create_websocket)
+    inner = real_stream.func  # _websocket_request
+    kstream.stream = wrap(inner, wrap(server.websocket_request, ws_client.websocket_call), None)
+    kstream.portforward = wrap(
+        inner, wrap(server.websocket_request, ws_client.portforward_call), {"_preload_content": False}
+    )
+    ws_client.create_websocket = server.create_websocket
+    errors: list[Exception] = []
+    try:
+        for call in (
+            lambda: kube.exec("geo", "gis-0", "postgres", ["printenv", "POSTGRES_PASSWORD"]),
+            lambda: kube.port_forward("geo", "gis-0", 5432),
+        ):
+            try:
+                call()
+            except (ApiException, Forbidden) as exc:
+                errors.append(exc)
+    finally:
+        kstream.stream, kstream.portforward, ws_client.create_websocket = saved
+    return errors
+
+
+@pytest.mark.parametrize("version", SERVER_VERSIONS)
+def test_exec_and_port_forward_are_authorised_by_the_role(version: tuple[int, int]) -> None:
+    server = WebSocketServer(version, rules()[0])
+    errors = subresource_calls(server)
+    assert server.requests == [("GET", "geo", "pods/exec"), ("GET", "geo", "pods/portforward")]
+    assert [getattr(e, "reason", None) for e in errors] == ["handshake accepted"] * 2, errors
+
+
+@pytest.mark.parametrize("version", SERVER_VERSIONS)
+def test_a_refused_handshake_names_the_missing_verb(version: tuple[int, int]) -> None:
+    """The Role of before (only `create`): the 403 arrives as status 0 and must still be named."""
+    old_role = [{**r, "verbs": ["create"]} if "pods/exec" in r["resources"] else r for r in rules()[0]]
+    errors = subresource_calls(WebSocketServer(version, old_role))
+    assert [type(e) for e in errors] == [Forbidden, Forbidden], errors
+    assert "needs 'get' and 'create' on pods/exec in namespace geo" in str(errors[0])
+    assert "pods/portforward" in str(errors[1])
 
 
 def test_changed_scripts_are_replaced_with_update() -> None:

@@ -156,7 +156,9 @@ def crash_after_phase(c: Cluster, phase: str) -> None:
             c.fake.error_hook = None
             return Crash(phase)
         recorded = (phase == "recorded" and call.verb == "create" and call.name == cm) or (
-            call.verb == "patch" and call.name == cm and call.detail["patch"]["data"]["phase"] == phase
+            call.verb == "patch"
+            and call.name == cm
+            and call.detail["patch"].get("data", {}).get("phase") == phase
         )
         if recorded:
             armed["on"] = True
@@ -236,8 +238,16 @@ def test_crash_before_every_write_then_resume(index: str) -> None:
         return None
 
     c.fake.error_hook = hook
-    with pytest.raises(Crash):
+    try:
         upgrade(c, "official-plain")
+    except Crash:
+        pass
+    else:  # the last write gives the run's hold back; failing it must not fail the finished run
+        assert index == count_writes("official-plain") - 1 and state(c)["phase"] == "done"
+        assert c.runtime.status(c.namespace, c.name)["held_by"] is not None  # left behind, visible
+        c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)  # ...and taken over: its run ended
+        assert state(c) is None
+        return
     if state(c) is None:  # died before anything was recorded: start again
         upgrade(c, "official-plain")
     else:
@@ -393,6 +403,6 @@ def test_rollback_phases_are_recorded_in_order() -> None:
     phases = [
         x.detail["patch"]["data"]["phase"]
         for x in calls(c, "patch", "configmaps")
-        if x.detail["patch"]["data"]["operation"] == "rollback"
+        if x.detail["patch"].get("data", {}).get("operation") == "rollback"
     ]
     assert phases == list(ROLLBACK_PHASES)

@@ -29,6 +29,7 @@ from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 from toolkit.facts import DataFacts, ImageFacts, parse_results
 from toolkit.plan import Layout, UpgradePlan, new_layout, rel_to_mount
 from toolkit.resources import container_script
+from toolkit.safe_paths import check_path
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
@@ -475,8 +476,10 @@ class DockerRuntime:
             last = logs.splitlines()[-1] if logs else f"exit {status}"
             hint = "see the message; the server's log says more"
             if "pg_hba.conf" in logs:
+                from toolkit.rehearse import hba_user  # the rehearsal's own wording of the line
+
                 hint = (
-                    f"add `host replication {source.superuser} samenet md5` to pg_hba.conf (md5 also accepts "
+                    f"add `host replication {hba_user(source.superuser)} samenet md5` to pg_hba.conf (md5 also accepts "
                     "SCRAM-stored passwords), then SELECT pg_reload_conf()"
                 )
             raise Refused(f"pg_basebackup could not clone {source.name}: {last}", hint)
@@ -484,7 +487,8 @@ class DockerRuntime:
     def run_clone(
         self, source: SourceContainer, plan: dict, clone: str, name: str, port: int | None
     ) -> tuple[str, str]:
-        """The upgraded clone as a container on the new image, its 5432 published on `port` (or any)."""
+        """The upgraded clone as a container on the new image, its 5432 published on `port` (or any)
+        of 127.0.0.1 only: the clone holds production data and the report says 127.0.0.1."""
         self.remove(name)
         env = {"PGDATA": plan["layout"]["new_pgdata"], "POSTGRES_USER": source.superuser}
         if source.password:
@@ -492,7 +496,7 @@ class DockerRuntime:
         container = self.docker.containers.run(
             plan["target_image"], name=name, detach=True, environment=env,
             mounts=[Mount(target=plan["layout"]["new_mount"], source=clone, type="volume")],
-            ports={"5432/tcp": port}, labels={LABEL: "rehearsal"},
+            ports={"5432/tcp": ("127.0.0.1", port)}, labels={LABEL: "rehearsal"},
         )  # fmt: skip
         self.wait_accepting(name, source.superuser, source.password)
         container.reload()
@@ -680,6 +684,10 @@ class DockerTarget:
             vols = self.rt.image_volumes(source_image)
             self.mount = next((v for v in vols if _is_under(self.pgdata, v)), self.pgdata)
             self.superuser = "postgres"
+        check_path(self.pgdata, "PGDATA")  # before anything changes: pg_upgrade runs it through a shell
+        check_path(self.mount, "the data volume's mount point")
+        if self.volume.kind == "bind":
+            check_path(self.volume.source, "the bind-mounted data directory")
         self.key = f"docker-{self.volume.key}"
 
     @property

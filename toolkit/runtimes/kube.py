@@ -21,8 +21,10 @@ from toolkit import guard, render
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import Forbidden, Kube
 from toolkit.kube_facts import StsFacts, gather, parse_image
+from toolkit.kube_lease import Lease, holder_of
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import Topology, detect, read_sts_names
+from toolkit.kube_stored import check_stored
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class State:
     plan: KubePlan
     original: dict[str, Any]
     read_original: dict[str, Any] | None = None  # the read StatefulSet as it was
+    holder: str | None = None  # the run holding the StatefulSet (toolkit.kube_lease), if any
 
 
 def _ours(sts: Mapping[str, Any] | None, plan: KubePlan) -> bool:
@@ -246,14 +249,33 @@ class KubeRuntime:
         if cm is None:
             return None
         data = cm.get("data") or {}
+        cm_name = render.state_cm_name(name)
+        try:
+            plan = KubePlan.from_json(data["plan.json"])
+            original = json.loads(data["statefulset.json"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Refused(
+                f"the recorded run in ConfigMap {cm_name} is unreadable ({exc.__class__.__name__}: {exc})",
+                f"restore {cm_name} from your records; pgleap will not act on a plan it cannot read",
+            ) from exc
+        check_stored(cm_name, data, plan, original)
+        read_original = (
+            json.loads(data["read-statefulset.json"]) if data.get("read-statefulset.json") else None
+        )
+        # Literal secrets were masked in the ConfigMap: take them from the live StatefulSet(s).
+        if render.masked_left(original):
+            original = render.unmask_secrets(original, self.kube.get("StatefulSet", namespace, name))
+        if read_original and plan.read_sts and render.masked_left(read_original):
+            live = self.kube.get("StatefulSet", namespace, plan.read_sts)
+            read_original = render.unmask_secrets(read_original, live)
+        held = holder_of(cm)
         return State(
             operation=data["operation"],
             phase=data["phase"],
-            plan=KubePlan.from_json(data["plan.json"]),
-            original=json.loads(data["statefulset.json"]),
-            read_original=json.loads(data["read-statefulset.json"])
-            if data.get("read-statefulset.json")
-            else None,
+            plan=plan,
+            original=original,
+            read_original=read_original,
+            holder=held.describe() if held else None,
         )
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
@@ -269,6 +291,7 @@ class KubeRuntime:
             "phase": state.phase if state else None,
         }
         if state:
+            out["held_by"] = state.holder
             out["run_id"] = state.plan.run_id
             out["from"], out["to"] = state.plan.old_image, state.plan.new_image
             jobs = {}
@@ -443,9 +466,15 @@ class KubeRuntime:
         original = sts
         read = read if plan.read_sts else None
         out = Outcome("upgrade", "recorded", notes=list(warnings))
-        self.kube.create(
-            render.state_configmap(plan, original, operation="upgrade", phase="recorded", read_sts=read)
-        )
+        if render.masked_left(render.mask_secrets(original)):
+            out.notes.append(
+                "the StatefulSet holds a literal secret (e.g. POSTGRES_PASSWORD): the state ConfigMap "
+                "stores it masked and pgleap takes it from the live StatefulSet; move it into a Secret"
+            )
+        lease = self._lease(namespace, name, "upgrade")
+        cm = render.state_configmap(plan, original, operation="upgrade", phase="recorded", read_sts=read)
+        cm["metadata"]["annotations"].update(lease.annotation)  # created held: the create is atomic
+        self.kube.create(cm)
         out.changed.append(f"recorded state in ConfigMap {render.state_cm_name(name)}")
         state = State(
             "upgrade",
@@ -454,7 +483,40 @@ class KubeRuntime:
             render.clean_object(original),
             render.clean_object(read) if read else None,
         )
-        return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+        try:
+            return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+        finally:
+            lease.release()
+
+    def _lease(self, namespace: str, name: str, operation: str) -> Lease:
+        return Lease(self.kube, namespace, render.state_cm_name(name), operation, log=self.log)
+
+    def _held(self, namespace: str, name: str, operation: str, run: Callable[[], Outcome]) -> Outcome:
+        """`run` while this process holds the StatefulSet (refused while another run does)."""
+        lease = self._lease(namespace, name, operation)
+        lease.acquire()
+        try:
+            return run()
+        finally:
+            lease.release()
+
+    def _check_against_job(self, state: State) -> None:
+        """The upgrade Job this run started (immutable) must match the plan read back: the
+        ConfigMap's digest can be recomputed by whoever edits it, the Job cannot be edited."""
+        plan = state.plan
+        name = render.job_name(plan.sts, "upgrade")
+        job = self.kube.get("Job", plan.namespace, name)
+        if (
+            job is None
+            or ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN) != plan.run_id
+        ):
+            return
+        if _job_shape(job) != _job_shape(render.upgrade_job(plan, state.original, "upgrade")):
+            raise Refused(
+                f"Job {name} no longer matches the recorded plan (images or env differ)",
+                f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                "records, or look at the Job and decide by hand",
+            )
 
     def _run_upgrade(
         self,
@@ -663,6 +725,14 @@ class KubeRuntime:
                     f"Job {name} belongs to another pgleap run ({run})",
                     f"look at its logs, then `kubectl -n {plan.namespace} delete job {name}`",
                 )
+            if _job_shape(job) != _job_shape(build()):
+                # the Job is the cluster's own record of what this run started: a plan read back
+                # from the ConfigMap must still describe it (images, commands, env)
+                raise Refused(
+                    f"Job {name} no longer matches the recorded plan (images or env differ)",
+                    f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                    "records, or look at the Job and decide by hand",
+                )
             out.unchanged.append(f"Job {name} exists")
             return
         self.ensure_scripts(plan, scripts, out)
@@ -746,6 +816,7 @@ class KubeRuntime:
                 interval=self.t.poll,
             )
         new = build()
+        _refuse_masked(new)
         self.kube.create(new)
         out.changed.append(
             f"created StatefulSet {plan.sts} on {plan.new_image} (replicas: {new['spec'].get('replicas', 1)})"
@@ -908,14 +979,20 @@ class KubeRuntime:
                 f"no pgleap run recorded for {namespace}/{name}", "start one with `pgleap upgrade sts`"
             )
         out = Outcome(state.operation, state.phase)
+        self._check_against_job(state)
         if state.operation == "upgrade":
             if state.phase == "done":
                 out.unchanged.append("upgrade already done")
                 return out
-            return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+            return self._held(
+                namespace,
+                name,
+                "resume",
+                lambda: self._run_upgrade(state, scripts, post_upgrade, out, standby_probe),
+            )
         if state.operation == "rollback":
-            return self._run_rollback(state, scripts, out)
-        return self._run_finalize(state, scripts, out)
+            return self._held(namespace, name, "resume", lambda: self._run_rollback(state, scripts, out))
+        return self._held(namespace, name, "resume", lambda: self._run_finalize(state, scripts, out))
 
     # -- rollback -----------------------------------------------------------------------------
 
@@ -929,17 +1006,22 @@ class KubeRuntime:
                 "finalize has started: the old data directory is being removed", "run `pgleap resume`"
             )
         out = Outcome("rollback", state.phase)
-        if state.operation == "rollback":
-            if state.phase == "rolled-back":
-                out.unchanged.append("already rolled back")
-                return out
-            return self._run_rollback(state, scripts, out)
-        self._set_phase(state.plan, "rollback", "rollback-started", out)
-        return self._run_rollback(
-            State("rollback", "rollback-started", state.plan, state.original, state.read_original),
-            scripts,
-            out,
-        )
+        self._check_against_job(state)
+        if state.operation == "rollback" and state.phase == "rolled-back":
+            out.unchanged.append("already rolled back")
+            return out
+
+        def run() -> Outcome:
+            if state.operation == "rollback":
+                return self._run_rollback(state, scripts, out)
+            self._set_phase(state.plan, "rollback", "rollback-started", out)
+            return self._run_rollback(
+                State("rollback", "rollback-started", state.plan, state.original, state.read_original),
+                scripts,
+                out,
+            )
+
+        return self._held(namespace, name, "rollback", run)
 
     def _run_rollback(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan, original = state.plan, state.original
@@ -1049,6 +1131,7 @@ class KubeRuntime:
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
         want = render.clean_object(original)
         if live is None:
+            _refuse_masked(want)
             self.kube.create(want)
             out.changed.append(f"recreated the original StatefulSet {plan.sts} ({plan.old_image})")
             return
@@ -1103,14 +1186,21 @@ class KubeRuntime:
             raise Refused(
                 f"the rollback of {namespace}/{name} stopped at {state.phase!r}", "run `pgleap resume`"
             )
-        if state.operation == "rollback":
-            self._cleanup(state.plan, out)  # the old cluster is the live one: keep its data
-            out.phase = "finalized"
-            return out
-        if state.operation == "upgrade":
-            self._set_phase(state.plan, "finalize", "finalize-started", out)
-            state = State("finalize", "finalize-started", state.plan, state.original, state.read_original)
-        return self._run_finalize(state, scripts, out)
+
+        def run() -> Outcome:
+            if state.operation == "rollback":
+                self._cleanup(state.plan, out)  # the old cluster is the live one: keep its data
+                out.phase = "finalized"
+                return out
+            current = state
+            if state.operation == "upgrade":
+                self._set_phase(state.plan, "finalize", "finalize-started", out)
+                current = State(
+                    "finalize", "finalize-started", state.plan, state.original, state.read_original
+                )
+            return self._run_finalize(current, scripts, out)
+
+        return self._held(namespace, name, "finalize", run)
 
     def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan = state.plan
@@ -1170,3 +1260,29 @@ class KubeRuntime:
         for cm in (render.scripts_cm_name(plan.sts), render.state_cm_name(plan.sts)):
             if self.kube.delete("ConfigMap", plan.namespace, cm):
                 out.changed.append(f"deleted ConfigMap {cm}")
+
+
+def _refuse_masked(sts: Mapping[str, Any]) -> None:
+    """Never create a StatefulSet with a masked secret in place of the user's value."""
+    masked = render.masked_left(sts)
+    if masked:
+        raise PgleapError(
+            f"cannot recreate StatefulSet {sts['metadata']['name']}: the literal value of "
+            f"{', '.join(masked)} is not stored by pgleap and no live StatefulSet holds it any more",
+            "re-apply your own StatefulSet manifest (it has the value), then `pgleap resume` or "
+            "`pgleap rollback`; better, move the value into a Secret",
+        )
+
+
+def _job_shape(job: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """What a Job runs: per container its name, image, command and env."""
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [
+        (
+            c.get("name"),
+            c.get("image"),
+            c.get("command"),
+            sorted(json.dumps(e, sort_keys=True) for e in c.get("env") or []),
+        )
+        for c in (pod.get("initContainers") or []) + (pod.get("containers") or [])
+    ]

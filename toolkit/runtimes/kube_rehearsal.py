@@ -24,6 +24,7 @@ from typing import Any
 from toolkit import guard, kube_rehearsal, render
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.kube_facts import StsFacts, gather, parse_image
+from toolkit.kube_lease import Lease
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import detect
 from toolkit.runtimes.kube import HookContext, KubeRuntime, Outcome, pod_ready
@@ -51,7 +52,9 @@ class _Run:
     @property
     def view(self) -> KubePlan:
         """The plan as the rehearsal StatefulSet's (its name: its Jobs, ConfigMaps, pods)."""
-        return dataclasses.replace(self.plan, sts=self.rname)
+        return dataclasses.replace(
+            self.plan, sts=self.rname, rehearsal_of=kube_rehearsal.label_value(self.facts.name)
+        )
 
     def context(self, pod: str, sts: str) -> HookContext:
         return HookContext(
@@ -107,7 +110,10 @@ class KubeRehearsal:
             "verdict": "no-go",
         }
         made_anything = False
+        # a run on production (upgrade, rollback…) and a rehearsal of it exclude each other
+        lease = Lease(self.kube, namespace, render.state_cm_name(name), "rehearse", log=self.log)
         try:
+            lease.acquire()
             with self._phase(result, "preflight", "the checks of a real run, on the rehearsal StatefulSet"):
                 run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, result)
                 self._refuse_leftovers(namespace, name)
@@ -135,6 +141,7 @@ class KubeRehearsal:
             result.update(reason=exc.message, what_to_do=exc.hint, exit_code=exc.exit_code)
             return result
         finally:
+            lease.release()
             if made_anything and not keep:
                 result["removed"] = self.remove(namespace, name)
             elif made_anything and result["verdict"] != "go":
@@ -177,7 +184,9 @@ class KubeRehearsal:
         if from_snapshot:
             objs.append(kube_rehearsal.clone_job(run.plan, run.sts))
         else:
-            user, secret = kube_rehearsal.replication_login(run.sts, run.facts)
+            user, secret = kube_rehearsal.replication_login(
+                run.sts, run.facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
+            )
             host = (
                 _source_host(run, self.kube.get("Pod", namespace, run.facts.pod_name)) or run.facts.pod_name
             )
@@ -281,7 +290,9 @@ class KubeRehearsal:
                 f"pod {facts.namespace}/{pod_name} is not running and ready: pg_basebackup copies a running server",
                 "start it, or rehearse with --from-snapshot",
             )
-        user, secret = kube_rehearsal.replication_login(run.sts, facts)
+        user, secret = kube_rehearsal.replication_login(
+            run.sts, facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
+        )
         with self._phase(
             run.result, "check replication access", "role, wal_level, wal senders, pg_hba.conf"
         ) as ph:
@@ -463,9 +474,9 @@ class KubeRehearsal:
 
     @staticmethod
     def _ours(obj: Mapping[str, Any], name: str, rname: str) -> bool:
-        """Made by a rehearsal of `name`: its labels, or the upgrade flow's labels for `rname`."""
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        return kube_rehearsal.is_rehearsal_object(obj, name) or labels.get(render.LABEL_STS) == rname[:63]
+        """Made by a rehearsal of `name`: its own labels (the clone's upgrade Jobs and ConfigMaps
+        carry them too). A name alone proves nothing: `rname` may be a real StatefulSet."""
+        return kube_rehearsal.is_rehearsal_object(obj, name)
 
 
 def _source_host(run: _Run, pod: Mapping[str, Any] | None) -> str | None:
