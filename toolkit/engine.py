@@ -19,6 +19,8 @@ import logging
 from dataclasses import asdict
 from typing import Protocol
 
+from rich.markup import escape
+
 from toolkit import faults, minimal
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
@@ -160,7 +162,7 @@ def _inspect_sql(server: Server, new: ImageFacts, report: Report) -> ClusterFact
     facts = cluster_facts(server)
     report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(server)
     for name in report.data["known_invalid_indexes"]:
-        report.say(f"  [yellow]already invalid[/] {name} (reported, not counted against the upgrade)")
+        report.say(f"  [yellow]already invalid[/] {escape(name)} (reported, not counted against the upgrade)")
     touched = traps.plan_findings(server, facts, new.extensions)
     report.data["traps"] = [
         {"trap": t.trap, "database": db, "column": f"{t.schema}.{t.table}.{t.column}", "type": t.type,
@@ -192,7 +194,9 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
     )
     changes = [a for a in plan.extension_actions if a.action != "none"]
     for a in changes:
-        report.say(f"  extension  {a.database}: {a.extension} {a.installed} -> {a.target} ({a.action})")
+        report.say(
+            f"  extension  {escape(a.database)}: {a.extension} {a.installed} -> {a.target} ({a.action})"
+        )
     if plan.collation_libraries_changed:
         report.say(
             f"  collation  glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> "
@@ -204,7 +208,7 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
             f"repaired in the extension update's transaction, then checked"
         )
     for w in plan.warnings:
-        report.say(f"  [yellow]warning[/]    {w}")
+        report.say(f"  [yellow]warning[/]    {escape(w)}")
 
 
 def upgrade(
@@ -402,7 +406,7 @@ def _prove(server: Server, state: RunState, report: Report, *, accept: bool) -> 
         "differences": comparison.differences,
     }
     for line in comparison.extension_differences:
-        report.say(f"  [dim]extension-owned, changed by its update (not user data):[/] {line}")
+        report.say(f"  [dim]extension-owned, changed by its update (not user data):[/] {escape(line)}")
     if comparison.identical:
         return
     if not accept:

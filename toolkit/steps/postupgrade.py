@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 
 from psycopg import sql
+from rich.markup import escape
 
 from toolkit import faults
 from toolkit.errors import VerificationFailed
@@ -247,9 +248,9 @@ def run(
         ph.detail = f"{len(updated)} updated" + (f", {len(left)} without update path" if left else "")
         ph.detail += f", {len(repaired)} columns repaired" if repaired else ""
         for item in left:
-            report.say(f"  [yellow]left as is[/] {item}")
+            report.say(f"  [yellow]left as is[/] {escape(item)}")
         for item in repaired:
-            report.say(f"  repaired   {item}")
+            report.say(f"  repaired   {escape(item)}")
     with report.phase("rebuild collation-dependent indexes", "REINDEX CONCURRENTLY" if serving else "") as ph:
         reindexed = reindex_collation_dependent(server, libc_changed=libc_changed, icu_changed=icu_changed)
         ph.detail = f"{len(reindexed)} indexes" if libc_changed or icu_changed else "libraries unchanged"
