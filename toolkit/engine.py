@@ -204,7 +204,7 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
         )
     for t in report.data.get("traps", []):
         report.say(
-            f"  trap       {t['database']}: {t['column']} (~{t['rows']} rows) crosses {t['trap']}: "
+            f"  trap       {escape(t['database'])}: {escape(t['column'])} (~{t['rows']} rows) crosses {t['trap']}: "
             f"repaired in the extension update's transaction, then checked"
         )
     for w in plan.warnings:
