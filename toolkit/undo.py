@@ -59,8 +59,13 @@ def _refusal_hint(target: Target, plan: UpgradePlan, state: RunState) -> str:
     )
 
 
+def _served_clients(state: RunState) -> bool:
+    """Whether the new cluster was opened to clients (before that, only pgleap's own server wrote to it)."""
+    return "started" in state.data.get("done_phases", []) or bool(state.data.get("switched_at"))
+
+
 def loss_summary(verdict: Verdict, state: RunState) -> str:
-    """What a copy/clone rollback drops: every write on the new cluster since it started."""
+    """What a copy/clone rollback drops: every write on the new cluster since it was opened to clients."""
     switched = state.data.get("switched_at")
     if switched:
         minutes = (time.time() - float(switched)) / 60
@@ -69,7 +74,7 @@ def loss_summary(verdict: Verdict, state: RunState) -> str:
             f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(float(switched)))})"
         )
     else:
-        since = "the new cluster has run (not yet opened to clients)"
+        since = "the upgraded database has served clients"
     return (
         f"{since}; its last checkpoint moved {verdict.switch_checkpoint or '?'} (after pg_upgrade) -> "
         f"{verdict.now_checkpoint or '?'}: every write made on it since is lost by the rollback"
@@ -98,7 +103,7 @@ def rollback(
             f"rollback is not possible, nothing was changed: {verdict.refusal}",
             _refusal_hint(target, plan, state),
         )
-    if verdict.new_ran:
+    if verdict.new_ran and _served_clients(state):
         loss = loss_summary(verdict, state)
         report.data["loses"] = loss
         if confirm is None:
@@ -122,6 +127,7 @@ def auto_restore(target: Target, *, report: Report, state: RunState) -> dict | N
         return None
     plan = plan_from_dict(state.data["plan"])
     try:
+        _reap(target, report)
         verdict = check(target, plan)
     except PgleapError:
         return None  # the check itself failed: leave everything as it is for the operator

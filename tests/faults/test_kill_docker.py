@@ -50,8 +50,10 @@ def assert_new(runtime, db, image_names, before, result) -> None:
         assert not leftovers, (name, leftovers)
 
 
-def upgrade_args(db, image_names, mode: str) -> list[str]:
-    return ["upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--mode", mode]
+def upgrade_args(db, image_names, mode: str, *, auto_restore: bool = False) -> list[str]:
+    """The upgrade as a user types it; these tests recover by hand, so no automatic restore by default."""
+    args = ["upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--mode", mode]
+    return args if auto_restore else [*args, "--no-auto-restore"]
 
 
 def key(db) -> str:
