@@ -30,9 +30,9 @@ def status(db) -> dict:
 
 
 def pgleap_dir(runtime, volume: str) -> str:
-    """The names inside <volume>/.pgleap ('' when it does not exist)."""
+    """The names inside <volume>/.pgleap ("(absent)" when it does not exist)."""
     out = runtime.docker.containers.run(
-        "debian:bookworm", ["bash", "-c", "ls -A /v/.pgleap 2>/dev/null | tr '\\n' ' '"],
+        "debian:bookworm", ["bash", "-c", "if [ -d /v/.pgleap ]; then ls -A /v/.pgleap | tr '\\n' ' '; else echo '(absent)'; fi"],
         volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True,
     )  # fmt: skip
     return out.decode().strip()
@@ -107,12 +107,13 @@ def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
     assert "the new cluster was kept in .pgleap/failed-new-" in text and f"on volume {db.volume}" in text
     assert f"pgleap cleanup docker --container {db.name}" in text
     assert_old_back(runtime, db, image_names, before)  # the row written after the switch is gone
-    assert "failed-new-" in pgleap_dir(runtime, db.volume)
+    kept = pgleap_dir(runtime, db.volume)
+    assert "failed-new-" in kept, (kept, proc.stdout, proc.stderr)
     assert status(db)["last_operation"]["operation"] == "rolled-back"
 
     proc = pgleap("cleanup", "docker", "--container", db.name, "-o", "json")
     assert result_json(proc)["status"] == "cleaned"
-    assert pgleap_dir(runtime, db.volume) == ""
+    assert pgleap_dir(runtime, db.volume) == "(absent)"
     assert f"pgleap-old-binaries-{db.volume}" not in [v.name for v in runtime.docker.volumes.list()]
     assert_old_back(runtime, db, image_names, before)
     assert status(db) == {"target": key(db), "phase": None}
