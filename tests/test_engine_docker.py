@@ -143,8 +143,9 @@ def test_link_mode_rollback_is_refused_after_the_new_cluster_ran(runtime, image_
     with pytest.raises(PgleapError, match="injected"):
         _upgrade(runtime, db, "15-3.3", image_names, fail_after="health")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
-    with pytest.raises(PgleapError, match="has been started"):
+    with pytest.raises(Refused, match="has been started") as refused:
         undo.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    assert f"pgleap resume docker --container {db.name}" in refused.value.hint  # the way that still works
     # The upgrade can still be finished.
     result = engine.upgrade(
         target, image_names["15-3.3"], report=Report(quiet=True), state=RunState(target.key)
