@@ -362,6 +362,12 @@ def _replicas(target: Target) -> list[str]:
 def finalize(target: Target, *, report: Report, state: RunState) -> dict:
     """Delete the old cluster and pgleap's leftovers, once the new cluster is verified and running."""
     if state.phase != "done":
+        last = (state.data.get("last_operation") or {}).get("operation")
+        if not state.phase and last:  # after a rollback there is nothing to finalize, only to clean up
+            raise Refused(
+                f"nothing to finalize for {target.key}: the last operation was {last}",
+                f"`{target.command('cleanup')}` deletes the kept new cluster and pgleap's scratch volume",
+            )
         raise PgleapError(
             f"the upgrade of {target.key} is not complete (phase: {state.phase or 'none'})",
             "finish it with `pgleap resume` (or undo it with `pgleap rollback`) before finalizing",

@@ -88,6 +88,9 @@ def test_container_killed(runtime, image_names, fresh_db, tmp_path, point, mode,
     code = kill_container_at(runtime, run, key(db), point, tmp_path)
     assert code != 0, run.stderr()
     assert "Traceback" not in run.stderr(), run.stderr()
+    if point != "collect":  # --no-auto-restore: left stopped for inspection, as it failed
+        assert runtime.docker.containers.get(db.name).status == "exited"
+        assert "serves again" not in run.stderr()
     proc = pgleap(then, "docker", "--container", db.name, "-o", "json")
     if then == "resume":
         assert_new(runtime, db, image_names, before, result_json(proc))

@@ -110,6 +110,8 @@ def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
     assert_old_back(runtime, db, image_names, before)  # the row written after the switch is gone
     assert on_volume(runtime, db.volume, "compgen -G '/v/.pgleap/failed-new-*'")
     assert status(db)["last_operation"]["operation"] == "rolled-back"
+    proc = pgleap("finalize", "docker", "--container", db.name)
+    assert proc.returncode == EXIT_REFUSED and "pgleap cleanup docker" in flat(proc.stderr), proc.stderr
 
     proc = pgleap("cleanup", "docker", "--container", db.name, "-o", "json")
     assert result_json(proc)["status"] == "cleaned"
@@ -144,12 +146,3 @@ def test_failure_before_the_point_of_no_return_restores_the_old_database(
     assert "Traceback" not in text
     assert_old_back(runtime, db, image_names, before)  # no command run since
     assert status(db)["last_operation"]["operation"] == "restored"
-
-
-def test_no_auto_restore_leaves_the_database_stopped(runtime, image_names, fresh_db):
-    db = fresh_db()
-    proc = pgleap(*upgrade_args(db, image_names, "link"), env={"PGLEAP_FAIL": "after-stopped"})
-    assert proc.returncode == EXIT_FAILED, proc.stderr
-    assert "serves again" not in flat(proc.stderr)
-    assert runtime.docker.containers.get(db.name).status == "exited"
-    assert status(db)["phase"] == "stopped"
