@@ -23,7 +23,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-action="${PGLEAP_ACTION:?PGLEAP_ACTION must be prepare, check, upgrade, rollback or finalize}"
+action="${PGLEAP_ACTION:?PGLEAP_ACTION must be prepare, check, upgrade, rollback, rollback-check, cleanup or finalize}"
 volume="${PGLEAP_VOLUME:?}"
 old_rel="${PGLEAP_OLD_REL-}"
 new_rel="${PGLEAP_NEW_REL-}"
