@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from toolkit import engine, images
+from toolkit import engine, images, undo
 from toolkit.errors import PgleapError, Refused
 from toolkit.report import Report
 from toolkit.runtimes.docker import DockerTarget
@@ -127,7 +127,7 @@ def test_rollback_in_link_mode_before_the_new_cluster_started(runtime, image_nam
     with pytest.raises(PgleapError, match="injected"):
         _upgrade(runtime, db, "17-3.5", image_names, fail_after="upgraded")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
-    engine.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    undo.rollback(target, report=Report(quiet=True), state=RunState(target.key))
     container = runtime.docker.containers.get(db.name)
     assert container.attrs["Config"]["Image"] == image_names["13-3.1"]
     assert verify.compare(before, db.fingerprint()).identical
@@ -139,7 +139,7 @@ def test_rollback_after_a_failed_post_upgrade_step_in_copy_mode(runtime, image_n
     with pytest.raises(PgleapError, match="injected"):
         _upgrade(runtime, db, "17-3.5", image_names, mode="copy", fail_after="health")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
-    engine.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    undo.rollback(target, report=Report(quiet=True), state=RunState(target.key))
     assert runtime.docker.containers.get(db.name).attrs["Config"]["Image"] == image_names["15-3.3"]
     assert verify.compare(before, db.fingerprint()).identical
 
@@ -149,8 +149,9 @@ def test_link_mode_rollback_is_refused_after_the_new_cluster_ran(runtime, image_
     with pytest.raises(PgleapError, match="injected"):
         _upgrade(runtime, db, "15-3.3", image_names, fail_after="health")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
-    with pytest.raises(PgleapError, match="has been started"):
-        engine.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    with pytest.raises(Refused, match="has been started") as refused:
+        undo.rollback(target, report=Report(quiet=True), state=RunState(target.key))
+    assert f"pgleap resume docker --container {db.name}" in refused.value.hint  # the way that still works
     # The upgrade can still be finished.
     result = engine.upgrade(
         target, image_names["15-3.3"], report=Report(quiet=True), state=RunState(target.key)

@@ -33,6 +33,7 @@ GROUPS = {
     "resume": "Continue an interrupted upgrade from its last finished phase.",
     "rollback": "Bring the old cluster back (until the point of no return).",
     "finalize": "Delete the old cluster once the new one is verified.",
+    "cleanup": "After a rollback: delete the kept new cluster and pgleap's scratch volume.",
     "rehearse": "Run the whole upgrade on a clone while production keeps running.",
 }
 groups: dict[str, typer.Typer] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -12,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit import engine
-from toolkit.errors import EXIT_OK, PgleapError
+from toolkit import engine, undo
+from toolkit.errors import EXIT_FAILED, EXIT_OK, PgleapError
 from toolkit.report import Report, print_findings, print_verdict
 from toolkit.state import RunState, locked
 
@@ -71,6 +72,38 @@ def _lifecycle(step: Callable[..., dict], container: str | None, volume: str | N
     _emit(result, output, report)
 
 
+def _restorable(exc: Exception) -> bool:
+    """Errors after which the old database may be brought back: pgleap's own, a server or container dying."""
+    import docker.errors
+    import psycopg
+
+    return isinstance(exc, PgleapError | psycopg.Error | docker.errors.DockerException)
+
+
+def _auto_restore(target, state: RunState, report: Report, exc: Exception) -> None:
+    """The upgrade failed: restart the old database if it is still possible; then report the cause, exit 1."""
+    try:
+        restored = undo.auto_restore(target, report=report, state=state)
+    except PgleapError as again:
+        report.say(f"[red]the automatic restore failed too[/]: {again.message}")
+        return
+    if restored is None:
+        return
+    cause = exc.message if isinstance(exc, PgleapError) else str(exc).strip().splitlines()[0]
+    kept = (
+        f"; the failed new cluster is kept in {restored['kept_new_cluster']}"
+        if restored.get("kept_new_cluster")
+        else ""
+    )
+    detail = f"\n{exc.hint}" if isinstance(exc, PgleapError) and exc.hint else ""
+    raise PgleapError(
+        f"{cause} — the upgrade was undone: the database serves again on its old image ({target.source_image})",
+        f"fix the cause, then run the upgrade again{kept}; `{restored['cleanup']}` removes what the failed run "
+        f"left; `--no-auto-restore` leaves the database stopped for inspection instead{detail}",
+        exit_code=EXIT_FAILED,
+    ) from None
+
+
 def _emit(result: dict, output: str, report: Report) -> None:
     if output == "json":
         print(json.dumps(result, indent=2, default=str))
@@ -104,6 +137,12 @@ def _summary(result: dict, report: Report) -> None:
         out.print(
             f"downtime: [bold]{result['downtime_seconds']:.1f} s[/] (database stopped -> upgraded one accepting)"
         )
+    if result.get("loses"):
+        out.print(f"dropped: {result['loses']}", markup=False)
+    if result.get("status") in ("rolled-back", "restored"):
+        if result.get("kept_new_cluster"):
+            out.print(f"the new cluster was kept in {result['kept_new_cluster']}", markup=False)
+        out.print(f"remove it and pgleap's scratch volume with: {result['cleanup']}", markup=False)
     out.print(f"status: [bold]{escape(str(result.get('status')))}[/]")
 
 
@@ -162,6 +201,14 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
                 "and health checks run on the serving database (no fingerprints; needs --container)"
             ),
         ] = "verified",
+        no_auto_restore: Annotated[
+            bool,
+            typer.Option(
+                "--no-auto-restore",
+                help="On a failure before the point of no return, leave the database stopped for "
+                "inspection (default: pgleap restarts the old container by itself).",
+            ),
+        ] = False,
         output: Output = "text",
     ) -> None:
         """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
@@ -169,10 +216,16 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         report = Report(quiet=output != "text")
         replicas = [] if no_replicas else (replica or None)
         with locked(target.key):
-            result = engine.upgrade(
-                target, to, mode=mode, verify_data=not no_verify, downtime=downtime, dry_run=dry_run,
-                report=report, state=state, replicas=replicas,
-            )  # fmt: skip
+            try:
+                result = engine.upgrade(
+                    target, to, mode=mode, verify_data=not no_verify, downtime=downtime, dry_run=dry_run,
+                    report=report, state=state, replicas=replicas,
+                )  # fmt: skip
+            except Exception as exc:
+                if no_auto_restore or not _restorable(exc):
+                    raise
+                _auto_restore(target, state, report, exc)
+                raise
         _emit(result, output, report)
 
     @groups["rehearse"].command("docker")
@@ -292,9 +345,37 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         _emit(result, output, report)
 
     @groups["rollback"].command("docker")
-    def rollback_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
-        """Put the old cluster back on its old image (the new one is kept aside)."""
-        _lifecycle(engine.rollback, container, volume, output)
+    def rollback_docker(
+        container: Container = None,
+        volume: Volume = None,
+        yes: Annotated[
+            bool,
+            typer.Option(
+                "--yes", "-y", help="Accept losing the writes made on the new cluster (copy/clone)."
+            ),
+        ] = False,
+        output: Output = "text",
+    ) -> None:
+        """Put the old cluster back on its old image (the new one is kept aside; see `cleanup docker`)."""
+
+        def ask(loss: str) -> bool:
+            return typer.confirm(f"{loss}. Roll back anyway?", default=False, err=True)
+
+        confirm = (lambda _loss: True) if yes else (ask if sys.stdin.isatty() else None)
+
+        def step(target, *, report, state):
+            return undo.rollback(target, report=report, state=state, confirm=confirm)
+
+        _lifecycle(step, container, volume, output)
+
+    @groups["cleanup"].command("docker")
+    def cleanup_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
+        """After a rollback or an automatic restore: delete the kept new cluster and the scratch volume."""
+        target, state = _target(container, volume, None, None)
+        report = Report(quiet=output != "text")
+        with locked(target.key):
+            result = undo.cleanup(target, report=report, state=state)
+        _emit(result, output, report)
 
     @groups["finalize"].command("docker")
     def finalize_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:

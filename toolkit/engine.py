@@ -16,6 +16,7 @@ twice is safe. The old cluster stays on the volume until `finalize`.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from typing import Protocol
 
@@ -65,7 +66,11 @@ class Target(Protocol):
     def stop_source(self) -> None: ...
     def start_source(self) -> None: ...
     def start_new(self, plan: UpgradePlan) -> None: ...
-    def restore_source(self, plan: UpgradePlan) -> None: ...
+    def restore_source(self, plan: UpgradePlan) -> str: ...  # upgrade.sh rollback's output
+    def stopped_by_run(self) -> bool: ...  # the run stopped the database and it does not serve now
+    def command(self, verb: str) -> str: ...  # e.g. "pgleap resume docker --container db"
+    def volume_path(self, path: str) -> str: ...  # a path upgrade.sh printed, as the user finds it
+    def cleanup_scratch(self) -> None: ...
     def analyze(self, server: Server, plan: UpgradePlan) -> str: ...
     def cleanup(self, plan: UpgradePlan) -> None: ...
     def describe(self) -> dict: ...
@@ -93,7 +98,8 @@ def _warn_no_return(plan: UpgradePlan, report: Report, when: str) -> None:
     report.data["point_of_no_return"] = point_of_no_return(plan)
     report.say(
         f"[bold yellow]point of no return[/]: {when}; from here on `pgleap rollback` cannot bring "
-        f"the old cluster back ({plan.mode} mode) and only a backup or snapshot can"
+        f"the old cluster back ({plan.mode} mode): an interrupted run is finished with `pgleap resume`, "
+        "and only a backup or snapshot brings back the old version"
     )
 
 
@@ -385,7 +391,7 @@ def upgrade(
     if not _reached(state, "started"):
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
-        checkpoint("started")
+        checkpoint("started", switched_at=time.time())  # a copy/clone rollback says what it drops
     report.up()
     return _finish(target, plan, report, state, checkpoint)
 
@@ -455,25 +461,15 @@ def _replicas(target: Target) -> list[str]:
     return finder() if finder else []
 
 
-def rollback(target: Target, *, report: Report, state: RunState) -> dict:
-    """Bring the old cluster back on its old image; the new one is kept aside, not deleted."""
-    if not state.data.get("plan"):
-        raise PgleapError(f"no upgrade recorded for {target.key}: nothing to roll back")
-    plan = plan_from_dict(state.data["plan"])
-    _reap(target, report)
-    with report.phase("restore the old cluster", "upgrade.sh rollback") as ph:
-        target.restore_source(plan)
-        ph.detail = f"{plan.layout.old_pgdata} on {plan.source_image}"
-    for name in state.data.get("replicas", []):  # each restore is a no-op for an untouched standby
-        with report.phase(f"restore standby {name}", "old data back, old image"):
-            target.restore_replica(plan, name)
-    state.clear()
-    return {**report.to_dict(), "status": "rolled-back"}
-
-
 def finalize(target: Target, *, report: Report, state: RunState) -> dict:
     """Delete the old cluster and pgleap's leftovers, once the new cluster is verified and running."""
     if state.phase != "done":
+        last = (state.data.get("last_operation") or {}).get("operation")
+        if not state.phase and last:  # after a rollback there is nothing to finalize, only to clean up
+            raise Refused(
+                f"nothing to finalize for {target.key}: the last operation was {last}",
+                f"`{target.command('cleanup')}` deletes the kept new cluster and pgleap's scratch volume",
+            )
         raise PgleapError(
             f"the upgrade of {target.key} is not complete (phase: {state.phase or 'none'})",
             "finish it with `pgleap resume` (or undo it with `pgleap rollback`) before finalizing",
@@ -518,4 +514,4 @@ def fingerprint_from_dict(data: dict) -> verify.Fingerprint:
     )
 
 
-__all__ = ["ClusterFacts", "DatabaseFacts", "finalize", "plan_upgrade", "rollback", "upgrade"]
+__all__ = ["ClusterFacts", "DatabaseFacts", "finalize", "plan_upgrade", "upgrade"]

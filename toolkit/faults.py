@@ -5,7 +5,8 @@ test can SIGKILL pgleap, or a container, exactly there. With
 ``PGLEAP_FAULT_RELEASE=<file>`` it goes on once that file exists (the test killed
 a container and wants pgleap to meet the broken world). The container scripts
 honour the same variable (lib.sh `fault`). Unset, as in every real run, nothing
-here does anything.
+here does anything. ``PGLEAP_FAIL=<point>`` makes pgleap fail at a point instead
+(an error, as when a step fails there), for the automatic-restore tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 
 ENV = "PGLEAP_FAULT"
+FAIL_ENV = "PGLEAP_FAIL"
 RELEASE_ENV = "PGLEAP_FAULT_RELEASE"
 
 
@@ -28,7 +30,12 @@ def announce(name: str) -> None:
 
 
 def point(name: str) -> None:
-    """Wait here (to be killed) when PGLEAP_FAULT names this point; return at once otherwise."""
+    """Wait here (to be killed) when PGLEAP_FAULT names this point, fail when PGLEAP_FAIL does;
+    return at once otherwise."""
+    if os.environ.get(FAIL_ENV) == name:
+        from toolkit.errors import PgleapError
+
+        raise PgleapError(f"injected failure at {name} (test-only PGLEAP_FAIL)")
     if not armed(name):
         return
     announce(name)

@@ -29,6 +29,7 @@ Needs a container to start (a bare volume has nothing to serve from).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from toolkit.errors import Refused
@@ -90,7 +91,7 @@ def run(
     if not reached("started"):
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
-        checkpoint("started")
+        checkpoint("started", switched_at=time.time())
         report.up()
 
     server = target.serving_server(plan)

@@ -27,6 +27,7 @@ PYTHON_POINTS = {"after-collected", "after-upgraded", "extensions", "reindex"}
 def pgleap(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "toolkit", *args],
+        stdin=subprocess.DEVNULL,  # never a terminal: nothing may wait for an answer
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -48,6 +49,7 @@ class Running:
 def start(*args: str, env: dict | None = None) -> Running:
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolkit", *args],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

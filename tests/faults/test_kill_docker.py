@@ -50,8 +50,10 @@ def assert_new(runtime, db, image_names, before, result) -> None:
         assert not leftovers, (name, leftovers)
 
 
-def upgrade_args(db, image_names, mode: str) -> list[str]:
-    return ["upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--mode", mode]
+def upgrade_args(db, image_names, mode: str, *, auto_restore: bool = False) -> list[str]:
+    """The upgrade as a user types it; these tests recover by hand, so no automatic restore by default."""
+    args = ["upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--mode", mode]
+    return args if auto_restore else [*args, "--no-auto-restore"]
 
 
 def key(db) -> str:
@@ -86,6 +88,9 @@ def test_container_killed(runtime, image_names, fresh_db, tmp_path, point, mode,
     code = kill_container_at(runtime, run, key(db), point, tmp_path)
     assert code != 0, run.stderr()
     assert "Traceback" not in run.stderr(), run.stderr()
+    if point != "collect":  # --no-auto-restore: left stopped for inspection, as it failed
+        assert runtime.docker.containers.get(db.name).status == "exited"
+        assert "serves again" not in run.stderr()
     proc = pgleap(then, "docker", "--container", db.name, "-o", "json")
     if then == "resume":
         assert_new(runtime, db, image_names, before, result_json(proc))

@@ -10,6 +10,9 @@
 #   upgrade   (check if not done), pg_upgrade, carry the configuration over,
 #             then put the new cluster where the new image expects it
 #   rollback  put the old cluster back where it was, keep the new one aside
+#   rollback-check  (read-only) whether rollback is possible and whether the new
+#             cluster has run (what a copy/clone rollback would drop)
+#   cleanup   after a rollback: delete the kept new cluster(s) and pgleap's working files
 #   finalize  delete the old cluster and pgleap's working files
 #   place     (standby re-seed) move a pg_basebackup from the staging folder into place
 #
@@ -20,7 +23,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-action="${PGLEAP_ACTION:?PGLEAP_ACTION must be prepare, check, upgrade, rollback or finalize}"
+action="${PGLEAP_ACTION:?PGLEAP_ACTION must be prepare, check, upgrade, rollback, rollback-check, cleanup or finalize}"
 volume="${PGLEAP_VOLUME:?}"
 old_rel="${PGLEAP_OLD_REL-}"
 new_rel="${PGLEAP_NEW_REL-}"
@@ -415,23 +418,56 @@ do_upgrade() {
 	print_results
 }
 
-do_rollback() {
-	PGLEAP_STEP=rollback
-	local recorded_mode="" recorded_cp="" now_cp failed
+# The one rollback decision, read-only (the `rollback-check` action prints it, `rollback`
+# obeys it; the Docker and Kubernetes runtimes ask it before they touch anything).
+# The new cluster "has run" once its control data changed after pg_upgrade ended: a
+# server that ran and stopped cleanly wrote a new shutdown checkpoint, one that runs
+# now or was killed leaves the state "in production". --downtime minimal starts the
+# new cluster in the user's container, and a container removed by force never
+# checkpoints: the checkpoint alone missed that, the state does not.
+# Sets rb_refusal (empty: rollback possible), rb_new_ran, rb_switch_cp, rb_now_cp, rb_new_state.
+rollback_verdict() {
+	local recorded_mode="" effective
+	rb_refusal="" rb_new_ran=no rb_switch_cp="" rb_now_cp="" rb_new_state=""
 	if [ -f "$state/upgraded" ]; then
 		recorded_mode="$(sed -nE 's/.*mode=([a-z]+).*/\1/p' "$state/upgraded")"
-		recorded_cp="$(sed -nE 's/.*checkpoint=([^ ]+).*/\1/p' "$state/upgraded")"
+		rb_switch_cp="$(sed -nE 's/.*checkpoint=([^ ]+).*/\1/p' "$state/upgraded")"
 	fi
-	if [ "$mode" = swap ] && [ -f "$state/pg_upgrade-started" ]; then
-		die "pg_upgrade --swap has run: the old cluster's files now belong to the new cluster; restore from a snapshot or backup instead"
+	effective="${recorded_mode:-$mode}"
+	if [ "$effective" = swap ] && [ -f "$state/pg_upgrade-started" ]; then
+		rb_refusal="pg_upgrade --swap has run: the old cluster's files now belong to the new cluster; restore from a snapshot or backup instead"
+		return 0
 	fi
-	if [ -f "$state/placed" ] && [ "${recorded_mode:-$mode}" = link ]; then
+	if [ -f "$state/placed" ] && [ -f "$new_data/global/pg_control" ]; then
 		server_paths
-		now_cp="$(controldata_field "$PG_BINDIR" "$new_data" 'Latest checkpoint location' || true)"
-		if [ -n "$recorded_cp" ] && [ "$now_cp" != "$recorded_cp" ]; then
-			die "the new cluster has been started (checkpoint moved $recorded_cp -> $now_cp); with --link the old cluster shares its files and can no longer be used safely. Restore from a snapshot or backup"
+		rb_now_cp="$(controldata_field "$PG_BINDIR" "$new_data" 'Latest checkpoint location' || true)"
+		rb_new_state="$(controldata_field "$PG_BINDIR" "$new_data" 'Database cluster state' || true)"
+		if [ "$rb_new_state" != "shut down" ] || { [ -n "$rb_switch_cp" ] && [ "$rb_now_cp" != "$rb_switch_cp" ]; }; then
+			rb_new_ran=yes
 		fi
 	fi
+	if [ "$rb_new_ran" = yes ] && [ "$effective" = link ]; then
+		rb_refusal="the new cluster has been started (state: $rb_new_state; checkpoint ${rb_switch_cp:-?} after pg_upgrade, $rb_now_cp now); with --link the old cluster shares its files and can no longer be used safely"
+	fi
+	return 0
+}
+
+do_rollback_check() {
+	PGLEAP_STEP=rollback-check
+	rollback_verdict
+	result new_ran "$rb_new_ran"
+	result switch_checkpoint "$rb_switch_cp"
+	result now_checkpoint "$rb_now_cp"
+	result new_state "$rb_new_state"
+	[ -n "$rb_refusal" ] && result refused "$rb_refusal"
+	return 0
+}
+
+do_rollback() {
+	PGLEAP_STEP=rollback
+	local failed
+	rollback_verdict
+	[ -z "$rb_refusal" ] || die "$rb_refusal. Restore from a snapshot or backup"
 	failed="$state/failed-new-$(date -u +%Y%m%dT%H%M%S)"
 	if $same_place && { [ -f "$state/placed" ] || [ -f "$state/old-aside" ] || [ -f "$state/moving-aside" ]; }; then
 		# Whatever is in $new_data once the new cluster's move began is the new
@@ -484,6 +520,32 @@ do_finalize() {
 	result finalized "$new_data"
 }
 
+# After a rollback (or a restore after a failed run): the kept new clusters
+# (failed-new-*) and pgleap's working files go; refused while the markers say an
+# upgrade is under way or done (that is finalize's or rollback's business).
+do_cleanup() {
+	PGLEAP_STEP=cleanup
+	local marker kept=0 entry
+	if [ ! -d "$state" ]; then
+		log "nothing to clean up: no $state"
+		result cleaned none
+		return
+	fi
+	for marker in placed old-aside moving-aside moving-new upgraded pg_upgrade-started; do
+		[ ! -e "$state/$marker" ] || die "an upgrade is under way or done on this volume ($state/$marker exists); finish it with resume/finalize or undo it with rollback"
+	done
+	if [ -d "$aside" ] && [ -n "$(ls -A "$aside" 2>/dev/null)" ]; then
+		die "$aside is not empty (it may hold the old cluster); run rollback first"
+	fi
+	for entry in "$state"/failed-new-*; do
+		[ -e "$entry" ] || continue
+		log "deleting the kept new cluster $entry"
+		kept=$((kept + 1))
+	done
+	rm -rf "$state"
+	result cleaned "$kept"
+}
+
 # A standby re-seeded by pg_basebackup into the staging folder: put it where the new
 # image expects PGDATA, the old standby aside (kept until finalize, restored by rollback).
 do_place() {
@@ -529,6 +591,8 @@ case "$action" in
 	check|upgrade) do_upgrade ;;
 	place) do_place ;;
 	rollback) do_rollback ;;
+	rollback-check) do_rollback_check ;;
+	cleanup) do_cleanup ;;
 	finalize) do_finalize ;;
 	*) die "unknown PGLEAP_ACTION $action" ;;
 esac

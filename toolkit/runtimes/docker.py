@@ -835,18 +835,48 @@ class DockerTarget:
         self.rt.start(self.container_name)
         self.rt.wait_accepting(self.container_name, plan.superuser, self.source.password)
 
-    def restore_source(self, plan: UpgradePlan) -> None:
+    def restore_source(self, plan: UpgradePlan) -> str:
+        """The old container back under its name, the old cluster back in place; upgrade.sh's output.
+
+        Only called once `rollback-check` allowed it (toolkit/undo.py): nothing here decides.
+        """
         if self.container_name:
             self.rt.remove(self.new_name)  # pre-created by --downtime minimal, never started
         if self.container_name and self.rt.exists(self.old_name):
-            self.rt.remove(self.container_name)
+            if self.rt.exists(self.container_name):  # the new cluster (copy/clone) stops cleanly, then goes
+                self.rt.stop_container(self.container_name)
+                self.rt.remove(self.container_name)
             self.rt.rename(self.old_name, self.container_name)
         self.stop_source()
-        self.run_action(plan, "rollback")
+        out = self.run_action(plan, "rollback")
         if self.container_name and self.rt.exists(self.container_name):
             self.rt.start(self.container_name)
             password = self.source.password if self.source else None
             self.rt.wait_accepting(self.container_name, plan.superuser, password)
+        return out
+
+    def stopped_by_run(self) -> bool:
+        """A container this run stopped or replaced, not serving on its old image now (bare volume: False)."""
+        if not self.container_name:
+            return False
+        if self.rt.exists(self.old_name):
+            return True
+        if not self.rt.exists(self.container_name):
+            return False
+        current = self.rt.source_container(self.container_name)
+        return not current.running or current.image != self.source_image
+
+    def command(self, verb: str) -> str:
+        where = (
+            f"--container {self.container_name}" if self.container_name else f"--volume {self.volume.source}"
+        )
+        return f"pgleap {verb} docker {where}"
+
+    def volume_path(self, path: str) -> str:
+        rel = path.removeprefix(VOLUME).lstrip("/")
+        if self.volume.kind == "bind":
+            return os.path.join(self.volume.source, rel)
+        return f"{rel} on volume {self.volume.source}"
 
     def analyze(self, server: Server, plan: UpgradePlan) -> str:
         """vacuumdb from the new image against the temporary server's socket (18+: missing stats first)."""

@@ -1,0 +1,148 @@
+"""The way back (issue 14 "Rollback", issue 13 automatic restore), through the real CLI.
+
+Rollback decides before it acts: refused (exit 3) whenever it cannot bring back what
+it claims, and then nothing has changed; in copy mode it says what it drops and asks.
+A failed upgrade before the point of no return brings the old database back by itself.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.faults.conftest import SOURCE, TARGET
+from tests.faults.harness import fault_env, kill_container_at, pgleap, result_json, start
+from tests.faults.test_kill_docker import assert_old_back, key, upgrade_args
+from toolkit.errors import EXIT_FAILED, EXIT_REFUSED
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def status(db) -> dict:
+    proc = pgleap("status", "docker", "--container", db.name)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def on_volume(runtime, volume: str, test: str) -> bool:
+    """Whether a shell test about the volume (mounted at /v) holds: read from the exit status,
+    since a short container's log can come back empty."""
+    status, _, _ = runtime.run_to_exit(
+        "debian:bookworm", entrypoint=["bash", "-c"], command=[test],
+        volumes={volume: {"bind": "/v", "mode": "ro"}},
+    )  # fmt: skip
+    return status == 0
+
+
+def write_after_switch(db) -> None:
+    with db.server().connect("postgres") as conn:
+        conn.execute("CREATE TABLE after_switch (i int)")
+        conn.execute("INSERT INTO after_switch VALUES (42)")
+
+
+def rows_after_switch(db) -> list:
+    return db.server().query("postgres", "SELECT i FROM after_switch")
+
+
+def assert_upgraded_serving(runtime, db, image_names) -> None:
+    container = runtime.docker.containers.get(db.name)
+    assert container.status == "running"
+    assert container.attrs["Config"]["Image"] == image_names[TARGET]
+    assert rows_after_switch(db) == [(42,)]
+
+
+@pytest.mark.parametrize("downtime", ["verified", "minimal"])
+def test_link_rollback_after_the_switch_is_refused_and_changes_nothing(
+    runtime, image_names, fresh_db, downtime
+):
+    """Issue 14 rollback rows 1-2: minimal mode used to roll back (new row lost, indexes 0 bytes);
+    the default mode used to remove the upgraded container before refusing (production down)."""
+    db = fresh_db()
+    proc = pgleap(*upgrade_args(db, image_names, "link"), "--downtime", downtime, "-o", "json")
+    assert result_json(proc)["status"] == "upgraded"
+    write_after_switch(db)
+    recorded = status(db)
+    proc = pgleap("rollback", "docker", "--container", db.name)
+    text = flat(proc.stderr)
+    assert proc.returncode == EXIT_REFUSED, text
+    assert "rollback is not possible, nothing was changed" in text
+    assert "can no longer be used safely" in text
+    assert "complete and keeps serving" in text and "backup or snapshot" in text
+    assert "Traceback" not in text
+    assert_upgraded_serving(runtime, db, image_names)
+    assert (
+        runtime.docker.containers.get(f"{db.name}-pgleap-old").attrs["Config"]["Image"] == image_names[SOURCE]
+    )
+    assert status(db) == recorded
+
+
+def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
+    runtime, image_names, fresh_db
+):
+    db = fresh_db()
+    before = db.fingerprint()
+    proc = pgleap(*upgrade_args(db, image_names, "copy"), "-o", "json")
+    assert result_json(proc)["status"] == "upgraded"
+    write_after_switch(db)
+    recorded = status(db)
+
+    # No terminal and no --yes: refused, nothing changed.
+    proc = pgleap("rollback", "docker", "--container", db.name)
+    text = flat(proc.stderr)
+    assert proc.returncode == EXIT_REFUSED, text
+    assert "rollback would drop data, nothing was changed" in text
+    assert "served clients for" in text and "checkpoint moved" in text
+    assert "--yes" in text
+    assert_upgraded_serving(runtime, db, image_names)
+    assert status(db) == recorded
+
+    proc = pgleap("rollback", "docker", "--container", db.name, "--yes")
+    text = flat(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert "dropped: the upgraded database has served clients" in text
+    assert "the new cluster was kept in .pgleap/failed-new-" in text and f"on volume {db.volume}" in text
+    assert f"pgleap cleanup docker --container {db.name}" in text
+    assert_old_back(runtime, db, image_names, before)  # the row written after the switch is gone
+    assert on_volume(runtime, db.volume, "compgen -G '/v/.pgleap/failed-new-*'")
+    assert status(db)["last_operation"]["operation"] == "rolled-back"
+    proc = pgleap("finalize", "docker", "--container", db.name)
+    assert proc.returncode == EXIT_REFUSED and "pgleap cleanup docker" in flat(proc.stderr), proc.stderr
+
+    proc = pgleap("cleanup", "docker", "--container", db.name, "-o", "json")
+    assert result_json(proc)["status"] == "cleaned"
+    assert on_volume(runtime, db.volume, "test ! -e /v/.pgleap && test -f /v/PG_VERSION")
+    assert f"pgleap-old-binaries-{db.volume}" not in [v.name for v in runtime.docker.volumes.list()]
+    assert_old_back(runtime, db, image_names, before)
+    assert status(db) == {"target": key(db), "phase": None}
+
+
+# Failures before the point of no return: (how, point). "fail": pgleap fails at its own point
+# (PGLEAP_FAIL); "kill": the container running pg_upgrade dies in the middle of the link transfer.
+FAILURES = [("fail", "after-stopped"), ("fail", "after-fingerprinted"), ("kill", "transfer")]
+
+
+@pytest.mark.parametrize(("how", "point"), FAILURES, ids=[p for _, p in FAILURES])
+def test_failure_before_the_point_of_no_return_restores_the_old_database(
+    runtime, image_names, fresh_db, tmp_path, how, point
+):
+    db = fresh_db()
+    before = db.fingerprint()
+    args = upgrade_args(db, image_names, "link", auto_restore=True)
+    if how == "fail":
+        proc = pgleap(*args, env={"PGLEAP_FAIL": point})
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        run = start(*args, env=fault_env(point, tmp_path))
+        code, stderr = kill_container_at(runtime, run, key(db), point, tmp_path), run.stderr()
+    text = flat(stderr)
+    assert code == EXIT_FAILED, text
+    assert "the upgrade was undone: the database serves again on its old image" in text
+    assert "injected failure" in text if how == "fail" else "upgrade.sh" in text
+    assert "Traceback" not in text
+    assert_old_back(runtime, db, image_names, before)  # no command run since
+    assert status(db)["last_operation"]["operation"] == "restored"
