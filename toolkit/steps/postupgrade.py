@@ -102,7 +102,8 @@ def _update_checked(conn, db: str, stale: dict[str, tuple[str, str, bool]]) -> l
     if skip == "all":
         return repaired
     covered = {f"{c.schema}.{c.table}.{c.column}" for c in columns}
-    unknown = [c for c in traps.reshaped_columns(conn, shapes) if c.split(" ")[0] not in covered]
+    reshaped = traps.reshaped_columns(conn, shapes)
+    unknown = [f"{key} ({typ})" for key, typ in reshaped.items() if key not in covered]
     if unknown:
         raise VerificationFailed(
             f"{db}: the extension update changed the storage of types used by "
