@@ -7,6 +7,11 @@ client's own `ApiException` (404/409). Every call is logged with its RBAC verb
 and resource, `error_hook` can make any call fail, and a small controller
 simulation (StatefulSet pods, Job completion, snapshot readiness) can be turned
 off to drive those transitions by hand through the `*_for_test` helpers.
+
+Jobs do not simply succeed: the main container of an upgrade/rollback/rollback-check/
+finalize Job follows a model of upgrade.sh's rules on its data volume (`volumes`),
+so a link rollback after the new cluster ran fails as it does on a cluster;
+`job_results` still forces an outcome by Job name.
 """
 
 from __future__ import annotations
@@ -116,6 +121,8 @@ class FakeKubernetesApi:
         self.error_hook: Callable[[Call], Exception | None] | None = None
         self.simulate = True  # StatefulSet/Job/snapshot controllers act at once
         self.job_results: dict[str, str] = {}  # job name → "Complete" | "Failed" | "Running"
+        # (namespace, claim) → upgrade.sh's state on that volume: placed, mode, new_ran
+        self.volumes: dict[tuple[str, str], dict[str, Any]] = {}
         self.node = "node-a"
         self.nodes: dict[str, str] = {}  # pod name → node, where it differs from `node`
         self._serial = itertools.count(1)
@@ -410,8 +417,11 @@ class FakeKubernetesApi:
         if kind == "StatefulSet":
             self._reconcile_sts(namespace or "", name, before)
         elif kind == "Job":
-            result = self.job_results.get(name, "Complete")
-            if result != "Running":
+            result = self.job_results.get(name)
+            if result is None:
+                ok, log = self._run_job_model(namespace or "", name)
+                self.finish_job_for_test(namespace or "", name, succeeded=ok, log=log)
+            elif result != "Running":
                 self.finish_job_for_test(namespace or "", name, succeeded=result == "Complete")
         elif kind == "VolumeSnapshot":
             self.set_status_for_test("VolumeSnapshot", namespace, name, {"readyToUse": True})
@@ -481,12 +491,65 @@ class FakeKubernetesApi:
                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
             }
             self._store("Pod", pod)  # a changed template rolls the pod
+            for t in templates:  # a server started on a placed new cluster: it "has run"
+                vol = self.volumes.get((namespace, f"{t}-{name}-{i}"))
+                if vol and vol.get("placed"):
+                    vol["new_ran"] = True
         self.set_status_for_test(
             "StatefulSet",
             namespace,
             name,
             {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas},
         )
+
+    def _run_job_model(self, namespace: str, name: str) -> tuple[bool, str | None]:
+        """upgrade.sh's volume rules, modelled on `volumes` (see the class docstring).
+
+        The upgrade action leaves the new cluster placed (mode recorded); a StatefulSet pod
+        started on a placed volume makes the new cluster "run"; rollback and rollback-check
+        apply upgrade.sh's rollback_verdict (link + ran: refused); rollback and finalize
+        clear the volume's state. Jobs without a main `upgrade` container (standbys) succeed.
+        """
+        job = self.get_for_test("Job", namespace, name) or {}
+        spec = job["spec"]["template"]["spec"]
+        main = next((c for c in spec["containers"] if c["name"] == "upgrade"), None)
+        claim = next(
+            (
+                v["persistentVolumeClaim"]["claimName"]
+                for v in spec.get("volumes") or []
+                if v["name"] == "data"
+            ),
+            None,
+        )
+        if main is None or claim is None:
+            return True, None
+        env = {e["name"]: e.get("value") for e in main.get("env") or []}
+        action, key = env.get("PGLEAP_ACTION"), (namespace, claim)
+        vol = self.volumes.get(key, {})
+        ran_link = vol.get("placed") and vol.get("new_ran") and vol.get("mode") == "link"
+        refusal = (
+            "the new cluster has been started (state: in production; checkpoint 0/A after pg_upgrade, "
+            "0/B now); with --link the old cluster shares its files and can no longer be used safely"
+        )
+        if action == "upgrade":
+            self.volumes[key] = {"placed": True, "new_ran": False, "mode": env.get("PGLEAP_MODE", "link")}
+            return True, None
+        if action == "rollback-check":
+            ran = "yes" if vol.get("placed") and vol.get("new_ran") else "no"
+            lines = [f"PGLEAP new_ran={ran}", "PGLEAP switch_checkpoint=0/A"]
+            if ran == "yes":
+                lines += ["PGLEAP now_checkpoint=0/B", "PGLEAP new_state=in production"]
+            if ran_link:
+                lines.append(f"PGLEAP refused={refusal}")
+            return True, "\n".join(lines) + "\n"
+        if action == "rollback":
+            if ran_link:
+                return False, f"upgrade.sh: error: {refusal}. Restore from a snapshot or backup\n"
+            self.volumes.pop(key, None)
+            return True, None
+        if action == "finalize":
+            self.volumes.pop(key, None)
+        return True, None
 
     def _pods_of_job(self, namespace: str, job: str) -> list[str]:
         return [
@@ -521,7 +584,9 @@ class FakeKubernetesApi:
     def delete_pod_for_test(self, namespace: str, name: str) -> None:
         self.objects.pop((namespace, "Pod", name), None)
 
-    def finish_job_for_test(self, namespace: str, name: str, *, succeeded: bool = True) -> None:
+    def finish_job_for_test(
+        self, namespace: str, name: str, *, succeeded: bool = True, log: str | None = None
+    ) -> None:
         """Run the Job to its end: a pod with both containers terminated, logs, conditions."""
         job = self.get_for_test("Job", namespace, name)
         assert job is not None
@@ -568,7 +633,8 @@ class FakeKubernetesApi:
             },
         )
         for c in inits + containers:
-            self.logs.setdefault((namespace, pod_name, c), f"{name} {c}: step one\n{name} {c}: done\n")
+            text = log if log is not None and c == "upgrade" else f"{name} {c}: step one\n{name} {c}: done\n"
+            self.logs.setdefault((namespace, pod_name, c), text)
         cond = "Complete" if succeeded else "Failed"
         status = {"conditions": [{"type": cond, "status": "True"}]}
         status["succeeded" if succeeded else "failed"] = 1
