@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,16 @@ class _LogResponse:
         pass
 
 
+class _RawResponse:
+    """What a read with `_preload_content=False` hands back: the JSON body, undecoded."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.data = json.dumps(obj).encode()
+
+    def release_conn(self) -> None:
+        pass
+
+
 def _merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -116,6 +127,9 @@ class FakeKubernetesApi:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str | None, str, str], Any] = {}
+        # what the API server holds, every field kept: `objects` is what a typed client read
+        # deserializes (from_dict drops fields its model lacks, as the real client does)
+        self.raw: dict[tuple[str | None, str, str], dict[str, Any]] = {}
         self.calls: list[Call] = []
         self.logs: dict[tuple[str, str, str], str] = {}
         self.error_hook: Callable[[Call], Exception | None] | None = None
@@ -146,6 +160,7 @@ class FakeKubernetesApi:
         ns = meta.get("namespace") if KINDS[kind][3] else None
         obj = data if model is None else getattr(client, model).from_dict(data)
         self.objects[(ns, kind, meta["name"])] = obj
+        self.raw[(ns, kind, meta["name"])] = copy.deepcopy(data)
         return copy.deepcopy(obj)
 
     def _find(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
@@ -191,6 +206,9 @@ class FakeKubernetesApi:
         self._after_write(kind, namespace, meta["name"])
         return self._read_back(kind, namespace, meta["name"], stored)
 
+    def _raw(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.raw[(namespace if KINDS[kind][3] else None, kind, name)])
+
     def _read_back(self, kind: str, namespace: str | None, name: str, fallback: Any) -> Any:
         key = (namespace if KINDS[kind][3] else None, kind, name)
         return copy.deepcopy(self.objects.get(key, fallback))
@@ -217,7 +235,8 @@ class FakeKubernetesApi:
         if content_type != MERGE_PATCH or not isinstance(body, dict):
             # The real client defaults to application/json-patch+json, which a dict body breaks.
             raise _api_error(400, "Bad Request", f"unsupported patch (content type {content_type})")
-        current = self._find(kind, namespace, name)
+        self._find(kind, namespace, name)
+        current = self._raw(kind, namespace, name)  # the server patches what it holds, all fields
         self._check_precondition(kind, name, current, body)
         merged = _merge_patch(current, body)
         self._check_immutable(kind, name, current, merged)
@@ -269,23 +288,40 @@ class FakeKubernetesApi:
 
     def _delete(self, kind: str, namespace: str, name: str, propagation_policy: str | None = None) -> Any:
         self._record("delete", kind, namespace, name, propagation=propagation_policy)
-        obj = self._find(kind, namespace, name)
-        del self.objects[(namespace if KINDS[kind][3] else None, kind, name)]
-        if kind == "Job" and propagation_policy in ("Background", "Foreground"):
-            for pod in self._pods_of_job(namespace, name):
-                self.objects.pop((namespace, "Pod", pod), None)
-        if kind == "StatefulSet" and propagation_policy != "Orphan":
-            for i in range((obj.get("spec") or {}).get("replicas") or 0):
-                self.objects.pop((namespace, "Pod", f"{name}-{i}"), None)
+        self._find(kind, namespace, name)
+        key = (namespace if KINDS[kind][3] else None, kind, name)
+        uid = (self.raw[key].get("metadata") or {}).get("uid")
+        self._drop(key)
+        # The garbage collector: dependents (ownerReferences to the deleted uid) go with it,
+        # or lose that reference with Orphan. An API delete of a Job orphans its pods unless
+        # told otherwise (batch/v1's legacy default); other kinds default to Background.
+        policy = propagation_policy or ("Orphan" if kind == "Job" else "Background")
+        for dkey, dep in list(self.raw.items()):
+            refs = (dep.get("metadata") or {}).get("ownerReferences") or []
+            if not uid or not any(r.get("uid") == uid for r in refs):
+                continue
+            if policy == "Orphan":
+                dep["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid] or None
+                self._store(dkey[1], dep)
+            else:
+                self._drop(dkey)
         return client.V1Status(status="Success")
+
+    def _drop(self, key: tuple[str | None, str, str]) -> None:
+        self.objects.pop(key, None)
+        self.raw.pop(key, None)
 
     # -- AppsV1Api --------------------------------------------------------------------------
 
-    def read_namespaced_stateful_set(self, name: str, namespace: str, **_: Any) -> Any:
-        return self._get("StatefulSet", namespace, name)
+    def read_namespaced_stateful_set(self, name: str, namespace: str, **kw: Any) -> Any:
+        obj = self._get("StatefulSet", namespace, name)
+        if kw.get("_preload_content") is False:  # the undecoded response: every field the server has
+            return _RawResponse(self._raw("StatefulSet", namespace, name))
+        return obj
 
-    def create_namespaced_stateful_set(self, namespace: str, body: client.V1StatefulSet, **_: Any) -> Any:
-        assert isinstance(body, client.V1StatefulSet), "the client takes a V1StatefulSet"
+    def create_namespaced_stateful_set(self, namespace: str, body: Any, **_: Any) -> Any:
+        # the client serializes a V1StatefulSet (fields its model lacks are gone) or a dict as it is
+        assert isinstance(body, client.V1StatefulSet | dict), "the client takes a V1StatefulSet or a dict"
         return self._create("StatefulSet", namespace, body)
 
     def patch_namespaced_stateful_set(
@@ -431,6 +467,7 @@ class FakeKubernetesApi:
         the claims' ownerReferences from the retention policy; scaled-down pods go away (and
         their PVCs with whenScaled: Delete)."""
         sts = self._find("StatefulSet", namespace, name)
+        sts_uid = sts["metadata"].get("uid")
         spec = sts["spec"]
         replicas = spec.get("replicas", 1)
         policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
@@ -454,16 +491,24 @@ class FakeKubernetesApi:
                         )
                     if policy.get("whenDeleted") == "Delete":
                         refs.append(
-                            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": "sts-uid"}
+                            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": sts_uid}
                         )
                     pvc["metadata"]["ownerReferences"] = refs or None
                     self._store("PersistentVolumeClaim", pvc)
         for i in sorted(o for o in ordinals if o >= replicas):
-            del self.objects[(namespace, "Pod", f"{name}-{i}")]
+            self._drop((namespace, "Pod", f"{name}-{i}"))
             if policy.get("whenScaled") == "Delete":  # the database goes with it
                 for t in templates:
-                    self.objects.pop((namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}"), None)
+                    self._drop((namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}"))
         template = spec["template"]
+        owner = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "name": name,
+            "uid": sts_uid,
+            "controller": True,
+        }
+        on_delete = (spec.get("updateStrategy") or {}).get("type") == "OnDelete"
         for i in range(replicas):
             for t in templates:
                 key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}")
@@ -475,10 +520,24 @@ class FakeKubernetesApi:
                             "spec": {"accessModes": ["ReadWriteOnce"]},
                         },
                     )
+            existing = self.raw.get((namespace, "Pod", f"{name}-{i}"))
+            others = [
+                r
+                for r in ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+                if r.get("controller") and r.get("uid") != sts_uid
+            ]
+            if existing and others:
+                continue  # another controller's pod: never taken over
+            if existing and on_delete:
+                # OnDelete: a running pod is adopted as it is (old template, old image) until deleted
+                existing["metadata"]["ownerReferences"] = [owner]
+                self._store("Pod", existing)
+                continue
             pod = {
                 "metadata": {
                     "name": f"{name}-{i}",
                     "namespace": namespace,
+                    "ownerReferences": [owner],
                     "labels": {
                         **(template["metadata"].get("labels") or {}),
                         "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
@@ -551,15 +610,6 @@ class FakeKubernetesApi:
             self.volumes.pop(key, None)
         return True, None
 
-    def _pods_of_job(self, namespace: str, job: str) -> list[str]:
-        return [
-            n
-            for (ns, k, n), o in self.objects.items()
-            if ns == namespace
-            and k == "Pod"
-            and (self._dict(o)["metadata"].get("labels") or {}).get("job-name") == job
-        ]
-
     # -- helpers for tests ------------------------------------------------------------------
 
     def seed_for_test(self, *objs: dict[str, Any]) -> None:
@@ -576,13 +626,19 @@ class FakeKubernetesApi:
     def set_status_for_test(
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
     ) -> None:
-        obj = self.get_for_test(kind, namespace, name)
-        assert obj is not None, f"{kind} {namespace}/{name} does not exist"
+        key = (namespace if KINDS[kind][3] else None, kind, name)
+        assert key in self.raw, f"{kind} {namespace}/{name} does not exist"
+        obj = copy.deepcopy(self.raw[key])
         obj["status"] = {**(obj.get("status") or {}), **status}
         self._store(kind, obj)
 
+    def raw_for_test(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object as the API server holds it, fields unknown to the client included."""
+        key = (namespace if KINDS[kind][3] else None, kind, name)
+        return copy.deepcopy(self.raw[key]) if key in self.raw else None
+
     def delete_pod_for_test(self, namespace: str, name: str) -> None:
-        self.objects.pop((namespace, "Pod", name), None)
+        self._drop((namespace, "Pod", name))
 
     def finish_job_for_test(
         self, namespace: str, name: str, *, succeeded: bool = True, log: str | None = None
@@ -598,7 +654,20 @@ class FakeKubernetesApi:
         self._store(
             "Pod",
             {
-                "metadata": {"name": pod_name, "namespace": namespace, "labels": {"job-name": name}},
+                "metadata": {
+                    "name": pod_name,
+                    "namespace": namespace,
+                    "labels": {"job-name": name},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": name,
+                            "uid": job["metadata"]["uid"],
+                            "controller": True,
+                        }
+                    ],
+                },
                 "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
                 "status": {
                     "phase": "Succeeded" if succeeded else "Failed",
