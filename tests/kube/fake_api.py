@@ -134,6 +134,8 @@ class FakeKubernetesApi:
         self.logs: dict[tuple[str, str, str], str] = {}
         self.error_hook: Callable[[Call], Exception | None] | None = None
         self.simulate = True  # StatefulSet/Job/snapshot controllers act at once
+        self.namespace_labels: dict[str, dict[str, str]] = {}  # Pod Security admission reads these
+        self.denied: list[str] = []  # pods Pod Security admission refused (a controller's FailedCreate)
         self.job_results: dict[str, str] = {}  # job name → "Complete" | "Failed" | "Running"
         # (namespace, claim) → upgrade.sh's state on that volume: placed, mode, new_ran
         self.volumes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -200,6 +202,8 @@ class FakeKubernetesApi:
             raise _api_error(422, "Unprocessable Entity", "metadata.name: Required value")
         if (namespace if KINDS[kind][3] else None, kind, meta["name"]) in self.objects:
             raise _api_error(409, "Conflict", f'{KINDS[kind][1]} "{meta["name"]}" already exists')
+        if kind == "Pod":
+            self._admit_pod(namespace or "", meta["name"], data.get("spec") or {})
         meta["uid"] = f"uid-{next(self._serial)}"
         meta["creationTimestamp"] = dt.datetime(2026, 11, 25, tzinfo=dt.UTC).isoformat()
         stored = self._store(kind, data)
@@ -454,6 +458,9 @@ class FakeKubernetesApi:
             self._reconcile_sts(namespace or "", name, before)
         elif kind == "Job":
             result = self.job_results.get(name)
+            job = self.get_for_test("Job", namespace, name) or {}
+            if not self._admitted(namespace or "", name, job["spec"]["template"]["spec"]):
+                return  # the Job controller cannot create its pod: the Job never runs
             if result is None:
                 ok, log = self._run_job_model(namespace or "", name)
                 self.finish_job_for_test(namespace or "", name, succeeded=ok, log=log)
@@ -461,6 +468,26 @@ class FakeKubernetesApi:
                 self.finish_job_for_test(namespace or "", name, succeeded=result == "Complete")
         elif kind == "VolumeSnapshot":
             self.set_status_for_test("VolumeSnapshot", namespace, name, {"readyToUse": True})
+
+    def _enforced(self, namespace: str) -> str | None:
+        return self.namespace_labels.get(namespace, {}).get("pod-security.kubernetes.io/enforce")
+
+    def _admitted(self, namespace: str, pod: str, spec: dict[str, Any]) -> bool:
+        """Whether Pod Security admission lets a controller create this pod (denials recorded)."""
+        if self._enforced(namespace) != "restricted":
+            return True
+        bad = restricted_violations(spec)
+        if bad:
+            self.denied.append(f"{namespace}/{pod}: {'; '.join(bad)}")
+        return not bad
+
+    def _admit_pod(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        if not self._admitted(namespace, name, spec):
+            raise _api_error(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: violates PodSecurity "restricted:latest": {self.denied[-1]}',
+            )
 
     def _reconcile_sts(self, namespace: str, name: str, before: dict | None) -> None:
         """Pods `<name>-0..N-1` (Running and Ready), a PVC per ordinal from each claim template,
@@ -478,23 +505,6 @@ class FakeKubernetesApi:
             for (ns, k, n) in self.objects
             if ns == namespace and k == "Pod" and n.startswith(prefix) and n[len(prefix) :].isdigit()
         }
-        # retention policy changed: the controller rewrites the claims' ownerReferences
-        for t in templates:
-            for i in sorted(ordinals | set(range(max(replicas, 1)))):
-                key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}")
-                if key in self.objects:
-                    pvc = self._dict(self.objects[key])
-                    refs = []
-                    if policy.get("whenScaled") == "Delete":
-                        refs.append(
-                            {"apiVersion": "v1", "kind": "Pod", "name": f"{name}-{i}", "uid": "pod-uid"}
-                        )
-                    if policy.get("whenDeleted") == "Delete":
-                        refs.append(
-                            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": sts_uid}
-                        )
-                    pvc["metadata"]["ownerReferences"] = refs or None
-                    self._store("PersistentVolumeClaim", pvc)
         for i in sorted(o for o in ordinals if o >= replicas):
             self._drop((namespace, "Pod", f"{name}-{i}"))
             if policy.get("whenScaled") == "Delete":  # the database goes with it
@@ -549,16 +559,36 @@ class FakeKubernetesApi:
                 },
                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
             }
+            if not self._admitted(namespace, f"{name}-{i}", pod["spec"]):
+                continue  # the StatefulSet controller's create is refused: no pod
             self._store("Pod", pod)  # a changed template rolls the pod
             for t in templates:  # a server started on a placed new cluster: it "has run"
                 vol = self.volumes.get((namespace, f"{t}-{name}-{i}"))
                 if vol and vol.get("placed"):
                     vol["new_ran"] = True
+        # the controller keeps (and rewrites, when the retention policy changes) the claims' ownerReferences
+        for t in templates:
+            for i in sorted(ordinals | set(range(max(replicas, 1)))):
+                key = (namespace, "PersistentVolumeClaim", f"{t}-{name}-{i}")
+                if key in self.objects:
+                    pvc = self._dict(self.objects[key])
+                    refs = []
+                    if policy.get("whenScaled") == "Delete":
+                        refs.append(
+                            {"apiVersion": "v1", "kind": "Pod", "name": f"{name}-{i}", "uid": "pod-uid"}
+                        )
+                    if policy.get("whenDeleted") == "Delete":
+                        refs.append(
+                            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": sts_uid}
+                        )
+                    pvc["metadata"]["ownerReferences"] = refs or None
+                    self._store("PersistentVolumeClaim", pvc)
+        ready = sum(1 for i in range(replicas) if (namespace, "Pod", f"{name}-{i}") in self.objects)
         self.set_status_for_test(
             "StatefulSet",
             namespace,
             name,
-            {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas},
+            {"replicas": replicas, "readyReplicas": ready, "availableReplicas": ready},
         )
 
     def _run_job_model(self, namespace: str, name: str) -> tuple[bool, str | None]:
@@ -711,6 +741,53 @@ class FakeKubernetesApi:
 
     def writes_for_test(self) -> list[Call]:
         return [c for c in self.calls if c.write]
+
+
+_RESTRICTED_VOLUMES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+
+
+def restricted_violations(spec: dict[str, Any]) -> list[str]:
+    """The Pod Security Standards' `restricted` level (the checks pgleap's pods can meet or break)."""
+    bad = [f"{k}=true" for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
+    pod_sc = spec.get("securityContext") or {}
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    for v in spec.get("volumes") or []:
+        kinds = set(v) - {"name"}
+        if not kinds <= _RESTRICTED_VOLUMES:
+            bad.append(f"volume {v.get('name')} uses {sorted(kinds - _RESTRICTED_VOLUMES)}")
+    for c in containers:
+        sc = c.get("securityContext") or {}
+        name = c.get("name")
+        if sc.get("privileged"):
+            bad.append(f"container {name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"container {name}: allowPrivilegeEscalation != false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            bad.append(f"container {name}: capabilities.drop lacks ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            bad.append(f"container {name}: capabilities.add {caps.get('add')}")
+        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+            bad.append(f"container {name}: runAsNonRoot != true")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            bad.append(f"container {name}: runAsUser=0")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"container {name}: seccompProfile.type not RuntimeDefault or Localhost")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            bad.append(f"container {name}: hostPort")
+    return bad
 
 
 def reconcile_for_test(fake: FakeKubernetesApi, namespace: str, name: str) -> None:
