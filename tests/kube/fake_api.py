@@ -620,6 +620,14 @@ class FakeKubernetesApi:
             "the new cluster has been started (state: in production; checkpoint 0/A after pg_upgrade, "
             "0/B now); with --link the old cluster shares its files and can no longer be used safely"
         )
+        if vol.get("mode") == "swap" and vol.get("placed"):
+            ran_link, refusal = (
+                True,
+                (
+                    "pg_upgrade --swap has run: the old cluster's files now belong to the new cluster; "
+                    "restore from a snapshot or backup instead"
+                ),
+            )
         if action == "upgrade":
             self.volumes[key] = {"placed": True, "new_ran": False, "mode": env.get("PGLEAP_MODE", "link")}
             return True, None

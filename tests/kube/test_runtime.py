@@ -468,3 +468,15 @@ def test_rollback_phases_are_recorded_in_order() -> None:
         if x.detail["patch"].get("data", {}).get("operation") == "rollback"
     ]
     assert phases == list(ROLLBACK_PHASES)
+
+
+def test_swap_rollback_after_pg_upgrade_is_refused_before_any_change() -> None:
+    """pg_upgrade --swap moved the old cluster's files: upgrade.sh refuses even before the switch."""
+    c = make_cluster("when-scaled-delete")  # 18 target: --swap exists
+    crash_after_phase(c, "upgraded")
+    with pytest.raises(Crash):
+        upgrade(c, "when-scaled-delete", mode="swap")
+    before = (c.sts(), state(c), _sts_or_pvc_writes(c))
+    with pytest.raises(Refused, match="--swap has run"):
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
+    assert (c.sts(), state(c), _sts_or_pvc_writes(c)) == before
