@@ -717,3 +717,19 @@ def test_the_read_statefulset_itself_is_refused() -> None:
         guard.check(
             f, parse_image(REPLICA_CASES[PAIR][0]), GuardOverrides(allow_helm=True), topology=detect(read, f)
         )
+
+
+@pytest.mark.parametrize("fixture", [PAIR, ORDINALS])
+def test_link_rollback_after_done_is_refused_and_touches_no_statefulset(fixture: str) -> None:
+    """On a cluster upgrade.sh refuses a link rollback once the new primary ran: pgleap asks
+    rollback-check first, so neither StatefulSet is scaled, no standby Job runs."""
+    c = make_cluster(fixture)
+    upgrade(c, fixture)
+    sts_before = {
+        n: c.fake.get_for_test("StatefulSet", c.namespace, n) for n in (c.name, replica_sts(fixture))
+    }
+    with pytest.raises(Refused, match="--link"):
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
+    assert {n: c.fake.get_for_test("StatefulSet", c.namespace, n) for n in sts_before} == sts_before
+    assert not [x for x in calls(c, "create", "jobs") if x.name.endswith("-rollback")]
+    assert state(c)["phase"] == "done"
