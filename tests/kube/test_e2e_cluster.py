@@ -223,7 +223,6 @@ def test_rehearsal_on_a_real_cluster(namespace: str) -> None:
     from kubernetes import client
 
     from toolkit.cli_kube import load_scripts
-    from toolkit.kube import Kube
     from toolkit.kube_hook import engine_rehearsal_hooks
     from toolkit.runtimes.kube import KubeRuntime
     from toolkit.runtimes.kube_rehearsal import KubeRehearsal
@@ -233,7 +232,7 @@ def test_rehearsal_on_a_real_cluster(namespace: str) -> None:
     _exec(namespace, ["sh", "-c", 'echo "host replication gis all md5" >> "$PGDATA/pg_hba.conf"'])
     _psql(namespace, "SELECT pg_reload_conf()")
     pod_uid = core.read_namespaced_pod("gis-0", namespace).metadata.uid
-    result = KubeRehearsal(KubeRuntime(Kube.connect(KUBECONFIG))).rehearse(
+    result = KubeRehearsal(KubeRuntime(_role_kube(namespace))).rehearse(  # as the Role, too
         namespace,
         "gis",
         NEW_IMAGE,
