@@ -559,7 +559,12 @@ def register(
                     ns, name, scripts=load_scripts(), post_upgrade=post_upgrade, standby_probe=standby_probe
                 )
             elif command == "rollback":
-                result = rt.rollback(ns, name, scripts=load_scripts())
+                # --yes also accepts what a copy/clone rollback drops (as `rollback docker --yes`)
+                def ask(loss: str) -> bool:
+                    return typer.confirm(f"{loss}. Roll back anyway?", default=False, err=True)
+
+                confirm = (lambda _loss: True) if yes else (ask if sys.stdin.isatty() else None)
+                result = rt.rollback(ns, name, scripts=load_scripts(), confirm=confirm)
             else:
                 result = rt.finalize(ns, name, scripts=load_scripts())
             outcome = result.as_dict()

@@ -294,3 +294,17 @@ def test_rehearse_dry_run_prints_the_objects_and_writes_nothing() -> None:
     for doc in docs:
         validate_strict(doc)
     assert c.fake.writes_for_test() == []
+
+
+def test_rollback_after_the_new_cluster_ran_needs_yes() -> None:
+    """A copy rollback drops the writes made on the new cluster: refused without --yes (no tty here)."""
+    c = make_cluster("official-plain")
+    app = build_app(c, hook=c.hook)
+    up = ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--mode", "copy", "--yes"]
+    assert runner.invoke(app, up).exit_code == 0
+    result = runner.invoke(app, ["rollback", "sts", "gis", "-n", "geo"], input="y\n")
+    assert isinstance(result.exception, Refused) and "--yes" in result.exception.hint
+    assert c.image() == "pgleap/postgis:17-3.5"
+    result = runner.invoke(app, ["rollback", "sts", "gis", "-n", "geo", "--yes", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["phase"] == "rolled-back" and c.image() == "pgleap/postgis:13-3.1"

@@ -62,9 +62,9 @@ def every_path_calls() -> list[Call]:
         c = make_cluster(fixture)
         c.runtime.inspect(c.namespace, c.name)
         c.runtime.status(c.namespace, c.name)
-        upgrade(c, fixture)
-        upgrade(c, fixture)
-        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        upgrade(c, fixture, mode="copy")  # copy: a rollback after the new cluster ran is allowed
+        upgrade(c, fixture, mode="copy")
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=lambda _loss: True)
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += c.fake.calls
         c = make_cluster(fixture)
@@ -77,10 +77,10 @@ def every_path_calls() -> list[Call]:
     for fixture in REPLICA_CASES:  # standbys: read StatefulSet, re-seed/rollback/finalize Jobs
         c = make_cluster(fixture)
         c.runtime.plan(c.namespace, c.name, REPLICA_CASES[fixture][0], overrides=REPLICA_CASES[fixture][1])
-        upgrade_with_standbys(c, fixture, standby_probe=lambda ctx, slots: slots)
-        upgrade_with_standbys(c, fixture)
+        upgrade_with_standbys(c, fixture, standby_probe=lambda ctx, slots: slots, mode="copy")
+        upgrade_with_standbys(c, fixture, mode="copy")
         c.runtime.status(c.namespace, c.name)
-        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=lambda _loss: True)
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += c.fake.calls
         c = make_cluster(fixture)

@@ -25,6 +25,7 @@ from toolkit.kube_lease import Lease, holder_of
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import Topology, detect, read_sts_names
 from toolkit.kube_stored import check_stored
+from toolkit.runtimes import kube_decide
 
 logger = logging.getLogger(__name__)
 
@@ -751,9 +752,13 @@ class KubeRuntime:
             )
 
     def _follow_job(
-        self, plan: KubePlan, name: str, containers: tuple[str, ...] = ("collect", "upgrade")
+        self,
+        plan: KubePlan,
+        name: str,
+        containers: tuple[str, ...] = ("collect", "upgrade"),
+        sink: list[str] | None = None,
     ) -> None:
-        """Stream each container's log as it runs, then wait for the Job's final condition."""
+        """Stream each container's log as it runs (into `sink` too), then wait for the Job's end."""
         ns = plan.namespace
 
         def job_pod() -> dict[str, Any] | None:
@@ -772,6 +777,8 @@ class KubeRuntime:
                 if self._wait_container_started(ns, pod_name, container):
                     for line in self.kube.logs(ns, pod_name, container, follow=True):
                         self.log(f"[{container}] {line}")
+                        if sink is not None:
+                            sink.append(line)
         self.kube.wait(
             f"Job {name} to finish",
             lambda: _job_result(self.kube.get("Job", ns, name) or {"status": {"conditions": []}}),
@@ -996,8 +1003,20 @@ class KubeRuntime:
 
     # -- rollback -----------------------------------------------------------------------------
 
-    def rollback(self, namespace: str, name: str, *, scripts: Mapping[str, str]) -> Outcome:
-        """Put the original StatefulSet and the old data directory back."""
+    def rollback(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        scripts: Mapping[str, str],
+        confirm: Callable[[str], bool] | None = None,
+    ) -> Outcome:
+        """Put the original StatefulSet and the old data directory back.
+
+        A new rollback first asks upgrade.sh's read-only rollback-check on the volume
+        (toolkit.runtimes.kube_decide): refused, nothing changed, when it says no;
+        `confirm(loss)` accepts what a copy/clone rollback drops (None: refused).
+        """
         state = self.read_state(namespace, name)
         if state is None:
             raise Refused(f"no pgleap run recorded for {namespace}/{name}: nothing to roll back", "")
@@ -1013,7 +1032,8 @@ class KubeRuntime:
 
         def run() -> Outcome:
             if state.operation == "rollback":
-                return self._run_rollback(state, scripts, out)
+                return self._run_rollback(state, scripts, out)  # decided when it started
+            kube_decide.decide(self, state, scripts, out, confirm)
             self._set_phase(state.plan, "rollback", "rollback-started", out)
             return self._run_rollback(
                 State("rollback", "rollback-started", state.plan, state.original, state.read_original),
@@ -1205,14 +1225,7 @@ class KubeRuntime:
     def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan = state.plan
         if state.phase == "finalize-started":
-            pod = self.kube.get("Pod", plan.namespace, f"{plan.sts}-0")
-            node = ((pod or {}).get("spec") or {}).get("nodeName")
-            # RWO: the Job must share the node of the running pod to mount the volume.
-            pin = (
-                ({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]},)
-                if node
-                else None
-            )
+            pin = kube_decide.pin_to_pod(self, plan, f"{plan.sts}-0")
             self._step_job(plan, state.original, "finalize", scripts, out, node_terms=pin)
             self._set_phase(plan, "finalize", "finalized-data", out)
         if state.phase in ("finalize-started", "finalized-data"):
@@ -1253,7 +1266,8 @@ class KubeRuntime:
 
     def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
         """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""
-        names = [render.job_name(plan.sts, a) for a in ("upgrade", "rollback", "finalize")]
+        actions = ("upgrade", "rollback", "finalize", kube_decide.CHECK_ACTION)
+        names = [render.job_name(plan.sts, a) for a in actions]
         for name in names + render.replica_job_names(plan):
             if self.kube.delete("Job", plan.namespace, name, propagation="Background"):
                 out.changed.append(f"deleted Job {name}")
