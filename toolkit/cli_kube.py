@@ -405,7 +405,9 @@ def register(
         allow_owner_reference: AllowOwner = False,
         keep_readers: KeepReadersOpt = False,
     ) -> None:
-        """Every object the upgrade would create or change (-o yaml: manifests to commit). Read-only."""
+        """Every object the upgrade would create or change (-o yaml: manifests to commit).
+
+        Changes nothing: only two short probe Pods (one per image) are created and deleted."""
         ns = ns_for(namespace, kubeconfig, context)
         rt = runtime_for(kubeconfig, context, output)
         facts = rt.inspect(ns, name)
@@ -419,6 +421,7 @@ def register(
             overrides=overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
             patch_retention=patch_retention,
             keep_readers=keep_readers,
+            scripts=load_scripts(required=False),
         )
         objs = render.objects_for(plan, sts, load_scripts(required=False), rt.read_statefulset(plan))
         for w in warnings:
@@ -482,6 +485,7 @@ def register(
                 overrides=guards,
                 patch_retention=patch_retention,
                 keep_readers=keep_readers,
+                scripts=load_scripts(required=False),
             )
             for w in warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.errors import Refused
-from toolkit.kube_facts import StsFacts, parse_image
+from toolkit.kube_facts import ImageRef, StsFacts, parse_image
 from toolkit.kube_replicas import Standby, Topology
 from toolkit.layout import Layout, compute_layout
 
@@ -233,11 +233,14 @@ def make_plan(
     topology: Topology | None = None,
     read_facts: StsFacts | None = None,
     keep_readers: bool = False,
+    target: ImageRef | None = None,
 ) -> KubePlan:
-    """Decide everything Kubernetes-side; `snapshot=None` means "if a snapshot class fits"."""
+    """Decide everything Kubernetes-side; `snapshot=None` means "if a snapshot class fits".
+
+    `target` carries the probed major (kube_probe); without it the tag is parsed (offline render)."""
     if mode not in MODES:
         raise Refused(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
-    target = parse_image(target_image)
+    target = target or parse_image(target_image)
     if target.major is None or facts.image.major is None or facts.uid is None:
         raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
     superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))

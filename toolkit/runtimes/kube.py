@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit import guard, render
+from toolkit import guard, kube_probe, render
 from toolkit.errors import PgleapError, Refused
+from toolkit.facts import ImageFacts
 from toolkit.kube import Forbidden, Kube
 from toolkit.kube_facts import StsFacts, gather, parse_image
 from toolkit.kube_lease import Lease, holder_of
@@ -196,8 +197,10 @@ class KubeRuntime:
         name: str,
         sts: dict[str, Any] | None = None,
         services: list[dict[str, Any]] | None = None,
+        *,
+        major: int | None = None,
     ) -> StsFacts:
-        """Facts about the StatefulSet and what surrounds it (read-only)."""
+        """Facts about the StatefulSet and what surrounds it (read-only); `major` as probed."""
         sts = sts or self.read_sts(namespace, name)
         templates = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
         replicas = max(sts["spec"].get("replicas", 1), 1)
@@ -229,6 +232,7 @@ class KubeRuntime:
             snapshot_classes=self._optional(
                 "VolumeSnapshotClasses", lambda: self.kube.list("VolumeSnapshotClass", None), []
             ),
+            major=major,
         )
 
     def topology(
@@ -239,7 +243,9 @@ class KubeRuntime:
         for candidate in read_sts_names(name):
             read = self.kube.get("StatefulSet", namespace, candidate)
             if read is not None:
-                read_facts = self.inspect(namespace, candidate, read, services=services)
+                read_facts = self.inspect(
+                    namespace, candidate, read, services=services, major=facts.image.major
+                )
                 topo = detect(sts, facts, read_sts=read, read_facts=read_facts, services=services)
                 return topo, read, read_facts
         return detect(sts, facts, services=services), None, None
@@ -318,6 +324,14 @@ class KubeRuntime:
 
     # -- planning -----------------------------------------------------------------------------
 
+    def probe(
+        self, sts: Mapping[str, Any], target_image: str, scripts: Mapping[str, str] | None
+    ) -> tuple[ImageFacts, ImageFacts] | None:
+        """Both images' facts from probe Pods (kube_probe), before any write; None without probe.sh."""
+        if scripts is None or not kube_probe.can_probe(scripts):
+            return None
+        return kube_probe.probe_both(self.kube, sts, target_image, scripts, log=self.log)
+
     def plan(
         self,
         namespace: str,
@@ -331,12 +345,14 @@ class KubeRuntime:
         patch_retention: bool = True,
         run_id: str | None = None,
         keep_readers: bool = False,
+        scripts: Mapping[str, str] | None = None,
     ) -> tuple[KubePlan, dict[str, Any], list[str]]:
         """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings.
 
         The read StatefulSet, when there is one, is `plan.read_sts`; `read_statefulset()` fetches it."""
         sts = self.read_sts(namespace, name)
-        facts = self.inspect(namespace, name, sts)
+        images = self.probe(sts, target_image, scripts)
+        facts = self.inspect(namespace, name, sts, major=images[0].major if images else None)
         topo, _, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
             facts,
@@ -350,6 +366,7 @@ class KubeRuntime:
             overrides=overrides,
             patch_retention=patch_retention,
             run_id=run_id,
+            images=images,
         )
         return plan, sts, warnings
 
@@ -367,9 +384,14 @@ class KubeRuntime:
         topology: Topology | None = None,
         read_facts: StsFacts | None = None,
         keep_readers: bool = False,
+        images: tuple[ImageFacts, ImageFacts] | None = None,
     ) -> tuple[KubePlan, list[str]]:
-        warnings = guard.check(
-            facts, parse_image(target_image), overrides, patch_retention=patch_retention, topology=topology
+        target, checked = parse_image(target_image), []
+        if images is not None:  # probed: Docker's refusals that need only the two images
+            target = kube_probe.probed_target(target_image, images[1])
+            checked = kube_probe.check_images(images[0], images[1], mode)
+        warnings = checked + guard.check(
+            facts, target, overrides, patch_retention=patch_retention, topology=topology
         )
         if snapshot and not facts.snapshot_classes:
             warnings.append(
@@ -386,6 +408,7 @@ class KubeRuntime:
             topology=topology,
             read_facts=read_facts,
             keep_readers=keep_readers,
+            target=target,
         )
         return plan, warnings
 
@@ -447,9 +470,10 @@ class KubeRuntime:
                 "or clear it with `pgleap finalize sts NAME`",
             )
         sts = self.read_sts(namespace, name)
-        facts = self.inspect(namespace, name, sts)
-        if facts.image.ref == target_image:
+        if kube_probe.running_image(sts) == target_image:
             return Outcome("upgrade", "done", unchanged=[f"{namespace}/{name} already runs {target_image}"])
+        images = self.probe(sts, target_image, scripts)
+        facts = self.inspect(namespace, name, sts, major=images[0].major if images else None)
         topo, read, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
             facts,
@@ -462,6 +486,7 @@ class KubeRuntime:
             snapshot=snapshot,
             overrides=overrides,
             patch_retention=patch_retention,
+            images=images,
         )
         original = sts
         read = read if plan.read_sts else None
