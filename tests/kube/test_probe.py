@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests.kube.harness import JOB_ENV, Cluster, make_cluster
 from tests.kube.probes import PROBE_SCRIPTS, recorded_runner
@@ -116,3 +117,38 @@ def test_an_image_that_cannot_be_probed_is_refused_and_its_pod_removed() -> None
     assert [v for v, _ in probe_calls(c)] == ["create", "delete", "create", "delete"]
     assert non_probe_writes(c) == []
     assert not [p for p in c.fake.objects if p[1] == "Pod" and "probe" in p[2]]
+
+
+# -- offline render: no image to probe, the tag or --from-major/--to-major -------------------------
+
+
+def _render(tmp_path, image: str, to: str, *extra: str):
+    from tests.kube.conftest import load_docs
+    from tests.kube.test_cli_kube import build_app, runner
+
+    docs = load_docs("official-plain")
+    next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ] = image
+    path = tmp_path / "sts.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return runner.invoke(build_app(), ["render", "-f", str(path), "--to", to, *extra])
+
+
+def test_render_of_a_digest_needs_the_majors_and_says_it_trusted_them(tmp_path) -> None:
+    refused = _render(tmp_path, DIGEST, TARGET_DIGEST)
+    assert isinstance(refused.exception, Refused)
+    assert "cannot tell the PostgreSQL major" in refused.exception.message
+    result = _render(tmp_path, DIGEST, TARGET_DIGEST, "--from-major", "13", "--to-major", "17")
+    assert result.exit_code == 0, result.output
+    assert "trusted --from-major 13" in result.stderr and "trusted --to-major 17" in result.stderr
+    assert "name: PGLEAP_NEW_MAJOR\n          value: '17'" in result.stdout
+
+
+def test_render_refuses_a_major_that_contradicts_the_tag(tmp_path) -> None:
+    result = _render(tmp_path, "pgleap/postgis:13-3.1", "pgleap/postgis:17-3.5", "--to-major", "18")
+    assert isinstance(result.exception, Refused)
+    assert (
+        result.exception.message
+        == "--to-major 18 contradicts the tag of pgleap/postgis:17-3.5 (PostgreSQL 17)"
+    )
