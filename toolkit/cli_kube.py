@@ -309,6 +309,7 @@ def register(
     job_env: Callable[[Any], dict[str, str]] | None = None,
     standby_probe: Callable[[Any, tuple[str, ...]], Any] | None = None,
     rehearsal_hooks: Callable[[], Any] | None = None,
+    preflight: Callable[..., Any] | None = None,
 ) -> None:
     """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize groups and `render` to app.
 
@@ -316,7 +317,8 @@ def register(
     `post_upgrade(ctx)` is the engine's post-upgrade/verify step (`HookContext`);
     `job_env(facts)` adds the engine's env for the Job (superuser, initdb flags, …);
     `standby_probe(ctx, slots)` returns the replication slots that stream from the new primary;
-    `rehearsal_hooks()` gives the database steps of `rehearse sts` (`RehearsalHooks`).
+    `rehearsal_hooks()` gives the database steps of `rehearse sts` (`RehearsalHooks`);
+    `preflight(ctx, images, pgdata=, scripts=)` reads the live cluster before the stop (kube_inspect).
     """
 
     def kube_for(kubeconfig: str | None, context: str | None) -> Any:
@@ -534,6 +536,7 @@ def register(
             post_upgrade=post_upgrade,
             keep_readers=keep_readers,
             standby_probe=standby_probe,
+            preflight=preflight,
         ).as_dict()
         _print(outcome, output, lambda: _outcome_text(outcome))
 

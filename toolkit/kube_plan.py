@@ -107,6 +107,13 @@ class KubePlan:
     # Set when the StatefulSet is a rehearsal's clone: every object of its run carries the
     # rehearsal's label, so `rehearse --remove` deletes by label, never by name alone.
     rehearsal_of: str | None = None
+    # The images' glibc and ICU (old, new) as probed; ("", "") when not probed (rebuild all).
+    glibc: tuple[str, str] = ("", "")
+    icu: tuple[str, str] = ("", "")
+
+    @property
+    def collation_libraries_known(self) -> bool:
+        return bool(self.glibc[0] and self.glibc[1])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -116,6 +123,9 @@ class KubePlan:
         data = json.loads(text)
         data["layout"] = Layout(**data["layout"])
         data["node_terms"] = tuple(data["node_terms"])
+        for key in ("glibc", "icu"):
+            if key in data:
+                data[key] = tuple(data[key])
         if data.get("replicas"):
             data["replicas"] = ReplicaPlan.from_dict(data["replicas"])
         return cls(**data)

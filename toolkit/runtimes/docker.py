@@ -30,6 +30,7 @@ from toolkit.facts import DataFacts, ImageFacts, parse_results
 from toolkit.plan import Layout, UpgradePlan, new_layout, rel_to_mount
 from toolkit.resources import container_script
 from toolkit.safe_paths import check_path
+from toolkit.steps import postupgrade
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
@@ -941,8 +942,4 @@ class DockerTarget:
         self.rt.remove_volume(self.scratch_name(plan))
 
 
-def _analyze_runs(new_major: int) -> list[list[str]]:
-    """PG18 carries most statistics over: fill the missing ones in stages first, then the rest."""
-    if new_major >= 18:
-        return [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
-    return [["--analyze-in-stages"]]
+_analyze_runs = postupgrade.analyze_runs  # one definition for both runtimes

@@ -86,6 +86,9 @@ class HookContext:
 
 
 PostUpgradeHook = Callable[[HookContext], None]
+# (context of the running old primary, (old, new) probed images, its PGDATA, scripts) → the plan
+# with what the live cluster decided; raises Refused before the first write (kube_inspect).
+PreflightHook = Callable[..., KubePlan]
 # (context of the new primary, replication slots of the standbys) → the slots that stream now.
 StandbyProbe = Callable[[HookContext, tuple[str, ...]], Iterable[str]]
 
@@ -412,6 +415,26 @@ class KubeRuntime:
         )
         return plan, warnings
 
+    def read_live(
+        self,
+        plan: KubePlan,
+        facts: StsFacts,
+        images: tuple[ImageFacts, ImageFacts],
+        scripts: Mapping[str, str],
+        preflight: PreflightHook,
+    ) -> KubePlan:
+        """The running primary's cluster, read before the stop (read-only; refusals come here)."""
+        pod = f"{plan.sts}-0"
+        if facts.replicas == 0 or not pod_ready(self.kube.get("Pod", plan.namespace, pod)):
+            raise Refused(
+                f"{plan.namespace}/{plan.sts} does not run (replicas: {facts.replicas}, pod {pod} not ready): "
+                "pgleap reads the live cluster before it stops it",
+                f"start it (kubectl -n {plan.namespace} scale statefulset {plan.sts} --replicas=1) and wait "
+                "until it is ready, then run pgleap again",
+            )
+        ctx = HookContext(self.kube, plan, plan.namespace, plan.sts, pod, plan.container, self.log)
+        return preflight(ctx, images, pgdata=facts.pgdata, scripts=scripts)
+
     def read_statefulset(self, plan: KubePlan) -> dict[str, Any] | None:
         """The live read StatefulSet of a plan (None without one)."""
         return self.kube.get("StatefulSet", plan.namespace, plan.read_sts) if plan.read_sts else None
@@ -451,6 +474,7 @@ class KubeRuntime:
         post_upgrade: PostUpgradeHook | None = None,
         keep_readers: bool = False,
         standby_probe: StandbyProbe | None = None,
+        preflight: PreflightHook | None = None,
     ) -> Outcome:
         """Upgrade the StatefulSet's database to `target_image`, or say it is already done."""
         state = self.read_state(namespace, name)
@@ -488,6 +512,8 @@ class KubeRuntime:
             patch_retention=patch_retention,
             images=images,
         )
+        if preflight is not None and images is not None:
+            plan = self.read_live(plan, facts, images, scripts, preflight)
         original = sts
         read = read if plan.read_sts else None
         out = Outcome("upgrade", "recorded", notes=list(warnings))
