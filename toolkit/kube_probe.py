@@ -18,7 +18,7 @@ from toolkit.errors import Refused
 from toolkit.facts import DataFacts, ImageFacts
 from toolkit.kube import Kube
 from toolkit.kube_facts import ImageRef, _security, find_postgres_container, parse_image
-from toolkit.plan import check_mode, check_versions
+from toolkit.plan import check_mode, check_versions, not_postgres
 from toolkit.render import short_name
 
 LABEL_PROBE_OF = "pgleap.io/probe-of"
@@ -140,20 +140,19 @@ def probe_image(
         kube.delete("Pod", ns, name, propagation="Background")
     if log:
         log(f"probed {image} in Pod {name}: {result}")
-    if result != "Succeeded":
-        tail = " | ".join(line for line in text.splitlines()[-3:] if line.strip())
+    if result in _PULL_FAILURES or result == "gone":
         raise Refused(
-            f"probing image {image} failed ({result}{': ' + tail if tail else ''})",
-            "check the image name and that the cluster can pull it (imagePullSecrets of the StatefulSet "
+            f"the cluster cannot run image {image} ({result})",
+            "check the image name and that the cluster can pull it (the StatefulSet's imagePullSecrets "
             "are used); nothing was changed",
         )
     try:
+        if result != "Succeeded":
+            tail = " | ".join(line for line in text.splitlines()[-3:] if line.strip())
+            raise ValueError(f"the probe Pod ended {result}" + (f": {tail}" if tail else ""))
         return ImageFacts.from_probe(image, text)
     except ValueError as exc:
-        raise Refused(
-            f"image {image} does not look like a PostgreSQL image: {exc}",
-            "give a PostgreSQL (or PostGIS) image as --to; nothing was changed",
-        ) from exc
+        raise not_postgres(image, str(exc)) from None
 
 
 def probed_target(target_image: str, new: ImageFacts) -> ImageRef:

@@ -41,6 +41,7 @@ def test_digest_pinned_statefulset_is_planned_from_probed_majors() -> None:
     assert (plan.old_major, plan.new_major) == (13, 17)
     assert plan.old_image == DIGEST and plan.new_image == TARGET_DIGEST
     assert plan.job_env["PGLEAP_OLD_MAJOR"] == "13" and plan.job_env["PGLEAP_NEW_MAJOR"] == "17"
+    assert plan.glibc == ("2.31", "2.41") and plan.icu == ("67", "76")
     calls = probe_calls(c)
     assert [v for v, _ in calls] == ["create", "delete", "create", "delete"]
     assert non_probe_writes(c) == []
@@ -111,9 +112,9 @@ def test_glibc_going_backwards_is_refused_from_the_probe() -> None:
 
 def test_an_image_that_cannot_be_probed_is_refused_and_its_pod_removed() -> None:
     c = _cluster()
-    with pytest.raises(Refused, match=r"probing image nowhere\.example/x:1 failed") as exc:
+    with pytest.raises(Refused, match=r"nowhere\.example/x:1 does not look like a PostgreSQL image") as exc:
         c.runtime.upgrade(c.namespace, c.name, "nowhere.example/x:1", scripts=PROBE_SCRIPTS, job_env=JOB_ENV)
-    assert "nothing was changed" in exc.value.hint
+    assert "the probe Pod ended Failed" in exc.value.message
     assert [v for v, _ in probe_calls(c)] == ["create", "delete", "create", "delete"]
     assert non_probe_writes(c) == []
     assert not [p for p in c.fake.objects if p[1] == "Pod" and "probe" in p[2]]

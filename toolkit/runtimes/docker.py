@@ -27,7 +27,7 @@ from docker.types import Mount
 from toolkit import faults
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 from toolkit.facts import DataFacts, ImageFacts, parse_results
-from toolkit.plan import Layout, UpgradePlan, new_layout, rel_to_mount
+from toolkit.plan import Layout, UpgradePlan, new_layout, not_postgres, rel_to_mount
 from toolkit.resources import container_script
 from toolkit.safe_paths import check_path
 from toolkit.steps import postupgrade
@@ -247,10 +247,7 @@ class DockerRuntime:
         except (PgleapError, ValueError) as exc:
             if isinstance(exc, EnvironmentProblem):
                 raise
-            raise Refused(
-                f"{image} does not look like a PostgreSQL image ({exc})",
-                "give a postgres or postgis image with bash (Debian-based, like the official ones)",
-            ) from None
+            raise not_postgres(image, str(exc)) from None
 
     def probe_data(self, image: str, volume: VolumeRef, rel: str) -> DataFacts:
         pgdata = f"{VOLUME}/{rel}".rstrip("/")

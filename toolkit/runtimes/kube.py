@@ -10,6 +10,7 @@ deleted with propagationPolicy=Orphan, which leaves its PVCs and pods alone).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -413,6 +414,9 @@ class KubeRuntime:
             keep_readers=keep_readers,
             target=target,
         )
+        if images is not None:  # the post-upgrade hook rebuilds only what these changes reorder
+            old, new = images
+            plan = dataclasses.replace(plan, glibc=(old.glibc, new.glibc), icu=(old.icu, new.icu))
         return plan, warnings
 
     def read_live(
