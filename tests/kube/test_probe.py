@@ -153,3 +153,18 @@ def test_render_refuses_a_major_that_contradicts_the_tag(tmp_path) -> None:
         result.exception.message
         == "--to-major 18 contradicts the tag of pgleap/postgis:17-3.5 (PostgreSQL 17)"
     )
+
+
+def test_a_digest_pinned_statefulset_is_rehearsed() -> None:
+    """`rehearse sts` plans from the probed images too: production and its clone are probed."""
+    from tests.kube.test_rehearsal import Hooks, tick
+    from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+
+    c = _cluster(DIGEST, **{DIGEST: "pgleap/postgis:13-3.1", TARGET_DIGEST: "pgleap/postgis:17-3.5"})
+    tick(c)
+    result = KubeRehearsal(c.runtime).rehearse(
+        c.namespace, c.name, TARGET_DIGEST, scripts=PROBE_SCRIPTS, hooks=Hooks().bundle(), job_env=JOB_ENV
+    )
+    assert result["verdict"] == "go", result
+    probes = [w for w in c.fake.writes_for_test() if w.resource == "pods"]
+    assert [w.verb for w in probes] == ["create", "delete"] * 4  # production's plan, then the clone's
