@@ -16,6 +16,7 @@ from rich.console import Console
 
 from toolkit import plan as engine_plan
 from toolkit.engine import _inspect_sql
+from toolkit.errors import Refused
 from toolkit.facts import DataFacts, ImageFacts
 from toolkit.kube_hook import pod_server
 from toolkit.kube_plan import KubePlan
@@ -71,6 +72,13 @@ def engine_preflight(
     """The Kubernetes plan with what the live cluster decided: lock sizing for the Job, the
     images' glibc/ICU for the targeted reindex. Raises Refused before anything is written."""
     plan = live_plan(ctx, images, pgdata=pgdata, scripts=scripts)
+    initdb_user = ctx.plan.job_env.get("PGLEAP_SUPERUSER")
+    if initdb_user and initdb_user != plan.superuser:  # pg_upgrade would fail inside the Job, stopped
+        raise Refused(
+            f"the cluster's bootstrap role (OID 10) is {plan.superuser}, the Job would initdb the new "
+            f"cluster as {initdb_user}",
+            f"pass --superuser {plan.superuser} (pg_upgrade needs the same bootstrap role); nothing was changed",
+        )
     ctx.log(
         f"read the live cluster: {len(plan.databases)} databases, "
         f"max_locks_per_transaction for pg_upgrade {plan.max_locks or 'default'}, "

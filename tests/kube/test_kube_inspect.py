@@ -90,3 +90,27 @@ def test_reindex_is_targeted_by_the_probed_libraries() -> None:
     assert collation_changes(replace(plan, glibc=("2.41", "2.41"), icu=("", ""))) == (False, False)
     assert collation_changes(replace(plan, glibc=("2.36", "2.41"), icu=("76", "76"))) == (True, False)
     assert collation_changes(replace(plan, glibc=("2.41", "2.41"), icu=("72", "76"))) == (False, True)
+
+
+def test_a_bootstrap_role_other_than_the_jobs_initdb_user_is_refused(monkeypatch) -> None:
+    """pg_upgrade needs the new cluster's OID-10 role to be the old one's: refused before the stop."""
+    from types import SimpleNamespace
+
+    from toolkit import kube_inspect
+
+    c = _cluster()
+    live = SimpleNamespace(
+        superuser="postgres", databases=("gis",), max_locks=0, glibc=("", ""), icu=("", "")
+    )
+    monkeypatch.setattr(kube_inspect, "live_plan", lambda *a, **k: live)
+    with pytest.raises(Refused, match="bootstrap role \\(OID 10\\) is postgres, the Job would initdb") as exc:
+        c.runtime.upgrade(
+            c.namespace,
+            c.name,
+            TARGET,
+            scripts=PROBE_SCRIPTS,
+            job_env={**JOB_ENV, "PGLEAP_SUPERUSER": "gis"},
+            preflight=kube_inspect.engine_preflight,
+        )
+    assert "--superuser postgres" in exc.value.hint
+    assert non_probe_writes(c) == []
