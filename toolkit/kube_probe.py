@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from toolkit.errors import Refused
+from toolkit.errors import PgleapError, Refused
 from toolkit.facts import DataFacts, ImageFacts
 from toolkit.kube import Kube
 from toolkit.kube_facts import ImageRef, _security, find_postgres_container, parse_image
@@ -127,12 +127,22 @@ def probe_image(
     name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
     kube.create(pod)
     try:
-        result = kube.wait(
-            f"probe Pod {name} of {image}",
-            lambda: _finished(kube.get("Pod", ns, name)),
-            timeout=timeout,
-            interval=1.0,
-        )
+        try:
+            result = kube.wait(
+                f"probe Pod {name} of {image}",
+                lambda: _finished(kube.get("Pod", ns, name)),
+                timeout=timeout,
+                interval=1.0,
+            )
+        except Refused:
+            raise
+        except PgleapError as exc:
+            if not exc.message.startswith("timed out"):
+                raise
+            raise Refused(
+                f"the probe Pod of image {image} did not finish in {timeout:.0f}s",
+                f"see `kubectl -n {ns} get events` (image pull, quota, admission); nothing was changed",
+            ) from None
         text = (
             "\n".join(kube.logs(ns, name, "probe", follow=False)) if result in ("Succeeded", "Failed") else ""
         )

@@ -168,3 +168,18 @@ def test_a_digest_pinned_statefulset_is_rehearsed() -> None:
     assert result["verdict"] == "go", result
     probes = [w for w in c.fake.writes_for_test() if w.resource == "pods"]
     assert [w.verb for w in probes] == ["create", "delete"] * 4  # production's plan, then the clone's
+
+
+def test_a_probe_pod_that_never_runs_is_refused_and_removed() -> None:
+    """An image the nodes cannot pull (or a quota) leaves the Pod Pending: refused, Pod deleted."""
+    c = make_cluster("official-plain")
+    c.fake.pod_runner = lambda pod: ("Pending", "")
+    with pytest.raises(
+        Refused, match=r"probe Pod of image pgleap/postgis:13-3\.1 did not finish in 300s"
+    ) as exc:
+        c.runtime.upgrade(
+            c.namespace, c.name, "pgleap/postgis:17-3.5", scripts=PROBE_SCRIPTS, job_env=JOB_ENV
+        )
+    assert "get events" in exc.value.hint and "nothing was changed" in exc.value.hint
+    assert [v for v, _ in probe_calls(c)] == ["create", "delete"]
+    assert non_probe_writes(c) == []
