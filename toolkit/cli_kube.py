@@ -429,7 +429,8 @@ def register(
     ) -> None:
         """Every object the upgrade would create or change (-o yaml: manifests to commit).
 
-        Changes nothing: only two short probe Pods (one per image) are created and deleted."""
+        Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
+        nothing: only two short probe Pods (one per image) are created and deleted."""
         ns = ns_for(namespace, kubeconfig, context)
         rt = runtime_for(kubeconfig, context, output)
         facts = rt.inspect(ns, name)
@@ -444,6 +445,7 @@ def register(
             patch_retention=patch_retention,
             keep_readers=keep_readers,
             scripts=load_scripts(required=False),
+            preflight=preflight,
         )
         objs = render.objects_for(plan, sts, load_scripts(required=False), rt.read_statefulset(plan))
         for w in warnings:
@@ -508,6 +510,7 @@ def register(
                 patch_retention=patch_retention,
                 keep_readers=keep_readers,
                 scripts=load_scripts(required=False),
+                preflight=preflight,
             )
             for w in warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")

@@ -114,3 +114,17 @@ def test_a_bootstrap_role_other_than_the_jobs_initdb_user_is_refused(monkeypatch
         )
     assert "--superuser postgres" in exc.value.hint
     assert non_probe_writes(c) == []
+
+
+def test_plan_reads_the_live_cluster_too() -> None:
+    """`plan sts` refuses what `upgrade sts` would, read-only."""
+    c = _cluster()
+
+    def preflight(ctx, images, *, pgdata, scripts):
+        raise Refused("PostGIS 2.x -> 3.x with pg_upgrade needs a manual step (raster split out)", "update")
+
+    with pytest.raises(Refused, match=r"PostGIS 2\.x"):
+        c.runtime.plan(
+            c.namespace, c.name, TARGET, job_env=JOB_ENV, scripts=PROBE_SCRIPTS, preflight=preflight
+        )
+    assert non_probe_writes(c) == []

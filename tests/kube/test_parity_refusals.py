@@ -74,7 +74,9 @@ def kube_run(
     scripts = load_scripts()
     env = {"PGLEAP_SUPERUSER": db.superuser}
     if plan:
-        return c, c.runtime.plan(c.namespace, c.name, target, job_env=env, scripts=scripts)
+        return c, c.runtime.plan(
+            c.namespace, c.name, target, job_env=env, scripts=scripts, preflight=engine_preflight
+        )
     with pytest.raises(Refused) as exc:
         c.runtime.upgrade(
             c.namespace, c.name, target, scripts=scripts, job_env=env, mode=mode, preflight=engine_preflight
@@ -173,10 +175,5 @@ def test_a_digest_pinned_statefulset_is_planned_and_read_live(db15, kubelet, ima
     c, (plan, _, _) = kube_run(db15, kubelet, image_names, DIGEST_NEW, image=DIGEST_OLD, plan=True)
     assert (plan.old_major, plan.new_major) == (15, 17)
     assert plan.glibc == ("2.36", "2.41") and plan.icu == ("72", "76")
-    from toolkit.runtimes.kube import HookContext
-
-    ctx = HookContext(c.kube, plan, c.namespace, c.name, f"{c.name}-0", plan.container, lambda line: None)
-    images = c.runtime.probe(c.sts(), DIGEST_NEW, load_scripts())
-    decided = engine_preflight(ctx, images, pgdata="/var/lib/postgresql/data", scripts=load_scripts())
-    assert decided.job_env["PGLEAP_MAX_LOCKS"] == "0"  # 200 rows: the default lock table is enough
+    assert plan.job_env["PGLEAP_MAX_LOCKS"] == "0"  # decided by the live read: 200 rows need no more
     assert non_probe_writes(c) == []

@@ -350,6 +350,7 @@ class KubeRuntime:
         run_id: str | None = None,
         keep_readers: bool = False,
         scripts: Mapping[str, str] | None = None,
+        preflight: PreflightHook | None = None,
     ) -> tuple[KubePlan, dict[str, Any], list[str]]:
         """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings.
 
@@ -372,6 +373,8 @@ class KubeRuntime:
             run_id=run_id,
             images=images,
         )
+        if preflight is not None and images is not None and scripts is not None:
+            plan = self.read_live(plan, facts, images, scripts, preflight)
         return plan, sts, warnings
 
     def _plan_from(
