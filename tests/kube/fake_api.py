@@ -141,6 +141,9 @@ class FakeKubernetesApi:
         self.volumes: dict[tuple[str, str], dict[str, Any]] = {}
         self.node = "node-a"
         self.nodes: dict[str, str] = {}  # pod name → node, where it differs from `node`
+        # Bare Pods pgleap creates (the image probes): pod → (phase, log of its one container).
+        # None leaves them Pending, as a cluster that cannot pull the image would.
+        self.pod_runner: Callable[[dict[str, Any]], tuple[str, str]] | None = None
         self._serial = itertools.count(1)
         self._serializer = client.ApiClient.__new__(client.ApiClient)
 
@@ -344,6 +347,13 @@ class FakeKubernetesApi:
     def list_namespaced_pod(self, namespace: str, label_selector: str | None = None, **_: Any) -> Any:
         return client.V1PodList(items=self._list("Pod", namespace, label_selector))
 
+    def create_namespaced_pod(self, namespace: str, body: client.V1Pod, **_: Any) -> Any:
+        assert isinstance(body, client.V1Pod), "the client takes a V1Pod"
+        return self._create("Pod", namespace, body)
+
+    def delete_namespaced_pod(self, name: str, namespace: str, propagation_policy=None, **_: Any):
+        return self._delete("Pod", namespace, name, propagation_policy)
+
     def read_namespaced_pod_log(
         self, name: str, namespace: str, container: str | None = None, follow: bool | None = None, **kw: Any
     ) -> Any:
@@ -468,6 +478,12 @@ class FakeKubernetesApi:
                 self.finish_job_for_test(namespace or "", name, succeeded=result == "Complete")
         elif kind == "VolumeSnapshot":
             self.set_status_for_test("VolumeSnapshot", namespace, name, {"readyToUse": True})
+        elif kind == "Pod" and before is None and self.pod_runner is not None:
+            pod = self._dict(self.objects[(namespace, "Pod", name)])
+            phase, text = self.pod_runner(pod)
+            container = pod["spec"]["containers"][0]["name"]
+            self.logs[(namespace or "", name, container)] = text
+            self.set_status_for_test("Pod", namespace, name, {"phase": phase})
 
     def _enforced(self, namespace: str) -> str | None:
         return self.namespace_labels.get(namespace, {}).get("pod-security.kubernetes.io/enforce")

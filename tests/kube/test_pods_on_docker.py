@@ -18,18 +18,21 @@ import os
 import secrets
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.kube.probes import recorded
 from toolkit import render
 from toolkit.cli_kube import load_scripts
+from toolkit.facts import ImageFacts
 from toolkit.kube_facts import gather
 from toolkit.kube_hook import engine_post_upgrade
 from toolkit.kube_plan import make_plan
 from toolkit.runtimes.kube import HookContext
-from toolkit.steps import verify
+from toolkit.steps import postupgrade, verify
 from toolkit.steps.sql import Server
 
 pytestmark = pytest.mark.docker
@@ -292,6 +295,9 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old
     # 2. The rendered Job, run container by container.
     facts = gather(sts)
     plan = make_plan(facts, new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"})
+    # The images' libraries as `upgrade sts` probes them (output recorded from these images).
+    old_facts, new_facts = (ImageFacts.from_probe(i, recorded(i)) for i in (old_image, new_image))
+    plan = replace(plan, glibc=(old_facts.glibc, new_facts.glibc), icu=(old_facts.icu, new_facts.icu))
     job = render.upgrade_job(plan, sts, "upgrade")
     scripts_cm = render.scripts_configmap(plan, load_scripts())
     job_pod = job["spec"]["template"]["spec"]
@@ -336,6 +342,17 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old
         )
         assert not any(line.startswith("FAIL") for line in lines), lines
         assert any("amcheck" in line for line in lines)
+        # glibc 2.31 -> 2.41/2.43 changed: the collation-dependent indexes were rebuilt; the
+        # statistics ran as Docker's (18: missing ones first, then the rest).
+        rebuilt = next(line for line in lines if line.startswith("collation-dependent indexes rebuilt: "))
+        assert not rebuilt.endswith(": 0"), lines
+        runs = " then ".join(" ".join(r) for r in postupgrade.analyze_runs(plan.new_major))
+        assert f"statistics: vacuumdb {runs}" in lines, lines
+        # The same libraries on both sides (a forced equal probe): nothing to rebuild.
+        same = replace(plan, glibc=(new_facts.glibc,) * 2, icu=(new_facts.icu,) * 2)
+        again: list[str] = []
+        engine_post_upgrade(HookContext(api, same, "geo", "gis", "gis-0", "postgres", again.append))
+        assert "collation-dependent indexes rebuilt: 0" in again, again
         with server.connect("gis") as conn:
             full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
         assert "need upgrade" not in full

@@ -91,7 +91,19 @@ def every_path_calls() -> list[Call]:
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += [x for x in c.fake.calls if not x.detail.get("injected")]
     out += rehearsal_calls()
+    out += probe_calls()
     return out
+
+
+def probe_calls() -> list[Call]:
+    """Calls of a probed plan and a probed upgrade: the probe Pods (create, get, log, delete)."""
+    from tests.kube.probes import PROBE_SCRIPTS, recorded_runner
+
+    c = make_cluster("official-plain")
+    c.fake.pod_runner = recorded_runner()
+    c.runtime.plan(c.namespace, c.name, "pgleap/postgis:17-3.5", scripts=PROBE_SCRIPTS)
+    c.runtime.upgrade(c.namespace, c.name, "pgleap/postgis:17-3.5", scripts=PROBE_SCRIPTS)
+    return c.fake.calls
 
 
 def rehearsal_calls() -> list[Call]:
@@ -125,6 +137,8 @@ def test_every_recorded_call_is_in_the_role() -> None:
         ("create", "", "persistentvolumeclaims"),
         ("delete", "snapshot.storage.k8s.io", "volumesnapshots"),
         ("create", "", "services"),
+        ("create", "", "pods"),
+        ("delete", "", "pods"),
     ]:
         assert needed in seen
 

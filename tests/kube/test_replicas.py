@@ -645,11 +645,14 @@ def test_plan_reads_the_read_statefulset_live() -> None:
 # -- commands ---------------------------------------------------------------------------------------
 
 
-def test_plan_command_shows_each_standby_and_stale_reads() -> None:
+def test_plan_command_shows_each_standby_and_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from tests.kube.test_cli_kube import build_app
+    from toolkit import cli_kube
 
+    # No probe output is recorded for the Bitnami images: plan from their tags (test_probe.py probes).
+    monkeypatch.setattr(cli_kube, "load_scripts", lambda folder=None, required=True: dict(SCRIPTS))
     c = make_cluster(PAIR)
     args = ["plan", "sts", c.name, "-n", c.namespace, "--to", REPLICA_CASES[PAIR][0], "--allow-helm"]
     result = CliRunner().invoke(build_app(c), [*args, "--keep-readers"])

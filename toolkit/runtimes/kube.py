@@ -10,6 +10,7 @@ deleted with propagationPolicy=Orphan, which leaves its PVCs and pods alone).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -17,8 +18,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit import guard, render
+from toolkit import guard, kube_probe, render
 from toolkit.errors import PgleapError, Refused
+from toolkit.facts import ImageFacts
 from toolkit.kube import Forbidden, Kube
 from toolkit.kube_facts import StsFacts, gather, parse_image
 from toolkit.kube_lease import Lease, holder_of
@@ -86,6 +88,9 @@ class HookContext:
 
 
 PostUpgradeHook = Callable[[HookContext], None]
+# (context of the running old primary, (old, new) probed images, its PGDATA, scripts) → the plan
+# with what the live cluster decided; raises Refused before the first write (kube_inspect).
+PreflightHook = Callable[..., KubePlan]
 # (context of the new primary, replication slots of the standbys) → the slots that stream now.
 StandbyProbe = Callable[[HookContext, tuple[str, ...]], Iterable[str]]
 
@@ -197,8 +202,10 @@ class KubeRuntime:
         name: str,
         sts: dict[str, Any] | None = None,
         services: list[dict[str, Any]] | None = None,
+        *,
+        major: int | None = None,
     ) -> StsFacts:
-        """Facts about the StatefulSet and what surrounds it (read-only)."""
+        """Facts about the StatefulSet and what surrounds it (read-only); `major` as probed."""
         sts = sts or self.read_sts(namespace, name)
         templates = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
         replicas = max(sts["spec"].get("replicas", 1), 1)
@@ -230,6 +237,7 @@ class KubeRuntime:
             snapshot_classes=self._optional(
                 "VolumeSnapshotClasses", lambda: self.kube.list("VolumeSnapshotClass", None), []
             ),
+            major=major,
         )
 
     def topology(
@@ -240,7 +248,9 @@ class KubeRuntime:
         for candidate in read_sts_names(name):
             read = self.kube.get("StatefulSet", namespace, candidate)
             if read is not None:
-                read_facts = self.inspect(namespace, candidate, read, services=services)
+                read_facts = self.inspect(
+                    namespace, candidate, read, services=services, major=facts.image.major
+                )
                 topo = detect(sts, facts, read_sts=read, read_facts=read_facts, services=services)
                 return topo, read, read_facts
         return detect(sts, facts, services=services), None, None
@@ -319,6 +329,14 @@ class KubeRuntime:
 
     # -- planning -----------------------------------------------------------------------------
 
+    def probe(
+        self, sts: Mapping[str, Any], target_image: str, scripts: Mapping[str, str] | None
+    ) -> tuple[ImageFacts, ImageFacts] | None:
+        """Both images' facts from probe Pods (kube_probe), before any write; None without probe.sh."""
+        if scripts is None or not kube_probe.can_probe(scripts):
+            return None
+        return kube_probe.probe_both(self.kube, sts, target_image, scripts, log=self.log)
+
     def plan(
         self,
         namespace: str,
@@ -332,12 +350,15 @@ class KubeRuntime:
         patch_retention: bool = True,
         run_id: str | None = None,
         keep_readers: bool = False,
+        scripts: Mapping[str, str] | None = None,
+        preflight: PreflightHook | None = None,
     ) -> tuple[KubePlan, dict[str, Any], list[str]]:
         """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings.
 
         The read StatefulSet, when there is one, is `plan.read_sts`; `read_statefulset()` fetches it."""
         sts = self.read_sts(namespace, name)
-        facts = self.inspect(namespace, name, sts)
+        images = self.probe(sts, target_image, scripts)
+        facts = self.inspect(namespace, name, sts, major=images[0].major if images else None)
         topo, _, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
             facts,
@@ -351,7 +372,10 @@ class KubeRuntime:
             overrides=overrides,
             patch_retention=patch_retention,
             run_id=run_id,
+            images=images,
         )
+        if preflight is not None and images is not None and scripts is not None:
+            plan = self.read_live(plan, facts, images, scripts, preflight)
         return plan, sts, warnings
 
     def _plan_from(
@@ -368,9 +392,14 @@ class KubeRuntime:
         topology: Topology | None = None,
         read_facts: StsFacts | None = None,
         keep_readers: bool = False,
+        images: tuple[ImageFacts, ImageFacts] | None = None,
     ) -> tuple[KubePlan, list[str]]:
-        warnings = guard.check(
-            facts, parse_image(target_image), overrides, patch_retention=patch_retention, topology=topology
+        target, checked = parse_image(target_image), []
+        if images is not None:  # probed: Docker's refusals that need only the two images
+            target = kube_probe.probed_target(target_image, images[1])
+            checked = kube_probe.check_images(images[0], images[1], mode)
+        warnings = checked + guard.check(
+            facts, target, overrides, patch_retention=patch_retention, topology=topology
         )
         if snapshot and not facts.snapshot_classes:
             warnings.append(
@@ -387,8 +416,32 @@ class KubeRuntime:
             topology=topology,
             read_facts=read_facts,
             keep_readers=keep_readers,
+            target=target,
         )
+        if images is not None:  # the post-upgrade hook rebuilds only what these changes reorder
+            old, new = images
+            plan = dataclasses.replace(plan, glibc=(old.glibc, new.glibc), icu=(old.icu, new.icu))
         return plan, warnings
+
+    def read_live(
+        self,
+        plan: KubePlan,
+        facts: StsFacts,
+        images: tuple[ImageFacts, ImageFacts],
+        scripts: Mapping[str, str],
+        preflight: PreflightHook,
+    ) -> KubePlan:
+        """The running primary's cluster, read before the stop (read-only; refusals come here)."""
+        pod = f"{plan.sts}-0"
+        if facts.replicas == 0 or not pod_ready(self.kube.get("Pod", plan.namespace, pod)):
+            raise Refused(
+                f"{plan.namespace}/{plan.sts} does not run (replicas: {facts.replicas}, pod {pod} not ready): "
+                "pgleap reads the live cluster before it stops it",
+                f"start it (kubectl -n {plan.namespace} scale statefulset {plan.sts} --replicas=1) and wait "
+                "until it is ready, then run pgleap again",
+            )
+        ctx = HookContext(self.kube, plan, plan.namespace, plan.sts, pod, plan.container, self.log)
+        return preflight(ctx, images, pgdata=facts.pgdata, scripts=scripts)
 
     def read_statefulset(self, plan: KubePlan) -> dict[str, Any] | None:
         """The live read StatefulSet of a plan (None without one)."""
@@ -429,6 +482,7 @@ class KubeRuntime:
         post_upgrade: PostUpgradeHook | None = None,
         keep_readers: bool = False,
         standby_probe: StandbyProbe | None = None,
+        preflight: PreflightHook | None = None,
     ) -> Outcome:
         """Upgrade the StatefulSet's database to `target_image`, or say it is already done."""
         state = self.read_state(namespace, name)
@@ -448,9 +502,10 @@ class KubeRuntime:
                 "or clear it with `pgleap finalize sts NAME`",
             )
         sts = self.read_sts(namespace, name)
-        facts = self.inspect(namespace, name, sts)
-        if facts.image.ref == target_image:
+        if kube_probe.running_image(sts) == target_image:
             return Outcome("upgrade", "done", unchanged=[f"{namespace}/{name} already runs {target_image}"])
+        images = self.probe(sts, target_image, scripts)
+        facts = self.inspect(namespace, name, sts, major=images[0].major if images else None)
         topo, read, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
             facts,
@@ -463,7 +518,10 @@ class KubeRuntime:
             snapshot=snapshot,
             overrides=overrides,
             patch_retention=patch_retention,
+            images=images,
         )
+        if preflight is not None and images is not None:
+            plan = self.read_live(plan, facts, images, scripts, preflight)
         original = sts
         read = read if plan.read_sts else None
         out = Outcome("upgrade", "recorded", notes=list(warnings))

@@ -158,6 +158,14 @@ ORDER BY 1
 """
 
 
+def analyze_runs(new_major: int) -> list[list[str]]:
+    """vacuumdb runs after pg_upgrade (both runtimes). PG18 carries most statistics over: fill
+    the missing ones in stages first, then the rest."""
+    if new_major >= 18:
+        return [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
+    return [["--analyze-in-stages"]]
+
+
 def collation_indexes(server: Server, db: str, *, libc_changed: bool, icu_changed: bool) -> list[str]:
     """Indexes whose order depends on a collation library that changed (the DB default included)."""
     with server.connect(db) as conn:
