@@ -49,3 +49,7 @@ def corpus_factory(runtime, corpus_images) -> Iterator:
         for volume in (clone, f"pgleap-old-binaries-{clone}"):
             runtime.remove_volume(volume)
         remove_old(db)
+
+
+# The pods-on-Docker kubelet stand-in, for the Kubernetes variant of the refusal.
+from tests.kube.conftest import kubelet  # noqa: E402, F401

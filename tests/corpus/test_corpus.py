@@ -145,3 +145,25 @@ def test_rehearsal_of_unadjusted_is_no_go_while_production_serves(
     reason = " ".join(json.dumps(result).split())
     assert any(n in reason for names in problems_for(old).values() for n in names), reason[-3000:]
     serving_unchanged(runtime, db, started_at, before, root)
+
+
+@pytest.mark.parametrize(("old", "new"), PAIRS, ids=[f"{o}-to-{n}" for o, n in PAIRS])
+def test_unadjusted_is_refused_alike_on_kubernetes(runtime, image_names, corpus_factory, kubelet, old, new):
+    """The same refusal from `upgrade sts`: the recording fake API, probe Pods on Docker, the
+    live read (exec, port-forward) reaching the same running regression cluster; no mutating
+    call but the probe Pods' own, and the database serves on, unchanged."""
+    from tests.kube.test_parity_refusals import kube_run
+    from tests.kube.test_probe import non_probe_writes
+
+    db = corpus_factory(old)
+    started_at = runtime.docker.containers.get(db.name).attrs["State"]["StartedAt"]
+    before, root = db.fingerprint(), volume_root(runtime, db.volume)
+
+    c, refused = kube_run(db, kubelet, image_names, image_names[new])
+
+    text = " ".join(f"{refused.message} {refused.hint}".split())
+    missing = {what: [n for n in names if n not in text] for what, names in problems_for(old).items()}
+    missing = {what: names for what, names in missing.items() if names}
+    assert refused.exit_code == EXIT_REFUSED and not missing, (missing, text[-3000:])
+    assert non_probe_writes(c) == []
+    serving_unchanged(runtime, db, started_at, before, root)
