@@ -78,8 +78,8 @@ def _update_checked(conn, db: str, stale: dict[str, tuple[str, str, bool]]) -> l
     shapes = traps.type_shapes(conn)
     columns = traps.touched(conn, {e: (old, new) for e, (old, new, path) in stale.items() if path})
     tables = sorted({c.key for c in columns})
-    for key in tables:  # clients keep reading; their writes wait the few seconds this takes
-        schema, _, table = key.partition(".")
+    for schema, table in sorted({(c.schema, c.table) for c in columns}):
+        # clients keep reading; their writes wait the few seconds this takes
         conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(schema, table)))
     before = table_hashes(conn, only=set(tables))[0] if tables else {}
     _update(conn, stale)
