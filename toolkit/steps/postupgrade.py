@@ -113,11 +113,11 @@ def _update_checked(conn, db: str, stale: dict[str, tuple[str, str, bool]]) -> l
         )
     if tables:
         after = table_hashes(conn, only=set(tables))[0]
-        differ = [f"{db}: {t}" for t in tables if before.get(t) != after.get(t)]
+        differ = {t for t in tables if before.get(t) != after.get(t)}
         if differ:
-            names = [c.label() for c in columns if c.key in {d.split(": ")[1] for d in differ}]
+            names = [c.label() for c in columns if c.key in differ]
             raise VerificationFailed(
-                f"values read differently after the extension update: {', '.join(names)}",
+                f"{db}: values read differently after the extension update: {', '.join(names)}",
                 "the update was rolled back in this database; the data reads as before",
             )
     return repaired
