@@ -318,11 +318,27 @@ def test_crash_before_every_write_then_resume(index: str) -> None:
     assert len(calls(c, "create", "jobs")) == 1
 
 
+def test_failed_upgrade_job_restores_the_old_statefulset_by_itself() -> None:
+    """Issue 13: a failure before the new cluster starts does not leave the database scaled to 0.
+    upgrade.sh's rollback-check decides first, then the ordinary rollback runs under the same hold."""
+    c = make_cluster("official-plain")
+    original = c.sts()
+    c.fake.job_results["pgleap-gis-upgrade"] = "Failed"
+    with pytest.raises(PgleapError, match="Job pgleap-gis-upgrade failed") as exc:
+        upgrade(c, "official-plain")
+    assert "serves again on its old image (automatic restore)" in exc.value.message
+    assert comparable(c.sts()) == comparable(original) and c.sts()["spec"]["replicas"] == 1
+    assert state(c)["phase"] == "rolled-back"
+    made = {j.name for j in calls(c, "create", "jobs")}
+    assert {"pgleap-gis-upgrade", "pgleap-gis-rollback-check", "pgleap-gis-rollback"} <= made, made
+    assert c.runtime.status(c.namespace, c.name)["held_by"] is None  # the hold was given back
+
+
 def test_failed_job_is_not_retried_and_rollback_works() -> None:
     c = make_cluster("official-plain")
     c.fake.job_results["pgleap-gis-upgrade"] = "Failed"
     with pytest.raises(PgleapError, match="Job pgleap-gis-upgrade failed") as exc:
-        upgrade(c, "official-plain")
+        upgrade(c, "official-plain", auto_restore=False)  # --no-auto-restore: the old behaviour
     assert "rollback" in exc.value.hint
     with pytest.raises(PgleapError, match="failed"):
         c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
@@ -432,7 +448,7 @@ def test_stop_times_out_after_grace_period() -> None:
     c = make_cluster("official-plain")
     c.fake.simulate = False  # the pod never goes away
     with pytest.raises(PgleapError, match="timed out after 180s waiting for pod gis-0 to stop"):
-        upgrade(c, "official-plain")
+        upgrade(c, "official-plain", auto_restore=False)  # (with it, the restore times out the same way)
     assert state(c)["phase"] == "replicas-stopped"  # the step before the stop
 
 

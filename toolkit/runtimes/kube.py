@@ -27,7 +27,7 @@ from toolkit.kube_lease import Lease, holder_of
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import Topology, detect, read_sts_names
 from toolkit.kube_stored import check_stored
-from toolkit.runtimes import kube_decide
+from toolkit.runtimes import kube_decide, kube_restore
 
 logger = logging.getLogger(__name__)
 
@@ -483,8 +483,12 @@ class KubeRuntime:
         keep_readers: bool = False,
         standby_probe: StandbyProbe | None = None,
         preflight: PreflightHook | None = None,
+        auto_restore: bool = True,
     ) -> Outcome:
-        """Upgrade the StatefulSet's database to `target_image`, or say it is already done."""
+        """Upgrade the StatefulSet's database to `target_image`, or say it is already done.
+
+        `auto_restore`: a failure before the new cluster starts puts the old StatefulSet back
+        (toolkit/runtimes/kube_restore.py)."""
         state = self.read_state(namespace, name)
         if state is not None:
             if (
@@ -544,6 +548,10 @@ class KubeRuntime:
         )
         try:
             return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+        except PgleapError as exc:
+            if auto_restore:
+                kube_restore.restore_after_failure(self, namespace, name, scripts, exc)
+            raise
         finally:
             lease.release()
 
