@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit import engine, undo
+from toolkit import engine, interrupt, undo
 from toolkit.errors import EXIT_FAILED, EXIT_OK, PgleapError
+from toolkit.interrupt import EXIT_INTERRUPTED
 from toolkit.report import Report, print_findings, print_verdict
 from toolkit.state import RunState, locked
 
@@ -102,6 +104,74 @@ def _auto_restore(target, state: RunState, report: Report, exc: Exception) -> No
         f"left; `--no-auto-restore` leaves the database stopped for inspection instead{detail}",
         exit_code=EXIT_FAILED,
     ) from None
+
+
+def _guarded_upgrade(
+    target, state: RunState, report: Report, run: Callable[[], dict], *, auto_restore: bool
+) -> dict:
+    """`run` (an upgrade or a resume) with Ctrl-C/SIGTERM caught; a failure before the point of no
+    return restores the old database when `auto_restore`; an interruption exits 130 saying what is open."""
+    if state.data.pop("interrupted", None) is not None:  # a resume: the interruption is over
+        state.save()
+    try:
+        with interrupt.guarded():
+            return run()
+    except (interrupt.Interrupted, KeyboardInterrupt) as exc:
+        stopped = exc if isinstance(exc, interrupt.Interrupted) else None
+        during = stopped.during if stopped else f"{interrupt.current_step()} (stopped at once)"
+        _after_interrupt(target, RunState(target.key), report, during, auto_restore=auto_restore)
+        raise  # not reached: _after_interrupt always raises
+    except Exception as exc:
+        if not auto_restore or not _restorable(exc):
+            raise
+        _auto_restore(target, state, report, exc)
+        raise
+
+
+def _after_interrupt(target, state: RunState, report: Report, during: str, *, auto_restore: bool) -> None:
+    """Record the interruption, restore the old database if that is safe and wanted, say what is open."""
+    if not state.data.get("plan"):
+        raise PgleapError(
+            f"interrupted during {during}; nothing was changed",
+            "run the upgrade again when ready",
+            exit_code=EXIT_INTERRUPTED,
+        )
+    state.save(interrupted={"during": during, "at": time.time()})
+    if auto_restore:
+        try:
+            restored = undo.auto_restore(target, report=report, state=state)
+        except PgleapError as again:
+            report.say(f"[red]the automatic restore failed[/]: {again.message}")
+            restored = None
+        if restored is not None:
+            raise PgleapError(
+                f"interrupted during {during}; the upgrade was undone: the database serves again on its "
+                f"old image ({target.source_image})",
+                f"run the upgrade again when ready; `{restored['cleanup']}` removes what the run left",
+                exit_code=EXIT_INTERRUPTED,
+            )
+    resume, rollback = f"`{target.command('resume')}`", f"`{target.command('rollback')}`"
+    serving = "" if target.stopped_by_run() else "; the database was not stopped and still serves"
+    if state.phase == "done":
+        raise PgleapError(
+            f"interrupted during {during}; the upgrade itself is complete{serving}",
+            f"{resume} finishes what is left; `{target.command('finalize')}` once you are satisfied",
+            exit_code=EXIT_INTERRUPTED,
+        )
+    try:
+        engine._reap(target, report)  # a step stopped at once may have left its helper running
+        verdict = undo.check(target, engine.plan_from_dict(state.data["plan"]))
+        can_roll_back = not verdict.refusal
+        why = verdict.refusal
+    except PgleapError as exc:
+        can_roll_back, why = None, exc.message
+    if can_roll_back:
+        hint = f"{resume} continues the upgrade, or {rollback} brings the old cluster back"
+    elif can_roll_back is None:
+        hint = f"{resume} continues the upgrade; whether {rollback} is still possible is unknown ({why})"
+    else:
+        hint = f"{resume} finishes the upgrade; {rollback} is no longer possible ({why})"
+    raise PgleapError(f"interrupted during {during}{serving}", hint, exit_code=EXIT_INTERRUPTED)
 
 
 def _emit(result: dict, output: str, report: Report) -> None:
@@ -216,16 +286,13 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         report = Report(quiet=output != "text")
         replicas = [] if no_replicas else (replica or None)
         with locked(target.key):
-            try:
-                result = engine.upgrade(
+            result = _guarded_upgrade(
+                target, state, report, auto_restore=not no_auto_restore,
+                run=lambda: engine.upgrade(
                     target, to, mode=mode, verify_data=not no_verify, downtime=downtime, dry_run=dry_run,
                     report=report, state=state, replicas=replicas,
-                )  # fmt: skip
-            except Exception as exc:
-                if no_auto_restore or not _restorable(exc):
-                    raise
-                _auto_restore(target, state, report, exc)
-                raise
+                ),
+            )  # fmt: skip
         _emit(result, output, report)
 
     @groups["rehearse"].command("docker")
@@ -339,9 +406,12 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
         report = Report(quiet=output != "text")
         with locked(target.key):
-            result = engine.upgrade(
-                target, state.data["target_image"], report=report, state=state, accept=accepted
-            )
+            result = _guarded_upgrade(
+                target, state, report, auto_restore=False,
+                run=lambda: engine.upgrade(
+                    target, state.data["target_image"], report=report, state=state, accept=accepted
+                ),
+            )  # fmt: skip
         _emit(result, output, report)
 
     @groups["rollback"].command("docker")

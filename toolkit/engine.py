@@ -22,7 +22,7 @@ from typing import Protocol
 
 from rich.markup import escape
 
-from toolkit import faults, minimal
+from toolkit import faults, interrupt, minimal
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
@@ -287,6 +287,7 @@ def upgrade(
         if fail_after == phase:  # fault injection for tests: as if pgleap died here
             raise PgleapError(f"injected failure after phase {phase}")
         faults.point(f"after-{phase}")  # test-only (PGLEAP_FAULT): wait here to be killed
+        interrupt.stop_if_requested(phase)  # Ctrl-C/SIGTERM: stop here, the phase is recorded
 
     if not _reached(state, "collected"):
         with report.phase("collect old binaries", "old image -> scratch volume"):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.markup import escape
 
+from toolkit import interrupt
+
 
 @dataclass
 class Phase:
@@ -37,6 +39,8 @@ class Report:
     @contextmanager
     def phase(self, name: str, detail: str = "") -> Iterator[Phase]:
         """Time a phase, show a spinner while it runs and a line when it is done."""
+        interrupt.stop_before(name)  # after Ctrl-C no new step begins
+        interrupt.set_step(name)
         entry = Phase(name, 0.0, detail, in_downtime=self._down_since is not None)
         start = time.monotonic()
         if self.quiet:
