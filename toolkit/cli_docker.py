@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit import engine, interrupt, undo
+from toolkit import cli_options, engine, interrupt, undo
+from toolkit.cli_options import Yes
 from toolkit.errors import EXIT_FAILED, EXIT_OK, PgleapError
 from toolkit.interrupt import EXIT_INTERRUPTED
 from toolkit.report import Report, print_findings, print_verdict
@@ -279,10 +279,22 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
                 "inspection (default: pgleap restarts the old container by itself).",
             ),
         ] = False,
+        yes: Yes = False,
         output: Output = "text",
     ) -> None:
         """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
         target, state = _target(container, volume, from_image, pgdata)
+        if not dry_run:
+            cli_options.require_yes_without_terminal(
+                f"upgrade {target.key} (stops the database)",
+                yes=yes,
+                command=f"{target.command('upgrade')} --to {to}",
+            )
+
+        def ask(plan) -> None:
+            summary = cli_options.upgrade_summary(target.key, plan)
+            cli_options.confirm(summary, yes=yes, command=f"{target.command('upgrade')} --to {to}")
+
         report = Report(quiet=output != "text")
         replicas = [] if no_replicas else (replica or None)
         with locked(target.key):
@@ -290,7 +302,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
                 target, state, report, auto_restore=not no_auto_restore,
                 run=lambda: engine.upgrade(
                     target, to, mode=mode, verify_data=not no_verify, downtime=downtime, dry_run=dry_run,
-                    report=report, state=state, replicas=replicas,
+                    report=report, state=state, replicas=replicas, confirm=ask,
                 ),
             )  # fmt: skip
         _emit(result, output, report)
@@ -421,7 +433,10 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         yes: Annotated[
             bool,
             typer.Option(
-                "--yes", "-y", help="Accept losing the writes made on the new cluster (copy/clone)."
+                "--yes",
+                "-y",
+                help="Do not ask (required without a terminal); also accepts losing the writes made on the "
+                "new cluster (copy/clone).",
             ),
         ] = False,
         output: Output = "text",
@@ -431,26 +446,57 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         def ask(loss: str) -> bool:
             return typer.confirm(f"{loss}. Roll back anyway?", default=False, err=True)
 
-        confirm = (lambda _loss: True) if yes else (ask if sys.stdin.isatty() else None)
+        confirm = (lambda _loss: True) if yes else (ask if cli_options.interactive() else None)
 
         def step(target, *, report, state):
-            return undo.rollback(target, report=report, state=state, confirm=confirm)
+            def ask_plain() -> None:  # rollback is possible and loses nothing: still ask first
+                plan = engine.plan_from_dict(state.data["plan"])
+                cli_options.confirm(
+                    f"roll back {target.key}: the old cluster (PostgreSQL {plan.old_major}) comes back on "
+                    f"{plan.source_image}, the upgraded one is stopped and kept aside",
+                    yes=yes,
+                    command=target.command("rollback"),
+                )
+
+            return undo.rollback(target, report=report, state=state, confirm=confirm, ask=ask_plain)
 
         _lifecycle(step, container, volume, output)
 
     @groups["cleanup"].command("docker")
-    def cleanup_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
+    def cleanup_docker(
+        container: Container = None, volume: Volume = None, yes: Yes = False, output: Output = "text"
+    ) -> None:
         """After a rollback or an automatic restore: delete the kept new cluster and the scratch volume."""
         target, state = _target(container, volume, None, None)
         report = Report(quiet=output != "text")
+        if not state.data.get("plan"):  # a recorded upgrade is refused by cleanup itself, unasked
+            cli_options.confirm(
+                f"clean up {target.key}: delete the kept new cluster (if any) and pgleap's scratch volume",
+                yes=yes,
+                command=target.command("cleanup"),
+            )
         with locked(target.key):
             result = undo.cleanup(target, report=report, state=state)
         _emit(result, output, report)
 
     @groups["finalize"].command("docker")
-    def finalize_docker(container: Container = None, volume: Volume = None, output: Output = "text") -> None:
+    def finalize_docker(
+        container: Container = None, volume: Volume = None, yes: Yes = False, output: Output = "text"
+    ) -> None:
         """Delete the old cluster, the old container and pgleap's scratch volume."""
-        _lifecycle(engine.finalize, container, volume, output)
+
+        def step(target, *, report, state):
+            if state.phase == "done":  # anything else is refused by finalize itself, unasked
+                cli_options.confirm(
+                    f"finalize {target.key}: delete the old cluster (PostgreSQL "
+                    f"{state.data.get('plan', {}).get('old_major', '?')}), the old container and pgleap's "
+                    "scratch volume; no rollback after this",
+                    yes=yes,
+                    command=target.command("finalize"),
+                )
+            return engine.finalize(target, report=report, state=state)
+
+        _lifecycle(step, container, volume, output)
 
     @groups["status"].command("docker")
     def status_docker(container: Container = None, volume: Volume = None, output: Output = "json") -> None:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit import guard, kube_shape, render
+from toolkit import cli_options, guard, kube_shape, render
 from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
 from toolkit.kube_facts import facts_as_dict, gather, parse_image
 from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability, superuser_for
@@ -166,7 +166,7 @@ NamespaceOpt = Annotated[
 ]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml", callback=_check_output)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+YesOpt = cli_options.Yes
 NameArg = Annotated[str, typer.Argument(help="Name of the StatefulSet.", callback=_check_sts_name)]
 ToOpt = Annotated[str, typer.Option("--to", help="Target image, e.g. postgis/postgis:17-3.5.")]
 SnapshotOpt = Annotated[
@@ -491,12 +491,12 @@ def register(
             _print(objs, output if output != "text" else "yaml", lambda: None)
             err.print("dry run: nothing was changed")
             return
-        if not yes and not typer.confirm(
-            f"Stop {ns}/{name} and upgrade it to {to}? The database is down until it finishes; "
-            "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime).",
-            err=True,
-        ):
-            raise typer.Exit(1)
+        cli_options.confirm(
+            f"upgrade {ns}/{name}: stop it and upgrade it to {to}; the database is down until it finishes; "
+            "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime)",
+            yes=yes,
+            command=f"pgleap upgrade sts {name} -n {ns} --to {to}",
+        )
         outcome = rt.upgrade(
             ns,
             name,
@@ -531,6 +531,12 @@ def register(
 
         _print(data, output, text)
 
+    WHAT = {
+        "resume": "continue the recorded operation (the database may stop)",
+        "rollback": "stop the upgraded database and bring the old data directory back",
+        "finalize": "delete the old data directory; no rollback after this",
+    }
+
     def _lifecycle(command: str, doc: str) -> None:
         def run(
             name: NameArg,
@@ -552,8 +558,11 @@ def register(
                 )
                 err.print("dry run: nothing was changed")
                 return
-            if not yes and not typer.confirm(f"{command} {ns}/{name}?", err=True):
-                raise typer.Exit(1)
+            cli_options.confirm(
+                f"{command} {ns}/{name}: {WHAT[command]}",
+                yes=yes,
+                command=f"pgleap {command} sts {name} -n {ns}",
+            )
             if command == "resume":
                 result = rt.resume(
                     ns, name, scripts=load_scripts(), post_upgrade=post_upgrade, standby_probe=standby_probe
@@ -607,6 +616,7 @@ def register(
         superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
         initdb_args: InitdbOpt = "",
         set_env: SetEnvOpt = None,
+        yes: YesOpt = False,
     ) -> None:
         """Clone the StatefulSet's database while it runs, upgrade the clone, report go / no-go.
 
@@ -616,6 +626,11 @@ def register(
         ns = ns_for(namespace, kubeconfig, context)
         rehearsal = KubeRehearsal(runtime_for(kubeconfig, context, output))
         if remove:
+            cli_options.confirm(
+                f"remove the rehearsal of {ns}/{name}: its clone, Jobs and volumes are deleted",
+                yes=yes,
+                command=f"pgleap rehearse sts {name} -n {ns} --remove",
+            )
             removed = rehearsal.remove(ns, name)
             _print(
                 {"removed": removed},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Protocol
 
@@ -230,8 +231,11 @@ def upgrade(
     fail_after: str | None = None,
     replicas: list[str] | None = None,
     accept: tuple[str, ...] = (),
+    confirm: Callable[[UpgradePlan], None] | None = None,
 ) -> dict:
     """Run (or resume) the whole upgrade; returns the JSON-able report.
+
+    `confirm(plan)` is called once the plan is known, before anything changes; it raises to refuse.
 
     `accept`: verification failures the operator has read and accepts on a resume
     ("fingerprint", "health"): the run goes on and starts the upgraded database.
@@ -274,6 +278,8 @@ def upgrade(
         report.data["replicas_planned"] = replicas
         if dry_run:
             return {**report.to_dict(), "status": "dry-run"}
+        if confirm is not None:
+            confirm(plan)
         state.save(
             target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe(),
             replicas=replicas, verify_data=verify_data, downtime=downtime,

@@ -55,7 +55,7 @@ def test_disk_full_during_copy_then_rollback(runtime, image_names, small_fs, fre
     assert "No space left on device" in text
     assert "Traceback" not in text
     filler.unlink()  # the operator frees space, then rolls back
-    proc = pgleap("rollback", "docker", "--container", db.name, "-o", "json")
+    proc = pgleap("rollback", "docker", "--container", db.name, "-o", "json", "--yes")
     assert result_json(proc)["status"] == "rolled-back"
     assert_old_back(runtime, db, image_names, before)
 
@@ -84,7 +84,7 @@ def test_unfit_target_image_is_refused_while_production_runs(
     image = derived_image(docker_client, image_names[TARGET], f"pgleap-test/{variant}:17", run)
     db = fresh_db()
     before = db.fingerprint()
-    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", image)
+    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", image, "--yes")
     assert proc.returncode == EXIT_REFUSED, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert_old_back(runtime, db, image_names, before)  # never stopped
