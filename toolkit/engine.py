@@ -253,10 +253,7 @@ def upgrade(
             "run `pgleap resume` or `pgleap rollback` first",
         )
     if state.phase == "done":
-        report.say(
-            f"already upgraded to {state.data['target_image']}; run `pgleap finalize` to remove the old cluster"
-        )
-        return {**report.to_dict(), "status": "already-done"}
+        return _awaiting_finalize(target, target_image, report, state)
     _reap(target, report)
     if state.data.get("plan"):
         plan = plan_from_dict(state.data["plan"])
@@ -313,7 +310,7 @@ def upgrade(
         )
         return _finish(target, plan, report, state, checkpoint)
 
-    report.down()
+    state.save(down_since=report.down(state.data.get("down_since")))  # a resume counts from the first stop
     if not _reached(state, "stopped"):
         with report.phase("stop the database", "clean shutdown"):
             target.stop_source()
@@ -399,8 +396,30 @@ def upgrade(
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
         checkpoint("started", switched_at=time.time())  # a copy/clone rollback says what it drops
-    report.up()
+    report.up(state.data.get("switched_at"))
     return _finish(target, plan, report, state, checkpoint)
+
+
+def _awaiting_finalize(target: Target, target_image: str, report: Report, state: RunState) -> dict:
+    """An earlier upgrade is complete and not finalized: say so; another target is refused."""
+    recorded = state.data.get("target_image")
+    plan = plan_from_dict(state.data["plan"])
+    back = (
+        f"`{target.command('rollback')}` brings PostgreSQL {plan.old_major} back (dropping what was written since)"
+        if point_of_no_return(plan) is None
+        else f"no rollback ({plan.mode} mode, past the point of no return)"
+    )
+    if recorded != target_image:
+        raise Refused(
+            f"an upgrade of {target.key} to {recorded} (PostgreSQL {plan.new_major}) is complete and awaits "
+            f"finalize; upgrading to {target_image} has to wait",
+            f"`{target.command('finalize')}` removes the old cluster, then run the upgrade to {target_image}; {back}",
+        )
+    report.say(
+        f"already upgraded to {recorded}; it awaits finalize: `{target.command('finalize')}` removes the "
+        f"old cluster; {back}"
+    )
+    return {**report.to_dict(), "status": "already-done", "awaits": "finalize", "target_image": recorded}
 
 
 def _prove(server: Server, state: RunState, report: Report, *, accept: bool) -> None:

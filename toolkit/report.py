@@ -53,14 +53,19 @@ class Report:
         marker = "[red]●[/]" if entry.in_downtime else "[green]●[/]"
         self.say(f"{marker} {name:<34} {entry.seconds:6.2f} s  [dim]{entry.detail}[/]")
 
-    def down(self) -> None:
-        """The database just stopped serving."""
-        self._down_since = time.monotonic()
+    def down(self, since: float | None = None) -> float:
+        """The database stopped serving, now or at `since` (epoch seconds, recorded by an earlier run
+        that a resume continues); returns that moment, for the run state."""
+        now = time.time()
+        since = now if since is None else min(float(since), now)
+        self._down_since = time.monotonic() - (now - since)
+        return since
 
-    def up(self) -> None:
-        """The database serves again."""
+    def up(self, at: float | None = None) -> None:
+        """The database serves again (now, or at `at` in epoch seconds when that was recorded)."""
         if self._down_since is not None:
-            self.downtime = time.monotonic() - self._down_since
+            end = time.monotonic() - (0.0 if at is None else max(0.0, time.time() - float(at)))
+            self.downtime = max(0.0, end - self._down_since)
             self._down_since = None
 
     def to_dict(self) -> dict:
