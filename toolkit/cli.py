@@ -8,12 +8,12 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from toolkit import __version__
 from toolkit.errors import PgleapError
+from toolkit.report import console
 
 app = typer.Typer(
     name="pgleap",
@@ -41,8 +41,8 @@ for _verb, _help in GROUPS.items():
     groups[_verb] = typer.Typer(help=_help, no_args_is_help=True)
     app.add_typer(groups[_verb], name=_verb)
 
-err = Console(stderr=True)
-out = Console()
+err = console(stderr=True)
+out = console(stderr=False)
 
 
 def _version(value: bool) -> None:
@@ -128,8 +128,20 @@ def _register_runtimes() -> None:
 _register_runtimes()
 
 
+VERBOSE = ("-v", "--verbose")
+
+
+def verbose_first(args: list[str]) -> list[str]:
+    """`-v` is a root option; accept it after the subcommand too (`pgleap rehearse docker … -v`)."""
+    head = args[: args.index("--")] if "--" in args else args
+    if not any(a in VERBOSE for a in head) or (head and head[0] in VERBOSE):
+        return args
+    return ["--verbose", *[a for a in head if a not in VERBOSE], *args[len(head) :]]
+
+
 def main() -> None:
     """Console entry point: one place maps the project's errors to exit codes."""
+    sys.argv[1:] = verbose_first(sys.argv[1:])
     try:
         app()
     except PgleapError as exc:

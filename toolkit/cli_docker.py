@@ -9,28 +9,32 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit import cli_options, engine, interrupt, undo
-from toolkit.cli_options import Yes
+from toolkit import __version__, cli_options, engine, interrupt, undo
+from toolkit.cli_options import Mode, Output, Yes
 from toolkit.errors import EXIT_FAILED, EXIT_OK, PgleapError
 from toolkit.interrupt import EXIT_INTERRUPTED
-from toolkit.report import Report, print_findings, print_verdict
+from toolkit.report import Report, console, plural, print_findings, print_verdict
 from toolkit.state import RunState, locked
 
-out = Console()
+out = console(stderr=False)
 
-Container = Annotated[str | None, typer.Option("--container", "-c", help="The database container.")]
+Container = Annotated[
+    str | None, typer.Option("--container", "-c", metavar="NAME", help="The database container.")
+]
 Volume = Annotated[
-    str | None, typer.Option("--volume", help="A Docker volume holding PGDATA (no container).")
+    str | None,
+    typer.Option("--volume", metavar="VOLUME", help="A Docker volume holding PGDATA (no container)."),
 ]
-FromImage = Annotated[str | None, typer.Option("--from", help="Image the volume's cluster was created with.")]
+FromImage = Annotated[
+    str | None, typer.Option("--from", metavar="IMAGE", help="Image the volume's cluster was created with.")
+]
 Pgdata = Annotated[
-    str | None, typer.Option("--pgdata", help="PGDATA inside the old image (default: image's).")
+    str | None,
+    typer.Option("--pgdata", metavar="PATH", help="PGDATA inside the old image (default: image's)."),
 ]
-Output = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml")]
 ACCEPTABLE = ("fingerprint", "health")
 
 
@@ -58,6 +62,12 @@ def _target(
                 f"no upgrade recorded for volume {volume}: nothing to resume, roll back or finalize",
                 "`pgleap status docker` shows what is recorded; `pgleap upgrade docker` starts an upgrade",
             )
+    if volume and not container and not from_image:  # a usage error: said before anything is inspected
+        raise typer.BadParameter(
+            "--volume VOL needs --from IMAGE, the image the volume's cluster was created with "
+            "(e.g. postgis/postgis:15-3.3)",
+            param_hint="--from",
+        )
     probe = DockerTarget(rt, container=container, volume=volume, source_image=from_image, pgdata=pgdata)
     state = RunState(probe.key)
     if state.data.get("source"):  # the container may have changed since: use what was recorded
@@ -174,7 +184,22 @@ def _after_interrupt(target, state: RunState, report: Report, during: str, *, au
     raise PgleapError(f"interrupted during {during}{serving}", hint, exit_code=EXIT_INTERRUPTED)
 
 
+def _complete(result: dict, target, state: RunState) -> dict:
+    """What a script needs besides the phases: where the old cluster is, whether rollback is open."""
+    plan = state.data.get("plan")
+    if plan and result.get("status") in ("upgraded", "already-done"):
+        result["rollback_possible"] = engine.point_of_no_return(engine.plan_from_dict(plan)) is None
+        result["old_container"] = target.old_name if getattr(target, "container_name", None) else None
+    return result
+
+
 def _emit(result: dict, output: str, report: Report) -> None:
+    if isinstance(result, dict) and output != "text":
+        result = {
+            **result,
+            "pgleap_version": __version__,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
     if output == "json":
         print(json.dumps(result, indent=2, default=str))
     elif output == "yaml":
@@ -185,17 +210,48 @@ def _emit(result: dict, output: str, report: Report) -> None:
         _summary(result, report)
 
 
+def _when(epoch) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(epoch)))
+
+
+def _status_text(result: dict) -> None:
+    """`status docker` for a person: where the run stands, or what happened last and when."""
+    out.print(f"target: {result['target']}", markup=False)
+    if result.get("phase"):
+        out.print(f"phase: {result['phase']} (upgrade to {result.get('target_image')})", markup=False)
+        if result.get("interrupted"):
+            i = result["interrupted"]
+            out.print(f"interrupted during {i['during']} at {_when(i['at'])}", markup=False)
+    else:
+        out.print("phase: no upgrade recorded", markup=False)
+    last = result.get("last_operation")
+    if last:
+        out.print(f"last operation: {last['operation']} at {_when(last['at'])}", markup=False)
+
+
+def _emit_plain(data: dict, output: str) -> None:
+    """A result with no text summary of its own: key: value lines as text."""
+    if output != "text":
+        _emit(data, output, Report(quiet=True))
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        out.print(f"{key}: {value}", markup=False)
+
+
 def _summary(result: dict, report: Report) -> None:
     if result.get("health"):
         table = Table("check", "ok", "detail", title="verification")
         for row in result["health"]:
-            table.add_row(row["check"], "[green]yes[/]" if row["ok"] else "[red]NO[/]", row["detail"][:80])
+            table.add_row(row["check"], "[green]yes[/]" if row["ok"] else "[red]NO[/]", row["detail"])
         out.print(table)
     fp = result.get("fingerprint")
     if fp:
         b, a = fp["before"], fp["after"]
         out.print(
-            f"fingerprint: {b['tables']} tables / {b['rows']} rows / {b['sequences']} sequences before, "
+            f"fingerprint: {plural(b['tables'], 'table')} / {plural(b['rows'], 'row')} / "
+            f"{plural(b['sequences'], 'sequence')} before, "
             f"{a['tables']} / {a['rows']} / {a['sequences']} after pg_upgrade: [bold green]identical[/]"
         )
     proof = result.get("fingerprint_after_extensions")
@@ -246,12 +302,14 @@ def _report_rehearsal(result: dict, output: str, junit: Path | None) -> None:
 def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
     @groups["upgrade"].command("docker")
     def upgrade_docker(
-        to: Annotated[str, typer.Option("--to", help="The new image (e.g. postgis/postgis:17-3.5).")],
+        to: Annotated[
+            str, typer.Option("--to", metavar="IMAGE", help="The new image (e.g. postgis/postgis:17-3.5).")
+        ],
         container: Container = None,
         volume: Volume = None,
         from_image: FromImage = None,
         pgdata: Pgdata = None,
-        mode: Annotated[str, typer.Option(help="link (default), copy, clone, or swap (18+)")] = "link",
+        mode: Mode = "link",
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
         no_verify: Annotated[
             bool, typer.Option("--no-verify", help="Skip the before/after fingerprint.")
@@ -259,16 +317,20 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         replica: Annotated[
             list[str] | None,
             typer.Option(
-                "--replica", help="A standby container to re-seed (default: those streaming from it)."
+                "--replica",
+                metavar="NAME",
+                help="A standby container to re-seed (default: those streaming from it).",
             ),
         ] = None,
         no_replicas: Annotated[bool, typer.Option("--no-replicas", help="Leave standbys alone.")] = False,
         downtime: Annotated[
             str,
             typer.Option(
+                metavar="WINDOW",
+                callback=cli_options.choice("--downtime", cli_options.DOWNTIMES),
                 help="verified (default): everything, fingerprints included, while the database is down; "
                 "minimal: only stop, pg_upgrade and restart are down, extension updates, reindex, analyze "
-                "and health checks run on the serving database (no fingerprints; needs --container)"
+                "and health checks run on the serving database (no fingerprints; needs --container)",
             ),
         ] = "verified",
         no_auto_restore: Annotated[
@@ -305,13 +367,15 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
                     report=report, state=state, replicas=replicas, confirm=ask,
                 ),
             )  # fmt: skip
-        _emit(result, output, report)
+        _emit(_complete(result, target, state), output, report)
 
     @groups["rehearse"].command("docker")
     def rehearse_docker(
-        container: Annotated[str, typer.Option("--container", "-c", help="The running database container.")],
-        to: Annotated[str, typer.Option("--to", help="The new image.")],
-        mode: Annotated[str, typer.Option(help="link (default), copy, clone, or swap (18+)")] = "link",
+        container: Annotated[
+            str, typer.Option("--container", "-c", metavar="NAME", help="The running database container.")
+        ],
+        to: Annotated[str, typer.Option("--to", metavar="IMAGE", help="The new image.")],
+        mode: Mode = "link",
         keep: Annotated[
             bool, typer.Option("--keep", help="Leave the upgraded clone running for a test app.")
         ] = False,
@@ -341,16 +405,18 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             list[Path], typer.Argument(help="pg_dump archives (-Fc, -Fd) or .sql / .sql.gz files.")
         ],
         from_image: Annotated[
-            str, typer.Option("--from", help="The old image (e.g. postgis/postgis:13-3.4).")
+            str, typer.Option("--from", metavar="IMAGE", help="The old image (e.g. postgis/postgis:13-3.4).")
         ],
-        to: Annotated[str, typer.Option("--to", help="The new image (e.g. postgis/postgis:17-3.5).")],
+        to: Annotated[
+            str, typer.Option("--to", metavar="IMAGE", help="The new image (e.g. postgis/postgis:17-3.5).")
+        ],
         roles: Annotated[
             Path | None, typer.Option("--roles", help="The output of pg_dumpall --roles-only, loaded first.")
         ] = None,
         database: Annotated[
             str, typer.Option("--database", help="Database for plain SQL files (archives create their own).")
         ] = "postgres",
-        mode: Annotated[str, typer.Option(help="link (default), copy, clone, or swap (18+)")] = "link",
+        mode: Mode = "link",
         keep: Annotated[
             bool, typer.Option("--keep", help="Leave the upgraded container on a port of 127.0.0.1.")
         ] = False,
@@ -376,12 +442,12 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
 
     @groups["plan"].command("docker")
     def plan_docker(
-        to: Annotated[str, typer.Option("--to", help="The new image.")],
+        to: Annotated[str, typer.Option("--to", metavar="IMAGE", help="The new image.")],
         container: Container = None,
         volume: Volume = None,
         from_image: FromImage = None,
         pgdata: Pgdata = None,
-        mode: Annotated[str, typer.Option(help="link, copy, clone or swap")] = "link",
+        mode: Mode = "link",
         output: Output = "text",
     ) -> None:
         """Print the plan (same as `upgrade docker --dry-run`)."""
@@ -424,7 +490,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
                     target, state.data["target_image"], report=report, state=state, accept=accepted
                 ),
             )  # fmt: skip
-        _emit(result, output, report)
+        _emit(_complete(result, target, state), output, report)
 
     @groups["rollback"].command("docker")
     def rollback_docker(
@@ -499,15 +565,20 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         _lifecycle(step, container, volume, output)
 
     @groups["status"].command("docker")
-    def status_docker(container: Container = None, volume: Volume = None, output: Output = "json") -> None:
-        """The recorded phase of an upgrade (JSON)."""
-        target, state = _target(container, volume, None, None)
+    def status_docker(
+        container: Container = None,
+        volume: Volume = None,
+        from_image: FromImage = None,
+        output: Output = "text",
+    ) -> None:
+        """The recorded phase of an upgrade, or the last operation (finalize, rollback) and when."""
+        target, state = _target(container, volume, from_image, None)
         data = {k: v for k, v in state.data.items() if k != "fingerprint_before"}
-        print(
-            json.dumps(
-                {"target": target.key, **data} if data else {"target": target.key, "phase": None}, indent=2
-            )
-        )
+        result = {"target": target.key, "phase": None, **data, "pgleap_version": __version__}
+        if output != "text":
+            _emit(result, output, Report(quiet=True))
+            return
+        _status_text(result)
 
     @groups["inspect"].command("docker")
     def inspect_docker(
@@ -515,14 +586,14 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         volume: Volume = None,
         from_image: FromImage = None,
         pgdata: Pgdata = None,
+        output: Output = "text",
     ) -> None:
         """What pgleap finds: image, PGDATA, volume, data directory state (read-only)."""
         target, _ = _target(container, volume, from_image, pgdata)
         data = target.probe_data()
         image = target.probe_image(target.source_image)
-        print(
-            json.dumps(
-                {
+        _emit_plain(
+            {
                     **target.describe(),
                     "postgres_version": image.version,
                     "glibc": image.glibc,
@@ -530,15 +601,14 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
                     "data": {"status": data.status, "pg_version": data.pg_version, "state": data.state,
                              "checksums": data.checksums, "data_mb": round(data.data_kb / 1024, 1),
                              "owner_uid": data.owner_uid},
-                },
-                indent=2,
-            )
+            },
+            output,
         )  # fmt: skip
 
     @app.command("demo")
     def demo(
         keep: Annotated[bool, typer.Option(help="Keep the demo container and volume.")] = False,
-        mode: Annotated[str, typer.Option(help="link, copy, clone or swap")] = "link",
+        mode: Mode = "link",
         old: Annotated[
             str | None, typer.Option(help="Old image tag (default: oldest in the matrix).")
         ] = None,

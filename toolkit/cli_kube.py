@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -26,9 +25,9 @@ from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
 from toolkit.kube_facts import facts_as_dict, gather, parse_image
 from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability, superuser_for
 from toolkit.kube_replicas import detect, read_sts_names
-from toolkit.report import print_findings, print_verdict
+from toolkit.report import console, print_findings, print_verdict
 
-err = Console(stderr=True)
+err = console(stderr=True)
 
 SCRIPT_NAMES = ("collect.sh", "upgrade.sh", "lib.sh")
 Connect = Callable[[str | None, str | None], Any]  # (kubeconfig, context) → toolkit.kube.Kube
@@ -66,7 +65,7 @@ def _print(data: Any, output: str, text: Callable[[], None]) -> None:
 
 
 def _outcome_text(outcome: dict[str, Any]) -> None:
-    out = Console()
+    out = console(stderr=False)
     out.print(f"[bold]{escape(outcome['operation'])}[/]: phase [bold]{escape(str(outcome['phase']))}[/]")
     for line in outcome["changed"]:
         out.print(f"  [green]changed[/]  {escape(line)}")
@@ -77,7 +76,7 @@ def _outcome_text(outcome: dict[str, Any]) -> None:
 
 
 def _rehearsal_text(result: dict[str, Any]) -> None:
-    out = Console()
+    out = console(stderr=False)
     out.print(
         f"rehearsal of {result['source']} → {result['target_image']} (clone: {result['clone']})", markup=False
     )
@@ -380,7 +379,7 @@ def register(
                 )
             for k, v in rows.items():
                 table.add_row(k, v)
-            Console().print(table)
+            console(stderr=False).print(table)
 
         _print(data, output, text)
 
@@ -428,7 +427,7 @@ def register(
                 err.print(line, markup=False, highlight=False)
 
         def text() -> None:
-            c = Console()
+            c = console(stderr=False)
             c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})", markup=False)
             c.print(
                 f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}", markup=False
@@ -527,7 +526,7 @@ def register(
 
         def text() -> None:
             for k, v in data.items():
-                Console().print(f"{k}: {v}", markup=False)
+                console(stderr=False).print(f"{k}: {v}", markup=False)
 
         _print(data, output, text)
 
@@ -554,7 +553,9 @@ def register(
                 _print(
                     data,
                     output,
-                    lambda: Console().print(f"{command} would continue from: {data}", markup=False),
+                    lambda: console(stderr=False).print(
+                        f"{command} would continue from: {data}", markup=False
+                    ),
                 )
                 err.print("dry run: nothing was changed")
                 return
@@ -635,7 +636,9 @@ def register(
             _print(
                 {"removed": removed},
                 output,
-                lambda: Console().print("\n".join(removed) or f"no rehearsal of {ns}/{name} found"),
+                lambda: console(stderr=False).print(
+                    "\n".join(removed) or f"no rehearsal of {ns}/{name} found"
+                ),
             )
             return
         if not to:

@@ -14,6 +14,43 @@ import typer
 
 from toolkit.errors import Refused
 
+OUTPUTS = ("text", "json", "yaml")
+MODES = ("link", "copy", "clone", "swap")
+DOWNTIMES = ("verified", "minimal")
+
+
+def choice(name: str, allowed: tuple[str, ...]):
+    """A parse-time check: a bad value is a usage error (exit 2) before anything is inspected."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(
+                f"{value!r}: use {', '.join(allowed[:-1])} or {allowed[-1]}", param_hint=name
+            )
+        return value
+
+    return check
+
+
+Output = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FORMAT",
+        help="text, json or yaml",
+        callback=choice("-o/--output", OUTPUTS),
+    ),
+]
+Mode = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        metavar="MODE",
+        help="link (default), copy, clone, or swap (18+)",
+        callback=choice("--mode", MODES),
+    ),
+]
 Yes = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Do not ask: go on (for scripts; without a terminal it is required)."),

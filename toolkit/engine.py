@@ -27,7 +27,7 @@ from toolkit import faults, interrupt, minimal
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
-from toolkit.report import Report
+from toolkit.report import Report, plural
 from toolkit.state import RunState
 from toolkit.steps import postupgrade, preflight, traps, verify
 from toolkit.steps.inspect import cluster_facts
@@ -190,7 +190,7 @@ def _inspect_sql(server: Server, new: ImageFacts, report: Report) -> ClusterFact
 
 
 def show_plan(plan: UpgradePlan, report: Report) -> None:
-    report.say(
+    report.result(
         f"[bold]Plan[/]: PostgreSQL {plan.old_version} -> {plan.new_version}, mode {plan.mode}\n"
         f"  images     {plan.source_image} -> {plan.target_image}\n"
         f"  PGDATA     {plan.layout.old_pgdata} (volume at {plan.layout.old_mount}) -> "
@@ -201,21 +201,21 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
     )
     changes = [a for a in plan.extension_actions if a.action != "none"]
     for a in changes:
-        report.say(
+        report.result(
             f"  extension  {escape(a.database)}: {a.extension} {a.installed} -> {a.target} ({a.action})"
         )
     if plan.collation_libraries_changed:
-        report.say(
+        report.result(
             f"  collation  glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> "
             f"{plan.icu[1] or '-'}: dependent indexes are rebuilt"
         )
     for t in report.data.get("traps", []):
-        report.say(
+        report.result(
             f"  trap       {escape(t['database'])}: {escape(t['column'])} (~{t['rows']} rows) crosses {t['trap']}: "
             f"repaired in the extension update's transaction, then checked"
         )
     for w in plan.warnings:
-        report.say(f"  [yellow]warning[/]    {escape(w)}")
+        report.result(f"  [yellow]warning[/]    {escape(w)}")
 
 
 def upgrade(
@@ -350,7 +350,7 @@ def upgrade(
         checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
 
     if plan.mode == "link" and not _reached(state, "verified"):
-        _warn_no_return(plan, report, "the new cluster starts now (link mode)")
+        _warn_no_return(plan, report, "the new cluster starts now")
     with target.new_server(plan, new_bindir) as server:
         if verify_data and not _reached(state, "verified"):
             with report.phase("fingerprint after", "before extension updates") as ph:
@@ -491,6 +491,8 @@ def finalize(target: Target, *, report: Report, state: RunState) -> dict:
     """Delete the old cluster and pgleap's leftovers, once the new cluster is verified and running."""
     if state.phase != "done":
         last = (state.data.get("last_operation") or {}).get("operation")
+        if not state.phase and last == "finalized":
+            raise Refused(f"nothing to finalize for {target.key}: it was finalized already")
         if not state.phase and last:  # after a rollback there is nothing to finalize, only to clean up
             raise Refused(
                 f"nothing to finalize for {target.key}: the last operation was {last}",
@@ -507,12 +509,14 @@ def finalize(target: Target, *, report: Report, state: RunState) -> dict:
             target.finalize_replica(plan, name)
         target.cleanup(plan)
     state.clear()
-    return {**report.to_dict(), "status": "finalized"}
+    at = time.time()
+    state.save(last_operation={"operation": "finalized", "at": at, "target_image": plan.target_image})
+    return {**report.to_dict(), "status": "finalized", "finalized_at": at}
 
 
 def _fp_detail(fp: verify.Fingerprint) -> str:
     d = fp.to_dict()
-    return f"{d['tables']} tables, {d['rows']} rows in {len(d['databases'])} databases"
+    return f"{plural(d['tables'], 'table')}, {plural(d['rows'], 'row')} in {plural(len(d['databases']), 'database')}"
 
 
 def plan_from_dict(data: dict) -> UpgradePlan:

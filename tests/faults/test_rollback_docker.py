@@ -24,7 +24,7 @@ def flat(text: str) -> str:
 
 
 def status(db) -> dict:
-    proc = pgleap("status", "docker", "--container", db.name)
+    proc = pgleap("status", "docker", "--container", db.name, "-o", "json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
