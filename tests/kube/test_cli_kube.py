@@ -315,3 +315,40 @@ def test_rehearse_dry_run_prints_the_objects_and_writes_nothing() -> None:
     for doc in docs:
         validate_strict(doc)
     assert c.fake.writes_for_test() == []
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_every_sts_command_speaks_json_and_yaml(fmt) -> None:
+    """Issue 14's output contract on the Kubernetes side, against the recording fake."""
+    from tests.kube.test_rehearsal import Hooks, tick
+
+    def parsed(args: list[str], app) -> object:
+        result = runner.invoke(app, [*args, "-o", fmt])
+        assert result.exit_code == 0, (args, result.output)
+        if fmt == "json":
+            data = json.loads(result.stdout)
+        else:  # objects (plan) are a multi-document stream, as kubectl prints them
+            docs = list(yaml.safe_load_all(result.stdout))
+            data = docs[0] if len(docs) == 1 else docs
+        assert data, (args, result.stdout)
+        return data
+
+    sts, to = ["sts", "gis", "-n", "geo"], ["--to", "pgleap/postgis:17-3.5"]
+    c = make_cluster("official-plain")
+    tick(c)
+    app = build_app(c, hook=c.hook, rehearsal_hooks=lambda: Hooks().bundle())
+    assert parsed(["inspect", *sts], app)
+    assert parsed(["plan", *sts, *to], app)
+    assert parsed(["rehearse", *sts, *to, "--keep"], app)["verdict"] == "go"
+    assert parsed(["rehearse", *sts, "--remove", "--yes"], app)["removed"]
+    assert parsed(["upgrade", *sts, *to, "--yes"], app)["phase"] == "done"
+    assert parsed(["status", *sts], app)["phase"] == "done"
+    assert parsed(["finalize", *sts, "--yes"], app)
+    failed = make_cluster("official-plain")
+    failed.fake.job_results["pgleap-gis-upgrade"] = "Failed"
+    app = build_app(failed)
+    runner.invoke(app, ["upgrade", *sts, *to, "--yes"])
+    assert parsed(["rollback", *sts, "--yes"], app)["phase"] == "rolled-back"
+    assert parsed(["resume", *sts, "--yes"], app)["phase"] == "rolled-back"
+    bad = runner.invoke(app, ["status", *sts, "-o", "table"])
+    assert bad.exit_code == 2 and "use text, json or yaml" in bad.output
