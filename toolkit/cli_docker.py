@@ -48,15 +48,14 @@ def _target(
 ):
     from toolkit.runtimes.docker import DockerRuntime, DockerTarget
 
-    rt = DockerRuntime()
-    if container is None and volume is None:
+    if container is None and volume is None:  # usage errors first, before Docker is even asked
         raise typer.BadParameter("give --container NAME or --volume VOL --from IMAGE")
     if volume and not container:  # resume/rollback/finalize need no --from: the run recorded it
         from toolkit.runtimes.docker import VolumeRef
 
         state = RunState(f"docker-{VolumeRef('volume', volume).key}")
         if state.data.get("source"):
-            return DockerTarget(rt, saved=state.data["source"]), state
+            return DockerTarget(DockerRuntime(), saved=state.data["source"]), state
         if recorded:
             raise PgleapError(
                 f"no upgrade recorded for volume {volume}: nothing to resume, roll back or finalize",
@@ -68,6 +67,7 @@ def _target(
             "(e.g. postgis/postgis:15-3.3)",
             param_hint="--from",
         )
+    rt = DockerRuntime()
     probe = DockerTarget(rt, container=container, volume=volume, source_image=from_image, pgdata=pgdata)
     state = RunState(probe.key)
     if state.data.get("source"):  # the container may have changed since: use what was recorded

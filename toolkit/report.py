@@ -113,7 +113,8 @@ def print_findings(out: Console, result: dict) -> None:
     indexes = result.get("collation_indexes", [])
     if indexes and not logging.getLogger().isEnabledFor(logging.INFO):  # -v lists them
         out.print(
-            f"  collation-dependent {plural(len(indexes), 'index', 'indexes')} rebuilt (-v lists them)",
+            f"  {plural(len(indexes), 'collation-dependent index', 'collation-dependent indexes')} rebuilt "
+            "(-v lists them)",
             markup=False,
         )
         return
