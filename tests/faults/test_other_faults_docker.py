@@ -114,11 +114,11 @@ def test_second_run_on_the_same_volume_is_refused(runtime, image_names, fresh_db
     try:
         # same machine, same state directory: the lock
         second = pgleap(*upgrade_args(db, image_names, "link"))
-        assert second.returncode == 1 and "another pgleap run is working on" in second.stderr
-        assert pgleap("resume", "docker", "--container", db.name).returncode == 1
+        assert second.returncode == 3 and "another pgleap run is working on" in second.stderr  # a refusal
+        assert pgleap("resume", "docker", "--container", db.name).returncode == 3
         # another state directory: the helpers on the volume name a live pgleap
         other = pgleap(*upgrade_args(db, image_names, "link"), env={"PGLEAP_STATE_DIR": str(tmp_path / "b")})
-        assert other.returncode == 1
+        assert other.returncode == 3
         assert f"another pgleap (pid {first.proc.pid}) is still working" in " ".join(other.stderr.split())
         assert helpers(runtime, key(db), "script"), "the first run's upgrade container was touched"
     finally:
