@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit import __version__
+from toolkit.cli_options import Output
 from toolkit.errors import PgleapError
 from toolkit.report import console
 
@@ -70,7 +71,7 @@ def images_build(
     tags: Annotated[list[str] | None, typer.Argument(help="Tags to build (default: all).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the input hash matches.")] = False,
     jobs: Annotated[int, typer.Option(help="Images built at once.")] = 2,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: Output = "text",
 ) -> None:
     """Build the test images from Debian's packages, and pgleap's own image (tag `pgleap`); reuses unchanged ones."""
     from toolkit import images
@@ -87,8 +88,8 @@ def images_build(
         from toolkit import pgleap_image
 
         results.append(pgleap_image.build(force=force, log=log))
-    if output == "json":
-        print(json.dumps([r.__dict__ for r in results], indent=2))
+    if output != "text":
+        _dump([r.__dict__ for r in results], output)
         return
     table = Table("tag", "image", "action", "seconds")
     for r in results:
@@ -97,9 +98,18 @@ def images_build(
 
 
 @images_app.command("list")
-def images_list() -> None:
+def images_list(output: Output = "text") -> None:
     """Show the image matrix and which release is end-of-life."""
     from toolkit import images
+
+    if output != "text":
+        rows = [
+            {"tag": s.tag, "image": images.image_name(s.tag), "debian": s.release, "postgresql": s.pg,
+             "postgis": s.postgis, "end_of_life": bool(s.eol)}
+            for s in images.load_matrix()
+        ]  # fmt: skip
+        _dump(rows, output)
+        return
 
     table = Table("tag", "image", "Debian", "PostgreSQL", "PostGIS", "end of life")
     for s in images.load_matrix():
@@ -107,6 +117,15 @@ def images_list() -> None:
             s.tag, images.image_name(s.tag), s.release, str(s.pg), s.postgis, "yes" if s.eol else ""
         )
     out.print(table)
+
+
+def _dump(data, output: str) -> None:
+    if output == "json":
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False), end="")
 
 
 def _register_runtimes() -> None:
