@@ -60,15 +60,15 @@ def _assert_upgraded(runtime, db, to_tag: str, image_names, before, result):
     assert bool(result["trap_repairs"]) == crosses, result["trap_repairs"]
 
 
+# Every pair once and every mode once at least. Pairs covered elsewhere in verified link mode
+# are left out here to keep CI short: 13 -> 18 (tests/test_proof_docker.py, with the topology
+# repair and a resume), 15 -> 18 (tests/test_rehearse_dump_docker.py, through pgleap's image),
+# 13 -> 17 (tests/corpus, tests/test_rehearse_dump_docker.py).
 MATRIX = [
-    ("13-3.1", "15-3.3", "link"),
     ("15-3.3", "17-3.5", "link"),
     ("13-3.1", "17-3.5", "link"),
-    ("13-3.1", "18-3.x", "link"),
-    ("15-3.3", "18-3.x", "link"),
     ("13-3.1", "15-3.3", "copy"),
     ("15-3.3", "17-3.5", "copy"),
-    ("13-3.1", "17-3.5", "copy"),
     ("13-3.1", "18-3.x", "copy"),
     ("15-3.3", "18-3.x", "swap"),
 ]

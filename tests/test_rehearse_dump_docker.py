@@ -3,8 +3,11 @@ from pgleap's own image through the mounted Docker socket. JUnit output parsed a
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import subprocess
+import tarfile
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -31,6 +34,17 @@ def _dump(db, tmp_path) -> dict:
         assert code == 0, data[-500:]
         (tmp_path / name).write_bytes(data)
         out[key] = tmp_path / name
+    out["gz"] = tmp_path / "analytics.sql.gz"
+    out["gz"].write_bytes(gzip.compress(out["plain"].read_bytes()))
+    # A directory archive (-Fd), copied out of the container.
+    code, data = c.exec_run(
+        ["pg_dump", "-U", db.superuser, "-Fd", "-f", "/tmp/main.dir", db.superuser], user="postgres"
+    )
+    assert code == 0, data[-500:]
+    stream, _ = c.get_archive("/tmp/main.dir")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        tar.extractall(tmp_path, filter="data")
+    out["directory"] = tmp_path / "main.dir"
     return out
 
 
@@ -50,13 +64,26 @@ def test_dump_of_the_demo_database_goes_13_to_17(runtime, image_names, old_db_fa
     files = _dump(db, tmp_path)
     junit = tmp_path / "junit.xml"
     result = CliRunner().invoke(app, [
-        "rehearse", "dump", str(files["custom"]), str(files["plain"]), "--roles", str(files["roles"]),
+        "rehearse", "dump", str(files["custom"]), str(files["gz"]), "--roles", str(files["roles"]),
         "--from", image_names["13-3.1"], "--to", image_names["17-3.5"], "--junit", str(junit), "-o", "json",
+        "--keep",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output[-3000:]
     report = json.loads(result.stdout)
     assert report["verdict"] == "go"
-    assert [f["kind"] for f in report["loaded"]] == ["roles", "custom", "sql"]
+    assert [f["kind"] for f in report["loaded"]] == ["roles", "custom", "sql.gz"]
+    kept = runtime.docker.containers.get(report["kept"]["container"])
+    try:  # --keep: the upgraded container serves on a port of 127.0.0.1 only
+        (binding,) = kept.attrs["NetworkSettings"]["Ports"]["5432/tcp"]
+        assert binding["HostIp"] == "127.0.0.1" and report["kept"]["connect"].endswith(
+            f":{binding['HostPort']}/postgres"
+        )
+        assert kept.attrs["Config"]["Image"] == image_names["17-3.5"]
+    finally:
+        runtime.remove(kept.name)
+        runtime.remove(f"{kept.name}-pgleap-old")
+        runtime.remove_volume(report["kept"]["volume"])
+        runtime.remove_volume(f"pgleap-old-binaries-{report['kept']['volume']}")
     suite, cases = _junit(junit)
     assert suite.get("failures") == "0" and int(suite.get("tests")) == len(cases) > 20
     names = {(c.get("classname"), c.get("name")) for c in cases}
@@ -100,7 +127,7 @@ def test_pgleap_image_rehearses_through_the_docker_socket_15_to_18(
     _dump(db, tmp_path)
     proc = subprocess.run(
         ["docker", "run", "--rm", "--user", "0", "-v", "/var/run/docker.sock:/var/run/docker.sock",
-         "-v", "/tmp:/tmp", "-v", f"{tmp_path}:/work", built.image, "rehearse", "dump", "/work/main.dump", "--roles", "/work/roles.sql",
+         "-v", "/tmp:/tmp", "-v", f"{tmp_path}:/work", built.image, "rehearse", "dump", "/work/main.dir", "--roles", "/work/roles.sql",
          "--from", image_names["15-3.3"], "--to", image_names["18-3.x"], "--junit", "/work/junit.xml", "-o", "json"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip

@@ -58,3 +58,47 @@ def test_plan_lists_trap_columns_and_refuses_a_target_without_repair(old_db_fact
     assert refused.value.exit_code == 3
     engine._inspect_sql(server, _target({"postgis_topology": "3.5.2"}), report := Report(quiet=True))
     assert report.data["traps"] == []
+
+
+_EXT_FILES = {
+    "pgleap_trap.control": "default_version = '1.1'\nrelocatable = false\nschema = public\n",
+    "pgleap_trap--1.0.sql": "CREATE DOMAIN @extschema@.pairs AS integer[];\n",
+    # What PostGIS 3.6 did to topology: the catalog changes, the stored values do not.
+    "pgleap_trap--1.0--1.1.sql": "UPDATE pg_catalog.pg_type SET typbasetype = 'bigint[]'::regtype "
+    "WHERE oid = '@extschema@.pairs'::regtype;\n",
+}
+
+
+@pytest.mark.docker
+def test_an_unknown_trap_is_caught_and_rolled_back(old_db_factory):
+    """An extension whose update changes a type's storage under a user column, with no entry in
+    TRAPS: the guard stops the update (exit 4) and rolls it back, so the values still read right."""
+    import io
+    import tarfile
+
+    from toolkit.errors import VerificationFailed
+    from toolkit.steps import postupgrade
+
+    db = old_db_factory("13-3.1", seed_data=False)
+    container = db.runtime.docker.containers.get(db.name)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in _EXT_FILES.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    assert container.put_archive("/usr/share/postgresql/13/extension", buf.getvalue())
+    server = db.server()
+    with server.connect(db.superuser) as conn:
+        conn.execute("CREATE EXTENSION pgleap_trap VERSION '1.0'")
+        conn.execute("CREATE TABLE pairtab (id int PRIMARY KEY, p pairs)")
+        conn.execute("INSERT INTO pairtab VALUES (1, '{1,3}')")
+    with pytest.raises(VerificationFailed, match=r"public\.pairtab\.p .*no repair") as failed:
+        postupgrade.update_extensions(server)
+    assert failed.value.exit_code == 4
+    with server.connect(db.superuser) as conn:
+        assert (
+            conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pgleap_trap'").fetchone()[0]
+            == "1.0"
+        )
+        assert conn.execute("SELECT p[1], p[2] FROM pairtab").fetchone() == (1, 3)

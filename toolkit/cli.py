@@ -134,10 +134,12 @@ def _register_runtimes() -> None:
     cli_docker.register(groups, app)
     from toolkit import cli_kube
     from toolkit.kube_hook import engine_post_upgrade, engine_rehearsal_hooks, engine_standby_probe
+    from toolkit.kube_inspect import engine_preflight
 
     cli_kube.register(
         groups,
         app,
+        preflight=engine_preflight,
         post_upgrade=engine_post_upgrade,
         standby_probe=engine_standby_probe,
         rehearsal_hooks=engine_rehearsal_hooks,

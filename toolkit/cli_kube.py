@@ -22,7 +22,7 @@ from rich.table import Table
 
 from toolkit import cli_options, guard, kube_shape, render
 from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
-from toolkit.kube_facts import facts_as_dict, gather, parse_image
+from toolkit.kube_facts import facts_as_dict, find_postgres_container, gather, parse_image
 from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability, superuser_for
 from toolkit.kube_replicas import detect, read_sts_names
 from toolkit.report import console, print_findings, print_verdict
@@ -213,6 +213,26 @@ NO_RSYNC = (
 )
 
 
+def trusted_major(ref: str, given: int | None, option: str) -> int | None:
+    """The major `render` uses for `ref`: its tag's, else `given` (trusted, said on stderr).
+
+    A contradiction between tag and option is refused: one of the two is wrong."""
+    from_tag = parse_image(ref).major if ref else None
+    if given is None or given == from_tag:
+        return from_tag
+    if from_tag is not None:
+        raise Refused(
+            f"{option} {given} contradicts the tag of {ref} (PostgreSQL {from_tag})",
+            f"drop {option}, or check which image you mean",
+        )
+    err.print(
+        f"[yellow]note:[/] trusted {option} {given} for {escape(ref)} (its tag names no version); "
+        "`pgleap plan sts` probes the image itself",
+        highlight=False,
+    )
+    return given
+
+
 def replica_lines(plan: KubePlan) -> list[str]:
     """What happens to each standby, and when reads are unavailable (plan output)."""
     rp = plan.replicas
@@ -288,6 +308,7 @@ def register(
     job_env: Callable[[Any], dict[str, str]] | None = None,
     standby_probe: Callable[[Any, tuple[str, ...]], Any] | None = None,
     rehearsal_hooks: Callable[[], Any] | None = None,
+    preflight: Callable[..., Any] | None = None,
 ) -> None:
     """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize groups and `render` to app.
 
@@ -295,7 +316,8 @@ def register(
     `post_upgrade(ctx)` is the engine's post-upgrade/verify step (`HookContext`);
     `job_env(facts)` adds the engine's env for the Job (superuser, initdb flags, …);
     `standby_probe(ctx, slots)` returns the replication slots that stream from the new primary;
-    `rehearsal_hooks()` gives the database steps of `rehearse sts` (`RehearsalHooks`).
+    `rehearsal_hooks()` gives the database steps of `rehearse sts` (`RehearsalHooks`);
+    `preflight(ctx, images, pgdata=, scripts=)` reads the live cluster before the stop (kube_inspect).
     """
 
     def kube_for(kubeconfig: str | None, context: str | None) -> Any:
@@ -404,7 +426,10 @@ def register(
         allow_owner_reference: AllowOwner = False,
         keep_readers: KeepReadersOpt = False,
     ) -> None:
-        """Every object the upgrade would create or change (-o yaml: manifests to commit). Read-only."""
+        """Every object the upgrade would create or change (-o yaml: manifests to commit).
+
+        Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
+        nothing: only two short probe Pods (one per image) are created and deleted."""
         ns = ns_for(namespace, kubeconfig, context)
         rt = runtime_for(kubeconfig, context, output)
         facts = rt.inspect(ns, name)
@@ -418,6 +443,8 @@ def register(
             overrides=overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
             patch_retention=patch_retention,
             keep_readers=keep_readers,
+            scripts=load_scripts(required=False),
+            preflight=preflight,
         )
         objs = render.objects_for(plan, sts, load_scripts(required=False), rt.read_statefulset(plan))
         for w in warnings:
@@ -481,6 +508,8 @@ def register(
                 overrides=guards,
                 patch_retention=patch_retention,
                 keep_readers=keep_readers,
+                scripts=load_scripts(required=False),
+                preflight=preflight,
             )
             for w in warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
@@ -509,6 +538,7 @@ def register(
             post_upgrade=post_upgrade,
             keep_readers=keep_readers,
             standby_probe=standby_probe,
+            preflight=preflight,
         ).as_dict()
         _print(outcome, output, lambda: _outcome_text(outcome))
 
@@ -569,7 +599,12 @@ def register(
                     ns, name, scripts=load_scripts(), post_upgrade=post_upgrade, standby_probe=standby_probe
                 )
             elif command == "rollback":
-                result = rt.rollback(ns, name, scripts=load_scripts())
+                # --yes also accepts what a copy/clone rollback drops (as `rollback docker --yes`)
+                def ask(loss: str) -> bool:
+                    return typer.confirm(f"{loss}. Roll back anyway?", default=False, err=True)
+
+                confirm = (lambda _loss: True) if yes else (ask if cli_options.interactive() else None)
+                result = rt.rollback(ns, name, scripts=load_scripts(), confirm=confirm)
             else:
                 result = rt.finalize(ns, name, scripts=load_scripts())
             outcome = result.as_dict()
@@ -696,8 +731,24 @@ def register(
         initdb_args: InitdbOpt = "",
         set_env: SetEnvOpt = None,
         keep_readers: KeepReadersOpt = False,
+        from_major: Annotated[
+            int | None,
+            typer.Option(
+                "--from-major",
+                min=9,
+                max=99,
+                help="PostgreSQL major of the running image, if its tag says none.",
+            ),
+        ] = None,
+        to_major: Annotated[
+            int | None,
+            typer.Option("--to-major", min=9, max=99, help="PostgreSQL major of --to, if its tag says none."),
+        ] = None,
     ) -> None:
-        """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`)."""
+        """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`).
+
+        Offline, nothing can probe the images: the majors come from the tags, or from
+        --from-major/--to-major (trusted, and said so). `pgleap plan sts` probes them."""
         text = _read_manifests(file)
         try:
             docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
@@ -732,7 +783,10 @@ def register(
         sts.setdefault("metadata", {})
         sts["metadata"]["namespace"] = namespace or sts["metadata"].get("namespace") or "default"
         services = [d for d in docs if d.get("kind") == "Service"]
-        facts = gather(sts, services=services)
+        kube_shape.check_statefulset(sts)  # hostile input: types first
+        running = find_postgres_container(sts).get("image")
+        old_major = trusted_major(running if isinstance(running, str) else "", from_major, "--from-major")
+        facts = gather(sts, services=services, major=old_major)
         read = next(
             (
                 d
@@ -745,9 +799,10 @@ def register(
         read_facts = None
         if read is not None:
             read.setdefault("metadata", {})["namespace"] = sts["metadata"]["namespace"]
-            read_facts = gather(read, services=services)
+            read_facts = gather(read, services=services, major=old_major)
         topology = detect(sts, facts, read_sts=read, read_facts=read_facts, services=services)
         target = parse_image(to)
+        target = dataclasses.replace(target, major=trusted_major(to, to_major, "--to-major"))
         found = guard.problems(facts, target, live=False, topology=topology)
         for p in found:
             if p.owner:  # rendering changes nothing: tell, do not refuse
@@ -765,6 +820,7 @@ def register(
                 topology=topology,
                 read_facts=read_facts,
                 keep_readers=keep_readers,
+                target=target,
             )
         except ValueError as exc:
             raise PgleapError(str(exc), "see --set-env") from exc

@@ -379,7 +379,7 @@ def upgrade(
             )
             checkpoint("post_upgraded", **done)
         if verify_data and not _reached(state, "proved"):
-            _prove(server, state, report, accept="fingerprint" in accept)
+            _prove(server, plan, state, report, accept="fingerprint" in accept)
             checkpoint("proved")
         verify.run_health_checks(
             server,
@@ -422,7 +422,7 @@ def _awaiting_finalize(target: Target, target_image: str, report: Report, state:
     return {**report.to_dict(), "status": "already-done", "awaits": "finalize", "target_image": recorded}
 
 
-def _prove(server: Server, state: RunState, report: Report, *, accept: bool) -> None:
+def _prove(server: Server, plan: UpgradePlan, state: RunState, report: Report, *, accept: bool) -> None:
     """Compare the user data again after the extension updates and trap repairs: what an
     extension update did to stored values shows here, not in the comparison before it."""
     with report.phase("fingerprint after extensions", "against the old cluster, canonical forms") as ph:
@@ -445,7 +445,7 @@ def _prove(server: Server, state: RunState, report: Report, *, accept: bool) -> 
         raise VerificationFailed(
             "user data reads differently after the extension updates: "
             + "; ".join(comparison.differences[:10]),
-            _way_forward(plan_from_dict(state.data["plan"]), "fingerprint"),
+            _way_forward(plan, "fingerprint"),
         )
     report.say("  [yellow]accepted[/] the differences above (--accept fingerprint)")
     report.data["accepted"] = [*report.data.get("accepted", []), "fingerprint"]

@@ -7,6 +7,7 @@ so a 403 can say which permission of manifests/rbac.yaml is missing.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -59,6 +60,12 @@ KINDS: dict[str, KindInfo] = {
         "custom", SNAPSHOT_GROUP, "volumesnapshotclasses", "", None, namespaced=False
     ),
 }
+
+
+# Read undecoded and created from the dict: a typed model drops the fields its client version
+# does not know, so a StatefulSet pgleap recreates would silently lose what a newer API server
+# added (tests/kube/test_cluster_rules.py).
+RAW_KINDS = frozenset({"StatefulSet"})
 
 
 class Forbidden(EnvironmentProblem):
@@ -181,6 +188,17 @@ class Kube:
                 obj = self._call(
                     "get", kind, namespace, fn, **self._custom(kind, namespace=namespace, name=name)
                 )
+            elif kind in RAW_KINDS:
+                resp = self._call(
+                    "get",
+                    kind,
+                    namespace,
+                    self._method(kind, "read"),
+                    name,
+                    namespace,
+                    _preload_content=False,
+                )
+                obj = json.loads(resp.data)
             elif KINDS[kind].namespaced:
                 obj = self._call("get", kind, namespace, self._method(kind, "read"), name, namespace)
             else:
@@ -220,7 +238,8 @@ class Kube:
                 fn = self.custom.create_namespaced_custom_object
                 res = self._call("create", kind, ns, fn, **self._custom(kind, namespace=ns, body=obj))
             else:
-                res = self._call("create", kind, ns, self._method(kind, "create"), ns, self._model(kind, obj))
+                body = obj if kind in RAW_KINDS else self._model(kind, obj)
+                res = self._call("create", kind, ns, self._method(kind, "create"), ns, body)
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(

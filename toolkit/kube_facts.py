@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.errors import Refused
@@ -358,14 +358,20 @@ def gather(
     services: Iterable[Obj] = (),
     pdbs: Iterable[Obj] = (),
     snapshot_classes: Iterable[Obj] = (),
+    major: int | None = None,
 ) -> StsFacts:
-    """Facts from a StatefulSet and whatever related objects the caller could read."""
+    """Facts from a StatefulSet and whatever related objects the caller could read.
+
+    `major` is the PostgreSQL major the running image reported (kube_probe); without it the
+    tag is parsed (offline render)."""
     check_statefulset(sts)  # types and names first: nothing below reads an unchecked value
     meta = sts.get("metadata") or {}
     name, namespace = meta["name"], meta.get("namespace") or "default"
     spec = sts.get("spec") or {}
     container = find_postgres_container(sts)
     image = parse_image(container["image"])
+    if major is not None:
+        image = replace(image, major=major)
     pgdata, from_env = resolve_pgdata(container, image)
     templates = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []]
     check_path(pgdata, "PGDATA")

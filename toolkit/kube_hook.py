@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from toolkit.errors import PgleapError, VerificationFailed
+from toolkit.kube_plan import KubePlan
 from toolkit.portforward import local_port
 from toolkit.rehearse import replication_problems
 from toolkit.runtimes.kube import HookContext
@@ -72,6 +73,14 @@ def engine_replication_problems(ctx: HookContext) -> list[str]:
         return replication_problems(server, ip, network="the pod network", address="<pod CIDR>")
 
 
+def collation_changes(plan: KubePlan) -> tuple[bool, bool]:
+    """(glibc changed, ICU changed) between the probed images, as UpgradePlan decides them;
+    both True when the plan holds no probed versions (stored by an older pgleap)."""
+    if not plan.collation_libraries_known:
+        return True, True
+    return plan.glibc[0] != plan.glibc[1], bool(plan.icu[0]) and plan.icu[0] != plan.icu[1]
+
+
 def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
     """Extensions, collation-dependent indexes, statistics, then health checks (amcheck, PostGIS).
 
@@ -84,16 +93,19 @@ def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
         )
         for item in repaired:
             ctx.log(f"repaired {item}")
-        # The images' glibc/ICU are not probed on Kubernetes: rebuild every collation-dependent
-        # index (CONCURRENTLY: the database is already serving).
-        reindexed = postupgrade.reindex_collation_dependent(server, libc_changed=True, icu_changed=True)
+        # Rebuild (CONCURRENTLY: the database already serves) what the probed glibc/ICU change
+        # can reorder, as on Docker; a plan without probed versions rebuilds every such index.
+        libc_changed, icu_changed = collation_changes(ctx.plan)
+        reindexed = postupgrade.reindex_collation_dependent(
+            server, libc_changed=libc_changed, icu_changed=icu_changed
+        )
         ctx.log(f"collation-dependent indexes rebuilt: {len(reindexed)}")
-        analyze = ["vacuumdb", "--all", "--analyze-in-stages", "-U", superuser]
-        if ctx.plan.new_major >= 18:
-            analyze.append("--missing-stats-only")
+        runs = postupgrade.analyze_runs(ctx.plan.new_major)
         try:
-            ctx.kube.exec(ctx.namespace, ctx.pod, ctx.container, ["sh", "-c", shlex.join(analyze)])
-            ctx.log("statistics: " + " ".join(analyze[1:]))
+            for extra in runs:
+                analyze = ["vacuumdb", "--all", "-U", superuser, *extra]
+                ctx.kube.exec(ctx.namespace, ctx.pod, ctx.container, ["sh", "-c", shlex.join(analyze)])
+            ctx.log("statistics: vacuumdb " + " then ".join(" ".join(r) for r in runs))
         except PgleapError as exc:  # vacuumdb over the pod's socket may need a password: ANALYZE instead
             ctx.log(f"vacuumdb in the pod failed ({exc}); running ANALYZE per database")
             for db in server.databases():

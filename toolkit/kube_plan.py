@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.errors import Refused
-from toolkit.kube_facts import StsFacts, parse_image
+from toolkit.kube_facts import ImageRef, StsFacts, parse_image
 from toolkit.kube_replicas import Standby, Topology
 from toolkit.layout import Layout, compute_layout
 
@@ -24,7 +24,7 @@ LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
 VOLUME_MOUNT = "/pgleap/volume"
 OLD_ROOT = "/pgleap/old"
 SCRIPTS_DIR = "/pgleap/scripts"
-ACTIONS = ("upgrade", "rollback", "finalize", "place")
+ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place")
 # pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
 BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
 
@@ -107,6 +107,13 @@ class KubePlan:
     # Set when the StatefulSet is a rehearsal's clone: every object of its run carries the
     # rehearsal's label, so `rehearse --remove` deletes by label, never by name alone.
     rehearsal_of: str | None = None
+    # The images' glibc and ICU (old, new) as probed; ("", "") when not probed (rebuild all).
+    glibc: tuple[str, str] = ("", "")
+    icu: tuple[str, str] = ("", "")
+
+    @property
+    def collation_libraries_known(self) -> bool:
+        return bool(self.glibc[0] and self.glibc[1])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -116,6 +123,9 @@ class KubePlan:
         data = json.loads(text)
         data["layout"] = Layout(**data["layout"])
         data["node_terms"] = tuple(data["node_terms"])
+        for key in ("glibc", "icu"):
+            if key in data:
+                data[key] = tuple(data[key])
         if data.get("replicas"):
             data["replicas"] = ReplicaPlan.from_dict(data["replicas"])
         return cls(**data)
@@ -233,11 +243,14 @@ def make_plan(
     topology: Topology | None = None,
     read_facts: StsFacts | None = None,
     keep_readers: bool = False,
+    target: ImageRef | None = None,
 ) -> KubePlan:
-    """Decide everything Kubernetes-side; `snapshot=None` means "if a snapshot class fits"."""
+    """Decide everything Kubernetes-side; `snapshot=None` means "if a snapshot class fits".
+
+    `target` carries the probed major (kube_probe); without it the tag is parsed (offline render)."""
     if mode not in MODES:
         raise Refused(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
-    target = parse_image(target_image)
+    target = target or parse_image(target_image)
     if target.major is None or facts.image.major is None or facts.uid is None:
         raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
     superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))

@@ -176,6 +176,14 @@ class UpgradePlan:
         return data
 
 
+def not_postgres(image: str, detail: str) -> Refused:
+    """An image whose probe failed or said nothing of a server (both runtimes)."""
+    return Refused(
+        f"{image} does not look like a PostgreSQL image ({detail})",
+        "give a postgres or postgis image with bash (Debian-based, like the official ones)",
+    )
+
+
 def _minor(version: str) -> int | None:
     parts = version.split(".")
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None

@@ -137,9 +137,13 @@ def rehearse_dump(
             container = rt.docker.containers.get(name)
             container.reload()
             port = container.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"]
-            result["kept"] = {"container": name, "volume": volume,
-                              "connect": f"postgresql://{superuser}@127.0.0.1:{port}/postgres",
-                              "password": "in the container's POSTGRES_PASSWORD (docker inspect)"}  # fmt: skip
+            result["kept"] = {
+                "container": name, "volume": volume,
+                "connect": f"postgresql://{superuser}@127.0.0.1:{port}/postgres",
+                "password": "in the container's POSTGRES_PASSWORD (docker inspect)",
+                "remove": f"docker rm -f {name} {name}-pgleap-old && docker volume rm {volume} "
+                          f"pgleap-old-binaries-{volume}",
+            }  # fmt: skip
         return result
     finally:
         if not (keep and result.get("verdict") == "go"):

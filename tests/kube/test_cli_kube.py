@@ -352,3 +352,17 @@ def test_every_sts_command_speaks_json_and_yaml(fmt) -> None:
     assert parsed(["resume", *sts, "--yes"], app)["phase"] == "rolled-back"
     bad = runner.invoke(app, ["status", *sts, "-o", "table"])
     assert bad.exit_code == 2 and "use text, json or yaml" in bad.output
+
+
+def test_rollback_after_the_new_cluster_ran_needs_yes() -> None:
+    """A copy rollback drops the writes made on the new cluster: refused without --yes (no tty here)."""
+    c = make_cluster("official-plain")
+    app = build_app(c, hook=c.hook)
+    up = ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--mode", "copy", "--yes"]
+    assert runner.invoke(app, up).exit_code == 0
+    result = runner.invoke(app, ["rollback", "sts", "gis", "-n", "geo"], input="y\n")
+    assert isinstance(result.exception, Refused) and "--yes" in result.exception.hint
+    assert c.image() == "pgleap/postgis:17-3.5"
+    result = runner.invoke(app, ["rollback", "sts", "gis", "-n", "geo", "--yes", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["phase"] == "rolled-back" and c.image() == "pgleap/postgis:13-3.1"

@@ -2,12 +2,15 @@
 
 It creates its own namespace, applies manifests/examples/postgis-statefulset.yaml
 on PGLEAP_E2E_OLD_IMAGE, seeds a table, upgrades to PGLEAP_E2E_NEW_IMAGE with the
-runtime, checks the data and PostGIS, finalizes, and deletes the namespace.
+runtime acting as manifests/rbac.yaml's ServiceAccount (a token, not the admin
+kubeconfig) with the real post-upgrade hook, checks the fingerprint, the data and
+PostGIS at the target's version, finalizes, and deletes the namespace.
 scripts/kind-rehearsal.sh runs it with RUN_E2E=1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -47,6 +50,8 @@ def namespace() -> Iterator[str]:
         yield ns
     finally:
         core.delete_namespace(ns)
+        with contextlib.suppress(client.ApiException):  # made by _role_kube, cluster-scoped
+            client.RbacAuthorizationV1Api().delete_cluster_role_binding(f"pgleap-read-volumes-{ns}")
 
 
 def _psql(ns: str, sql: str) -> str:
@@ -107,32 +112,106 @@ def _deploy(namespace: str) -> None:
     )
 
 
+def _role_kube(namespace: str):
+    """A Kube that acts as manifests/rbac.yaml's ServiceAccount (a short-lived token), not as admin.
+
+    The Role, RoleBinding and ClusterRole(Binding) are applied by the admin with NAMESPACE set;
+    every call of the upgrade and of the real post-upgrade hook then meets the Role's rules."""
+    from kubernetes import client, utils
+
+    from toolkit.kube import Kube
+
+    admin = client.ApiClient()
+    text = (ROOT / "manifests" / "rbac.yaml").read_text().replace("NAMESPACE", namespace)
+    for doc in yaml.safe_load_all(text):
+        try:
+            utils.create_from_dict(admin, doc, namespace=namespace)
+        except utils.FailToCreateError as exc:  # the ClusterRole is shared by every test namespace
+            if any(e.status != 409 for e in exc.api_exceptions):
+                raise
+    token = (
+        client.CoreV1Api(admin)
+        .create_namespaced_service_account_token(
+            "pgleap",
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+            ),
+        )
+        .status.token
+    )
+    conf = client.Configuration.get_default_copy()
+    conf.api_key = {"authorization": f"Bearer {token}"}
+    conf.cert_file = conf.key_file = None  # not the admin's client certificate
+    conf.username = conf.password = None
+    api = client.ApiClient(conf)
+    review = client.AuthorizationV1Api(api).create_self_subject_access_review(
+        client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(verb="delete", resource="namespaces")
+            )
+        )
+    )
+    assert not review.status.allowed, "the token must not be an admin's"
+    return Kube(
+        core=client.CoreV1Api(api),
+        apps=client.AppsV1Api(api),
+        batch=client.BatchV1Api(api),
+        policy=client.PolicyV1Api(api),
+        custom=client.CustomObjectsApi(api),
+    )
+
+
 def test_upgrade_on_a_real_cluster(namespace: str) -> None:
+    """The upgrade as the Role's ServiceAccount, with the real post-upgrade hook: PostGIS at the
+    target's version, the fingerprint identical, the PVC the same."""
     from kubernetes import client
 
     from toolkit.cli_kube import load_scripts
-    from toolkit.kube import Kube
-    from toolkit.runtimes.kube import KubeRuntime
+    from toolkit.kube_hook import engine_fingerprint, engine_post_upgrade
+    from toolkit.runtimes.kube import HookContext, KubeRuntime
+    from toolkit.steps import verify
 
     core = client.CoreV1Api()
     _deploy(namespace)
     before = _psql(namespace, "SELECT count(*), sum(ST_X(g)) FROM t")
     pvc_uid = core.read_namespaced_persistent_volume_claim("data-gis-0", namespace).metadata.uid
 
-    runtime = KubeRuntime(Kube.connect(KUBECONFIG))
+    kube = _role_kube(namespace)
+    runtime = KubeRuntime(kube)
+    job_env = {"PGLEAP_SUPERUSER": "gis"}
+    plan, _, _ = runtime.plan(namespace, "gis", NEW_IMAGE, job_env=job_env, snapshot=False)
+    lines: list[str] = []
+
+    def ctx() -> HookContext:
+        return HookContext(kube, plan, namespace, "gis", "gis-0", "postgres", lines.append)
+
+    fp_before = engine_fingerprint(ctx())
+    fingerprints: list[verify.Fingerprint] = []
+
+    def hook(c: HookContext) -> None:
+        fingerprints.append(engine_fingerprint(c))  # right after pg_upgrade, before any repair
+        engine_post_upgrade(c)  # the real hook: extensions, indexes, statistics, amcheck, PostGIS
+
     out = runtime.upgrade(
         namespace,
         "gis",
         NEW_IMAGE,
         scripts=load_scripts(SCRIPTS_DIR),
-        job_env={"PGLEAP_SUPERUSER": "gis"},
+        job_env=job_env,
         snapshot=False,
+        post_upgrade=hook,
     )
-    assert out.phase == "done"
+    assert out.phase == "done", out
     _wait_ready(namespace, NEW_IMAGE)
+    assert any(line.startswith("extensions updated: ") for line in lines), lines
+    assert fingerprints and verify.compare(fp_before, fingerprints[-1]).identical
     assert core.read_namespaced_persistent_volume_claim("data-gis-0", namespace).metadata.uid == pvc_uid
     assert _psql(namespace, "SELECT count(*), sum(ST_X(g)) FROM t") == before
-    assert "POSTGIS=" in _psql(namespace, "SELECT postgis_full_version()")
+    installed = _psql(namespace, "SELECT extversion FROM pg_extension WHERE extname = 'postgis'")
+    available = _psql(namespace, "SELECT default_version FROM pg_available_extensions WHERE name = 'postgis'")
+    assert installed == available, f"PostGIS {installed}, the target image offers {available}"
+    assert "need upgrade" not in _psql(namespace, "SELECT postgis_full_version()")
     # a rerun changes nothing
     assert runtime.upgrade(namespace, "gis", NEW_IMAGE, scripts=load_scripts(SCRIPTS_DIR)).changed == []
     runtime.finalize(namespace, "gis", scripts=load_scripts(SCRIPTS_DIR))
@@ -144,7 +223,6 @@ def test_rehearsal_on_a_real_cluster(namespace: str) -> None:
     from kubernetes import client
 
     from toolkit.cli_kube import load_scripts
-    from toolkit.kube import Kube
     from toolkit.kube_hook import engine_rehearsal_hooks
     from toolkit.runtimes.kube import KubeRuntime
     from toolkit.runtimes.kube_rehearsal import KubeRehearsal
@@ -154,7 +232,7 @@ def test_rehearsal_on_a_real_cluster(namespace: str) -> None:
     _exec(namespace, ["sh", "-c", 'echo "host replication gis all md5" >> "$PGDATA/pg_hba.conf"'])
     _psql(namespace, "SELECT pg_reload_conf()")
     pod_uid = core.read_namespaced_pod("gis-0", namespace).metadata.uid
-    result = KubeRehearsal(KubeRuntime(Kube.connect(KUBECONFIG))).rehearse(
+    result = KubeRehearsal(KubeRuntime(_role_kube(namespace))).rehearse(  # as the Role, too
         namespace,
         "gis",
         NEW_IMAGE,

@@ -34,12 +34,14 @@ def test_rollback_while_the_upgrade_verifies_is_refused() -> None:
         with pytest.raises(Refused):
             c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
 
-    out = c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=hook)
+    out = c.runtime.upgrade(
+        c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=hook, mode="copy"
+    )
     assert out.phase == "done" and c.image() == TARGET
     assert refused and "another pgleap run works on this StatefulSet: upgrade by pid" in refused[0]
     assert state(c)["phase"] == "done"
     assert c.runtime.status(c.namespace, c.name)["held_by"] is None  # given back at the end
-    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)  # now it may
+    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=lambda _loss: True)  # now it may
     assert c.image() == "pgleap/postgis:13-3.1"
 
 

@@ -18,18 +18,21 @@ import os
 import secrets
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.kube.probes import recorded
 from toolkit import render
 from toolkit.cli_kube import load_scripts
+from toolkit.facts import ImageFacts
 from toolkit.kube_facts import gather
 from toolkit.kube_hook import engine_post_upgrade
 from toolkit.kube_plan import make_plan
 from toolkit.runtimes.kube import HookContext
-from toolkit.steps import verify
+from toolkit.steps import postupgrade, verify
 from toolkit.steps.sql import Server
 
 pytestmark = pytest.mark.docker
@@ -158,28 +161,86 @@ class Kubelet:
 
 
 class PodApi:
-    """The two pod subresources the hook uses, answered by the Docker container playing the pod."""
+    """pods/exec and pods/portforward through the real client path (toolkit.kube.Kube →
+    kubernetes.stream): the request the client really sends (HTTP method + subresource) is
+    recorded and authorised the way an API server of `version` authorises it, against the Role
+    of manifests/rbac.yaml (test_rbac.WebSocketServer: a WebSocket GET is `get` before 1.35,
+    `get` + `create` from 1.35); only the answer comes from the Docker container playing the pod."""
 
-    def __init__(self, container) -> None:
+    def __init__(self, container, version: tuple[int, int] = (1, 34)) -> None:
+        from kubernetes import client
+
+        from tests.kube.test_rbac import WebSocketServer, rules
+        from toolkit.kube import Kube
+
         self.container = container
-        self.calls: list[str] = []
+        self.server = WebSocketServer(version, rules()[0])
+        api = client.ApiClient(client.Configuration(host="https://api.invalid"))
+        self.kube = Kube(core=client.CoreV1Api(api), apps=None, batch=None, policy=None, custom=None)
+
+    def _answer(self, configuration, method: str, url: str, **kw):
+        """The API server's side: authorise the handshake, then let the container answer."""
+        import socket
+        from urllib.parse import parse_qsl, urlparse
+
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream.ws_client import WSResponse
+
+        from tests.kube.fake_api import Call
+        from tests.kube.test_rbac import allowed
+
+        parts = urlparse(url).path.split("/")  # /api/v1/namespaces/NS/pods/NAME/SUB
+        namespace, resource = parts[4], f"pods/{parts[7]}"
+        self.server.requests.append((method, namespace, resource))
+        for verb in self.server.verbs(method):
+            if not allowed(Call(verb, "", resource, namespace, None), self.server.rules):
+                # what ws_client makes of a refused upgrade
+                raise ApiException(status=0, reason="Handshake status 403 Forbidden -+-+- {} -+-+- None")
+            self.server.authorised.append((verb, resource))
+        query = kw.get("query_params") or parse_qsl(urlparse(url).query)
+        if resource == "pods/exec":
+            command = [v for k, v in query if k == "command"]
+            result = self.container.exec_run(command, user="postgres")
+            return WSResponse(data=result.output.decode(errors="replace"), status=200)
+        container = self.container
+
+        class Forward:
+            def socket(self, port: int):
+                container.reload()
+                nets = container.attrs["NetworkSettings"]["Networks"].values()
+                ip = next(n["IPAddress"] for n in nets)
+                return socket.create_connection((ip, port), timeout=10)
+
+        return Forward()
+
+    @contextlib.contextmanager
+    def _wired(self):
+        import functools
+
+        import kubernetes.stream as kstream
+        from kubernetes.stream import stream as real_stream
+
+        saved = (kstream.stream, kstream.portforward)
+        inner = real_stream.func  # the client's own _websocket_request: builds the real request
+        kstream.stream = functools.partial(inner, self._answer, None)
+        kstream.portforward = functools.partial(inner, self._answer, {"_preload_content": False})
+        try:
+            yield
+        finally:
+            kstream.stream, kstream.portforward = saved
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """(HTTP method, subresource) as the API server received them."""
+        return [(m, r) for m, _, r in self.server.requests]
 
     def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> str:
-        self.calls.append("pods/exec")
-        result = self.container.exec_run(command, user="postgres")
-        if result.exit_code != 0:
-            from toolkit.errors import PgleapError
-
-            raise PgleapError(result.output.decode(errors="replace"))
-        return result.output.decode()
+        with self._wired():
+            return self.kube.exec(namespace, pod, container, command)
 
     def port_forward(self, namespace: str, pod: str, port: int):
-        import socket
-
-        self.calls.append("pods/portforward")
-        self.container.reload()
-        ip = next(n["IPAddress"] for n in self.container.attrs["NetworkSettings"]["Networks"].values())
-        return socket.create_connection((ip, port), timeout=10)
+        with self._wired():
+            return self.kube.port_forward(namespace, pod, port)
 
 
 def _sts(image: str) -> dict:
@@ -234,6 +295,9 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old
     # 2. The rendered Job, run container by container.
     facts = gather(sts)
     plan = make_plan(facts, new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"})
+    # The images' libraries as `upgrade sts` probes them (output recorded from these images).
+    old_facts, new_facts = (ImageFacts.from_probe(i, recorded(i)) for i in (old_image, new_image))
+    plan = replace(plan, glibc=(old_facts.glibc, new_facts.glibc), icu=(old_facts.icu, new_facts.icu))
     job = render.upgrade_job(plan, sts, "upgrade")
     scripts_cm = render.scripts_configmap(plan, load_scripts())
     job_pod = job["spec"]["template"]["spec"]
@@ -270,12 +334,25 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old
         api = PodApi(pod)
         ctx = HookContext(api, plan, "geo", "gis", "gis-0", "postgres", lines.append)
         engine_post_upgrade(ctx)
-        assert {"pods/exec", "pods/portforward"} <= set(api.calls)  # the hook uses both (RBAC: test_rbac.py)
+        # what the client really sent, authorised as an API server does against the Role
+        assert {("GET", "pods/exec"), ("GET", "pods/portforward")} <= set(api.calls)
+        assert {("get", "pods/exec"), ("get", "pods/portforward")} <= set(api.server.authorised)
         assert any(line.startswith("extensions updated: ") and not line.endswith(": 0") for line in lines), (
             lines
         )
         assert not any(line.startswith("FAIL") for line in lines), lines
         assert any("amcheck" in line for line in lines)
+        # glibc 2.31 -> 2.41/2.43 changed: the collation-dependent indexes were rebuilt; the
+        # statistics ran as Docker's (18: missing ones first, then the rest).
+        rebuilt = next(line for line in lines if line.startswith("collation-dependent indexes rebuilt: "))
+        assert not rebuilt.endswith(": 0"), lines
+        runs = " then ".join(" ".join(r) for r in postupgrade.analyze_runs(plan.new_major))
+        assert f"statistics: vacuumdb {runs}" in lines, lines
+        # The same libraries on both sides (a forced equal probe): nothing to rebuild.
+        same = replace(plan, glibc=(new_facts.glibc,) * 2, icu=(new_facts.icu,) * 2)
+        again: list[str] = []
+        engine_post_upgrade(HookContext(api, same, "geo", "gis", "gis-0", "postgres", again.append))
+        assert "collation-dependent indexes rebuilt: 0" in again, again
         with server.connect("gis") as conn:
             full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
         assert "need upgrade" not in full

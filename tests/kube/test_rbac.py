@@ -62,9 +62,9 @@ def every_path_calls() -> list[Call]:
         c = make_cluster(fixture)
         c.runtime.inspect(c.namespace, c.name)
         c.runtime.status(c.namespace, c.name)
-        upgrade(c, fixture)
-        upgrade(c, fixture)
-        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        upgrade(c, fixture, mode="copy")  # copy: a rollback after the new cluster ran is allowed
+        upgrade(c, fixture, mode="copy")
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=lambda _loss: True)
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += c.fake.calls
         c = make_cluster(fixture)
@@ -77,10 +77,10 @@ def every_path_calls() -> list[Call]:
     for fixture in REPLICA_CASES:  # standbys: read StatefulSet, re-seed/rollback/finalize Jobs
         c = make_cluster(fixture)
         c.runtime.plan(c.namespace, c.name, REPLICA_CASES[fixture][0], overrides=REPLICA_CASES[fixture][1])
-        upgrade_with_standbys(c, fixture, standby_probe=lambda ctx, slots: slots)
-        upgrade_with_standbys(c, fixture)
+        upgrade_with_standbys(c, fixture, standby_probe=lambda ctx, slots: slots, mode="copy")
+        upgrade_with_standbys(c, fixture, mode="copy")
         c.runtime.status(c.namespace, c.name)
-        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=lambda _loss: True)
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += c.fake.calls
         c = make_cluster(fixture)
@@ -91,7 +91,19 @@ def every_path_calls() -> list[Call]:
         c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
         out += [x for x in c.fake.calls if not x.detail.get("injected")]
     out += rehearsal_calls()
+    out += probe_calls()
     return out
+
+
+def probe_calls() -> list[Call]:
+    """Calls of a probed plan and a probed upgrade: the probe Pods (create, get, log, delete)."""
+    from tests.kube.probes import PROBE_SCRIPTS, recorded_runner
+
+    c = make_cluster("official-plain")
+    c.fake.pod_runner = recorded_runner()
+    c.runtime.plan(c.namespace, c.name, "pgleap/postgis:17-3.5", scripts=PROBE_SCRIPTS)
+    c.runtime.upgrade(c.namespace, c.name, "pgleap/postgis:17-3.5", scripts=PROBE_SCRIPTS)
+    return c.fake.calls
 
 
 def rehearsal_calls() -> list[Call]:
@@ -125,6 +137,8 @@ def test_every_recorded_call_is_in_the_role() -> None:
         ("create", "", "persistentvolumeclaims"),
         ("delete", "snapshot.storage.k8s.io", "volumesnapshots"),
         ("create", "", "services"),
+        ("create", "", "pods"),
+        ("delete", "", "pods"),
     ]:
         assert needed in seen
 

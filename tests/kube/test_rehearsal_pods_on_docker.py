@@ -144,3 +144,76 @@ def test_rendered_rehearsal_clones_a_running_server_and_upgrades_the_clone(kubel
         for p in pods:
             with contextlib.suppress(Exception):
                 p.remove(force=True, v=True)
+
+
+def test_rendered_rehearsal_of_the_topology_trap_is_no_go_with_exit_4(kubelet, image_names, monkeypatch):
+    """The negative case on real data: production's TopoGeometry columns (the seed's topology)
+    cloned and upgraded 13 -> 18 (PostGIS 3.1 -> 3.7) with the repair switched off
+    (PGLEAP_TEST_SKIP_REPAIRS=1). The fingerprint right after pg_upgrade is identical; the real
+    post-upgrade hook then meets the widened TopoGeometry id and fails with exit 4, naming the
+    column: what `rehearse sts` turns into no-go (test_rehearsal.py maps the hook's failure)."""
+    from toolkit.errors import VerificationFailed
+    from toolkit.seed import seed
+
+    old_image, new_image = image_names["13-3.1"], image_names["18-3.x"]
+    sts = _sts(old_image)
+    facts = gather(sts)
+    plan = make_plan(facts, new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"})
+    scripts = load_scripts()
+    pods = []
+    try:
+        prod_pvc = kubelet.pvc_volume("data-gis-0")
+        prod, prod_server = _start_pod(kubelet, copy.deepcopy(sts), prod_pvc)
+        pods.append(prod)
+        seed(prod_server, "gis", rows=200, polygons=20)
+        prod.exec_run(
+            ["sh", "-c", 'echo "host replication gis all md5" >> "$PGDATA/pg_hba.conf"'], user="postgres"
+        )
+        prod_server.query("postgres", "SELECT pg_reload_conf()")
+        before = verify.fingerprint(prod_server)
+
+        # The rendered clone Job, the rendered upgrade Job of the rehearsal StatefulSet.
+        job = kube_rehearsal.clone_job(
+            plan,
+            sts,
+            source_host=_ip(prod),
+            user="gis",
+            password_secret={"name": "gis-db", "key": "password"},
+        )
+        rsts = kube_rehearsal.rehearsal_statefulset(sts, facts)
+        rplan = make_plan(gather(rsts), new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"})
+        clone_pvc = kubelet.pvc_volume("data-gis-rehearsal-0")
+        job_pod = job["spec"]["template"]["spec"]
+        (container,) = job_pod["containers"]
+        view_scripts = render.scripts_configmap(rplan, scripts)
+        assert "clone complete" in kubelet.run(
+            job_pod, container, _job_volumes(kubelet, job, view_scripts, clone_pvc)
+        )
+        rpod, _ = _start_pod(kubelet, copy.deepcopy(rsts), clone_pvc)  # recovers the copy
+        _stop(rpod)
+        ujob = render.upgrade_job(rplan, rsts, "upgrade")
+        ujob_pod = ujob["spec"]["template"]["spec"]
+        volumes = _job_volumes(kubelet, ujob, view_scripts, clone_pvc)
+        volumes["old-binaries"] = ("volume", kubelet.pvc_volume("emptydir"))
+        kubelet.apply_fs_group(volumes["old-binaries"][1], ujob_pod["securityContext"].get("fsGroup"))
+        for init in ujob_pod["initContainers"]:
+            kubelet.run(ujob_pod, init, volumes)
+        logs = "".join(kubelet.run(ujob_pod, c, volumes) for c in ujob_pod["containers"])
+        assert "PostgreSQL 18 cluster ready" in logs
+
+        npod, _ = _start_pod(kubelet, copy.deepcopy(render.new_statefulset(rplan, rsts)), clone_pvc)
+        pods.append(npod)
+        nctx = HookContext(
+            PodApi(npod), rplan, "geo", "gis-rehearsal", "gis-rehearsal-0", "postgres", lambda line: None
+        )
+        assert verify.compare(before, engine_fingerprint(nctx)).identical  # right after pg_upgrade
+        monkeypatch.setenv("PGLEAP_TEST_SKIP_REPAIRS", "1")
+        with pytest.raises(VerificationFailed, match=r"city\.streets\.topo") as failed:
+            engine_post_upgrade(nctx)
+        assert failed.value.exit_code == 4
+        # production untouched throughout
+        assert verify.compare(before, verify.fingerprint(prod_server)).identical
+    finally:
+        for p in pods:
+            with contextlib.suppress(Exception):
+                p.remove(force=True, v=True)

@@ -11,7 +11,7 @@ import pytest
 from tests.kube.conftest import load_docs, of_kind
 from tests.kube.fake_api import Call
 from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
-from tests.kube.test_runtime import Crash, calls, comparable, crash_after_phase, state
+from tests.kube.test_runtime import Crash, accept, calls, comparable, crash_after_phase, state
 from tests.kube.validation import validate_strict, versions
 from toolkit import guard, render
 from toolkit.errors import PgleapError, Refused
@@ -463,8 +463,8 @@ def test_keep_readers_without_read_statefulset_refused() -> None:
 
 def test_phases_recorded_in_order() -> None:
     c = make_cluster(PAIR)
-    upgrade(c, PAIR)
-    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+    upgrade(c, PAIR, mode="copy")
+    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     recorded = [
         (x.detail["patch"]["data"]["operation"], x.detail["patch"]["data"]["phase"])
         for x in calls(c, "patch", "configmaps")
@@ -487,7 +487,7 @@ def test_crash_after_phase_then_resume_then_rollback(fixture: str, phase: str) -
     original_read = c.fake.get_for_test("StatefulSet", c.namespace, replica_sts(fixture))
     crash_after_phase(c, phase)
     with pytest.raises(Crash):
-        upgrade(c, fixture)
+        upgrade(c, fixture, mode="copy")  # copy: the rollback after "done" is allowed, with the loss accepted
     assert state(c)["phase"] == phase
     out = c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS, post_upgrade=c.hook)
     assert out.phase == "done"
@@ -497,7 +497,7 @@ def test_crash_after_phase_then_resume_then_rollback(fixture: str, phase: str) -
     assert len(reseeds) == 2 == len(set(reseeds))  # each standby copied once
     assert len([x for x in calls(c, "create", "jobs") if x.name.endswith("-upgrade")]) == 1
     # then back to where it all started, replica counts included
-    out = c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+    out = c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     assert out.phase == "rolled-back"
     assert comparable(c.sts()) == comparable(original)
     read_now = c.fake.get_for_test("StatefulSet", c.namespace, replica_sts(fixture))
@@ -517,8 +517,8 @@ def test_crash_after_phase_then_rollback(fixture: str, phase: str) -> None:
     original_read = c.fake.get_for_test("StatefulSet", c.namespace, replica_sts(fixture))
     crash_after_phase(c, phase)
     with pytest.raises(Crash):
-        upgrade(c, fixture)
-    out = c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        upgrade(c, fixture, mode="copy")
+    out = c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     assert out.phase == "rolled-back"
     assert comparable(c.sts()) == comparable(original)
     assert comparable(c.fake.get_for_test("StatefulSet", c.namespace, replica_sts(fixture))) == comparable(
@@ -541,10 +541,10 @@ def test_crash_after_phase_then_rollback(fixture: str, phase: str) -> None:
 def test_crash_during_rollback_then_resume(phase: str) -> None:
     c = make_cluster(PAIR)
     original_read = c.fake.get_for_test("StatefulSet", c.namespace, READ)
-    upgrade(c, PAIR)
+    upgrade(c, PAIR, mode="copy")
     crash_after_phase(c, phase)
     with pytest.raises(Crash):
-        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     out = c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
     assert out.phase == "rolled-back"
     assert comparable(c.fake.get_for_test("StatefulSet", c.namespace, READ)) == comparable(original_read)
@@ -607,13 +607,15 @@ def test_failed_reseed_is_reported_and_rolled_back() -> None:
     c = make_cluster(PAIR)
     c.fake.job_results["pgleap-pg-postgresql-read-1-reseed"] = "Failed"
     with pytest.raises(PgleapError, match="Job pgleap-pg-postgresql-read-1-reseed failed") as exc:
-        upgrade(c, PAIR)
+        upgrade(c, PAIR, mode="copy")
     assert "rollback" in exc.value.hint
     assert state(c)["phase"] == "verified"  # the primary is upgraded; the standbys are not
     with pytest.raises(PgleapError, match="failed"):
         c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
     assert len([x for x in calls(c, "create", "jobs") if x.name.endswith("-reseed")]) == 2  # no retry
-    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+    with pytest.raises(Refused, match="--yes"):  # the primary served clients: a loss to accept
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     assert image_of(c, READ) == "docker.io/bitnamilegacy/postgresql:16.4.0-debian-12-r0"
     assert c.fake.get_for_test("StatefulSet", c.namespace, READ)["spec"]["replicas"] == 2
 
@@ -643,11 +645,14 @@ def test_plan_reads_the_read_statefulset_live() -> None:
 # -- commands ---------------------------------------------------------------------------------------
 
 
-def test_plan_command_shows_each_standby_and_stale_reads() -> None:
+def test_plan_command_shows_each_standby_and_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from tests.kube.test_cli_kube import build_app
+    from toolkit import cli_kube
 
+    # No probe output is recorded for the Bitnami images: plan from their tags (test_probe.py probes).
+    monkeypatch.setattr(cli_kube, "load_scripts", lambda folder=None, required=True: dict(SCRIPTS))
     c = make_cluster(PAIR)
     args = ["plan", "sts", c.name, "-n", c.namespace, "--to", REPLICA_CASES[PAIR][0], "--allow-helm"]
     result = CliRunner().invoke(build_app(c), [*args, "--keep-readers"])
@@ -715,3 +720,19 @@ def test_the_read_statefulset_itself_is_refused() -> None:
         guard.check(
             f, parse_image(REPLICA_CASES[PAIR][0]), GuardOverrides(allow_helm=True), topology=detect(read, f)
         )
+
+
+@pytest.mark.parametrize("fixture", [PAIR, ORDINALS])
+def test_link_rollback_after_done_is_refused_and_touches_no_statefulset(fixture: str) -> None:
+    """On a cluster upgrade.sh refuses a link rollback once the new primary ran: pgleap asks
+    rollback-check first, so neither StatefulSet is scaled, no standby Job runs."""
+    c = make_cluster(fixture)
+    upgrade(c, fixture)
+    sts_before = {
+        n: c.fake.get_for_test("StatefulSet", c.namespace, n) for n in (c.name, replica_sts(fixture))
+    }
+    with pytest.raises(Refused, match="--link"):
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
+    assert {n: c.fake.get_for_test("StatefulSet", c.namespace, n) for n in sts_before} == sts_before
+    assert not [x for x in calls(c, "create", "jobs") if x.name.endswith("-rollback")]
+    assert state(c)["phase"] == "done"

@@ -197,8 +197,10 @@ def test_crash_after_phase_then_rollback(phase: str) -> None:
     original = c.sts()
     crash_after_phase(c, phase)
     with pytest.raises(Crash):
-        upgrade(c, "when-scaled-delete")
-    out = c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+        upgrade(
+            c, "when-scaled-delete", mode="copy"
+        )  # link: see test_link_rollback_after_the_new_cluster_ran
+    out = c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     assert out.phase == "rolled-back"
     assert comparable(c.sts()) == comparable(original)
     assert c.sts()["status"]["readyReplicas"] == 1
@@ -208,6 +210,8 @@ def test_crash_after_phase_then_rollback(phase: str) -> None:
     )
     rollback_jobs = [x for x in calls(c, "create", "jobs") if x.name.endswith("-rollback")]
     assert len(rollback_jobs) == (1 if upgrade_job_ran else 0)
+    ran = UPGRADE_PHASES.index(phase) >= UPGRADE_PHASES.index("switched")
+    assert any("is lost by the rollback" in n for n in out.notes) == ran  # the loss was named
     # a second rollback changes nothing; finalize then removes pgleap's objects and keeps the data
     writes = len(c.fake.writes_for_test())
     assert c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS).changed == []
@@ -216,6 +220,64 @@ def test_crash_after_phase_then_rollback(phase: str) -> None:
     assert state(c) is None
     assert not [x for x in calls(c, "create", "jobs") if x.name.endswith("-finalize")]
     assert pvc_uid(c, "when-scaled-delete") == uid and comparable(c.sts()) == comparable(original)
+
+
+def accept(_loss: str) -> bool:
+    """The user's --yes: the writes made on the new cluster may be dropped."""
+    return True
+
+
+def _sts_or_pvc_writes(c: Cluster) -> list[Call]:
+    return [x for x in c.fake.writes_for_test() if x.resource in ("statefulsets", "persistentvolumeclaims")]
+
+
+@pytest.mark.parametrize("phase", [*CRASH_PHASES, "done"])
+def test_link_rollback_after_the_new_cluster_ran_is_refused_before_any_change(phase: str) -> None:
+    """upgrade.sh refuses a link rollback once the new cluster ran: pgleap asks first (rollback-check)."""
+    c = make_cluster("when-scaled-delete")
+    if phase == "done":
+        upgrade(c, "when-scaled-delete")
+    else:
+        crash_after_phase(c, phase)
+        with pytest.raises(Crash):
+            upgrade(c, "when-scaled-delete")
+    before = (c.sts(), state(c), _sts_or_pvc_writes(c))
+    ran = phase == "done" or UPGRADE_PHASES.index(phase) >= UPGRADE_PHASES.index("switched")
+    if not ran:
+        assert c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS).phase == "rolled-back"
+        return
+    with pytest.raises(Refused, match="rollback is not possible, nothing was changed") as exc:
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
+    assert exc.value.exit_code == 3 and "--link" in exc.value.message
+    assert (c.sts(), state(c), _sts_or_pvc_writes(c)) == before  # not scaled, not patched, phase kept
+    assert not [x for x in calls(c, "create", "jobs") if x.name.endswith("-rollback")]
+    checks = [x for x in calls(c, "create", "jobs") if x.name.endswith("-rollback-check")]
+    assert len(checks) == 1 and c.fake.get_for_test("Job", c.namespace, checks[0].name) is None  # removed
+    assert c.sts()["status"]["readyReplicas"] == 1  # the upgraded database keeps serving
+
+
+def test_copy_rollback_after_the_new_cluster_ran_needs_the_loss_accepted() -> None:
+    c = make_cluster("official-plain")
+    upgrade(c, "official-plain", mode="copy")
+    before = (c.sts(), state(c), _sts_or_pvc_writes(c))
+    with pytest.raises(Refused, match="would drop data") as exc:
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)  # nobody to ask: refused
+    assert "--yes" in exc.value.hint and exc.value.exit_code == 3
+    with pytest.raises(Refused, match="not confirmed"):
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=lambda _loss: False)
+    assert (c.sts(), state(c), _sts_or_pvc_writes(c)) == before
+    out = c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
+    assert out.phase == "rolled-back" and c.image() == "pgleap/postgis:13-3.1"
+
+
+def test_rollback_check_failing_changes_nothing() -> None:
+    c = make_cluster("official-plain")
+    upgrade(c, "official-plain", mode="copy")
+    before = (c.sts(), state(c))
+    c.fake.job_results["pgleap-gis-rollback-check"] = "Failed"
+    with pytest.raises(PgleapError, match="rollback check Job pgleap-gis-rollback-check failed"):
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
+    assert (c.sts(), state(c)) == before
 
 
 def count_writes(fixture: str) -> int:
@@ -276,8 +338,8 @@ def test_failed_job_is_not_retried_and_rollback_works() -> None:
 def test_rollback_after_done_restores_original() -> None:
     c = make_cluster("sidecar")
     original = c.sts()
-    upgrade(c, "sidecar")
-    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+    upgrade(c, "sidecar", mode="copy")
+    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     assert comparable(c.sts()) == comparable(original)
     deletes = calls(c, "delete", "statefulsets")
     assert len(deletes) == 2 and all(d.detail["propagation"] == "Orphan" for d in deletes)
@@ -398,11 +460,23 @@ def test_state_holds_the_original_statefulset() -> None:
 
 def test_rollback_phases_are_recorded_in_order() -> None:
     c = make_cluster("official-plain")
-    upgrade(c, "official-plain")
-    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS)
+    upgrade(c, "official-plain", mode="copy")
+    c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
     phases = [
         x.detail["patch"]["data"]["phase"]
         for x in calls(c, "patch", "configmaps")
         if x.detail["patch"].get("data", {}).get("operation") == "rollback"
     ]
     assert phases == list(ROLLBACK_PHASES)
+
+
+def test_swap_rollback_after_pg_upgrade_is_refused_before_any_change() -> None:
+    """pg_upgrade --swap moved the old cluster's files: upgrade.sh refuses even before the switch."""
+    c = make_cluster("when-scaled-delete")  # 18 target: --swap exists
+    crash_after_phase(c, "upgraded")
+    with pytest.raises(Crash):
+        upgrade(c, "when-scaled-delete", mode="swap")
+    before = (c.sts(), state(c), _sts_or_pvc_writes(c))
+    with pytest.raises(Refused, match="--swap has run"):
+        c.runtime.rollback(c.namespace, c.name, scripts=SCRIPTS, confirm=accept)
+    assert (c.sts(), state(c), _sts_or_pvc_writes(c)) == before

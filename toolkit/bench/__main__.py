@@ -24,17 +24,17 @@ QUICK = {
     "sources": "13-3.1",
     "postgis_gb": "0.05,0.2",
     "schema_tables": "1000",
-    "methods": "floor,link,copy,naive",
+    "methods": "floor,link,copy,naive,proof",
     "repeat": 2,
 }
 FULL = {
     "sources": "13-3.1,15-3.3",
     "postgis_gb": "0.25,1.5,6",
     "schema_tables": "5000,20000",
-    "methods": "floor,link,copy,naive,link-verified",
+    "methods": "floor,link,copy,naive,link-verified,proof",
     "repeat": 2,
 }
-METHODS = ("floor", "link", "copy", "naive", "link-verified")
+METHODS = ("floor", "link", "copy", "naive", "link-verified", "proof")
 REPEATED = ("floor", "link")  # the pair the 1.25x target compares
 
 
@@ -96,6 +96,7 @@ def run_dataset(
         "copy": lambda: methods.pgleap(h, golden, old, new, mount, mode="copy", downtime="minimal"),
         "naive": lambda: methods.naive(h, golden, old, new, mount, new_mount),
         "link-verified": lambda: methods.pgleap(h, golden, old, new, mount, mode="link", downtime="verified"),
+        "proof": lambda: methods.proof(h, golden, old, mount),
     }
     runs: dict[str, list[dict]] = {m: [] for m in wanted}
     try:

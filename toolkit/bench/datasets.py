@@ -22,11 +22,14 @@ BYTES_PER_ROW = 330
 
 # Settings used ONLY while generating (command-line flags of the generator container,
 # not written to postgresql.conf): no WAL for tables created in the same transaction,
-# no fsync. The benchmark's servers start again with the image's defaults.
+# no fsync. The benchmark's servers start again with the image's defaults. Parallel index
+# builds share memory through files in PGDATA (mmap), not Docker's 64 MB /dev/shm, which a
+# 512 MB maintenance_work_mem overflows ("could not resize shared memory segment").
 GENERATOR_FLAGS = [
     "-c", "wal_level=minimal", "-c", "max_wal_senders=0", "-c", "fsync=off",
     "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "maintenance_work_mem=512MB",
     "-c", "max_wal_size=16GB", "-c", "checkpoint_timeout=1h", "-c", "max_locks_per_transaction=256",
+    "-c", "dynamic_shared_memory_type=mmap",
 ]  # fmt: skip
 
 

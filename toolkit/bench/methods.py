@@ -157,3 +157,45 @@ def naive(h: Harness, golden: str, old: str, new: str, mount: str, new_mount: st
         }
     finally:
         h.drop(vol, fresh)
+
+
+_TEXT_HASH = (
+    "SELECT coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0) FROM ONLY {} AS t"
+)
+
+
+def proof(h: Harness, golden: str, old: str, mount: str) -> dict:
+    """What the proof costs: every user table hashed as row text (the old fingerprint) and in
+    the canonical forms (EWKB, fields, elements: toolkit/steps/canonical.py), on the same
+    running server, one after the other; seconds and seconds per GB of database."""
+    from psycopg import sql
+
+    from toolkit.steps.canonical import table_hashes
+
+    vol = h.clone(golden, "proof")
+    try:
+        server = h.server(h.start_server(old, vol, mount))
+        with server.connect(SUPERUSER) as conn:
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            tables = conn.execute(
+                "SELECT c.oid::regclass::text, n.nspname, c.relname FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname = 'public'"
+            ).fetchall()
+            t0 = time.monotonic()
+            for _, schema, name in tables:
+                conn.execute(sql.SQL(_TEXT_HASH).format(sql.Identifier(schema, name))).fetchone()
+            text = time.monotonic() - t0
+            t0 = time.monotonic()
+            table_hashes(conn, only={f"{schema}.{name}" for _, schema, name in tables})
+            canonical = time.monotonic() - t0
+        gb = size / 1024**3
+        return {
+            "downtime": canonical,  # the comparison after the extension updates is one canonical pass
+            "text_seconds": text,
+            "canonical_seconds": canonical,
+            "canonical_per_gb": canonical / gb,
+            "ratio": canonical / text if text else None,
+            "database_gb": gb,
+        }
+    finally:
+        h.drop(vol)

@@ -195,5 +195,23 @@ def render(records: list[dict]) -> str:
             "### pgleap --link with the default --downtime verified, per phase",
             phase_table(records, "link-verified"),
         ]
+    if any("proof" in r["methods"] for r in records):
+        parts += ["", "### Cost of the proof: one pass over every user table (seconds)", proof_table(records)]
     parts += ["", "### Targets", *[f"- {t}" for t in targets(records)]]
     return "\n".join(parts)
+
+
+def proof_table(records: list[dict]) -> str:
+    """Row text (the old fingerprint) vs the canonical forms, measured on the same server."""
+    rows = [
+        "| upgrade | dataset | database | row text | canonical forms | canonical s/GB | canonical/text |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        p = r["methods"].get("proof") or {}
+        if "canonical_seconds" in p:
+            rows.append(
+                f"| {r['pair']} | {r['dataset']} | {p['database_gb']:.2f} GB | {_s(p['text_seconds'])} | "
+                f"{_s(p['canonical_seconds'])} | {_s(p['canonical_per_gb'])} | {_ratio(p['canonical_seconds'], p['text_seconds'])} |"
+            )
+    return "\n".join(rows)

@@ -27,9 +27,10 @@ from docker.types import Mount
 from toolkit import faults
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 from toolkit.facts import DataFacts, ImageFacts, parse_results
-from toolkit.plan import Layout, UpgradePlan, new_layout, rel_to_mount
+from toolkit.plan import Layout, UpgradePlan, new_layout, not_postgres, rel_to_mount
 from toolkit.resources import container_script
 from toolkit.safe_paths import check_path
+from toolkit.steps import postupgrade
 from toolkit.steps.sql import Server
 
 logger = logging.getLogger(__name__)
@@ -246,10 +247,7 @@ class DockerRuntime:
         except (PgleapError, ValueError) as exc:
             if isinstance(exc, EnvironmentProblem):
                 raise
-            raise Refused(
-                f"{image} does not look like a PostgreSQL image ({exc})",
-                "give a postgres or postgis image with bash (Debian-based, like the official ones)",
-            ) from None
+            raise not_postgres(image, str(exc)) from None
 
     def probe_data(self, image: str, volume: VolumeRef, rel: str) -> DataFacts:
         pgdata = f"{VOLUME}/{rel}".rstrip("/")
@@ -941,8 +939,4 @@ class DockerTarget:
         self.rt.remove_volume(self.scratch_name(plan))
 
 
-def _analyze_runs(new_major: int) -> list[list[str]]:
-    """PG18 carries most statistics over: fill the missing ones in stages first, then the rest."""
-    if new_major >= 18:
-        return [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
-    return [["--analyze-in-stages"]]
+_analyze_runs = postupgrade.analyze_runs  # one definition for both runtimes

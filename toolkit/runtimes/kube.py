@@ -10,6 +10,7 @@ deleted with propagationPolicy=Orphan, which leaves its PVCs and pods alone).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -17,14 +18,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit import guard, render
+from toolkit import guard, kube_probe, render
 from toolkit.errors import PgleapError, Refused
+from toolkit.facts import ImageFacts
 from toolkit.kube import Forbidden, Kube
 from toolkit.kube_facts import StsFacts, gather, parse_image
 from toolkit.kube_lease import Lease, holder_of
 from toolkit.kube_plan import KubePlan, make_plan
 from toolkit.kube_replicas import Topology, detect, read_sts_names
 from toolkit.kube_stored import check_stored
+from toolkit.runtimes import kube_decide
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,9 @@ class HookContext:
 
 
 PostUpgradeHook = Callable[[HookContext], None]
+# (context of the running old primary, (old, new) probed images, its PGDATA, scripts) → the plan
+# with what the live cluster decided; raises Refused before the first write (kube_inspect).
+PreflightHook = Callable[..., KubePlan]
 # (context of the new primary, replication slots of the standbys) → the slots that stream now.
 StandbyProbe = Callable[[HookContext, tuple[str, ...]], Iterable[str]]
 
@@ -196,8 +202,10 @@ class KubeRuntime:
         name: str,
         sts: dict[str, Any] | None = None,
         services: list[dict[str, Any]] | None = None,
+        *,
+        major: int | None = None,
     ) -> StsFacts:
-        """Facts about the StatefulSet and what surrounds it (read-only)."""
+        """Facts about the StatefulSet and what surrounds it (read-only); `major` as probed."""
         sts = sts or self.read_sts(namespace, name)
         templates = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
         replicas = max(sts["spec"].get("replicas", 1), 1)
@@ -229,6 +237,7 @@ class KubeRuntime:
             snapshot_classes=self._optional(
                 "VolumeSnapshotClasses", lambda: self.kube.list("VolumeSnapshotClass", None), []
             ),
+            major=major,
         )
 
     def topology(
@@ -239,7 +248,9 @@ class KubeRuntime:
         for candidate in read_sts_names(name):
             read = self.kube.get("StatefulSet", namespace, candidate)
             if read is not None:
-                read_facts = self.inspect(namespace, candidate, read, services=services)
+                read_facts = self.inspect(
+                    namespace, candidate, read, services=services, major=facts.image.major
+                )
                 topo = detect(sts, facts, read_sts=read, read_facts=read_facts, services=services)
                 return topo, read, read_facts
         return detect(sts, facts, services=services), None, None
@@ -318,6 +329,14 @@ class KubeRuntime:
 
     # -- planning -----------------------------------------------------------------------------
 
+    def probe(
+        self, sts: Mapping[str, Any], target_image: str, scripts: Mapping[str, str] | None
+    ) -> tuple[ImageFacts, ImageFacts] | None:
+        """Both images' facts from probe Pods (kube_probe), before any write; None without probe.sh."""
+        if scripts is None or not kube_probe.can_probe(scripts):
+            return None
+        return kube_probe.probe_both(self.kube, sts, target_image, scripts, log=self.log)
+
     def plan(
         self,
         namespace: str,
@@ -331,12 +350,15 @@ class KubeRuntime:
         patch_retention: bool = True,
         run_id: str | None = None,
         keep_readers: bool = False,
+        scripts: Mapping[str, str] | None = None,
+        preflight: PreflightHook | None = None,
     ) -> tuple[KubePlan, dict[str, Any], list[str]]:
         """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings.
 
         The read StatefulSet, when there is one, is `plan.read_sts`; `read_statefulset()` fetches it."""
         sts = self.read_sts(namespace, name)
-        facts = self.inspect(namespace, name, sts)
+        images = self.probe(sts, target_image, scripts)
+        facts = self.inspect(namespace, name, sts, major=images[0].major if images else None)
         topo, _, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
             facts,
@@ -350,7 +372,10 @@ class KubeRuntime:
             overrides=overrides,
             patch_retention=patch_retention,
             run_id=run_id,
+            images=images,
         )
+        if preflight is not None and images is not None and scripts is not None:
+            plan = self.read_live(plan, facts, images, scripts, preflight)
         return plan, sts, warnings
 
     def _plan_from(
@@ -367,9 +392,14 @@ class KubeRuntime:
         topology: Topology | None = None,
         read_facts: StsFacts | None = None,
         keep_readers: bool = False,
+        images: tuple[ImageFacts, ImageFacts] | None = None,
     ) -> tuple[KubePlan, list[str]]:
-        warnings = guard.check(
-            facts, parse_image(target_image), overrides, patch_retention=patch_retention, topology=topology
+        target, checked = parse_image(target_image), []
+        if images is not None:  # probed: Docker's refusals that need only the two images
+            target = kube_probe.probed_target(target_image, images[1])
+            checked = kube_probe.check_images(images[0], images[1], mode)
+        warnings = checked + guard.check(
+            facts, target, overrides, patch_retention=patch_retention, topology=topology
         )
         if snapshot and not facts.snapshot_classes:
             warnings.append(
@@ -386,8 +416,32 @@ class KubeRuntime:
             topology=topology,
             read_facts=read_facts,
             keep_readers=keep_readers,
+            target=target,
         )
+        if images is not None:  # the post-upgrade hook rebuilds only what these changes reorder
+            old, new = images
+            plan = dataclasses.replace(plan, glibc=(old.glibc, new.glibc), icu=(old.icu, new.icu))
         return plan, warnings
+
+    def read_live(
+        self,
+        plan: KubePlan,
+        facts: StsFacts,
+        images: tuple[ImageFacts, ImageFacts],
+        scripts: Mapping[str, str],
+        preflight: PreflightHook,
+    ) -> KubePlan:
+        """The running primary's cluster, read before the stop (read-only; refusals come here)."""
+        pod = f"{plan.sts}-0"
+        if facts.replicas == 0 or not pod_ready(self.kube.get("Pod", plan.namespace, pod)):
+            raise Refused(
+                f"{plan.namespace}/{plan.sts} does not run (replicas: {facts.replicas}, pod {pod} not ready): "
+                "pgleap reads the live cluster before it stops it",
+                f"start it (kubectl -n {plan.namespace} scale statefulset {plan.sts} --replicas=1) and wait "
+                "until it is ready, then run pgleap again",
+            )
+        ctx = HookContext(self.kube, plan, plan.namespace, plan.sts, pod, plan.container, self.log)
+        return preflight(ctx, images, pgdata=facts.pgdata, scripts=scripts)
 
     def read_statefulset(self, plan: KubePlan) -> dict[str, Any] | None:
         """The live read StatefulSet of a plan (None without one)."""
@@ -428,6 +482,7 @@ class KubeRuntime:
         post_upgrade: PostUpgradeHook | None = None,
         keep_readers: bool = False,
         standby_probe: StandbyProbe | None = None,
+        preflight: PreflightHook | None = None,
     ) -> Outcome:
         """Upgrade the StatefulSet's database to `target_image`, or say it is already done."""
         state = self.read_state(namespace, name)
@@ -447,9 +502,10 @@ class KubeRuntime:
                 "or clear it with `pgleap finalize sts NAME`",
             )
         sts = self.read_sts(namespace, name)
-        facts = self.inspect(namespace, name, sts)
-        if facts.image.ref == target_image:
+        if kube_probe.running_image(sts) == target_image:
             return Outcome("upgrade", "done", unchanged=[f"{namespace}/{name} already runs {target_image}"])
+        images = self.probe(sts, target_image, scripts)
+        facts = self.inspect(namespace, name, sts, major=images[0].major if images else None)
         topo, read, read_facts = self.topology(namespace, name, sts, facts)
         plan, warnings = self._plan_from(
             facts,
@@ -462,7 +518,10 @@ class KubeRuntime:
             snapshot=snapshot,
             overrides=overrides,
             patch_retention=patch_retention,
+            images=images,
         )
+        if preflight is not None and images is not None:
+            plan = self.read_live(plan, facts, images, scripts, preflight)
         original = sts
         read = read if plan.read_sts else None
         out = Outcome("upgrade", "recorded", notes=list(warnings))
@@ -751,9 +810,13 @@ class KubeRuntime:
             )
 
     def _follow_job(
-        self, plan: KubePlan, name: str, containers: tuple[str, ...] = ("collect", "upgrade")
+        self,
+        plan: KubePlan,
+        name: str,
+        containers: tuple[str, ...] = ("collect", "upgrade"),
+        sink: list[str] | None = None,
     ) -> None:
-        """Stream each container's log as it runs, then wait for the Job's final condition."""
+        """Stream each container's log as it runs (into `sink` too), then wait for the Job's end."""
         ns = plan.namespace
 
         def job_pod() -> dict[str, Any] | None:
@@ -772,6 +835,8 @@ class KubeRuntime:
                 if self._wait_container_started(ns, pod_name, container):
                     for line in self.kube.logs(ns, pod_name, container, follow=True):
                         self.log(f"[{container}] {line}")
+                        if sink is not None:
+                            sink.append(line)
         self.kube.wait(
             f"Job {name} to finish",
             lambda: _job_result(self.kube.get("Job", ns, name) or {"status": {"conditions": []}}),
@@ -996,8 +1061,20 @@ class KubeRuntime:
 
     # -- rollback -----------------------------------------------------------------------------
 
-    def rollback(self, namespace: str, name: str, *, scripts: Mapping[str, str]) -> Outcome:
-        """Put the original StatefulSet and the old data directory back."""
+    def rollback(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        scripts: Mapping[str, str],
+        confirm: Callable[[str], bool] | None = None,
+    ) -> Outcome:
+        """Put the original StatefulSet and the old data directory back.
+
+        A new rollback first asks upgrade.sh's read-only rollback-check on the volume
+        (toolkit.runtimes.kube_decide): refused, nothing changed, when it says no;
+        `confirm(loss)` accepts what a copy/clone rollback drops (None: refused).
+        """
         state = self.read_state(namespace, name)
         if state is None:
             raise Refused(f"no pgleap run recorded for {namespace}/{name}: nothing to roll back", "")
@@ -1013,7 +1090,8 @@ class KubeRuntime:
 
         def run() -> Outcome:
             if state.operation == "rollback":
-                return self._run_rollback(state, scripts, out)
+                return self._run_rollback(state, scripts, out)  # decided when it started
+            kube_decide.decide(self, state, scripts, out, confirm)
             self._set_phase(state.plan, "rollback", "rollback-started", out)
             return self._run_rollback(
                 State("rollback", "rollback-started", state.plan, state.original, state.read_original),
@@ -1205,14 +1283,7 @@ class KubeRuntime:
     def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan = state.plan
         if state.phase == "finalize-started":
-            pod = self.kube.get("Pod", plan.namespace, f"{plan.sts}-0")
-            node = ((pod or {}).get("spec") or {}).get("nodeName")
-            # RWO: the Job must share the node of the running pod to mount the volume.
-            pin = (
-                ({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]},)
-                if node
-                else None
-            )
+            pin = kube_decide.pin_to_pod(self, plan, f"{plan.sts}-0")
             self._step_job(plan, state.original, "finalize", scripts, out, node_terms=pin)
             self._set_phase(plan, "finalize", "finalized-data", out)
         if state.phase in ("finalize-started", "finalized-data"):
@@ -1253,7 +1324,8 @@ class KubeRuntime:
 
     def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
         """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""
-        names = [render.job_name(plan.sts, a) for a in ("upgrade", "rollback", "finalize")]
+        actions = ("upgrade", "rollback", "finalize", kube_decide.CHECK_ACTION)
+        names = [render.job_name(plan.sts, a) for a in actions]
         for name in names + render.replica_job_names(plan):
             if self.kube.delete("Job", plan.namespace, name, propagation="Background"):
                 out.changed.append(f"deleted Job {name}")

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit import guard, kube_rehearsal, render
+from toolkit import guard, kube_probe, kube_rehearsal, render
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.kube_facts import StsFacts, gather, parse_image
 from toolkit.kube_lease import Lease
@@ -226,11 +226,17 @@ class KubeRehearsal:
         """Production read and planned, after the guard has checked the rehearsal StatefulSet exactly
         as the upgrade of it will (majors, image family, layout, standby refusals)."""
         sts = self.rt.read_sts(namespace, name)
-        facts = self.rt.inspect(namespace, name, sts)
+        images = self.rt.probe(sts, target_image, scripts)  # the images' own majors (kube_probe)
+        major = images[0].major if images else None
+        facts = self.rt.inspect(namespace, name, sts, major=major)
         copy_sts = kube_rehearsal.rehearsal_statefulset(sts, facts)
-        copy_facts = gather(copy_sts)
+        copy_facts = gather(copy_sts, major=major)
         target = parse_image(target_image)
-        result["warnings"] = guard.check(
+        checked: list[str] = []
+        if images is not None:
+            target = kube_probe.probed_target(target_image, images[1])
+            checked = kube_probe.check_images(images[0], images[1], mode)
+        result["warnings"] = checked + guard.check(
             copy_facts, target, patch_retention=False, live=False, topology=detect(copy_sts, copy_facts)
         )
         claim = facts.data_claim_facts
@@ -241,7 +247,7 @@ class KubeRehearsal:
             )
         # Production's owners (Argo CD, Helm, …) matter for the real run, not for the rehearsal.
         result["real_run_needs"] = [p.hint for p in guard.problems(facts, target, live=False) if p.owner]
-        plan = make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env)
+        plan = make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env, target=target)
         return _Run(sts, facts, plan, scripts, result, kube=self.kube, log=self.log)
 
     @staticmethod

@@ -102,7 +102,8 @@ def _update_checked(conn, db: str, stale: dict[str, tuple[str, str, bool]]) -> l
     if skip == "all":
         return repaired
     covered = {f"{c.schema}.{c.table}.{c.column}" for c in columns}
-    unknown = [c for c in traps.reshaped_columns(conn, shapes) if c.split(" ")[0] not in covered]
+    reshaped = traps.reshaped_columns(conn, shapes)
+    unknown = [f"{key} ({typ})" for key, typ in reshaped.items() if key not in covered]
     if unknown:
         raise VerificationFailed(
             f"{db}: the extension update changed the storage of types used by "
@@ -155,6 +156,14 @@ WHERE coll.oid <> 0
   )
 ORDER BY 1
 """
+
+
+def analyze_runs(new_major: int) -> list[list[str]]:
+    """vacuumdb runs after pg_upgrade (both runtimes). PG18 carries most statistics over: fill
+    the missing ones in stages first, then the rest."""
+    if new_major >= 18:
+        return [["--analyze-in-stages", "--missing-stats-only"], ["--analyze-only"]]
+    return [["--analyze-in-stages"]]
 
 
 def collation_indexes(server: Server, db: str, *, libc_changed: bool, icu_changed: bool) -> list[str]:

@@ -206,15 +206,15 @@ def type_shapes(conn) -> dict[int, tuple[str, str, str]]:
     return {oid: (name, ext, shape) for oid, name, ext, shape in conn.execute(_SHAPES).fetchall()}
 
 
-def reshaped_columns(conn, before: dict[int, tuple[str, str, str]]) -> list[str]:
-    """User columns whose extension type changed its storage shape since `before`
-    ('schema.table.column (type: old shape -> new shape)')."""
+def reshaped_columns(conn, before: dict[int, tuple[str, str, str]]) -> dict[str, str]:
+    """User columns whose extension type changed its storage shape since `before`:
+    'schema.table.column' -> its type."""
     after = type_shapes(conn)
     changed = [oid for oid, (_, _, shape) in before.items() if oid in after and after[oid][2] != shape]
     if not changed:
-        return []
+        return {}
     rows = conn.execute(_COLUMNS_OF_TYPES, {"types": changed}).fetchall()
-    return [f"{s}.{t}.{c} ({typ})" for s, t, c, typ in rows]
+    return {f"{s}.{t}.{c}": typ for s, t, c, typ in rows}
 
 
 def plan_findings(server, facts, target_versions: dict[str, str]) -> list[tuple[str, Touched]]:
