@@ -52,7 +52,7 @@ def test_lock_is_keyed_on_the_volume_not_the_state_dir(monkeypatch, tmp_path, lo
     with state.locked("docker-gisdata"):
         monkeypatch.setenv("PGLEAP_STATE_DIR", str(tmp_path / "user-state"))
         busy = "another pgleap run is working on docker-gisdata"
-        with pytest.raises(PgleapError, match=busy), state.locked("docker-gisdata"):
+        with pytest.raises(Refused, match=busy), state.locked("docker-gisdata"):
             pass
         with state.locked("docker-othervolume"):  # another volume is not blocked
             pass

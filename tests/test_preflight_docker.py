@@ -89,7 +89,7 @@ def test_preflight_refuses_before_the_stop_naming_every_object(runtime, image_na
     before = _started_at(runtime, db.name)
 
     planned = pgleap("plan", "docker", "--container", db.name, "--to", target)
-    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", target)
+    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", target, "--yes")
 
     for p in (planned, proc):
         text = " ".join(p.stderr.split())
@@ -133,7 +133,9 @@ def test_pg_upgrade_failure_reports_the_real_error(runtime, image_names, old_db_
     db = old_db_factory("13-3.1", seed_data=False)
     _run(db, GENERATED_CHILD)
     skip = {"PGLEAP_TEST_SKIP_PREFLIGHT": "generated column differs between parent and inheritance child"}
-    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", image_names["17-3.5"], env=skip)
+    proc = pgleap(
+        "upgrade", "docker", "--container", db.name, "--to", image_names["17-3.5"], "--yes", env=skip
+    )
     text = " ".join(proc.stderr.split())
     assert proc.returncode == EXIT_FAILED, proc.stderr
     assert 'ERROR: column "b" in child table must not be a generated column' in text, proc.stderr

@@ -66,7 +66,7 @@ def test_refusal_leaves_volume_identical(runtime, image_names, stopped_15, args,
     if "--from" not in args:
         args += ["--from", image_names["15-3.3"]]
     before = volume_hash(runtime, stopped_15.volume)
-    proc = pgleap("upgrade", "docker", "--volume", stopped_15.volume, *args)
+    proc = pgleap("upgrade", "docker", "--yes", "--volume", stopped_15.volume, *args)
     assert proc.returncode == EXIT_REFUSED, proc.stderr
     assert message in " ".join(proc.stderr.split()), proc.stderr
     assert "Traceback" not in proc.stderr
@@ -77,6 +77,7 @@ def test_unknown_volume_and_container(image_names):
     proc = pgleap(
         "upgrade",
         "docker",
+        "--yes",
         "--volume",
         f"nope-{uuid.uuid4().hex[:6]}",
         "--from",
@@ -86,7 +87,13 @@ def test_unknown_volume_and_container(image_names):
     )
     assert proc.returncode == EXIT_REFUSED and "no Docker volume named" in proc.stderr
     proc = pgleap(
-        "upgrade", "docker", "--container", f"nope-{uuid.uuid4().hex[:6]}", "--to", image_names["17-3.5"]
+        "upgrade",
+        "docker",
+        "--yes",
+        "--container",
+        f"nope-{uuid.uuid4().hex[:6]}",
+        "--to",
+        image_names["17-3.5"],
     )
     assert proc.returncode == EXIT_REFUSED and "no container named" in proc.stderr
 
@@ -95,6 +102,7 @@ def test_missing_image_is_an_environment_error(image_names, stopped_15):
     proc = pgleap(
         "upgrade",
         "docker",
+        "--yes",
         "--volume",
         stopped_15.volume,
         "--from",
@@ -114,6 +122,7 @@ def test_empty_volume_is_not_a_cluster(runtime, image_names):
         proc = pgleap(
             "upgrade",
             "docker",
+            "--yes",
             "--volume",
             name,
             "--from",
@@ -136,6 +145,7 @@ def test_crashed_cluster_is_refused(runtime, image_names, old_db_factory):
     proc = pgleap(
         "upgrade",
         "docker",
+        "--yes",
         "--volume",
         db.volume,
         "--from",
@@ -169,7 +179,7 @@ def test_target_without_postgis_is_refused_while_the_database_keeps_running(
 ):
     db = old_db_factory("15-3.3", rows=200)
     before = db.fingerprint()
-    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", no_postgis_image)
+    proc = pgleap("upgrade", "docker", "--yes", "--container", db.name, "--to", no_postgis_image)
     assert proc.returncode == EXIT_REFUSED
     text = " ".join(proc.stderr.split())
     assert "lacks extensions the cluster uses: postgis" in text
@@ -186,7 +196,7 @@ def test_dry_run_stages_nothing_and_prints_json(runtime, image_names, stopped_15
     import json
 
     proc = pgleap(
-        "upgrade", "docker", "--volume", stopped_15.volume, "--from", image_names["15-3.3"],
+        "upgrade", "docker", "--yes", "--volume", stopped_15.volume, "--from", image_names["15-3.3"],
         "--to", image_names["17-3.5"], "--dry-run", "-o", "json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -222,7 +232,7 @@ def _one_clear_line(stderr: str) -> str:
 def test_pgdata_that_is_not_a_cluster(runtime, image_names, stopped_15):
     before = volume_hash(runtime, stopped_15.volume)
     proc = pgleap(
-        "upgrade", "docker", "--volume", stopped_15.volume, "--from", image_names["15-3.3"],
+        "upgrade", "docker", "--yes", "--volume", stopped_15.volume, "--from", image_names["15-3.3"],
         "--to", image_names["17-3.5"], "--pgdata", "/var/lib/postgresql/data/base",
     )  # fmt: skip
     assert proc.returncode == EXIT_REFUSED
@@ -234,7 +244,7 @@ def test_unreachable_docker(image_names):
     import os
 
     proc = subprocess.run(
-        [sys.executable, "-m", "toolkit", "upgrade", "docker", "--container", "db", "--to", image_names["17-3.5"]],
+        [sys.executable, "-m", "toolkit", "upgrade", "docker", "--yes", "--container", "db", "--to", image_names["17-3.5"]],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
     )  # fmt: skip
@@ -259,7 +269,7 @@ def test_permission_denied_on_the_docker_socket(image_names, tmp_path):
     try:
         proc = subprocess.run(
             ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
-             sys.executable, "-m", "toolkit", "upgrade", "docker", "--container", "db", "--to", image_names["17-3.5"]],
+             sys.executable, "-m", "toolkit", "upgrade", "docker", "--yes", "--container", "db", "--to", image_names["17-3.5"]],
             capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_HOST": f"unix://{path}"},
         )  # fmt: skip
     finally:
@@ -290,7 +300,7 @@ def test_read_only_volume(runtime, image_names, stopped_15, tmp_path):
         runtime.docker.volumes.create(name, driver_opts={"type": "ext4", "device": device, "o": "ro"})
         before = volume_hash(runtime, name)
         proc = pgleap(
-            "upgrade", "docker", "--volume", name, "--from", image_names["15-3.3"], "--to", image_names["17-3.5"]
+            "upgrade", "docker", "--yes", "--volume", name, "--from", image_names["15-3.3"], "--to", image_names["17-3.5"]
         )  # fmt: skip
         assert proc.returncode == EXIT_REFUSED, proc.stderr
         assert "read-only or not writable" in _one_clear_line(proc.stderr)
@@ -303,7 +313,7 @@ def test_read_only_volume(runtime, image_names, stopped_15, tmp_path):
 def test_volume_of_a_running_container(runtime, image_names, old_db_factory):
     db = old_db_factory("15-3.3", seed_data=False)
     proc = pgleap(
-        "upgrade", "docker", "--volume", db.volume, "--from", image_names["15-3.3"], "--to", image_names["17-3.5"]
+        "upgrade", "docker", "--yes", "--volume", db.volume, "--from", image_names["15-3.3"], "--to", image_names["17-3.5"]
     )  # fmt: skip
     assert proc.returncode == EXIT_REFUSED
     assert f"container {db.name} is running on this volume" in _one_clear_line(proc.stderr)
@@ -311,16 +321,16 @@ def test_volume_of_a_running_container(runtime, image_names, old_db_factory):
 
 
 def test_neither_container_nor_volume(image_names):
-    proc = pgleap("upgrade", "docker", "--to", image_names["17-3.5"])
+    proc = pgleap("upgrade", "docker", "--yes", "--to", image_names["17-3.5"])
     assert proc.returncode == 2
     assert "give --container NAME or --volume VOL --from IMAGE" in " ".join(proc.stderr.split())
 
 
 def test_volume_without_from(runtime, image_names, stopped_15):
     before = volume_hash(runtime, stopped_15.volume)
-    proc = pgleap("upgrade", "docker", "--volume", stopped_15.volume, "--to", image_names["17-3.5"])
-    assert proc.returncode == EXIT_REFUSED
-    assert "--volume VOL with --from IMAGE" in _one_clear_line(proc.stderr)
+    proc = pgleap("upgrade", "docker", "--yes", "--volume", stopped_15.volume, "--to", image_names["17-3.5"])
+    assert proc.returncode == 2  # a usage error, said before anything is inspected
+    assert "--volume VOL needs --from IMAGE" in " ".join(proc.stderr.split())
     assert volume_hash(runtime, stopped_15.volume) == before
 
 
@@ -330,4 +340,20 @@ def test_nothing_recorded(runtime, image_names, stopped_15, verb):
     proc = pgleap(verb, "docker", "--volume", stopped_15.volume)
     assert proc.returncode == 1
     assert "no upgrade recorded for volume" in _one_clear_line(proc.stderr)
+    assert volume_hash(runtime, stopped_15.volume) == before
+
+
+def test_upgrade_without_a_terminal_and_without_yes(runtime, image_names, stopped_15):
+    """Issue 14: one confirmation model; a script that forgot --yes is refused at once, nothing changed."""
+    before = volume_hash(runtime, stopped_15.volume)
+    args = ["upgrade", "docker", "--volume", stopped_15.volume, "--from", image_names["15-3.3"]]
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolkit", *args, "--to", image_names["17-3.5"]],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    text = " ".join(proc.stderr.split())
+    assert proc.returncode == EXIT_REFUSED, proc.stderr
+    assert f"upgrade docker-{stopped_15.volume} (stops the database)" in text, text
+    assert "not confirmed (no terminal to ask on); nothing was changed" in text, text
+    assert "--yes" in text
     assert volume_hash(runtime, stopped_15.volume) == before

@@ -8,12 +8,13 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from toolkit import __version__
+from toolkit.cli_options import Output
 from toolkit.errors import PgleapError
+from toolkit.report import console
 
 app = typer.Typer(
     name="pgleap",
@@ -41,8 +42,8 @@ for _verb, _help in GROUPS.items():
     groups[_verb] = typer.Typer(help=_help, no_args_is_help=True)
     app.add_typer(groups[_verb], name=_verb)
 
-err = Console(stderr=True)
-out = Console()
+err = console(stderr=True)
+out = console(stderr=False)
 
 
 def _version(value: bool) -> None:
@@ -70,7 +71,7 @@ def images_build(
     tags: Annotated[list[str] | None, typer.Argument(help="Tags to build (default: all).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the input hash matches.")] = False,
     jobs: Annotated[int, typer.Option(help="Images built at once.")] = 2,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: Output = "text",
 ) -> None:
     """Build the test images from Debian's packages, and pgleap's own image (tag `pgleap`); reuses unchanged ones."""
     from toolkit import images
@@ -87,8 +88,8 @@ def images_build(
         from toolkit import pgleap_image
 
         results.append(pgleap_image.build(force=force, log=log))
-    if output == "json":
-        print(json.dumps([r.__dict__ for r in results], indent=2))
+    if output != "text":
+        _dump([r.__dict__ for r in results], output)
         return
     table = Table("tag", "image", "action", "seconds")
     for r in results:
@@ -97,9 +98,18 @@ def images_build(
 
 
 @images_app.command("list")
-def images_list() -> None:
+def images_list(output: Output = "text") -> None:
     """Show the image matrix and which release is end-of-life."""
     from toolkit import images
+
+    if output != "text":
+        rows = [
+            {"tag": s.tag, "image": images.image_name(s.tag), "debian": s.release, "postgresql": s.pg,
+             "postgis": s.postgis, "end_of_life": bool(s.eol)}
+            for s in images.load_matrix()
+        ]  # fmt: skip
+        _dump(rows, output)
+        return
 
     table = Table("tag", "image", "Debian", "PostgreSQL", "PostGIS", "end of life")
     for s in images.load_matrix():
@@ -107,6 +117,15 @@ def images_list() -> None:
             s.tag, images.image_name(s.tag), s.release, str(s.pg), s.postgis, "yes" if s.eol else ""
         )
     out.print(table)
+
+
+def _dump(data, output: str) -> None:
+    if output == "json":
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False), end="")
 
 
 def _register_runtimes() -> None:
@@ -130,8 +149,20 @@ def _register_runtimes() -> None:
 _register_runtimes()
 
 
+VERBOSE = ("-v", "--verbose")
+
+
+def verbose_first(args: list[str]) -> list[str]:
+    """`-v` is a root option; accept it after the subcommand too (`pgleap rehearse docker … -v`)."""
+    head = args[: args.index("--")] if "--" in args else args
+    if not any(a in VERBOSE for a in head) or (head and head[0] in VERBOSE):
+        return args
+    return ["--verbose", *[a for a in head if a not in VERBOSE], *args[len(head) :]]
+
+
 def main() -> None:
     """Console entry point: one place maps the project's errors to exit codes."""
+    sys.argv[1:] = verbose_first(sys.argv[1:])
     try:
         app()
     except PgleapError as exc:

@@ -17,18 +17,17 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit import guard, kube_shape, render
+from toolkit import cli_options, guard, kube_shape, render
 from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
 from toolkit.kube_facts import facts_as_dict, find_postgres_container, gather, parse_image
 from toolkit.kube_plan import MODES, KubePlan, make_plan, read_availability, superuser_for
 from toolkit.kube_replicas import detect, read_sts_names
-from toolkit.report import print_findings, print_verdict
+from toolkit.report import console, print_findings, print_verdict
 
-err = Console(stderr=True)
+err = console(stderr=True)
 
 SCRIPT_NAMES = ("collect.sh", "upgrade.sh", "lib.sh")
 Connect = Callable[[str | None, str | None], Any]  # (kubeconfig, context) → toolkit.kube.Kube
@@ -66,7 +65,7 @@ def _print(data: Any, output: str, text: Callable[[], None]) -> None:
 
 
 def _outcome_text(outcome: dict[str, Any]) -> None:
-    out = Console()
+    out = console(stderr=False)
     out.print(f"[bold]{escape(outcome['operation'])}[/]: phase [bold]{escape(str(outcome['phase']))}[/]")
     for line in outcome["changed"]:
         out.print(f"  [green]changed[/]  {escape(line)}")
@@ -77,7 +76,7 @@ def _outcome_text(outcome: dict[str, Any]) -> None:
 
 
 def _rehearsal_text(result: dict[str, Any]) -> None:
-    out = Console()
+    out = console(stderr=False)
     out.print(
         f"rehearsal of {result['source']} → {result['target_image']} (clone: {result['clone']})", markup=False
     )
@@ -166,7 +165,7 @@ NamespaceOpt = Annotated[
 ]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml", callback=_check_output)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+YesOpt = cli_options.Yes
 NameArg = Annotated[str, typer.Argument(help="Name of the StatefulSet.", callback=_check_sts_name)]
 ToOpt = Annotated[str, typer.Option("--to", help="Target image, e.g. postgis/postgis:17-3.5.")]
 SnapshotOpt = Annotated[
@@ -402,7 +401,7 @@ def register(
                 )
             for k, v in rows.items():
                 table.add_row(k, v)
-            Console().print(table)
+            console(stderr=False).print(table)
 
         _print(data, output, text)
 
@@ -455,7 +454,7 @@ def register(
                 err.print(line, markup=False, highlight=False)
 
         def text() -> None:
-            c = Console()
+            c = console(stderr=False)
             c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})", markup=False)
             c.print(
                 f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}", markup=False
@@ -520,12 +519,12 @@ def register(
             _print(objs, output if output != "text" else "yaml", lambda: None)
             err.print("dry run: nothing was changed")
             return
-        if not yes and not typer.confirm(
-            f"Stop {ns}/{name} and upgrade it to {to}? The database is down until it finishes; "
-            "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime).",
-            err=True,
-        ):
-            raise typer.Exit(1)
+        cli_options.confirm(
+            f"upgrade {ns}/{name}: stop it and upgrade it to {to}; the database is down until it finishes; "
+            "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime)",
+            yes=yes,
+            command=f"pgleap upgrade sts {name} -n {ns} --to {to}",
+        )
         outcome = rt.upgrade(
             ns,
             name,
@@ -557,9 +556,15 @@ def register(
 
         def text() -> None:
             for k, v in data.items():
-                Console().print(f"{k}: {v}", markup=False)
+                console(stderr=False).print(f"{k}: {v}", markup=False)
 
         _print(data, output, text)
+
+    WHAT = {
+        "resume": "continue the recorded operation (the database may stop)",
+        "rollback": "stop the upgraded database and bring the old data directory back",
+        "finalize": "delete the old data directory; no rollback after this",
+    }
 
     def _lifecycle(command: str, doc: str) -> None:
         def run(
@@ -578,12 +583,17 @@ def register(
                 _print(
                     data,
                     output,
-                    lambda: Console().print(f"{command} would continue from: {data}", markup=False),
+                    lambda: console(stderr=False).print(
+                        f"{command} would continue from: {data}", markup=False
+                    ),
                 )
                 err.print("dry run: nothing was changed")
                 return
-            if not yes and not typer.confirm(f"{command} {ns}/{name}?", err=True):
-                raise typer.Exit(1)
+            cli_options.confirm(
+                f"{command} {ns}/{name}: {WHAT[command]}",
+                yes=yes,
+                command=f"pgleap {command} sts {name} -n {ns}",
+            )
             if command == "resume":
                 result = rt.resume(
                     ns, name, scripts=load_scripts(), post_upgrade=post_upgrade, standby_probe=standby_probe
@@ -593,7 +603,7 @@ def register(
                 def ask(loss: str) -> bool:
                     return typer.confirm(f"{loss}. Roll back anyway?", default=False, err=True)
 
-                confirm = (lambda _loss: True) if yes else (ask if sys.stdin.isatty() else None)
+                confirm = (lambda _loss: True) if yes else (ask if cli_options.interactive() else None)
                 result = rt.rollback(ns, name, scripts=load_scripts(), confirm=confirm)
             else:
                 result = rt.finalize(ns, name, scripts=load_scripts())
@@ -642,6 +652,7 @@ def register(
         superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
         initdb_args: InitdbOpt = "",
         set_env: SetEnvOpt = None,
+        yes: YesOpt = False,
     ) -> None:
         """Clone the StatefulSet's database while it runs, upgrade the clone, report go / no-go.
 
@@ -651,11 +662,18 @@ def register(
         ns = ns_for(namespace, kubeconfig, context)
         rehearsal = KubeRehearsal(runtime_for(kubeconfig, context, output))
         if remove:
+            cli_options.confirm(
+                f"remove the rehearsal of {ns}/{name}: its clone, Jobs and volumes are deleted",
+                yes=yes,
+                command=f"pgleap rehearse sts {name} -n {ns} --remove",
+            )
             removed = rehearsal.remove(ns, name)
             _print(
                 {"removed": removed},
                 output,
-                lambda: Console().print("\n".join(removed) or f"no rehearsal of {ns}/{name} found"),
+                lambda: console(stderr=False).print(
+                    "\n".join(removed) or f"no rehearsal of {ns}/{name} found"
+                ),
             )
             return
         if not to:

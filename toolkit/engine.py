@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Protocol
 
 from rich.markup import escape
 
-from toolkit import faults, minimal
+from toolkit import faults, interrupt, minimal
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
 from toolkit.plan import ExtensionAction, Layout, UpgradePlan, make_plan
-from toolkit.report import Report
+from toolkit.report import Report, plural
 from toolkit.state import RunState
 from toolkit.steps import postupgrade, preflight, traps, verify
 from toolkit.steps.inspect import cluster_facts
@@ -189,7 +190,7 @@ def _inspect_sql(server: Server, new: ImageFacts, report: Report) -> ClusterFact
 
 
 def show_plan(plan: UpgradePlan, report: Report) -> None:
-    report.say(
+    report.result(
         f"[bold]Plan[/]: PostgreSQL {plan.old_version} -> {plan.new_version}, mode {plan.mode}\n"
         f"  images     {plan.source_image} -> {plan.target_image}\n"
         f"  PGDATA     {plan.layout.old_pgdata} (volume at {plan.layout.old_mount}) -> "
@@ -200,21 +201,21 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
     )
     changes = [a for a in plan.extension_actions if a.action != "none"]
     for a in changes:
-        report.say(
+        report.result(
             f"  extension  {escape(a.database)}: {a.extension} {a.installed} -> {a.target} ({a.action})"
         )
     if plan.collation_libraries_changed:
-        report.say(
+        report.result(
             f"  collation  glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> "
             f"{plan.icu[1] or '-'}: dependent indexes are rebuilt"
         )
     for t in report.data.get("traps", []):
-        report.say(
+        report.result(
             f"  trap       {escape(t['database'])}: {escape(t['column'])} (~{t['rows']} rows) crosses {t['trap']}: "
             f"repaired in the extension update's transaction, then checked"
         )
     for w in plan.warnings:
-        report.say(f"  [yellow]warning[/]    {escape(w)}")
+        report.result(f"  [yellow]warning[/]    {escape(w)}")
 
 
 def upgrade(
@@ -230,8 +231,11 @@ def upgrade(
     fail_after: str | None = None,
     replicas: list[str] | None = None,
     accept: tuple[str, ...] = (),
+    confirm: Callable[[UpgradePlan], None] | None = None,
 ) -> dict:
     """Run (or resume) the whole upgrade; returns the JSON-able report.
+
+    `confirm(plan)` is called once the plan is known, before anything changes; it raises to refuse.
 
     `accept`: verification failures the operator has read and accepts on a resume
     ("fingerprint", "health"): the run goes on and starts the upgraded database.
@@ -249,10 +253,7 @@ def upgrade(
             "run `pgleap resume` or `pgleap rollback` first",
         )
     if state.phase == "done":
-        report.say(
-            f"already upgraded to {state.data['target_image']}; run `pgleap finalize` to remove the old cluster"
-        )
-        return {**report.to_dict(), "status": "already-done"}
+        return _awaiting_finalize(target, target_image, report, state)
     _reap(target, report)
     if state.data.get("plan"):
         plan = plan_from_dict(state.data["plan"])
@@ -274,6 +275,8 @@ def upgrade(
         report.data["replicas_planned"] = replicas
         if dry_run:
             return {**report.to_dict(), "status": "dry-run"}
+        if confirm is not None:
+            confirm(plan)
         state.save(
             target_image=target_image, plan=plan.to_dict(), new_bindir=new_bindir, source=target.describe(),
             replicas=replicas, verify_data=verify_data, downtime=downtime,
@@ -287,6 +290,7 @@ def upgrade(
         if fail_after == phase:  # fault injection for tests: as if pgleap died here
             raise PgleapError(f"injected failure after phase {phase}")
         faults.point(f"after-{phase}")  # test-only (PGLEAP_FAULT): wait here to be killed
+        interrupt.stop_if_requested(phase)  # Ctrl-C/SIGTERM: stop here, the phase is recorded
 
     if not _reached(state, "collected"):
         with report.phase("collect old binaries", "old image -> scratch volume"):
@@ -306,7 +310,7 @@ def upgrade(
         )
         return _finish(target, plan, report, state, checkpoint)
 
-    report.down()
+    state.save(down_since=report.down(state.data.get("down_since")))  # a resume counts from the first stop
     if not _reached(state, "stopped"):
         with report.phase("stop the database", "clean shutdown"):
             target.stop_source()
@@ -346,7 +350,7 @@ def upgrade(
         checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
 
     if plan.mode == "link" and not _reached(state, "verified"):
-        _warn_no_return(plan, report, "the new cluster starts now (link mode)")
+        _warn_no_return(plan, report, "the new cluster starts now")
     with target.new_server(plan, new_bindir) as server:
         if verify_data and not _reached(state, "verified"):
             with report.phase("fingerprint after", "before extension updates") as ph:
@@ -392,8 +396,30 @@ def upgrade(
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
         checkpoint("started", switched_at=time.time())  # a copy/clone rollback says what it drops
-    report.up()
+    report.up(state.data.get("switched_at"))
     return _finish(target, plan, report, state, checkpoint)
+
+
+def _awaiting_finalize(target: Target, target_image: str, report: Report, state: RunState) -> dict:
+    """An earlier upgrade is complete and not finalized: say so; another target is refused."""
+    recorded = state.data.get("target_image")
+    plan = plan_from_dict(state.data["plan"])
+    back = (
+        f"`{target.command('rollback')}` brings PostgreSQL {plan.old_major} back (dropping what was written since)"
+        if point_of_no_return(plan) is None
+        else f"no rollback ({plan.mode} mode, past the point of no return)"
+    )
+    if recorded != target_image:
+        raise Refused(
+            f"an upgrade of {target.key} to {recorded} (PostgreSQL {plan.new_major}) is complete and awaits "
+            f"finalize; upgrading to {target_image} has to wait",
+            f"`{target.command('finalize')}` removes the old cluster, then run the upgrade to {target_image}; {back}",
+        )
+    report.say(
+        f"already upgraded to {recorded}; it awaits finalize: `{target.command('finalize')}` removes the "
+        f"old cluster; {back}"
+    )
+    return {**report.to_dict(), "status": "already-done", "awaits": "finalize", "target_image": recorded}
 
 
 def _prove(server: Server, plan: UpgradePlan, state: RunState, report: Report, *, accept: bool) -> None:
@@ -465,6 +491,8 @@ def finalize(target: Target, *, report: Report, state: RunState) -> dict:
     """Delete the old cluster and pgleap's leftovers, once the new cluster is verified and running."""
     if state.phase != "done":
         last = (state.data.get("last_operation") or {}).get("operation")
+        if not state.phase and last == "finalized":
+            raise Refused(f"nothing to finalize for {target.key}: it was finalized already")
         if not state.phase and last:  # after a rollback there is nothing to finalize, only to clean up
             raise Refused(
                 f"nothing to finalize for {target.key}: the last operation was {last}",
@@ -481,12 +509,14 @@ def finalize(target: Target, *, report: Report, state: RunState) -> dict:
             target.finalize_replica(plan, name)
         target.cleanup(plan)
     state.clear()
-    return {**report.to_dict(), "status": "finalized"}
+    at = time.time()
+    state.save(last_operation={"operation": "finalized", "at": at, "target_image": plan.target_image})
+    return {**report.to_dict(), "status": "finalized", "finalized_at": at}
 
 
 def _fp_detail(fp: verify.Fingerprint) -> str:
     d = fp.to_dict()
-    return f"{d['tables']} tables, {d['rows']} rows in {len(d['databases'])} databases"
+    return f"{plural(d['tables'], 'table')}, {plural(d['rows'], 'row')} in {plural(len(d['databases']), 'database')}"
 
 
 def plan_from_dict(data: dict) -> UpgradePlan:

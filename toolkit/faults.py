@@ -40,7 +40,9 @@ def point(name: str) -> None:
         return
     announce(name)
     release = os.environ.get(RELEASE_ENV)
-    while not (release and os.path.exists(release)):
+    from toolkit import interrupt
+
+    while not (release and os.path.exists(release)) and not interrupt.requested():
         time.sleep(0.05)
 
 

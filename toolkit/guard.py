@@ -140,7 +140,7 @@ def problems(
     if target.kind != src.kind:
         out.append(
             Problem(
-                f"{sts} runs a {src.kind} image ({src.ref}) and the target is a {target.kind} "
+                f"{sts} runs {_a(src.kind)} image ({src.ref}) and the target is {_a(target.kind)} "
                 "image: their data layout and user differ",
                 "upgrade to a newer image of the same family",
             )
@@ -228,3 +228,8 @@ def check(
             "replication password Secret found): the primary's pg_hba.conf must trust it"
         )
     return warnings
+
+
+def _a(word: str) -> str:
+    """The article: "an official image", "a bitnami image"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -73,7 +73,9 @@ def run(
         checkpoint("prepared", prepare_results=results)
 
     if not reached("started"):
-        report.down()
+        state.save(
+            down_since=report.down(state.data.get("down_since"))
+        )  # a resume counts from the first stop
     if not reached("stopped"):
         with report.phase("stop the database", "clean shutdown"):
             target.stop_source()  # upgrade.sh refuses a cluster that did not shut down cleanly

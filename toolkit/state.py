@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from toolkit.errors import PgleapError
+from toolkit.errors import PgleapError, Refused
 
 # Run state lists table names, row counts and role names: readable by its owner only.
 _DIR_MODE, _FILE_MODE = 0o700, 0o600
@@ -93,7 +93,7 @@ def _flock(path: Path, key: str, *, write: bool) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise PgleapError(
+        raise Refused(
             f"another pgleap run is working on {key}",
             "wait for it to finish, or check `pgleap status`",
         ) from None

@@ -87,11 +87,13 @@ def rollback(
     report: Report,
     state: RunState,
     confirm: Callable[[str], bool] | None = None,
+    ask: Callable[[], None] | None = None,
 ) -> dict:
     """Bring the old cluster back on its old image; the new one is kept aside, not deleted.
 
     `confirm(loss)` is asked when the rollback would drop writes made on the new
     cluster (copy/clone after it ran); None means nobody can be asked: refused.
+    `ask()` is called otherwise, once the rollback is known to be possible; it raises to refuse.
     """
     if not state.data.get("plan"):
         raise PgleapError(f"no upgrade recorded for {target.key}: nothing to roll back")
@@ -113,6 +115,8 @@ def rollback(
             )
         if not confirm(loss):
             raise Refused("rollback not confirmed; nothing was changed")
+    elif ask is not None:
+        ask()
     return _restore(target, plan, report, state, "rolled-back")
 
 

@@ -76,7 +76,7 @@ def test_unadjusted_is_refused_before_the_stop_with_every_problem_named(
     started_at = runtime.docker.containers.get(db.name).attrs["State"]["StartedAt"]
     before, root = db.fingerprint(), volume_root(runtime, db.volume)
 
-    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", image_names[new])
+    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", image_names[new], "--yes")
 
     text = said(proc)
     assert "Traceback" not in text
@@ -105,6 +105,7 @@ def test_adjusted_upgrades_with_identical_fingerprint(
         downtime,
         "-o",
         "json",
+        "--yes",
     )
 
     assert proc.returncode == 0, (proc.returncode, said(proc)[-3000:])

@@ -52,8 +52,13 @@ def assert_new(runtime, db, image_names, before, result) -> None:
 
 def upgrade_args(db, image_names, mode: str, *, auto_restore: bool = False) -> list[str]:
     """The upgrade as a user types it; these tests recover by hand, so no automatic restore by default."""
-    args = ["upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--mode", mode]
+    args = ["upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--mode", mode, "--yes"]
     return args if auto_restore else [*args, "--no-auto-restore"]
+
+
+def yes(verb: str) -> list[str]:
+    """Commands that stop or delete something need --yes without a terminal; resume does not ask."""
+    return [] if verb == "resume" else ["--yes"]
 
 
 def key(db) -> str:
@@ -91,7 +96,7 @@ def test_container_killed(runtime, image_names, fresh_db, tmp_path, point, mode,
     if point != "collect":  # --no-auto-restore: left stopped for inspection, as it failed
         assert runtime.docker.containers.get(db.name).status == "exited"
         assert "serves again" not in run.stderr()
-    proc = pgleap(then, "docker", "--container", db.name, "-o", "json")
+    proc = pgleap(then, "docker", "--container", db.name, "-o", "json", *yes(then))
     if then == "resume":
         assert_new(runtime, db, image_names, before, result_json(proc))
     else:
@@ -125,7 +130,7 @@ def test_pgleap_killed(runtime, image_names, fresh_db, tmp_path, point, mode, th
     kill_pgleap_at(runtime, run, key(db), point)
     if point in PAST_NO_RETURN and mode == "link":
         assert "point of no return" in run.stderr()
-    proc = pgleap(then, "docker", "--container", db.name, "-o", "json")
+    proc = pgleap(then, "docker", "--container", db.name, "-o", "json", *yes(then))
     if then == "rollback" and mode == "link" and point in PAST_NO_RETURN:
         assert proc.returncode != 0
         assert "can no longer be used" in " ".join(proc.stderr.split()), proc.stderr

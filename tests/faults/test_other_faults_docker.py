@@ -55,7 +55,7 @@ def test_disk_full_during_copy_then_rollback(runtime, image_names, small_fs, fre
     assert "No space left on device" in text
     assert "Traceback" not in text
     filler.unlink()  # the operator frees space, then rolls back
-    proc = pgleap("rollback", "docker", "--container", db.name, "-o", "json")
+    proc = pgleap("rollback", "docker", "--container", db.name, "-o", "json", "--yes")
     assert result_json(proc)["status"] == "rolled-back"
     assert_old_back(runtime, db, image_names, before)
 
@@ -84,7 +84,7 @@ def test_unfit_target_image_is_refused_while_production_runs(
     image = derived_image(docker_client, image_names[TARGET], f"pgleap-test/{variant}:17", run)
     db = fresh_db()
     before = db.fingerprint()
-    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", image)
+    proc = pgleap("upgrade", "docker", "--container", db.name, "--to", image, "--yes")
     assert proc.returncode == EXIT_REFUSED, proc.stderr
     assert message in " ".join(proc.stderr.split())
     assert_old_back(runtime, db, image_names, before)  # never stopped
@@ -114,12 +114,13 @@ def test_second_run_on_the_same_volume_is_refused(runtime, image_names, fresh_db
     try:
         # same machine, same state directory: the lock
         second = pgleap(*upgrade_args(db, image_names, "link"))
-        assert second.returncode == 1 and "another pgleap run is working on" in second.stderr
-        assert pgleap("resume", "docker", "--container", db.name).returncode == 1
+        assert second.returncode == 3 and "another pgleap run is working on" in second.stderr  # a refusal
+        assert pgleap("resume", "docker", "--container", db.name).returncode == 3
         # another state directory: the helpers on the volume name a live pgleap
         other = pgleap(*upgrade_args(db, image_names, "link"), env={"PGLEAP_STATE_DIR": str(tmp_path / "b")})
-        assert other.returncode == 1
-        assert f"another pgleap (pid {first.proc.pid}) is still working" in " ".join(other.stderr.split())
+        assert other.returncode == 3
+        # the lock shared by every state dir of the host (state.LOCK_ROOT) refuses it first
+        assert "another pgleap run is working on" in " ".join(other.stderr.split()), other.stderr
         assert helpers(runtime, key(db), "script"), "the first run's upgrade container was touched"
     finally:
         first.proc.kill()

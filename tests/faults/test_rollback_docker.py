@@ -24,7 +24,7 @@ def flat(text: str) -> str:
 
 
 def status(db) -> dict:
-    proc = pgleap("status", "docker", "--container", db.name)
+    proc = pgleap("status", "docker", "--container", db.name, "-o", "json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -113,7 +113,7 @@ def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
     proc = pgleap("finalize", "docker", "--container", db.name)
     assert proc.returncode == EXIT_REFUSED and "pgleap cleanup docker" in flat(proc.stderr), proc.stderr
 
-    proc = pgleap("cleanup", "docker", "--container", db.name, "-o", "json")
+    proc = pgleap("cleanup", "docker", "--container", db.name, "-o", "json", "--yes")
     assert result_json(proc)["status"] == "cleaned"
     assert on_volume(runtime, db.volume, "test ! -e /v/.pgleap && test -f /v/PG_VERSION")
     assert f"pgleap-old-binaries-{db.volume}" not in [v.name for v in runtime.docker.volumes.list()]

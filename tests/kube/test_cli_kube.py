@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tests.kube.conftest import FIXTURES
 from tests.kube.harness import SCRIPTS, Cluster, make_cluster
 from tests.kube.validation import validate_strict
-from toolkit import cli_kube
+from toolkit import cli_kube, cli_options
 from toolkit.errors import EnvironmentProblem, Refused
 from toolkit.kube import Forbidden
 
@@ -182,12 +182,33 @@ def test_upgrade_status_finalize() -> None:
     assert c.image() == "pgleap/postgis:17-3.5"
 
 
-def test_upgrade_asks_first() -> None:
+def test_upgrade_asks_first(monkeypatch) -> None:
     c = make_cluster("official-plain")
+    monkeypatch.setattr(cli_options, "interactive", lambda: True)
     result = runner.invoke(
         build_app(c), ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5"], input="n\n"
     )
-    assert result.exit_code == 1
+    assert "upgrade geo/gis: stop it and upgrade it to pgleap/postgis:17-3.5" in result.stderr
+    assert isinstance(result.exception, Refused) and result.exception.exit_code == 3
+    assert c.fake.writes_for_test() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5"],
+        ["rollback", "sts", "gis", "-n", "geo"],
+        ["finalize", "sts", "gis", "-n", "geo"],
+        ["resume", "sts", "gis", "-n", "geo"],
+        ["rehearse", "sts", "gis", "-n", "geo", "--remove"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_without_a_terminal_and_without_yes_is_refused(args) -> None:
+    c = make_cluster("official-plain")
+    result = runner.invoke(build_app(c), args)
+    assert isinstance(result.exception, Refused) and result.exception.exit_code == 3, result.output
+    assert "not confirmed (no terminal to ask on); nothing was changed" in str(result.exception)
     assert c.fake.writes_for_test() == []
 
 
@@ -268,7 +289,7 @@ def test_rehearse_go_json_then_kept_then_removed() -> None:
     text = runner.invoke(app, args)  # a kept rehearsal blocks a new one: no-go, exit 3
     assert text.exit_code == 3
     assert "NO-GO" in text.stdout and "--remove" in text.stdout
-    removed = runner.invoke(app, ["rehearse", "sts", "gis", "-n", "geo", "--remove", "-o", "json"])
+    removed = runner.invoke(app, ["rehearse", "sts", "gis", "-n", "geo", "--remove", "--yes", "-o", "json"])
     assert removed.exit_code == 0 and "StatefulSet gis-rehearsal" in json.loads(removed.stdout)["removed"]
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
@@ -294,6 +315,43 @@ def test_rehearse_dry_run_prints_the_objects_and_writes_nothing() -> None:
     for doc in docs:
         validate_strict(doc)
     assert c.fake.writes_for_test() == []
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_every_sts_command_speaks_json_and_yaml(fmt) -> None:
+    """Issue 14's output contract on the Kubernetes side, against the recording fake."""
+    from tests.kube.test_rehearsal import Hooks, tick
+
+    def parsed(args: list[str], app) -> object:
+        result = runner.invoke(app, [*args, "-o", fmt])
+        assert result.exit_code == 0, (args, result.output)
+        if fmt == "json":
+            data = json.loads(result.stdout)
+        else:  # objects (plan) are a multi-document stream, as kubectl prints them
+            docs = list(yaml.safe_load_all(result.stdout))
+            data = docs[0] if len(docs) == 1 else docs
+        assert data, (args, result.stdout)
+        return data
+
+    sts, to = ["sts", "gis", "-n", "geo"], ["--to", "pgleap/postgis:17-3.5"]
+    c = make_cluster("official-plain")
+    tick(c)
+    app = build_app(c, hook=c.hook, rehearsal_hooks=lambda: Hooks().bundle())
+    assert parsed(["inspect", *sts], app)
+    assert parsed(["plan", *sts, *to], app)
+    assert parsed(["rehearse", *sts, *to, "--keep"], app)["verdict"] == "go"
+    assert parsed(["rehearse", *sts, "--remove", "--yes"], app)["removed"]
+    assert parsed(["upgrade", *sts, *to, "--yes"], app)["phase"] == "done"
+    assert parsed(["status", *sts], app)["phase"] == "done"
+    assert parsed(["finalize", *sts, "--yes"], app)
+    failed = make_cluster("official-plain")
+    failed.fake.job_results["pgleap-gis-upgrade"] = "Failed"
+    app = build_app(failed)
+    runner.invoke(app, ["upgrade", *sts, *to, "--yes"])
+    assert parsed(["rollback", *sts, "--yes"], app)["phase"] == "rolled-back"
+    assert parsed(["resume", *sts, "--yes"], app)["phase"] == "rolled-back"
+    bad = runner.invoke(app, ["status", *sts, "-o", "table"])
+    assert bad.exit_code == 2 and "use text, json or yaml" in bad.output
 
 
 def test_rollback_after_the_new_cluster_ran_needs_yes() -> None:

@@ -146,7 +146,7 @@ class DockerRuntime:
                 and int(pid) != os.getpid()
                 and _alive(int(pid))
             ):
-                raise PgleapError(
+                raise Refused(  # a run in progress holds the volume: a refusal (3), as the lock
                     f"another pgleap (pid {pid}) is still working on this volume (container {c.name})",
                     "wait for it to finish, or check `pgleap status`",
                 )

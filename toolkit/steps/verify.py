@@ -180,7 +180,7 @@ def health(
                 full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
                 bad = "need upgrade" in full or "procs need upgrade" in full
                 report.add(
-                    f"{db}: postgis_full_version() clean", not bad, full if bad else full.split(" ")[0]
+                    f"{db}: postgis_full_version() clean", not bad, full if bad else _postgis_version(full)
                 )
             invalid = [f"{db}: {name}" for name in invalid_indexes(conn)]
             new = [i for i in invalid if i not in known_invalid]
@@ -263,3 +263,11 @@ def _gist_check(conn) -> tuple[bool, str] | None:
         ).fetchall()
     text = "\n".join(r[0] for r in plan)
     return ("Index" in text, f"{schema}.{table}.{column}")
+
+
+def _postgis_version(full: str) -> str:
+    """`POSTGIS="3.5.2 dea6d0a"` from postgis_full_version(), whole (a split at the space cut it)."""
+    import re
+
+    found = re.match(r'POSTGIS="[^"]*"', full)
+    return found.group(0) if found else full

@@ -1,0 +1,93 @@
+"""What every command of both runtimes shares: the confirmation model and the option definitions.
+
+Confirmation: a command that stops or deletes something shows a one-line summary
+and asks on a terminal; `--yes` answers for scripts; without a terminal and
+without `--yes` it refuses (exit 3) before changing anything.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from toolkit.errors import Refused
+
+OUTPUTS = ("text", "json", "yaml")
+MODES = ("link", "copy", "clone", "swap")
+DOWNTIMES = ("verified", "minimal")
+
+
+def choice(name: str, allowed: tuple[str, ...]):
+    """A parse-time check: a bad value is a usage error (exit 2) before anything is inspected."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(
+                f"{value!r}: use {', '.join(allowed[:-1])} or {allowed[-1]}", param_hint=name
+            )
+        return value
+
+    return check
+
+
+Output = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FORMAT",
+        help="text, json or yaml",
+        callback=choice("-o/--output", OUTPUTS),
+    ),
+]
+Mode = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        metavar="MODE",
+        help="link (default), copy, clone, or swap (18+)",
+        callback=choice("--mode", MODES),
+    ),
+]
+Yes = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Do not ask: go on (for scripts; without a terminal it is required)."),
+]
+
+
+def interactive() -> bool:
+    """Someone can answer a question (tests replace this)."""
+    return sys.stdin.isatty()
+
+
+def confirm(summary: str, *, yes: bool, command: str) -> None:
+    """Ask before `summary` happens; Refused (exit 3, nothing changed) unless the answer is yes."""
+    if yes:
+        return
+    if not interactive():
+        raise Refused(
+            f"{summary}: not confirmed (no terminal to ask on); nothing was changed",
+            f"add --yes to run it unattended: `{command} --yes`",
+        )
+    if not typer.confirm(f"{summary}. Go on?", default=False, err=True):
+        raise Refused("not confirmed; nothing was changed")
+
+
+def require_yes_without_terminal(what: str, *, yes: bool, command: str) -> None:
+    """Before any inspection: a script that did not say --yes is refused at once (nothing read, nothing changed)."""
+    if not yes and not interactive():
+        raise Refused(
+            f"{what}: not confirmed (no terminal to ask on); nothing was changed",
+            f"add --yes to run it unattended: `{command} --yes`",
+        )
+
+
+def upgrade_summary(key: str, plan) -> str:
+    """The plan in one line, for the question before an upgrade."""
+    return (
+        f"upgrade {key}: PostgreSQL {plan.old_major} -> {plan.new_major} ({plan.source_image} -> "
+        f"{plan.target_image}, {plan.mode} mode); the database stops for about "
+        f"{round(plan.estimated_downtime_seconds())} s"
+    )
