@@ -490,6 +490,14 @@ def register(
         allow_terraform: AllowTf = False,
         allow_owner_reference: AllowOwner = False,
         keep_readers: KeepReadersOpt = False,
+        no_auto_restore: Annotated[
+            bool,
+            typer.Option(
+                "--no-auto-restore",
+                help="On a failure before the new cluster starts, leave the StatefulSet stopped for "
+                "inspection (default: pgleap puts the old StatefulSet back by itself).",
+            ),
+        ] = False,
     ) -> None:
         """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
         ns = ns_for(namespace, kubeconfig, context)
@@ -539,6 +547,7 @@ def register(
             keep_readers=keep_readers,
             standby_probe=standby_probe,
             preflight=preflight,
+            auto_restore=not no_auto_restore,
         ).as_dict()
         _print(outcome, output, lambda: _outcome_text(outcome))
 

@@ -237,6 +237,18 @@ def test_resume_and_rollback_commands() -> None:
     assert json.loads(result.stdout)["phase"] == "rolled-back"
 
 
+@pytest.mark.parametrize(("flags", "replicas"), [([], 1), (["--no-auto-restore"], 0)])
+def test_a_failed_upgrade_job_restores_unless_asked_not_to(flags, replicas) -> None:
+    c = make_cluster("official-plain")
+    c.fake.job_results["pgleap-gis-upgrade"] = "Failed"
+    result = runner.invoke(
+        build_app(c), ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--yes", *flags]
+    )
+    assert result.exit_code != 0 and "failed" in str(result.exception)
+    assert c.fake.get_for_test("StatefulSet", "geo", "gis")["spec"]["replicas"] == replicas
+    assert ("serves again" in str(getattr(result.exception, "message", ""))) == (replicas == 1)
+
+
 def test_unknown_statefulset_message() -> None:
     c = make_cluster("official-plain")
     result = runner.invoke(build_app(c), ["inspect", "sts", "gsi", "-n", "geo"])
