@@ -9,6 +9,8 @@ Each test ends in one of two states and asserts it from outside, nothing else:
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.faults.conftest import SOURCE, TARGET
@@ -81,6 +83,15 @@ CONTAINER_KILLS = [
     ("extensions", "link", "resume"),  # new cluster's server killed between databases
     ("reindex", "link", "resume"),  # new cluster's server killed inside REINDEX CONCURRENTLY
 ]
+# CI runs a reduced form of this tier (it is the largest part of CI); PGLEAP_FULL_FAULTS=1 runs all
+# of it. Left out of CI: cases whose recovery path another case of the same kind already proves.
+FULL = bool(os.environ.get("PGLEAP_FULL_FAULTS"))
+if not FULL:
+    CONTAINER_KILLS = [
+        k
+        for k in CONTAINER_KILLS
+        if k not in {("start", "link", "resume"), ("move:volume", "link", "resume")}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -121,8 +132,22 @@ PGLEAP_KILLS = [
 PAST_NO_RETURN = {"extensions", "reindex"}
 
 
-@pytest.mark.parametrize(("point", "mode"), PGLEAP_KILLS, ids=[f"{p}-{m}" for p, m in PGLEAP_KILLS])
-@pytest.mark.parametrize("then", ["resume", "rollback"])
+# Every point is resumed; in CI's reduced form rollback is tried where it differs: pg_control
+# renamed (transfer, link), files copied (transfer, copy), pg_upgrade done (after-upgraded), and
+# past the point of no return (extensions, link: refused) or not (extensions, copy).
+ROLLBACK_IN_CI = {("transfer", "link"), ("transfer", "copy"), ("after-upgraded", "link"),
+                  ("extensions", "link"), ("extensions", "copy")}  # fmt: skip
+PGLEAP_CASES = [
+    (point, mode, then)
+    for then in ("resume", "rollback")
+    for point, mode in PGLEAP_KILLS
+    if FULL or then == "resume" or (point, mode) in ROLLBACK_IN_CI
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "mode", "then"), PGLEAP_CASES, ids=[f"{t}-{p}-{m}" for p, m, t in PGLEAP_CASES]
+)
 def test_pgleap_killed(runtime, image_names, fresh_db, tmp_path, point, mode, then):
     db = fresh_db()
     before = db.fingerprint()
