@@ -123,7 +123,12 @@ def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
 
 # Failures before the point of no return: (how, point). "fail": pgleap fails at its own point
 # (PGLEAP_FAIL); "kill": the container running pg_upgrade dies in the middle of the link transfer.
-FAILURES = [("fail", "after-stopped"), ("fail", "after-fingerprinted"), ("kill", "transfer")]
+FAILURES = [
+    ("fail", "after-stopped"),
+    ("fail", "after-fingerprinted"),
+    ("kill", "transfer"),
+    ("fail", "after-upgraded"),  # pg_upgrade done, the new cluster never started
+]
 
 
 @pytest.mark.parametrize(("how", "point"), FAILURES, ids=[p for _, p in FAILURES])
