@@ -141,6 +141,9 @@ def plan_upgrade(
         live = target.live_server()
         if live is not None:
             facts = _inspect_sql(live, new, report)
+            # The plan's own refusals (a target lacking an extension, shipping it older) name the
+            # root cause; preflight's library check would only name its symptom (a missing .so).
+            plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
             preflight.run(live, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         else:
             in_use = getattr(target, "running_users", lambda: [])()
@@ -156,9 +159,9 @@ def plan_upgrade(
                 )
             with target.old_server(old, data, superuser="") as server:
                 facts = _inspect_sql(server, new, report)
+                plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
                 preflight.run(server, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         ph.detail = f"superuser {facts.superuser}, {len(facts.databases)} databases"
-    plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
     return plan, new
 
 

@@ -48,13 +48,16 @@ def live_plan(
     engine_plan.check_versions(old, new)
     engine_plan.check_data(data, old)
     engine_plan.check_mode(kplan.mode, new.major, data)
-    with pod_server(ctx) as server:
-        facts = _inspect_sql(server, new, report)
-        warnings = preflight.run(server, old=old, new=new, data=data, mount=kplan.mount_path, report=report)
     layout = engine_plan.Layout(
         kplan.mount_path, pgdata, kplan.layout.new_mount_path, kplan.layout.new_pgdata
     )
-    plan = engine_plan.make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=kplan.mode)
+    with pod_server(ctx) as server:
+        facts = _inspect_sql(server, new, report)
+        # In plan_upgrade's order: the plan's refusals (the root cause) before preflight's.
+        plan = engine_plan.make_plan(
+            old=old, new=new, data=data, cluster=facts, layout=layout, mode=kplan.mode
+        )
+        warnings = preflight.run(server, old=old, new=new, data=data, mount=kplan.mount_path, report=report)
     for line in (*warnings, *plan.warnings):
         ctx.log(f"warning: {line}")
     for name in report.data.get("known_invalid_indexes", []):

@@ -121,7 +121,7 @@ def test_docker_and_kubernetes_refuse_alike(db15, kubelet, image_names, target, 
         with db15.server().connect(db15.superuser) as conn:
             conn.execute(setup)
     try:
-        proc = pgleap("upgrade", "docker", "--container", db15.name, "--to", target, "--mode", mode)
+        proc = pgleap("upgrade", "docker", "--container", db15.name, "--to", target, "--mode", mode, "--yes")
         c, refused = kube_run(db15, kubelet, image_names, target, mode=mode)
     finally:
         if setup:
@@ -154,6 +154,7 @@ def test_the_known_bad_pair_is_refused_alike(docker_client, kubelet, image_names
             image_names["17-3.5"],
             "--to",
             image_names["18-3.x"],
+            "--yes",
         )
     finally:
         docker_client.volumes.get(volume).remove(force=True)
