@@ -24,9 +24,11 @@ def flat(text: str) -> str:
 
 
 def status(db) -> dict:
+    """The recorded state as `status -o json` shows it, without the output's own metadata (the
+    time it was printed, pgleap's version)."""
     proc = pgleap("status", "docker", "--container", db.name, "-o", "json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return {k: v for k, v in json.loads(proc.stdout).items() if k not in ("finished_at", "pgleap_version")}
 
 
 def on_volume(runtime, volume: str, test: str) -> bool:
