@@ -43,7 +43,7 @@ CASES = [
     ("downgrade", ["--to", "{v13}"], "downgrades are not possible"),
     ("same-major", ["--to", "{v15}"], "nothing to upgrade"),
     ("swap-before-18", ["--to", "{v17}", "--mode", "swap"], "swap needs PostgreSQL 18"),
-    ("unknown-mode", ["--to", "{v17}", "--mode", "fast"], "unknown mode"),
+    # an unknown --mode is a usage error now (exit 2, before Docker is asked): tests/test_cli_unit.py
     ("wrong-pgdata", ["--to", "{v17}", "--pgdata", "/var/lib/postgresql/data/nothere"], "does not exist"),
     (
         "wrong-from-image",
