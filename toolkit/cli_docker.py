@@ -36,6 +36,9 @@ Pgdata = Annotated[
     typer.Option("--pgdata", metavar="PATH", help="PGDATA inside the old image (default: image's)."),
 ]
 ACCEPTABLE = ("fingerprint", "health")
+Junit = Annotated[
+    Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
+]
 
 
 def _target(
@@ -380,9 +383,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
             bool, typer.Option("--keep", help="Leave the upgraded clone running for a test app.")
         ] = False,
         port: Annotated[int | None, typer.Option(help="Host port for the kept clone (default: any).")] = None,
-        junit: Annotated[
-            Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
-        ] = None,
+        junit: Junit = None,
         output: Output = "text",
     ) -> None:
         """Clone the running database (pg_basebackup), upgrade the clone, report go / no-go."""
@@ -420,9 +421,7 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         keep: Annotated[
             bool, typer.Option("--keep", help="Leave the upgraded container on a port of 127.0.0.1.")
         ] = False,
-        junit: Annotated[
-            Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
-        ] = None,
+        junit: Junit = None,
         output: Output = "text",
     ) -> None:
         """CI gate: load a dump into the old image, upgrade it to the new one, report go / no-go."""
