@@ -39,14 +39,14 @@ def docker_client():
 @pytest.fixture(scope="session")
 def image_names(docker_client) -> dict[str, str]:
     """tag -> image, built (or reused) once per session."""
-    from toolkit import images
+    from toolkit.docker import images
 
     return {r.tag: r.image for r in images.build_all()}
 
 
 @pytest.fixture(scope="session")
 def runtime(docker_client):
-    from toolkit.runtimes.docker import DockerRuntime
+    from toolkit.docker.runtime import DockerRuntime
 
     return DockerRuntime(docker_client)
 
@@ -75,15 +75,15 @@ class OldDatabase:
         return rt.live_server(rt.source_container(name or self.name))
 
     def fingerprint(self, name: str | None = None):
-        from toolkit.steps.verify import fingerprint
+        from toolkit.db.verify import fingerprint
 
         return fingerprint(self.server(name))
 
 
 def start_old(rt, image: str, tag: str, *, superuser: str = "gis", rows: int = 3000, seed_data: bool = True,
               env: dict | None = None) -> OldDatabase:  # fmt: skip
-    from toolkit import images
-    from toolkit.seed import seed
+    from toolkit.db.seed import seed
+    from toolkit.docker import images
 
     suffix = uuid.uuid4().hex[:6]
     name = volume = f"pgleap-test-{tag.split('-')[0]}-{suffix}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from toolkit.bench import summary
-from toolkit.bench.__main__ import median_run, parse
+from devtools.bench import summary
+from devtools.bench.__main__ import median_run, parse
 
 
 def _rec(size: float, floor: float, link: float, naive: float) -> dict:

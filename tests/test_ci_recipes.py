@@ -12,7 +12,7 @@ import typer.main
 import yaml
 
 from tests.kube.validation import validate_strict
-from toolkit.cli import app
+from toolkit.cli.app import app
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "ci.md"
 TOP = {"rehearse", "upgrade", "plan", "resume", "rollback", "finalize", "status", "images"}

@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from toolkit.cli import app, verbose_first
-from toolkit.report import plural, print_findings
+from toolkit.cli.app import app, verbose_first
+from toolkit.core.report import plural, print_findings
 
 runner = CliRunner()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.facts import parse_results
-from toolkit.runtimes.docker import OLD_ROOT, VOLUME, VolumeRef
+from toolkit.core.facts import parse_results
+from toolkit.docker.runtime import OLD_ROOT, VOLUME, VolumeRef
 
 pytestmark = pytest.mark.docker
 

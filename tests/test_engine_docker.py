@@ -12,12 +12,14 @@ import os
 
 import pytest
 
-from toolkit import engine, images, undo
+from toolkit.core.report import Report
+from toolkit.db import verify
+from toolkit.docker import images
+from toolkit.docker.runtime import DockerTarget
+from toolkit.engine import runner as engine
+from toolkit.engine import undo
+from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError, Refused
-from toolkit.report import Report
-from toolkit.runtimes.docker import DockerTarget
-from toolkit.state import RunState
-from toolkit.steps import verify
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -200,7 +202,7 @@ def test_clone_mode_on_a_reflink_filesystem(runtime, image_names, xfs_dir):
     import uuid
 
     from tests.conftest import OldDatabase
-    from toolkit.seed import seed
+    from toolkit.db.seed import seed
 
     data = xfs_dir / "pgdata"
     data.mkdir()
@@ -223,6 +225,6 @@ def test_clone_mode_on_a_reflink_filesystem(runtime, image_names, xfs_dir):
     finally:
         runtime.remove(name)
         runtime.remove(f"{name}-pgleap-old")
-        from toolkit.runtimes.docker import VolumeRef
+        from toolkit.docker.runtime import VolumeRef
 
         runtime.remove_volume(f"pgleap-old-binaries-{VolumeRef('bind', str(data)).key}")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit import engine, images
+from toolkit.core.report import Report
+from toolkit.db import verify
+from toolkit.docker import images
+from toolkit.docker.runtime import DockerTarget
+from toolkit.engine import runner as engine
+from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError, Refused
-from toolkit.report import Report
-from toolkit.runtimes.docker import DockerTarget
-from toolkit.state import RunState
-from toolkit.steps import verify
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.minimal_downtime]
 

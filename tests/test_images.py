@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from toolkit import images
+from toolkit.docker import images
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolkit import state
+from toolkit.docker.runtime import DockerRuntime, DockerTarget, SourceContainer, VolumeRef
+from toolkit.engine import state
 from toolkit.errors import PgleapError, Refused
-from toolkit.runtimes.docker import DockerRuntime, DockerTarget, SourceContainer, VolumeRef
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from toolkit.core.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, version_key
+from toolkit.core.plan import Layout, initdb_args, make_plan, new_layout
 from toolkit.errors import Refused
-from toolkit.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, version_key
-from toolkit.plan import Layout, initdb_args, make_plan, new_layout
 
 
 def image(major: int, version: str, glibc: str = "2.36", icu: str = "72", **exts) -> ImageFacts:
@@ -207,7 +207,7 @@ def test_update_path_search():
 def test_many_tables_get_a_lock_table_big_enough_for_pg_dump():
     from dataclasses import replace
 
-    from toolkit.plan import pg_upgrade_locks
+    from toolkit.core.plan import pg_upgrade_locks
 
     small = cluster()
     assert pg_upgrade_locks(small) == 0 and plan(c=small).container_env("upgrade")["PGLEAP_MAX_LOCKS"] == "0"

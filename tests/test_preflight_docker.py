@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
+from toolkit.docker.runtime import VolumeRef
 from toolkit.errors import EXIT_FAILED, EXIT_REFUSED
-from toolkit.runtimes.docker import VolumeRef
 
 pytestmark = pytest.mark.docker
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit import preflight_checks as pc
-from toolkit.steps.preflight import Finding, refusal
+from toolkit.core import preflight_checks as pc
+from toolkit.db.preflight import Finding, refusal
 
 
 def names(old: int, new: int) -> set[str]:
@@ -195,7 +195,7 @@ def test_readme_lists_every_check():
 
 
 def test_libraries_each_image_lacks():
-    from toolkit.facts import ImageFacts
+    from toolkit.core.facts import ImageFacts
 
     def img(major: int, *mods: str) -> ImageFacts:
         return ImageFacts(

@@ -12,13 +12,13 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from toolkit import engine
-from toolkit.cli import app
+from toolkit.cli.app import app
+from toolkit.core.report import Report
+from toolkit.db.canonical import table_hashes
+from toolkit.docker.runtime import DockerTarget
+from toolkit.engine import runner as engine
+from toolkit.engine.state import RunState
 from toolkit.errors import VerificationFailed
-from toolkit.report import Report
-from toolkit.runtimes.docker import DockerTarget
-from toolkit.state import RunState
-from toolkit.steps.canonical import table_hashes
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ def pgleap(*args: str) -> subprocess.CompletedProcess:
 def stopped_15(request, docker_client, image_names):
     """A seeded 15 cluster, cleanly stopped, container removed: a bare volume."""
     from tests.conftest import remove_old, start_old
-    from toolkit.runtimes.docker import DockerRuntime
+    from toolkit.docker.runtime import DockerRuntime
 
     rt = DockerRuntime(docker_client)
     db = start_old(rt, image_names["15-3.3"], "15-3.3", rows=500)
@@ -185,7 +185,7 @@ def test_target_without_postgis_is_refused_while_the_database_keeps_running(
     assert "lacks extensions the cluster uses: postgis" in text
     container = runtime.docker.containers.get(db.name)
     assert container.status == "running"
-    from toolkit.steps.verify import compare
+    from toolkit.db.verify import compare
 
     assert compare(before, db.fingerprint()).identical
 
@@ -211,7 +211,7 @@ def test_dry_run_stages_nothing_and_prints_json(runtime, image_names, stopped_15
         remove=True,
     ).decode()
     assert ".pgleap" not in listing.split()
-    from toolkit.runtimes.docker import VolumeRef
+    from toolkit.docker.runtime import VolumeRef
 
     data = runtime.probe_data(image_names["15-3.3"], VolumeRef("volume", stopped_15.volume), "")
     assert data.cleanly_shut_down

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from toolkit.db import verify
+from toolkit.db.sql import Server
 from toolkit.errors import EXIT_REFUSED
-from toolkit.steps import verify
-from toolkit.steps.sql import Server
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

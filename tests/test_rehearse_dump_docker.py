@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.cli import app
+from toolkit.cli.app import app
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -116,7 +116,7 @@ def test_pgleap_image_rehearses_through_the_docker_socket_15_to_18(
     runtime, image_names, old_db_factory, tmp_path
 ):
     """pgleap's own image (built from the wheel) with the host's socket, as docs/ci.md runs it: 15 -> 18 go."""
-    from toolkit import pgleap_image
+    from toolkit.docker import pgleap_image
 
     built = pgleap_image.build()
     assert built.action in ("built", "reused"), built

@@ -7,8 +7,8 @@ import gzip
 
 import pytest
 
+from toolkit.docker.rehearse_dump import _load_command, classify
 from toolkit.errors import EXIT_USAGE, PgleapError
-from toolkit.rehearse_dump import _load_command, classify
 
 
 def test_each_kind_of_dump_is_recognised(tmp_path):

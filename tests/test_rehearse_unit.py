@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.rehearse import _hba_covers, predicted_downtime
+from toolkit.docker.rehearse import _hba_covers, predicted_downtime
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ class _Server:
 
 
 def test_rehearsal_hints_quote_role_names():
-    from toolkit.rehearse import replication_problems
+    from toolkit.docker.rehearse import replication_problems
 
     problems = replication_problems(_Server('Geo Admin"x'), "172.17.0.5")
     assert any('ALTER ROLE "Geo Admin""x" REPLICATION' in p for p in problems), problems

@@ -8,12 +8,13 @@ import uuid
 
 import pytest
 
-from toolkit import engine, images
-from toolkit.report import Report
-from toolkit.runtimes.docker import DockerTarget
-from toolkit.state import RunState
-from toolkit.steps import verify
-from toolkit.steps.sql import Server
+from toolkit.core.report import Report
+from toolkit.db import verify
+from toolkit.db.sql import Server
+from toolkit.docker import images
+from toolkit.docker.runtime import DockerTarget
+from toolkit.engine import runner as engine
+from toolkit.engine.state import RunState
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -45,7 +46,7 @@ def pair(runtime, image_names, tmp_path, request):
                      str(hba): {"bind": "/docker-entrypoint-initdb.d/90_replication.sh", "mode": "ro"}},
         )  # fmt: skip
         rt.wait_accepting(primary, "gis", password, timeout=180)
-        from toolkit.seed import seed
+        from toolkit.db.seed import seed
 
         seed(rt.live_server(rt.source_container(primary)), "gis", rows=400, polygons=40)
         rt.docker.containers.run(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit import engine
+from toolkit.core.facts import ImageFacts
+from toolkit.core.report import Report
+from toolkit.db import traps
+from toolkit.engine import runner as engine
 from toolkit.errors import Refused
-from toolkit.facts import ImageFacts
-from toolkit.report import Report
-from toolkit.steps import traps
 
 
 @pytest.mark.parametrize(
@@ -76,8 +76,8 @@ def test_an_unknown_trap_is_caught_and_rolled_back(old_db_factory):
     import io
     import tarfile
 
+    from toolkit.db import postupgrade
     from toolkit.errors import VerificationFailed
-    from toolkit.steps import postupgrade
 
     db = old_db_factory("13-3.1", seed_data=False)
     container = db.runtime.docker.containers.get(db.name)

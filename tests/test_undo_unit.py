@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from toolkit.state import RunState
-from toolkit.undo import Verdict, _served_clients, loss_summary
+from toolkit.engine.state import RunState
+from toolkit.engine.undo import Verdict, _served_clients, loss_summary
 
 
 def test_verdict_from_rollback_check_output():

@@ -1,5 +1,5 @@
 """`python -m toolkit` is `pgleap`."""
 
-from toolkit.cli import main
+from toolkit.cli.app import main
 
 main()

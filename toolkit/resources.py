@@ -15,6 +15,11 @@ def data_dir(name: str) -> Path:
     raise FileNotFoundError(f"pgleap data folder {name!r} is missing from the installation")
 
 
+def container_dir() -> Path:
+    """The folder of the shell scripts that run inside the old or new image."""
+    return _PACKAGE / "container"
+
+
 def container_script(name: str) -> Path:
     """A shell script that runs inside the old or new image."""
-    return _PACKAGE / "container" / name
+    return container_dir() / name

@@ -56,7 +56,7 @@ def adjust(db, old_major: int | None = None, *, keep: tuple[str, ...] = ()) -> N
 
     `keep`: skip the statements that mention any of these words (to leave one problem in).
     """
-    from toolkit import images
+    from toolkit.docker import images
 
     major = old_major or images.spec_for(db.tag).pg
     server = db.server()

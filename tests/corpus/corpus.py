@@ -2,7 +2,7 @@
 
 `build(tag)` makes `pgleap/regress:<major>` FROM the stock test image (see Dockerfile and
 build-regress.sh), labelled with a hash of its inputs and of the base image, so an
-unchanged corpus is never rebuilt (like toolkit/images.py). `start(...)` restores the
+unchanged corpus is never rebuilt (like toolkit/docker/images.py). `start(...)` restores the
 kept cluster into a fresh volume and runs it on the STOCK image, with the test libraries
 copied into that container's pkglibdir before it starts: the running container can load
 regress.so, the image pgleap probes cannot (issue 13, run 1).
@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit import images
+from toolkit.docker import images
 
 HERE = Path(__file__).parent
 REPO = "pgleap/regress"
@@ -155,7 +155,7 @@ def _exec_psql(container, db: str, sql: str, *, wait: bool = False) -> str:
 def _main(argv: list[str]) -> int:
     import docker
 
-    from toolkit.runtimes.docker import DockerRuntime
+    from toolkit.docker.runtime import DockerRuntime
 
     if len(argv) < 2 or argv[0] not in {"build", "start"}:
         print(__doc__)

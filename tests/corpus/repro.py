@@ -18,8 +18,8 @@ from tests.conftest import remove_old
 from tests.corpus import corpus
 from tests.corpus.adjust import adjust
 from tests.corpus.test_corpus import pgleap
-from toolkit import images
-from toolkit.runtimes.docker import DockerRuntime
+from toolkit.docker import images
+from toolkit.docker.runtime import DockerRuntime
 
 
 def main(argv: list[str]) -> int:

@@ -16,9 +16,9 @@ import sys
 import pytest
 
 from tests.corpus.conftest import PAIRS
-from toolkit import images
+from toolkit.db import verify
+from toolkit.docker import images
 from toolkit.errors import EXIT_REFUSED
-from toolkit.steps import verify
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.corpus]
 

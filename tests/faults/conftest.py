@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import OldDatabase
-from toolkit import images
+from toolkit.docker import images
 
 SOURCE, TARGET = "15-3.3", "17-3.5"
 

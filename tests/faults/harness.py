@@ -1,6 +1,6 @@
 """Fault injection on real containers: run the real CLI, stop it at a named point, kill something.
 
-`PGLEAP_FAULT=<point>` (toolkit/faults.py, lib.sh `fault`) makes pgleap or the
+`PGLEAP_FAULT=<point>` (toolkit/db/faults.py, lib.sh `fault`) makes pgleap or the
 container script freeze at that point and print ``PGLEAP fault=<point>``; the
 harness sees the line (on pgleap's stderr, or in the logs of pgleap's helper
 container) and then SIGKILLs what the test names: the container that is working
@@ -18,9 +18,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from toolkit.runtimes.docker import LABEL, VOLUME_LABEL
+from toolkit.docker.runtime import LABEL, VOLUME_LABEL
 
-# Points in the Python process (toolkit/faults.py); every other point is in a container script.
+# Points in the Python process (toolkit/db/faults.py); every other point is in a container script.
 PYTHON_POINTS = {"after-collected", "after-upgraded", "extensions", "reindex"}
 
 

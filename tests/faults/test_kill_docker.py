@@ -23,7 +23,7 @@ from tests.faults.harness import (
     result_json,
     start,
 )
-from toolkit.steps import verify
+from toolkit.db import verify
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 

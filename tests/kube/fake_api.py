@@ -123,7 +123,7 @@ def _api_error(status: int, reason: str, message: str = "") -> ApiException:
 
 
 class FakeKubernetesApi:
-    """The fake cluster. Pass it as every API object of `toolkit.kube.Kube`."""
+    """The fake cluster. Pass it as every API object of `toolkit.kube.api.Kube`."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str | None, str, str], Any] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.kube.harness import SCRIPTS
-from toolkit.cli_kube import load_scripts
+from toolkit.cli.kube import load_scripts
 
 PROBES = Path(__file__).parent / "probes"
 IMAGES = {

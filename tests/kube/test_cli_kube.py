@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from tests.kube.conftest import FIXTURES
 from tests.kube.harness import SCRIPTS, Cluster, make_cluster
 from tests.kube.validation import validate_strict
-from toolkit import cli_kube, cli_options
+from toolkit.cli import kube as cli_kube
+from toolkit.cli import options as cli_options
 from toolkit.errors import EnvironmentProblem, Refused
-from toolkit.kube import Forbidden
+from toolkit.kube.api import Forbidden
 
 GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize", "rehearse")
 runner = CliRunner()

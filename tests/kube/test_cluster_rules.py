@@ -15,8 +15,8 @@ import pytest
 from tests.kube.fake_api import reconcile_for_test, restricted_violations
 from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
 from tests.kube.test_runtime import accept
-from toolkit import render
 from toolkit.errors import PgleapError
+from toolkit.kube import render
 
 TARGET = "pgleap/postgis:17-3.5"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}

@@ -119,7 +119,7 @@ def _role_kube(namespace: str):
     every call of the upgrade and of the real post-upgrade hook then meets the Role's rules."""
     from kubernetes import client, utils
 
-    from toolkit.kube import Kube
+    from toolkit.kube.api import Kube
 
     admin = client.ApiClient()
     text = (ROOT / "manifests" / "rbac.yaml").read_text().replace("NAMESPACE", namespace)
@@ -167,10 +167,10 @@ def test_upgrade_on_a_real_cluster(namespace: str) -> None:
     target's version, the fingerprint identical, the PVC the same."""
     from kubernetes import client
 
-    from toolkit.cli_kube import load_scripts
-    from toolkit.kube_hook import engine_fingerprint, engine_post_upgrade
-    from toolkit.runtimes.kube import HookContext, KubeRuntime
-    from toolkit.steps import verify
+    from toolkit.cli.kube import load_scripts
+    from toolkit.db import verify
+    from toolkit.kube.hooks import engine_fingerprint, engine_post_upgrade
+    from toolkit.kube.runtime import HookContext, KubeRuntime
 
     core = client.CoreV1Api()
     _deploy(namespace)
@@ -222,10 +222,10 @@ def test_rehearsal_on_a_real_cluster(namespace: str) -> None:
     """pg_basebackup clone of the running pod, upgraded on the side: go, production untouched."""
     from kubernetes import client
 
-    from toolkit.cli_kube import load_scripts
-    from toolkit.kube_hook import engine_rehearsal_hooks
-    from toolkit.runtimes.kube import KubeRuntime
-    from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+    from toolkit.cli.kube import load_scripts
+    from toolkit.kube.hooks import engine_rehearsal_hooks
+    from toolkit.kube.rehearsal import KubeRehearsal
+    from toolkit.kube.runtime import KubeRuntime
 
     core = client.CoreV1Api()
     _deploy(namespace)

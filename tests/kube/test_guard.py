@@ -8,8 +8,8 @@ import pytest
 
 from tests.kube.test_kube_facts import facts_of
 from toolkit.errors import Refused
-from toolkit.guard import GuardOverrides, check, problems
-from toolkit.kube_facts import Owner, parse_image
+from toolkit.kube.facts import Owner, parse_image
+from toolkit.kube.guard import GuardOverrides, check, problems
 
 PG17 = parse_image("pgleap/postgis:17-3.5")
 

@@ -92,7 +92,7 @@ def _write(tmp_path: Path, change: Callable[[dict[str, Any]], None] | None = Non
 
 
 def _render(args: list[str], input: str | None = None) -> tuple[int, str, str]:
-    """(exit code, stdout, message) as `toolkit.cli.main` would report it."""
+    """(exit code, stdout, message) as `toolkit.cli.app.main` would report it."""
     result = runner.invoke(build_app(), ["render", *args], input=input)
     exc = result.exception
     if isinstance(exc, PgleapError):
@@ -154,7 +154,7 @@ def test_non_bmp_characters_render_as_valid_yaml(tmp_path: Path) -> None:
     "value", ["gis😀", "a\x85b\u2028c\u2029d\x7fe\x9f", 'q"\\\n\t', ["\U0001d53e", {"k": "ü"}]]
 )
 def test_tojson_is_yaml(value: Any) -> None:
-    from toolkit.render import yaml_json
+    from toolkit.kube.render import yaml_json
 
     assert yaml.safe_load(f"v: {yaml_json(value)}") == {"v": value}
 
@@ -198,7 +198,7 @@ def test_render_bad_input_is_one_message(case: str, tmp_path: Path) -> None:
 
 def test_main_prints_error_and_hint_without_traceback(tmp_path: Path) -> None:
     """Through the console entry point: one `error:` and one `what to do:` line, exit 2."""
-    code = "import sys; from toolkit.cli import main; sys.argv[0] = 'pgleap'; main()"
+    code = "import sys; from toolkit.cli.app import main; sys.argv[0] = 'pgleap'; main()"
     folder = tmp_path / "gis[" / "old]"  # user text with rich markup in it: `…/gis[/old]`
     folder.mkdir(parents=True)
     proc = subprocess.run(

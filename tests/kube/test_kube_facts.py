@@ -6,7 +6,7 @@ import pytest
 
 from tests.kube.conftest import load_docs, load_sts, of_kind
 from toolkit.errors import Refused
-from toolkit.kube_facts import detect_owners, gather, parse_image
+from toolkit.kube.facts import detect_owners, gather, parse_image
 
 
 def facts_of(name: str):

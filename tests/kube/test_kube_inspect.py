@@ -12,9 +12,9 @@ import pytest
 from tests.kube.harness import JOB_ENV, make_cluster
 from tests.kube.probes import PROBE_SCRIPTS, recorded_runner
 from tests.kube.test_probe import non_probe_writes
-from toolkit import render
 from toolkit.errors import Refused
-from toolkit.kube_hook import collation_changes
+from toolkit.kube import render
+from toolkit.kube.hooks import collation_changes
 
 TARGET = "pgleap/postgis:17-3.5"
 
@@ -96,7 +96,7 @@ def test_a_bootstrap_role_other_than_the_jobs_initdb_user_is_refused(monkeypatch
     """pg_upgrade needs the new cluster's OID-10 role to be the old one's: refused before the stop."""
     from types import SimpleNamespace
 
-    from toolkit import kube_inspect
+    from toolkit.kube import inspect as kube_inspect
 
     c = _cluster()
     live = SimpleNamespace(

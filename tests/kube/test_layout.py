@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.layout import Layout, compute_layout, default_pgdata, rel_in_volume
+from toolkit.core.layout import Layout, compute_layout, default_pgdata, rel_in_volume
 
 
 @pytest.mark.parametrize(

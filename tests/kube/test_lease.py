@@ -10,11 +10,11 @@ import pytest
 
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_runtime import Crash, crash_after_phase, state
-from toolkit import render
 from toolkit.errors import EnvironmentProblem, Refused
-from toolkit.kube import Conflict
-from toolkit.kube_lease import HOLDER, Lease
-from toolkit.runtimes.kube import HookContext
+from toolkit.kube import render
+from toolkit.kube.api import Conflict
+from toolkit.kube.lease import HOLDER, Lease
+from toolkit.kube.runtime import HookContext
 
 TARGET = "pgleap/postgis:17-3.5"
 

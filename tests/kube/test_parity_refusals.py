@@ -19,9 +19,9 @@ import pytest
 from tests.kube.harness import make_cluster
 from tests.kube.test_pods_on_docker import PodApi
 from tests.kube.test_probe import non_probe_writes, probe_calls
-from toolkit.cli_kube import load_scripts
+from toolkit.cli.kube import load_scripts
 from toolkit.errors import EXIT_REFUSED, Refused
-from toolkit.kube_inspect import engine_preflight
+from toolkit.kube.inspect import engine_preflight
 
 pytestmark = pytest.mark.docker
 
@@ -38,7 +38,7 @@ def pgleap(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def db15(docker_client, image_names):
     from tests.conftest import remove_old, start_old
-    from toolkit.runtimes.docker import DockerRuntime
+    from toolkit.docker.runtime import DockerRuntime
 
     db = start_old(DockerRuntime(docker_client), image_names["15-3.3"], "15-3.3", rows=200)
     yield db

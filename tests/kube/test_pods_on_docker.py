@@ -25,15 +25,15 @@ import pytest
 import yaml
 
 from tests.kube.probes import recorded
-from toolkit import render
-from toolkit.cli_kube import load_scripts
-from toolkit.facts import ImageFacts
-from toolkit.kube_facts import gather
-from toolkit.kube_hook import engine_post_upgrade
-from toolkit.kube_plan import make_plan
-from toolkit.runtimes.kube import HookContext
-from toolkit.steps import postupgrade, verify
-from toolkit.steps.sql import Server
+from toolkit.cli.kube import load_scripts
+from toolkit.core.facts import ImageFacts
+from toolkit.db import postupgrade, verify
+from toolkit.db.sql import Server
+from toolkit.kube import render
+from toolkit.kube.facts import gather
+from toolkit.kube.hooks import engine_post_upgrade
+from toolkit.kube.plan import make_plan
+from toolkit.kube.runtime import HookContext
 
 pytestmark = pytest.mark.docker
 
@@ -161,7 +161,7 @@ class Kubelet:
 
 
 class PodApi:
-    """pods/exec and pods/portforward through the real client path (toolkit.kube.Kube →
+    """pods/exec and pods/portforward through the real client path (toolkit.kube.api.Kube →
     kubernetes.stream): the request the client really sends (HTTP method + subresource) is
     recorded and authorised the way an API server of `version` authorises it, against the Role
     of manifests/rbac.yaml (test_rbac.WebSocketServer: a WebSocket GET is `get` before 1.35,
@@ -171,7 +171,7 @@ class PodApi:
         from kubernetes import client
 
         from tests.kube.test_rbac import WebSocketServer, rules
-        from toolkit.kube import Kube
+        from toolkit.kube.api import Kube
 
         self.container = container
         self.server = WebSocketServer(version, rules()[0])
@@ -278,7 +278,7 @@ def _start_pod(kubelet: Kubelet, sts: dict, pvc_volume: str):
 
 @pytest.mark.parametrize(("old_tag", "new_tag"), [("13-3.1", "17-3.5"), ("13-3.1", "18-3.x")])
 def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old_tag, new_tag):
-    from toolkit.seed import seed
+    from toolkit.db.seed import seed
 
     old_image, new_image = image_names[old_tag], image_names[new_tag]
     sts = _sts(old_image)
@@ -403,9 +403,9 @@ def test_rendered_reseed_job_makes_a_streaming_standby(kubelet, image_names, doc
     StatefulSet's pod streams on the Job's slot; the rendered rollback Job puts the old data back."""
     import time
 
-    from toolkit.kube_hook import engine_standby_probe
-    from toolkit.kube_replicas import detect
-    from toolkit.seed import seed
+    from toolkit.db.seed import seed
+    from toolkit.kube.hooks import engine_standby_probe
+    from toolkit.kube.topology import detect
 
     kubelet.secrets["gis-db"]["replication-password"] = secrets.token_urlsafe(12)
     old_image, new_image = image_names["13-3.1"], image_names["17-3.5"]

@@ -158,7 +158,7 @@ def test_render_refuses_a_major_that_contradicts_the_tag(tmp_path) -> None:
 def test_a_digest_pinned_statefulset_is_rehearsed() -> None:
     """`rehearse sts` plans from the probed images too: production and its clone are probed."""
     from tests.kube.test_rehearsal import Hooks, tick
-    from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+    from toolkit.kube.rehearsal import KubeRehearsal
 
     c = _cluster(DIGEST, **{DIGEST: "pgleap/postgis:13-3.1", TARGET_DIGEST: "pgleap/postgis:17-3.5"})
     tick(c)

@@ -22,9 +22,9 @@ from tests.kube.test_replicas import REPLICA_CASES
 from tests.kube.test_replicas import upgrade as upgrade_with_standbys
 from tests.kube.test_runtime import CASES, Crash, crash_after_phase, upgrade
 from tests.kube.validation import validate_strict
-from toolkit import render
-from toolkit.kube import Forbidden, Kube
-from toolkit.runtimes.kube import Outcome
+from toolkit.kube import render
+from toolkit.kube.api import Forbidden, Kube
+from toolkit.kube.runtime import Outcome
 
 RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
 
@@ -109,7 +109,7 @@ def probe_calls() -> list[Call]:
 def rehearsal_calls() -> list[Call]:
     """Calls of `rehearse sts`: pg_basebackup, --from-snapshot with --keep, then --remove."""
     from tests.kube.test_rehearsal import Hooks, rehearse
-    from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+    from toolkit.kube.rehearsal import KubeRehearsal
 
     out: list[Call] = []
     c = make_cluster("official-plain")

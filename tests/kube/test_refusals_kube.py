@@ -13,11 +13,11 @@ import yaml
 from tests.kube.conftest import load_docs, load_sts
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_cli_kube import build_app, runner
-from toolkit import render
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube_facts import gather
-from toolkit.kube_plan import make_plan
-from toolkit.runtimes.kube_rehearsal import KubeRehearsal
+from toolkit.kube import render
+from toolkit.kube.facts import gather
+from toolkit.kube.plan import make_plan
+from toolkit.kube.rehearsal import KubeRehearsal
 
 
 def test_swap_to_a_target_below_18_is_refused_before_any_change() -> None:

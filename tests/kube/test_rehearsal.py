@@ -16,11 +16,11 @@ import pytest
 from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
 from tests.kube.test_runtime import comparable
 from tests.kube.validation import validate_strict
-from toolkit import kube_rehearsal
+from toolkit.db.verify import Fingerprint
 from toolkit.errors import EXIT_FAILED, EXIT_REFUSED, EXIT_VERIFY
-from toolkit.runtimes.kube import HookContext
-from toolkit.runtimes.kube_rehearsal import DOWNTIME_PHASES, KubeRehearsal, RehearsalHooks
-from toolkit.steps.verify import Fingerprint
+from toolkit.kube import rehearsal_manifests as kube_rehearsal
+from toolkit.kube.rehearsal import DOWNTIME_PHASES, KubeRehearsal, RehearsalHooks
+from toolkit.kube.runtime import HookContext
 
 TARGET = "pgleap/postgis:17-3.5"
 

@@ -15,13 +15,14 @@ import copy
 import pytest
 
 from tests.kube.test_pods_on_docker import PodApi, _job_volumes, _start_pod, _stop, _sts
-from toolkit import kube_rehearsal, render
-from toolkit.cli_kube import load_scripts
-from toolkit.kube_facts import gather
-from toolkit.kube_hook import engine_fingerprint, engine_post_upgrade, engine_replication_problems
-from toolkit.kube_plan import make_plan
-from toolkit.runtimes.kube import HookContext
-from toolkit.steps import verify
+from toolkit.cli.kube import load_scripts
+from toolkit.db import verify
+from toolkit.kube import rehearsal_manifests as kube_rehearsal
+from toolkit.kube import render
+from toolkit.kube.facts import gather
+from toolkit.kube.hooks import engine_fingerprint, engine_post_upgrade, engine_replication_problems
+from toolkit.kube.plan import make_plan
+from toolkit.kube.runtime import HookContext
 
 pytestmark = pytest.mark.docker
 
@@ -41,7 +42,7 @@ def _ip(container) -> str:
 
 
 def test_rendered_rehearsal_clones_a_running_server_and_upgrades_the_clone(kubelet, image_names):
-    from toolkit.seed import seed
+    from toolkit.db.seed import seed
 
     old_image, new_image = image_names["13-3.1"], image_names["17-3.5"]
     sts = _sts(old_image)
@@ -152,8 +153,8 @@ def test_rendered_rehearsal_of_the_topology_trap_is_no_go_with_exit_4(kubelet, i
     (PGLEAP_TEST_SKIP_REPAIRS=1). The fingerprint right after pg_upgrade is identical; the real
     post-upgrade hook then meets the widened TopoGeometry id and fails with exit 4, naming the
     column: what `rehearse sts` turns into no-go (test_rehearsal.py maps the hook's failure)."""
+    from toolkit.db.seed import seed
     from toolkit.errors import VerificationFailed
-    from toolkit.seed import seed
 
     old_image, new_image = image_names["13-3.1"], image_names["18-3.x"]
     sts = _sts(old_image)

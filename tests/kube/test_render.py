@@ -14,8 +14,8 @@ import yaml
 from tests.kube.conftest import FIXTURE_NAMES, load_sts
 from tests.kube.test_kube_facts import facts_of
 from tests.kube.validation import validate_strict, versions
-from toolkit import render
-from toolkit.kube_plan import KubePlan, make_plan, merge_job_env
+from toolkit.kube import render
+from toolkit.kube.plan import KubePlan, make_plan, merge_job_env
 
 TARGETS = {
     "official-plain": "pgleap/postgis:17-3.5",
@@ -408,7 +408,7 @@ def test_yaml_stream_round_trips() -> None:
 def test_containers_seeing_the_data_follow_the_18_layout_move() -> None:
     """An init container mounting the data where postgres does (and setting the same PGDATA) moves
     with it to the 18+ layout; a sidecar mounting the volume elsewhere is left as it is."""
-    from toolkit.kube_facts import gather
+    from toolkit.kube.facts import gather
 
     sts = load_sts("official-plain")
     pod = sts["spec"]["template"]["spec"]

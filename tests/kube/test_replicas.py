@@ -13,13 +13,13 @@ from tests.kube.fake_api import Call
 from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
 from tests.kube.test_runtime import Crash, accept, calls, comparable, crash_after_phase, state
 from tests.kube.validation import validate_strict, versions
-from toolkit import guard, render
 from toolkit.errors import PgleapError, Refused
-from toolkit.guard import GuardOverrides
-from toolkit.kube_facts import StsFacts, gather, parse_image
-from toolkit.kube_plan import KubePlan, make_plan, read_availability
-from toolkit.kube_replicas import Topology, detect
-from toolkit.runtimes.kube import FINALIZE_PHASES, ROLLBACK_PHASES, UPGRADE_PHASES
+from toolkit.kube import guard, render
+from toolkit.kube.facts import StsFacts, gather, parse_image
+from toolkit.kube.guard import GuardOverrides
+from toolkit.kube.plan import KubePlan, make_plan, read_availability
+from toolkit.kube.runtime import FINALIZE_PHASES, ROLLBACK_PHASES, UPGRADE_PHASES
+from toolkit.kube.topology import Topology, detect
 
 PAIR, ORDINALS = "bitnami-replication", "ordinals"
 REPLICA_CASES = {
@@ -468,7 +468,7 @@ def test_phases_recorded_in_order() -> None:
     recorded = [
         (x.detail["patch"]["data"]["operation"], x.detail["patch"]["data"]["phase"])
         for x in calls(c, "patch", "configmaps")
-        if "data" in x.detail["patch"]  # not the run's holder annotation (toolkit/kube_lease.py)
+        if "data" in x.detail["patch"]  # not the run's holder annotation (toolkit/kube/lease.py)
     ]
     assert [p for o, p in recorded if o == "upgrade"] == list(UPGRADE_PHASES[1:])
     assert [p for o, p in recorded if o == "rollback"] == list(ROLLBACK_PHASES)
@@ -649,7 +649,7 @@ def test_plan_command_shows_each_standby_and_stale_reads(monkeypatch: pytest.Mon
     from typer.testing import CliRunner
 
     from tests.kube.test_cli_kube import build_app
-    from toolkit import cli_kube
+    from toolkit.cli import kube as cli_kube
 
     # No probe output is recorded for the Bitnami images: plan from their tags (test_probe.py probes).
     monkeypatch.setattr(cli_kube, "load_scripts", lambda folder=None, required=True: dict(SCRIPTS))

@@ -11,11 +11,11 @@ from kubernetes.client.exceptions import ApiException
 from tests.kube.conftest import load_sts
 from tests.kube.fake_api import Call
 from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
-from toolkit import render
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
-from toolkit.guard import GuardOverrides
-from toolkit.kube import Forbidden
-from toolkit.runtimes.kube import ROLLBACK_PHASES, UPGRADE_PHASES
+from toolkit.kube import render
+from toolkit.kube.api import Forbidden
+from toolkit.kube.guard import GuardOverrides
+from toolkit.kube.runtime import ROLLBACK_PHASES, UPGRADE_PHASES
 
 CASES = {
     "official-plain": ("pgleap/postgis:17-3.5", GuardOverrides()),

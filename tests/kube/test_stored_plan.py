@@ -12,10 +12,10 @@ import pytest
 
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_runtime import Crash, crash_after_phase
-from toolkit import render
 from toolkit.errors import Refused
-from toolkit.kube_plan import merge_job_env
-from toolkit.kube_stored import digest
+from toolkit.kube import render
+from toolkit.kube.plan import merge_job_env
+from toolkit.kube.stored import digest
 
 TARGET = "pgleap/postgis:17-3.5"
 

@@ -1,0 +1,1 @@
+"""The command line: `pgleap` and `kubectl pgleap`."""

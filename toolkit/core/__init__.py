@@ -1,0 +1,1 @@
+"""Pure decisions, no I/O: facts, the plan and its refusals, layouts, progress."""

@@ -1,0 +1,1 @@
+"""Work on a running PostgreSQL server through psycopg: inspect, fingerprint, repair, verify."""

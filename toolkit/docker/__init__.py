@@ -1,0 +1,1 @@
+"""The Docker runtime: containers and volumes, replicas, rehearsals, images."""

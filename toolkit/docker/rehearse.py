@@ -1,0 +1,203 @@
+"""`pgleap rehearse docker`: the whole upgrade on a clone, while production keeps running.
+
+clone (pg_basebackup --wal-method=stream from the running server into a new volume)
+-> recover the clone once (a temporary server, then a clean shutdown)
+-> the engine's upgrade on the clone (preflight, pg_upgrade, post-upgrade, verify)
+-> a report: every check, collation-dependent indexes, extensions before/after,
+   the time of each phase and the predicted downtime of the real run
+-> keep the upgraded clone running on a port (--keep) or remove it.
+Exit code 0 is "go"; any other is "no-go" and the report says why.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+
+from psycopg import sql
+
+from toolkit.core.plan import rel_to_mount
+from toolkit.core.report import Report
+from toolkit.db.sql import Server
+from toolkit.engine import runner as engine
+from toolkit.engine.state import RunState
+from toolkit.errors import PgleapError, Refused
+
+logger = logging.getLogger(__name__)
+
+# Stopping the production container and starting it on the new image are not part of a
+# rehearsal on a bare volume: without --keep (which measures the start) this allowance is
+# added, an assumption rather than a measurement, and the report says which one it used.
+STOP_START_SECONDS = 4.0
+
+
+def replication_problems(
+    server: Server, source_ip: str, *, network: str = "the container network", address: str = "samenet"
+) -> list[str]:
+    """What keeps pg_basebackup from connecting: the role, wal_level, wal senders, pg_hba.conf.
+
+    `network`/`address` word the pg_hba.conf advice (Docker: samenet; Kubernetes: the pod CIDR)."""
+    problems = []
+    with server.connect("postgres") as conn:
+        can, name = conn.execute(
+            "SELECT rolreplication OR rolsuper, rolname FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if not can:
+            alter = sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(name)).as_string(None)
+            problems.append(f"role {name} may not replicate: {alter} (or give a role that may)")
+        if conn.execute("SHOW wal_level").fetchone()[0] == "minimal":
+            problems.append("wal_level is minimal: set wal_level = replica and restart the server")
+        if int(conn.execute("SHOW max_wal_senders").fetchone()[0]) < 1:
+            problems.append("max_wal_senders is 0: set it to at least 2 and restart the server")
+        rules = conn.execute(
+            "SELECT type, user_name, address, netmask FROM pg_hba_file_rules "
+            "WHERE error IS NULL AND 'replication' = ANY(database) AND type IN ('host', 'hostnossl')"
+        ).fetchall()
+        method = _password_method(conn, name)
+    if not any(
+        _hba_covers(kind, users, address, mask, name, source_ip) for kind, users, address, mask in rules
+    ):
+        problems.append(
+            f"pg_hba.conf has no `host replication` line for {name} from {network}: add "
+            f"`host replication {hba_user(name)} {address} {method}` to pg_hba.conf, then SELECT pg_reload_conf()"
+        )
+    return problems
+
+
+def hba_user(name: str) -> str:
+    """A role name as a pg_hba.conf field: double-quoted unless it is a plain lower-case name."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) and name != "all" else f'"{name}"'
+
+
+def _password_method(conn, role: str) -> str:
+    """The auth method the role's network logins already use (so its stored password fits):
+    scram-sha-256 cannot check an md5-stored password, as PostgreSQL 13 images store them."""
+    row = conn.execute(
+        "SELECT auth_method FROM pg_hba_file_rules WHERE error IS NULL AND type LIKE 'host%%' "
+        "AND NOT 'replication' = ANY(database) AND user_name && ARRAY['all', %s]::text[] "
+        "ORDER BY line_number LIMIT 1",
+        (role,),
+    ).fetchone()
+    if row and row[0] in ("md5", "scram-sha-256"):
+        return row[0]
+    encryption = conn.execute("SHOW password_encryption").fetchone()[0]
+    return "scram-sha-256" if encryption == "scram-sha-256" else "md5"
+
+
+def _hba_covers(kind, users, address, mask, role, source_ip) -> bool:
+    if not (set(users or []) & {"all", role}):
+        return False
+    if address in ("all", "samenet"):
+        return True
+    try:
+        net = ipaddress.ip_network(f"{address}/{mask}" if mask else address, strict=False)
+        # the clone container gets an address on the server's own network
+        return ipaddress.ip_network(f"{source_ip}/16", strict=False).overlaps(net)
+    except (ValueError, TypeError):
+        return False
+
+
+def predicted_downtime(report: dict, started_seconds: float | None) -> float:
+    """The phases a real run spends with the database stopped, as measured on the clone."""
+    down = sum(p["seconds"] for p in report["phases"] if p["in_downtime"])
+    return round(down + (started_seconds if started_seconds is not None else STOP_START_SECONDS), 1)
+
+
+def rehearse_docker(
+    rt, container: str, target_image: str, *, mode: str, keep: bool, port: int | None, report: Report
+) -> dict:
+    """Clone, upgrade the clone, report; the clone is removed unless `keep`."""
+    from toolkit.docker.runtime import DockerTarget
+
+    source = rt.source_container(container)
+    live = rt.live_server(source)
+    if live is None:
+        raise Refused(
+            f"container {container!r} is not running: a rehearsal clones a running server",
+            "start it, or use `pgleap plan docker` for a plan without a clone",
+        )
+    result: dict = {"source": container, "target_image": target_image, "mode": mode}
+    clone = f"pgleap-rehearsal-{source.volume.key}"[:120]
+    with report.phase("check replication access", "role, wal_level, wal senders, pg_hba.conf") as ph:
+        problems = replication_problems(live, live.host)
+        ph.detail = "ok" if not problems else f"{len(problems)} missing"
+    if problems:
+        raise Refused(
+            "cannot clone the running server: " + "; ".join(problems), problems[-1].split(": ", 1)[-1]
+        )
+    old = rt.probe_image(source.image)
+    data = rt.probe_data(source.image, source.volume, _rel(source))
+    target = None
+    try:
+        with report.phase("clone (pg_basebackup)", f"{container} -> volume {clone}") as ph:
+            rt.remove_volume(clone)
+            rt.basebackup(source, old.bindir, clone, _rel(source), uid=data.owner_uid or 999,
+                          gid=data.owner_gid or 999)  # fmt: skip
+            with rt.temp_server(
+                source.image, old.bindir, _volume(clone), _rel(source),
+                uid=data.owner_uid or 999, gid=data.owner_gid or 999, superuser=source.superuser,
+                read_only=False, label="clone (recovering)",
+            ):  # fmt: skip
+                pass  # started: recovery done; leaving it: clean shutdown
+            ph.detail = f"{data.data_kb / 1024:.0f} MiB"
+        target = DockerTarget(rt, volume=clone, source_image=source.image, pgdata=source.pgdata)
+        target.mount, target.key = source.mount, f"docker-{clone}"
+        state = RunState(f"rehearsal-{clone}")
+        state.clear()
+        upgraded = engine.upgrade(target, target_image, mode=mode, report=report, state=state)
+        state.clear()
+        result.update(upgraded)
+        plan = upgraded["plan"]
+        started = None
+        if keep:
+            t0 = time.monotonic()
+            name, host_port = rt.run_clone(source, plan, clone, f"{container}-pgleap-rehearsal", port)
+            started = time.monotonic() - t0
+            result["kept"] = {"container": name, "volume": clone, "port": host_port,
+                              "connect": f"postgresql://{source.superuser}@127.0.0.1:{host_port}/"}  # fmt: skip
+        result["extensions"] = [
+            {"database": a["database"], "extension": a["extension"], "before": a["installed"],
+             "after": a["target"], "action": a["action"]}
+            for a in plan["extension_actions"]
+        ]  # fmt: skip
+        result["collation_indexes"] = upgraded.get("reindexed", [])
+        result["predicted_downtime_seconds"] = predicted_downtime(upgraded, started)
+        result["predicted_downtime_basis"] = (
+            "phases measured on the clone while the database would be down, plus "
+            + (
+                "the measured start of the kept clone"
+                if started is not None
+                else f"{STOP_START_SECONDS} s assumed for stop/start"
+            )
+        )
+        result["verdict"] = "go"
+        return result
+    finally:
+        if target is not None:
+            target.cleanup_scratch()
+        if not (keep and result.get("verdict") == "go"):
+            rt.remove_volume(clone)
+
+
+def _rel(source) -> str:
+    return rel_to_mount(source.pgdata, source.mount)
+
+
+def _volume(name: str):
+    from toolkit.docker.runtime import VolumeRef
+
+    return VolumeRef("volume", name)
+
+
+def no_go(exc: PgleapError, container: str, target_image: str, report: Report) -> dict:
+    return {
+        **report.to_dict(),
+        "source": container,
+        "target_image": target_image,
+        "verdict": "no-go",
+        "reason": exc.message,
+        "what_to_do": exc.hint,
+        "exit_code": exc.exit_code,
+    }

@@ -1,0 +1,1 @@
+"""The phase runner: upgrade, minimal-downtime order, rollback/finalize, the run state."""

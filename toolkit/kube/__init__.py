@@ -1,0 +1,1 @@
+"""The Kubernetes runtime: API client, facts, manifests, Jobs, rehearsal, hooks."""

@@ -1,0 +1,460 @@
+"""What a StatefulSet tells us about the PostgreSQL it runs (pure).
+
+Input is the API's JSON form (camelCase dicts, as `toolkit.kube.api` returns them or
+as `helm template` prints them), so the same code serves a live cluster and an
+offline `pgleap render -f`. Nothing here talks to the cluster.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from toolkit.core.layout import ImageKind, default_pgdata
+from toolkit.core.safe_paths import check_path
+from toolkit.errors import Refused
+from toolkit.kube.shape import check_statefulset
+
+Obj = Mapping[str, Any]
+
+_PG_IMAGE = re.compile(r"postgres|postgis|postgresql", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image reference split into the parts pgleap reasons about."""
+
+    ref: str
+    repository: str  # without registry and tag, e.g. "postgis/postgis"
+    tag: str | None
+    kind: ImageKind
+    major: int | None  # PostgreSQL major guessed from the tag
+
+    @property
+    def alpine(self) -> bool:
+        return bool(self.tag and "alpine" in self.tag)
+
+
+def parse_image(ref: str) -> ImageRef:
+    """Split `registry/repo:tag@digest`; guess kind and PostgreSQL major from it."""
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    tag = None
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]  # drop the registry host
+    repository = "/".join(parts)
+    return ImageRef(ref=ref, repository=repository, tag=tag, kind=image_kind(repository), major=_major(tag))
+
+
+def image_kind(repository: str) -> ImageKind:
+    """Which family of images: their PGDATA, uid and layout rules differ."""
+    repo = repository.lower()
+    if "bitnami" in repo:
+        return "bitnami"
+    if "kartoza" in repo:
+        return "kartoza"
+    last = repo.rsplit("/", 1)[-1]
+    if last in ("postgres", "postgis") or repo.endswith("postgis/postgis"):
+        return "official"
+    return "unknown"
+
+
+def _major(tag: str | None) -> int | None:
+    """`13-3.1` → 13, `16.4.0-debian-12-r0` → 16, `17-3.5-alpine` → 17, `latest` → None."""
+    if not tag:
+        return None
+    m = re.match(r"v?(\d+)(?:[.\-_]|$)", tag)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return major if 10 <= major < 100 else None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Something that manages the StatefulSet and may undo pgleap's change."""
+
+    kind: str  # argocd | flux-kustomization | flux-helmrelease | helm | terraform | owner-reference
+    name: str
+    namespace: str
+    evidence: str  # the label/annotation that gave it away
+    certain: bool = True
+
+
+@dataclass(frozen=True)
+class ClaimFacts:
+    """One PersistentVolumeClaim of the StatefulSet and the volume behind it."""
+
+    name: str
+    exists: bool
+    size: str | None = None
+    storage_class: str | None = None
+    access_modes: tuple[str, ...] = ()
+    volume_name: str | None = None
+    csi_driver: str | None = None
+    node_terms: tuple[dict[str, Any], ...] = ()  # the PV's required nodeSelectorTerms
+
+
+@dataclass(frozen=True)
+class StsFacts:
+    """Everything pgleap needs to know about one StatefulSet before planning."""
+
+    namespace: str
+    name: str
+    image: ImageRef
+    container: str
+    pgdata: str
+    pgdata_from_env: bool
+    data_claim: str  # the volumeClaimTemplate name
+    mount_path: str
+    sub_path: str
+    uid: int | None
+    gid: int | None
+    fs_group: int | None
+    replicas: int
+    termination_grace_seconds: int
+    when_scaled: str
+    when_deleted: str
+    claim_names: tuple[str, ...]
+    claims: tuple[ClaimFacts, ...]
+    owners: tuple[Owner, ...]
+    superuser: str = "postgres"  # the role with OID 10: initdb --username of the new cluster
+    superuser_ref: str | None = None  # POSTGRES_USER comes from this reference, not a literal
+    pod_node: str | None = None
+    pod_nodes: tuple[tuple[str, str], ...] = ()  # (pod, node) of every ordinal that has a pod
+    pod_labels: tuple[tuple[str, str], ...] = ()  # the pod template's labels
+    services: tuple[str, ...] = ()
+    pdbs: tuple[str, ...] = ()
+    snapshot_classes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def data_pvc(self) -> str:
+        """The ordinal-0 claim: the one holding the database."""
+        return f"{self.data_claim}-{self.name}-0"
+
+    @property
+    def data_claim_facts(self) -> ClaimFacts | None:
+        return next((c for c in self.claims if c.name == self.data_pvc), None)
+
+    @property
+    def pod_name(self) -> str:
+        return f"{self.name}-0"
+
+
+def _get(obj: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping) or key not in obj or obj[key] is None:
+            return default
+        obj = obj[key]
+    return obj
+
+
+def find_postgres_container(sts: Obj) -> dict[str, Any]:
+    """The container that runs PostgreSQL: it mounts a claim template and runs a postgres image."""
+    templates = {t["metadata"]["name"] for t in _get(sts, "spec", "volumeClaimTemplates", default=[])}
+    containers = _get(sts, "spec", "template", "spec", "containers", default=[])
+    mounting = [c for c in containers if any(m["name"] in templates for m in c.get("volumeMounts") or [])]
+    named = [c for c in mounting if _PG_IMAGE.search(c.get("image", ""))]
+    candidates = named or mounting
+    if len(candidates) == 1:
+        return candidates[0]
+    name = _get(sts, "metadata", "name")
+    if not candidates:
+        raise Refused(
+            f"StatefulSet {name} has no container that mounts a volumeClaimTemplate",
+            "pgleap upgrades a database kept on the StatefulSet's own PVC",
+        )
+    raise Refused(
+        f"StatefulSet {name}: cannot tell which container runs PostgreSQL "
+        f"({', '.join(c['name'] for c in candidates)})",
+        "name the container's image after postgres/postgis, or open an issue with the manifest",
+    )
+
+
+def env_value(container: Obj, name: str) -> tuple[bool, str | None]:
+    """(present, literal value); a valueFrom entry is present without a literal value."""
+    for env in container.get("env") or []:
+        if env.get("name") == name:
+            return True, env.get("value")
+    return False, None
+
+
+def _reference(container: Obj, name: str) -> str:
+    """Where a `valueFrom` env var comes from, for messages (never its value)."""
+    env = next(e for e in container.get("env") or [] if e.get("name") == name)
+    source = env.get("valueFrom") or {}
+    for kind, label in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+        ref = source.get(kind)
+        if isinstance(ref, Mapping):
+            return f"{label} {ref.get('name')} key {ref.get('key')}"
+    return "a valueFrom reference"
+
+
+def resolve_pgdata(container: Obj, image: ImageRef) -> tuple[str, bool]:
+    """PGDATA from the container env, else the image's default; (path, came_from_env)."""
+    present, value = env_value(container, "PGDATA")
+    if image.kind == "kartoza" and not present:
+        present, value = env_value(container, "DATADIR")
+    if present:
+        if not value:
+            raise Refused(
+                f"container {container['name']}: PGDATA comes from a reference pgleap cannot resolve",
+                "set PGDATA as a literal value in the StatefulSet",
+            )
+        return value, True
+    if image.major is None:
+        raise Refused(
+            f"cannot tell the PostgreSQL major from image {image.ref}",
+            "use a versioned tag (e.g. postgis/postgis:13-3.1) for the running StatefulSet",
+        )
+    default = default_pgdata(image.kind, image.major)
+    if default is None:
+        raise Refused(
+            f"image {image.ref} is not one pgleap knows, and the container does not set PGDATA",
+            "set the PGDATA env var in the StatefulSet to the data directory the image uses",
+        )
+    return default, False
+
+
+def _data_mount(container: Obj, templates: set[str], pgdata: str) -> dict[str, Any]:
+    """The claim mount that holds PGDATA (the deepest mountPath above it)."""
+    best: dict[str, Any] | None = None
+    for m in container.get("volumeMounts") or []:
+        if m["name"] not in templates:
+            continue
+        mount = posixpath.normpath(m["mountPath"])
+        data = posixpath.normpath(pgdata)
+        if (data == mount or data.startswith(mount.rstrip("/") + "/")) and (
+            best is None or len(mount) > len(posixpath.normpath(best["mountPath"]))
+        ):
+            best = m
+    if best is None:
+        raise Refused(
+            f"PGDATA {pgdata} is not on any volumeClaimTemplate of container {container['name']}",
+            "pgleap upgrades a database kept on the StatefulSet's own PVC",
+        )
+    return best
+
+
+def _security(sts: Obj, container: Obj, image: ImageRef) -> tuple[int | None, int | None, int | None]:
+    """uid, gid, fsGroup: container context over pod context over the image's default."""
+    pod_sc = _get(sts, "spec", "template", "spec", "securityContext", default={})
+    c_sc = container.get("securityContext") or {}
+    uid = c_sc.get("runAsUser", pod_sc.get("runAsUser"))
+    gid = c_sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    if image.kind == "official":
+        # The entrypoint starts as root and drops to postgres: 999 (Debian) or 70 (Alpine).
+        default = 70 if image.alpine else 999
+        uid = default if uid is None else uid
+        gid = default if gid is None else gid
+    elif image.kind == "bitnami":
+        uid = 1001 if uid is None else uid
+    return uid, gid, pod_sc.get("fsGroup")
+
+
+def _meta_items(obj: Obj) -> tuple[dict[str, str], dict[str, str]]:
+    meta = obj.get("metadata") or {}
+    return dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
+
+
+def detect_owners(sts: Obj) -> tuple[Owner, ...]:
+    """Controllers and tools whose labels/annotations sit on the StatefulSet."""
+    labels, ann = _meta_items(sts)
+    meta = sts.get("metadata") or {}
+    ns = meta.get("namespace") or ""
+    owners: list[Owner] = []
+    helm = labels.get("app.kubernetes.io/managed-by", "").lower() == "helm" or any(
+        k.startswith("meta.helm.sh/") for k in ann
+    )
+    if "argocd.argoproj.io/tracking-id" in ann:
+        app = ann["argocd.argoproj.io/tracking-id"].split(":", 1)[0]
+        owners.append(Owner("argocd", app, "", "annotation argocd.argoproj.io/tracking-id"))
+    elif "argocd.argoproj.io/instance" in labels:
+        owners.append(
+            Owner("argocd", labels["argocd.argoproj.io/instance"], "", "label argocd.argoproj.io/instance")
+        )
+    elif "app.kubernetes.io/instance" in labels and not helm:
+        # Argo CD's label tracking uses this label, but so do Helm and many
+        # hand-written manifests: report it as a possibility only.
+        owners.append(
+            Owner(
+                "argocd",
+                labels["app.kubernetes.io/instance"],
+                "",
+                "label app.kubernetes.io/instance without Helm labels (Argo CD label tracking?)",
+                certain=False,
+            )
+        )
+    if "kustomize.toolkit.fluxcd.io/name" in labels:
+        owners.append(
+            Owner(
+                "flux-kustomization",
+                labels["kustomize.toolkit.fluxcd.io/name"],
+                labels.get("kustomize.toolkit.fluxcd.io/namespace", ""),
+                "label kustomize.toolkit.fluxcd.io/name",
+            )
+        )
+    if "helm.toolkit.fluxcd.io/name" in labels:
+        owners.append(
+            Owner(
+                "flux-helmrelease",
+                labels["helm.toolkit.fluxcd.io/name"],
+                labels.get("helm.toolkit.fluxcd.io/namespace", ""),
+                "label helm.toolkit.fluxcd.io/name",
+            )
+        )
+    if helm:
+        owners.append(
+            Owner(
+                "helm",
+                ann.get("meta.helm.sh/release-name", labels.get("app.kubernetes.io/instance", "")),
+                ann.get("meta.helm.sh/release-namespace", ns),
+                "label app.kubernetes.io/managed-by=Helm or meta.helm.sh annotations",
+            )
+        )
+    tf = [f"{k}={v}" for k, v in {**labels, **ann}.items() if "terraform" in f"{k}={v}".lower()]
+    if tf:
+        owners.append(Owner("terraform", "", ns, f"metadata mentions terraform: {', '.join(sorted(tf))}"))
+    for ref in meta.get("ownerReferences") or []:
+        owners.append(Owner("owner-reference", f"{ref.get('kind')}/{ref.get('name')}", ns, "ownerReferences"))
+    return tuple(owners)
+
+
+def selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def claim_facts(name: str, pvc: Obj | None, pv: Obj | None) -> ClaimFacts:
+    """Size, class, access modes and node constraints of one claim."""
+    if pvc is None:
+        return ClaimFacts(name=name, exists=False)
+    spec = pvc.get("spec") or {}
+    terms = _get(pv, "spec", "nodeAffinity", "required", "nodeSelectorTerms", default=[]) if pv else []
+    return ClaimFacts(
+        name=name,
+        exists=True,
+        size=_get(pvc, "status", "capacity", "storage") or _get(spec, "resources", "requests", "storage"),
+        storage_class=spec.get("storageClassName"),
+        access_modes=tuple(spec.get("accessModes") or ()),
+        volume_name=spec.get("volumeName"),
+        csi_driver=_get(pv, "spec", "csi", "driver") if pv else None,
+        node_terms=tuple(terms),
+    )
+
+
+def gather(
+    sts: Obj,
+    *,
+    pvcs: Iterable[Obj] = (),
+    pvs: Iterable[Obj] = (),
+    pods: Iterable[Obj] = (),
+    services: Iterable[Obj] = (),
+    pdbs: Iterable[Obj] = (),
+    snapshot_classes: Iterable[Obj] = (),
+    major: int | None = None,
+) -> StsFacts:
+    """Facts from a StatefulSet and whatever related objects the caller could read.
+
+    `major` is the PostgreSQL major the running image reported (kube_probe); without it the
+    tag is parsed (offline render)."""
+    check_statefulset(sts)  # types and names first: nothing below reads an unchecked value
+    meta = sts.get("metadata") or {}
+    name, namespace = meta["name"], meta.get("namespace") or "default"
+    spec = sts.get("spec") or {}
+    container = find_postgres_container(sts)
+    image = parse_image(container["image"])
+    if major is not None:
+        image = replace(image, major=major)
+    pgdata, from_env = resolve_pgdata(container, image)
+    templates = [t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []]
+    check_path(pgdata, "PGDATA")
+    mount = _data_mount(container, set(templates), pgdata)
+    check_path(mount["mountPath"], "the data volume's mountPath")
+    uid, gid, fs_group = _security(sts, container, image)
+    replicas = spec.get("replicas", 1)
+    claim_names = tuple(f"{t}-{name}-{i}" for t in templates for i in range(max(replicas, 1)))
+    pvc_by_name = {_get(p, "metadata", "name"): p for p in pvcs}
+    pv_by_name = {_get(p, "metadata", "name"): p for p in pvs}
+    claims = []
+    for claim in claim_names:
+        pvc = pvc_by_name.get(claim)
+        pv = pv_by_name.get(_get(pvc, "spec", "volumeName")) if pvc else None
+        claims.append(claim_facts(claim, pvc, pv))
+    pod_labels = _get(spec, "template", "metadata", "labels", default={})
+    pod_node = next(
+        (_get(p, "spec", "nodeName") for p in pods if _get(p, "metadata", "name") == f"{name}-0"), None
+    )
+    pod_nodes = tuple(
+        (_get(p, "metadata", "name"), _get(p, "spec", "nodeName"))
+        for p in pods
+        if _get(p, "spec", "nodeName")
+        and _get(p, "metadata", "name") in {f"{name}-{i}" for i in range(max(replicas, 1))}
+    )
+    data_pvc_facts = next((c for c in claims if c.name == f"{mount['name']}-{name}-0"), None)
+    driver = data_pvc_facts.csi_driver if data_pvc_facts else None
+    classes = sorted(
+        (c for c in snapshot_classes if driver and c.get("driver") == driver),
+        key=lambda c: (
+            _get(c, "metadata", "annotations", "snapshot.storage.kubernetes.io/is-default-class") != "true"
+        ),
+    )
+    policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+    user_present, user = env_value(container, "POSTGRES_USER")
+    user_ref = None
+    if user_present and user is None and image.kind != "bitnami":
+        user_ref = _reference(container, "POSTGRES_USER")
+    return StsFacts(
+        namespace=namespace,
+        name=name,
+        image=image,
+        container=container["name"],
+        pgdata=posixpath.normpath(pgdata),
+        pgdata_from_env=from_env,
+        data_claim=mount["name"],
+        mount_path=posixpath.normpath(mount["mountPath"]),
+        sub_path=mount.get("subPath") or "",
+        uid=uid,
+        gid=gid,
+        fs_group=fs_group,
+        replicas=replicas,
+        termination_grace_seconds=_get(spec, "template", "spec", "terminationGracePeriodSeconds", default=30),
+        when_scaled=policy.get("whenScaled", "Retain"),
+        when_deleted=policy.get("whenDeleted", "Retain"),
+        claim_names=claim_names,
+        claims=tuple(claims),
+        owners=detect_owners(sts),
+        superuser=user if user and image.kind != "bitnami" else "postgres",
+        superuser_ref=user_ref,
+        pod_node=pod_node,
+        pod_nodes=tuple(sorted(pod_nodes)),
+        pod_labels=tuple(sorted(pod_labels.items())),
+        services=tuple(
+            sorted(
+                _get(s, "metadata", "name")
+                for s in services
+                if selects(_get(s, "spec", "selector"), pod_labels)
+            )
+        ),
+        pdbs=tuple(
+            sorted(
+                _get(p, "metadata", "name")
+                for p in pdbs
+                if selects(_get(p, "spec", "selector", "matchLabels"), pod_labels)
+            )
+        ),
+        snapshot_classes=tuple(_get(c, "metadata", "name") for c in classes),
+    )
+
+
+def facts_as_dict(facts: StsFacts) -> dict[str, Any]:
+    """A JSON-ready view for `inspect -o json`."""
+    out = asdict(facts)
+    out["data_pvc"] = facts.data_pvc
+    return out

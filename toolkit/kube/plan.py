@@ -1,0 +1,411 @@
+"""Facts + target image → the frozen Kubernetes plan the runtime carries out (pure).
+
+The plan is stored as JSON in the state ConfigMap, so `resume` and `rollback`
+render exactly the objects the first run rendered, even after the StatefulSet
+is gone. It holds only Kubernetes-side decisions; what pg_upgrade does is in
+`job_env`, supplied by the engine's plan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from toolkit.core.layout import Layout, compute_layout
+from toolkit.errors import Refused
+from toolkit.kube.facts import ImageRef, StsFacts, parse_image
+from toolkit.kube.topology import Standby, Topology
+
+MODES = ("link", "copy", "clone", "swap")
+LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
+VOLUME_MOUNT = "/pgleap/volume"
+OLD_ROOT = "/pgleap/old"
+SCRIPTS_DIR = "/pgleap/scripts"
+ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place")
+# pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
+BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """The standbys: where they are, how they reach the new primary, and their StatefulSet.
+
+    For ``ordinals`` the StatefulSet is the primary's own (standbys are ordinals 1..N-1); for
+    ``primary-read`` it is the separate read StatefulSet, whose own layout and user apply.
+    """
+
+    topology: str  # ordinals | primary-read
+    sts: str
+    count: int  # replicas of `sts` before the upgrade: restored by rollback, scaled back to after re-seed
+    standbys: tuple[Standby, ...]
+    primary_host: str
+    replication_user: str
+    password_secret: dict[str, str] | None
+    container: str
+    old_image: str
+    data_claim: str
+    mount_path: str
+    sub_path: str
+    layout: Layout
+    uid: int
+    gid: int | None
+    fs_group: int | None
+    termination_grace_seconds: int
+    patch_retention: bool = False
+    keep_readers: bool = False
+    read_services: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplicaPlan:
+        data = dict(data)
+        data["layout"] = Layout(**data["layout"])
+        data["standbys"] = tuple(
+            Standby(**{**sb, "node_terms": tuple(sb["node_terms"]), "services": tuple(sb["services"])})
+            for sb in data["standbys"]
+        )
+        data["read_services"] = tuple(data["read_services"])
+        return cls(**data)
+
+
+# Env keys pgleap derives from the layout; the caller may not contradict them.
+_DERIVED = ("PGLEAP_VOLUME", "PGLEAP_OLD_REL", "PGLEAP_NEW_REL", "PGLEAP_OLD_MAJOR", "PGLEAP_NEW_MAJOR")
+_OWN_KEY = re.compile(r"^PGLEAP_[A-Z0-9_]+$")
+SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PGPASS", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class KubePlan:
+    """Every Kubernetes-side decision of one upgrade run."""
+
+    run_id: str
+    namespace: str
+    sts: str
+    container: str
+    old_image: str
+    new_image: str
+    old_major: int
+    new_major: int
+    data_claim: str
+    data_pvc: str
+    mount_path: str
+    sub_path: str
+    layout: Layout
+    uid: int
+    gid: int | None
+    fs_group: int | None
+    mode: str
+    termination_grace_seconds: int
+    node_terms: tuple[dict[str, Any], ...] = ()
+    snapshot: str | None = None
+    snapshot_class: str | None = None
+    patch_retention: bool = False
+    job_env: dict[str, str] = field(default_factory=dict)
+    replicas: ReplicaPlan | None = None
+    # Set when the StatefulSet is a rehearsal's clone: every object of its run carries the
+    # rehearsal's label, so `rehearse --remove` deletes by label, never by name alone.
+    rehearsal_of: str | None = None
+    # The images' glibc and ICU (old, new) as probed; ("", "") when not probed (rebuild all).
+    glibc: tuple[str, str] = ("", "")
+    icu: tuple[str, str] = ("", "")
+
+    @property
+    def collation_libraries_known(self) -> bool:
+        return bool(self.glibc[0] and self.glibc[1])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> KubePlan:
+        data = json.loads(text)
+        data["layout"] = Layout(**data["layout"])
+        data["node_terms"] = tuple(data["node_terms"])
+        for key in ("glibc", "icu"):
+            if key in data:
+                data[key] = tuple(data[key])
+        if data.get("replicas"):
+            data["replicas"] = ReplicaPlan.from_dict(data["replicas"])
+        return cls(**data)
+
+    @property
+    def same_sts_standbys(self) -> bool:
+        """Standbys are ordinals 1..N-1 of the primary's own StatefulSet."""
+        return self.replicas is not None and self.replicas.topology == "ordinals"
+
+    @property
+    def read_sts(self) -> str | None:
+        """The separate read StatefulSet, if the standbys live in one."""
+        return self.replicas.sts if self.replicas and self.replicas.topology == "primary-read" else None
+
+    def replica_view(self) -> KubePlan:
+        """This plan as seen from the standbys' StatefulSet (its name, image, layout, user)."""
+        rp = self.replicas
+        if rp is None:
+            return self
+        return replace(
+            self,
+            sts=rp.sts,
+            container=rp.container,
+            old_image=rp.old_image,
+            data_claim=rp.data_claim,
+            data_pvc=f"{rp.data_claim}-{rp.sts}-0",
+            mount_path=rp.mount_path,
+            sub_path=rp.sub_path,
+            layout=rp.layout,
+            uid=rp.uid,
+            gid=rp.gid,
+            fs_group=rp.fs_group,
+            termination_grace_seconds=rp.termination_grace_seconds,
+            patch_retention=rp.patch_retention,
+            job_env={**self.job_env, **layout_env(rp.layout, self.old_major, self.new_major, self.mode)},
+        )
+
+    def env_for(self, action: str) -> dict[str, str]:
+        """The main container's env for one Job action."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        return {**self.job_env, "PGLEAP_ACTION": action}
+
+
+def node_pin_terms(facts: StsFacts) -> tuple[dict[str, Any], ...]:
+    """nodeSelectorTerms that keep the Job where the RWO volume can attach.
+
+    The PV's own nodeAffinity (local volumes, zonal disks) is the truth; without
+    it, the node the database last ran on is where the volume is known to work.
+    """
+    claim = facts.data_claim_facts
+    if claim and claim.access_modes and not ({"ReadWriteOnce", "ReadWriteOncePod"} & set(claim.access_modes)):
+        return ()  # shared volume: any node can mount it
+    if claim and claim.node_terms:
+        return claim.node_terms
+    if facts.pod_node:
+        return ({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [facts.pod_node]}]},)
+    return ()
+
+
+def layout_env(plan_layout: Layout, old_major: int, new_major: int, mode: str) -> dict[str, str]:
+    """The env keys pgleap derives itself."""
+    return {
+        "PGLEAP_VOLUME": VOLUME_MOUNT,
+        "PGLEAP_OLD_ROOT": OLD_ROOT,
+        "PGLEAP_OLD_REL": plan_layout.old_rel,
+        "PGLEAP_NEW_REL": plan_layout.new_rel,
+        "PGLEAP_OLD_MAJOR": str(old_major),
+        "PGLEAP_NEW_MAJOR": str(new_major),
+        "PGLEAP_MODE": mode,
+    }
+
+
+def merge_job_env(derived: dict[str, str], given: dict[str, str] | None) -> dict[str, str]:
+    """Caller's env over pgleap's; refuse secrets and contradictions of the layout."""
+    given = dict(given or {})
+    for key, value in given.items():
+        if SECRETISH.search(key):
+            raise ValueError(f"job env {key} looks like a secret; the upgrade Job needs none")
+        if not _OWN_KEY.match(key):
+            # BASH_ENV, LD_PRELOAD, PATH… would change how the Job's scripts run
+            raise ValueError(f"job env {key}: only PGLEAP_* variables may be set for the Job")
+        if not isinstance(value, str):
+            raise ValueError(f"job env {key} must be a string, got {type(value).__name__}")
+        if key in _DERIVED and value != derived[key]:
+            raise ValueError(f"job env {key}={value!r} contradicts the layout ({derived[key]!r})")
+    if "PGLEAP_ACTION" in given:
+        raise ValueError("PGLEAP_ACTION is set per Job by pgleap, not by the caller")
+    return {**derived, **given}
+
+
+def superuser_for(facts: StsFacts, given: str | None) -> str:
+    """The role initdb gives the new cluster (OID 10). POSTGRES_USER from a Secret is not read by
+    pgleap: without --superuser it refuses, before the stop, rather than guess `postgres`."""
+    if given:
+        return given
+    if facts.superuser_ref:
+        raise Refused(
+            f"POSTGRES_USER of {facts.name} comes from {facts.superuser_ref}, which pgleap does not read",
+            "pass --superuser ROLE with the role the cluster was initialised with (the value of that "
+            "key), so the new cluster has the same owner",
+        )
+    return facts.superuser
+
+
+def make_plan(
+    facts: StsFacts,
+    target_image: str,
+    *,
+    mode: str = "link",
+    snapshot: bool | None = None,
+    job_env: dict[str, str] | None = None,
+    patch_retention: bool = True,
+    run_id: str | None = None,
+    topology: Topology | None = None,
+    read_facts: StsFacts | None = None,
+    keep_readers: bool = False,
+    target: ImageRef | None = None,
+) -> KubePlan:
+    """Decide everything Kubernetes-side; `snapshot=None` means "if a snapshot class fits".
+
+    `target` carries the probed major (kube_probe); without it the tag is parsed (offline render)."""
+    if mode not in MODES:
+        raise Refused(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
+    target = target or parse_image(target_image)
+    if target.major is None or facts.image.major is None or facts.uid is None:
+        raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
+    superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))
+    if mode == "swap" and target.major < 18:  # pg_upgrade --swap is new in 18: refuse before the stop
+        raise Refused(
+            f"--mode swap needs PostgreSQL 18 or newer as target (this one is {target.major})",
+            "use --mode link (fast) or --mode copy (keeps the old cluster intact)",
+        )
+    layout = compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, target.major, target.kind)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    take_snapshot = bool(facts.snapshot_classes) if snapshot is None else snapshot
+    derived = layout_env(layout, facts.image.major, target.major, mode)
+    replicas = None
+    if topology is not None and topology.has_standbys:
+        replicas = replica_plan(
+            topology,
+            read_facts if topology.kind == "primary-read" else facts,
+            target.major,
+            target.kind,
+            keep_readers,
+        )
+    elif keep_readers:
+        raise Refused(
+            f"--keep-readers: {facts.name} has no read StatefulSet",
+            "drop --keep-readers (there are no readers)",
+        )
+    return KubePlan(
+        run_id=run_id,
+        namespace=facts.namespace,
+        sts=facts.name,
+        container=facts.container,
+        old_image=facts.image.ref,
+        new_image=target.ref,
+        old_major=facts.image.major,
+        new_major=target.major,
+        data_claim=facts.data_claim,
+        data_pvc=facts.data_pvc,
+        mount_path=facts.mount_path,
+        sub_path=facts.sub_path,
+        layout=layout,
+        uid=facts.uid,
+        gid=facts.gid,
+        fs_group=facts.fs_group,
+        mode=mode,
+        termination_grace_seconds=facts.termination_grace_seconds,
+        node_terms=node_pin_terms(facts),
+        snapshot=f"pgleap-{facts.name}-{run_id}"[:253] if take_snapshot else None,
+        snapshot_class=facts.snapshot_classes[0] if take_snapshot and facts.snapshot_classes else None,
+        patch_retention=patch_retention and "Delete" in (facts.when_scaled, facts.when_deleted),
+        job_env=merge_job_env(derived, job_env),
+        replicas=replicas,
+        rehearsal_of=_rehearsal_of(facts),
+    )
+
+
+def _rehearsal_of(facts: StsFacts) -> str | None:
+    """The rehearsed StatefulSet, when `facts` describe a rehearsal's clone (made by pgleap)."""
+    labels = dict(facts.pod_labels)
+    if labels.get("app.kubernetes.io/managed-by") != "pgleap":
+        return None
+    return labels.get(LABEL_REHEARSAL_OF)
+
+
+def replica_plan(
+    topology: Topology, facts: StsFacts | None, new_major: int, new_kind: str, keep_readers: bool
+) -> ReplicaPlan:
+    """The standbys' part of the plan; `facts` are those of the StatefulSet holding them."""
+    if topology.problem or facts is None or not topology.primary_host or facts.uid is None:
+        raise Refused(
+            topology.problem or "the standbys are not understood", topology.hint or "run the guard first"
+        )
+    if keep_readers and topology.kind != "primary-read":
+        raise Refused(
+            f"--keep-readers: the standbys of {topology.primary_sts} are ordinals of its own StatefulSet and stop "
+            "with the primary (a StatefulSet cannot stop ordinal 0 alone)",
+            "drop --keep-readers; only a separate read StatefulSet can keep serving while the primary is upgraded",
+        )
+    return ReplicaPlan(
+        topology=topology.kind,
+        sts=facts.name,
+        count=topology.replica_count,
+        standbys=topology.standbys,
+        primary_host=topology.primary_host,
+        replication_user=topology.replication_user or facts.superuser,
+        password_secret=topology.password_secret,
+        container=facts.container,
+        old_image=facts.image.ref,
+        data_claim=facts.data_claim,
+        mount_path=facts.mount_path,
+        sub_path=facts.sub_path,
+        layout=compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, new_major, new_kind),  # type: ignore[arg-type]
+        uid=facts.uid,
+        gid=facts.gid,
+        fs_group=facts.fs_group,
+        termination_grace_seconds=facts.termination_grace_seconds,
+        patch_retention=topology.kind == "primary-read"
+        and "Delete" in (facts.when_scaled, facts.when_deleted),
+        keep_readers=keep_readers,
+        read_services=topology.read_services,
+    )
+
+
+_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+_UNITS.update({"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4})
+
+
+def size_bytes(size: str | None) -> int | None:
+    """A Kubernetes quantity such as `8Gi` or `500M` in bytes; None when absent or unusual."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kMGT]i?|)", size or "")
+    return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else None
+
+
+def read_availability(plan: KubePlan) -> list[dict[str, Any]]:
+    """For each standby: when it stops serving reads, whether it serves stale reads, when it is back.
+
+    Phases name the points in time (they are what `pgleap status` shows). The re-seed estimate is
+    the PVC size at BASEBACKUP_BYTES_PER_SECOND: an upper bound, since the database is usually
+    smaller than its volume; the primary's own stop → verified time comes on top.
+    """
+    rp = plan.replicas
+    if rp is None:
+        return []
+    out = []
+    for sb in rp.standbys:
+        size = size_bytes(sb.size)
+        stale = rp.keep_readers
+        out.append(
+            {
+                "pod": sb.pod,
+                "pvc": sb.pvc,
+                "node": sb.node,
+                "services": list(sb.services),
+                "stale_reads": (
+                    f"STALE: serves reads from the old PostgreSQL {plan.old_major} data (frozen at the primary's "
+                    "stop, no new writes) from phase 'stopped' until its re-seed starts (phase 'reseeded')"
+                    if stale
+                    else None
+                ),
+                "unavailable_from": "reseeded"
+                if stale
+                else ("stopped" if rp.topology == "ordinals" else "replicas-stopped"),
+                "unavailable_until": "replicas-started",
+                "unavailable": (
+                    "from the start of its re-seed"
+                    if stale
+                    else "from the stop of the primary"
+                    if rp.topology == "ordinals"
+                    else "from just before the primary's stop"
+                )
+                + " until the new StatefulSet runs it on the new image (after the primary is upgraded and verified"
+                " and every standby's pg_basebackup is done)",
+                "reseed_estimate_seconds": (
+                    round(size / BASEBACKUP_BYTES_PER_SECOND) if size is not None else None
+                ),
+                "reseed_copies_up_to": sb.size,
+            }
+        )
+    return out

@@ -1,0 +1,531 @@
+"""`pgleap rehearse sts`: the real upgrade, on a clone of a StatefulSet, while production runs.
+
+preflight (the same refusals a real run would meet, on the rehearsal StatefulSet)
+-> clone production's data PVC into `<claim>-<NAME>-rehearsal-0`: a pg_basebackup Job
+   from the running server (default), or a PVC restored from a VolumeSnapshot
+   (`--from-snapshot`, no login needed)
+-> start `<NAME>-rehearsal` on the old image (recovery makes the copy consistent)
+-> fingerprint, then the ordinary upgrade flow on the rehearsal StatefulSet, whose hook
+   compares the fingerprint right after pg_upgrade and runs the post-upgrade and health checks
+-> a report with the time of every phase and the predicted downtime of the real run
+-> keep the upgraded clone behind its own Service (`--keep`) or remove everything made.
+Production's objects are only read: every write goes to an object carrying the
+rehearsal's labels, which `remove` looks for before it deletes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.errors import PgleapError, Refused, VerificationFailed
+from toolkit.kube import guard, render
+from toolkit.kube import probe as kube_probe
+from toolkit.kube import rehearsal_manifests as kube_rehearsal
+from toolkit.kube.facts import StsFacts, gather, parse_image
+from toolkit.kube.lease import Lease
+from toolkit.kube.plan import KubePlan, make_plan
+from toolkit.kube.runtime import HookContext, KubeRuntime, Outcome, pod_ready
+from toolkit.kube.topology import detect
+
+# Upgrade phases during which a real run's database does not serve.
+DOWNTIME_PHASES = ("stopped", "snapshotted", "upgraded", "switched", "started")
+
+
+@dataclass
+class _Run:
+    """One rehearsal: production as read, its plan, the scripts, and the report being built."""
+
+    sts: dict[str, Any]
+    facts: StsFacts
+    plan: KubePlan  # production's plan: the clone Job runs production's image as its user
+    scripts: Mapping[str, str]
+    result: dict[str, Any]
+    kube: Any
+    log: Callable[[str], None]
+
+    @property
+    def rname(self) -> str:
+        return kube_rehearsal.rehearsal_name(self.facts.name)
+
+    @property
+    def view(self) -> KubePlan:
+        """The plan as the rehearsal StatefulSet's (its name: its Jobs, ConfigMaps, pods)."""
+        return dataclasses.replace(
+            self.plan, sts=self.rname, rehearsal_of=kube_rehearsal.label_value(self.facts.name)
+        )
+
+    def context(self, pod: str, sts: str) -> HookContext:
+        return HookContext(
+            self.kube, self.plan, self.facts.namespace, sts, pod, self.facts.container, self.log
+        )
+
+
+@dataclass(frozen=True)
+class RehearsalHooks:
+    """The database-side steps (kube_hook.py supplies the engine's; tests may pass their own)."""
+
+    fingerprint: Callable[[HookContext], Any]
+    compare: Callable[[Any, Any], list[str]]  # (before, after) → differences
+    post_upgrade: Callable[[HookContext], Mapping[str, Any] | None]
+    replication_problems: Callable[[HookContext], list[str]]
+    # (before, after extension updates) → differences in user data (extension-owned tables may
+    # change legitimately); None: `compare`.
+    compare_user: Callable[[Any, Any], list[str]] | None = None
+
+
+class KubeRehearsal:
+    """Clone, upgrade the clone with the ordinary flow, report, clean up."""
+
+    def __init__(self, runtime: KubeRuntime) -> None:
+        self.rt = runtime
+        self.kube = runtime.kube
+        self.log = runtime.log
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def rehearse(
+        self,
+        namespace: str,
+        name: str,
+        target_image: str,
+        *,
+        scripts: Mapping[str, str],
+        hooks: RehearsalHooks,
+        job_env: dict[str, str] | None = None,
+        mode: str = "link",
+        from_snapshot: bool = False,
+        snapshot_class: str | None = None,
+        keep: bool = False,
+    ) -> dict[str, Any]:
+        """Run the rehearsal; the result's `verdict` is go, or no-go with `reason`/`what_to_do`."""
+        result: dict[str, Any] = {
+            "source": f"{namespace}/{name}",
+            "rehearsal": f"{namespace}/{kube_rehearsal.rehearsal_name(name)}",
+            "target_image": target_image,
+            "mode": mode,
+            "clone": "snapshot" if from_snapshot else "pg_basebackup",
+            "phases": [],
+            "verdict": "no-go",
+        }
+        made_anything = False
+        # a run on production (upgrade, rollback…) and a rehearsal of it exclude each other
+        lease = Lease(self.kube, namespace, render.state_cm_name(name), "rehearse", log=self.log)
+        try:
+            lease.acquire()
+            with self._phase(result, "preflight", "the checks of a real run, on the rehearsal StatefulSet"):
+                run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, result)
+                self._refuse_leftovers(namespace, name)
+            if from_snapshot:
+                klass = self._snapshot_class(run, snapshot_class)
+                made_anything = True
+                self._clone_from_snapshot(run, klass)
+            else:
+                source = self._basebackup_source(run, hooks)
+                made_anything = True
+                self.kube.create(
+                    kube_rehearsal.clone_pvc(run.sts, run.facts, snapshot=None, run_id=run.plan.run_id)
+                )
+                self._run_clone_job(run, "clone (pg_basebackup)", **source)
+            self._start_clone(run)
+            self._upgrade_clone(run, target_image, job_env or {}, mode, hooks)
+            result["predicted_downtime_seconds"], result["predicted_downtime_basis"] = predicted_downtime(
+                result["phases"], from_snapshot
+            )
+            if keep:
+                self._keep(run)
+            result["verdict"] = "go"
+            return result
+        except PgleapError as exc:
+            result.update(reason=exc.message, what_to_do=exc.hint, exit_code=exc.exit_code)
+            return result
+        finally:
+            lease.release()
+            if made_anything and not keep:
+                result["removed"] = self.remove(namespace, name)
+            elif made_anything and result["verdict"] != "go":
+                result["kept_for_inspection"] = (
+                    f"the rehearsal's objects are kept (--keep): `pgleap rehearse sts {name} --remove` "
+                    "removes them"
+                )
+
+    def objects(
+        self,
+        namespace: str,
+        name: str,
+        target_image: str,
+        *,
+        scripts: Mapping[str, str],
+        job_env: dict[str, str] | None = None,
+        mode: str = "link",
+        from_snapshot: bool = False,
+        snapshot_class: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """What a rehearsal would create first, read-only (`--dry-run`): the clone's objects and the
+        rehearsal StatefulSet; its upgrade then creates what `plan sts` shows for a StatefulSet."""
+        run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, {})
+        objs: list[dict[str, Any]] = []
+        snap = None
+        if from_snapshot:
+            snap = kube_rehearsal.source_snapshot(
+                run.facts, self._snapshot_class(run, snapshot_class), run.plan.run_id
+            )
+            objs.append(snap)
+        objs.append(
+            kube_rehearsal.clone_pvc(
+                run.sts,
+                run.facts,
+                snapshot=snap["metadata"]["name"] if snap else None,
+                run_id=run.plan.run_id,
+            )
+        )
+        objs.append(render.scripts_configmap(run.view, scripts))
+        if from_snapshot:
+            objs.append(kube_rehearsal.clone_job(run.plan, run.sts))
+        else:
+            user, secret = kube_rehearsal.replication_login(
+                run.sts, run.facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
+            )
+            host = (
+                _source_host(run, self.kube.get("Pod", namespace, run.facts.pod_name)) or run.facts.pod_name
+            )
+            objs.append(
+                kube_rehearsal.clone_job(
+                    run.plan, run.sts, source_host=host, user=user, password_secret=secret
+                )
+            )
+        objs.append(kube_rehearsal.rehearsal_statefulset(run.sts, run.facts))
+        return objs
+
+    @contextmanager
+    def _phase(
+        self, result: dict[str, Any], what: str, detail: str = "", *, in_downtime: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        entry = {"name": what, "seconds": 0.0, "detail": detail, "in_downtime": in_downtime}
+        began = self.kube.clock()
+        self.log(f"rehearsal: {what} {detail}".rstrip())
+        try:
+            yield entry
+        finally:
+            entry["seconds"] = round(self.kube.clock() - began, 2)
+            result["phases"].append(entry)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _preflight(
+        self,
+        namespace: str,
+        name: str,
+        target_image: str,
+        mode: str,
+        job_env: dict[str, str],
+        scripts: Mapping[str, str],
+        result: dict[str, Any],
+    ) -> _Run:
+        """Production read and planned, after the guard has checked the rehearsal StatefulSet exactly
+        as the upgrade of it will (majors, image family, layout, standby refusals)."""
+        sts = self.rt.read_sts(namespace, name)
+        images = self.rt.probe(sts, target_image, scripts)  # the images' own majors (kube_probe)
+        major = images[0].major if images else None
+        facts = self.rt.inspect(namespace, name, sts, major=major)
+        copy_sts = kube_rehearsal.rehearsal_statefulset(sts, facts)
+        copy_facts = gather(copy_sts, major=major)
+        target = parse_image(target_image)
+        checked: list[str] = []
+        if images is not None:
+            target = kube_probe.probed_target(target_image, images[1])
+            checked = kube_probe.check_images(images[0], images[1], mode)
+        result["warnings"] = checked + guard.check(
+            copy_facts, target, patch_retention=False, live=False, topology=detect(copy_sts, copy_facts)
+        )
+        claim = facts.data_claim_facts
+        if claim is None or not claim.exists:
+            raise Refused(
+                f"PVC {facts.data_pvc} of {facts.namespace}/{facts.name} does not exist: nothing to clone",
+                "let the StatefulSet start once, or check the name",
+            )
+        # Production's owners (Argo CD, Helm, …) matter for the real run, not for the rehearsal.
+        result["real_run_needs"] = [p.hint for p in guard.problems(facts, target, live=False) if p.owner]
+        plan = make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env, target=target)
+        return _Run(sts, facts, plan, scripts, result, kube=self.kube, log=self.log)
+
+    @staticmethod
+    def _snapshot_class(run: _Run, given: str | None) -> str:
+        """The VolumeSnapshotClass for --from-snapshot; refused when a snapshot cannot clone."""
+        others = kube_rehearsal.other_claims_of_postgres(run.sts, run.facts)
+        if others:
+            raise Refused(
+                f"postgres in {run.facts.namespace}/{run.facts.name} also mounts {', '.join(others)}: "
+                "snapshots of separate volumes are not taken at the same instant, so the copy may not recover",
+                "rehearse without --from-snapshot (pg_basebackup copies a consistent cluster)",
+            )
+        klass = given or next(iter(run.facts.snapshot_classes), None)
+        if klass is None:
+            raise Refused(
+                f"no VolumeSnapshotClass fits the CSI driver of {run.plan.data_pvc}",
+                "rehearse without --from-snapshot (a pg_basebackup Job clones the running server), "
+                "or name one with --snapshot-class",
+            )
+        return klass
+
+    def _refuse_leftovers(self, namespace: str, name: str) -> None:
+        """A rehearsal that was kept or interrupted must be removed first (it may be in use)."""
+        rname = kube_rehearsal.rehearsal_name(name)
+        for kind, obj_name in self._names(namespace, name):
+            live = self.kube.get(kind, namespace, obj_name)
+            if live is None:
+                continue
+            if self._ours(live, name, rname):
+                raise Refused(
+                    f"a rehearsal of {namespace}/{name} exists ({kind} {obj_name}), kept or interrupted",
+                    f"remove it with `pgleap rehearse sts {name} --remove`, then rehearse again",
+                )
+            raise Refused(
+                f"{kind} {namespace}/{obj_name} exists and pgleap did not make it",
+                "rename or delete it; the rehearsal needs that name",
+            )
+
+    def _basebackup_source(self, run: _Run, hooks: RehearsalHooks) -> dict[str, Any]:
+        """Where and as whom the clone Job logs in; the server's replication settings checked first."""
+        facts = run.facts
+        pod_name = facts.pod_name
+        pod = self.kube.get("Pod", facts.namespace, pod_name)
+        if not pod_ready(pod):
+            raise Refused(
+                f"pod {facts.namespace}/{pod_name} is not running and ready: pg_basebackup copies a running server",
+                "start it, or rehearse with --from-snapshot",
+            )
+        user, secret = kube_rehearsal.replication_login(
+            run.sts, facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
+        )
+        with self._phase(
+            run.result, "check replication access", "role, wal_level, wal senders, pg_hba.conf"
+        ) as ph:
+            problems = hooks.replication_problems(run.context(pod_name, facts.name))
+            ph["detail"] = "ok" if not problems else f"{len(problems)} missing"
+        if problems:
+            raise Refused(
+                "pg_basebackup cannot copy the running server: " + "; ".join(problems),
+                problems[-1].split(": ", 1)[-1] + "; or rehearse with --from-snapshot",
+            )
+        host = _source_host(run, pod)
+        if not host:
+            raise Refused(f"pod {pod_name} has no IP yet", "wait until it runs, then rehearse again")
+        return {"source_host": host, "user": user, "password_secret": secret}
+
+    def _run_clone_job(self, run: _Run, what: str, **source: Any) -> None:
+        """clone.sh in a Job on the clone PVC: the copy (with `source`) and the seal."""
+        job = kube_rehearsal.clone_job(run.plan, run.sts, **source)
+        name = job["metadata"]["name"]
+        with self._phase(run.result, what, f"Job {name}"):
+            self.rt.ensure_scripts(run.view, run.scripts, Outcome("rehearse", "clone"))
+            self.kube.create(job)
+            self.rt.finish_job(
+                run.view,
+                name,
+                ("clone",),
+                "production is untouched; the rehearsal's objects are removed unless --keep",
+            )
+
+    def _clone_from_snapshot(self, run: _Run, klass: str) -> None:
+        snap = kube_rehearsal.source_snapshot(run.facts, klass, run.plan.run_id)
+        snap_name = snap["metadata"]["name"]
+        with self._phase(
+            run.result, "snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"
+        ):
+            self.kube.create(snap)
+            self.kube.wait(
+                f"VolumeSnapshot {snap_name} to be ready",
+                lambda: self._snapshot_ready(run.facts.namespace, snap_name),
+                timeout=self.rt.t.snapshot,
+                interval=self.rt.t.poll,
+            )
+        self.kube.create(
+            kube_rehearsal.clone_pvc(run.sts, run.facts, snapshot=snap_name, run_id=run.plan.run_id)
+        )
+        self._run_clone_job(run, "restore the snapshot and seal the clone")
+
+    def _snapshot_ready(self, namespace: str, name: str) -> bool | None:
+        status = (self.kube.get("VolumeSnapshot", namespace, name) or {}).get("status") or {}
+        if status.get("error"):
+            raise PgleapError(
+                f"VolumeSnapshot {name} failed: {status['error'].get('message')}",
+                "production is untouched; check the snapshot class, or rehearse without --from-snapshot",
+            )
+        return True if status.get("readyToUse") else None
+
+    def _start_clone(self, run: _Run) -> None:
+        """Create the rehearsal StatefulSet on the OLD image: its pod recovers the copy."""
+        with self._phase(run.result, "start the clone (recovery)", f"{run.rname}-0 on {run.plan.old_image}"):
+            self.kube.create(kube_rehearsal.rehearsal_statefulset(run.sts, run.facts))
+            self.rt.step_ready(run.view, Outcome("rehearse", "start"))
+
+    def _upgrade_clone(
+        self, run: _Run, target_image: str, job_env: dict[str, str], mode: str, hooks: RehearsalHooks
+    ) -> None:
+        """The ordinary upgrade flow on the rehearsal StatefulSet; its hook checks the fingerprint."""
+        result = run.result
+        with self._phase(result, "fingerprint before", f"{run.rname}-0 on the old major") as ph:
+            before = hooks.fingerprint(run.context(f"{run.rname}-0", run.rname))
+            ph["detail"] = _summary(before)
+        done: dict[str, Any] = {}
+
+        def post_upgrade(ctx: HookContext) -> None:
+            differences = hooks.compare(before, hooks.fingerprint(ctx))
+            result["fingerprint"] = {"identical": not differences, "differences": differences[:20]}
+            if differences:
+                raise VerificationFailed(
+                    f"the upgraded clone differs from the copy: {'; '.join(differences[:5])}",
+                    "do not upgrade production; report it with the rehearsal's output",
+                )
+            try:
+                done.update(hooks.post_upgrade(ctx) or {})
+            except VerificationFailed as exc:
+                done.update(getattr(exc, "done", {}))
+                raise
+            # Again after the extension updates and trap repairs: what an update did to stored values.
+            differences = (hooks.compare_user or hooks.compare)(before, hooks.fingerprint(ctx))
+            result["fingerprint_after_extensions"] = {
+                "identical": not differences,
+                "differences": differences[:20],
+            }
+            if differences:
+                raise VerificationFailed(
+                    f"user data of the clone reads differently after the extension updates: "
+                    f"{'; '.join(differences[:5])}",
+                    "do not upgrade production; report it with the rehearsal's output",
+                )
+
+        try:
+            outcome = self.rt.upgrade(
+                run.facts.namespace,
+                run.rname,
+                target_image,
+                scripts=run.scripts,
+                job_env=job_env,
+                mode=mode,
+                snapshot=False,
+                patch_retention=False,
+                post_upgrade=post_upgrade,
+            )
+        finally:
+            result.update(_hook_report(done, before))
+        result["phases"] += [
+            {
+                "name": f"upgrade: {phase}",
+                "seconds": seconds,
+                "detail": "",
+                "in_downtime": phase in DOWNTIME_PHASES,
+            }
+            for phase, seconds in outcome.seconds.items()
+            if phase != "done"
+        ]
+
+    def _keep(self, run: _Run) -> None:
+        service = kube_rehearsal.rehearsal_service(run.facts)
+        self.kube.create(service)
+        ns, name = run.facts.namespace, service["metadata"]["name"]
+        run.result["kept"] = {
+            "statefulset": f"{ns}/{name}",
+            "service": f"{ns}/{name}",
+            "connect": f"kubectl -n {ns} port-forward svc/{name} 15432:5432",
+            "remove": f"pgleap rehearse sts {run.facts.name} -n {ns} --remove",
+        }
+
+    # -- removal ------------------------------------------------------------------------------
+
+    def _names(self, namespace: str, name: str) -> list[tuple[str, str]]:
+        """(kind, name) of everything a rehearsal of `name` may create, the StatefulSet first."""
+        rname = kube_rehearsal.rehearsal_name(name)
+        claims = [
+            ("PersistentVolumeClaim", pvc["metadata"]["name"])
+            for pvc in self.kube.list(
+                "PersistentVolumeClaim",
+                namespace,
+                label_selector=f"{kube_rehearsal.LABEL_REHEARSAL_OF}={kube_rehearsal.label_value(name)}",
+            )
+        ]
+        return [
+            ("StatefulSet", rname),
+            ("Service", rname),
+            ("Job", kube_rehearsal.clone_job_name(name)),
+            ("Job", render.job_name(rname, "upgrade")),
+            ("ConfigMap", render.scripts_cm_name(rname)),
+            ("ConfigMap", render.state_cm_name(rname)),
+            ("VolumeSnapshot", kube_rehearsal.snapshot_name(name)),
+            *claims,
+        ]
+
+    def remove(self, namespace: str, name: str) -> list[str]:
+        """Delete every object a rehearsal of `name` made: only those carrying its labels, the
+        StatefulSet first (its pod must stop before its PVC can go)."""
+        rname = kube_rehearsal.rehearsal_name(name)
+        removed: list[str] = []
+        for kind, obj_name in self._names(namespace, name):
+            live = self.kube.get(kind, namespace, obj_name)
+            if live is None or not self._ours(live, name, rname):
+                continue
+            self.kube.delete(kind, namespace, obj_name, propagation="Background")
+            removed.append(f"{kind} {obj_name}")
+            self.log(f"rehearsal: removed {kind} {obj_name}")
+            if kind == "StatefulSet":
+                self.kube.wait(
+                    f"pod {rname}-0 to stop",
+                    lambda: True if self.kube.get("Pod", namespace, f"{rname}-0") is None else None,
+                    timeout=self.rt.t.delete + self.rt.t.stop_margin,
+                    interval=self.rt.t.poll,
+                )
+        return removed
+
+    @staticmethod
+    def _ours(obj: Mapping[str, Any], name: str, rname: str) -> bool:
+        """Made by a rehearsal of `name`: its own labels (the clone's upgrade Jobs and ConfigMaps
+        carry them too). A name alone proves nothing: `rname` may be a real StatefulSet."""
+        return kube_rehearsal.is_rehearsal_object(obj, name)
+
+
+def _source_host(run: _Run, pod: Mapping[str, Any] | None) -> str | None:
+    """Production's pod IP, or its stable DNS name through the StatefulSet's Service."""
+    service = (run.sts.get("spec") or {}).get("serviceName")
+    return ((pod or {}).get("status") or {}).get("podIP") or (
+        f"{run.facts.name}-0.{service}.{run.facts.namespace}.svc" if service else None
+    )
+
+
+def _summary(fp: Any) -> str:
+    summary = fp.to_dict() if hasattr(fp, "to_dict") else {}
+    return f"{summary.get('tables', '?')} tables, {summary.get('rows', '?')} rows" if summary else ""
+
+
+def _hook_report(done: Mapping[str, Any], before: Any) -> dict[str, Any]:
+    """Extensions before/after, collation-dependent indexes and health checks, for the report."""
+    before_ext = getattr(before, "extensions", {}) or {}
+    after_ext = done.get("extensions") or {}
+    return {
+        "extensions": [
+            {"database": db, "extension": ext, "before": version, "after": (after_ext.get(db) or {}).get(ext)}
+            for db, exts in sorted(before_ext.items())
+            for ext, version in sorted(exts.items())
+        ],
+        "extensions_left": list(done.get("extensions_left") or []),
+        "collation_indexes": list(done.get("collation_indexes") or []),
+        "health": list(done.get("health") or []),
+    }
+
+
+def predicted_downtime(phases: list[Mapping[str, Any]], snapshot_measured: bool) -> tuple[float, str]:
+    """The phases a real run spends with the database stopped, as measured on the clone."""
+    down = sum(p["seconds"] for p in phases if p["in_downtime"])
+    basis = (
+        "stop, pg_upgrade Job, StatefulSet switch and start, measured on the clone; the real run's "
+        "VolumeSnapshot of the stopped volume adds about the snapshot time measured here"
+        if snapshot_measured
+        else "stop, pg_upgrade Job, StatefulSet switch and start, measured on the clone; a VolumeSnapshot "
+        "before the real run (if taken) adds its own time, not measured here"
+    )
+    if snapshot_measured:
+        down += sum(p["seconds"] for p in phases if p["name"] == "snapshot of the running volume")
+    return round(down, 1), basis

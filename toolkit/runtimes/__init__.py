@@ -1,1 +1,0 @@
-"""Runtimes schedule the engine's steps: Docker containers or Kubernetes Jobs."""

@@ -1,1 +1,0 @@
-"""psycopg work on a running cluster: inspection, post-upgrade, verification."""
