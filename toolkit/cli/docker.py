@@ -350,8 +350,34 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         ] = False,
         yes: Yes = False,
         output: Output = "text",
+        strategy: Annotated[
+            str,
+            typer.Option(
+                metavar="STRATEGY",
+                callback=cli_options.choice("--strategy", ("inplace", "logical")),
+                help="inplace (default): pg_upgrade on the volume; logical: a new cluster beside the old one, "
+                "synchronised by logical replication, then a short write pause (docs/logical.md)",
+            ),
+        ] = "inplace",
+        restart_for_wal_level: Annotated[
+            bool,
+            typer.Option("--restart-for-wal-level", help="logical: set wal_level=logical, restart once."),
+        ] = False,
+        replica_identity_full: Annotated[
+            bool,
+            typer.Option(
+                "--replica-identity-full", help="logical: tables without a key get REPLICA IDENTITY FULL."
+            ),
+        ] = False,
     ) -> None:
         """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
+        if strategy == "logical":
+            from toolkit.cli import logical
+
+            return logical.upgrade(
+                container, to, restart_for_wal_level=restart_for_wal_level,
+                replica_identity_full=replica_identity_full, dry_run=dry_run, yes=yes, output=output,
+            )  # fmt: skip
         target, state = _target(container, volume, from_image, pgdata)
         if not dry_run:
             cli_options.require_yes_without_terminal(
@@ -511,6 +537,10 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         output: Output = "text",
     ) -> None:
         """Put the old cluster back on its old image (the new one is kept aside; see `cleanup docker`)."""
+        from toolkit.cli import logical
+
+        if logical.recorded(container):
+            return logical.lifecycle("rollback", container, yes=yes, output=output)
 
         def ask(loss: str) -> bool:
             return typer.confirm(f"{loss}. Roll back anyway?", default=False, err=True)
@@ -553,6 +583,10 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         container: Container = None, volume: Volume = None, yes: Yes = False, output: Output = "text"
     ) -> None:
         """Delete the old cluster, the old container and pgleap's scratch volume."""
+        from toolkit.cli import logical
+
+        if logical.recorded(container):
+            return logical.lifecycle("finalize", container, yes=yes, output=output)
 
         def step(target, *, report, state):
             if state.phase == "done":  # anything else is refused by finalize itself, unasked

@@ -1,0 +1,387 @@
+"""Logical replication between the old and the new server: facts, publications, subscriptions,
+catch-up, sequences, the write pause, and the catalog hash that detects DDL.
+
+The subscription's connection string holds the old server's password: PostgreSQL keeps
+it in pg_subscription (readable by superusers only); pgleap never logs or prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from psycopg import sql
+
+from toolkit.core.logical_plan import LogicalFacts
+from toolkit.db.sql import Server
+from toolkit.errors import PgleapError
+
+logger = logging.getLogger(__name__)
+
+PUBLICATION = "pgleap_pub"
+REVERSE_PUBLICATION = "pgleap_rev"
+
+_USER = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
+_NOT_EXT = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+    "AND d.objid = c.oid AND d.deptype = 'e')"
+)
+_REL = "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+TABLES = _REL + f"c.relkind = 'r' AND c.relpersistence = 'p' AND {_USER} AND {_NOT_EXT} ORDER BY 1, 2"
+NO_IDENTITY = (
+    _REL + f"c.relkind = 'r' AND c.relpersistence = 'p' AND {_USER} AND {_NOT_EXT} "
+    "AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS "
+    "(SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) ORDER BY 1, 2"
+)
+UNLOGGED = _REL + f"c.relkind = 'r' AND c.relpersistence = 'u' AND {_USER} AND {_NOT_EXT} ORDER BY 1, 2"
+MATVIEWS = _REL + f"c.relkind = 'm' AND {_USER} AND {_NOT_EXT} ORDER BY 1, 2"
+# Extension configuration tables (pg_extension_config_dump): their user rows are data, which a
+# schema-only dump leaves out; the extension on the new side creates its own rows.
+EXT_CONFIG = (
+    "SELECT n.nspname, c.relname, coalesce(e.extcondition[array_position(e.extconfig, c.oid)], '') "
+    "FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' ORDER BY 1, 2"
+)
+# What DDL changes: relations, columns and their types, constraints, in user schemas.
+CATALOG = (
+    "SELECT n.nspname, c.relname, c.relkind::text, a.attname, a.atttypid::regtype::text, a.attnum "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped WHERE {_USER} "
+    "UNION ALL SELECT n.nspname, con.conname, 'constraint', pg_get_constraintdef(con.oid), '', 0 "
+    f"FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace WHERE {_USER} ORDER BY 1, 2, 3, 4"
+)
+SEQUENCES = (
+    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE c.relkind = 'S' AND {_USER} ORDER BY 1, 2"
+)
+
+
+def _names(rows) -> list[str]:
+    return [f"{schema}.{name}" for schema, name, *_ in rows]
+
+
+def _qualified(name: str) -> sql.Identifier:
+    schema, _, rel = name.partition(".")
+    return sql.Identifier(schema, rel)
+
+
+def facts(server: Server) -> LogicalFacts:
+    """Everything the plan needs, read in one pass (read-only)."""
+    settings = dict(
+        server.query(
+            "postgres",
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('wal_level', 'max_replication_slots', 'max_wal_senders', 'server_version_num')",
+        )
+    )
+    slots = server.query("postgres", "SELECT count(*) FROM pg_replication_slots")[0][0]
+    senders = server.query("postgres", "SELECT count(*) FROM pg_stat_replication")[0][0]
+    databases = [db for db in server.databases() if db != "template1"]
+    per: dict[str, dict] = {k: {} for k in ("tables", "no_identity", "unlogged", "matviews", "ext", "lo")}
+    for db in databases:
+        with server.connect(db) as conn:
+            per["tables"][db] = _names(conn.execute(TABLES).fetchall())
+            per["no_identity"][db] = _names(conn.execute(NO_IDENTITY).fetchall())
+            per["unlogged"][db] = _names(conn.execute(UNLOGGED).fetchall())
+            per["matviews"][db] = _names(conn.execute(MATVIEWS).fetchall())
+            per["ext"][db] = _names(conn.execute(EXT_CONFIG).fetchall())
+            per["lo"][db] = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
+    return LogicalFacts(
+        server_major=int(settings["server_version_num"]) // 10000,
+        wal_level=settings["wal_level"],
+        max_replication_slots=int(settings["max_replication_slots"]),
+        max_wal_senders=int(settings["max_wal_senders"]),
+        slots_in_use=slots,
+        senders_in_use=senders,
+        databases=databases,
+        tables=per["tables"],
+        no_identity=per["no_identity"],
+        unlogged=per["unlogged"],
+        matviews=per["matviews"],
+        large_objects=per["lo"],
+        extension_config=per["ext"],
+    )
+
+
+def set_wal_level_logical(server: Server) -> None:
+    with server.connect() as conn:
+        conn.execute("ALTER SYSTEM SET wal_level = logical")
+
+
+def catalog_hash(server: Server, databases: list[str]) -> str:
+    """sha256 over the user schema of every database: any DDL changes it."""
+    digest = hashlib.sha256()
+    for db in databases:
+        for row in server.query(db, CATALOG):
+            digest.update(repr((db, *row)).encode())
+    return digest.hexdigest()
+
+
+def ensure_databases(old: Server, new: Server, databases: list[str]) -> list[str]:
+    """Create on the new server the databases it lacks, with the old encoding and locale."""
+    made = []
+    existing = set(new.query("postgres", "SELECT datname FROM pg_database"))
+    existing = {r[0] for r in existing}
+    for db in databases:
+        if db in existing:
+            continue
+        enc, collate, ctype = old.query(
+            "postgres",
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
+            (db,),
+        )[0]
+        with new.connect() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                    sql.Identifier(db), sql.Literal(enc), sql.Literal(collate), sql.Literal(ctype)
+                )
+            )
+        made.append(db)
+    return made
+
+
+def _columns(conn, name: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+        "AND attgenerated = '' ORDER BY attnum",
+        (str(_qualified(name).as_string(conn)),),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def copy_rows(old: Server, new: Server, db: str, name: str, *, where: str = "", replace: bool) -> int:
+    """COPY a table's rows old → new in the columns both have; `replace` empties the target first,
+    otherwise rows whose key already exists are kept (ON CONFLICT DO NOTHING through a temp table)."""
+    with old.connect(db) as src, new.connect(db, autocommit=False) as dst:
+        cols = [c for c in _columns(src, name) if c in set(_columns(dst, name))]
+        collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+        source = sql.SQL("COPY (SELECT {} FROM ONLY {} {}) TO STDOUT (FORMAT binary)").format(
+            collist, _qualified(name), sql.SQL(where)
+        )
+        if replace:
+            dst.execute(sql.SQL("TRUNCATE {}").format(_qualified(name)))
+            sink = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(_qualified(name), collist)
+        else:
+            dst.execute(
+                sql.SQL("CREATE TEMP TABLE pgleap_rows ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
+                    collist, _qualified(name)
+                )
+            )
+            sink = sql.SQL("COPY pgleap_rows FROM STDIN (FORMAT binary)")
+        with src.cursor().copy(source) as out, dst.cursor().copy(sink) as into:
+            for chunk in out:
+                into.write(chunk)
+        if not replace:
+            dst.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT * FROM pgleap_rows ON CONFLICT DO NOTHING").format(
+                    _qualified(name), collist
+                )
+            )
+        dst.commit()
+        return dst.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(_qualified(name))).fetchone()[0]
+
+
+def copy_extension_config(old: Server, new: Server, db: str) -> list[str]:
+    """User rows of extension configuration tables (topology.topology/layer, user SRIDs in
+    spatial_ref_sys): copied once, rows the new extension already has are kept."""
+    copied = []
+    with old.connect(db) as conn:
+        rows = conn.execute(EXT_CONFIG).fetchall()
+    with new.connect(db) as conn:
+        present = set(_names(conn.execute(EXT_CONFIG).fetchall()))
+    for schema, name, condition in rows:
+        key = f"{schema}.{name}"
+        if key in present:
+            copy_rows(old, new, db, key, where=condition, replace=False)
+            copied.append(key)
+    return copied
+
+
+def set_identity_full(server: Server, tables: dict[str, list[str]]) -> None:
+    for db, names in tables.items():
+        with server.connect(db) as conn:
+            for name in names:
+                conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_qualified(name)))
+
+
+def create_publication(server: Server, db: str, tables: list[str], name: str = PUBLICATION) -> None:
+    """FOR TABLE, never FOR ALL TABLES: extension-owned tables (spatial_ref_sys) stay out."""
+    with server.connect(db) as conn:
+        if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
+        listed = sql.SQL(", ").join(_qualified(t) for t in tables)
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), listed))
+
+
+def drop_publication(server: Server, db: str, name: str = PUBLICATION) -> None:
+    with server.connect(db) as conn:
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def sub_name(prefix: str, db: str) -> str:
+    """Subscription and slot name: slots are global on the publisher, so one per database."""
+    return f"pgleap_{prefix}_{hashlib.sha256(db.encode()).hexdigest()[:10]}"
+
+
+def conninfo(host: str, port: int, user: str, password: str | None, db: str) -> str:
+    def q(v: str) -> str:
+        return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    parts = [f"host={q(host)}", f"port={port}", f"user={q(user)}", f"dbname={q(db)}"]
+    if password:
+        parts.append(f"password={q(password)}")
+    return " ".join(parts)
+
+
+def create_subscription(
+    server: Server,
+    db: str,
+    name: str,
+    connection: str,
+    publication: str,
+    *,
+    copy_data: bool,
+    slot: str | None = None,
+) -> None:
+    """On the subscriber; with `slot` an existing slot on the publisher is used (made beforehand)."""
+    options = sql.SQL("copy_data = {}").format(sql.Literal(copy_data))
+    if slot:
+        options = sql.SQL("{}, create_slot = false, slot_name = {}").format(options, sql.Literal(slot))
+    with server.connect(db) as conn:
+        if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
+            return
+        conn.execute(
+            sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH ({})").format(
+                sql.Identifier(name), sql.Literal(connection), sql.Identifier(publication), options
+            )
+        )
+
+
+def drop_subscription(server: Server, db: str, name: str) -> None:
+    """Drops the slot on the publisher too when it can reach it; otherwise detaches and drops."""
+    with server.connect(db) as conn:
+        if not conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
+            return
+        ident = sql.Identifier(name)
+        try:
+            conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+        except Exception:
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+            conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+
+
+def create_slot(server: Server, db: str, slot: str) -> None:
+    with server.connect(db) as conn:
+        if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone():
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+
+
+def drop_slot(server: Server, slot: str) -> None:
+    rows = server.query(
+        "postgres", "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    )
+    if rows:
+        if rows[0][0]:
+            server.query("postgres", "SELECT pg_terminate_backend(%s)", (rows[0][0],))
+        server.query("postgres", "SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def wait_synced(new: Server, dbs: list[str], timeout: float, sleep=time.sleep) -> float:
+    """Until every table of every subscription is ready ('r'): the initial copy is done."""
+    start = time.monotonic()
+    while True:
+        pending = 0
+        for db in dbs:
+            pending += new.query(db, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")[0][0]
+            if not new.query(db, "SELECT count(*) FROM pg_subscription_rel")[0][0]:
+                pending += 1  # the subscription has not listed its tables yet
+        if not pending:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise PgleapError(
+                f"the initial copy did not finish within {timeout:.0f} s ({pending} tables pending)",
+                "the old server keeps serving; see the new container's log, then `pgleap rollback docker`",
+            )
+        sleep(0.2)
+
+
+def lag_bytes(publisher: Server, slots: list[str]) -> int:
+    rows = publisher.query(
+        "postgres",
+        "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), 0)::bigint "
+        "FROM pg_replication_slots WHERE slot_name = ANY(%s)",
+        (slots,),
+    )
+    return int(rows[0][0])
+
+
+def wait_caught_up(publisher: Server, slots: list[str], timeout: float, sleep=time.sleep) -> float:
+    """Until every slot has confirmed the publisher's current WAL position: everything is replayed."""
+    start = time.monotonic()
+    target = publisher.query("postgres", "SELECT pg_current_wal_lsn()::text")[0][0]
+    while True:
+        behind = publisher.query(
+            "postgres",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = ANY(%s) "
+            "AND (confirmed_flush_lsn IS NULL OR confirmed_flush_lsn < %s::pg_lsn)",
+            (slots, target),
+        )[0][0]
+        if not behind:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise PgleapError(
+                f"the new server did not catch up within {timeout:.0f} s ({behind} slots behind)"
+            )
+        sleep(0.02)
+
+
+def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
+    """Every sequence's (last_value, is_called) from src onto dst, where dst has it."""
+    count = 0
+    for db in dbs:
+        with src.connect(db) as conn:
+            values = []
+            for schema, name in conn.execute(SEQUENCES).fetchall():
+                ident = sql.Identifier(schema, name)
+                row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
+                values.append((f"{schema}.{name}", *row))
+        with dst.connect(db) as conn:
+            present = set(_names(conn.execute(SEQUENCES).fetchall()))
+            for name, last, called in values:
+                if name in present:
+                    conn.execute(
+                        "SELECT setval(%s::regclass, %s, %s)",
+                        (_qualified(name).as_string(conn), last, called),
+                    )
+                    count += 1
+    return count
+
+
+def refresh_matviews(server: Server, db: str, names: list[str]) -> None:
+    with server.connect(db) as conn:
+        for name in names:
+            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(_qualified(name)))
+
+
+def pause_writes(server: Server, *, drain: float = 2.0, sleep=time.sleep) -> int:
+    """New sessions are read-only; open transactions get `drain` seconds, then every client
+    session is ended (replication senders stay). Returns how many sessions were ended."""
+    with server.connect() as conn:
+        conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        conn.execute("SELECT pg_reload_conf()")
+        others = "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline:
+            if not conn.execute(f"SELECT count(*) {others} AND xact_start IS NOT NULL").fetchone()[0]:
+                break
+            sleep(0.02)
+        return len(conn.execute(f"SELECT pg_terminate_backend(pid) {others}").fetchall())
+
+
+def resume_writes(server: Server, *, reload: bool = True) -> None:
+    with server.connect() as conn:
+        conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        if reload:
+            conn.execute("SELECT pg_reload_conf()")

@@ -1,0 +1,236 @@
+"""Containers of a blue/green upgrade: the new cluster on its own volume beside the user's
+container, then the hand-over of the container's name, networks and published ports.
+
+Names (all derived from the user's container NAME):
+  NAME-pgleap-next   the new cluster while it is built and synchronised (no published ports)
+  NAME               after the switch: the new cluster, same env/ports/networks/restart policy
+  NAME-pgleap-old    after the switch: the user's original container, stopped, kept for rollback
+  NAME-pgleap-blue   after the switch: the old cluster again (old image, old volume, no ports),
+                     receiving the new cluster's writes over the reverse subscription
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from types import SimpleNamespace
+
+import docker.errors
+from docker.types import Mount
+
+from toolkit.core.plan import new_layout
+from toolkit.db.sql import Server
+from toolkit.docker.runtime import LABEL, SCRIPTS, DockerRuntime, SourceContainer
+from toolkit.errors import PgleapError, Refused
+
+logger = logging.getLogger(__name__)
+
+
+def for_container(rt: DockerRuntime, name: str) -> LogicalDocker:
+    """The user's container; after the switch its original is NAME-pgleap-old (read from there)."""
+    holder = f"{name}-pgleap-old" if rt.exists(f"{name}-pgleap-old") else name
+    source = rt.source_container(holder)
+    source.name = name
+    return LogicalDocker(rt, source)
+
+
+class LogicalDocker:
+    """The Docker side of `--strategy logical` for one user container."""
+
+    def __init__(self, rt: DockerRuntime, source: SourceContainer) -> None:
+        if source.volume.kind != "volume":
+            raise Refused(
+                f"container {source.name!r} keeps its data in a bind mount; --strategy logical makes a new "
+                "Docker volume for the new cluster and needs the old one to be a volume too",
+                "use --strategy inplace, or move the data to a Docker volume",
+            )
+        self.rt = rt
+        self.source = source
+        self.name = source.name
+        self.next_name = f"{source.name}-pgleap-next"
+        self.old_name = f"{source.name}-pgleap-old"
+        self.blue_name = f"{source.name}-pgleap-blue"
+        self.next_volume = f"{source.volume.source}-pgleap-next"
+
+    # ---- addresses -----------------------------------------------------------------------------
+
+    def _attrs(self, name: str) -> dict:
+        return self.rt.docker.containers.get(name).attrs
+
+    def network(self) -> str | None:
+        networks = self.source.attrs["NetworkSettings"].get("Networks") or {}
+        return next(iter(networks), None)
+
+    def ip(self, name: str) -> str:
+        """The container's address on the user's network (where the other server reaches it)."""
+        networks = self._attrs(name)["NetworkSettings"].get("Networks") or {}
+        net = self.network()
+        address = (networks.get(net) or {}).get("IPAddress") if net else None
+        address = address or next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+        if not address:
+            raise PgleapError(f"container {name} has no network address", "is it running?")
+        return address
+
+    def server(self, name: str, label: str) -> Server:
+        return Server(self.ip(name), 5432, self.source.superuser, self.source.password, label=label)
+
+    def describe(self) -> dict:
+        return {"container": self.name, "volume": self.source.volume.source, "image": self.source.image}
+
+    def target_major(self, image: str) -> int:
+        return self.rt.probe_image(image).major
+
+    def next_running(self) -> bool:
+        if not self.rt.exists(self.next_name):
+            return False
+        return self.rt.docker.containers.get(self.next_name).status == "running"
+
+    # ---- the old server ------------------------------------------------------------------------
+
+    def restart_old(self) -> None:
+        """A restart of the old server (wal_level): the container's own restart, then ready again."""
+        self.rt.docker.containers.get(self.name).restart(timeout=60)
+        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+
+    # ---- the new cluster beside the old one ----------------------------------------------------
+
+    def _env(self, image: str) -> dict[str, str]:
+        """The user's environment without the old image's defaults (PATH, PG_MAJOR, PGDATA…)."""
+        old_default = self.rt.image_env(self.source.image)
+        new_env = self.rt.image_env(image)
+        env = {}
+        for item in self.source.attrs["Config"].get("Env") or []:
+            key, _, value = item.partition("=")
+            if old_default.get(key) == value and key in new_env:
+                continue
+            env[key] = value
+        return env
+
+    def _layout(self, image: str):
+        return new_layout(
+            self.source.mount,
+            self.source.pgdata,
+            self.rt.image_pgdata(self.source.image),
+            self.rt.image_pgdata(image),
+            self.rt.image_volumes(image),
+        )
+
+    def start_next(self, image: str) -> Server:
+        """The new cluster on a new volume, initialised by the image's own entrypoint from the user's
+        environment (the same superuser, password and database as the old one got). No ports."""
+        if not self.rt.exists(self.next_name):
+            layout = self._layout(image)
+            env = self._env(image)
+            env["PGDATA"] = layout.new_pgdata
+            if not _volume_exists(self.rt, self.next_volume):
+                self.rt.docker.volumes.create(self.next_volume, labels={LABEL: "logical-next"})
+            container = self.rt.docker.containers.create(
+                image, name=self.next_name, environment=env, detach=True,
+                mounts=[Mount(target=layout.new_mount, source=self.next_volume, type="volume")],
+                labels={LABEL: "logical-next"}, network=self.network(),
+            )  # fmt: skip
+            container.start()
+        else:
+            self.rt.start(self.next_name)
+        self.rt.wait_accepting(self.next_name, self.source.superuser, self.source.password, timeout=180)
+        return self.server(self.next_name, "new server")
+
+    def copy_schema(self, image: str, old_host: str, new_host: str, databases: list[str]) -> None:
+        """Roles, then each database's schema, with the NEW image's pg_dumpall/pg_dump/psql."""
+        env = {
+            "PGLEAP_OLD_HOST": old_host,
+            "PGLEAP_NEW_HOST": new_host,
+            "PGLEAP_DATABASES": "\n".join(databases),
+            "PGUSER": self.source.superuser,
+        }
+        if self.source.password:
+            env["PGPASSWORD"] = self.source.password  # in the API call's environment, never on a command line
+        status, _out, err = self.rt.run_to_exit(
+            image, separate_stderr=True, entrypoint=["bash", f"{SCRIPTS}/logical-schema.sh"], command=[],
+            environment=env, network=self.network(), user="postgres",
+            mounts=[Mount(target=SCRIPTS, source=self.rt.scripts_dir, type="bind", read_only=True)],
+            labels={LABEL: "logical-schema"}, name=f"pgleap-logical-schema-{uuid.uuid4().hex[:8]}",
+        )  # fmt: skip
+        if status != 0:
+            tail = "\n".join(err.strip().splitlines()[-15:])
+            raise PgleapError(
+                "copying the schema to the new server failed (the old server keeps serving)",
+                f"its log ends with:\n{tail}\nfix the cause, then `pgleap rollback docker` and try again",
+            )
+
+    # ---- the hand-over -------------------------------------------------------------------------
+
+    def hand_over(self, image: str) -> None:
+        """NAME becomes the new cluster: the old container stops and is kept as NAME-pgleap-old, the
+        new one is created with the user's env, ports, networks, restart policy on the new volume."""
+        done = self.rt.exists(self.old_name) and self.rt.exists(self.name)
+        if done and self._attrs(self.name)["Config"]["Image"] == image:
+            self.rt.start(self.name)
+            return  # done before
+        if not self.rt.exists(self.old_name):
+            self.rt.stop_container(self.name)
+            self.rt.rename(self.name, self.old_name)
+        self.rt.stop_container(self.next_name)
+        self.rt.remove(self.next_name)
+        attrs = copy.deepcopy(self.source.attrs)
+        for m in attrs.get("Mounts", []):
+            if m["Destination"] == self.source.mount:
+                m["Name"] = self.next_volume
+        layout = self._layout(image)
+        src = SourceContainer(**{**self.source.__dict__, "attrs": attrs})
+        # recreate() reads only these two fields of an UpgradePlan
+        plan = SimpleNamespace(target_image=image, layout=layout)
+        self.rt.recreate(src, plan, self.name)  # type: ignore[arg-type]
+        self.rt.start(self.name)
+        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+
+    def start_blue(self) -> Server:
+        """The old cluster again on its own image and volume, without the user's ports, so that it
+        can take the reverse subscription."""
+        if not self.rt.exists(self.blue_name):
+            env = {
+                k: v for k, v in (i.partition("=")[::2] for i in self.source.attrs["Config"].get("Env") or [])
+            }
+            container = self.rt.docker.containers.create(
+                self.source.image, name=self.blue_name, environment=env, detach=True,
+                mounts=[self.source.volume.mount(self.source.mount)], labels={LABEL: "logical-blue"},
+                network=self.network(),
+            )  # fmt: skip
+            container.start()
+        else:
+            self.rt.start(self.blue_name)
+        self.rt.wait_accepting(self.blue_name, self.source.superuser, self.source.password)
+        return self.server(self.blue_name, "old server")
+
+    def hand_back(self) -> None:
+        """Rollback: NAME is the user's original container again; the new one is kept as NAME-pgleap-next."""
+        if self.rt.exists(self.blue_name):
+            self.rt.stop_container(self.blue_name)
+            self.rt.remove(self.blue_name)
+        if self.rt.exists(self.old_name):
+            if self.rt.exists(self.name):
+                self.rt.stop_container(self.name)
+                self.rt.remove(self.next_name)
+                self.rt.rename(self.name, self.next_name)
+            self.rt.rename(self.old_name, self.name)
+        self.rt.start(self.name)
+        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+
+    def remove_next(self) -> None:
+        self.rt.remove(self.next_name)
+        self.rt.remove_volume(self.next_volume)
+
+    def remove_old(self) -> None:
+        """Finalize: the old cluster's containers and volume go."""
+        for name in (self.blue_name, self.old_name):
+            self.rt.remove(name)
+        self.rt.remove_volume(self.source.volume.source)
+
+
+def _volume_exists(rt: DockerRuntime, name: str) -> bool:
+    try:
+        rt.docker.volumes.get(name)
+        return True
+    except docker.errors.NotFound:
+        return False

@@ -1,0 +1,288 @@
+"""The phase runner of `--strategy logical`: preflight -> build -> sync -> switch -> (rollback | finalize).
+
+The old server serves until the switch; the switch is the only write pause. Each phase is
+recorded in the same run state as an in-place upgrade (toolkit/engine/state.py, with
+strategy "logical"), so `rollback` and `finalize` know where the run got to; a run stopped
+before the switch is resumed by running the upgrade again (every step checks before it acts).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from toolkit.core.logical_plan import LogicalPlan, plan_logical
+from toolkit.core.report import Report
+from toolkit.db import logical as repl
+from toolkit.db.sql import Server
+from toolkit.db.verify import compare, fingerprint
+from toolkit.engine.state import RunState
+from toolkit.errors import PgleapError, Refused, VerificationFailed
+
+logger = logging.getLogger(__name__)
+
+BEFORE_SWITCH = ("preflight", "built", "synced")
+
+
+class LogicalSide(Protocol):
+    """What a runtime provides (toolkit/docker/logical.py: LogicalDocker)."""
+
+    name: str
+
+    def server(self, name: str, label: str) -> Server: ...
+    def ip(self, name: str) -> str: ...
+    def target_major(self, image: str) -> int: ...
+    def restart_old(self) -> None: ...
+    def start_next(self, image: str) -> Server: ...
+    def next_running(self) -> bool: ...
+    def copy_schema(self, image: str, old_host: str, new_host: str, databases: list[str]) -> None: ...
+    def hand_over(self, image: str) -> None: ...
+    def start_blue(self) -> Server: ...
+    def hand_back(self) -> None: ...
+    def remove_next(self) -> None: ...
+    def remove_old(self) -> None: ...
+    def describe(self) -> dict: ...
+
+    @property
+    def next_name(self) -> str: ...
+    @property
+    def blue_name(self) -> str: ...
+
+
+def _refuse(plan: LogicalPlan) -> None:
+    if plan.refusals:
+        first = plan.refusals[0]
+        more = "".join(f"\nalso refused: {r.message} ({r.hint})" for r in plan.refusals[1:])
+        raise Refused(first.message, first.hint + more)
+
+
+def plan(side: LogicalSide, image: str, **options) -> LogicalPlan:
+    old = side.server(side.name, "old server")
+    return plan_logical(
+        repl.facts(old),
+        source=side.name,
+        target_image=image,
+        target_major=side.target_major(image),
+        **options,
+    )
+
+
+def _slots(plan_data: dict, prefix: str) -> list[str]:
+    return [repl.sub_name(prefix, db) for db in plan_data["replicated"]]
+
+
+def upgrade(
+    side: LogicalSide,
+    image: str,
+    *,
+    report: Report,
+    state: RunState,
+    restart_for_wal_level: bool = False,
+    replica_identity_full: bool = False,
+    dry_run: bool = False,
+    drain: float = 2.0,
+    sync_timeout: float = 900.0,
+) -> dict:
+    """Build the new cluster beside the old one, synchronise it, switch. Returns the result."""
+    if state.phase in ("switched",):
+        raise Refused(
+            f"{side.name} was already switched to the new cluster",
+            "`pgleap finalize docker` keeps it, `pgleap rollback docker` goes back",
+        )
+    if state.phase not in BEFORE_SWITCH or state.data.get("strategy") != "logical":
+        with report.phase("preflight", "wal_level, slots, replica identity, what is carried how"):
+            the_plan = plan(
+                side,
+                image,
+                restart_for_wal_level=restart_for_wal_level,
+                replica_identity_full=replica_identity_full,
+            )
+        if dry_run:
+            return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
+        _refuse(the_plan)
+        state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), source=side.describe(),
+                   target_image=image, started=time.time())  # fmt: skip
+    data = state.data["plan"]
+    old = side.server(side.name, "old server")
+    if state.phase == "preflight":
+        if data["restart_for_wal_level"]:
+            with report.phase("restart for wal_level", "the old server restarts once"):
+                repl.set_wal_level_logical(old)
+                side.restart_old()
+                old = side.server(side.name, "old server")
+        repl.set_identity_full(old, data["identity_full"])
+        with report.phase("build", "new volume and container, roles, schema, publications, subscriptions"):
+            new = side.start_next(image)
+            repl.ensure_databases(old, new, data["databases"])
+            side.copy_schema(image, side.ip(side.name), side.ip(side.next_name), data["databases"])
+            for db in data["databases"]:
+                repl.copy_extension_config(old, new, db)
+            old_ip = side.ip(side.name)
+            for db, tables in data["replicated"].items():
+                repl.create_publication(old, db, tables)
+                info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
+                repl.create_subscription(
+                    new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=True
+                )
+        state.save(phase="built", catalog=repl.catalog_hash(old, data["databases"]))
+    new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
+    if state.phase == "built":
+        with report.phase("sync", "initial copy of every table, then streaming") as ph:
+            seconds = repl.wait_synced(new, list(data["replicated"]), sync_timeout)
+            repl.wait_caught_up(old, _slots(data, "fwd"), sync_timeout)
+            ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
+        state.save(phase="synced")
+    return _switch(side, image, old, new, data, report=report, state=state, drain=drain)
+
+
+def _verify(a: Server, b: Server, databases: list[str], what: str) -> dict:
+    before, after = fingerprint(a, databases), fingerprint(b, databases)
+    result = compare(before, after, include_extension_tables=False)
+    if not result.identical:
+        raise VerificationFailed(
+            f"{what}: the fingerprints differ: " + "; ".join(result.differences[:8]),
+            "nothing was switched: the serving side keeps serving; `pgleap rollback docker` removes the copy",
+        )
+    return {"tables": sum(len(t) for t in after.tables.values()), "rows": after.total_rows(),
+            "sequences": sum(len(s) for s in after.sequences.values())}  # fmt: skip
+
+
+def _switch(
+    side, image, old: Server, new: Server, data: dict, *, report: Report, state: RunState, drain
+) -> dict:
+    dbs = data["databases"]
+    pause_start = time.monotonic()
+    report.down()
+    try:
+        with report.phase("pause writes", "new sessions read-only, open ones ended") as ph:
+            ended = repl.pause_writes(old, drain=drain)
+            ph.detail = f"{ended} session(s) ended"
+        with report.phase("DDL check", "catalog hash against the one taken at build"):
+            if repl.catalog_hash(old, dbs) != state.data.get("catalog"):
+                raise PgleapError(
+                    "the schema changed on the old server during the migration (DDL); the switch is aborted",
+                    "the old server serves again; `pgleap rollback docker` removes the new copy, then upgrade again",
+                )
+        with report.phase("catch up", "the new server replays the last writes"):
+            repl.wait_caught_up(old, _slots(data, "fwd"), 120)
+        with report.phase("sequences", "set from the old server") as ph:
+            ph.detail = f"{repl.copy_sequences(old, new, dbs)} sequence(s)"
+        for item in data["carried"]:
+            if item["what"] == "unlogged tables":
+                with report.phase("unlogged tables", item["database"]):
+                    for name in item["objects"]:
+                        repl.copy_rows(old, new, item["database"], name, replace=True)
+            if item["what"] == "materialized views":
+                with report.phase("materialized views", item["database"]):
+                    repl.refresh_matviews(new, item["database"], item["objects"])
+        with report.phase("verify", "fingerprints of old and new, during the pause") as ph:
+            proof = _verify(old, new, dbs, "before the switch")
+            ph.detail = (
+                f"{proof['tables']} tables, {proof['rows']} rows, {proof['sequences']} sequences identical"
+            )
+    except BaseException:
+        repl.resume_writes(old)  # the old server serves again, nothing was switched
+        report.up()
+        raise
+    with report.phase("switch", "reverse slots, then the container name and ports to the new cluster"):
+        for db in data["replicated"]:
+            repl.drop_subscription(new, db, repl.sub_name("fwd", db))
+            repl.create_publication(new, db, data["replicated"][db], repl.REVERSE_PUBLICATION)
+            # the slot exists before any client reaches the new server: rollback loses no write
+            repl.create_slot(new, db, repl.sub_name("rev", db))
+        repl.resume_writes(old, reload=False)  # read-only stays until it stops; the blue copy starts writable
+        side.hand_over(image)
+    pause = time.monotonic() - pause_start
+    report.up()
+    state.save(phase="switched", pause_seconds=round(pause, 3), proof=proof, switched=time.time())
+    with report.phase("reverse replication", "new -> old, so that rollback keeps the writes made after"):
+        _reverse(side, data)
+    report.result(f"write pause {pause:.2f} s; `pgleap rollback docker -c {side.name}` goes back with every "
+                  f"write, `pgleap finalize docker -c {side.name}` removes the old cluster")  # fmt: skip
+    return {"strategy": "logical", "phase": "switched", "pause_seconds": round(pause, 3), "proof": proof,
+            "container": side.name, "target_image": image,
+            "phases": [{"name": p.name, "seconds": round(p.seconds, 3)} for p in report.phases]}  # fmt: skip
+
+
+def _reverse(side, data: dict) -> None:
+    blue = side.start_blue()
+    new_ip = side.ip(side.name)
+    for db in data["replicated"]:
+        info = repl.conninfo(new_ip, 5432, blue.user, blue.password, db)
+        name = repl.sub_name("rev", db)
+        repl.create_subscription(blue, db, name, info, repl.REVERSE_PUBLICATION, copy_data=False, slot=name)
+
+
+def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
+    """Back to the old cluster: before the switch nothing served from the new one; after it, the
+    new cluster's writes are already on the old one (reverse subscription), sequences follow."""
+    data = state.data["plan"]
+    phase = state.phase
+    if phase in BEFORE_SWITCH:
+        with report.phase("rollback", "remove the new copy; the old server never stopped"):
+            old = side.server(side.name, "old server")
+            if side.next_running():
+                new = side.server(side.next_name, "new server")
+                for db in data["replicated"]:
+                    repl.drop_subscription(new, db, repl.sub_name("fwd", db))
+            for db in data["replicated"]:
+                repl.drop_publication(old, db)
+                repl.drop_slot(old, repl.sub_name("fwd", db))
+            repl.resume_writes(old)
+            side.remove_next()
+        state.clear()
+        return {"strategy": "logical", "rolled_back": True, "from_phase": phase}
+    if phase != "switched":
+        raise PgleapError(f"nothing to roll back (phase {phase})")
+    dbs = data["databases"]
+    pause_start = time.monotonic()
+    new = side.server(side.name, "new server")
+    with report.phase("pause writes", "on the new server"):
+        repl.pause_writes(new)
+    try:
+        blue = side.start_blue()
+        with report.phase("catch up", "the old server replays the new server's last writes"):
+            _reverse(side, data)
+            repl.wait_caught_up(new, _slots(data, "rev"), 120)
+            repl.copy_sequences(new, blue, dbs)
+        with report.phase("verify", "fingerprints of new and old"):
+            proof = _verify(new, blue, dbs, "before the rollback")
+    except BaseException:
+        repl.resume_writes(new)
+        raise
+    with report.phase("hand back", "the container name and ports to the old cluster"):
+        for db in data["replicated"]:
+            repl.drop_subscription(blue, db, repl.sub_name("rev", db))
+            repl.drop_publication(new, db, repl.REVERSE_PUBLICATION)
+        side.hand_back()
+        old = side.server(side.name, "old server")
+        for db in data["replicated"]:
+            repl.drop_publication(old, db)
+        side.remove_next()
+    pause = time.monotonic() - pause_start
+    state.clear()
+    return {"strategy": "logical", "rolled_back": True, "from_phase": phase, "pause_seconds": round(pause, 3),
+            "proof": proof}  # fmt: skip
+
+
+def finalize(side: LogicalSide, *, report: Report, state: RunState) -> dict:
+    """Keep the new cluster: the reverse replication, its slots and publication, the old cluster's
+    containers and its volume go."""
+    data = state.data["plan"]
+    if state.phase != "switched":
+        raise Refused(
+            f"finalize needs a switched upgrade (this one is at {state.phase!r})",
+            "run the upgrade to its end first, or `pgleap rollback docker`",
+        )
+    new = side.server(side.name, "new server")
+    with report.phase("finalize", "reverse replication, slots, publications, old cluster"):
+        blue = side.start_blue()
+        for db in data["replicated"]:
+            repl.drop_subscription(blue, db, repl.sub_name("rev", db))
+            repl.drop_slot(new, repl.sub_name("rev", db))
+            repl.drop_publication(new, db, repl.REVERSE_PUBLICATION)
+            repl.drop_publication(new, db)
+        side.remove_old()
+    state.clear()
+    return {"strategy": "logical", "finalized": True}
