@@ -16,11 +16,12 @@ new="${PGLEAP_NEW_HOST:?}"
 log() { echo "pgleap[logical-schema] $*" >&2; }
 
 log "roles with their password hashes"
-# The bootstrap superuser exists on both sides: its CREATE ROLE fails harmlessly, the ALTER
-# that follows it carries the password; every other failure stops the copy.
+# The bootstrap superuser exists on both sides with the password of the user's environment:
+# its lines are left out (an md5 hash from an old major would not pass the new image's
+# scram-sha-256 pg_hba.conf). Every other failure stops the copy.
 pg_dumpall -h "$old" --roles-only --no-role-passwords >/dev/null  # fail early if unreachable
 pg_dumpall -h "$old" --roles-only \
-  | grep -v -E "^CREATE ROLE \"?${PGUSER}\"?;$" \
+  | grep -v -E "^(CREATE|ALTER) ROLE \"?${PGUSER}\"?( |;)" \
   | psql -h "$new" -d postgres -q -v ON_ERROR_STOP=1 >/dev/null
 
 while IFS= read -r db; do

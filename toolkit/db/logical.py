@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from psycopg import sql
 
@@ -41,7 +43,9 @@ MATVIEWS = _REL + f"c.relkind = 'm' AND {_USER} AND {_NOT_EXT} ORDER BY 1, 2"
 EXT_CONFIG = (
     "SELECT n.nspname, c.relname, coalesce(e.extcondition[array_position(e.extconfig, c.oid)], '') "
     "FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' ORDER BY 1, 2"
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' "
+    # referenced tables first (topology.topology before topology.layer)
+    "ORDER BY (SELECT count(*) FROM pg_constraint f WHERE f.conrelid = c.oid AND f.contype = 'f'), 1, 2"
 )
 # What DDL changes: relations, columns and their types, constraints, in user schemas.
 CATALOG = (
@@ -55,6 +59,16 @@ SEQUENCES = (
     "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE c.relkind = 'S' AND {_USER} ORDER BY 1, 2"
 )
+
+
+@contextmanager
+def _connect(server: Server, db: str = "postgres", **kwargs) -> Iterator:
+    """pgleap's own session: writable even while the server's write pause is on."""
+    with server.connect(db, **kwargs) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        if not kwargs.get("autocommit", True):
+            conn.commit()
+        yield conn
 
 
 def _names(rows) -> list[str]:
@@ -80,7 +94,7 @@ def facts(server: Server) -> LogicalFacts:
     databases = [db for db in server.databases() if db != "template1"]
     per: dict[str, dict] = {k: {} for k in ("tables", "no_identity", "unlogged", "matviews", "ext", "lo")}
     for db in databases:
-        with server.connect(db) as conn:
+        with _connect(server, db) as conn:
             per["tables"][db] = _names(conn.execute(TABLES).fetchall())
             per["no_identity"][db] = _names(conn.execute(NO_IDENTITY).fetchall())
             per["unlogged"][db] = _names(conn.execute(UNLOGGED).fetchall())
@@ -105,7 +119,7 @@ def facts(server: Server) -> LogicalFacts:
 
 
 def set_wal_level_logical(server: Server) -> None:
-    with server.connect() as conn:
+    with _connect(server) as conn:
         conn.execute("ALTER SYSTEM SET wal_level = logical")
 
 
@@ -118,27 +132,32 @@ def catalog_hash(server: Server, databases: list[str]) -> str:
     return digest.hexdigest()
 
 
-def ensure_databases(old: Server, new: Server, databases: list[str]) -> list[str]:
-    """Create on the new server the databases it lacks, with the old encoding and locale."""
-    made = []
-    existing = set(new.query("postgres", "SELECT datname FROM pg_database"))
-    existing = {r[0] for r in existing}
+def fresh_databases(old: Server, new: Server, databases: list[str]) -> None:
+    """Every database empty on the new server, with the old encoding, locale and template flag.
+
+    The new cluster was just initialised by its image's entrypoint, whose init scripts may have
+    filled some databases already (the PostGIS images create extensions in POSTGRES_DB and
+    template_postgis): those would clash with the schema copy, so they are made again from
+    template0. Only ever called on the new cluster before it holds anything of the user's."""
     for db in databases:
-        if db in existing:
-            continue
-        enc, collate, ctype = old.query(
+        enc, collate, ctype, template = old.query(
             "postgres",
-            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datistemplate FROM pg_database "
+            "WHERE datname = %s",
             (db,),
         )[0]
-        with new.connect() as conn:
+        name = sql.Identifier(db)
+        with _connect(new, "template1") as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
+                conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(name))
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-                    sql.Identifier(db), sql.Literal(enc), sql.Literal(collate), sql.Literal(ctype)
+                    name, sql.Literal(enc), sql.Literal(collate), sql.Literal(ctype)
                 )
             )
-        made.append(db)
-    return made
+            if template:
+                conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(name))
 
 
 def _columns(conn, name: str) -> list[str]:
@@ -153,7 +172,7 @@ def _columns(conn, name: str) -> list[str]:
 def copy_rows(old: Server, new: Server, db: str, name: str, *, where: str = "", replace: bool) -> int:
     """COPY a table's rows old → new in the columns both have; `replace` empties the target first,
     otherwise rows whose key already exists are kept (ON CONFLICT DO NOTHING through a temp table)."""
-    with old.connect(db) as src, new.connect(db, autocommit=False) as dst:
+    with _connect(old, db) as src, _connect(new, db, autocommit=False) as dst:
         cols = [c for c in _columns(src, name) if c in set(_columns(dst, name))]
         collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
         source = sql.SQL("COPY (SELECT {} FROM ONLY {} {}) TO STDOUT (FORMAT binary)").format(
@@ -186,9 +205,9 @@ def copy_extension_config(old: Server, new: Server, db: str) -> list[str]:
     """User rows of extension configuration tables (topology.topology/layer, user SRIDs in
     spatial_ref_sys): copied once, rows the new extension already has are kept."""
     copied = []
-    with old.connect(db) as conn:
+    with _connect(old, db) as conn:
         rows = conn.execute(EXT_CONFIG).fetchall()
-    with new.connect(db) as conn:
+    with _connect(new, db) as conn:
         present = set(_names(conn.execute(EXT_CONFIG).fetchall()))
     for schema, name, condition in rows:
         key = f"{schema}.{name}"
@@ -200,14 +219,14 @@ def copy_extension_config(old: Server, new: Server, db: str) -> list[str]:
 
 def set_identity_full(server: Server, tables: dict[str, list[str]]) -> None:
     for db, names in tables.items():
-        with server.connect(db) as conn:
+        with _connect(server, db) as conn:
             for name in names:
                 conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_qualified(name)))
 
 
 def create_publication(server: Server, db: str, tables: list[str], name: str = PUBLICATION) -> None:
     """FOR TABLE, never FOR ALL TABLES: extension-owned tables (spatial_ref_sys) stay out."""
-    with server.connect(db) as conn:
+    with _connect(server, db) as conn:
         if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
         listed = sql.SQL(", ").join(_qualified(t) for t in tables)
@@ -215,7 +234,7 @@ def create_publication(server: Server, db: str, tables: list[str], name: str = P
 
 
 def drop_publication(server: Server, db: str, name: str = PUBLICATION) -> None:
-    with server.connect(db) as conn:
+    with _connect(server, db) as conn:
         conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
 
 
@@ -248,7 +267,7 @@ def create_subscription(
     options = sql.SQL("copy_data = {}").format(sql.Literal(copy_data))
     if slot:
         options = sql.SQL("{}, create_slot = false, slot_name = {}").format(options, sql.Literal(slot))
-    with server.connect(db) as conn:
+    with _connect(server, db) as conn:
         if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
             return
         conn.execute(
@@ -260,7 +279,7 @@ def create_subscription(
 
 def drop_subscription(server: Server, db: str, name: str) -> None:
     """Drops the slot on the publisher too when it can reach it; otherwise detaches and drops."""
-    with server.connect(db) as conn:
+    with _connect(server, db) as conn:
         if not conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
             return
         ident = sql.Identifier(name)
@@ -273,7 +292,7 @@ def drop_subscription(server: Server, db: str, name: str) -> None:
 
 
 def create_slot(server: Server, db: str, slot: str) -> None:
-    with server.connect(db) as conn:
+    with _connect(server, db) as conn:
         if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone():
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
 
@@ -341,13 +360,13 @@ def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
     """Every sequence's (last_value, is_called) from src onto dst, where dst has it."""
     count = 0
     for db in dbs:
-        with src.connect(db) as conn:
+        with _connect(src, db) as conn:
             values = []
             for schema, name in conn.execute(SEQUENCES).fetchall():
                 ident = sql.Identifier(schema, name)
                 row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
                 values.append((f"{schema}.{name}", *row))
-        with dst.connect(db) as conn:
+        with _connect(dst, db) as conn:
             present = set(_names(conn.execute(SEQUENCES).fetchall()))
             for name, last, called in values:
                 if name in present:
@@ -360,28 +379,47 @@ def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
 
 
 def refresh_matviews(server: Server, db: str, names: list[str]) -> None:
-    with server.connect(db) as conn:
+    with _connect(server, db) as conn:
         for name in names:
             conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(_qualified(name)))
 
 
 def pause_writes(server: Server, *, drain: float = 2.0, sleep=time.sleep) -> int:
     """New sessions are read-only; open transactions get `drain` seconds, then every client
-    session is ended (replication senders stay). Returns how many sessions were ended."""
-    with server.connect() as conn:
+    session is ended (replication senders stay). Returns how many sessions were ended.
+
+    Both signals are asynchronous: the pause holds only once a new session reads the setting
+    and the ended backends are gone (a backend still alive may commit one more write)."""
+    with _connect(server) as conn:
         conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
         conn.execute("SELECT pg_reload_conf()")
-        others = "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + 10
+    while server.query("postgres", "SHOW default_transaction_read_only")[0][0] != "on":
+        if time.monotonic() > deadline:
+            raise PgleapError("the server did not take the write pause (default_transaction_read_only)")
+        sleep(0.01)
+    others = "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    with _connect(server) as conn:
         deadline = time.monotonic() + drain
         while time.monotonic() < deadline:
             if not conn.execute(f"SELECT count(*) {others} AND xact_start IS NOT NULL").fetchone()[0]:
                 break
             sleep(0.02)
-        return len(conn.execute(f"SELECT pg_terminate_backend(pid) {others}").fetchall())
+        ended = [r[0] for r in conn.execute(f"SELECT pid {others}").fetchall()]
+        for pid in ended:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)).fetchone()[
+            0
+        ]:
+            if time.monotonic() > deadline:
+                raise PgleapError("client sessions did not end within 10 s of the write pause")
+            sleep(0.01)
+    return len(ended)
 
 
 def resume_writes(server: Server, *, reload: bool = True) -> None:
-    with server.connect() as conn:
+    with _connect(server) as conn:
         conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
         if reload:
             conn.execute("SELECT pg_reload_conf()")

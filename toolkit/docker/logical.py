@@ -86,6 +86,10 @@ class LogicalDocker:
             return False
         return self.rt.docker.containers.get(self.next_name).status == "running"
 
+    def restart_next(self) -> None:
+        self.rt.docker.containers.get(self.next_name).restart(timeout=60)
+        self.rt.wait_accepting(self.next_name, self.source.superuser, self.source.password)
+
     # ---- the old server ------------------------------------------------------------------------
 
     def restart_old(self) -> None:
@@ -177,6 +181,13 @@ class LogicalDocker:
         for m in attrs.get("Mounts", []):
             if m["Destination"] == self.source.mount:
                 m["Name"] = self.next_volume
+        # A port published as "any free port" keeps the one the clients know now.
+        live = attrs["NetworkSettings"].get("Ports") or {}
+        for port, bindings in (attrs["HostConfig"].get("PortBindings") or {}).items():
+            for i, b in enumerate(bindings or []):
+                actual = (live.get(port) or [])[i : i + 1]
+                if not b.get("HostPort") and actual:
+                    b["HostPort"] = actual[0].get("HostPort")
         layout = self._layout(image)
         src = SourceContainer(**{**self.source.__dict__, "attrs": attrs})
         # recreate() reads only these two fields of an UpgradePlan

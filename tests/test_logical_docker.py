@@ -1,0 +1,290 @@
+"""`--strategy logical` end to end on real containers: a writer runs through the migration and the
+switch; every acknowledged write arrives exactly once, the fingerprints match, rollback brings back
+the writes made on the new side, finalize leaves no replication object behind.
+
+The writer is a load test: it talks only to the port published on 127.0.0.1, a few hundred writes
+a second at most, and stops by itself after a bounded count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli.app import app
+from toolkit.db.sql import Server
+from toolkit.errors import PgleapError
+
+EXTRA = [
+    "CREATE TABLE notes (body text)",  # no primary key: refused, or REPLICA IDENTITY FULL with consent
+    "INSERT INTO notes SELECT 'note ' || g FROM generate_series(1, 50) g",
+    "CREATE TABLE writes (id bigserial PRIMARY KEY, n int UNIQUE NOT NULL, side text)",  # sequence-fed
+    "CREATE UNLOGGED TABLE cache (k int PRIMARY KEY, v text)",
+    "INSERT INTO cache SELECT g, 'v' || g FROM generate_series(1, 20) g",
+]
+
+
+@dataclass
+class Writer:
+    """Inserts (and updates a note) through 127.0.0.1:port; records every acknowledged write."""
+
+    port: int
+    user: str
+    password: str = field(repr=False)
+    limit: int = 20000
+    seconds: float = 240.0
+    acked: dict[int, float] = field(default_factory=dict)
+    errors: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        n, conn, start = 0, None, time.monotonic()
+        while not self.stop.is_set() and n < self.limit and time.monotonic() - start < self.seconds:
+            try:
+                if conn is None:
+                    conn = psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                                           dbname=self.user, autocommit=True, connect_timeout=2)  # fmt: skip
+                n += 1
+                conn.execute(
+                    "INSERT INTO writes (n, side) VALUES (%s, current_setting('server_version'))", (n,)
+                )
+                if n % 10 == 0:
+                    conn.execute(
+                        "UPDATE notes SET body = body || '.' WHERE body = 'note 7' OR body LIKE 'note 7.%%'"
+                    )
+                self.acked[n] = time.monotonic()
+                time.sleep(0.004)
+            except psycopg.Error:
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def gaps(self) -> list[float]:
+        times = sorted(self.acked.values())
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+    def switch_gap(self) -> float:
+        """The last long gap: the switch (an earlier one is the wal_level restart)."""
+        long = [g for g in self.gaps() if g > 0.3]
+        return long[-1] if long else max(self.gaps())
+
+
+@dataclass
+class Old:
+    rt: object
+    name: str
+    volume: str
+    image: str
+    user: str
+    password: str = field(repr=False)
+    port: int = 0
+
+    def local(self) -> Server:
+        return Server("127.0.0.1", self.port, self.user, self.password, label="published port")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(rt, image: str, tag: str, *, wal_logical: bool) -> Old:
+    from toolkit.db.seed import seed
+    from toolkit.docker import images
+
+    name = volume = f"pgleap-test-logical-{tag.split('-')[0]}-{uuid.uuid4().hex[:6]}"
+    password = secrets.token_urlsafe(12)
+    rt.docker.volumes.create(volume)
+    c = rt.docker.containers.run(
+        image, name=name, detach=True, command=["postgres", "-c", "wal_level=logical"] if wal_logical else None,
+        environment={"POSTGRES_USER": "gis", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "gis"},
+        volumes={volume: {"bind": images.spec_for(tag).volume_dir, "mode": "rw"}},
+        ports={"5432/tcp": ("127.0.0.1", _free_port())},  # fixed, as users publish it
+    )  # fmt: skip
+    rt.wait_accepting(name, "gis", password, timeout=180)
+    c.reload()
+    port = int(c.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"])
+    old = Old(rt, name, volume, image, "gis", password, port)
+    seed(old.local(), "gis", rows=2000, polygons=200)
+    with old.local().connect("gis") as conn:
+        for statement in EXTRA:
+            conn.execute(statement)
+    return old
+
+
+@pytest.fixture
+def logical_old(runtime, image_names):
+    made: list[Old] = []
+
+    def make(tag: str, **kwargs) -> Old:
+        old = _start(runtime, image_names[tag], tag, **kwargs)
+        made.append(old)
+        return old
+
+    yield make
+    for old in made:
+        for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue"):
+            runtime.remove(old.name + suffix)
+        runtime.remove_volume(old.volume)
+        runtime.remove_volume(old.volume + "-pgleap-next")
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _ok(result) -> dict:
+    exc = result.exception
+    if exc is not None and not isinstance(exc, PgleapError | SystemExit):
+        import traceback
+
+        traceback.print_exception(exc)
+    assert result.exit_code == 0, f"{result.output}\n{exc}" if isinstance(exc, PgleapError) else result.output
+    return json.loads(result.stdout[result.stdout.index("{") :])
+
+
+def _code(result) -> int:
+    """The exit code `pgleap` would give: toolkit.cli.app.main maps PgleapError to its code."""
+    if isinstance(result.exception, PgleapError):
+        return result.exception.exit_code
+    return result.exit_code
+
+
+def _writer(old: Old) -> tuple[Writer, threading.Thread]:
+    writer = Writer(old.port, old.user, old.password)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    return writer, thread
+
+
+def _stop(writer: Writer, thread: threading.Thread) -> None:
+    writer.stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def _assert_all_acked(server: Server, writer: Writer) -> None:
+    rows = server.query("gis", "SELECT n, count(*) FROM writes GROUP BY n")
+    present = {n: c for n, c in rows}
+    missing = [n for n in writer.acked if n not in present]
+    assert not missing, f"{len(missing)} acknowledged writes missing, e.g. {missing[:5]}"
+    assert all(c == 1 for c in present.values())
+
+
+def _replication_objects(server: Server) -> list:
+    found = server.query("postgres", "SELECT slot_name FROM pg_replication_slots")
+    for db in ("gis", "analytics"):
+        found += server.query(db, "SELECT pubname FROM pg_publication")
+        found += server.query(db, "SELECT subname FROM pg_subscription")
+    return found
+
+
+def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logical_old, capsys):
+    started = time.monotonic()
+    old = _start_and_check_refusals(runtime, image_names, logical_old)
+    writer, thread = _writer(old)
+    result = _cli("upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical",
+                  "--restart-for-wal-level", "--replica-identity-full", "-y", "-o", "json")  # fmt: skip
+    out = _ok(result)
+    time.sleep(2.0)  # writes on the new cluster, to be carried back by the rollback
+    new_image = runtime.docker.containers.get(old.name).attrs["Config"]["Image"]
+    assert new_image == image_names["17-3.5"]
+    assert old.local().query("gis", "SHOW server_version_num")[0][0].startswith("17")
+    after_switch = [n for n, t in writer.acked.items() if t > time.monotonic() - 1.5]
+    assert after_switch, "the writer made no writes on the new cluster"
+    gis = old.local().query("gis", "SELECT count(*) FROM pg_indexes WHERE indexdef ~ 'USING gist'")[0][0]
+    assert gis >= 3  # points, polygons, partitioned parent's GiST survive the schema copy
+    _assert_all_acked(old.local(), writer)
+    assert old.local().query("gis", "SELECT count(*) FROM cache")[0][0] == 20  # unlogged: copied in the pause
+
+    rollback = _cli("rollback", "docker", "-c", old.name, "-y", "-o", "json")
+    _stop(writer, thread)
+    back = _ok(rollback)
+    assert runtime.docker.containers.get(old.name).attrs["Config"]["Image"] == image_names["13-3.1"]
+    assert old.local().query("gis", "SHOW server_version_num")[0][0].startswith("13")
+    _assert_all_acked(old.local(), writer)  # every write made on the new cluster is on the old one
+    sides = dict(old.local().query("gis", "SELECT left(side, 2), count(*) FROM writes GROUP BY 1"))
+    assert sides.get("17", 0) > 0, sides
+    with old.local().connect("gis") as conn:  # the sequence came back too: no duplicate key
+        conn.execute("INSERT INTO writes (n, side) VALUES (-1, 'after rollback')")
+    assert _replication_objects(old.local()) == []
+    assert not runtime.exists(old.name + "-pgleap-next")
+    with capsys.disabled():
+        print(f"\n[logical 13->17] pgleap pause {out['pause_seconds']:.2f} s, writer's switch gap "
+              f"{writer.switch_gap():.2f} s, longest gap {max(writer.gaps()):.2f} s (includes the wal_level "
+              f"restart), {len(writer.acked)} writes acked, {writer.errors} retries; rollback pause "
+              f"{back['pause_seconds']:.2f} s; "
+              f"test {time.monotonic() - started:.0f} s")  # fmt: skip
+
+
+def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
+    old = logical_old("13-3.1", wal_logical=False)
+    dry = _cli("upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical",
+               "--dry-run", "-o", "json")  # fmt: skip
+    plan = _ok(dry)["plan"]
+    checks = {r["check"] for r in plan["refusals"]}
+    assert checks == {"wal_level", "replica_identity"}, plan["refusals"]
+    refused = next(r for r in plan["refusals"] if r["check"] == "replica_identity")
+    assert "public.notes" in refused["message"] and "public.sightings_north" in refused["message"]
+    assert "public.spatial_ref_sys" not in plan["replicated"]["gis"]  # extension-owned: not published
+    hows = {(c["what"], c["database"]) for c in plan["carried"]}
+    assert ("unlogged tables", "gis") in hows and ("materialized views", "gis") in hows
+    refused = _cli(
+        "upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical", "-y"
+    )
+    assert _code(refused) == 3, refused.output
+    assert runtime.docker.containers.get(old.name).attrs["Config"]["Image"] == image_names["13-3.1"]
+    return old
+
+
+def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
+    runtime, image_names, logical_old, monkeypatch, capsys
+):
+    """Skipping the sequence sync must fail the proof (exit 4) with the old server serving again;
+    the upgrade run again goes on from the synchronised copy, switches, and finalize cleans up."""
+    from toolkit.db import logical as repl
+
+    started = time.monotonic()
+    old = logical_old("15-3.3", wal_logical=True)
+    writer, thread = _writer(old)
+    args = ["upgrade", "docker", "-c", old.name, "--to", image_names["18-3.x"], "--strategy", "logical",
+            "--replica-identity-full", "-y", "-o", "json"]  # fmt: skip
+    monkeypatch.setattr(repl, "copy_sequences", lambda *a, **k: 0)
+    broken = _cli(*args)
+    assert _code(broken) == 4, broken.output
+    assert "sequence" in str(broken.exception)
+    monkeypatch.undo()
+    before = len(writer.acked)
+    time.sleep(1.0)
+    assert len(writer.acked) > before, "the old server does not take writes again after the aborted switch"
+    assert runtime.docker.containers.get(old.name).attrs["Config"]["Image"] == image_names["15-3.3"]
+
+    result = _cli(*args)
+    out = _ok(result)
+    time.sleep(1.0)
+    _stop(writer, thread)
+    assert old.local().query("gis", "SHOW server_version_num")[0][0].startswith("18")
+    _assert_all_acked(old.local(), writer)
+    final = _cli("finalize", "docker", "-c", old.name, "-y", "-o", "json")
+    _ok(final)
+    assert _replication_objects(old.local()) == []
+    assert not runtime.exists(old.name + "-pgleap-old") and not runtime.exists(old.name + "-pgleap-blue")
+    with capsys.disabled():
+        print(f"\n[logical 15->18] pgleap pause {out['pause_seconds']:.2f} s, writer's longest gap "
+              f"{writer.switch_gap():.2f} s, {len(writer.acked)} writes acked, {writer.errors} retries; "
+              f"test {time.monotonic() - started:.0f} s")  # fmt: skip
