@@ -8,6 +8,7 @@ a second at most, and stops by itself after a bounded count and time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import socket
@@ -74,7 +75,7 @@ class Writer:
 
     def gaps(self) -> list[float]:
         times = sorted(self.acked.values())
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]
 
     def switch_gap(self) -> float:
         """The last long gap: the switch (an earlier one is the wal_level restart)."""
@@ -157,6 +158,10 @@ def _ok(result) -> dict:
     return json.loads(result.stdout[result.stdout.index("{") :])
 
 
+def _phases(out: dict) -> str:
+    return ", ".join(f"{p['name']} {p['seconds']:.2f}" for p in out["phases"])
+
+
 def _code(result) -> int:
     """The exit code `pgleap` would give: toolkit.cli.app.main maps PgleapError to its code."""
     if isinstance(result.exception, PgleapError):
@@ -229,7 +234,7 @@ def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logica
               f"{writer.switch_gap():.2f} s, longest gap {max(writer.gaps()):.2f} s (includes the wal_level "
               f"restart), {len(writer.acked)} writes acked, {writer.errors} retries; rollback pause "
               f"{back['pause_seconds']:.2f} s; "
-              f"test {time.monotonic() - started:.0f} s")  # fmt: skip
+              f"test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
 
 
 def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
@@ -287,4 +292,4 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     with capsys.disabled():
         print(f"\n[logical 15->18] pgleap pause {out['pause_seconds']:.2f} s, writer's longest gap "
               f"{writer.switch_gap():.2f} s, {len(writer.acked)} writes acked, {writer.errors} retries; "
-              f"test {time.monotonic() - started:.0f} s")  # fmt: skip
+              f"test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
