@@ -269,11 +269,11 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     writer, thread = _writer(old)
     args = ["upgrade", "docker", "-c", old.name, "--to", image_names["18-3.x"], "--strategy", "logical",
             "--replica-identity-full", "-y", "-o", "json"]  # fmt: skip
-    monkeypatch.setattr(repl, "copy_sequences", lambda *a, **k: 0)
-    broken = _cli(*args)
+    with monkeypatch.context() as patched:  # the mutation: the sequences are not carried
+        patched.setattr(repl, "copy_sequences", lambda *a, **k: 0)
+        broken = _cli(*args)
     assert _code(broken) == 4, broken.output
     assert "sequence" in str(broken.exception)
-    monkeypatch.undo()
     before = len(writer.acked)
     time.sleep(1.0)
     assert len(writer.acked) > before, "the old server does not take writes again after the aborted switch"
