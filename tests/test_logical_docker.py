@@ -25,6 +25,8 @@ from toolkit.cli.app import app
 from toolkit.db.sql import Server
 from toolkit.errors import PgleapError
 
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
 EXTRA = [
     "CREATE TABLE notes (body text)",  # no primary key: refused, or REPLICA IDENTITY FULL with consent
     "INSERT INTO notes SELECT 'note ' || g FROM generate_series(1, 50) g",
@@ -261,7 +263,8 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     runtime, image_names, logical_old, monkeypatch, capsys
 ):
     """Skipping the sequence sync must fail the proof (exit 4) with the old server serving again;
-    the upgrade run again goes on from the synchronised copy, switches, and finalize cleans up."""
+    DDL made during the migration aborts the switch; the upgrade run again goes on from the
+    synchronised copy, switches, and finalize cleans up."""
     from toolkit.db import logical as repl
 
     started = time.monotonic()
@@ -278,6 +281,14 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     time.sleep(1.0)
     assert len(writer.acked) > before, "the old server does not take writes again after the aborted switch"
     assert runtime.docker.containers.get(old.name).attrs["Config"]["Image"] == image_names["15-3.3"]
+
+    with old.local().connect("gis") as conn:  # DDL during the migration: the switch is aborted
+        conn.execute("CREATE INDEX notes_body ON notes (body)")
+    ddl = _cli(*args)
+    assert _code(ddl) == 1 and "schema changed" in str(ddl.exception), ddl.output
+    assert runtime.docker.containers.get(old.name).attrs["Config"]["Image"] == image_names["15-3.3"]
+    with old.local().connect("gis") as conn:  # the schema as it was when the copy was built
+        conn.execute("DROP INDEX notes_body")
 
     result = _cli(*args)
     out = _ok(result)
