@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import secrets
 import socket
 import threading
@@ -47,6 +48,7 @@ class Writer:
     seconds: float = 240.0
     acked: dict[int, float] = field(default_factory=dict)
     errors: int = 0
+    sides: dict[int, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -57,9 +59,11 @@ class Writer:
                     conn = psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
                                            dbname=self.user, autocommit=True, connect_timeout=2)  # fmt: skip
                 n += 1
-                conn.execute(
-                    "INSERT INTO writes (n, side) VALUES (%s, current_setting('server_version'))", (n,)
-                )
+                side = conn.execute(
+                    "INSERT INTO writes (n, side) VALUES (%s, current_setting('server_version')) RETURNING side",
+                    (n,),
+                ).fetchone()[0]
+                self.sides[n] = side
                 if n % 10 == 0:
                     conn.execute(
                         "UPDATE notes SET body = body || '.' WHERE body = 'note 7' OR body LIKE 'note 7.%%'"
@@ -186,10 +190,14 @@ def _stop(writer: Writer, thread: threading.Thread) -> None:
 
 
 def _assert_all_acked(server: Server, writer: Writer) -> None:
+    acked = dict(writer.acked)  # before the query: a write acknowledged after its snapshot is not in it
     rows = server.query("gis", "SELECT n, count(*) FROM writes GROUP BY n")
     present = {n: c for n, c in rows}
-    missing = [n for n in writer.acked if n not in present]
-    assert not missing, f"{len(missing)} acknowledged writes missing, e.g. {missing[:5]}"
+    missing = [n for n in acked if n not in present]
+    assert not missing, (
+        f"{len(missing)} acknowledged writes missing, e.g. {missing[:5]} acked by "
+        f"{[writer.sides.get(n) for n in missing[:5]]} at {[round(writer.acked[n], 3) for n in missing[:5]]}"
+    )
     assert all(c == 1 for c in present.values())
 
 
@@ -201,7 +209,21 @@ def _replication_objects(server: Server) -> list:
     return found
 
 
-def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logical_old, capsys):
+def _window(caplog, writer: Writer) -> str:
+    """Where the writer's gap lies against pgleap's own pause (the engine logs both ends)."""
+    stamps = [
+        float(r.getMessage().rsplit(" ", 1)[1]) for r in caplog.records if "write pause" in r.getMessage()
+    ]
+    if len(stamps) < 2:
+        return "pause window not logged"
+    start, end = stamps[-2], stamps[-1]
+    before = max((t for t in writer.acked.values() if t <= start), default=start)
+    after = min((t for t in writer.acked.values() if t >= end), default=end)
+    return f"last write {start - before:.2f} s before the pause, first write {after - end:.2f} s after it"
+
+
+def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logical_old, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="toolkit.engine.logical")
     started = time.monotonic()
     old = _start_and_check_refusals(runtime, image_names, logical_old)
     writer, thread = _writer(old)
@@ -236,7 +258,7 @@ def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logica
               f"{writer.switch_gap():.2f} s, longest gap {max(writer.gaps()):.2f} s (includes the wal_level "
               f"restart), {len(writer.acked)} writes acked, {writer.errors} retries; rollback pause "
               f"{back['pause_seconds']:.2f} s; "
-              f"test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
+              f"test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}\n  {_window(caplog, writer)}")  # fmt: skip
 
 
 def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import docker.errors
@@ -172,10 +173,14 @@ class LogicalDocker:
         if done and self._attrs(self.name)["Config"]["Image"] == image:
             self.rt.start(self.name)
             return  # done before
+        with ThreadPoolExecutor(2) as pool:  # both shutdowns at once: this runs inside the write pause
+            stops = [pool.submit(self.rt.stop_container, self.next_name)]
+            if not self.rt.exists(self.old_name):
+                stops.append(pool.submit(self.rt.stop_container, self.name))
+            for stop in stops:
+                stop.result()
         if not self.rt.exists(self.old_name):
-            self.rt.stop_container(self.name)
             self.rt.rename(self.name, self.old_name)
-        self.rt.stop_container(self.next_name)
         self.rt.remove(self.next_name)
         attrs = copy.deepcopy(self.source.attrs)
         for m in attrs.get("Mounts", []):

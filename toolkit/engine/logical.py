@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from toolkit.core.logical_plan import LogicalPlan, plan_logical
@@ -142,7 +143,9 @@ def upgrade(
 
 
 def _verify(a: Server, b: Server, databases: list[str], what: str) -> dict:
-    before, after = fingerprint(a, databases), fingerprint(b, databases)
+    with ThreadPoolExecutor(2) as pool:  # both servers read at once: this runs inside the write pause
+        first, second = pool.submit(fingerprint, a, databases), pool.submit(fingerprint, b, databases)
+        before, after = first.result(), second.result()
     result = compare(before, after, include_extension_tables=False)
     if not result.identical:
         raise VerificationFailed(
@@ -158,6 +161,7 @@ def _switch(
 ) -> dict:
     dbs = data["databases"]
     pause_start = time.monotonic()
+    logger.info("write pause starts at monotonic %.3f", pause_start)
     report.down()
     try:
         with report.phase("pause writes", "new sessions read-only, open ones ended") as ph:
@@ -199,6 +203,7 @@ def _switch(
         repl.resume_writes(old, reload=False)  # read-only stays until it stops; the blue copy starts writable
         side.hand_over(image)
     pause = time.monotonic() - pause_start
+    logger.info("write pause ends at monotonic %.3f", time.monotonic())
     report.up()
     state.save(phase="switched", pause_seconds=round(pause, 3), proof=proof, switched=time.time())
     with report.phase("reverse replication", "new -> old, so that rollback keeps the writes made after"):
