@@ -83,11 +83,6 @@ class Writer:
         times = sorted(self.acked.values())
         return [b - a for a, b in itertools.pairwise(times)]
 
-    def switch_gap(self) -> float:
-        """The last long gap: the switch (an earlier one is the wal_level restart)."""
-        long = [g for g in self.gaps() if g > 0.3]
-        return long[-1] if long else max(self.gaps())
-
 
 @dataclass
 class Old:
@@ -209,17 +204,25 @@ def _replication_objects(server: Server) -> list:
     return found
 
 
-def _window(caplog, writer: Writer) -> str:
-    """Where the writer's gap lies against pgleap's own pause (the engine logs both ends)."""
+def _window(caplog, writer: Writer, old_major: str) -> str:
+    """The writer's gap around pgleap's own pause (the engine logs both ends of the switch's pause).
+    No write may be acknowledged by the old server inside the pause; the new one may take writes
+    before pgleap has logged the end (the hand-over is done once the new server accepts)."""
     stamps = [
         float(r.getMessage().rsplit(" ", 1)[1]) for r in caplog.records if "write pause" in r.getMessage()
     ]
-    if len(stamps) < 2:
-        return "pause window not logged"
+    assert len(stamps) >= 2, "the engine did not log the pause window"
     start, end = stamps[-2], stamps[-1]
+    leaked = [
+        n for n, t in writer.acked.items() if start < t <= end and writer.sides[n].startswith(old_major)
+    ]
+    assert not leaked, f"the old server acknowledged writes during the pause: {leaked[:5]}"
     before = max((t for t in writer.acked.values() if t <= start), default=start)
-    after = min((t for t in writer.acked.values() if t >= end), default=end)
-    return f"last write {start - before:.2f} s before the pause, first write {after - end:.2f} s after it"
+    after = min((t for t in writer.acked.values() if t > start), default=end)
+    return (
+        f"writer's gap at the switch {after - before:.2f} s (last write {start - before:.2f} s before the "
+        f"pause began, first on the new server {after - end:+.2f} s from its end)"
+    )
 
 
 def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logical_old, capsys, caplog):
@@ -253,12 +256,12 @@ def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logica
         conn.execute("INSERT INTO writes (n, side) VALUES (-1, 'after rollback')")
     assert _replication_objects(old.local()) == []
     assert not runtime.exists(old.name + "-pgleap-next")
+    window = _window(caplog, writer, "13")
     with capsys.disabled():
-        print(f"\n[logical 13->17] pgleap pause {out['pause_seconds']:.2f} s, writer's switch gap "
-              f"{writer.switch_gap():.2f} s, longest gap {max(writer.gaps()):.2f} s (includes the wal_level "
-              f"restart), {len(writer.acked)} writes acked, {writer.errors} retries; rollback pause "
-              f"{back['pause_seconds']:.2f} s; "
-              f"test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}\n  {_window(caplog, writer)}")  # fmt: skip
+        print(f"\n[logical 13->17] pgleap's write pause {out['pause_seconds']:.2f} s; {window}; "
+              f"longest gap of the run {max(writer.gaps()):.2f} s (the wal_level restart or the rollback); "
+              f"{len(writer.acked)} writes acked, {writer.errors} retries; rollback pause {back['pause_seconds']:.2f} s;"
+              f" test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
 
 
 def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
@@ -282,13 +285,14 @@ def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
 
 
 def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
-    runtime, image_names, logical_old, monkeypatch, capsys
+    runtime, image_names, logical_old, monkeypatch, capsys, caplog
 ):
     """Skipping the sequence sync must fail the proof (exit 4) with the old server serving again;
     DDL made during the migration aborts the switch; the upgrade run again goes on from the
     synchronised copy, switches, and finalize cleans up."""
     from toolkit.db import logical as repl
 
+    caplog.set_level(logging.INFO, logger="toolkit.engine.logical")
     started = time.monotonic()
     old = logical_old("15-3.3", wal_logical=True)
     writer, thread = _writer(old)
@@ -322,7 +326,8 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     _ok(final)
     assert _replication_objects(old.local()) == []
     assert not runtime.exists(old.name + "-pgleap-old") and not runtime.exists(old.name + "-pgleap-blue")
+    window = _window(caplog, writer, "15")
     with capsys.disabled():
-        print(f"\n[logical 15->18] pgleap pause {out['pause_seconds']:.2f} s, writer's longest gap "
-              f"{writer.switch_gap():.2f} s, {len(writer.acked)} writes acked, {writer.errors} retries; "
-              f"test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
+        print(f"\n[logical 15->18] pgleap's write pause {out['pause_seconds']:.2f} s; {window}; "
+              f"{len(writer.acked)} writes acked, {writer.errors} retries; test {time.monotonic() - started:.0f} s"
+              f"\n  phases: {_phases(out)}")  # fmt: skip
