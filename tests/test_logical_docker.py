@@ -205,23 +205,24 @@ def _replication_objects(server: Server) -> list:
 
 
 def _window(caplog, writer: Writer, old_major: str) -> str:
-    """The writer's gap around pgleap's own pause (the engine logs both ends of the switch's pause).
-    No write may be acknowledged by the old server inside the pause; the new one may take writes
-    before pgleap has logged the end (the hand-over is done once the new server accepts)."""
-    stamps = [
-        float(r.getMessage().rsplit(" ", 1)[1]) for r in caplog.records if "write pause" in r.getMessage()
-    ]
-    assert len(stamps) >= 2, "the engine did not log the pause window"
-    start, end = stamps[-2], stamps[-1]
-    leaked = [
-        n for n, t in writer.acked.items() if start < t <= end and writer.sides[n].startswith(old_major)
-    ]
-    assert not leaked, f"the old server acknowledged writes during the pause: {leaked[:5]}"
-    before = max((t for t in writer.acked.values() if t <= start), default=start)
-    after = min((t for t in writer.acked.values() if t > start), default=end)
+    """The writer's gap at the switch, against pgleap's own log of its pause. Once pgleap says writes
+    are refused, the old server may acknowledge none; the new one may take writes before pgleap has
+    logged the end (the hand-over is done once the new server accepts)."""
+
+    def last(words: str) -> float:
+        stamps = [float(r.getMessage().rsplit(" ", 1)[1]) for r in caplog.records if words in r.getMessage()]
+        assert stamps, f"the engine did not log {words!r}"
+        return stamps[-1]
+
+    start, refused, end = last("write pause starts"), last("writes refused"), last("write pause ends")
+    on_old = {n: t for n, t in writer.acked.items() if writer.sides[n].startswith(old_major)}
+    leaked = [n for n, t in on_old.items() if refused < t <= end]
+    assert not leaked, f"the old server acknowledged writes after the pause took hold: {leaked[:5]}"
+    before = max((t for t in on_old.values() if t <= refused), default=start)
+    after = min((t for n, t in writer.acked.items() if t > before and n not in on_old), default=end)
     return (
-        f"writer's gap at the switch {after - before:.2f} s (last write {start - before:.2f} s before the "
-        f"pause began, first on the new server {after - end:+.2f} s from its end)"
+        f"writer's gap at the switch {after - before:.2f} s (its last write on the old server "
+        f"{before - start:+.2f} s from the pause's start, the first on the new one {after - end:+.2f} s from its end)"
     )
 
 

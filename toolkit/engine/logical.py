@@ -166,6 +166,7 @@ def _switch(
     try:
         with report.phase("pause writes", "new sessions read-only, open ones ended") as ph:
             ended = repl.pause_writes(old, drain=drain)
+            logger.info("writes refused from monotonic %.3f", time.monotonic())
             ph.detail = f"{ended} session(s) ended"
         with report.phase("DDL check", "catalog hash against the one taken at build"):
             if repl.catalog_hash(old, dbs) != state.data.get("catalog"):
