@@ -96,3 +96,11 @@ def test_an_unknown_strategy_is_a_usage_error(value):
     result = CliRunner().invoke(app, ["upgrade", "docker", "-c", "db", "--to", "x", "--strategy", value])
     assert result.exit_code == 2
     assert "--strategy" in result.output
+
+
+def test_logical_needs_a_container_not_a_bare_volume():
+    result = CliRunner().invoke(
+        app, ["upgrade", "docker", "--volume", "v", "--from", "x", "--to", "y", "--strategy", "logical"]
+    )
+    assert result.exit_code == 2
+    assert "--container" in result.output
