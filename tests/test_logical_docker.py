@@ -304,6 +304,10 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
         broken = _cli(*args)
     assert _code(broken) == 4, broken.output
     assert "sequence" in str(broken.exception)
+    status = _ok(_cli("status", "docker", "-c", old.name, "-o", "json"))
+    assert (status["strategy"], status["phase"]) == ("logical", "synced"), status
+    inplace = _cli("upgrade", "docker", "-c", old.name, "--to", image_names["18-3.x"], "-y")
+    assert _code(inplace) == 3 and "logical upgrade is recorded" in str(inplace.exception)
     before = len(writer.acked)
     time.sleep(1.0)
     assert len(writer.acked) > before, "the old server does not take writes again after the aborted switch"

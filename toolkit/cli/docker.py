@@ -371,14 +371,15 @@ def register(groups: dict[str, typer.Typer], app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
-        if strategy == "logical":
-            from toolkit.cli import logical
+        from toolkit.cli import logical
 
+        if strategy == "logical":
             return logical.upgrade(
                 container, to, restart_for_wal_level=restart_for_wal_level,
                 replica_identity_full=replica_identity_full, dry_run=dry_run, yes=yes, output=output,
             )  # fmt: skip
         target, state = _target(container, volume, from_image, pgdata)
+        logical.refuse_inplace_over(state)
         if not dry_run:
             cli_options.require_yes_without_terminal(
                 f"upgrade {target.key} (stops the database)",

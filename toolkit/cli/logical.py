@@ -42,6 +42,16 @@ def recorded(container: str | None) -> bool:
     return state.data.get("strategy") == "logical"
 
 
+def refuse_inplace_over(state: RunState) -> None:
+    """An in-place upgrade must not start over a logical run that is still open."""
+    if state.data.get("strategy") == "logical":
+        raise Refused(
+            f"a logical upgrade is recorded for this container (phase {state.phase})",
+            "finish it with `pgleap upgrade docker … --strategy logical` and `pgleap finalize docker`, or "
+            "`pgleap rollback docker`",
+        )
+
+
 def emit(result: dict, output: str) -> None:
     if output == "json":
         print(json.dumps(result, indent=2, default=str))

@@ -103,7 +103,7 @@ def upgrade(
         if dry_run:
             return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
         _refuse(the_plan)
-        state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), source=side.describe(),
+        state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), logical_source=side.describe(),
                    target_image=image, started=time.time())  # fmt: skip
     data = state.data["plan"]
     old = side.server(side.name, "old server")
