@@ -288,7 +288,8 @@ def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
 def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     runtime, image_names, logical_old, monkeypatch, capsys, caplog
 ):
-    """Skipping the sequence sync must fail the proof (exit 4) with the old server serving again;
+    """A build interrupted after a subscription was made is built again by the next run. Skipping
+    the sequence sync must fail the proof (exit 4) with the old server serving again;
     DDL made during the migration aborts the switch; the upgrade run again goes on from the
     synchronised copy, switches, and finalize cleans up."""
     from toolkit.db import logical as repl
@@ -299,6 +300,15 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     writer, thread = _writer(old)
     args = ["upgrade", "docker", "-c", old.name, "--to", image_names["18-3.x"], "--strategy", "logical",
             "--replica-identity-full", "-y", "-o", "json"]  # fmt: skip
+    real_subscribe = repl.create_subscription
+
+    def subscribe_then_die(*args, **kwargs):
+        real_subscribe(*args, **kwargs)
+        raise PgleapError("killed in the build, after a subscription was made")
+
+    with monkeypatch.context() as patched:  # an interrupted build: the next run builds again
+        patched.setattr(repl, "create_subscription", subscribe_then_die)
+        assert _code(_cli(*args)) == 1
     with monkeypatch.context() as patched:  # the mutation: the sequences are not carried
         patched.setattr(repl, "copy_sequences", lambda *a, **k: 0)
         broken = _cli(*args)

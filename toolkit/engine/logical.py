@@ -108,19 +108,21 @@ def upgrade(
     data = state.data["plan"]
     old = side.server(side.name, "old server")
     if state.phase == "preflight":
-        if data["restart_for_wal_level"]:
+        if old.query("postgres", "SHOW wal_level")[0][0] != "logical":  # not again after a crash
             with report.phase("restart for wal_level", "the old server restarts once"):
                 repl.set_wal_level_logical(old)
                 side.restart_old()
                 old = side.server(side.name, "old server")
         repl.set_identity_full(old, data["identity_full"])
         with report.phase("build", "new volume and container, roles, schema, publications, subscriptions"):
+            _discard_copy(side, old, data)  # what an interrupted build left: built again from the start
             new = side.start_next(image)
             # the new server publishes too after the switch (reverse replication, for rollback)
             repl.set_wal_level_logical(new)
             side.restart_next()
             new = side.server(side.next_name, "new server")  # a restart may change the address
             repl.fresh_databases(old, new, data["databases"])
+            catalog = repl.catalog_hash(old, data["databases"])  # before the dump: DDL from here on aborts
             side.copy_schema(image, side.ip(side.name), side.ip(side.next_name), data["databases"])
             for db in data["databases"]:
                 repl.copy_extension_config(old, new, db)
@@ -131,7 +133,7 @@ def upgrade(
                 repl.create_subscription(
                     new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=True
                 )
-        state.save(phase="built", catalog=repl.catalog_hash(old, data["databases"]))
+        state.save(phase="built", catalog=catalog)
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
     if state.phase == "built":
         with report.phase("sync", "initial copy of every table, then streaming") as ph:
@@ -225,6 +227,21 @@ def _reverse(side, data: dict) -> None:
         repl.create_subscription(blue, db, name, info, repl.REVERSE_PUBLICATION, copy_data=False, slot=name)
 
 
+def _discard_copy(side: LogicalSide, old: Server, data: dict) -> None:
+    """The new copy and its replication: subscriptions on the new side (while it runs), the old
+    side's publications and slots, the new container and volume. Nothing of the old data."""
+    if side.next_running():
+        new = side.server(side.next_name, "new server")
+        made = set(new.databases())
+        for db in data["replicated"]:
+            if db in made:
+                repl.drop_subscription(new, db, repl.sub_name("fwd", db))
+    for db in data["replicated"]:
+        repl.drop_publication(old, db)
+        repl.drop_slot(old, repl.sub_name("fwd", db))
+    side.remove_next()
+
+
 def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
     """Back to the old cluster: before the switch nothing served from the new one; after it, the
     new cluster's writes are already on the old one (reverse subscription), sequences follow."""
@@ -233,15 +250,8 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
     if phase in BEFORE_SWITCH:
         with report.phase("rollback", "remove the new copy; the old server never stopped"):
             old = side.server(side.name, "old server")
-            if side.next_running():
-                new = side.server(side.next_name, "new server")
-                for db in data["replicated"]:
-                    repl.drop_subscription(new, db, repl.sub_name("fwd", db))
-            for db in data["replicated"]:
-                repl.drop_publication(old, db)
-                repl.drop_slot(old, repl.sub_name("fwd", db))
+            _discard_copy(side, old, data)
             repl.resume_writes(old)
-            side.remove_next()
         state.clear()
         return {"strategy": "logical", "rolled_back": True, "from_phase": phase}
     if phase != "switched":
