@@ -24,7 +24,7 @@ from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
 from toolkit.kube import guard, render
 from toolkit.kube import shape as kube_shape
 from toolkit.kube.facts import parse_image
-from toolkit.kube.plan import MODES, KubePlan, read_availability, superuser_for
+from toolkit.kube.plan import KubePlan, read_availability, superuser_for
 from toolkit.resources import container_dir
 
 err = console(stderr=True)
@@ -100,12 +100,6 @@ def _rehearsal_text(result: dict[str, Any]) -> None:
     print_verdict(out, result)
 
 
-def _check_output(output: str) -> str:
-    if output not in ("text", "json", "yaml"):
-        raise typer.BadParameter("use text, json or yaml", param_hint="-o/--output")
-    return output
-
-
 def _check_namespace(value: str | None) -> str | None:
     """DNS-1123 label before it reaches an API path, a label or a header comment."""
     if value is not None and not kube_shape.LABEL.match(value):
@@ -156,29 +150,46 @@ def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
     return env
 
 
-# Typer options shared by the sts commands (Annotated aliases keep the signatures short).
-KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="Path to the kubeconfig file.")]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]
+# Typer options shared by the sts commands (Annotated aliases keep the signatures short);
+# those Docker has too (output, mode, yes, superuser, initdb args) come from cli/options.py.
+KubeconfigOpt = Annotated[
+    str | None, typer.Option("--kubeconfig", metavar="FILE", help="Path to the kubeconfig file.")
+]
+ContextOpt = Annotated[
+    str | None, typer.Option("--context", metavar="CONTEXT", help="The kubeconfig context to use.")
+]
 NamespaceOpt = Annotated[
     str | None,
-    typer.Option("--namespace", "-n", help="Namespace of the StatefulSet.", callback=_check_namespace),
+    typer.Option(
+        "--namespace",
+        "-n",
+        metavar="NAMESPACE",
+        help="Namespace of the StatefulSet (default: the context's).",
+        callback=_check_namespace,
+    ),
 ]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text, json or yaml", callback=_check_output)]
+OutputOpt = cli_options.Output
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
 YesOpt = cli_options.Yes
-NameArg = Annotated[str, typer.Argument(help="Name of the StatefulSet.", callback=_check_sts_name)]
-ToOpt = Annotated[str, typer.Option("--to", help="Target image, e.g. postgis/postgis:17-3.5.")]
+NameArg = Annotated[
+    str, typer.Argument(metavar="NAME", help="Name of the StatefulSet.", callback=_check_sts_name)
+]
+ToOpt = Annotated[
+    str, typer.Option("--to", metavar="IMAGE", help="Target image, e.g. postgis/postgis:17-3.5.")
+]
 SnapshotOpt = Annotated[
     bool | None,
     typer.Option(
         "--snapshot/--no-snapshot", help="VolumeSnapshot before the upgrade (default: if a class fits)."
     ),
 ]
-ModeOpt = Annotated[str, typer.Option("--mode", help=f"pg_upgrade transfer mode: {'|'.join(MODES)}.")]
+ModeOpt = cli_options.Mode
 SetEnvOpt = Annotated[
-    list[str] | None, typer.Option("--set-env", help="Extra KEY=VALUE for the Job (no secrets).")
+    list[str] | None,
+    typer.Option("--set-env", metavar="KEY=VALUE", help="Extra KEY=VALUE for the Job (no secrets)."),
 ]
-InitdbOpt = Annotated[str, typer.Option("--initdb-args", help="initdb flags for the new cluster.")]
+InitdbOpt = cli_options.InitdbArgs
+SuperuserOpt = cli_options.Superuser
 PatchRetentionOpt = Annotated[
     bool,
     typer.Option(

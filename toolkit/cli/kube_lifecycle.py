@@ -17,6 +17,7 @@ from toolkit.cli.kube_common import (
     NamespaceOpt,
     OutputOpt,
     SetEnvOpt,
+    SuperuserOpt,
     YesOpt,
     _outcome_text,
     _print,
@@ -63,7 +64,7 @@ def _lifecycle(
     cli_options.confirm(
         f"{command} {ns}/{name}: {WHAT[command]}",
         yes=yes,
-        command=f"pgleap {command} sts {name} -n {ns}",
+        command=f"{cli_options.prog()} {command} sts {name} -n {ns}",
     )
     if command == "resume":
         result = rt.resume(
@@ -123,7 +124,9 @@ def finalize_sts(
 
 def rehearse_sts(
     name: NameArg,
-    to: Annotated[str | None, typer.Option("--to", help="Target image, e.g. postgis/postgis:17-3.5.")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", metavar="IMAGE", help="Target image, e.g. postgis/postgis:17-3.5.")
+    ] = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     namespace: NamespaceOpt = None,
@@ -138,7 +141,8 @@ def rehearse_sts(
         ),
     ] = False,
     snapshot_class: Annotated[
-        str | None, typer.Option("--snapshot-class", help="VolumeSnapshotClass for --from-snapshot.")
+        str | None,
+        typer.Option("--snapshot-class", metavar="CLASS", help="VolumeSnapshotClass for --from-snapshot."),
     ] = None,
     keep: Annotated[
         bool,
@@ -150,7 +154,7 @@ def rehearse_sts(
         bool, typer.Option("--remove", help="Remove a kept (or interrupted) rehearsal, then exit.")
     ] = False,
     dry_run: DryRunOpt = False,
-    superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+    superuser: SuperuserOpt = None,
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
     yes: YesOpt = False,
@@ -166,7 +170,7 @@ def rehearse_sts(
         cli_options.confirm(
             f"remove the rehearsal of {ns}/{name}: its clone, Jobs and volumes are deleted",
             yes=yes,
-            command=f"pgleap rehearse sts {name} -n {ns} --remove",
+            command=f"{cli_options.prog()} rehearse sts {name} -n {ns} --remove",
         )
         removed = rehearsal.remove(ns, name)
         _print(

@@ -17,6 +17,7 @@ from toolkit.cli.kube_common import (
     NamespaceOpt,
     SetEnvOpt,
     SnapshotOpt,
+    SuperuserOpt,
     ToOpt,
     _check_render_output,
     _check_sts_name,
@@ -37,18 +38,23 @@ from toolkit.kube.topology import detect, read_sts_names
 
 def render_cmd(
     to: ToOpt,
-    file: Annotated[str, typer.Option("--file", "-f", help="Manifests with the StatefulSet ('-': stdin).")],
+    file: Annotated[
+        str, typer.Option("--file", "-f", metavar="FILE", help="Manifests with the StatefulSet ('-': stdin).")
+    ],
     sts_name: Annotated[
         str | None,
-        typer.Option("--sts", help="Which StatefulSet, if several.", callback=_check_sts_name),
+        typer.Option(
+            "--sts", metavar="NAME", help="Which StatefulSet, if several.", callback=_check_sts_name
+        ),
     ] = None,
     namespace: NamespaceOpt = None,
     output: Annotated[
-        str, typer.Option("--output", "-o", help="yaml or json", callback=_check_render_output)
+        str,
+        typer.Option("--output", "-o", metavar="FORMAT", help="yaml or json", callback=_check_render_output),
     ] = "yaml",
     snapshot: SnapshotOpt = False,
     mode: ModeOpt = "link",
-    superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+    superuser: SuperuserOpt = None,
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
     keep_readers: KeepReadersOpt = False,
@@ -56,6 +62,7 @@ def render_cmd(
         int | None,
         typer.Option(
             "--from-major",
+            metavar="MAJOR",
             min=9,
             max=99,
             help="PostgreSQL major of the running image, if its tag says none.",
@@ -63,7 +70,13 @@ def render_cmd(
     ] = None,
     to_major: Annotated[
         int | None,
-        typer.Option("--to-major", min=9, max=99, help="PostgreSQL major of --to, if its tag says none."),
+        typer.Option(
+            "--to-major",
+            metavar="MAJOR",
+            min=9,
+            max=99,
+            help="PostgreSQL major of --to, if its tag says none.",
+        ),
     ] = None,
 ) -> None:
     """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`).

@@ -28,6 +28,7 @@ from toolkit.cli.kube_common import (
     PatchRetentionOpt,
     SetEnvOpt,
     SnapshotOpt,
+    SuperuserOpt,
     ToOpt,
     YesOpt,
     _outcome_text,
@@ -106,7 +107,7 @@ def plan_sts(
     output: OutputOpt = "text",
     snapshot: SnapshotOpt = None,
     mode: ModeOpt = "link",
-    superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+    superuser: SuperuserOpt = None,
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
     patch_retention: PatchRetentionOpt = True,
@@ -171,7 +172,7 @@ def upgrade_sts(
     yes: YesOpt = False,
     snapshot: SnapshotOpt = None,
     mode: ModeOpt = "link",
-    superuser: Annotated[str | None, typer.Option(help="OID-10 role (default: POSTGRES_USER).")] = None,
+    superuser: SuperuserOpt = None,
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
     patch_retention: PatchRetentionOpt = True,
@@ -222,7 +223,7 @@ def upgrade_sts(
         f"upgrade {ns}/{name}: stop it and upgrade it to {to}; the database is down until it finishes; "
         "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime)",
         yes=yes,
-        command=f"pgleap upgrade sts {name} -n {ns} --to {to}",
+        command=f"{cli_options.prog()} upgrade sts {name} -n {ns} --to {to}",
     )
     outcome = rt.upgrade(
         ns,
