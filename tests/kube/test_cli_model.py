@@ -66,3 +66,59 @@ def test_plugin_usage_reads_kubectl_pgleap():
     assert proc.returncode == 2
     assert "Usage: kubectl pgleap status sts [OPTIONS] {NAME}" in proc.stderr, proc.stderr
     assert "Try 'kubectl pgleap status sts --help'" in proc.stderr
+
+
+MAIN = "from toolkit.cli.app import main; main()"
+CONTEXTS = "contexts: [{name: a, context: {cluster: c, user: u}}]\n"
+CLUSTERS = (
+    "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {token: t}}]\n"
+)
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    full.update(env, COLUMNS="200", NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-c", MAIN, *args], capture_output=True, text=True, env=full, timeout=60
+    )
+
+
+def _error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    assert proc.returncode == 5, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("what to do: "), lines
+    assert "Service host/port" not in proc.stderr and "incluster" not in proc.stderr.lower()
+    return lines
+
+
+def test_credentials_missing_kubeconfig_file(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    lines = _error_lines(_run(["status", "sts", "db", "-n", "x"], KUBECONFIG=str(missing)))
+    assert lines[0] == f"error: kubeconfig file not found: {missing} (KUBECONFIG)"
+    lines = _error_lines(_run(["status", "sts", "db", "-n", "x", "--kubeconfig", str(missing)]))
+    assert lines[0] == f"error: kubeconfig file not found: {missing} (--kubeconfig)"
+    lines = _error_lines(_run(["status", "sts", "db", "-n", "x"], HOME=str(tmp_path), KUBECONFIG=""))
+    assert lines[0].startswith(f"error: kubeconfig file not found: {tmp_path}/.kube/config")
+    assert "not running inside a cluster" in lines[0]
+
+
+def test_credentials_without_current_context(tmp_path):
+    cfg = tmp_path / "config"
+    cfg.write_text("apiVersion: v1\nkind: Config\n" + CONTEXTS + CLUSTERS)
+    lines = _error_lines(_run(["status", "sts", "db", "-n", "x"], KUBECONFIG=str(cfg)))
+    assert lines == [
+        f"error: no current context: current-context is not set in {cfg}",
+        "what to do: pass --context NAME, or run `kubectl config use-context NAME`",
+    ]
+    lines = _error_lines(_run(["status", "sts", "db", "-n", "x", "--context", "zz"], KUBECONFIG=str(cfg)))
+    assert lines[0] == f'error: context "zz" does not exist in {cfg}'
+
+
+def test_credentials_loaded_with_a_context(tmp_path, monkeypatch):
+    from toolkit.kube.api import Kube
+
+    cfg = tmp_path / "config"
+    cfg.write_text("apiVersion: v1\nkind: Config\ncurrent-context: a\n" + CONTEXTS + CLUSTERS)
+    monkeypatch.setenv("KUBECONFIG", str(cfg))
+    assert Kube.connect().core is not None  # no request yet: only the credentials are loaded
+    assert Kube.connect(None, "a").core is not None
