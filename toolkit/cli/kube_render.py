@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Annotated
 
 import typer
 import yaml
 from rich.markup import escape
 
+from toolkit.cli import options as cli_options
 from toolkit.cli.kube_common import (
     InitdbOpt,
     KeepReadersOpt,
@@ -29,7 +31,7 @@ from toolkit.cli.kube_common import (
     trusted_major,
 )
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import guard, render
+from toolkit.kube import guard, render, render_doc
 from toolkit.kube import shape as kube_shape
 from toolkit.kube.facts import find_postgres_container, gather, parse_image
 from toolkit.kube.plan import make_plan
@@ -78,6 +80,23 @@ def render_cmd(
             help="PostgreSQL major of --to, if its tag says none.",
         ),
     ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            metavar="ID",
+            help="The run id in names and annotations (default: derived from the inputs, so the same "
+            "inputs render the same bytes).",
+            callback=_check_run_id,
+        ),
+    ] = None,
+    with_state: Annotated[
+        bool,
+        typer.Option(
+            "--with-state",
+            help="Also print pgleap's run-state ConfigMap (pgleap writes it itself; never commit it).",
+        ),
+    ] = False,
 ) -> None:
     """Offline: objects an upgrade would create (-f FILE, or `helm template … | pgleap render -f -`).
 
@@ -140,7 +159,7 @@ def render_cmd(
     found = guard.problems(facts, target, live=False, topology=topology)
     for p in found:
         if p.owner:  # rendering changes nothing: tell, do not refuse
-            err.print(f"[yellow]warning:[/] {escape(p.message)} ({escape(p.hint)})")
+            err.print(f"[yellow]warning:[/] {escape(p.message)} ({escape(_advice(p.hint, facts.name))})")
     hard = [p for p in found if not p.owner]
     if hard:
         raise Refused("; ".join(p.message for p in hard), " | ".join(p.hint for p in hard))
@@ -155,14 +174,48 @@ def render_cmd(
             read_facts=read_facts,
             keep_readers=keep_readers,
             target=target,
+            run_id=run_id
+            or render_doc.run_id_for(
+                text,
+                to,
+                namespace,
+                sts_name,
+                snapshot,
+                mode,
+                superuser,
+                initdb_args,
+                set_env,
+                keep_readers,
+                from_major,
+                to_major,
+            ),
         )
     except ValueError as exc:
         raise PgleapError(str(exc), "see --set-env") from exc
     objs = render.objects_for(plan, sts, scripts(required=False), read if plan.read_sts else None)
+    if not with_state:
+        objs = [o for o in objs if o["metadata"]["name"] != render.state_cm_name(plan.sts)]
     for line in replica_lines(plan):
         err.print(line, markup=False, highlight=False)
     if output == "json":
-        print(json.dumps(objs, indent=2))
+        print(json.dumps(render_doc.as_list(objs), indent=2))
     else:
-        print(f"# pgleap render: {facts.namespace}/{facts.name} {plan.old_image} -> {plan.new_image}")
-        print(render.to_yaml(objs), end="")
+        print(render_doc.to_yaml(objs, plan, with_state=with_state), end="")
+
+
+def _check_run_id(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", value):
+        raise typer.BadParameter(
+            f"{value!r} is not a run id (lower-case letters, digits and '-', at most 32)",
+            param_hint="--run-id",
+        )
+    return value
+
+
+def _advice(hint: str, sts: str) -> str:
+    """Render takes no --allow-* flag (it changes nothing): name it as the live upgrade's flag."""
+    advice, sep, rerun = hint.rpartition("; rerun with ")
+    if not sep:
+        return hint
+    flag, _, rest = rerun.partition(" ")
+    return f"{advice}; the live run: `{cli_options.prog()} upgrade sts {sts} {flag}`" + (f" {rest}" if rest else "")
