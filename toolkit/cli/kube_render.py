@@ -218,4 +218,6 @@ def _advice(hint: str, sts: str) -> str:
     if not sep:
         return hint
     flag, _, rest = rerun.partition(" ")
-    return f"{advice}; the live run: `{cli_options.prog()} upgrade sts {sts} {flag}`" + (f" {rest}" if rest else "")
+    return f"{advice}; the live run: `{cli_options.prog()} upgrade sts {sts} {flag}`" + (
+        f" {rest}" if rest else ""
+    )

@@ -32,9 +32,7 @@ def role(plan: KubePlan, obj: dict[str, Any]) -> str:
     if kind == "VolumeSnapshot":
         return "kept after the upgrade (your way back): delete it once the upgrade is verified"
     if kind == "Job" and name == render.job_name(plan.sts, "upgrade"):
-        return (
-            f"temporary: runs once while {plan.sts} is scaled to 0; deleted by `pgleap finalize sts {plan.sts}`"
-        )
+        return f"temporary: runs once while {plan.sts} is scaled to 0; deleted by `pgleap finalize sts {plan.sts}`"
     if kind == "Job":
         return "temporary: re-seeds one standby after the primary is upgraded; deleted by finalize"
     if kind == "StatefulSet":
