@@ -19,7 +19,7 @@ from toolkit.cli import options as cli_options
 from toolkit.errors import EnvironmentProblem, Refused
 from toolkit.kube.api import Forbidden
 
-GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize", "rehearse")
+GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize", "cleanup", "rehearse")
 runner = CliRunner()
 
 

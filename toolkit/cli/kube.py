@@ -36,7 +36,7 @@ def register(
     rehearsal_hooks: Callable[[], Any] | None = None,
     preflight: Callable[..., Any] | None = None,
 ) -> None:
-    """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize groups and `render` to app.
+    """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize/cleanup/rehearse groups and `render` to app.
 
     The dependencies are described on `kube_common.Deps` (tests pass fakes)."""
     kube_common.configure(
@@ -58,5 +58,6 @@ def register(
     groups["resume"].command("sts")(kube_lifecycle.resume_sts)
     groups["rollback"].command("sts")(kube_lifecycle.rollback_sts)
     groups["finalize"].command("sts")(kube_lifecycle.finalize_sts)
+    groups["cleanup"].command("sts")(kube_lifecycle.cleanup_sts)
     groups["rehearse"].command("sts")(kube_lifecycle.rehearse_sts)
     app.command("render")(kube_render.render_cmd)

@@ -31,6 +31,9 @@ from toolkit.cli.kube_common import (
 )
 from toolkit.core.report import console
 from toolkit.errors import EnvironmentProblem
+from toolkit.kube import cleanup as kube_cleanup
+from toolkit.kube import history
+from toolkit.kube import interrupted as kube_interrupted
 
 WHAT = {
     "resume": "continue the recorded operation (the database may stop)",
@@ -66,9 +69,21 @@ def _lifecycle(
         yes=yes,
         command=f"{cli_options.prog()} {command} sts {name} -n {ns}",
     )
+    before = rt.read_state(ns, name)  # finalize deletes it: what finished is recorded from it
     if command == "resume":
-        result = rt.resume(
-            ns, name, scripts=scripts(), post_upgrade=deps().post_upgrade, standby_probe=deps().standby_probe
+        result = kube_interrupted.guarded(
+            rt,
+            ns,
+            name,
+            lambda: rt.resume(
+                ns,
+                name,
+                scripts=scripts(),
+                post_upgrade=deps().post_upgrade,
+                standby_probe=deps().standby_probe,
+            ),
+            prog=cli_options.prog(),
+            resume=True,
         )
     elif command == "rollback":
         # --yes also accepts what a copy/clone rollback drops (as `rollback docker --yes`)
@@ -79,6 +94,9 @@ def _lifecycle(
         result = rt.rollback(ns, name, scripts=scripts(), confirm=confirm)
     else:
         result = rt.finalize(ns, name, scripts=scripts())
+    if before is not None and result.changed and history.FINISHED.get(result.operation) == result.phase:
+        after = {"after": before.operation} if before.operation != result.operation else {}
+        history.record(rt.kube, before.plan, result.operation, result.phase, **after)
     outcome = result.as_dict()
     _print(outcome, output, lambda: _outcome_text(outcome))
 
@@ -120,6 +138,27 @@ def finalize_sts(
 ) -> None:
     """Remove the old data directory and pgleap's Jobs and ConfigMaps."""
     _lifecycle("finalize", name, kubeconfig, context, namespace, output, dry_run, yes)
+
+
+def cleanup_sts(
+    name: NameArg,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+    output: OutputOpt = "text",
+    yes: YesOpt = False,
+) -> None:
+    """After a rollback (or a finalize): delete the kept new cluster and pgleap's Jobs and ConfigMaps."""
+    ns = ns_for(namespace, kubeconfig, context)
+    rt = runtime_for(kubeconfig, context, output)
+    refused = kube_cleanup.refusal(rt, ns, name)  # a recorded upgrade is refused unasked
+    if refused is not None:
+        raise refused
+    cli_options.confirm(
+        kube_cleanup.what(rt, ns, name), yes=yes, command=f"{cli_options.prog()} cleanup sts {name} -n {ns}"
+    )
+    outcome = kube_cleanup.cleanup(rt, ns, name, scripts=scripts()).as_dict()
+    _print(outcome, output, lambda: _outcome_text(outcome))
 
 
 def rehearse_sts(

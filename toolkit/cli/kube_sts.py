@@ -43,7 +43,8 @@ from toolkit.cli.kube_common import (
     scripts,
 )
 from toolkit.core.report import console
-from toolkit.kube import render
+from toolkit.kube import history, render
+from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube.facts import facts_as_dict
 
 
@@ -225,21 +226,27 @@ def upgrade_sts(
         yes=yes,
         command=f"{cli_options.prog()} upgrade sts {name} -n {ns} --to {to}",
     )
-    outcome = rt.upgrade(
+    outcome = kube_interrupted.guarded(
+        rt,
         ns,
         name,
-        to,
-        scripts=scripts(),
-        job_env=env,
-        mode=mode,
-        snapshot=snapshot,
-        overrides=guards,
-        patch_retention=patch_retention,
-        post_upgrade=deps().post_upgrade,
-        keep_readers=keep_readers,
-        standby_probe=deps().standby_probe,
-        preflight=deps().preflight,
-        auto_restore=not no_auto_restore,
+        lambda: rt.upgrade(
+            ns,
+            name,
+            to,
+            scripts=scripts(),
+            job_env=env,
+            mode=mode,
+            snapshot=snapshot,
+            overrides=guards,
+            patch_retention=patch_retention,
+            post_upgrade=deps().post_upgrade,
+            keep_readers=keep_readers,
+            standby_probe=deps().standby_probe,
+            preflight=deps().preflight,
+            auto_restore=not no_auto_restore,
+        ),
+        prog=cli_options.prog(),
     ).as_dict()
     _print(outcome, output, lambda: _outcome_text(outcome))
 
@@ -253,7 +260,9 @@ def status_sts(
 ) -> None:
     """Where a pgleap run of this StatefulSet stands."""
     ns = ns_for(namespace, kubeconfig, context)
-    data = runtime_for(kubeconfig, context, output).status(ns, name)
+    rt = runtime_for(kubeconfig, context, output)
+    data = rt.status(ns, name)
+    data.update(history.status_extra(rt.kube, ns, name))  # the last finished operation, an interruption
 
     def text() -> None:
         for k, v in data.items():
