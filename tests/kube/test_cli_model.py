@@ -47,7 +47,8 @@ def test_help_has_readable_metavars(args):
 @pytest.mark.parametrize(
     ("args", "names"),
     [
-        (["upgrade", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--yes"]),
+        (["upgrade", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime"]),
+        (["plan", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--downtime"]),
         (["upgrade", "docker"], ["--mode", "--output", "--yes", "--downtime", "--no-verify"]),
         (["render"], ["--superuser", "--initdb-args", "--mode", "--output"]),
     ],
@@ -122,3 +123,16 @@ def test_credentials_loaded_with_a_context(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(cfg))
     assert Kube.connect().core is not None  # no request yet: only the credentials are loaded
     assert Kube.connect(None, "a").core is not None
+
+
+@pytest.mark.parametrize("command", [["upgrade", "sts", "db", "--yes"], ["plan", "sts", "db"]])
+def test_downtime_minimal_is_refused_on_kubernetes_before_any_call(command):
+    from tests.kube.test_cli_kube import build_app
+
+    result = runner.invoke(
+        build_app(None), [*command, "--to", "x", "--downtime", "minimal"]
+    )  # None: no cluster
+    assert result.exception.exit_code == 3, result.output
+    assert "--downtime minimal is not available on Kubernetes yet" in result.exception.message
+    bad = runner.invoke(build_app(None), [*command, "--to", "x", "--downtime", "fast"])
+    assert bad.exit_code == 2

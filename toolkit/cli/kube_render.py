@@ -56,6 +56,7 @@ def render_cmd(
     ] = "yaml",
     snapshot: SnapshotOpt = False,
     mode: ModeOpt = "link",
+    downtime: cli_options.Downtime = "verified",
     superuser: SuperuserOpt = None,
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
@@ -102,6 +103,7 @@ def render_cmd(
 
     Offline, nothing can probe the images: the majors come from the tags, or from
     --from-major/--to-major (trusted, and said so). `pgleap plan sts` probes them."""
+    cli_options.only_verified_downtime(downtime, "Kubernetes")
     text = _read_manifests(file)
     try:
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]

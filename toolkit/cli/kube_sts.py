@@ -108,6 +108,7 @@ def plan_sts(
     output: OutputOpt = "text",
     snapshot: SnapshotOpt = None,
     mode: ModeOpt = "link",
+    downtime: cli_options.Downtime = "verified",
     superuser: SuperuserOpt = None,
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
@@ -123,6 +124,7 @@ def plan_sts(
 
     Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
     nothing: only two short probe Pods (one per image) are created and deleted."""
+    cli_options.only_verified_downtime(downtime, "Kubernetes")
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     facts = rt.inspect(ns, name)
@@ -173,6 +175,7 @@ def upgrade_sts(
     yes: YesOpt = False,
     snapshot: SnapshotOpt = None,
     mode: ModeOpt = "link",
+    downtime: cli_options.Downtime = "verified",
     superuser: SuperuserOpt = None,
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
@@ -193,6 +196,7 @@ def upgrade_sts(
     ] = False,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
+    cli_options.only_verified_downtime(downtime, "Kubernetes")
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     facts = rt.inspect(ns, name)

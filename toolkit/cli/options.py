@@ -52,6 +52,16 @@ Mode = Annotated[
         callback=choice("--mode", MODES),
     ),
 ]
+Downtime = Annotated[
+    str,
+    typer.Option(
+        "--downtime",
+        metavar="WINDOW",
+        callback=choice("--downtime", DOWNTIMES),
+        help="verified (default): everything, checks included, while the database is down; minimal: only "
+        "stop, pg_upgrade and restart are down (Docker only for now)",
+    ),
+]
 Superuser = Annotated[
     str | None,
     typer.Option(
@@ -131,3 +141,13 @@ def _readable_help_types() -> None:
 
 
 _readable_help_types()
+
+
+def only_verified_downtime(downtime: str, runtime: str) -> None:
+    """A runtime without --downtime minimal refuses it before anything is read (exit 3)."""
+    if downtime != "verified":
+        raise Refused(
+            f"--downtime {downtime} is not available on {runtime} yet: the upgrade keeps the database down "
+            "until it is verified",
+            "drop --downtime (verified is the default); `pgleap plan sts` shows the stop",
+        )
