@@ -21,7 +21,7 @@ from rich.table import Table
 from toolkit.cli import options as cli_options
 from toolkit.core.report import console, print_findings, print_verdict
 from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
-from toolkit.kube import guard, render
+from toolkit.kube import guard, render_doc
 from toolkit.kube import shape as kube_shape
 from toolkit.kube.facts import parse_image
 from toolkit.kube.plan import KubePlan, read_availability, superuser_for
@@ -57,7 +57,7 @@ def _print(data: Any, output: str, text: Callable[[], None]) -> None:
         print(json.dumps(data, indent=2, default=str))
     elif output == "yaml":
         if isinstance(data, list):
-            print(render.to_yaml(data), end="")
+            print(render_doc.to_yaml(data), end="")
         else:
             print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False), end="")
     else:

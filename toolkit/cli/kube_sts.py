@@ -270,6 +270,8 @@ def status_sts(
 
     def text() -> None:
         for k, v in data.items():
+            if isinstance(v, dict):  # last_operation, interrupted, jobs: one readable line
+                v = ", ".join(f"{key} {value}" for key, value in v.items()) or "-"
             console(stderr=False).print(f"{k}: {v}", markup=False)
 
     _print(data, output, text)
