@@ -124,3 +124,35 @@ def test_a_signal_before_the_stop_leaves_the_database_serving(sig):
     assert "the database was not stopped and still serves" in exc.message
     assert "`pgleap rollback sts gis -n geo` drops pgleap's record of it" in exc.hint
     assert (c.image(), replicas(c), state(c)["phase"]) == (OLD, 1, "retention")
+
+
+@pytest.mark.parametrize(
+    ("mode", "operation", "phase", "expected"),
+    [
+        ("link", "upgrade", "stopped", True),
+        ("link", "upgrade", "upgraded", True),
+        ("link", "upgrade", "switched", None),  # the new cluster may have started: the check decides
+        ("link", "upgrade", "verified", False),
+        ("link", "upgrade", "done", False),
+        ("copy", "upgrade", "done", True),  # the old cluster is untouched (the new writes are dropped)
+        ("clone", "upgrade", "started", True),
+        ("swap", "upgrade", "snapshotted", True),
+        ("swap", "upgrade", "upgraded", False),  # pg_upgrade --swap moved the old files
+        ("link", "rollback", "stopped-new", None),
+        ("copy", "finalize", "finalize-started", False),
+    ],
+)
+def test_rollback_open(mode, operation, phase, expected):
+    from toolkit.kube.interrupted import rollback_open
+
+    assert rollback_open(mode, operation, phase) is expected
+
+
+def test_machine_output_says_whether_rollback_is_open():
+    c = make_cluster("official-plain")
+    app = build_app(c, hook=c.hook)
+    out = json.loads(runner.invoke(app, [*UP, "-o", "json"]).stdout)
+    assert (out["phase"], out["rollback_possible"], out["pgleap_version"]) == ("done", False, "0.1.0")
+    assert out["finished_at"].endswith("Z")
+    status = json.loads(runner.invoke(app, ["status", "sts", "gis", "-n", "geo", "-o", "json"]).stdout)
+    assert status["rollback_possible"] is False

@@ -73,6 +73,10 @@ def _outcome_text(outcome: dict[str, Any]) -> None:
         out.print(f"  [dim]ok[/]       {escape(line)}")
     for line in outcome["notes"]:
         out.print(f"  [yellow]note[/]     {escape(line)}")
+    if outcome.get("operation") in ("upgrade", "rollback"):
+        possible = outcome.get("rollback_possible")
+        said = {True: "still possible", False: "no longer possible"}.get(possible, "decided by its check")
+        out.print(f"  rollback {said}", markup=False, highlight=False)
 
 
 def _rehearsal_text(result: dict[str, Any]) -> None:

@@ -97,7 +97,7 @@ def _lifecycle(
     if before is not None and result.changed and history.FINISHED.get(result.operation) == result.phase:
         after = {"after": before.operation} if before.operation != result.operation else {}
         history.record(rt.kube, before.plan, result.operation, result.phase, **after)
-    outcome = result.as_dict()
+    outcome = {**result.as_dict(), **history.machine_fields(rt.kube, ns, name)}
     _print(outcome, output, lambda: _outcome_text(outcome))
 
 
@@ -157,7 +157,10 @@ def cleanup_sts(
     cli_options.confirm(
         kube_cleanup.what(rt, ns, name), yes=yes, command=f"{cli_options.prog()} cleanup sts {name} -n {ns}"
     )
-    outcome = kube_cleanup.cleanup(rt, ns, name, scripts=scripts()).as_dict()
+    outcome = {
+        **kube_cleanup.cleanup(rt, ns, name, scripts=scripts()).as_dict(),
+        **history.machine_fields(rt.kube, ns, name),
+    }
     _print(outcome, output, lambda: _outcome_text(outcome))
 
 

@@ -252,6 +252,7 @@ def upgrade_sts(
         ),
         prog=cli_options.prog(),
     ).as_dict()
+    outcome.update(history.machine_fields(rt.kube, ns, name))
     _print(outcome, output, lambda: _outcome_text(outcome))
 
 

@@ -65,6 +65,32 @@ def plan_of(last: dict[str, str]) -> KubePlan | None:
         return None
 
 
+def rollback_possible(state_data: dict[str, str]) -> bool | None:
+    """From the state ConfigMap's data: True, False, or None (unknown: rollback's check decides)."""
+    from toolkit.kube.interrupted import rollback_open
+
+    if not state_data.get("operation"):
+        return False  # nothing recorded: nothing to roll back
+    try:
+        mode = json.loads(state_data.get("plan.json") or "{}").get("mode", "link")
+    except ValueError:
+        return None
+    return rollback_open(mode, state_data["operation"], state_data.get("phase", ""))
+
+
+def machine_fields(kube: Kube, namespace: str, sts: str) -> dict[str, Any]:
+    """What a script needs besides the phases (as on Docker): pgleap's version, the time, and
+    whether rollback is still possible."""
+    from toolkit import __version__
+
+    state = kube.get("ConfigMap", namespace, render.state_cm_name(sts))
+    return {
+        "pgleap_version": __version__,
+        "finished_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "rollback_possible": rollback_possible((state or {}).get("data") or {}),
+    }
+
+
 def status_extra(kube: Kube, namespace: str, sts: str) -> dict[str, Any]:
     """For `status`: the last finished operation and when, and an interruption if one is recorded."""
     out: dict[str, Any] = {}
@@ -77,6 +103,7 @@ def status_extra(kube: Kube, namespace: str, sts: str) -> dict[str, Any]:
         }
     state = kube.get("ConfigMap", namespace, render.state_cm_name(sts))
     data = (state or {}).get("data") or {}
+    out["rollback_possible"] = rollback_possible(data)
     if data.get("updated"):
         out["updated"] = data["updated"]
     if data.get("interrupted"):

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, TypeVar
 from toolkit.core import interrupt
 from toolkit.errors import PgleapError
 from toolkit.kube import render
-from toolkit.kube.restore import BEFORE_NO_RETURN
 
 if TYPE_CHECKING:
     from toolkit.kube.runtime import KubeRuntime
@@ -118,35 +117,50 @@ def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str 
             f"the automatic restore stopped at phase {state.phase}",
             f"{resume} finishes the rollback",
         )
-    phase = state.phase
+    phase, mode = state.phase, state.plan.mode
     recorded = "" if f"phase {phase} recorded" in during else f"phase {phase} recorded; "
+    order = ("recorded", *STEPS)
+    at = order.index(phase) if phase in order else len(order)
     if phase == "done":
-        return stop(
-            "the upgrade itself is complete",
-            f"`{cmd.format('finalize')}` once you are satisfied, or {rollback} (it checks the volume first)",
+        where, on = "the upgrade itself is complete", f"`{cmd.format('finalize')}` once you are satisfied"
+    elif at <= order.index("retention"):
+        where, on = "the database was not stopped and still serves", f"{resume} continues the upgrade"
+    elif at <= order.index("upgraded"):
+        where, on = f"{recorded}the new cluster has not started", f"{resume} continues the upgrade"
+    else:
+        started = "may have started" if phase in NEW_MAY_RUN else "has started"
+        where, on = f"{recorded}the new cluster {started}", f"{resume} finishes the upgrade"
+    possible = rollback_open(mode, state.operation, phase)
+    if possible is False:
+        why = (
+            "swap mode: pg_upgrade --swap moved the old cluster's files"
+            if mode == "swap"
+            else "link mode: the new cluster has run on the old cluster's files"
         )
-    if phase in ("recorded", "retention"):
+        return stop(where, f"{on}; {rollback} is no longer possible ({why})")
+    if possible is None:
         return stop(
-            "the database was not stopped and still serves",
-            f"{resume} continues the upgrade, or {rollback} drops pgleap's record of it",
+            where, f"{on}, or {rollback} if the new cluster has not run yet (it checks the volume first)"
         )
-    if phase in (*BEFORE_NO_RETURN, "upgraded"):
-        return stop(
-            f"{recorded}the new cluster has not started",
-            f"{resume} continues the upgrade, or {rollback} brings the old cluster back",
-        )
-    if state.plan.mode == "link" and phase not in NEW_MAY_RUN:
-        return stop(
-            f"{recorded}the new cluster has started",
-            f"{resume} finishes the upgrade; {rollback} is no longer possible (link mode: the new "
-            "cluster has run on the old cluster's files)",
-        )
-    return stop(
-        f"{recorded}the new cluster may have started",
-        f"{resume} finishes the upgrade, or {rollback} (it checks the volume first"
-        + (
-            ", and drops the writes made on the new cluster since the switch)"
-            if state.plan.mode != "link"
-            else ")"
-        ),
+    if at <= order.index("retention"):
+        return stop(where, f"{on}, or {rollback} drops pgleap's record of it")
+    loss = (
+        " (dropping the writes made on the new cluster since the switch; it asks first)"
+        if at > order.index("upgraded")
+        else ""
     )
+    return stop(where, f"{on}, or {rollback} brings the old cluster back{loss}")
+
+
+def rollback_open(mode: str, operation: str, phase: str) -> bool | None:
+    """Can `rollback sts` still bring the old cluster back? None: the volume decides (the new
+    cluster may have started; rollback's check asks upgrade.sh first)."""
+    if operation != "upgrade":
+        return None if operation == "rollback" else False
+    order = ("recorded", *STEPS)
+    at = order.index(phase) if phase in order else len(order)
+    if mode == "swap":
+        return at < order.index("upgraded")  # pg_upgrade --swap moves the old cluster's files
+    if at <= order.index("upgraded") or mode != "link":
+        return True  # copy/clone: the old cluster is untouched (a rollback drops the new one's writes)
+    return None if phase in NEW_MAY_RUN else False
