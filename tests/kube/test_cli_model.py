@@ -136,3 +136,17 @@ def test_downtime_minimal_is_refused_on_kubernetes_before_any_call(command):
     assert "--downtime minimal is not available on Kubernetes yet" in result.exception.message
     bad = runner.invoke(build_app(None), [*command, "--to", "x", "--downtime", "fast"])
     assert bad.exit_code == 2
+
+
+def test_commands_are_importable_functions(capsys, monkeypatch):
+    """Issue 15: a command is a module-level function; `register` only wires it into Typer."""
+    import json
+
+    from tests.kube.harness import make_cluster
+    from toolkit.cli import kube_common, kube_sts
+
+    c = make_cluster("official-plain")
+    monkeypatch.setattr(kube_common, "_deps", [kube_common.Deps(connect=lambda kubeconfig, context: c.kube)])
+    kube_sts.status_sts("gis", namespace="geo", output="json")
+    data = json.loads(capsys.readouterr().out)
+    assert (data["statefulset"], data["operation"], data["rollback_possible"]) == ("gis", None, False)
