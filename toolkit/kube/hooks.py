@@ -16,10 +16,10 @@ from toolkit.db import postupgrade, verify
 from toolkit.db.sql import Server
 from toolkit.docker.rehearse import replication_problems
 from toolkit.errors import PgleapError, VerificationFailed
+from toolkit.kube.model import HookContext
 from toolkit.kube.plan import KubePlan
 from toolkit.kube.portforward import local_port
 from toolkit.kube.rehearsal import RehearsalHooks
-from toolkit.kube.runtime import HookContext
 
 
 def pod_password(ctx: HookContext) -> str | None:

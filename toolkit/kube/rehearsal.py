@@ -27,8 +27,9 @@ from toolkit.kube import probe as kube_probe
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
 from toolkit.kube.facts import StsFacts, gather, parse_image
 from toolkit.kube.lease import Lease
+from toolkit.kube.model import HookContext, Outcome, pod_ready
 from toolkit.kube.plan import KubePlan, make_plan
-from toolkit.kube.runtime import HookContext, KubeRuntime, Outcome, pod_ready
+from toolkit.kube.runtime import KubeRuntime
 from toolkit.kube.topology import detect
 
 # Upgrade phases during which a real run's database does not serve.
