@@ -312,6 +312,7 @@ def register(
     standby_probe: Callable[[Any, tuple[str, ...]], Any] | None = None,
     rehearsal_hooks: Callable[[], Any] | None = None,
     preflight: Callable[..., Any] | None = None,
+    data_proof: Any = None,
 ) -> None:
     """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize groups and `render` to app.
 
@@ -320,7 +321,8 @@ def register(
     `job_env(facts)` adds the engine's env for the Job (superuser, initdb flags, …);
     `standby_probe(ctx, slots)` returns the replication slots that stream from the new primary;
     `rehearsal_hooks()` gives the database steps of `rehearse sts` (`RehearsalHooks`);
-    `preflight(ctx, images, pgdata=, scripts=)` reads the live cluster before the stop (kube_inspect).
+    `preflight(ctx, images, pgdata=, scripts=)` reads the live cluster before the stop (kube_inspect);
+    `data_proof` (DataProof) fingerprints the old cluster after the stop and the new one before the switch.
     """
 
     def kube_for(kubeconfig: str | None, context: str | None) -> Any:
@@ -333,7 +335,7 @@ def register(
     def runtime_for(kubeconfig: str | None, context: str | None, output: str) -> Any:
         from toolkit.kube.runtime import KubeRuntime
 
-        return KubeRuntime(kube_for(kubeconfig, context), log=_progress)
+        return KubeRuntime(kube_for(kubeconfig, context), log=_progress, proof=data_proof)
 
     def ns_for(namespace: str | None, kubeconfig: str | None, context: str | None) -> str:
         if namespace:

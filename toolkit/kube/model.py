@@ -19,7 +19,9 @@ UPGRADE_PHASES = (
     "replicas-stopped",  # the read StatefulSet scaled to 0 (kept running with --keep-readers)
     "stopped",
     "snapshotted",
+    "fingerprinted",  # the stopped old cluster's fingerprint, read in a serve-old Job (with a DataProof)
     "upgraded",
+    "compared",  # the new cluster's, read in a serve-new Job before the switch, equal to the old one
     "switched",
     "started",
     "verified",
@@ -75,6 +77,16 @@ PostUpgradeHook = Callable[[HookContext], None]
 PreflightHook = Callable[..., KubePlan]
 # (context of the new primary, replication slots of the standbys) → the slots that stream now.
 StandbyProbe = Callable[[HookContext, tuple[str, ...]], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class DataProof:
+    """The engine's one fingerprint definition, handed to the runtime (toolkit/kube/hooks.py):
+    `fingerprint(ctx)` reads the cluster a serve Job runs (ctx.pod, its "upgrade" container) into
+    a JSON-able dict; `compare(before, after)` names every difference (empty: identical)."""
+
+    fingerprint: Callable[[HookContext], dict[str, Any]]
+    compare: Callable[[dict[str, Any], dict[str, Any]], list[str]]
 
 
 def no_post_upgrade(ctx: HookContext) -> None:

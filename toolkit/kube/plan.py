@@ -24,7 +24,7 @@ LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
 VOLUME_MOUNT = "/pgleap/volume"
 OLD_ROOT = "/pgleap/old"
 SCRIPTS_DIR = "/pgleap/scripts"
-ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place")
+ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place", "serve-old", "serve-new")
 # pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
 BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
 

@@ -17,6 +17,7 @@ from toolkit.kube.api import Forbidden, Kube
 from toolkit.kube.facts import StsFacts, gather, parse_image
 from toolkit.kube.lease import holder_of
 from toolkit.kube.model import (
+    DataProof,
     HookContext,
     PreflightHook,
     State,
@@ -41,8 +42,10 @@ class Reader:
         *,
         log: Callable[[str], None] | None = None,
         timeouts: Timeouts = Timeouts(),
+        proof: DataProof | None = None,
     ) -> None:
         self.kube = kube
+        self.proof = proof  # the before/after fingerprint of --downtime verified (kube/fingerprint.py)
         self.log = log or logger.info
         self.t = timeouts
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # Recorded phases after which something was stopped and the failing step had not yet started
 # the new cluster: the next step is at most the upgrade Job (pg_upgrade on the volume, undone by
 # upgrade.sh rollback). Before them the primary still serves and nothing needs restoring.
-BEFORE_NO_RETURN = ("replicas-stopped", "stopped", "snapshotted")
+BEFORE_NO_RETURN = ("replicas-stopped", "stopped", "snapshotted", "fingerprinted")
 
 
 def restore_after_failure(rt: KubeRuntime, namespace: str, name: str, scripts: Mapping[str, str],

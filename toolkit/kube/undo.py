@@ -82,6 +82,19 @@ class Undoer(Ops):
 
     def _rb_stop(self, plan: KubePlan, out: Outcome) -> None:
         """Let a running upgrade Job end, then stop whichever StatefulSet runs."""
+        for action in ("serve-old", "serve-new"):  # a run stopped while it read a served cluster
+            name = render.job_name(plan.sts, action)
+            job = self.kube.get("Job", plan.namespace, name)
+            if job is not None and job_result(job) is None:
+                self.log(f"stopping the cluster Job {name} serves before rolling back")
+                for pod in self.kube.list("Pod", plan.namespace, label_selector=f"job-name={name}"):
+                    try:
+                        self.kube.exec(
+                            plan.namespace, pod["metadata"]["name"], "upgrade", ["sh", "-c", "kill -INT 1"]
+                        )
+                    except PgleapError as exc:
+                        self.log(f"could not stop it ({exc.message}); waiting for the Job to end")
+                self._follow_job(plan, name)
         job = self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "upgrade"))
         if job is not None and job_result(job) is None:
             self.log("waiting for the running upgrade Job to end before rolling back")
@@ -286,7 +299,7 @@ class Undoer(Ops):
 
     def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
         """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""
-        actions = ("upgrade", "rollback", "finalize", kube_decide.CHECK_ACTION)
+        actions = ("upgrade", "serve-old", "serve-new", "rollback", "finalize", kube_decide.CHECK_ACTION)
         names = [render.job_name(plan.sts, a) for a in actions]
         for name in names + render.replica_job_names(plan):
             if self.kube.delete("Job", plan.namespace, name, propagation="Background"):

@@ -10,6 +10,7 @@ from toolkit.errors import PgleapError, Refused
 from toolkit.kube import guard, render
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import restore as kube_restore
+from toolkit.kube.fingerprint import Prover
 from toolkit.kube.model import (
     UPGRADE_PHASES,
     HookContext,
@@ -24,7 +25,7 @@ from toolkit.kube.plan import KubePlan
 from toolkit.kube.standbys import Standbys
 
 
-class Upgrader(Standbys):
+class Upgrader(Standbys, Prover):
     """The upgrade phases of KubeRuntime."""
 
     def upgrade(
@@ -129,7 +130,9 @@ class Upgrader(Standbys):
             "replicas-stopped": lambda: self._step_replicas_stop(plan, out),
             "stopped": lambda: self._step_stop(plan, out),
             "snapshotted": lambda: self._step_snapshot(plan, out),
+            "fingerprinted": lambda: self._step_fingerprint(plan, state.original, scripts, out),
             "upgraded": lambda: self._step_job(plan, state.original, "upgrade", scripts, out),
+            "compared": lambda: self._step_compare(plan, state.original, scripts, out),
             "switched": lambda: self._step_switch(plan, state.original, out),
             "started": lambda: self.step_ready(plan, out),
             "verified": lambda: self._step_hook(plan, hook or no_post_upgrade, out),
