@@ -52,7 +52,7 @@ def serving(c: Cluster) -> list[str]:
     return stopped
 
 
-def run(c: Cluster, after: dict[str, Any]):
+def run(c: Cluster, after: dict[str, Any], *, before: dict[str, Any] = FP, compare=None):
     reads: list[str] = []
 
     def fingerprint(ctx) -> dict[str, Any]:
@@ -62,12 +62,12 @@ def run(c: Cluster, after: dict[str, Any]):
             c.sts()["spec"]["replicas"] == 0
             and c.fake.get_for_test("Pod", c.namespace, f"{c.name}-0") is None
         )
-        return FP if ctx.pod.startswith(render.job_name(c.name, "serve-old")) else after
+        return before if ctx.pod.startswith(render.job_name(c.name, "serve-old")) else after
 
-    def compare(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-        return [] if before == now else ["table gis.public.t: rows or content differ"]
+    def same(old: dict[str, Any], now: dict[str, Any]) -> list[str]:
+        return [] if old == now else ["table gis.public.t: rows or content differ"]
 
-    c.runtime.proof = DataProof(fingerprint, compare)
+    c.runtime.proof = DataProof(fingerprint, compare or same)
     out = c.runtime.upgrade(
         c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=c.hook, mode="copy"
     )
