@@ -495,6 +495,14 @@ def register(
         allow_terraform: AllowTf = False,
         allow_owner_reference: AllowOwner = False,
         keep_readers: KeepReadersOpt = False,
+        downtime: Annotated[
+            str,
+            typer.Option(
+                help="verified (default): fingerprint the stopped old cluster and the new one before the "
+                "switch; minimal: collect and initdb beside the running pod, only stop, pg_upgrade and "
+                "start in the window.",
+            ),
+        ] = "verified",
         no_auto_restore: Annotated[
             bool,
             typer.Option(
@@ -523,6 +531,7 @@ def register(
                 keep_readers=keep_readers,
                 scripts=load_scripts(required=False),
                 preflight=preflight,
+                downtime=downtime,
             )
             for w in warnings:
                 err.print(f"[yellow]warning:[/] {escape(w)}")
@@ -553,6 +562,7 @@ def register(
             standby_probe=standby_probe,
             preflight=preflight,
             auto_restore=not no_auto_restore,
+            downtime=downtime,
         ).as_dict()
         _print(outcome, output, lambda: _outcome_text(outcome))
 

@@ -42,7 +42,7 @@ class Prover(Ops):
     def _step_fingerprint(
         self, plan: KubePlan, original: Mapping[str, Any], scripts: Mapping[str, str], out: Outcome
     ) -> None:
-        if self.proof is None:
+        if self.proof is None or plan.downtime == "minimal":
             out.unchanged.append("no data proof asked (--downtime minimal or no engine): not fingerprinted")
             return
         fp = self._serve(plan, original, "serve-old", scripts, self.proof.fingerprint, out)
@@ -54,7 +54,7 @@ class Prover(Ops):
     def _step_compare(
         self, plan: KubePlan, original: Mapping[str, Any], scripts: Mapping[str, str], out: Outcome
     ) -> None:
-        if self.proof is None:
+        if self.proof is None or plan.downtime == "minimal":
             out.unchanged.append("no data proof asked: not compared")
             return
         cm = self.kube.get("ConfigMap", plan.namespace, render.state_cm_name(plan.sts)) or {}

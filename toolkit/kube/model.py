@@ -16,6 +16,7 @@ from toolkit.kube.plan import KubePlan
 UPGRADE_PHASES = (
     "recorded",
     "retention",
+    "prepared",  # --downtime minimal: old binaries and initdb on the volume while the old pod serves
     "replicas-stopped",  # the read StatefulSet scaled to 0 (kept running with --keep-readers)
     "stopped",
     "snapshotted",

@@ -222,6 +222,7 @@ class Reader:
         keep_readers: bool = False,
         scripts: Mapping[str, str] | None = None,
         preflight: PreflightHook | None = None,
+        downtime: str = "verified",
     ) -> tuple[KubePlan, dict[str, Any], list[str]]:
         """Guard and plan against the live cluster (read-only): plan, original StatefulSet, warnings.
 
@@ -243,6 +244,7 @@ class Reader:
             patch_retention=patch_retention,
             run_id=run_id,
             images=images,
+            downtime=downtime,
         )
         if preflight is not None and images is not None and scripts is not None:
             plan = self.read_live(plan, facts, images, scripts, preflight)
@@ -263,7 +265,9 @@ class Reader:
         read_facts: StsFacts | None = None,
         keep_readers: bool = False,
         images: tuple[ImageFacts, ImageFacts] | None = None,
+        downtime: str = "verified",
     ) -> tuple[KubePlan, list[str]]:
+        _check_downtime(facts, downtime)
         target, checked = parse_image(target_image), []
         if images is not None:  # probed: Docker's refusals that need only the two images
             target = kube_probe.probed_target(target_image, images[1])
@@ -288,6 +292,7 @@ class Reader:
             keep_readers=keep_readers,
             target=target,
         )
+        plan = dataclasses.replace(plan, downtime=downtime)
         if images is not None:  # the post-upgrade hook rebuilds only what these changes reorder
             old, new = images
             plan = dataclasses.replace(plan, glibc=(old.glibc, new.glibc), icu=(old.icu, new.icu))
@@ -316,3 +321,20 @@ class Reader:
     def read_statefulset(self, plan: KubePlan) -> dict[str, Any] | None:
         """The live read StatefulSet of a plan (None without one)."""
         return self.kube.get("StatefulSet", plan.namespace, plan.read_sts) if plan.read_sts else None
+
+
+DOWNTIME_MODES = ("verified", "minimal")
+
+
+def _check_downtime(facts: StsFacts, downtime: str) -> None:
+    """--downtime minimal mounts the claim in a prepare Job beside the running pod: not with RWOP."""
+    if downtime not in DOWNTIME_MODES:
+        raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
+    claim = facts.data_claim_facts
+    if downtime == "minimal" and claim is not None and "ReadWriteOncePod" in (claim.access_modes or ()):
+        raise Refused(
+            f"--downtime minimal prepares the new cluster in a Job that mounts {claim.name} beside the "
+            "running pod, and its access mode ReadWriteOncePod allows one pod only",
+            "use the default --downtime verified (initdb then runs inside the window), or change the "
+            "claim to ReadWriteOnce",
+        )

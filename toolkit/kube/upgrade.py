@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from toolkit.errors import PgleapError, Refused
+from toolkit.kube import decide as kube_decide
 from toolkit.kube import guard, render
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import restore as kube_restore
@@ -45,6 +46,7 @@ class Upgrader(Standbys, Prover):
         standby_probe: StandbyProbe | None = None,
         preflight: PreflightHook | None = None,
         auto_restore: bool = True,
+        downtime: str = "verified",
     ) -> Outcome:
         """Upgrade the StatefulSet's database to `target_image`, or say it is already done.
 
@@ -84,6 +86,7 @@ class Upgrader(Standbys, Prover):
             overrides=overrides,
             patch_retention=patch_retention,
             images=images,
+            downtime=downtime,
         )
         if preflight is not None and images is not None:
             plan = self.read_live(plan, facts, images, scripts, preflight)
@@ -127,6 +130,7 @@ class Upgrader(Standbys, Prover):
         plan = state.plan
         steps: dict[str, Callable[[], None]] = {
             "retention": lambda: self._step_retention(plan, out),
+            "prepared": lambda: self._step_prepare(plan, state.original, scripts, out),
             "replicas-stopped": lambda: self._step_replicas_stop(plan, out),
             "stopped": lambda: self._step_stop(plan, out),
             "snapshotted": lambda: self._step_snapshot(plan, out),
@@ -206,8 +210,27 @@ class Upgrader(Standbys, Prover):
             interval=self.t.poll,
         )
 
+    def _step_prepare(
+        self, plan: KubePlan, original: Mapping[str, Any], scripts: Mapping[str, str], out: Outcome
+    ) -> None:
+        """--downtime minimal: collect the old binaries and initdb the new cluster on the volume while
+        the old pod serves (a prepare Job on its node: RWO), so the window holds only stop,
+        pg_upgrade, the switch and the first Ready."""
+        if plan.downtime != "minimal":
+            out.unchanged.append(
+                "nothing prepared ahead (--downtime verified: initdb runs in the upgrade Job)"
+            )
+            return
+        pin = kube_decide.pin_to_pod(self, plan, f"{plan.sts}-0")
+        self._step_job(plan, original, "prepare", scripts, out, node_terms=pin)
+
     def _step_switch(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
         """Orphan-delete the old StatefulSet (claim templates are immutable) and create the new one."""
+        if plan.mode == "link" and plan.downtime == "minimal":
+            self.log(
+                "point of no return: the new cluster starts now; with --link the old cluster can no "
+                "longer be used after it (rollback is refused once it ran)"
+            )
         self._replace_sts(plan, lambda: render.primary_statefulset(plan, original), out)
 
     def _step_hook(self, plan: KubePlan, hook: PostUpgradeHook, out: Outcome) -> None:
