@@ -53,6 +53,15 @@ def _job_volumes(kubelet, job: dict, scripts_cm: dict, pvc: str, scratch: str) -
     return volumes
 
 
+def _run_job(kubelet, plan, sts, action: str, pvc: str) -> str:
+    """The rendered Job for `action`, container by container; the logs."""
+    job = render.upgrade_job(plan, sts, action)
+    pod = job["spec"]["template"]["spec"]
+    scripts = render.scripts_configmap(plan, load_scripts())
+    volumes = _job_volumes(kubelet, job, scripts, pvc, kubelet.pvc_volume("x"))
+    return "".join(kubelet.run(pod, c, volumes) for c in pod["initContainers"] + pod["containers"])
+
+
 def _serve(kubelet, plan, sts, action: str, pvc: str, read) -> Any:
     """Run the rendered serve Job: init (collect) to its end, the server detached, `read`, SIGINT."""
     job = render.upgrade_job(plan, sts, action)
@@ -82,13 +91,16 @@ def test_serve_jobs_prove_a_13_to_17_upgrade_and_catch_a_changed_value(kubelet, 
     pvc = kubelet.pvc_volume("data-gis-0")
     pod, server = _start_pod(kubelet, sts, pvc)
     seed(server, "gis", rows=300, polygons=30)
+    port = str(20000 + (hash(pvc) % 20000))
+    env = {"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": port}
+    plan = make_plan(gather(sts), new_image, snapshot=False, job_env=env, mode="copy")
+    # --downtime minimal's prepare Job (collect, initdb) beside the serving pod; the upgrade Job
+    # then finds the staging cluster, which the kubelet's fsGroup made group-writable since.
+    _run_job(kubelet, plan, sts, "prepare", pvc)
     pod.kill(signal="SIGINT")
     pod.wait()
     pod.remove(force=True, v=True)
 
-    port = str(20000 + (hash(pvc) % 20000))
-    env = {"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": port}
-    plan = make_plan(gather(sts), new_image, snapshot=False, job_env=env, mode="copy")
     proof = engine_data_proof()
 
     def read_only_write(ctx):
@@ -105,13 +117,8 @@ def test_serve_jobs_prove_a_13_to_17_upgrade_and_catch_a_changed_value(kubelet, 
     before = _serve(kubelet, plan, sts, "serve-old", pvc, read_only_write)
     assert sum(len(t) for t in before["tables"].values()) > 5
 
-    job = render.upgrade_job(plan, sts, "upgrade")
-    jpod = job["spec"]["template"]["spec"]
-    volumes = _job_volumes(
-        kubelet, job, render.scripts_configmap(plan, load_scripts()), pvc, kubelet.pvc_volume("x")
-    )
-    for c in jpod["initContainers"] + jpod["containers"]:
-        kubelet.run(jpod, c, volumes)
+    logs = _run_job(kubelet, plan, sts, "upgrade", pvc)
+    assert "new cluster already initialised" in logs
 
     def corrupt_after_reading(ctx):
         from toolkit.kube.hooks import served_server

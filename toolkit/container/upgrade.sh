@@ -211,6 +211,7 @@ transfer_running() {
 init_staging() {
 	if [ -f "$state/initdb-done" ] && [ -f "$staging/PG_VERSION" ]; then
 		log "new cluster already initialised in $staging"
+		chmod 0700 "$staging"  # a prepare Job's; the kubelet's fsGroup made it 2770 since, which PostgreSQL refuses
 		return
 	fi
 	if [ -e "$staging" ]; then
