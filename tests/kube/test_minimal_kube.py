@@ -64,3 +64,10 @@ def test_an_unknown_downtime_mode_is_refused() -> None:
     with pytest.raises(Refused, match="unknown downtime mode"):
         c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, downtime="fast")
     assert not c.fake.writes_for_test()
+
+
+def test_finalize_removes_the_prepare_job() -> None:
+    c = make_cluster("official-plain")
+    c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, downtime="minimal")
+    c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
+    assert c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "prepare")) is None

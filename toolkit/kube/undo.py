@@ -95,10 +95,11 @@ class Undoer(Ops):
                     except PgleapError as exc:
                         self.log(f"could not stop it ({exc.message}); waiting for the Job to end")
                 self._follow_job(plan, name)
-        job = self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "upgrade"))
-        if job is not None and job_result(job) is None:
-            self.log("waiting for the running upgrade Job to end before rolling back")
-            self._follow_job(plan, render.job_name(plan.sts, "upgrade"))
+        for action in ("prepare", "upgrade"):
+            job = self.kube.get("Job", plan.namespace, render.job_name(plan.sts, action))
+            if job is not None and job_result(job) is None:
+                self.log(f"waiting for the running {action} Job to end before rolling back")
+                self._follow_job(plan, render.job_name(plan.sts, action))
         for sb in plan.replicas.standbys if plan.replicas else ():
             name = render.replica_job_name(sb.pod, "reseed")
             job = self.kube.get("Job", plan.namespace, name)
@@ -299,7 +300,15 @@ class Undoer(Ops):
 
     def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
         """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""
-        actions = ("upgrade", "serve-old", "serve-new", "rollback", "finalize", kube_decide.CHECK_ACTION)
+        actions = (
+            "prepare",
+            "upgrade",
+            "serve-old",
+            "serve-new",
+            "rollback",
+            "finalize",
+            kube_decide.CHECK_ACTION,
+        )
         names = [render.job_name(plan.sts, a) for a in actions]
         for name in names + render.replica_job_names(plan):
             if self.kube.delete("Job", plan.namespace, name, propagation="Background"):
