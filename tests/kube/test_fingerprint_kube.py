@@ -106,6 +106,14 @@ def test_a_difference_stops_with_exit_4_before_anything_opens() -> None:
     )
     assert not [x for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "statefulsets"]
     assert not c.hook_calls  # post-upgrade never ran on the unproven cluster
+    # resume compares again (a new serve-new Job): still different, still exit 4, still at 0
+    with pytest.raises(VerificationFailed):
+        c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS, post_upgrade=c.hook)
+    assert c.sts()["spec"]["replicas"] == 0 and not c.hook_calls
+    # the operator read the differences and accepts them: the run goes on and switches
+    out = c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS, post_upgrade=c.hook, accept=("fingerprint",))
+    assert out.phase == "done" and any(n.startswith("accepted") and "gis.public.t" in n for n in out.notes)
+    assert c.image() == TARGET and len(c.hook_calls) == 1
 
 
 def test_without_a_proof_no_serve_job_runs() -> None:

@@ -52,7 +52,13 @@ class Prover(Ops):
         out.changed.append(f"fingerprinted the stopped old cluster: {_summary(fp)}")
 
     def _step_compare(
-        self, plan: KubePlan, original: Mapping[str, Any], scripts: Mapping[str, str], out: Outcome
+        self,
+        plan: KubePlan,
+        original: Mapping[str, Any],
+        scripts: Mapping[str, str],
+        out: Outcome,
+        *,
+        accept: bool = False,
     ) -> None:
         if self.proof is None or plan.downtime == "minimal":
             out.unchanged.append("no data proof asked: not compared")
@@ -70,6 +76,9 @@ class Prover(Ops):
             )
         after = self._serve(plan, original, "serve-new", scripts, self.proof.fingerprint, out)
         differences = self.proof.compare(before, after)
+        if differences and accept:
+            out.notes.append("accepted (resume with accept=fingerprint): " + "; ".join(differences[:10]))
+            return
         if differences:
             back = (
                 f"`pgleap rollback sts {plan.sts}` brings the old cluster back"

@@ -59,8 +59,10 @@ class KubeRuntime(Upgrader, Undoer):
         scripts: Mapping[str, str],
         post_upgrade: PostUpgradeHook | None = None,
         standby_probe: StandbyProbe | None = None,
+        accept: tuple[str, ...] = (),
     ) -> Outcome:
-        """Continue the recorded operation from the phase after the last one completed."""
+        """Continue the recorded operation from the phase after the last one completed;
+        `accept=("fingerprint",)` goes on past a fingerprint difference the operator has read."""
         state = self.read_state(namespace, name)
         if state is None:
             raise Refused(
@@ -76,7 +78,7 @@ class KubeRuntime(Upgrader, Undoer):
                 namespace,
                 name,
                 "resume",
-                lambda: self._run_upgrade(state, scripts, post_upgrade, out, standby_probe),
+                lambda: self._run_upgrade(state, scripts, post_upgrade, out, standby_probe, accept),
             )
         if state.operation == "rollback":
             return self._held(namespace, name, "resume", lambda: self._run_rollback(state, scripts, out))

@@ -126,6 +126,7 @@ class Upgrader(Standbys, Prover):
         hook: PostUpgradeHook | None,
         out: Outcome,
         standby_probe: StandbyProbe | None = None,
+        accept: tuple[str, ...] = (),
     ) -> Outcome:
         plan = state.plan
         steps: dict[str, Callable[[], None]] = {
@@ -136,7 +137,9 @@ class Upgrader(Standbys, Prover):
             "snapshotted": lambda: self._step_snapshot(plan, out),
             "fingerprinted": lambda: self._step_fingerprint(plan, state.original, scripts, out),
             "upgraded": lambda: self._step_job(plan, state.original, "upgrade", scripts, out),
-            "compared": lambda: self._step_compare(plan, state.original, scripts, out),
+            "compared": lambda: self._step_compare(
+                plan, state.original, scripts, out, accept="fingerprint" in accept
+            ),
             "switched": lambda: self._step_switch(plan, state.original, out),
             "started": lambda: self.step_ready(plan, out),
             "verified": lambda: self._step_hook(plan, hook or no_post_upgrade, out),
