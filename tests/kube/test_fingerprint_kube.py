@@ -121,3 +121,21 @@ def test_without_a_proof_no_serve_job_runs() -> None:
     c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=c.hook)
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
     assert jobs == [render.job_name(c.name, "upgrade")]
+
+
+def test_link_mode_says_the_point_of_no_return_before_serving_the_new_cluster() -> None:
+    c = make_cluster("official-plain")
+    serving(c)
+    c.runtime.proof = DataProof(lambda ctx: FP, lambda a, b: ["different"])
+    serve_new = render.job_name(c.name, "serve-new")
+    said: list[bool] = []  # for each "point of no return" line: did the serve-new Job exist then?
+
+    def log(line: str) -> None:
+        if line.startswith("point of no return"):
+            said.append(c.fake.get_for_test("Job", c.namespace, serve_new) is not None)
+
+    c.runtime.log = log
+    with pytest.raises(VerificationFailed) as exc:
+        c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, mode="link")
+    assert said == [False]  # said once, before the new cluster was served
+    assert "rollback is no longer possible" in exc.value.hint
