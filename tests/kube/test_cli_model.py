@@ -126,16 +126,25 @@ def test_credentials_loaded_with_a_context(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command", [["upgrade", "sts", "db", "--yes"], ["plan", "sts", "db"]])
-def test_downtime_minimal_is_refused_on_kubernetes_before_any_call(command):
+def test_unknown_downtime_is_a_usage_error_before_any_call(command):
     from tests.kube.test_cli_kube import build_app
 
-    result = runner.invoke(
-        build_app(None), [*command, "--to", "x", "--downtime", "minimal"]
-    )  # None: no cluster
-    assert result.exception.exit_code == 3, result.output
-    assert "--downtime minimal is not available on Kubernetes yet" in result.exception.message
-    bad = runner.invoke(build_app(None), [*command, "--to", "x", "--downtime", "fast"])
+    bad = runner.invoke(build_app(None), [*command, "--to", "x", "--downtime", "fast"])  # None: no cluster
     assert bad.exit_code == 2
+
+
+def test_render_refuses_downtime_minimal_and_names_the_command_that_shows_it(tmp_path):
+    """Offline render has no live pod to pin the prepare Job to: it says which command shows it."""
+    from tests.kube.test_cli_kube import build_app
+
+    manifest = tmp_path / "sts.yaml"
+    manifest.write_text("kind: StatefulSet\n")
+    result = runner.invoke(
+        build_app(None), ["render", "-f", str(manifest), "--to", "x", "--downtime", "minimal"]
+    )
+    assert result.exception.exit_code == 3, result.output
+    assert "--downtime minimal is not available on render" in result.exception.message
+    assert "plan sts --downtime minimal" in result.exception.message
 
 
 def test_commands_are_importable_functions(capsys, monkeypatch):

@@ -109,7 +109,7 @@ def test_a_second_signal_stops_at_once_and_resume_adopts_the_job():
     exc = interrupted(runner.invoke(app, [*UP, "--no-auto-restore"]))
     assert exc.message.startswith("interrupted during the upgrade Job (pg_upgrade) (stopped at once)")
     assert "`pgleap resume sts gis -n geo` continues the upgrade, or `pgleap rollback" in exc.hint
-    assert state(c)["phase"] == "snapshotted"
+    assert state(c)["phase"] == "fingerprinted"  # recorded (skipped without a DataProof) before the Job
     c.fake.error_hook = None
     result = runner.invoke(app, ["resume", "sts", "gis", "-n", "geo", "--yes", "-o", "json"])
     assert result.exit_code == 0, result.output
@@ -130,7 +130,9 @@ def test_a_signal_before_the_stop_leaves_the_database_serving(sig):
     ("mode", "operation", "phase", "expected"),
     [
         ("link", "upgrade", "stopped", True),
-        ("link", "upgrade", "upgraded", True),
+        ("link", "upgrade", "fingerprinted", True),
+        ("link", "upgrade", "upgraded", None),  # verified: the serve-new Job may have started it (read-only)
+        ("link", "upgrade", "compared", None),
         ("link", "upgrade", "switched", None),  # the new cluster may have started: the check decides
         ("link", "upgrade", "verified", False),
         ("link", "upgrade", "done", False),
@@ -146,6 +148,16 @@ def test_rollback_open(mode, operation, phase, expected):
     from toolkit.kube.interrupted import rollback_open
 
     assert rollback_open(mode, operation, phase) is expected
+
+
+def test_rollback_open_in_minimal_mode_until_the_switch():
+    """--downtime minimal has no serve-new Job: the new cluster first runs after the switch."""
+    from toolkit.kube.interrupted import STEPS, rollback_open
+    from toolkit.kube.model import UPGRADE_PHASES
+
+    assert rollback_open("link", "upgrade", "upgraded", "minimal") is True
+    assert rollback_open("link", "upgrade", "switched", "minimal") is None
+    assert list(STEPS) == list(UPGRADE_PHASES[1:])  # every phase named, in the runtime's order
 
 
 def test_machine_output_says_whether_rollback_is_open():

@@ -133,7 +133,12 @@ def _register_runtimes() -> None:
 
     cli_docker.register(groups, app)
     from toolkit.cli import kube as cli_kube
-    from toolkit.kube.hooks import engine_post_upgrade, engine_rehearsal_hooks, engine_standby_probe
+    from toolkit.kube.hooks import (
+        engine_data_proof,
+        engine_post_upgrade,
+        engine_rehearsal_hooks,
+        engine_standby_probe,
+    )
     from toolkit.kube.inspect import engine_preflight
 
     cli_kube.register(
@@ -143,6 +148,7 @@ def _register_runtimes() -> None:
         post_upgrade=engine_post_upgrade,
         standby_probe=engine_standby_probe,
         rehearsal_hooks=engine_rehearsal_hooks,
+        data_proof=engine_data_proof(),
     )
 
 

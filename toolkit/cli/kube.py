@@ -35,6 +35,7 @@ def register(
     standby_probe: Callable[[Any, tuple[str, ...]], Any] | None = None,
     rehearsal_hooks: Callable[[], Any] | None = None,
     preflight: Callable[..., Any] | None = None,
+    data_proof: Any = None,
 ) -> None:
     """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize/cleanup/rehearse groups and `render` to app.
 
@@ -47,6 +48,7 @@ def register(
             standby_probe=standby_probe,
             rehearsal_hooks=rehearsal_hooks,
             preflight=preflight,
+            data_proof=data_proof,
             # late-bound, so that replacing `toolkit.cli.kube.load_scripts` (tests) takes effect
             scripts=lambda folder=None, required=True: load_scripts(folder, required=required),
         )

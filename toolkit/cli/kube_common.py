@@ -324,7 +324,8 @@ class Deps:
     `standby_probe(ctx, slots)` returns the replication slots that stream from the new primary;
     `rehearsal_hooks()` gives the database steps of `rehearse sts` (`RehearsalHooks`);
     `preflight(ctx, images, pgdata=, scripts=)` reads the live cluster before the stop (kube_inspect);
-    `scripts(folder=None, required=True)` loads the in-container scripts.
+    `scripts(folder=None, required=True)` loads the in-container scripts;
+    `data_proof` (DataProof) fingerprints the old cluster after the stop and the new one before the switch.
     """
 
     connect: Connect | None = None
@@ -334,6 +335,7 @@ class Deps:
     rehearsal_hooks: Callable[[], Any] | None = None
     preflight: Callable[..., Any] | None = None
     scripts: Callable[..., dict[str, str]] = load_scripts
+    data_proof: Any = None
 
 
 _deps: list[Deps] = [Deps()]
@@ -364,7 +366,7 @@ def kube_for(kubeconfig: str | None, context: str | None) -> Any:
 def runtime_for(kubeconfig: str | None, context: str | None, output: str) -> Any:
     from toolkit.kube.runtime import KubeRuntime
 
-    return KubeRuntime(kube_for(kubeconfig, context), log=_progress)
+    return KubeRuntime(kube_for(kubeconfig, context), log=_progress, proof=deps().data_proof)
 
 
 def ns_for(namespace: str | None, kubeconfig: str | None, context: str | None) -> str:

@@ -103,7 +103,9 @@ def render_cmd(
 
     Offline, nothing can probe the images: the majors come from the tags, or from
     --from-major/--to-major (trusted, and said so). `pgleap plan sts` probes them."""
-    cli_options.only_verified_downtime(downtime, "Kubernetes")
+    cli_options.only_verified_downtime(
+        downtime, "render (offline; `pgleap plan sts --downtime minimal` shows its objects)"
+    )
     text = _read_manifests(file)
     try:
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]

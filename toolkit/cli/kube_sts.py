@@ -124,7 +124,6 @@ def plan_sts(
 
     Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
     nothing: only two short probe Pods (one per image) are created and deleted."""
-    cli_options.only_verified_downtime(downtime, "Kubernetes")
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     facts = rt.inspect(ns, name)
@@ -140,6 +139,7 @@ def plan_sts(
         keep_readers=keep_readers,
         scripts=scripts(required=False),
         preflight=deps().preflight,
+        downtime=downtime,
     )
     objs = render.objects_for(plan, sts, scripts(required=False), rt.read_statefulset(plan))
     for w in warnings:
@@ -196,7 +196,6 @@ def upgrade_sts(
     ] = False,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
-    cli_options.only_verified_downtime(downtime, "Kubernetes")
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     facts = rt.inspect(ns, name)
@@ -215,6 +214,7 @@ def upgrade_sts(
             keep_readers=keep_readers,
             scripts=scripts(required=False),
             preflight=deps().preflight,
+            downtime=downtime,
         )
         for w in warnings:
             err.print(f"[yellow]warning:[/] {escape(w)}")
@@ -249,6 +249,7 @@ def upgrade_sts(
             standby_probe=deps().standby_probe,
             preflight=deps().preflight,
             auto_restore=not no_auto_restore,
+            downtime=downtime,
         ),
         prog=cli_options.prog(),
     ).as_dict()

@@ -19,8 +19,9 @@ from toolkit.errors import PgleapError, Refused
 from toolkit.kube import render
 
 if TYPE_CHECKING:
+    from toolkit.kube.model import Outcome, State
     from toolkit.kube.plan import KubePlan
-    from toolkit.kube.runtime import KubeRuntime, Outcome, State
+    from toolkit.kube.runtime import KubeRuntime
 
 CHECK_ACTION = "rollback-check"
 

@@ -72,10 +72,15 @@ def rollback_possible(state_data: dict[str, str]) -> bool | None:
     if not state_data.get("operation"):
         return False  # nothing recorded: nothing to roll back
     try:
-        mode = json.loads(state_data.get("plan.json") or "{}").get("mode", "link")
+        plan = json.loads(state_data.get("plan.json") or "{}")
     except ValueError:
         return None
-    return rollback_open(mode, state_data["operation"], state_data.get("phase", ""))
+    return rollback_open(
+        plan.get("mode", "link"),
+        state_data["operation"],
+        state_data.get("phase", ""),
+        plan.get("downtime", "verified"),
+    )
 
 
 def machine_fields(kube: Kube, namespace: str, sts: str) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from toolkit.db import preflight
 from toolkit.engine.runner import _inspect_sql
 from toolkit.errors import Refused
 from toolkit.kube.hooks import pod_server
+from toolkit.kube.model import HookContext
 from toolkit.kube.plan import KubePlan
 from toolkit.kube.probe import inline_script
-from toolkit.kube.runtime import HookContext
 
 
 def probe_data(ctx: HookContext, pgdata: str, scripts: Mapping[str, str]) -> DataFacts:

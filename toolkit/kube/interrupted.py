@@ -18,21 +18,27 @@ from typing import TYPE_CHECKING, TypeVar
 from toolkit.core import interrupt
 from toolkit.errors import PgleapError
 from toolkit.kube import render
+from toolkit.kube.model import UPGRADE_PHASES
 
 if TYPE_CHECKING:
     from toolkit.kube.runtime import KubeRuntime
 
 T = TypeVar("T")
 KEY = "interrupted"  # state ConfigMap key: {"during": ..., "at": ISO time}
-# Phases after which the new cluster may have run (its StatefulSet exists on the new image).
+# Phases after which the new cluster may have run: its StatefulSet exists on the new image, or
+# (link mode, --downtime verified) the serve-new Job started it read-only for its fingerprint.
 NEW_MAY_RUN = ("switched",)
-# What runs to reach each phase, for "interrupted during …".
-STEPS = {
+NEW_MAY_RUN_VERIFIED_LINK = ("upgraded", "compared", "switched")
+# What runs to reach each phase, for "interrupted during …" (in the runtime's order, model.UPGRADE_PHASES).
+_WHAT = {
     "retention": "the PVC retention patch",
+    "prepared": "the prepare Job (collect, initdb beside the running pod)",
     "replicas-stopped": "the stop of the standbys",
     "stopped": "the stop of the database",
     "snapshotted": "the VolumeSnapshot",
+    "fingerprinted": "the fingerprint of the stopped old cluster (serve-old Job)",
     "upgraded": "the upgrade Job (pg_upgrade)",
+    "compared": "the fingerprint of the new cluster (serve-new Job)",
     "switched": "the switch to the new StatefulSet",
     "started": "the start of the new cluster",
     "verified": "the verification",
@@ -41,6 +47,7 @@ STEPS = {
     "streaming": "the wait for the standbys to stream",
     "done": "the end of the upgrade",
 }
+STEPS = {phase: _WHAT[phase] for phase in UPGRADE_PHASES if phase != "recorded"}
 
 
 def checkpoint(operation: str, phase: str) -> None:
@@ -128,9 +135,11 @@ def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str 
     elif at <= order.index("upgraded"):
         where, on = f"{recorded}the new cluster has not started", f"{resume} continues the upgrade"
     else:
-        started = "may have started" if phase in NEW_MAY_RUN else "has started"
+        started = "may have started" if phase in _may_run(mode, state.plan.downtime) else "has started"
         where, on = f"{recorded}the new cluster {started}", f"{resume} finishes the upgrade"
-    possible = rollback_open(mode, state.operation, phase)
+    possible = rollback_open(mode, state.operation, phase, state.plan.downtime)
+    if possible is None and not recorded and phase == "upgraded":
+        possible = True  # stopped right after recording it: the serve-new Job has not started
     if possible is False:
         why = (
             "swap mode: pg_upgrade --swap moved the old cluster's files"
@@ -152,7 +161,11 @@ def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str 
     return stop(where, f"{on}, or {rollback} brings the old cluster back{loss}")
 
 
-def rollback_open(mode: str, operation: str, phase: str) -> bool | None:
+def _may_run(mode: str, downtime: str) -> tuple[str, ...]:
+    return NEW_MAY_RUN_VERIFIED_LINK if mode == "link" and downtime != "minimal" else NEW_MAY_RUN
+
+
+def rollback_open(mode: str, operation: str, phase: str, downtime: str = "verified") -> bool | None:
     """Can `rollback sts` still bring the old cluster back? None: the volume decides (the new
     cluster may have started; rollback's check asks upgrade.sh first)."""
     if operation != "upgrade":
@@ -161,6 +174,8 @@ def rollback_open(mode: str, operation: str, phase: str) -> bool | None:
     at = order.index(phase) if phase in order else len(order)
     if mode == "swap":
         return at < order.index("upgraded")  # pg_upgrade --swap moves the old cluster's files
-    if at <= order.index("upgraded") or mode != "link":
+    if mode != "link" or at < order.index("upgraded"):
         return True  # copy/clone: the old cluster is untouched (a rollback drops the new one's writes)
-    return None if phase in NEW_MAY_RUN else False
+    if phase in _may_run(mode, downtime):
+        return None
+    return phase == "upgraded"  # minimal: nothing ran before the switch

@@ -24,7 +24,17 @@ LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
 VOLUME_MOUNT = "/pgleap/volume"
 OLD_ROOT = "/pgleap/old"
 SCRIPTS_DIR = "/pgleap/scripts"
-ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place", "cleanup")
+ACTIONS = (
+    "upgrade",
+    "rollback",
+    "rollback-check",
+    "finalize",
+    "place",
+    "cleanup",
+    "serve-old",
+    "serve-new",
+    "prepare",
+)
 # pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
 BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
 
@@ -110,6 +120,9 @@ class KubePlan:
     # The images' glibc and ICU (old, new) as probed; ("", "") when not probed (rebuild all).
     glibc: tuple[str, str] = ("", "")
     icu: tuple[str, str] = ("", "")
+    # "verified" (fingerprint before/after, kube/fingerprint.py) or "minimal" (collect and initdb
+    # in a prepare Job while the old pod serves: only stop, pg_upgrade and the start in the window)
+    downtime: str = "verified"
 
     @property
     def collation_libraries_known(self) -> bool:
@@ -167,7 +180,10 @@ class KubePlan:
         """The main container's env for one Job action."""
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
-        return {**self.job_env, "PGLEAP_ACTION": action}
+        env = {**self.job_env, "PGLEAP_ACTION": action}
+        if action == "upgrade" and self.downtime == "minimal":
+            env["PGLEAP_CHECK"] = "0"  # no separate --check in the window (pg_upgrade checks first anyway)
+        return env
 
 
 def node_pin_terms(facts: StsFacts) -> tuple[dict[str, Any], ...]:
