@@ -93,10 +93,10 @@ def _lifecycle(step: Callable[..., dict], container: str | None, volume: str | N
 
 def _restorable(exc: Exception) -> bool:
     """Errors after which the old database may be brought back: pgleap's own, a server or container dying."""
-    import docker.errors
-    import psycopg
+    from toolkit.db.sql import DatabaseError
+    from toolkit.docker.client import DockerException
 
-    return isinstance(exc, PgleapError | psycopg.Error | docker.errors.DockerException)
+    return isinstance(exc, PgleapError | DatabaseError | DockerException)
 
 
 def _auto_restore(target, state: RunState, report: Report, exc: Exception) -> None:

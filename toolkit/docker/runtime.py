@@ -20,15 +20,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 
-import docker
-import docker.errors
-from docker.types import Mount
-
 from toolkit.core.facts import DataFacts, ImageFacts, parse_results
 from toolkit.core.plan import Layout, UpgradePlan, new_layout, not_postgres, rel_to_mount
+from toolkit.core.process import pid_alive
 from toolkit.core.safe_paths import check_path
 from toolkit.db import faults, postupgrade
 from toolkit.db.sql import Server
+from toolkit.docker.client import DockerClient, DockerException, ImageNotFound, Mount, NotFound, client
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 from toolkit.resources import container_script
 
@@ -48,23 +46,6 @@ LABEL = "org.pgleap.role"
 # so a later run can find what a killed run left behind (DockerRuntime.reap).
 VOLUME_LABEL = "org.pgleap.volume"
 OWNER_LABEL = "org.pgleap.owner"
-
-
-def client() -> docker.DockerClient:
-    try:
-        c = docker.from_env(timeout=600)
-        c.ping()
-        return c
-    except docker.errors.DockerException as exc:
-        if "Permission denied" in str(exc) or "PermissionError" in str(exc):
-            raise EnvironmentProblem(
-                "permission denied on the Docker socket",
-                "run pgleap as root or as a member of the docker group",
-            ) from None
-        raise EnvironmentProblem(
-            f"the Docker engine does not answer ({exc.__class__.__name__})",
-            "start dockerd, or set DOCKER_HOST; you may need root or the docker group",
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -115,7 +96,7 @@ def _scripts_copy() -> str:
 class DockerRuntime:
     """Containers on one Docker engine. Every helper container is labelled and removed."""
 
-    def __init__(self, docker_client: docker.DockerClient | None = None) -> None:
+    def __init__(self, docker_client: DockerClient | None = None) -> None:
         self.docker = docker_client or client()
         self.scripts_dir = _scripts_copy()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -136,14 +117,14 @@ class DockerRuntime:
         for row in self.docker.api.containers(all=True, filters={"label": f"{VOLUME_LABEL}={volume_key}"}):
             try:
                 c = self.docker.containers.get(row["Id"])
-            except docker.errors.NotFound:
+            except NotFound:
                 continue  # it ended and removed itself meanwhile
             host, _, pid = c.labels.get(OWNER_LABEL, "").partition(":")
             if (
                 host == socket.gethostname()
                 and pid.isdigit()
                 and int(pid) != os.getpid()
-                and _alive(int(pid))
+                and pid_alive(int(pid))
             ):
                 raise Refused(  # a run in progress holds the volume: a refusal (3), as the lock
                     f"another pgleap (pid {pid}) is still working on this volume (container {c.name})",
@@ -151,7 +132,7 @@ class DockerRuntime:
                 )
             logger.warning("removing %s, left on the volume by an interrupted pgleap run", c.name)
             if c.labels.get(LABEL) == "temp-server" and c.status == "running":
-                with suppress(docker.errors.DockerException):
+                with suppress(DockerException):
                     self._stop(c, fast=True, timeout=60)
             c.remove(force=True, v=True)
             removed.append(c.name)
@@ -162,12 +143,12 @@ class DockerRuntime:
     def image_config(self, image: str) -> dict:
         try:
             return self.docker.images.get(image).attrs["Config"]
-        except docker.errors.ImageNotFound:
+        except ImageNotFound:
             pass
         try:
             logger.info("pulling %s", image)
             return self.docker.images.pull(image).attrs["Config"]
-        except docker.errors.DockerException:
+        except DockerException:
             raise EnvironmentProblem(
                 f"image {image} is not present and cannot be pulled",
                 "check the name, or build the test images with `pgleap images build`",
@@ -306,12 +287,12 @@ class DockerRuntime:
     def ensure_scratch(self, name: str) -> str:
         try:
             self.docker.volumes.get(name)
-        except docker.errors.NotFound:
+        except NotFound:
             self.docker.volumes.create(name, labels={LABEL: "old-binaries"})
         return name
 
     def remove_volume(self, name: str) -> None:
-        with suppress(docker.errors.NotFound):
+        with suppress(NotFound):
             self.docker.volumes.get(name).remove(force=True)
 
     # ---- temporary servers ---------------------------------------------------------------------
@@ -404,7 +385,7 @@ class DockerRuntime:
     def source_container(self, name: str) -> SourceContainer:
         try:
             c = self.docker.containers.get(name)
-        except docker.errors.NotFound:
+        except NotFound:
             raise Refused(
                 f"no container named {name!r}",
                 "check `docker ps -a`; for a volume without a container use --volume",
@@ -473,7 +454,7 @@ class DockerRuntime:
             last = logs.splitlines()[-1] if logs else f"exit {status}"
             hint = "see the message; the server's log says more"
             if "pg_hba.conf" in logs:
-                from toolkit.docker.rehearse import hba_user  # the rehearsal's own wording of the line
+                from toolkit.db.replication import hba_user  # the rehearsal's own wording of the line
 
                 hint = (
                     f"add `host replication {hba_user(source.superuser)} samenet md5` to pg_hba.conf (md5 also accepts "
@@ -515,14 +496,14 @@ class DockerRuntime:
         try:
             self.docker.containers.get(name)
             return True
-        except docker.errors.NotFound:
+        except NotFound:
             return False
 
     def start(self, name: str) -> None:
         self.docker.containers.get(name).start()
 
     def remove(self, name: str) -> None:
-        with suppress(docker.errors.NotFound):
+        with suppress(NotFound):
             self.docker.containers.get(name).remove(force=True)
 
     def recreate(self, source: SourceContainer, plan: UpgradePlan, name: str) -> None:
@@ -604,16 +585,6 @@ class DockerRuntime:
         raise PgleapError(f"container {name} did not accept connections within {timeout:.0f} s")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_under(path: str, parent: str) -> bool:
     path, parent = os.path.normpath(path), os.path.normpath(parent)
     return path == parent or path.startswith(parent.rstrip("/") + "/")
@@ -673,7 +644,7 @@ class DockerTarget:
                 )
             try:
                 self.rt.docker.volumes.get(volume)
-            except docker.errors.NotFound:
+            except NotFound:
                 raise Refused(f"no Docker volume named {volume!r}", "check `docker volume ls`") from None
             self.volume = VolumeRef("volume", volume)
             self.source_image = source_image

@@ -27,8 +27,8 @@ from toolkit.core import interrupt
 from toolkit.core.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
 from toolkit.core.plan import ExtensionAction, Layout, UpgradePlan, make_plan
 from toolkit.core.report import Report, plural
-from toolkit.db import faults, postupgrade, preflight, traps, verify
-from toolkit.db.inspect import cluster_facts
+from toolkit.db import faults, postupgrade, preflight, verify
+from toolkit.db.inspect import inspect_sql
 from toolkit.db.sql import Server
 from toolkit.engine import minimal
 from toolkit.engine.state import RunState
@@ -141,7 +141,7 @@ def plan_upgrade(
     with report.phase("inspect cluster (SQL)") as ph:
         live = target.live_server()
         if live is not None:
-            facts = _inspect_sql(live, new, report)
+            facts = inspect_sql(live, new, report)
             # The plan's own refusals (a target lacking an extension, shipping it older) name the
             # root cause; preflight's library check would only name its symptom (a missing .so).
             plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
@@ -159,38 +159,11 @@ def plan_upgrade(
                     "start it once on its old image and stop it cleanly (docker start/stop), then run pgleap again",
                 )
             with target.old_server(old, data, superuser="") as server:
-                facts = _inspect_sql(server, new, report)
+                facts = inspect_sql(server, new, report)
                 plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
                 preflight.run(server, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         ph.detail = f"superuser {facts.superuser}, {len(facts.databases)} databases"
     return plan, new
-
-
-def _inspect_sql(server: Server, new: ImageFacts, report: Report) -> ClusterFacts:
-    """What the old cluster's catalogs tell before anything stops: its facts, indexes already
-    invalid (reported, never blamed on the upgrade), and the columns known extension traps
-    touch (refused when the target ships no repair)."""
-    facts = cluster_facts(server)
-    report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(server)
-    for name in report.data["known_invalid_indexes"]:
-        report.say(f"  [yellow]already invalid[/] {escape(name)} (reported, not counted against the upgrade)")
-    touched = traps.plan_findings(server, facts, new.extensions)
-    report.data["traps"] = [
-        {"trap": t.trap, "database": db, "column": f"{t.schema}.{t.table}.{t.column}", "type": t.type,
-         "rows": t.rows, "repair": t.repair}
-        for db, t in touched
-    ]  # fmt: skip
-    unrepairable = [f"{db}: {t.label()}" for db, t in touched if t.repair is None]
-    if unrepairable:
-        trap = next(
-            tr for tr in traps.TRAPS if tr.name == next(t.trap for _, t in touched if t.repair is None)
-        )
-        raise Refused(
-            f"{trap.why}; columns affected: {', '.join(unrepairable[:10])}",
-            "choose a target image whose extension ships the repair (see docs/proof.md), "
-            "or move that data out of the way before the upgrade",
-        )
-    return facts
 
 
 def show_plan(plan: UpgradePlan, report: Report) -> None:

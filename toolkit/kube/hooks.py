@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from toolkit.db import postupgrade, verify
+from toolkit.db.replication import replication_problems
 from toolkit.db.sql import Server
-from toolkit.docker.rehearse import replication_problems
 from toolkit.errors import PgleapError, VerificationFailed
 from toolkit.kube.plan import KubePlan
 from toolkit.kube.portforward import local_port
