@@ -12,11 +12,12 @@ from typing import Annotated
 
 import typer
 
+from toolkit.core.plan import MODES
+from toolkit.engine.minimal import DOWNTIME_MODES
 from toolkit.errors import Refused
 
 OUTPUTS = ("text", "json", "yaml")
-MODES = ("link", "copy", "clone", "swap")
-DOWNTIMES = ("verified", "minimal")
+DOWNTIMES = DOWNTIME_MODES
 
 
 def choice(name: str, allowed: tuple[str, ...]):

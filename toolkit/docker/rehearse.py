@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from toolkit.core.plan import rel_to_mount
+from toolkit.core.layout import rel_to_mount
 from toolkit.core.report import Report
 from toolkit.db.replication import replication_problems
 from toolkit.engine import runner as engine

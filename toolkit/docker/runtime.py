@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from toolkit.core.facts import DataFacts, ImageFacts, parse_results
-from toolkit.core.plan import Layout, UpgradePlan, new_layout, not_postgres, rel_to_mount
+from toolkit.core.layout import Layout, new_layout, rel_to_mount
+from toolkit.core.plan import UpgradePlan, not_postgres
 from toolkit.core.process import pid_alive
 from toolkit.core.safe_paths import check_path
 from toolkit.db import faults, postupgrade
@@ -593,7 +594,7 @@ def _is_under(path: str, parent: str) -> bool:
 def docker_layout(
     runtime: DockerRuntime, old_image: str, target_image: str, pgdata: str, mount: str
 ) -> Layout:
-    """Where the new cluster goes for this pair of images (see plan.new_layout)."""
+    """Where the new cluster goes for this pair of images (see core.layout.new_layout)."""
     return new_layout(
         mount, pgdata, runtime.image_pgdata(old_image), runtime.image_pgdata(target_image),
         runtime.image_volumes(target_image),

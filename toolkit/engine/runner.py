@@ -25,7 +25,8 @@ from rich.markup import escape
 
 from toolkit.core import interrupt
 from toolkit.core.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
-from toolkit.core.plan import ExtensionAction, Layout, UpgradePlan, make_plan
+from toolkit.core.layout import Layout
+from toolkit.core.plan import ExtensionAction, UpgradePlan, make_plan
 from toolkit.core.report import Report, plural
 from toolkit.db import faults, postupgrade, preflight, verify
 from toolkit.db.inspect import inspect_sql
@@ -498,7 +499,7 @@ def _fp_detail(fp: verify.Fingerprint) -> str:
 
 def plan_from_dict(data: dict) -> UpgradePlan:
     fields = {k: v for k, v in data.items() if k in UpgradePlan.__dataclass_fields__}
-    fields["layout"] = Layout(**data["layout"])
+    fields["layout"] = Layout.from_dict(data["layout"])
     fields["initdb_args"] = tuple(data["initdb_args"])
     fields["extension_actions"] = tuple(ExtensionAction(**a) for a in data["extension_actions"])
     fields["glibc"] = tuple(data["glibc"])

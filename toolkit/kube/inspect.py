@@ -16,6 +16,7 @@ from rich.console import Console
 
 from toolkit.core import plan as engine_plan
 from toolkit.core.facts import DataFacts, ImageFacts
+from toolkit.core.layout import Layout
 from toolkit.core.report import Report
 from toolkit.db import preflight
 from toolkit.db.inspect import inspect_sql
@@ -48,9 +49,7 @@ def live_plan(
     engine_plan.check_versions(old, new)
     engine_plan.check_data(data, old)
     engine_plan.check_mode(kplan.mode, new.major, data)
-    layout = engine_plan.Layout(
-        kplan.mount_path, pgdata, kplan.layout.new_mount_path, kplan.layout.new_pgdata
-    )
+    layout = Layout(kplan.mount_path, pgdata, kplan.layout.new_mount, kplan.layout.new_pgdata)
     with pod_server(ctx) as server:
         facts = inspect_sql(server, new, report)
         # In plan_upgrade's order: the plan's refusals (the root cause) before preflight's.
