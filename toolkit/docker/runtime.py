@@ -749,6 +749,10 @@ class DockerTarget:
     def cleanup_scratch(self) -> None:
         self.rt.remove_volume(f"pgleap-old-binaries-{self.volume.key}")
 
+    def supports_minimal_downtime(self) -> bool:
+        """--downtime minimal restarts a container on the new image; a bare volume has none."""
+        return self.container_name is not None
+
     def reap_leftovers(self) -> list[str]:
         return self.rt.reap(self.key)
 

@@ -19,12 +19,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Protocol
 
 from rich.markup import escape
 
 from toolkit.core import interrupt
-from toolkit.core.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, parse_results
+from toolkit.core.facts import ClusterFacts, DatabaseFacts, ImageFacts, parse_results
 from toolkit.core.layout import Layout
 from toolkit.core.plan import ExtensionAction, UpgradePlan, make_plan
 from toolkit.core.report import Report, plural
@@ -33,6 +32,7 @@ from toolkit.db.inspect import inspect_sql
 from toolkit.db.sql import Server
 from toolkit.engine import minimal
 from toolkit.engine.state import RunState
+from toolkit.engine.target import Target
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 
 logger = logging.getLogger(__name__)
@@ -52,39 +52,11 @@ PHASES = (
 )
 
 
-class Target(Protocol):
-    """What a runtime offers the engine for one database (a Docker container/volume, a StatefulSet)."""
-
-    key: str
-    source_image: str
-
-    def probe_image(self, image: str) -> ImageFacts: ...
-    def probe_data(self) -> DataFacts: ...
-    def layout(self, target_image: str) -> Layout: ...
-    def live_server(self) -> Server | None: ...
-    def old_server(self, old: ImageFacts, data: DataFacts, superuser: str): ...  # context manager
-    def new_server(self, plan: UpgradePlan, bindir: str): ...  # context manager
-    def collect(self, plan: UpgradePlan) -> None: ...
-    def run_action(self, plan: UpgradePlan, action: str) -> str: ...
-    def stop_source(self) -> None: ...
-    def start_source(self) -> None: ...
-    def start_new(self, plan: UpgradePlan) -> None: ...
-    def restore_source(self, plan: UpgradePlan) -> str: ...  # upgrade.sh rollback's output
-    def stopped_by_run(self) -> bool: ...  # the run stopped the database and it does not serve now
-    def command(self, verb: str) -> str: ...  # e.g. "pgleap resume docker --container db"
-    def volume_path(self, path: str) -> str: ...  # a path upgrade.sh printed, as the user finds it
-    def cleanup_scratch(self) -> None: ...
-    def analyze(self, server: Server, plan: UpgradePlan) -> str: ...
-    def cleanup(self, plan: UpgradePlan) -> None: ...
-    def describe(self) -> dict: ...
-
-
 def _reap(target: Target, report: Report) -> None:
     """Helpers left by a pgleap that was killed (a frozen upgrade.sh, a temporary server still
     running on the volume) must be gone before anything else touches the volume: a second
     postmaster on the same PGDATA, in another container, is not stopped by postmaster.pid."""
-    reap = getattr(target, "reap_leftovers", None)
-    for name in reap() if reap else []:
+    for name in target.reap_leftovers():
         report.say(f"  [yellow]removed[/] {name}, left running by an interrupted pgleap run")
 
 
@@ -136,9 +108,7 @@ def plan_upgrade(
     check_versions(old, new)
     check_data(data, old)
     check_mode(mode, new.major, data)
-    writable = getattr(target, "check_writable", None)
-    if writable is not None:
-        writable(data)
+    target.check_writable(data)
     with report.phase("inspect cluster (SQL)") as ph:
         live = target.live_server()
         if live is not None:
@@ -148,7 +118,7 @@ def plan_upgrade(
             plan = make_plan(old=old, new=new, data=data, cluster=facts, layout=layout, mode=mode)
             preflight.run(live, old=old, new=new, data=data, mount=layout.old_mount, report=report)
         else:
-            in_use = getattr(target, "running_users", lambda: [])()
+            in_use = target.running_users()
             if in_use:
                 raise Refused(
                     f"container {in_use[0]} is running on this volume",
@@ -245,7 +215,7 @@ def upgrade(
         new_bindir = new.bindir
         show_plan(plan, report)
         report.data["plan"] = plan.to_dict()
-        replicas = list(replicas) if replicas is not None else _replicas(target)
+        replicas = list(replicas) if replicas is not None else target.find_replicas()
         for name in replicas:
             report.say(
                 f"  standby    {name}: re-seeded from the new primary once it is verified; its reads stop until then"
@@ -458,11 +428,6 @@ def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, 
     report.data["reindexed"] = state.data.get("reindexed", [])
     report.data["trap_repairs"] = state.data.get("trap_repairs", [])
     return {**report.to_dict(), "status": "upgraded"}
-
-
-def _replicas(target: Target) -> list[str]:
-    finder = getattr(target, "find_replicas", None)
-    return finder() if finder else []
 
 
 def finalize(target: Target, *, report: Report, state: RunState) -> dict:

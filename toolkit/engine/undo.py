@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from toolkit.core.facts import parse_results
 from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
-from toolkit.engine.runner import Target, _reap, plan_from_dict
+from toolkit.engine.runner import _reap, plan_from_dict
 from toolkit.engine.state import RunState
+from toolkit.engine.target import Target
 from toolkit.errors import PgleapError, Refused
 
 
