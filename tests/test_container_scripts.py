@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.core.facts import parse_results
-from toolkit.docker.runtime import OLD_ROOT, VOLUME, VolumeRef
+from toolkit.docker.refs import OLD_ROOT, VOLUME, VolumeRef
 
 pytestmark = pytest.mark.docker
 

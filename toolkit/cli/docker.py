@@ -53,12 +53,13 @@ def _target(
     *,
     recorded: bool = False,
 ):
-    from toolkit.docker.runtime import DockerRuntime, DockerTarget
+    from toolkit.docker.runtime import DockerRuntime
+    from toolkit.docker.target import DockerTarget
 
     if container is None and volume is None:  # usage errors first, before Docker is even asked
         raise typer.BadParameter("give --container NAME or --volume VOL --from IMAGE")
     if volume and not container:  # resume/rollback/finalize need no --from: the run recorded it
-        from toolkit.docker.runtime import VolumeRef
+        from toolkit.docker.refs import VolumeRef
 
         state = RunState(f"docker-{VolumeRef('volume', volume).key}")
         if state.data.get("source"):

@@ -39,7 +39,7 @@ def rehearse_docker(
     rt, container: str, target_image: str, *, mode: str, keep: bool, port: int | None, report: Report
 ) -> dict:
     """Clone, upgrade the clone, report; the clone is removed unless `keep`."""
-    from toolkit.docker.runtime import DockerTarget
+    from toolkit.docker.target import DockerTarget
 
     source = rt.source_container(container)
     live = rt.live_server(source)
@@ -116,7 +116,7 @@ def _rel(source) -> str:
 
 
 def _volume(name: str):
-    from toolkit.docker.runtime import VolumeRef
+    from toolkit.docker.refs import VolumeRef
 
     return VolumeRef("volume", name)
 

@@ -17,7 +17,8 @@ import uuid
 
 from toolkit.core.plan import UpgradePlan
 from toolkit.db.sql import Server
-from toolkit.docker.runtime import VOLUME, DockerRuntime, SourceContainer, docker_layout
+from toolkit.docker.refs import VOLUME, SourceContainer
+from toolkit.docker.runtime import DockerRuntime, docker_layout
 from toolkit.errors import PgleapError, Refused
 
 logger = logging.getLogger(__name__)
