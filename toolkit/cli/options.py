@@ -8,6 +8,7 @@ without `--yes` it refuses (exit 3) before changing anything.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -92,3 +93,23 @@ def upgrade_summary(key: str, plan) -> str:
         f"{plan.target_image}, {plan.mode} mode); the database stops for about "
         f"{round(plan.estimated_downtime_seconds())} s"
     )
+
+
+# The Docker target (`--container`, or `--volume` with `--from`) and report options.
+Container = Annotated[
+    str | None, typer.Option("--container", "-c", metavar="NAME", help="The database container.")
+]
+Volume = Annotated[
+    str | None,
+    typer.Option("--volume", metavar="VOLUME", help="A Docker volume holding PGDATA (no container)."),
+]
+FromImage = Annotated[
+    str | None, typer.Option("--from", metavar="IMAGE", help="Image the volume's cluster was created with.")
+]
+Pgdata = Annotated[
+    str | None,
+    typer.Option("--pgdata", metavar="PATH", help="PGDATA inside the old image (default: image's)."),
+]
+Junit = Annotated[
+    Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
+]
