@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from toolkit.core.facts import parse_results
 from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
-from toolkit.engine.runner import _reap, plan_from_dict
+from toolkit.engine.planning import plan_from_dict
+from toolkit.engine.runner import _reap
 from toolkit.engine.state import RunState
 from toolkit.engine.target import Target
 from toolkit.errors import PgleapError, Refused
