@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from toolkit.core.facts import ClusterFacts, DataFacts, ImageFacts, version_key
 from toolkit.core.layout import Layout
+from toolkit.core.paths import OLD_ROOT, VOLUME
 from toolkit.errors import Refused
 
 MODES = ("link", "copy", "clone", "swap")
@@ -96,9 +97,7 @@ class UpgradePlan:
             return base + self.data_kb / 1024 / 200
         return base
 
-    def container_env(
-        self, action: str, *, volume: str = "/pgleap/volume", old_root: str = "/pgleap/old"
-    ) -> dict:
+    def container_env(self, action: str, *, volume: str = VOLUME, old_root: str = OLD_ROOT) -> dict:
         """The environment of upgrade.sh in the new image (same for Docker and Kubernetes)."""
         return {
             "PGLEAP_ACTION": action,

@@ -17,23 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from toolkit.core.facts import DataFacts, ImageFacts
+from toolkit.core.paths import OLD_ROOT, SCRIPTS, SOCK, VOLUME
 from toolkit.core.plan import UpgradePlan, not_postgres
 from toolkit.core.process import pid_alive
 from toolkit.db import faults
 from toolkit.db.sql import Server
 from toolkit.docker.client import DockerClient, DockerException, ImageNotFound, Mount, NotFound, client
-from toolkit.docker.refs import (
-    LABEL,
-    OLD_ROOT,
-    OWNER_LABEL,
-    REHEARSE_HINT,
-    SCRIPTS,
-    SOCK,
-    VOLUME,
-    VOLUME_LABEL,
-    VolumeRef,
-    _scripts_copy,
-)
+from toolkit.docker.refs import LABEL, OWNER_LABEL, REHEARSE_HINT, VOLUME_LABEL, VolumeRef, _scripts_copy
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
 
 logger = logging.getLogger(__name__)

@@ -18,10 +18,6 @@ REHEARSE_HINT = (
     "while production keeps serving and finds such failures before the stop"
 )
 
-SCRIPTS = "/pgleap/scripts"
-VOLUME = "/pgleap/volume"
-OLD_ROOT = "/pgleap/old"
-SOCK = "/pgleap/sock"
 LABEL = "org.pgleap.role"
 # Every helper that touches a volume says which one and which pgleap process started it,
 # so a later run can find what a killed run left behind (DockerRuntime.reap).

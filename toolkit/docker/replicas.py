@@ -15,9 +15,10 @@ import logging
 import time
 import uuid
 
+from toolkit.core.paths import VOLUME
 from toolkit.core.plan import UpgradePlan
 from toolkit.db.sql import Server
-from toolkit.docker.refs import VOLUME, SourceContainer
+from toolkit.docker.refs import SourceContainer
 from toolkit.docker.runtime import DockerRuntime, docker_layout
 from toolkit.errors import PgleapError, Refused
 

@@ -8,18 +8,13 @@ import uuid
 from contextlib import suppress
 
 from toolkit.core.layout import Layout, new_layout
+from toolkit.core.paths import VOLUME
 from toolkit.core.plan import UpgradePlan
 from toolkit.db.replication import hba_user  # the rehearsal's own wording of a pg_hba.conf line
 from toolkit.db.sql import Server
 from toolkit.docker.client import Mount, NotFound
 from toolkit.docker.helpers import DockerHelpers
-from toolkit.docker.refs import (
-    LABEL,
-    VOLUME,
-    SourceContainer,
-    VolumeRef,
-    _is_under,
-)
+from toolkit.docker.refs import LABEL, SourceContainer, VolumeRef, _is_under
 from toolkit.errors import PgleapError, Refused
 
 

@@ -7,19 +7,13 @@ import os
 
 from toolkit.core.facts import DataFacts, ImageFacts, parse_results
 from toolkit.core.layout import Layout, rel_to_mount
+from toolkit.core.paths import SOCK, VOLUME
 from toolkit.core.plan import UpgradePlan
 from toolkit.core.safe_paths import check_path
 from toolkit.db import postupgrade
 from toolkit.db.sql import Server
 from toolkit.docker.client import NotFound
-from toolkit.docker.refs import (
-    LABEL,
-    SOCK,
-    VOLUME,
-    SourceContainer,
-    VolumeRef,
-    _is_under,
-)
+from toolkit.docker.refs import LABEL, SourceContainer, VolumeRef, _is_under
 from toolkit.docker.replicas import find_replicas, replica_plan, reseed, restore
 from toolkit.docker.runtime import DockerRuntime, docker_layout
 from toolkit.errors import Refused

@@ -15,15 +15,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.core.layout import Layout, compute_layout
+from toolkit.core.paths import OLD_ROOT, SCRIPTS, VOLUME
 from toolkit.core.plan import MODES  # one list of pg_upgrade modes for both runtimes
 from toolkit.errors import Refused
 from toolkit.kube.facts import ImageRef, StsFacts, parse_image
 from toolkit.kube.topology import Standby, Topology
 
 LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
-VOLUME_MOUNT = "/pgleap/volume"
-OLD_ROOT = "/pgleap/old"
-SCRIPTS_DIR = "/pgleap/scripts"
+VOLUME_MOUNT = VOLUME  # the Kubernetes names of core/paths.py (render.py, rehearsal_manifests.py)
+SCRIPTS_DIR = SCRIPTS
 ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place")
 # pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
 BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
