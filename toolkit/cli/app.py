@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit import __version__
-from toolkit.cli.options import Output
+from toolkit.cli.options import Output, prog
 from toolkit.core.report import console
 from toolkit.errors import PgleapError
 
@@ -164,7 +164,7 @@ def main() -> None:
     """Console entry point: one place maps the project's errors to exit codes."""
     sys.argv[1:] = verbose_first(sys.argv[1:])
     try:
-        app()
+        app(prog_name=prog())
     except PgleapError as exc:
         err.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:

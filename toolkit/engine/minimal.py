@@ -80,6 +80,8 @@ def run(
             target.stop_source()  # upgrade.sh refuses a cluster that did not shut down cleanly
         checkpoint("stopped")
     if not reached("upgraded"):
+        if plan.mode == "swap":
+            _no_return(plan, report, "pg_upgrade --swap starts now")
         with report.phase(f"pg_upgrade --{plan.mode}", "no separate --check; config; place") as ph:
             out = target.run_action(plan, "upgrade", check=False)
             results = dict(parse_results(out))
@@ -90,6 +92,8 @@ def run(
         commented = [v for k, v in parse_results(out) if k == "commented"]
         checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
     if not reached("started"):
+        if plan.mode == "link":
+            _no_return(plan, report, "the new cluster starts now")
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
         checkpoint("started", switched_at=time.time())
@@ -115,3 +119,10 @@ def run(
         accept="health" in accept,
     )
     return {}
+
+
+def _no_return(plan: UpgradePlan, report: Report, when: str) -> None:
+    """The same warning as the verified path (the runner imports this module: imported late)."""
+    from toolkit.engine.runner import _warn_no_return
+
+    _warn_no_return(plan, report, when)

@@ -62,7 +62,11 @@ def plan_upgrade(
     return plan, new
 
 
-def show_plan(plan: UpgradePlan, report: Report) -> None:
+def show_plan(
+    plan: UpgradePlan, report: Report, downtime: str = "verified", verify_data: bool = True
+) -> None:
+    estimate = plan.estimated_downtime_seconds(downtime, verify_data=verify_data)
+    report.data["estimated_downtime_seconds"] = round(estimate, 1)
     report.result(
         f"[bold]Plan[/]: PostgreSQL {plan.old_version} -> {plan.new_version}, mode {plan.mode}\n"
         f"  images     {plan.source_image} -> {plan.target_image}\n"
@@ -70,7 +74,7 @@ def show_plan(plan: UpgradePlan, report: Report) -> None:
         f"{plan.layout.new_pgdata} (volume at {plan.layout.new_mount})\n"
         f"  initdb     --username={plan.superuser} {' '.join(plan.initdb_args)}\n"
         f"  rollback   {plan.rollback_note}\n"
-        f"  downtime   about {plan.estimated_downtime_seconds():.0f} s (estimate)"
+        f"  downtime   about {estimate:.0f} s ({downtime} mode, estimate)"
     )
     changes = [a for a in plan.extension_actions if a.action != "none"]
     for a in changes:

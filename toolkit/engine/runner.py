@@ -193,7 +193,7 @@ def _plan_and_record(
     """A new run: inspect and plan, show the plan, ask; then record it (phase `planned`).
     None for a dry run; nothing is recorded before `confirm` has returned."""
     plan, new = plan_upgrade(target, target_image, mode, report)
-    show_plan(plan, report)
+    show_plan(plan, report, downtime, verify_data)
     report.data["plan"] = plan.to_dict()
     replicas = list(replicas) if replicas is not None else target.find_replicas()
     for name in replicas:

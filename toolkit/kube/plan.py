@@ -24,7 +24,7 @@ from toolkit.kube.topology import Standby, Topology
 LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
 VOLUME_MOUNT = VOLUME  # the Kubernetes names of core/paths.py (render.py, rehearsal_manifests.py)
 SCRIPTS_DIR = SCRIPTS
-ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place")
+ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place", "cleanup")
 # pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
 BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
 

@@ -22,6 +22,7 @@ from toolkit.core.facts import ImageFacts
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import decide as kube_decide
 from toolkit.kube import guard, render
+from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import restore as kube_restore
 from toolkit.kube.api import Forbidden, Kube
@@ -466,6 +467,7 @@ class KubeRuntime:
         )
         out.phase = phase
         self.log(f"{operation}: {phase}")
+        kube_interrupted.checkpoint(operation, phase)  # Ctrl-C/SIGTERM stop here, the phase recorded
 
     # -- upgrade ------------------------------------------------------------------------------
 
