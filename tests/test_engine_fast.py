@@ -14,7 +14,7 @@ import pytest
 from toolkit.core.report import Report
 from toolkit.db import verify
 from toolkit.docker import images
-from toolkit.docker.runtime import DockerTarget
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError, Refused

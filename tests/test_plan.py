@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from toolkit.core.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, version_key
-from toolkit.core.plan import Layout, initdb_args, make_plan, new_layout
+from toolkit.core.layout import Layout, new_layout
+from toolkit.core.plan import initdb_args, make_plan
 from toolkit.errors import Refused
 
 

@@ -17,7 +17,7 @@ import pytest
 from tests.kube.test_fingerprint_pods_on_docker import _run_job, _serve
 from tests.kube.test_pods_on_docker import _start_pod, _sts
 from toolkit.core.report import Report
-from toolkit.docker.runtime import DockerTarget
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
 from toolkit.kube import render

@@ -177,10 +177,10 @@ def main() -> None:
             err.print(f"[yellow]what to do:[/] {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except Exception as exc:  # a server or container died under us: one line, not a traceback
-        import docker.errors
-        import psycopg
+        from toolkit.db.sql import DatabaseError
+        from toolkit.docker.client import DockerException
 
-        if not isinstance(exc, psycopg.Error | docker.errors.DockerException):
+        if not isinstance(exc, DatabaseError | DockerException):
             raise
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         err.print(f"[bold red]error:[/] interrupted: {escape(first)}")

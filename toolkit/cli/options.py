@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from toolkit.core.plan import MODES
+from toolkit.engine.minimal import DOWNTIME_MODES
 from toolkit.errors import Refused
 
 OUTPUTS = ("text", "json", "yaml")
-MODES = ("link", "copy", "clone", "swap")
-DOWNTIMES = ("verified", "minimal")
+DOWNTIMES = DOWNTIME_MODES
 
 
 def choice(name: str, allowed: tuple[str, ...]):
@@ -116,6 +118,26 @@ def upgrade_summary(key: str, plan) -> str:
         f"{plan.target_image}, {plan.mode} mode); the database stops for about "
         f"{round(plan.estimated_downtime_seconds())} s"
     )
+
+
+# The Docker target (`--container`, or `--volume` with `--from`) and report options.
+Container = Annotated[
+    str | None, typer.Option("--container", "-c", metavar="NAME", help="The database container.")
+]
+Volume = Annotated[
+    str | None,
+    typer.Option("--volume", metavar="VOLUME", help="A Docker volume holding PGDATA (no container)."),
+]
+FromImage = Annotated[
+    str | None, typer.Option("--from", metavar="IMAGE", help="Image the volume's cluster was created with.")
+]
+Pgdata = Annotated[
+    str | None,
+    typer.Option("--pgdata", metavar="PATH", help="PGDATA inside the old image (default: image's)."),
+]
+Junit = Annotated[
+    Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
+]
 
 
 def _readable_help_types() -> None:

@@ -37,17 +37,16 @@ from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
 from toolkit.db import postupgrade, verify
 from toolkit.engine.state import RunState
+from toolkit.engine.target import Target
 from toolkit.errors import Refused
 
 DOWNTIME_MODES = ("verified", "minimal")
 
 
-def check_supported(target, downtime: str) -> None:
+def check_supported(target: Target, downtime: str) -> None:
     if downtime not in DOWNTIME_MODES:
         raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
-    if downtime == "minimal" and (
-        not hasattr(target, "serving_server") or getattr(target, "container_name", None) is None
-    ):
+    if downtime == "minimal" and not target.supports_minimal_downtime():
         raise Refused(
             "--downtime minimal needs a container that pgleap restarts on the new image",
             "give --container NAME, or use the default --downtime verified for a bare volume",
@@ -55,7 +54,7 @@ def check_supported(target, downtime: str) -> None:
 
 
 def run(
-    target,
+    target: Target,
     plan: UpgradePlan,
     *,
     report: Report,

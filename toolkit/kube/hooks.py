@@ -14,9 +14,9 @@ from dataclasses import asdict
 from typing import Any
 
 from toolkit.db import postupgrade, verify
+from toolkit.db.replication import replication_problems
 from toolkit.db.sql import Server
-from toolkit.docker.rehearse import replication_problems
-from toolkit.engine.runner import fingerprint_from_dict
+from toolkit.engine.proof import fingerprint_from_dict
 from toolkit.errors import PgleapError, VerificationFailed
 from toolkit.kube.model import DataProof, HookContext
 from toolkit.kube.plan import KubePlan

@@ -15,15 +15,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.core.layout import Layout, compute_layout
+from toolkit.core.paths import OLD_ROOT, SCRIPTS, VOLUME
+from toolkit.core.plan import MODES  # one list of pg_upgrade modes for both runtimes
 from toolkit.errors import Refused
 from toolkit.kube.facts import ImageRef, StsFacts, parse_image
 from toolkit.kube.topology import Standby, Topology
 
-MODES = ("link", "copy", "clone", "swap")
 LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
-VOLUME_MOUNT = "/pgleap/volume"
-OLD_ROOT = "/pgleap/old"
-SCRIPTS_DIR = "/pgleap/scripts"
+VOLUME_MOUNT = VOLUME  # the Kubernetes names of core/paths.py (render.py, rehearsal_manifests.py)
+SCRIPTS_DIR = SCRIPTS
 ACTIONS = (
     "upgrade",
     "rollback",
@@ -71,7 +71,7 @@ class ReplicaPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReplicaPlan:
         data = dict(data)
-        data["layout"] = Layout(**data["layout"])
+        data["layout"] = Layout.from_dict(data["layout"], mount_path=data["mount_path"])
         data["standbys"] = tuple(
             Standby(**{**sb, "node_terms": tuple(sb["node_terms"]), "services": tuple(sb["services"])})
             for sb in data["standbys"]
@@ -134,7 +134,7 @@ class KubePlan:
     @classmethod
     def from_json(cls, text: str) -> KubePlan:
         data = json.loads(text)
-        data["layout"] = Layout(**data["layout"])
+        data["layout"] = Layout.from_dict(data["layout"], mount_path=data["mount_path"])
         data["node_terms"] = tuple(data["node_terms"])
         for key in ("glibc", "icu"):
             if key in data:
