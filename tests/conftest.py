@@ -81,12 +81,12 @@ class OldDatabase:
 
 
 def start_old(rt, image: str, tag: str, *, superuser: str = "gis", rows: int = 3000, seed_data: bool = True,
-              env: dict | None = None) -> OldDatabase:  # fmt: skip
+              env: dict | None = None, name: str | None = None) -> OldDatabase:  # fmt: skip
     from toolkit.db.seed import seed
     from toolkit.docker import images
 
     suffix = uuid.uuid4().hex[:6]
-    name = volume = f"pgleap-test-{tag.split('-')[0]}-{suffix}"
+    name = volume = name or f"pgleap-test-{tag.split('-')[0]}-{suffix}"  # a volume of that name is used
     password = secrets.token_urlsafe(12)
     rt.docker.volumes.create(volume)
     mount = (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from toolkit.core.facts import parse_results
-from toolkit.docker.runtime import OLD_ROOT, VOLUME, VolumeRef
+from toolkit.core.paths import OLD_ROOT, VOLUME
+from toolkit.docker.refs import VolumeRef
 
 pytestmark = pytest.mark.docker
 

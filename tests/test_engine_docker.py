@@ -15,7 +15,7 @@ import pytest
 from toolkit.core.report import Report
 from toolkit.db import verify
 from toolkit.docker import images
-from toolkit.docker.runtime import DockerTarget
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine import undo
 from toolkit.engine.state import RunState
@@ -225,6 +225,6 @@ def test_clone_mode_on_a_reflink_filesystem(runtime, image_names, xfs_dir):
     finally:
         runtime.remove(name)
         runtime.remove(f"{name}-pgleap-old")
-        from toolkit.docker.runtime import VolumeRef
+        from toolkit.docker.refs import VolumeRef
 
         runtime.remove_volume(f"pgleap-old-binaries-{VolumeRef('bind', str(data)).key}")

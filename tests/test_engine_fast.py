@@ -14,7 +14,7 @@ import pytest
 from toolkit.core.report import Report
 from toolkit.db import verify
 from toolkit.docker import images
-from toolkit.docker.runtime import DockerTarget
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError, Refused
@@ -60,6 +60,10 @@ def test_link_13_to_17_minimal(runtime, image_names, old_db_factory):
     before = db.fingerprint()
     target, state, result = _minimal(runtime, db, image_names["17-3.5"])
     _assert_serving_and_same(runtime, db, "17-3.5", image_names, before, result)
+    assert result["point_of_no_return"].startswith(
+        "the first start of the new cluster"
+    )  # said as on verified
+    assert result["estimated_downtime_seconds"] < result["plan"]["estimated_downtime_seconds"]  # minimal's
     assert result["reindexed"]  # glibc 2.31 -> 2.41: text indexes rebuilt, concurrently, afterwards
     again = engine.upgrade(target, image_names["17-3.5"], report=Report(quiet=True), state=state)
     assert again["status"] == "already-done"
@@ -72,6 +76,7 @@ def test_copy_15_to_17_minimal(runtime, image_names, old_db_factory):
     before = db.fingerprint()
     _, _, result = _minimal(runtime, db, image_names["17-3.5"], mode="copy")
     _assert_serving_and_same(runtime, db, "17-3.5", image_names, before, result)
+    assert "point_of_no_return" not in result  # copy: the old cluster stays until finalize
 
 
 def test_resume_after_pg_upgrade_keeps_minimal(runtime, image_names, old_db_factory):

@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolkit.docker.runtime import DockerRuntime, DockerTarget, SourceContainer, VolumeRef
+from toolkit.docker.refs import SourceContainer, VolumeRef
+from toolkit.docker.runtime import DockerRuntime
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import state
 from toolkit.errors import PgleapError, Refused
 

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from toolkit.core.facts import ClusterFacts, DatabaseFacts, DataFacts, ImageFacts, version_key
-from toolkit.core.plan import Layout, initdb_args, make_plan, new_layout
+from toolkit.core.layout import Layout, new_layout
+from toolkit.core.plan import initdb_args, make_plan
 from toolkit.errors import Refused
 
 
@@ -216,3 +217,14 @@ def test_many_tables_get_a_lock_table_big_enough_for_pg_dump():
     assert pg_upgrade_locks(big) == 240  # 20,000 x 1.2 / 100 connections
     assert plan(c=big).container_env("upgrade")["PGLEAP_MAX_LOCKS"] == "240"
     assert pg_upgrade_locks(replace(big, max_connections=400)) == 0  # 60 x 400 slots suffice
+
+
+def test_downtime_estimate_follows_the_downtime_mode():
+    p = dataclasses.replace(plan(), data_kb=10 * 1024**2)  # 10 GB
+    verified, minimal = p.estimated_downtime_seconds(), p.estimated_downtime_seconds("minimal")
+    unverified = p.estimated_downtime_seconds(verify_data=False)
+    assert minimal < unverified < verified  # the fingerprint: two passes of ~20 s/GB inside the window
+    assert verified - unverified == pytest.approx(2 * 20 * 10)
+    copy = dataclasses.replace(p, mode="copy")
+    assert copy.estimated_downtime_seconds("minimal") == pytest.approx(minimal + 10 * 1024 / 200)
+    assert p.to_dict()["estimated_downtime_seconds"] == round(verified, 1)

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from toolkit.docker.runtime import VolumeRef
+from toolkit.docker.refs import VolumeRef
 from toolkit.errors import EXIT_FAILED, EXIT_REFUSED
 
 pytestmark = pytest.mark.docker

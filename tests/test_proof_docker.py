@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from toolkit.cli.app import app
 from toolkit.core.report import Report
 from toolkit.db.canonical import table_hashes
-from toolkit.docker.runtime import DockerTarget
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
 from toolkit.errors import VerificationFailed

@@ -211,7 +211,7 @@ def test_dry_run_stages_nothing_and_prints_json(runtime, image_names, stopped_15
         remove=True,
     ).decode()
     assert ".pgleap" not in listing.split()
-    from toolkit.docker.runtime import VolumeRef
+    from toolkit.docker.refs import VolumeRef
 
     data = runtime.probe_data(image_names["15-3.3"], VolumeRef("volume", stopped_15.volume), "")
     assert data.cleanly_shut_down

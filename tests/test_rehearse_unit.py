@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.docker.rehearse import _hba_covers, predicted_downtime
+from toolkit.db.replication import _hba_covers
+from toolkit.docker.rehearse import predicted_downtime
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ class _Server:
 
 
 def test_rehearsal_hints_quote_role_names():
-    from toolkit.docker.rehearse import replication_problems
+    from toolkit.db.replication import replication_problems
 
     problems = replication_problems(_Server('Geo Admin"x'), "172.17.0.5")
     assert any('ALTER ROLE "Geo Admin""x" REPLICATION' in p for p in problems), problems

@@ -12,7 +12,7 @@ from toolkit.core.report import Report
 from toolkit.db import verify
 from toolkit.db.sql import Server
 from toolkit.docker import images
-from toolkit.docker.runtime import DockerTarget
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
 

@@ -8,7 +8,7 @@ import pytest
 from toolkit.core.facts import ImageFacts
 from toolkit.core.report import Report
 from toolkit.db import traps
-from toolkit.engine import runner as engine
+from toolkit.db.inspect import inspect_sql
 from toolkit.errors import Refused
 
 
@@ -44,7 +44,7 @@ def test_plan_lists_trap_columns_and_refuses_a_target_without_repair(old_db_fact
     db = old_db_factory("13-3.1", rows=200)
     server = db.server()
     report = Report(quiet=True)
-    engine._inspect_sql(server, _target({"postgis_topology": "3.7.0"}), report)
+    inspect_sql(server, _target({"postgis_topology": "3.7.0"}), report)
     columns = {t["column"] for t in report.data["traps"]}
     assert {
         "city.streets.topo",
@@ -54,9 +54,9 @@ def test_plan_lists_trap_columns_and_refuses_a_target_without_repair(old_db_fact
     } <= columns
     assert all(t["repair"] == "topology-rewrite" for t in report.data["traps"])
     with pytest.raises(Refused, match=r"city\.streets\.topo.*~25 rows") as refused:
-        engine._inspect_sql(server, _target({"postgis_topology": "3.6.0"}), Report(quiet=True))
+        inspect_sql(server, _target({"postgis_topology": "3.6.0"}), Report(quiet=True))
     assert refused.value.exit_code == 3
-    engine._inspect_sql(server, _target({"postgis_topology": "3.5.2"}), report := Report(quiet=True))
+    inspect_sql(server, _target({"postgis_topology": "3.5.2"}), report := Report(quiet=True))
     assert report.data["traps"] == []
 
 

@@ -15,10 +15,11 @@ import time
 from docker.types import Mount
 
 from devtools.bench.harness import SUPERUSER, Harness
+from toolkit.core.paths import OLD_ROOT, VOLUME
 from toolkit.core.plan import pg_upgrade_locks
 from toolkit.core.report import Report
 from toolkit.db.inspect import cluster_facts
-from toolkit.docker.runtime import OLD_ROOT, VOLUME, DockerTarget
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from toolkit.docker.runtime import LABEL, VOLUME_LABEL
+from toolkit.docker.refs import LABEL, VOLUME_LABEL
 
 # Points in the Python process (toolkit/db/faults.py); every other point is in a container script.
 PYTHON_POINTS = {"after-collected", "after-upgraded", "extensions", "reindex"}

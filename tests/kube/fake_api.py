@@ -613,7 +613,7 @@ class FakeKubernetesApi:
         The upgrade action leaves the new cluster placed (mode recorded); a StatefulSet pod
         started on a placed volume makes the new cluster "run"; rollback and rollback-check
         apply upgrade.sh's rollback_verdict (link + ran: refused); rollback and finalize
-        clear the volume's state. Jobs without a main `upgrade` container (standbys) succeed.
+        clear the volume's state; cleanup refuses a placed new cluster. Jobs without a main `upgrade` container (standbys) succeed.
         """
         job = self.get_for_test("Job", namespace, name) or {}
         spec = job["spec"]["template"]["spec"]
@@ -662,6 +662,10 @@ class FakeKubernetesApi:
             return True, None
         if action == "finalize":
             self.volumes.pop(key, None)
+        if action == "cleanup":  # upgrade.sh refuses while its markers say an upgrade is under way or done
+            if vol.get("placed"):
+                return False, "upgrade.sh: error: an upgrade is under way or done on this volume\n"
+            return True, "PGLEAP cleaned=1\n"
         return True, None
 
     # -- helpers for tests ------------------------------------------------------------------

@@ -19,7 +19,7 @@ from toolkit.cli import options as cli_options
 from toolkit.errors import EnvironmentProblem, Refused
 from toolkit.kube.api import Forbidden
 
-GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize", "rehearse")
+GROUPS = ("inspect", "plan", "upgrade", "status", "resume", "rollback", "finalize", "cleanup", "rehearse")
 runner = CliRunner()
 
 
@@ -58,12 +58,12 @@ def test_render_offline_from_file() -> None:
     )
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "ConfigMap", "Job", "StatefulSet"]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Job", "StatefulSet"]  # no run state: pgleap's own
     sts = docs[-1]
     c = sts["spec"]["template"]["spec"]["containers"][0]
     assert c["image"] == "pgleap/postgis:18-3.x"
     assert c["volumeMounts"][0]["mountPath"] == "/var/lib/postgresql"
-    job_env = {e["name"]: e["value"] for e in docs[2]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    job_env = {e["name"]: e["value"] for e in docs[1]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (job_env["PGLEAP_OLD_REL"], job_env["PGLEAP_NEW_REL"], job_env["PGLEAP_SUPERUSER"]) == (
         "",
         "18/docker",
@@ -88,8 +88,9 @@ def test_render_from_stdin_helm_template_with_owner_warning() -> None:
         input=text,
     )
     assert result.exit_code == 0, result.output
-    objs = json.loads(result.stdout)  # stdout holds only JSON
-    assert [o["kind"] for o in objs] == ["ConfigMap", "VolumeSnapshot", "ConfigMap", "Job", "StatefulSet"]
+    doc = json.loads(result.stdout)  # stdout holds only JSON: one List, as `kubectl get -o json`
+    assert (doc["apiVersion"], doc["kind"]) == ("v1", "List")
+    assert [o["kind"] for o in doc["items"]] == ["VolumeSnapshot", "ConfigMap", "Job", "StatefulSet"]
     assert "Helm release 'pg'" in result.stderr
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from toolkit.core.layout import Layout, compute_layout, default_pgdata, rel_in_volume
@@ -51,7 +53,7 @@ def test_rel_in_volume_refuses(mount: str, sub: str | None, pgdata: str) -> None
 
 def test_official_17_target_keeps_mount_and_pgdata() -> None:
     lay = compute_layout("/var/lib/postgresql/data", None, "/var/lib/postgresql/data", 17, "official")
-    assert lay == Layout("", "", "/var/lib/postgresql/data", "", "/var/lib/postgresql/data")
+    assert lay == Layout(*["/var/lib/postgresql/data"] * 4)
     assert not lay.changes_mount
 
 
@@ -102,3 +104,21 @@ def test_other_images_keep_layout_even_for_18(kind: str) -> None:
 )
 def test_default_pgdata(kind: str, major: int, expected: str | None) -> None:
     assert default_pgdata(kind, major) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mount", "sub", "pgdata", "major"),
+    [
+        ("/var/lib/postgresql/data", None, "/var/lib/postgresql/data", 18),
+        ("/var/lib/postgresql/data", "pgdata", "/var/lib/postgresql/data", 18),
+        ("/var/lib/postgresql/data", "pgdata", "/var/lib/postgresql/data/pg", 17),
+        ("/var/lib/postgresql", None, "/var/lib/postgresql/18/docker", 19),
+    ],
+)
+def test_a_plan_stored_before_the_layout_merge_reads_back(mount, sub, pgdata, major) -> None:
+    """A run recorded by an older pgleap (Kubernetes Layout fields) resumes with the same layout."""
+    lay = compute_layout(mount, sub, pgdata, major, "official")
+    legacy = {"old_rel": lay.old_rel, "new_rel": lay.new_rel, "new_mount_path": lay.new_mount,
+              "new_sub_path": lay.sub_path, "new_pgdata": lay.new_pgdata}  # fmt: skip
+    assert Layout.from_dict(legacy, mount_path=mount) == lay
+    assert Layout.from_dict(dataclasses.asdict(lay)) == lay

@@ -178,3 +178,74 @@ def test_a_digest_pinned_statefulset_is_planned_and_read_live(db15, kubelet, ima
     assert plan.glibc == ("2.36", "2.41") and plan.icu == ("72", "76")
     assert plan.job_env["PGLEAP_MAX_LOCKS"] == "0"  # decided by the live read: 200 rows need no more
     assert non_probe_writes(c) == []
+
+
+# (id, extension, version written into pg_extension of the running 15 cluster, the message's start)
+# A superuser's catalog edit stands in for versions no test image has: the live read of both
+# runtimes sees the installed version in pg_extension, the probe of 17-3.5 what the target ships.
+CATALOG_CASES = [
+    (
+        "target-ships-older",
+        "hstore",
+        "9.9",
+        "the target image has hstore 1.8, older than the 9.9 installed in 'gis'",
+    ),
+    ("postgis-2", "postgis", "2.5.5", "PostGIS 2.x -> 3.x with pg_upgrade needs a manual step"),
+]
+
+
+@pytest.mark.parametrize(
+    ("ext", "version", "start"), [c[1:] for c in CATALOG_CASES], ids=[c[0] for c in CATALOG_CASES]
+)
+def test_extension_versions_are_refused_alike(db15, kubelet, image_names, ext, version, start):
+    target = image_names["17-3.5"]
+    with db15.server().connect(db15.superuser) as conn:
+        (was,) = conn.execute("SELECT extversion FROM pg_extension WHERE extname = %s", (ext,)).fetchone()
+        conn.execute("UPDATE pg_extension SET extversion = %s WHERE extname = %s", (version, ext))
+    try:
+        proc = pgleap("upgrade", "docker", "--container", db15.name, "--to", target, "--yes")
+        c, refused = kube_run(db15, kubelet, image_names, target)
+    finally:
+        with db15.server().connect(db15.superuser) as conn:
+            conn.execute("UPDATE pg_extension SET extversion = %s WHERE extname = %s", (was, ext))
+    assert proc.returncode == EXIT_REFUSED == refused.exit_code, proc.stderr
+    kube_message = flat(refused.message)
+    assert kube_message.startswith(start), kube_message
+    assert kube_message in flat(proc.stderr), (kube_message, proc.stderr)
+    assert flat(refused.hint) in flat(proc.stderr)
+    assert non_probe_writes(c) == []
+    assert db15.runtime.docker.containers.get(db15.name).status == "running"
+
+
+def test_copy_mode_without_space_is_refused_alike(docker_client, kubelet, image_names):
+    """A 15 cluster on a small tmpfs volume: --mode copy needs the data's size again, free."""
+    from tests.conftest import remove_old, start_old
+    from toolkit.docker.runtime import DockerRuntime
+
+    rt = DockerRuntime(docker_client)
+    name = f"pgleap-test-15-{uuid.uuid4().hex[:6]}"
+    docker_client.volumes.create(name, driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=256m"})
+    db = start_old(rt, image_names["15-3.3"], "15-3.3", seed_data=False, name=name)
+    try:
+        container = docker_client.containers.get(db.name)
+        size = """df -Pk "$PGDATA" | awk 'NR == 2 {print $4}'; du -sk "$PGDATA" | cut -f1"""
+        with db.server().connect(db.superuser) as conn:  # fill until the data needs more than is free
+            conn.execute("CREATE TABLE filler (g int, pad text)")
+            while True:
+                free, used = map(int, container.exec_run(["sh", "-c", size]).output.split())
+                if used * 1.1 > free * 1.3:
+                    break
+                conn.execute("INSERT INTO filler SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+                conn.execute("CHECKPOINT")
+        target = image_names["17-3.5"]
+        proc = pgleap("upgrade", "docker", "--container", db.name, "--to", target, "--mode", "copy", "--yes")
+        c, refused = kube_run(db, kubelet, image_names, target, mode="copy")
+    finally:
+        remove_old(db)
+    assert proc.returncode == EXIT_REFUSED == refused.exit_code, proc.stderr
+    kube_message = flat(refused.message)
+    assert "copy" in kube_message and "free" in kube_message, kube_message
+    assert re.sub(r"\d[\d.,]* ?[KMG]i?B", "N", kube_message) in re.sub(
+        r"\d[\d.,]* ?[KMG]i?B", "N", flat(proc.stderr)
+    )
+    assert non_probe_writes(c) == []

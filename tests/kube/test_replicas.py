@@ -682,7 +682,7 @@ def test_render_offline_picks_the_primary_of_a_pair() -> None:
         ["render", "-f", str(FIXTURES / f"{PAIR}.yaml"), "--to", REPLICA_CASES[PAIR][0], "-o", "json"],
     )
     assert result.exit_code == 0, result.output
-    objs = json.loads(result.stdout)
+    objs = json.loads(result.stdout)["items"]
     names = [(o["kind"], o["metadata"]["name"]) for o in objs]
     assert ("Job", "pgleap-pg-postgresql-read-0-reseed") in names and names[-1] == ("StatefulSet", READ)
     job = next(o for o in objs if o["metadata"]["name"] == "pgleap-pg-postgresql-read-0-reseed")

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit import __version__
-from toolkit.cli.options import Output
+from toolkit.cli.options import Output, prog
 from toolkit.core.report import console
 from toolkit.errors import PgleapError
 
@@ -133,7 +133,12 @@ def _register_runtimes() -> None:
 
     cli_docker.register(groups, app)
     from toolkit.cli import kube as cli_kube
-    from toolkit.kube.hooks import engine_post_upgrade, engine_rehearsal_hooks, engine_standby_probe
+    from toolkit.kube.hooks import (
+        engine_data_proof,
+        engine_post_upgrade,
+        engine_rehearsal_hooks,
+        engine_standby_probe,
+    )
     from toolkit.kube.inspect import engine_preflight
 
     cli_kube.register(
@@ -143,6 +148,7 @@ def _register_runtimes() -> None:
         post_upgrade=engine_post_upgrade,
         standby_probe=engine_standby_probe,
         rehearsal_hooks=engine_rehearsal_hooks,
+        data_proof=engine_data_proof(),
     )
 
 
@@ -164,17 +170,17 @@ def main() -> None:
     """Console entry point: one place maps the project's errors to exit codes."""
     sys.argv[1:] = verbose_first(sys.argv[1:])
     try:
-        app()
+        app(prog_name=prog())
     except PgleapError as exc:
         err.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
             err.print(f"[yellow]what to do:[/] {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except Exception as exc:  # a server or container died under us: one line, not a traceback
-        import docker.errors
-        import psycopg
+        from toolkit.db.sql import DatabaseError
+        from toolkit.docker.client import DockerException
 
-        if not isinstance(exc, psycopg.Error | docker.errors.DockerException):
+        if not isinstance(exc, DatabaseError | DockerException):
             raise
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         err.print(f"[bold red]error:[/] interrupted: {escape(first)}")

@@ -7,16 +7,19 @@ without `--yes` it refuses (exit 3) before changing anything.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from toolkit.core.plan import MODES
+from toolkit.engine.minimal import DOWNTIME_MODES
 from toolkit.errors import Refused
 
 OUTPUTS = ("text", "json", "yaml")
-MODES = ("link", "copy", "clone", "swap")
-DOWNTIMES = ("verified", "minimal")
+DOWNTIMES = DOWNTIME_MODES
 
 
 def choice(name: str, allowed: tuple[str, ...]):
@@ -51,10 +54,34 @@ Mode = Annotated[
         callback=choice("--mode", MODES),
     ),
 ]
+Downtime = Annotated[
+    str,
+    typer.Option(
+        "--downtime",
+        metavar="WINDOW",
+        callback=choice("--downtime", DOWNTIMES),
+        help="verified (default): everything, checks included, while the database is down; minimal: only "
+        "stop, pg_upgrade and restart are down (Docker only for now)",
+    ),
+]
+Superuser = Annotated[
+    str | None,
+    typer.Option(
+        "--superuser", metavar="ROLE", help="The bootstrap superuser, OID 10 (default: POSTGRES_USER)."
+    ),
+]
+InitdbArgs = Annotated[
+    str, typer.Option("--initdb-args", metavar="FLAGS", help="initdb flags for the new cluster.")
+]
 Yes = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Do not ask: go on (for scripts; without a terminal it is required)."),
 ]
+
+
+def prog() -> str:
+    """How pgleap was called: `kubectl pgleap` through the kubectl plugin, else `pgleap` (usage, hints)."""
+    return "kubectl pgleap" if os.path.basename(sys.argv[0]) == "kubectl-pgleap" else "pgleap"
 
 
 def interactive() -> bool:
@@ -91,3 +118,58 @@ def upgrade_summary(key: str, plan) -> str:
         f"{plan.target_image}, {plan.mode} mode); the database stops for about "
         f"{round(plan.estimated_downtime_seconds())} s"
     )
+
+
+# The Docker target (`--container`, or `--volume` with `--from`) and report options.
+Container = Annotated[
+    str | None, typer.Option("--container", "-c", metavar="NAME", help="The database container.")
+]
+Volume = Annotated[
+    str | None,
+    typer.Option("--volume", metavar="VOLUME", help="A Docker volume holding PGDATA (no container)."),
+]
+FromImage = Annotated[
+    str | None, typer.Option("--from", metavar="IMAGE", help="Image the volume's cluster was created with.")
+]
+Pgdata = Annotated[
+    str | None,
+    typer.Option("--pgdata", metavar="PATH", help="PGDATA inside the old image (default: image's)."),
+]
+Junit = Annotated[
+    Path | None, typer.Option("--junit", help="Write a JUnit XML report here (one case per check).")
+]
+
+
+def _readable_help_types() -> None:
+    """Help without `<bool>` after flags and `<str>` after arguments (typer ≥ 0.2x prints them).
+
+    A flag takes no value, and an argument's metavar (NAME) already names it; options with a
+    value keep their metavar (IMAGE, FORMAT, …). Both runtimes' help, and `--help` itself."""
+    from typer import core
+
+    option_type = core.TyperOption.display_type_rich
+    argument_type = core.TyperArgument.display_type_rich
+
+    def option(self, ctx):  # type: ignore[no-untyped-def]
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return option_type(self, ctx)
+
+    def argument(self, ctx):  # type: ignore[no-untyped-def]
+        return None if self.metavar is not None else argument_type(self, ctx)
+
+    core.TyperOption.display_type_rich = option  # type: ignore[method-assign]
+    core.TyperArgument.display_type_rich = argument  # type: ignore[method-assign]
+
+
+_readable_help_types()
+
+
+def only_verified_downtime(downtime: str, runtime: str) -> None:
+    """A runtime without --downtime minimal refuses it before anything is read (exit 3)."""
+    if downtime != "verified":
+        raise Refused(
+            f"--downtime {downtime} is not available on {runtime} yet: the upgrade keeps the database down "
+            "until it is verified",
+            "drop --downtime (verified is the default); `pgleap plan sts` shows the stop",
+        )

@@ -15,6 +15,9 @@
 #   cleanup   after a rollback: delete the kept new cluster(s) and pgleap's working files
 #   finalize  delete the old cluster and pgleap's working files
 #   place     (standby re-seed) move a pg_basebackup from the staging folder into place
+#   serve-old / serve-new  run the stopped old cluster (read-only) or the placed new one on
+#             127.0.0.1 only, for pgleap's fingerprint through a port-forward (Kubernetes);
+#             pgleap ends it with SIGINT (a fast, clean shutdown)
 #
 # Every step checks what is already done (marker files in $VOLUME/.pgleap) and
 # is safe to run again after a crash. Nothing of the user's is deleted except by
@@ -208,6 +211,7 @@ transfer_running() {
 init_staging() {
 	if [ -f "$state/initdb-done" ] && [ -f "$staging/PG_VERSION" ]; then
 		log "new cluster already initialised in $staging"
+		chmod 0700 "$staging"  # a prepare Job's; the kubelet's fsGroup made it 2770 since, which PostgreSQL refuses
 		return
 	fi
 	if [ -e "$staging" ]; then
@@ -586,8 +590,36 @@ do_prepare() {
 	result prepared "$staging"
 }
 
+# A cluster served for the fingerprint: loopback only, trust only from loopback (the Job
+# pod has no Service; only who may port-forward to it reaches it), its own socket folder.
+do_serve() {
+	local which="$1" bindir data hba sock
+	PGLEAP_STEP="serve-$which"
+	server_paths
+	if [ "$which" = old ]; then
+		[ ! -f "$state/upgraded" ] || die "pg_upgrade already ran: the old cluster is no longer served"
+		load_old_binaries
+		check_old_cluster
+		bindir="$OLD_BINDIR"
+		data="$(current_old_data)"
+	else
+		[ -f "$state/placed" ] || die "no upgraded cluster in place in $new_data"
+		bindir="$PG_BINDIR"
+		data="$new_data"
+		chmod 0700 "$data"
+	fi
+	sock="$(mktemp -d)"
+	hba="$sock/pgleap_hba.conf"
+	printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' > "$hba"
+	log "serving the $which cluster in $data read-only on 127.0.0.1:${PGLEAP_SERVE_PORT:-5432} for the fingerprint"
+	exec "$bindir/postgres" -D "$data" -c listen_addresses=127.0.0.1 -c "port=${PGLEAP_SERVE_PORT:-5432}" \
+		-c "unix_socket_directories=$sock" -c "hba_file=$hba" -c default_transaction_read_only=on
+}
+
 case "$action" in
 	prepare) do_prepare ;;
+	serve-old) do_serve old ;;
+	serve-new) do_serve new ;;
 	check|upgrade) do_upgrade ;;
 	place) do_place ;;
 	rollback) do_rollback ;;

@@ -1,18 +1,28 @@
 """Where PGDATA lives inside the data volume, before and after the upgrade (pure).
 
-The upgrade Job mounts the whole volume (no subPath) at one place, so the
-scripts need PGDATA as a path *inside the volume*: the StatefulSet's subPath
-joined with PGDATA's place under the mount. The official images moved PGDATA in
-18 (`/var/lib/postgresql/18/docker`, volume at `/var/lib/postgresql`) and the 18
-image refuses to start on the old `/data` layout, so an 18+ target gets the new
-mount; every other target keeps the mount and PGDATA it had.
+One `Layout` for both runtimes: the old and the new cluster's PGDATA, each with the path the
+volume is mounted at, and (Kubernetes only) the volume's subPath, the same before and after.
+The scripts (upgrade.sh, the Job) need PGDATA as a path *inside the volume*: `old_rel`/`new_rel`.
+
+Where the new cluster goes is decided by one of two placement functions below, one per way a
+runtime knows the target image:
+- `new_layout` (Docker) reads the target image's own PGDATA and VOLUMEs: a user who kept the old
+  image's default PGDATA gets the new image's default; a user-chosen PGDATA is kept.
+- `compute_layout` (Kubernetes) knows only the image's kind: the official images moved PGDATA
+  in 18 (`/var/lib/postgresql/18/docker`, volume at `/var/lib/postgresql`) and the 18 image
+  refuses to start on the old `/data` layout, so an official 18+ target gets the new mount;
+  every other target keeps the mount and PGDATA it had.
+They differ for a user-chosen PGDATA under the old official mount (groundhog2k's `/data/pg`):
+Docker keeps it, Kubernetes moves it (tests/test_plan.py, tests/kube/test_layout.py).
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from toolkit.errors import Refused
 
 ImageKind = Literal["official", "bitnami", "kartoza", "unknown"]
 
@@ -21,18 +31,85 @@ OFFICIAL_VOLUME_18 = "/var/lib/postgresql"
 
 @dataclass(frozen=True)
 class Layout:
-    """PGDATA inside the volume for the old and the new cluster, and the new mount."""
+    """PGDATA of the old and the new cluster, the mount of the volume for each, and its subPath."""
 
-    old_rel: str  # "" means PGDATA is the volume root
-    new_rel: str
-    new_mount_path: str
-    new_sub_path: str  # "" means no subPath
+    old_mount: str
+    old_pgdata: str
+    new_mount: str
     new_pgdata: str
+    sub_path: str = ""  # the volume's subPath (Kubernetes), kept by the new StatefulSet; "" for none
+
+    @property
+    def old_rel(self) -> str:
+        """Old PGDATA inside the volume ("" for the volume root), or a refusal."""
+        return _join(self.sub_path, rel_to_mount(self.old_pgdata, self.old_mount))
+
+    @property
+    def new_rel(self) -> str:
+        return _join(self.sub_path, rel_to_mount(self.new_pgdata, self.new_mount))
 
     @property
     def changes_mount(self) -> bool:
         """True when the new StatefulSet needs a different mount or PGDATA."""
         return self.new_rel != self.old_rel
+
+    # The Kubernetes names (toolkit/kube/render.py): the new StatefulSet's volumeMount.
+    @property
+    def new_mount_path(self) -> str:
+        return self.new_mount
+
+    @property
+    def new_sub_path(self) -> str:
+        return self.sub_path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, mount_path: str = "") -> Layout:
+        """From a stored plan; also the Kubernetes shape before the merge (old_rel, new_rel,
+        new_mount_path, new_sub_path, new_pgdata), so a run recorded by an older pgleap resumes."""
+        if "old_mount" in data:
+            return cls(**data)
+        sub = data["new_sub_path"]
+        under = data["old_rel"] if not sub else posixpath.relpath(data["old_rel"] or ".", sub)
+        old_pgdata = posixpath.normpath(posixpath.join(mount_path, "" if under == "." else under))
+        return cls(mount_path, old_pgdata, data["new_mount_path"], data["new_pgdata"], sub)
+
+
+def _join(sub: str, rel: str) -> str:
+    return posixpath.join(sub, rel) if sub and rel else sub or rel
+
+
+def rel_to_mount(path: str, mount: str) -> str:
+    """PGDATA `path` relative to the volume mounted at `mount` ("" for the volume root), or a refusal."""
+    rel = posixpath.relpath(posixpath.normpath(path), posixpath.normpath(mount))
+    if rel.startswith(".."):
+        raise Refused(
+            f"PGDATA {path} is not on the volume mounted at {mount}",
+            "give the volume that holds PGDATA (or set PGDATA to a path inside it)",
+        )
+    return "" if rel == "." else rel
+
+
+def new_layout(
+    old_mount: str, old_pgdata: str, old_image_pgdata: str, target_pgdata: str, target_volumes: list[str]
+) -> Layout:
+    """Docker: the new cluster goes where the NEW image expects it, unless the user chose PGDATA.
+
+    A user who kept the old image's default PGDATA gets the new image's default
+    (PG 18 images: /var/lib/postgresql/18/docker under a volume at /var/lib/postgresql);
+    a user who set their own PGDATA keeps it.
+    """
+    if posixpath.normpath(old_pgdata) != posixpath.normpath(old_image_pgdata) or not target_pgdata:
+        return Layout(old_mount, old_pgdata, old_mount, old_pgdata)
+    mount = next(
+        (v for v in sorted(target_volumes, key=len) if posixpath.commonpath([v, target_pgdata]) == v),
+        old_mount,
+    )
+    if posixpath.commonpath([mount, target_pgdata]) != mount:
+        mount = old_mount
+    # The volume keeps its mount when the new image expects the same PGDATA.
+    if posixpath.normpath(target_pgdata) == posixpath.normpath(old_pgdata):
+        mount = old_mount
+    return Layout(old_mount, old_pgdata, mount, target_pgdata)
 
 
 def default_pgdata(image_kind: ImageKind, major: int) -> str | None:
@@ -69,7 +146,7 @@ def rel_in_volume(mount_path: str, sub_path: str | None, pgdata: str) -> str:
     if data != mount and not data.startswith(mount.rstrip("/") + "/"):
         raise ValueError(f"PGDATA {pgdata} is not under the data volume mounted at {mount_path}")
     under = "" if data == mount else posixpath.relpath(data, mount)
-    return posixpath.join(sub, under) if sub and under else sub or under
+    return _join(sub, under)
 
 
 def compute_layout(
@@ -79,22 +156,10 @@ def compute_layout(
     target_major: int,
     image_kind: ImageKind,
 ) -> Layout:
-    """Old and new PGDATA inside the volume, plus the mount and PGDATA of the new StatefulSet."""
+    """Kubernetes: old and new PGDATA, and the mount and PGDATA of the new StatefulSet."""
     sub = _norm_sub(sub_path)
-    old_rel = rel_in_volume(mount_path, sub, pgdata)
+    rel_in_volume(mount_path, sub, pgdata)  # ValueError when PGDATA is off the volume
+    mount, data = _norm(mount_path), _norm(pgdata)
     if image_kind == "official" and target_major >= 18:
-        new_pgdata = f"{OFFICIAL_VOLUME_18}/{target_major}/docker"
-        return Layout(
-            old_rel=old_rel,
-            new_rel=rel_in_volume(OFFICIAL_VOLUME_18, sub, new_pgdata),
-            new_mount_path=OFFICIAL_VOLUME_18,
-            new_sub_path=sub,
-            new_pgdata=new_pgdata,
-        )
-    return Layout(
-        old_rel=old_rel,
-        new_rel=old_rel,
-        new_mount_path=_norm(mount_path),
-        new_sub_path=sub,
-        new_pgdata=_norm(pgdata),
-    )
+        return Layout(mount, data, OFFICIAL_VOLUME_18, f"{OFFICIAL_VOLUME_18}/{target_major}/docker", sub)
+    return Layout(mount, data, mount, data, sub)

@@ -6,10 +6,11 @@ the volume byte-identical.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import asdict, dataclass, field
 
 from toolkit.core.facts import ClusterFacts, DataFacts, ImageFacts, version_key
+from toolkit.core.layout import Layout
+from toolkit.core.paths import OLD_ROOT, VOLUME
 from toolkit.errors import Refused
 
 MODES = ("link", "copy", "clone", "swap")
@@ -35,64 +36,15 @@ POSTGIS_FAMILY = ("postgis", "postgis_raster", "postgis_topology", "postgis_sfcg
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where PGDATA lives inside the volume before and after, and where the volume is mounted."""
-
-    old_mount: str
-    old_pgdata: str
-    new_mount: str
-    new_pgdata: str
-
-    @property
-    def old_rel(self) -> str:
-        return rel_to_mount(self.old_pgdata, self.old_mount)
-
-    @property
-    def new_rel(self) -> str:
-        return rel_to_mount(self.new_pgdata, self.new_mount)
-
-
-def rel_to_mount(path: str, mount: str) -> str:
-    """PGDATA `path` relative to the volume mounted at `mount` ("" for the volume root), or a refusal."""
-    rel = posixpath.relpath(posixpath.normpath(path), posixpath.normpath(mount))
-    if rel.startswith(".."):
-        raise Refused(
-            f"PGDATA {path} is not on the volume mounted at {mount}",
-            "give the volume that holds PGDATA (or set PGDATA to a path inside it)",
-        )
-    return "" if rel == "." else rel
-
-
-def new_layout(
-    old_mount: str, old_pgdata: str, old_image_pgdata: str, target_pgdata: str, target_volumes: list[str]
-) -> Layout:
-    """Decide where the new cluster lives: where the NEW image expects it, unless the user chose PGDATA.
-
-    A user who kept the old image's default PGDATA gets the new image's default
-    (PG 18 images: /var/lib/postgresql/18/docker under a volume at /var/lib/postgresql);
-    a user who set their own PGDATA keeps it.
-    """
-    if posixpath.normpath(old_pgdata) != posixpath.normpath(old_image_pgdata) or not target_pgdata:
-        return Layout(old_mount, old_pgdata, old_mount, old_pgdata)
-    mount = next(
-        (v for v in sorted(target_volumes, key=len) if posixpath.commonpath([v, target_pgdata]) == v),
-        old_mount,
-    )
-    if posixpath.commonpath([mount, target_pgdata]) != mount:
-        mount = old_mount
-    # The volume keeps its mount when the new image expects the same PGDATA.
-    if posixpath.normpath(target_pgdata) == posixpath.normpath(old_pgdata):
-        mount = old_mount
-    return Layout(old_mount, old_pgdata, mount, target_pgdata)
-
-
-@dataclass(frozen=True)
 class ExtensionAction:
     database: str
     extension: str
     installed: str
     target: str
     action: str  # postgis_extensions_upgrade | alter_update | none
+
+
+PROOF_SECONDS_PER_GB = 20.0  # one canonical fingerprint pass, measured (docs/benchmark.md)
 
 
 @dataclass(frozen=True)
@@ -141,16 +93,20 @@ class UpgradePlan:
             return "no rollback once pg_upgrade runs (swap mode moves the old files): have a snapshot"
         return "rollback possible until finalize (the old cluster is left untouched)"
 
-    def estimated_downtime_seconds(self) -> float:
-        """Rough: link/clone/swap grow with file count, copy with bytes (about 200 MB/s here)."""
+    def estimated_downtime_seconds(self, downtime: str = "verified", *, verify_data: bool = True) -> float:
+        """Rough. Always down: stop, pg_upgrade (link/clone/swap grow with file count, copy with bytes
+        at about 200 MB/s) and the start. "verified" also keeps the extension updates and checks
+        (about 2 s a database) and, with the fingerprint, two passes over the data (about 20 s/GB
+        each, docs/benchmark.md) inside the window; "minimal" runs them on the serving database."""
         base = 6.0 + 1.5 * len(self.databases)
         if self.mode == "copy":
-            return base + self.data_kb / 1024 / 200
-        return base
+            base += self.data_kb / 1024 / 200
+        if downtime == "minimal":
+            return base
+        proof = 2 * PROOF_SECONDS_PER_GB * self.data_kb / 1024**2 if verify_data else 0.0
+        return base + 2.0 * len(self.databases) + proof
 
-    def container_env(
-        self, action: str, *, volume: str = "/pgleap/volume", old_root: str = "/pgleap/old"
-    ) -> dict:
+    def container_env(self, action: str, *, volume: str = VOLUME, old_root: str = OLD_ROOT) -> dict:
         """The environment of upgrade.sh in the new image (same for Docker and Kubernetes)."""
         return {
             "PGLEAP_ACTION": action,

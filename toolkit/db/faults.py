@@ -16,6 +16,11 @@ import sys
 import threading
 import time
 
+import psycopg
+
+from toolkit.core import interrupt
+from toolkit.errors import PgleapError
+
 ENV = "PGLEAP_FAULT"
 FAIL_ENV = "PGLEAP_FAIL"
 RELEASE_ENV = "PGLEAP_FAULT_RELEASE"
@@ -33,15 +38,11 @@ def point(name: str) -> None:
     """Wait here (to be killed) when PGLEAP_FAULT names this point, fail when PGLEAP_FAIL does;
     return at once otherwise."""
     if os.environ.get(FAIL_ENV) == name:
-        from toolkit.errors import PgleapError
-
         raise PgleapError(f"injected failure at {name} (test-only PGLEAP_FAIL)")
     if not armed(name):
         return
     announce(name)
     release = os.environ.get(RELEASE_ENV)
-    from toolkit.core import interrupt
-
     while not (release and os.path.exists(release)) and not interrupt.requested():
         time.sleep(0.05)
 
@@ -59,8 +60,6 @@ def hold_reindex(server, db: str):
     old snapshots" with its `_ccnew` index built but not yet valid: the state a
     crash in the middle of a reindex leaves. Returns the connection (keep it open).
     """
-    import psycopg
-
     blocker = psycopg.connect(**server._params(db))  # not autocommit: the snapshot lives in a transaction
     blocker.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     blocker.execute("SELECT 1")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from toolkit.core.facts import ClusterFacts, DatabaseFacts
+from rich.markup import escape
+
+from toolkit.core.facts import ClusterFacts, DatabaseFacts, ImageFacts
+from toolkit.core.report import Report
+from toolkit.db import traps, verify
 from toolkit.db.sql import Server
+from toolkit.errors import Refused
 
 _PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
 
@@ -55,3 +60,30 @@ def cluster_facts(server: Server) -> ClusterFacts:
         databases=tuple(databases),
         max_connections=max_connections,
     )
+
+
+def inspect_sql(server: Server, new: ImageFacts, report: Report) -> ClusterFacts:
+    """What the old cluster's catalogs tell before anything stops: its facts, indexes already
+    invalid (reported, never blamed on the upgrade), and the columns known extension traps
+    touch (refused when the target ships no repair)."""
+    facts = cluster_facts(server)
+    report.data["known_invalid_indexes"] = verify.invalid_indexes_everywhere(server)
+    for name in report.data["known_invalid_indexes"]:
+        report.say(f"  [yellow]already invalid[/] {escape(name)} (reported, not counted against the upgrade)")
+    touched = traps.plan_findings(server, facts, new.extensions)
+    report.data["traps"] = [
+        {"trap": t.trap, "database": db, "column": f"{t.schema}.{t.table}.{t.column}", "type": t.type,
+         "rows": t.rows, "repair": t.repair}
+        for db, t in touched
+    ]  # fmt: skip
+    unrepairable = [f"{db}: {t.label()}" for db, t in touched if t.repair is None]
+    if unrepairable:
+        trap = next(
+            tr for tr in traps.TRAPS if tr.name == next(t.trap for _, t in touched if t.repair is None)
+        )
+        raise Refused(
+            f"{trap.why}; columns affected: {', '.join(unrepairable[:10])}",
+            "choose a target image whose extension ships the repair (see docs/proof.md), "
+            "or move that data out of the way before the upgrade",
+        )
+    return facts

@@ -16,6 +16,10 @@ from psycopg import sql
 
 from toolkit.errors import PgleapError
 
+# What a server that died or refused under a step raises: the CLI maps it to one line and exit 1
+# (and may restore the old cluster) without importing psycopg itself.
+DatabaseError = psycopg.Error
+
 
 @dataclass
 class Server:

@@ -8,7 +8,8 @@ import uuid
 from toolkit.core.report import Report
 from toolkit.db.seed import seed
 from toolkit.docker import images
-from toolkit.docker.runtime import DockerRuntime, DockerTarget
+from toolkit.docker.runtime import DockerRuntime
+from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState, locked
 

@@ -17,12 +17,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
-import docker.errors
-from docker.types import Mount
-
-from toolkit.core.plan import new_layout
+from toolkit.core.paths import SCRIPTS
 from toolkit.db.sql import Server
-from toolkit.docker.runtime import LABEL, SCRIPTS, DockerRuntime, SourceContainer
+from toolkit.docker.client import Mount, NotFound
+from toolkit.docker.refs import LABEL, SourceContainer
+from toolkit.docker.runtime import DockerRuntime, docker_layout
 from toolkit.errors import PgleapError, Refused
 
 logger = logging.getLogger(__name__)
@@ -113,13 +112,7 @@ class LogicalDocker:
         return env
 
     def _layout(self, image: str):
-        return new_layout(
-            self.source.mount,
-            self.source.pgdata,
-            self.rt.image_pgdata(self.source.image),
-            self.rt.image_pgdata(image),
-            self.rt.image_volumes(image),
-        )
+        return docker_layout(self.rt, self.source.image, image, self.source.pgdata, self.source.mount)
 
     def start_next(self, image: str) -> Server:
         """The new cluster on a new volume, initialised by the image's own entrypoint from the user's
@@ -248,5 +241,5 @@ def _volume_exists(rt: DockerRuntime, name: str) -> bool:
     try:
         rt.docker.volumes.get(name)
         return True
-    except docker.errors.NotFound:
+    except NotFound:
         return False

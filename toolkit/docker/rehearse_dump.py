@@ -151,7 +151,7 @@ def rehearse_dump(
 
 
 def _target(rt, name: str):
-    from toolkit.docker.runtime import DockerTarget
+    from toolkit.docker.target import DockerTarget
 
     return DockerTarget(rt, container=name)
 

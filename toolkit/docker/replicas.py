@@ -15,9 +15,11 @@ import logging
 import time
 import uuid
 
+from toolkit.core.paths import VOLUME
 from toolkit.core.plan import UpgradePlan
 from toolkit.db.sql import Server
-from toolkit.docker.runtime import VOLUME, DockerRuntime, SourceContainer, docker_layout
+from toolkit.docker.refs import SourceContainer
+from toolkit.docker.runtime import DockerRuntime, docker_layout
 from toolkit.errors import PgleapError, Refused
 
 logger = logging.getLogger(__name__)

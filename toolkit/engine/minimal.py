@@ -37,17 +37,16 @@ from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
 from toolkit.db import postupgrade, verify
 from toolkit.engine.state import RunState
+from toolkit.engine.target import Target
 from toolkit.errors import Refused
 
 DOWNTIME_MODES = ("verified", "minimal")
 
 
-def check_supported(target, downtime: str) -> None:
+def check_supported(target: Target, downtime: str) -> None:
     if downtime not in DOWNTIME_MODES:
         raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
-    if downtime == "minimal" and (
-        not hasattr(target, "serving_server") or getattr(target, "container_name", None) is None
-    ):
+    if downtime == "minimal" and not target.supports_minimal_downtime():
         raise Refused(
             "--downtime minimal needs a container that pgleap restarts on the new image",
             "give --container NAME, or use the default --downtime verified for a bare volume",
@@ -55,7 +54,7 @@ def check_supported(target, downtime: str) -> None:
 
 
 def run(
-    target,
+    target: Target,
     plan: UpgradePlan,
     *,
     report: Report,
@@ -81,6 +80,8 @@ def run(
             target.stop_source()  # upgrade.sh refuses a cluster that did not shut down cleanly
         checkpoint("stopped")
     if not reached("upgraded"):
+        if plan.mode == "swap":
+            _no_return(plan, report, "pg_upgrade --swap starts now")
         with report.phase(f"pg_upgrade --{plan.mode}", "no separate --check; config; place") as ph:
             out = target.run_action(plan, "upgrade", check=False)
             results = dict(parse_results(out))
@@ -91,6 +92,8 @@ def run(
         commented = [v for k, v in parse_results(out) if k == "commented"]
         checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
     if not reached("started"):
+        if plan.mode == "link":
+            _no_return(plan, report, "the new cluster starts now")
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
         checkpoint("started", switched_at=time.time())
@@ -116,3 +119,10 @@ def run(
         accept="health" in accept,
     )
     return {}
+
+
+def _no_return(plan: UpgradePlan, report: Report, when: str) -> None:
+    """The same warning as the verified path (the runner imports this module: imported late)."""
+    from toolkit.engine.runner import _warn_no_return
+
+    _warn_no_return(plan, report, when)

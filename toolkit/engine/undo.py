@@ -11,36 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from toolkit.core.facts import parse_results
 from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
-from toolkit.engine.runner import Target, _reap, plan_from_dict
+from toolkit.core.rollback import Verdict
+from toolkit.engine.planning import plan_from_dict
+from toolkit.engine.runner import _reap
 from toolkit.engine.state import RunState
+from toolkit.engine.target import Target
 from toolkit.errors import PgleapError, Refused
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What `upgrade.sh rollback-check` found on the volume (nothing was changed to find it)."""
-
-    refusal: str  # "" when rollback is possible
-    new_ran: bool
-    switch_checkpoint: str  # the new cluster's checkpoint right after pg_upgrade
-    now_checkpoint: str
-    new_state: str
-
-    @classmethod
-    def from_output(cls, out: str) -> Verdict:
-        r = dict(parse_results(out))
-        return cls(
-            refusal=r.get("refused", ""),
-            new_ran=r.get("new_ran") == "yes",
-            switch_checkpoint=r.get("switch_checkpoint", ""),
-            now_checkpoint=r.get("now_checkpoint", ""),
-            new_state=r.get("new_state", ""),
-        )
 
 
 def check(target: Target, plan: UpgradePlan) -> Verdict:

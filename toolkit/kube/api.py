@@ -112,18 +112,9 @@ class Kube:
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
         """Load a kubeconfig (or the in-cluster service account) and build the typed APIs."""
-        try:
-            if kubeconfig or context:
-                config.load_kube_config(config_file=kubeconfig, context=context)
-            else:
-                try:
-                    config.load_kube_config()
-                except config.ConfigException:
-                    config.load_incluster_config()
-        except (config.ConfigException, FileNotFoundError) as exc:
-            raise EnvironmentProblem(
-                f"cannot load Kubernetes credentials: {exc}", "pass --kubeconfig/--context or set KUBECONFIG"
-            ) from exc
+        from toolkit.kube import credentials
+
+        credentials.load(kubeconfig, context)
         api = client.ApiClient()
         return cls(
             core=client.CoreV1Api(api),

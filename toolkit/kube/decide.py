@@ -11,40 +11,18 @@ the StatefulSet, its pods and the recorded phase are not touched until it says y
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from toolkit.core.facts import parse_results
+from toolkit.core.rollback import Verdict
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import render
 
 if TYPE_CHECKING:
+    from toolkit.kube.model import Outcome, State
     from toolkit.kube.plan import KubePlan
-    from toolkit.kube.runtime import KubeRuntime, Outcome, State
+    from toolkit.kube.runtime import KubeRuntime
 
 CHECK_ACTION = "rollback-check"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What `upgrade.sh rollback-check` found on the volume (nothing was changed to find it)."""
-
-    refusal: str  # "" when rollback is possible
-    new_ran: bool
-    switch_checkpoint: str
-    now_checkpoint: str
-    new_state: str
-
-    @classmethod
-    def from_output(cls, lines: list[str]) -> Verdict:
-        r = dict(parse_results("\n".join(lines)))
-        return cls(
-            refusal=r.get("refused", ""),
-            new_ran=r.get("new_ran") == "yes",
-            switch_checkpoint=r.get("switch_checkpoint", ""),
-            now_checkpoint=r.get("now_checkpoint", ""),
-            new_state=r.get("new_state", ""),
-        )
 
 
 def pin_to_pod(rt: KubeRuntime, plan: KubePlan, pod: str) -> tuple[dict[str, Any], ...] | None:
@@ -84,7 +62,7 @@ def run_check(
             f"the rollback check Job {name} failed: nothing was changed",
             f"read its log above; fix the cause and run `pgleap rollback sts {plan.sts}` again",
         )
-    return Verdict.from_output(lines)
+    return Verdict.from_output("\n".join(lines))
 
 
 def decide(

@@ -84,7 +84,7 @@ def _owner_problem(owner: Owner, facts: StsFacts, target: ImageRef) -> Problem:
         return Problem(
             f"{sts} belongs to Helm release {owner.name!r} (namespace {owner.namespace}); the next "
             "`helm upgrade` with the current values would put the old image back",
-            f"after pgleap finishes, set the chart's image tag to {tag} (usually --set image.tag={tag}) "
+            f"after pgleap finishes, set the chart's image tag to {tag} (usually `--set image.tag={tag}`) "
             f"and run `helm upgrade {owner.name}` with those values; rerun with --allow-helm",
         )
     if owner.kind == "terraform":

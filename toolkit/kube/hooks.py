@@ -10,16 +10,18 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 from toolkit.db import postupgrade, verify
+from toolkit.db.replication import replication_problems
 from toolkit.db.sql import Server
-from toolkit.docker.rehearse import replication_problems
+from toolkit.engine.proof import fingerprint_from_dict
 from toolkit.errors import PgleapError, VerificationFailed
+from toolkit.kube.model import DataProof, HookContext
 from toolkit.kube.plan import KubePlan
 from toolkit.kube.portforward import local_port
 from toolkit.kube.rehearsal import RehearsalHooks
-from toolkit.kube.runtime import HookContext
 
 
 def pod_password(ctx: HookContext) -> str | None:
@@ -63,6 +65,36 @@ def engine_fingerprint(ctx: HookContext) -> verify.Fingerprint:
     summary = fp.to_dict()
     ctx.log(f"fingerprint of {ctx.pod}: {summary['tables']} tables, {summary['rows']} rows")
     return fp
+
+
+@contextmanager
+def served_server(ctx: HookContext) -> Iterator[Server]:
+    """The cluster a serve-old/serve-new Job runs on its pod's loopback (upgrade.sh serve), as the
+    bootstrap superuser the Job initdb-s with (PGLEAP_SUPERUSER); trust from loopback, so no password is needed."""
+    port = int(ctx.plan.job_env.get("PGLEAP_SERVE_PORT") or 5432)
+    superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
+    with local_port(lambda: ctx.kube.port_forward(ctx.namespace, ctx.pod, port)) as (host, local):
+        server = Server(host, local, superuser, None, label=f"served cluster in {ctx.namespace}/{ctx.pod}")
+        server.wait_ready(timeout=180)
+        yield server
+
+
+def served_fingerprint(ctx: HookContext) -> dict[str, Any]:
+    """The engine's fingerprint (verify.fingerprint, canonical forms) of a served cluster."""
+    with served_server(ctx) as server:
+        fp = verify.fingerprint(server)
+    ctx.log(f"fingerprint of the cluster served by {ctx.pod}: {fp.to_dict()['tables']} tables")
+    return asdict(fp)
+
+
+def compare_fingerprints(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """verify.compare right after pg_upgrade, as Docker's engine makes it (extension tables included)."""
+    return verify.compare(fingerprint_from_dict(before), fingerprint_from_dict(after)).differences
+
+
+def engine_data_proof() -> DataProof:
+    """The before/after comparison of `upgrade sts` in --downtime verified mode (kube/fingerprint.py)."""
+    return DataProof(fingerprint=served_fingerprint, compare=compare_fingerprints)
 
 
 def engine_replication_problems(ctx: HookContext) -> list[str]:

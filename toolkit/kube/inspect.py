@@ -2,7 +2,7 @@
 
 What `upgrade docker` learns before its stop, learned the same way: the data directory from
 probe.sh (run by exec in the running pod: pg_controldata, size, free space), the catalogs over
-SQL through a port-forward (engine._inspect_sql: cluster facts, indexes already invalid,
+SQL through a port-forward (db.inspect.inspect_sql: cluster facts, indexes already invalid,
 extension traps), pg_upgrade's own checks (steps/preflight), then `plan.make_plan`, the one
 set of refusals. Nothing here writes: a refusal leaves the StatefulSet running as it was.
 """
@@ -16,14 +16,15 @@ from rich.console import Console
 
 from toolkit.core import plan as engine_plan
 from toolkit.core.facts import DataFacts, ImageFacts
+from toolkit.core.layout import Layout
 from toolkit.core.report import Report
 from toolkit.db import preflight
-from toolkit.engine.runner import _inspect_sql
+from toolkit.db.inspect import inspect_sql
 from toolkit.errors import Refused
 from toolkit.kube.hooks import pod_server
+from toolkit.kube.model import HookContext
 from toolkit.kube.plan import KubePlan
 from toolkit.kube.probe import inline_script
-from toolkit.kube.runtime import HookContext
 
 
 def probe_data(ctx: HookContext, pgdata: str, scripts: Mapping[str, str]) -> DataFacts:
@@ -48,11 +49,9 @@ def live_plan(
     engine_plan.check_versions(old, new)
     engine_plan.check_data(data, old)
     engine_plan.check_mode(kplan.mode, new.major, data)
-    layout = engine_plan.Layout(
-        kplan.mount_path, pgdata, kplan.layout.new_mount_path, kplan.layout.new_pgdata
-    )
+    layout = Layout(kplan.mount_path, pgdata, kplan.layout.new_mount, kplan.layout.new_pgdata)
     with pod_server(ctx) as server:
-        facts = _inspect_sql(server, new, report)
+        facts = inspect_sql(server, new, report)
         # In plan_upgrade's order: the plan's refusals (the root cause) before preflight's.
         plan = engine_plan.make_plan(
             old=old, new=new, data=data, cluster=facts, layout=layout, mode=kplan.mode

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from toolkit.core.process import pid_alive
 from toolkit.errors import Refused
 from toolkit.kube.api import Conflict, Kube
 
@@ -47,16 +48,6 @@ class Holder:
             return Holder("unreadable", "unknown run", "?", 0, text[:40])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Lease:
     """Take, check and give back the holder annotation of one state ConfigMap."""
 
@@ -69,7 +60,7 @@ class Lease:
         *,
         host: str | None = None,
         pid: int | None = None,
-        alive: Callable[[int], bool] = _pid_alive,
+        alive: Callable[[int], bool] = pid_alive,
         log: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.kube, self.namespace, self.configmap = kube, namespace, configmap

@@ -15,16 +15,26 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.core.layout import Layout, compute_layout
+from toolkit.core.paths import OLD_ROOT, SCRIPTS, VOLUME
+from toolkit.core.plan import MODES  # one list of pg_upgrade modes for both runtimes
 from toolkit.errors import Refused
 from toolkit.kube.facts import ImageRef, StsFacts, parse_image
 from toolkit.kube.topology import Standby, Topology
 
-MODES = ("link", "copy", "clone", "swap")
 LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
-VOLUME_MOUNT = "/pgleap/volume"
-OLD_ROOT = "/pgleap/old"
-SCRIPTS_DIR = "/pgleap/scripts"
-ACTIONS = ("upgrade", "rollback", "rollback-check", "finalize", "place")
+VOLUME_MOUNT = VOLUME  # the Kubernetes names of core/paths.py (render.py, rehearsal_manifests.py)
+SCRIPTS_DIR = SCRIPTS
+ACTIONS = (
+    "upgrade",
+    "rollback",
+    "rollback-check",
+    "finalize",
+    "place",
+    "cleanup",
+    "serve-old",
+    "serve-new",
+    "prepare",
+)
 # pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
 BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
 
@@ -61,7 +71,7 @@ class ReplicaPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReplicaPlan:
         data = dict(data)
-        data["layout"] = Layout(**data["layout"])
+        data["layout"] = Layout.from_dict(data["layout"], mount_path=data["mount_path"])
         data["standbys"] = tuple(
             Standby(**{**sb, "node_terms": tuple(sb["node_terms"]), "services": tuple(sb["services"])})
             for sb in data["standbys"]
@@ -110,6 +120,9 @@ class KubePlan:
     # The images' glibc and ICU (old, new) as probed; ("", "") when not probed (rebuild all).
     glibc: tuple[str, str] = ("", "")
     icu: tuple[str, str] = ("", "")
+    # "verified" (fingerprint before/after, kube/fingerprint.py) or "minimal" (collect and initdb
+    # in a prepare Job while the old pod serves: only stop, pg_upgrade and the start in the window)
+    downtime: str = "verified"
 
     @property
     def collation_libraries_known(self) -> bool:
@@ -121,7 +134,7 @@ class KubePlan:
     @classmethod
     def from_json(cls, text: str) -> KubePlan:
         data = json.loads(text)
-        data["layout"] = Layout(**data["layout"])
+        data["layout"] = Layout.from_dict(data["layout"], mount_path=data["mount_path"])
         data["node_terms"] = tuple(data["node_terms"])
         for key in ("glibc", "icu"):
             if key in data:
@@ -167,7 +180,10 @@ class KubePlan:
         """The main container's env for one Job action."""
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
-        return {**self.job_env, "PGLEAP_ACTION": action}
+        env = {**self.job_env, "PGLEAP_ACTION": action}
+        if action == "upgrade" and self.downtime == "minimal":
+            env["PGLEAP_CHECK"] = "0"  # no separate --check in the window (pg_upgrade checks first anyway)
+        return env
 
 
 def node_pin_terms(facts: StsFacts) -> tuple[dict[str, Any], ...]:

@@ -27,12 +27,13 @@ from toolkit.kube import probe as kube_probe
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
 from toolkit.kube.facts import StsFacts, gather, parse_image
 from toolkit.kube.lease import Lease
+from toolkit.kube.model import HookContext, Outcome, pod_ready
 from toolkit.kube.plan import KubePlan, make_plan
-from toolkit.kube.runtime import HookContext, KubeRuntime, Outcome, pod_ready
+from toolkit.kube.runtime import KubeRuntime
 from toolkit.kube.topology import detect
 
 # Upgrade phases during which a real run's database does not serve.
-DOWNTIME_PHASES = ("stopped", "snapshotted", "upgraded", "switched", "started")
+DOWNTIME_PHASES = ("stopped", "snapshotted", "fingerprinted", "upgraded", "compared", "switched", "started")
 
 
 @dataclass
@@ -452,7 +453,7 @@ class KubeRehearsal:
             ("StatefulSet", rname),
             ("Service", rname),
             ("Job", kube_rehearsal.clone_job_name(name)),
-            ("Job", render.job_name(rname, "upgrade")),
+            *(("Job", render.job_name(rname, a)) for a in ("prepare", "serve-old", "upgrade", "serve-new")),
             ("ConfigMap", render.scripts_cm_name(rname)),
             ("ConfigMap", render.state_cm_name(rname)),
             ("VolumeSnapshot", kube_rehearsal.snapshot_name(name)),

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from toolkit.errors import PgleapError
+from toolkit.kube.model import Outcome, State
 
 if TYPE_CHECKING:
     from toolkit.kube.runtime import KubeRuntime
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 # Recorded phases after which something was stopped and the failing step had not yet started
 # the new cluster: the next step is at most the upgrade Job (pg_upgrade on the volume, undone by
 # upgrade.sh rollback). Before them the primary still serves and nothing needs restoring.
-BEFORE_NO_RETURN = ("replicas-stopped", "stopped", "snapshotted")
+BEFORE_NO_RETURN = ("replicas-stopped", "stopped", "snapshotted", "fingerprinted")
 
 
 def restore_after_failure(rt: KubeRuntime, namespace: str, name: str, scripts: Mapping[str, str],
@@ -28,7 +29,6 @@ def restore_after_failure(rt: KubeRuntime, namespace: str, name: str, scripts: M
     """Roll back under the run's own hold when the failed run never started the new cluster;
     `exc` (re-raised by the caller) then says the database serves again, or why it does not."""
     from toolkit.kube import decide as kube_decide
-    from toolkit.kube.runtime import Outcome, State
 
     state = rt.read_state(namespace, name)
     if state is None or state.operation != "upgrade" or state.phase not in BEFORE_NO_RETURN:

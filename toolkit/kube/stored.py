@@ -47,6 +47,8 @@ def check_stored(cm: str, data: Mapping[str, str], plan: KubePlan, original: Map
         raise _refuse(cm, "its digest does not match")
     if plan.mode not in MODES:
         raise _refuse(cm, f"unknown mode {plan.mode!r}")
+    if plan.downtime not in ("verified", "minimal"):
+        raise _refuse(cm, f"unknown downtime mode {plan.downtime!r}")
     containers = ((original.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
     image = next((c.get("image") for c in containers if c.get("name") == plan.container), None)
     if image != plan.old_image:

@@ -1,0 +1,279 @@
+"""`pgleap inspect|plan|upgrade|status sts NAME`: read, plan and run an upgrade of a StatefulSet."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from toolkit.cli import options as cli_options
+from toolkit.cli.kube_common import (
+    AllowArgo,
+    AllowFlux,
+    AllowHelm,
+    AllowOwner,
+    AllowTf,
+    ContextOpt,
+    DryRunOpt,
+    InitdbOpt,
+    KeepReadersOpt,
+    KubeconfigOpt,
+    ModeOpt,
+    NameArg,
+    NamespaceOpt,
+    OutputOpt,
+    PatchRetentionOpt,
+    SetEnvOpt,
+    SnapshotOpt,
+    SuperuserOpt,
+    ToOpt,
+    YesOpt,
+    _outcome_text,
+    _print,
+    deps,
+    env_for,
+    err,
+    ns_for,
+    overrides,
+    replica_lines,
+    runtime_for,
+    scripts,
+)
+from toolkit.core.report import console
+from toolkit.kube import history, render
+from toolkit.kube import interrupted as kube_interrupted
+from toolkit.kube.facts import facts_as_dict
+
+
+def inspect_sts(
+    name: NameArg,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Image, PG major, PGDATA, uid/fsGroup, PVCs, nodes, Services, PDBs, owners, snapshot classes."""
+    ns = ns_for(namespace, kubeconfig, context)
+    rt = runtime_for(kubeconfig, context, output)
+    facts = rt.inspect(ns, name)
+    topology, _, _ = rt.topology(ns, name, rt.read_sts(ns, name), facts)
+    data = facts_as_dict(facts)
+    data["topology"] = dataclasses.asdict(topology)
+
+    def text() -> None:
+        table = Table("", f"StatefulSet {ns}/{name}", show_header=True)
+        rows = {
+            "image": f"{facts.image.ref} ({facts.image.kind}, PostgreSQL {facts.image.major})",
+            "container": facts.container,
+            "PGDATA": f"{facts.pgdata}{'' if facts.pgdata_from_env else ' (image default)'}",
+            "data mount": f"{facts.data_claim} at {facts.mount_path}"
+            + (f" subPath {facts.sub_path}" if facts.sub_path else ""),
+            "uid/gid/fsGroup": f"{facts.uid}/{facts.gid}/{facts.fs_group}",
+            "replicas": str(facts.replicas),
+            "standbys": (
+                ", ".join(f"{sb.pod} ({sb.pvc})" for sb in topology.standbys)
+                + f" [{topology.kind}, from {topology.primary_host}]"
+                if topology.has_standbys and not topology.problem
+                else topology.problem or "-"
+            ),
+            "retention": f"whenScaled={facts.when_scaled} whenDeleted={facts.when_deleted}",
+            "node (last pod)": facts.pod_node or "-",
+            "services": ", ".join(facts.services) or "-",
+            "PDBs": ", ".join(facts.pdbs) or "-",
+            "snapshot classes": ", ".join(facts.snapshot_classes) or "none for this volume",
+            "owners": "; ".join(f"{o.kind} {o.name} ({o.evidence})" for o in facts.owners) or "-",
+        }
+        for c in facts.claims:
+            rows[f"PVC {c.name}"] = (
+                f"{c.size or '?'} {c.storage_class or '-'} {','.join(c.access_modes)}"
+                if c.exists
+                else "missing"
+            )
+        for k, v in rows.items():
+            table.add_row(k, v)
+        console(stderr=False).print(table)
+
+    _print(data, output, text)
+
+
+def plan_sts(
+    name: NameArg,
+    to: ToOpt,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+    output: OutputOpt = "text",
+    snapshot: SnapshotOpt = None,
+    mode: ModeOpt = "link",
+    downtime: cli_options.Downtime = "verified",
+    superuser: SuperuserOpt = None,
+    initdb_args: InitdbOpt = "",
+    set_env: SetEnvOpt = None,
+    patch_retention: PatchRetentionOpt = True,
+    allow_argocd: AllowArgo = False,
+    allow_flux: AllowFlux = False,
+    allow_helm: AllowHelm = False,
+    allow_terraform: AllowTf = False,
+    allow_owner_reference: AllowOwner = False,
+    keep_readers: KeepReadersOpt = False,
+) -> None:
+    """Every object the upgrade would create or change (-o yaml: manifests to commit).
+
+    Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
+    nothing: only two short probe Pods (one per image) are created and deleted."""
+    ns = ns_for(namespace, kubeconfig, context)
+    rt = runtime_for(kubeconfig, context, output)
+    facts = rt.inspect(ns, name)
+    plan, sts, warnings = rt.plan(
+        ns,
+        name,
+        to,
+        job_env=env_for(facts, superuser, initdb_args, set_env),
+        mode=mode,
+        snapshot=snapshot,
+        overrides=overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
+        patch_retention=patch_retention,
+        keep_readers=keep_readers,
+        scripts=scripts(required=False),
+        preflight=deps().preflight,
+        downtime=downtime,
+    )
+    objs = render.objects_for(plan, sts, scripts(required=False), rt.read_statefulset(plan))
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}")
+    if output != "text":
+        for line in replica_lines(plan):
+            err.print(line, markup=False, highlight=False)
+
+    def text() -> None:
+        c = console(stderr=False)
+        c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})", markup=False)
+        c.print(
+            f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}", markup=False
+        )
+        if plan.patch_retention:
+            c.print("PVC retention policy set to Retain during the upgrade")
+        for line in replica_lines(plan):
+            c.print(line, markup=False, highlight=False)
+        for o in objs:
+            c.print(f"  {o['kind']} {o['metadata']['name']}", markup=False)
+
+    _print(objs, output, text)
+
+
+def upgrade_sts(
+    name: NameArg,
+    to: ToOpt,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+    output: OutputOpt = "text",
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    snapshot: SnapshotOpt = None,
+    mode: ModeOpt = "link",
+    downtime: cli_options.Downtime = "verified",
+    superuser: SuperuserOpt = None,
+    initdb_args: InitdbOpt = "",
+    set_env: SetEnvOpt = None,
+    patch_retention: PatchRetentionOpt = True,
+    allow_argocd: AllowArgo = False,
+    allow_flux: AllowFlux = False,
+    allow_helm: AllowHelm = False,
+    allow_terraform: AllowTf = False,
+    allow_owner_reference: AllowOwner = False,
+    keep_readers: KeepReadersOpt = False,
+    no_auto_restore: Annotated[
+        bool,
+        typer.Option(
+            "--no-auto-restore",
+            help="On a failure before the new cluster starts, leave the StatefulSet stopped for "
+            "inspection (default: pgleap puts the old StatefulSet back by itself).",
+        ),
+    ] = False,
+) -> None:
+    """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
+    ns = ns_for(namespace, kubeconfig, context)
+    rt = runtime_for(kubeconfig, context, output)
+    facts = rt.inspect(ns, name)
+    env = env_for(facts, superuser, initdb_args, set_env)
+    guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
+    if dry_run:
+        plan, sts, warnings = rt.plan(
+            ns,
+            name,
+            to,
+            job_env=env,
+            mode=mode,
+            snapshot=snapshot,
+            overrides=guards,
+            patch_retention=patch_retention,
+            keep_readers=keep_readers,
+            scripts=scripts(required=False),
+            preflight=deps().preflight,
+            downtime=downtime,
+        )
+        for w in warnings:
+            err.print(f"[yellow]warning:[/] {escape(w)}")
+        for line in replica_lines(plan):
+            err.print(line, markup=False, highlight=False)
+        objs = render.objects_for(plan, sts, scripts(required=False), rt.read_statefulset(plan))
+        _print(objs, output if output != "text" else "yaml", lambda: None)
+        err.print("dry run: nothing was changed")
+        return
+    cli_options.confirm(
+        f"upgrade {ns}/{name}: stop it and upgrade it to {to}; the database is down until it finishes; "
+        "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime)",
+        yes=yes,
+        command=f"{cli_options.prog()} upgrade sts {name} -n {ns} --to {to}",
+    )
+    outcome = kube_interrupted.guarded(
+        rt,
+        ns,
+        name,
+        lambda: rt.upgrade(
+            ns,
+            name,
+            to,
+            scripts=scripts(),
+            job_env=env,
+            mode=mode,
+            snapshot=snapshot,
+            overrides=guards,
+            patch_retention=patch_retention,
+            post_upgrade=deps().post_upgrade,
+            keep_readers=keep_readers,
+            standby_probe=deps().standby_probe,
+            preflight=deps().preflight,
+            auto_restore=not no_auto_restore,
+            downtime=downtime,
+        ),
+        prog=cli_options.prog(),
+    ).as_dict()
+    outcome.update(history.machine_fields(rt.kube, ns, name))
+    _print(outcome, output, lambda: _outcome_text(outcome))
+
+
+def status_sts(
+    name: NameArg,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Where a pgleap run of this StatefulSet stands."""
+    ns = ns_for(namespace, kubeconfig, context)
+    rt = runtime_for(kubeconfig, context, output)
+    data = rt.status(ns, name)
+    data.update(history.status_extra(rt.kube, ns, name))  # the last finished operation, an interruption
+
+    def text() -> None:
+        for k, v in data.items():
+            if isinstance(v, dict):  # last_operation, interrupted, jobs: one readable line
+                v = ", ".join(f"{key} {value}" for key, value in v.items()) or "-"
+            console(stderr=False).print(f"{k}: {v}", markup=False)
+
+    _print(data, output, text)

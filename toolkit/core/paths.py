@@ -1,0 +1,13 @@
+"""Where things are inside pgleap's helper containers and Jobs: the contract with toolkit/container/*.sh.
+
+One definition for both runtimes: Docker mounts the volume, the scratch volume and the scripts
+here (toolkit/docker/refs.py), Kubernetes renders the same mounts into its Jobs
+(toolkit/kube/plan.py, render.py), and upgrade.sh reads them from PGLEAP_VOLUME/PGLEAP_OLD_ROOT.
+"""
+
+from __future__ import annotations
+
+VOLUME = "/pgleap/volume"  # the whole data volume (no subPath)
+OLD_ROOT = "/pgleap/old"  # the old image's binaries, collected onto a scratch volume
+SCRIPTS = "/pgleap/scripts"  # the container scripts, read-only
+SOCK = "/pgleap/sock"  # the socket directory of a temporary server (Docker)
