@@ -30,8 +30,6 @@ from toolkit.engine import undo
 from toolkit.engine.state import RunState, locked
 from toolkit.errors import EXIT_OK, PgleapError
 
-ACCEPTABLE = ("fingerprint", "health")
-
 
 def upgrade_docker(
     to: Annotated[
@@ -189,22 +187,11 @@ def plan_docker(
 def resume_docker(
     container: Container = None,
     volume: Volume = None,
-    accept: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--accept",
-            metavar="CHECK",
-            help="After an exit 4 you have read: go on despite the failed check (fingerprint or health) "
-            "and start the upgraded database. Repeatable.",
-        ),
-    ] = None,
+    accept: cli_options.Accept = None,
     output: Output = "text",
 ) -> None:
     """Continue an interrupted upgrade where it stopped."""
     accepted = tuple(accept or ())
-    unknown = [a for a in accepted if a not in ACCEPTABLE]
-    if unknown:
-        raise typer.BadParameter(f"--accept takes {' or '.join(ACCEPTABLE)}, not {', '.join(unknown)}")
     target, state = _target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):
         raise PgleapError(f"no interrupted upgrade recorded for {target.key}")

@@ -28,6 +28,7 @@ from toolkit.cli.kube_common import (
     ns_for,
     runtime_for,
     scripts,
+    with_way_forward,
 )
 from toolkit.core.report import console
 from toolkit.errors import EnvironmentProblem
@@ -51,6 +52,7 @@ def _lifecycle(
     output: str,
     dry_run: bool,
     yes: bool,
+    accept: tuple[str, ...] = (),
 ) -> None:
     """One body for resume, rollback and finalize: dry run, confirm, call the runtime, print."""
     ns = ns_for(namespace, kubeconfig, context)
@@ -75,12 +77,18 @@ def _lifecycle(
             rt,
             ns,
             name,
-            lambda: rt.resume(
+            lambda: with_way_forward(
+                rt,
                 ns,
                 name,
-                scripts=scripts(),
-                post_upgrade=deps().post_upgrade,
-                standby_probe=deps().standby_probe,
+                lambda: rt.resume(
+                    ns,
+                    name,
+                    scripts=scripts(),
+                    post_upgrade=deps().post_upgrade,
+                    standby_probe=deps().standby_probe,
+                    accept=accept,
+                ),
             ),
             prog=cli_options.prog(),
             resume=True,
@@ -109,9 +117,15 @@ def resume_sts(
     output: OutputOpt = "text",
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
+    accept: cli_options.Accept = None,
 ) -> None:
     """Continue a recorded upgrade, rollback or finalize from its last phase."""
-    _lifecycle("resume", name, kubeconfig, context, namespace, output, dry_run, yes)
+    if "health" in (accept or ()):
+        raise typer.BadParameter(
+            "on Kubernetes it takes fingerprint (the health checks run on the serving database)",
+            param_hint="--accept",
+        )
+    _lifecycle("resume", name, kubeconfig, context, namespace, output, dry_run, yes, tuple(accept or ()))
 
 
 def rollback_sts(

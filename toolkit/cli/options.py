@@ -73,6 +73,28 @@ Superuser = Annotated[
 InitdbArgs = Annotated[
     str, typer.Option("--initdb-args", metavar="FLAGS", help="initdb flags for the new cluster.")
 ]
+ACCEPTABLE = ("fingerprint", "health")
+
+
+def _check_accept(values: list[str] | None) -> list[str] | None:
+    unknown = [v for v in values or () if v not in ACCEPTABLE]
+    if unknown:
+        raise typer.BadParameter(
+            f"takes {' or '.join(ACCEPTABLE)}, not {', '.join(unknown)}", param_hint="--accept"
+        )
+    return values
+
+
+Accept = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept",
+        metavar="CHECK",
+        callback=_check_accept,
+        help="After an exit 4 you have read: go on despite the failed check and start the upgraded "
+        "database: fingerprint, or health (Docker). Repeatable.",
+    ),
+]
 Yes = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Do not ask: go on (for scripts; without a terminal it is required)."),
