@@ -70,3 +70,18 @@ def test_accept_takes_fingerprint_or_health_on_both_runtimes() -> None:
         result = runner.invoke(app, ["resume", *runtime, "--accept", "everything"])
         assert result.exit_code == 2, result.output
         assert "fingerprint or health" in result.output
+
+
+def test_no_verify_runs_no_fingerprint_job_and_says_so(monkeypatch) -> None:
+    monkeypatch.setattr(cli_kube, "load_scripts", lambda folder=None, required=True: {"collect.sh": "", "upgrade.sh": "", "lib.sh": ""})  # fmt: skip
+    c = make_cluster("official-plain")
+    serving(c)
+    app = app_for(c, differing())  # a proof that would fail: --no-verify never runs it
+    result = runner.invoke(
+        app, ["upgrade", "sts", "gis", "-n", "geo", "--to", TARGET, "--yes", "--no-verify", "-o", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["phase"] == "done" and any(n.startswith("--no-verify:") for n in out["notes"])
+    jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
+    assert jobs == [render.job_name("gis", "upgrade")]

@@ -47,7 +47,10 @@ def test_help_has_readable_metavars(args):
 @pytest.mark.parametrize(
     ("args", "names"),
     [
-        (["upgrade", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime"]),
+        (
+            ["upgrade", "sts"],
+            ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime", "--no-verify"],
+        ),
         (["plan", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--downtime"]),
         (["upgrade", "docker"], ["--mode", "--output", "--yes", "--downtime", "--no-verify"]),
         (["render"], ["--superuser", "--initdb-args", "--mode", "--output"]),

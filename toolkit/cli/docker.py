@@ -41,9 +41,7 @@ def upgrade_docker(
     pgdata: Pgdata = None,
     mode: Mode = "link",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
-    no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="Skip the before/after fingerprint.")
-    ] = False,
+    no_verify: cli_options.NoVerify = False,
     replica: Annotated[
         list[str] | None,
         typer.Option(

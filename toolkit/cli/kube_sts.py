@@ -187,6 +187,7 @@ def upgrade_sts(
     allow_terraform: AllowTf = False,
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
+    no_verify: cli_options.NoVerify = False,
     no_auto_restore: Annotated[
         bool,
         typer.Option(
@@ -199,6 +200,8 @@ def upgrade_sts(
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
+    if no_verify:
+        rt.proof = None  # no serve-old/serve-new Job (a later resume finds no fingerprint: not compared)
     facts = rt.inspect(ns, name)
     env = env_for(facts, superuser, initdb_args, set_env)
     guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
@@ -221,6 +224,8 @@ def upgrade_sts(
             err.print(f"[yellow]warning:[/] {escape(w)}")
         for line in replica_lines(plan):
             err.print(line, markup=False, highlight=False)
+        if no_verify:
+            err.print(cli_options.NO_VERIFY_NOTE, markup=False, highlight=False)
         objs = render.objects_for(plan, sts, scripts(required=False), rt.read_statefulset(plan))
         _print(objs, output if output != "text" else "yaml", lambda: None)
         err.print("dry run: nothing was changed")
@@ -259,6 +264,8 @@ def upgrade_sts(
         ),
         prog=cli_options.prog(),
     ).as_dict()
+    if no_verify:
+        outcome["notes"].append(cli_options.NO_VERIFY_NOTE)
     outcome.update(history.machine_fields(rt.kube, ns, name))
     _print(outcome, output, lambda: _outcome_text(outcome))
 

@@ -61,7 +61,7 @@ Downtime = Annotated[
         metavar="WINDOW",
         callback=choice("--downtime", DOWNTIMES),
         help="verified (default): everything, checks included, while the database is down; minimal: only "
-        "stop, pg_upgrade and restart are down (Docker only for now)",
+        "stop, pg_upgrade and restart are down",
     ),
 ]
 Superuser = Annotated[
@@ -73,6 +73,14 @@ Superuser = Annotated[
 InitdbArgs = Annotated[
     str, typer.Option("--initdb-args", metavar="FLAGS", help="initdb flags for the new cluster.")
 ]
+NoVerify = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Skip the before/after fingerprint of the data (on Kubernetes: its serve-old/serve-new Jobs).",
+    ),
+]
+NO_VERIFY_NOTE = "--no-verify: the before/after fingerprint of the data was skipped (nothing compared)"
 ACCEPTABLE = ("fingerprint", "health")
 
 
