@@ -52,7 +52,13 @@ def test_help_has_readable_metavars(args):
             ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime", "--no-verify"],
         ),
         (["plan", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--downtime"]),
-        (["upgrade", "docker"], ["--mode", "--output", "--yes", "--downtime", "--no-verify"]),
+        (
+            ["upgrade", "docker"],
+            ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime", "--no-verify"],
+        ),
+        (["plan", "docker"], ["--superuser", "--initdb-args", "--mode", "--output"]),
+        (["resume", "docker"], ["--accept", "--output"]),
+        (["resume", "sts"], ["--accept", "--output", "--yes"]),
         (["render"], ["--superuser", "--initdb-args", "--mode", "--output"]),
     ],
 )

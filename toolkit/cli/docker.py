@@ -16,6 +16,7 @@ from toolkit.cli.docker_flow import (
     _guarded_upgrade,
     _lifecycle,
     _target,
+    check_given,
 )
 from toolkit.cli.docker_output import (
     _emit,
@@ -69,6 +70,8 @@ def upgrade_docker(
             "inspection (default: pgleap restarts the old container by itself).",
         ),
     ] = False,
+    superuser: cli_options.Superuser = None,
+    initdb_args: cli_options.InitdbArgs = "",
     yes: Yes = False,
     output: Output = "text",
 ) -> None:
@@ -82,7 +85,8 @@ def upgrade_docker(
         )
 
     def ask(plan) -> None:
-        summary = cli_options.upgrade_summary(target.key, plan)
+        check_given(plan, superuser, initdb_args)
+        summary = cli_options.upgrade_summary(target.key, plan, downtime, verify_data=not no_verify)
         cli_options.confirm(summary, yes=yes, command=f"{target.command('upgrade')} --to {to}")
 
     report = Report(quiet=output != "text")
@@ -95,6 +99,8 @@ def upgrade_docker(
                 report=report, state=state, replicas=replicas, confirm=ask,
             ),
         )  # fmt: skip
+    if dry_run and result.get("plan"):
+        check_given(result["plan"], superuser, initdb_args)
     _emit(_complete(result, target, state), output, report)
 
 
@@ -170,6 +176,8 @@ def plan_docker(
     from_image: FromImage = None,
     pgdata: Pgdata = None,
     mode: Mode = "link",
+    superuser: cli_options.Superuser = None,
+    initdb_args: cli_options.InitdbArgs = "",
     output: Output = "text",
 ) -> None:
     """Print the plan (same as `upgrade docker --dry-run`)."""
@@ -178,6 +186,8 @@ def plan_docker(
     result = engine.upgrade(
         target, to, mode=mode, dry_run=True, report=report, state=RunState("dry-run-unused")
     )
+    if result.get("plan"):
+        check_given(result["plan"], superuser, initdb_args)
     if output != "text":
         _emit(result.get("plan", {}), output, report)
 

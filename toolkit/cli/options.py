@@ -141,12 +141,13 @@ def require_yes_without_terminal(what: str, *, yes: bool, command: str) -> None:
         )
 
 
-def upgrade_summary(key: str, plan) -> str:
-    """The plan in one line, for the question before an upgrade."""
+def upgrade_summary(key: str, plan, downtime: str = "verified", *, verify_data: bool = True) -> str:
+    """The plan in one line, for the question before an upgrade; the estimate is the chosen mode's."""
+    seconds = plan.estimated_downtime_seconds(downtime, verify_data=verify_data)
     return (
         f"upgrade {key}: PostgreSQL {plan.old_major} -> {plan.new_major} ({plan.source_image} -> "
-        f"{plan.target_image}, {plan.mode} mode); the database stops for about "
-        f"{round(plan.estimated_downtime_seconds())} s"
+        f"{plan.target_image}, {plan.mode} mode, --downtime {downtime}); the database stops for about "
+        f"{round(seconds)} s"
     )
 
 
