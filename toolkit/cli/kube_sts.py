@@ -44,7 +44,7 @@ from toolkit.cli.kube_common import (
     with_way_forward,
 )
 from toolkit.core.report import console
-from toolkit.kube import history, render
+from toolkit.kube import history, render, render_doc
 from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube.facts import facts_as_dict
 
@@ -128,14 +128,21 @@ def plan_sts(
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     facts = rt.inspect(ns, name)
+    guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
+    # deterministic, as `render`: the run id (snapshot and object names) comes from the inputs
+    run_id = render_doc.run_id_for(
+        render.clean_object(rt.read_sts(ns, name)), to, ns, name, snapshot, mode, downtime, superuser,
+        initdb_args, set_env, patch_retention, keep_readers, dataclasses.asdict(guards),
+    )  # fmt: skip
     plan, sts, warnings = rt.plan(
         ns,
         name,
         to,
+        run_id=run_id,
         job_env=env_for(facts, superuser, initdb_args, set_env),
         mode=mode,
         snapshot=snapshot,
-        overrides=overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
+        overrides=guards,
         patch_retention=patch_retention,
         keep_readers=keep_readers,
         scripts=scripts(required=False),
@@ -162,6 +169,9 @@ def plan_sts(
         for o in objs:
             c.print(f"  {o['kind']} {o['metadata']['name']}", markup=False)
 
+    if output == "yaml":  # render's header and per-object roles: what to commit, what is temporary
+        print(render_doc.to_yaml(objs, plan, command="plan sts"), end="")
+        return
     _print(objs, output, text)
 
 
