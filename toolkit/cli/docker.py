@@ -62,14 +62,7 @@ def upgrade_docker(
             "and health checks run on the serving database (no fingerprints; needs --container)",
         ),
     ] = "verified",
-    no_auto_restore: Annotated[
-        bool,
-        typer.Option(
-            "--no-auto-restore",
-            help="On a failure before the point of no return, leave the database stopped for "
-            "inspection (default: pgleap restarts the old container by itself).",
-        ),
-    ] = False,
+    no_auto_restore: cli_options.NoAutoRestore = False,
     superuser: cli_options.Superuser = None,
     initdb_args: cli_options.InitdbArgs = "",
     yes: Yes = False,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Any
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -126,9 +125,31 @@ def plan_sts(
     Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
     nothing: only two short probe Pods (one per image) are created and deleted."""
     ns = ns_for(namespace, kubeconfig, context)
-    rt = runtime_for(kubeconfig, context, output)
+    _show_plan(
+        runtime_for(kubeconfig, context, output), ns, name, to, output, snapshot, mode, downtime, superuser,
+        initdb_args, set_env, patch_retention, keep_readers,
+        overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
+    )  # fmt: skip
+
+
+def _show_plan(
+    rt: Any,
+    ns: str,
+    name: str,
+    to: str,
+    output: str,
+    snapshot: bool | None,
+    mode: str,
+    downtime: str,
+    superuser: str | None,
+    initdb_args: str,
+    set_env: list[str] | None,
+    patch_retention: bool,
+    keep_readers: bool,
+    guards: Any,
+) -> None:
+    """`plan sts` and `upgrade sts --dry-run`: the live plan (read-only, the upgrade's refusals) printed."""
     facts = rt.inspect(ns, name)
-    guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
     # deterministic, as `render`: the run id (snapshot and object names) comes from the inputs
     run_id = render_doc.run_id_for(
         render.clean_object(rt.read_sts(ns, name)), to, ns, name, snapshot, mode, downtime, superuser,
@@ -198,48 +219,24 @@ def upgrade_sts(
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
     no_verify: cli_options.NoVerify = False,
-    no_auto_restore: Annotated[
-        bool,
-        typer.Option(
-            "--no-auto-restore",
-            help="On a failure before the new cluster starts, leave the StatefulSet stopped for "
-            "inspection (default: pgleap puts the old StatefulSet back by itself).",
-        ),
-    ] = False,
+    no_auto_restore: cli_options.NoAutoRestore = False,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     if no_verify:
         rt.proof = None  # no serve-old/serve-new Job (a later resume finds no fingerprint: not compared)
-    facts = rt.inspect(ns, name)
-    env = env_for(facts, superuser, initdb_args, set_env)
     guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
-    if dry_run:
-        plan, sts, warnings = rt.plan(
-            ns,
-            name,
-            to,
-            job_env=env,
-            mode=mode,
-            snapshot=snapshot,
-            overrides=guards,
-            patch_retention=patch_retention,
-            keep_readers=keep_readers,
-            scripts=scripts(required=False),
-            preflight=deps().preflight,
-            downtime=downtime,
-        )
-        for w in warnings:
-            err.print(f"[yellow]warning:[/] {escape(w)}")
-        for line in replica_lines(plan):
-            err.print(line, markup=False, highlight=False)
+    if dry_run:  # the plan, as `plan sts -o yaml` prints it (or -o json)
+        _show_plan(
+            rt, ns, name, to, output if output != "text" else "yaml", snapshot, mode, downtime, superuser,
+            initdb_args, set_env, patch_retention, keep_readers, guards,
+        )  # fmt: skip
         if no_verify:
             err.print(cli_options.NO_VERIFY_NOTE, markup=False, highlight=False)
-        objs = render.objects_for(plan, sts, scripts(required=False), rt.read_statefulset(plan))
-        _print(objs, output if output != "text" else "yaml", lambda: None)
         err.print("dry run: nothing was changed")
         return
+    env = env_for(rt.inspect(ns, name), superuser, initdb_args, set_env)
     cli_options.confirm(
         f"upgrade {ns}/{name}: stop it and upgrade it to {to}; the database is down until it finishes; "
         "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime)",

@@ -80,6 +80,14 @@ NoVerify = Annotated[
         help="Skip the before/after fingerprint of the data (on Kubernetes: its serve-old/serve-new Jobs).",
     ),
 ]
+NoAutoRestore = Annotated[
+    bool,
+    typer.Option(
+        "--no-auto-restore",
+        help="On a failure before the new cluster starts, leave the database stopped for inspection "
+        "(default: pgleap puts the old one back by itself: the old container, the old StatefulSet).",
+    ),
+]
 NO_VERIFY_NOTE = "--no-verify: the before/after fingerprint of the data was skipped (nothing compared)"
 ACCEPTABLE = ("fingerprint", "health")
 
