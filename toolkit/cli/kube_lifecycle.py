@@ -128,30 +128,29 @@ def resume_sts(
     _lifecycle("resume", name, kubeconfig, context, namespace, output, dry_run, yes, tuple(accept or ()))
 
 
-def rollback_sts(
-    name: NameArg,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    namespace: NamespaceOpt = None,
-    output: OutputOpt = "text",
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-) -> None:
-    """Restore the original StatefulSet and the old data directory."""
-    _lifecycle("rollback", name, kubeconfig, context, namespace, output, dry_run, yes)
+def _lifecycle_command(command: str, doc: str):
+    """rollback and finalize: the same options, one body (`_lifecycle`); a module-level function each."""
+
+    def run(
+        name: NameArg,
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = "text",
+        dry_run: DryRunOpt = False,
+        yes: YesOpt = False,
+    ) -> None:
+        _lifecycle(command, name, kubeconfig, context, namespace, output, dry_run, yes)
+
+    run.__name__ = run.__qualname__ = f"{command}_sts"
+    run.__doc__ = doc
+    return run
 
 
-def finalize_sts(
-    name: NameArg,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    namespace: NamespaceOpt = None,
-    output: OutputOpt = "text",
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-) -> None:
-    """Remove the old data directory and pgleap's Jobs and ConfigMaps."""
-    _lifecycle("finalize", name, kubeconfig, context, namespace, output, dry_run, yes)
+rollback_sts = _lifecycle_command("rollback", "Restore the original StatefulSet and the old data directory.")
+finalize_sts = _lifecycle_command(
+    "finalize", "Remove the old data directory and pgleap's Jobs and ConfigMaps."
+)
 
 
 def cleanup_sts(
