@@ -31,6 +31,14 @@ def upgraded(runtime, image_names, tmp_path_factory) -> Iterator[dict]:
             )
             for fmt in ("text", "json", "yaml")
         }
+        read = json.loads(plans["json"].stdout)  # Kubernetes' option names, checked against the cluster
+        plan_given = lambda *flags: pgleap(  # noqa: E731
+            "plan", "docker", "--container", db.name, "--to", image_names[TARGET], "-o", "json", *flags, env=env
+        )  # fmt: skip
+        given = {
+            "agrees": plan_given("--superuser", read["superuser"], "--initdb-args", read["initdb_args"][0]),
+            "contradicts": plan_given("--superuser", "nobody-here"),
+        }
         run = start(
             "upgrade", "docker", "--container", db.name, "--to", image_names[TARGET], "--yes", "--no-auto-restore",
             env={**env, **fault_env("after-upgraded", tmp)},
@@ -45,6 +53,7 @@ def upgraded(runtime, image_names, tmp_path_factory) -> Iterator[dict]:
             "resumed": resumed,
             "since_kill": time.monotonic() - killed,
             "plans": plans,
+            "given": given,
         }
     finally:
         for c in helpers(runtime, f"docker-{db.volume}"):
@@ -54,6 +63,15 @@ def upgraded(runtime, image_names, tmp_path_factory) -> Iterator[dict]:
 
 def cli(upgraded: dict, *args: str):
     return pgleap(*args, env=upgraded["env"])
+
+
+def test_superuser_and_initdb_args_are_checked_against_the_cluster(upgraded):
+    """The same option names as on Kubernetes; Docker reads both, so a given value must agree."""
+    agrees, contradicts = upgraded["given"]["agrees"], upgraded["given"]["contradicts"]
+    assert agrees.returncode == 0, agrees.stderr
+    assert json.loads(agrees.stdout)["superuser"] == json.loads(upgraded["plans"]["json"].stdout)["superuser"]
+    assert contradicts.returncode == 3, contradicts.stderr
+    assert "bootstrap superuser (OID 10)" in contradicts.stderr
 
 
 def test_resume_counts_downtime_from_the_first_stop(upgraded):

@@ -47,9 +47,18 @@ def test_help_has_readable_metavars(args):
 @pytest.mark.parametrize(
     ("args", "names"),
     [
-        (["upgrade", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime"]),
+        (
+            ["upgrade", "sts"],
+            ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime", "--no-verify"],
+        ),
         (["plan", "sts"], ["--superuser", "--initdb-args", "--mode", "--output", "--downtime"]),
-        (["upgrade", "docker"], ["--mode", "--output", "--yes", "--downtime", "--no-verify"]),
+        (
+            ["upgrade", "docker"],
+            ["--superuser", "--initdb-args", "--mode", "--output", "--yes", "--downtime", "--no-verify"],
+        ),
+        (["plan", "docker"], ["--superuser", "--initdb-args", "--mode", "--output"]),
+        (["resume", "docker"], ["--accept", "--output"]),
+        (["resume", "sts"], ["--accept", "--output", "--yes"]),
         (["render"], ["--superuser", "--initdb-args", "--mode", "--output"]),
     ],
 )

@@ -16,6 +16,7 @@ from toolkit.cli.docker_flow import (
     _guarded_upgrade,
     _lifecycle,
     _target,
+    check_given,
 )
 from toolkit.cli.docker_output import (
     _emit,
@@ -30,8 +31,6 @@ from toolkit.engine import undo
 from toolkit.engine.state import RunState, locked
 from toolkit.errors import EXIT_OK, PgleapError
 
-ACCEPTABLE = ("fingerprint", "health")
-
 
 def upgrade_docker(
     to: Annotated[
@@ -43,9 +42,7 @@ def upgrade_docker(
     pgdata: Pgdata = None,
     mode: Mode = "link",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
-    no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="Skip the before/after fingerprint.")
-    ] = False,
+    no_verify: cli_options.NoVerify = False,
     replica: Annotated[
         list[str] | None,
         typer.Option(
@@ -65,14 +62,9 @@ def upgrade_docker(
             "and health checks run on the serving database (no fingerprints; needs --container)",
         ),
     ] = "verified",
-    no_auto_restore: Annotated[
-        bool,
-        typer.Option(
-            "--no-auto-restore",
-            help="On a failure before the point of no return, leave the database stopped for "
-            "inspection (default: pgleap restarts the old container by itself).",
-        ),
-    ] = False,
+    no_auto_restore: cli_options.NoAutoRestore = False,
+    superuser: cli_options.Superuser = None,
+    initdb_args: cli_options.InitdbArgs = "",
     yes: Yes = False,
     output: Output = "text",
     strategy: Annotated[
@@ -112,7 +104,8 @@ def upgrade_docker(
         )
 
     def ask(plan) -> None:
-        summary = cli_options.upgrade_summary(target.key, plan)
+        check_given(plan, superuser, initdb_args)
+        summary = cli_options.upgrade_summary(target.key, plan, downtime, verify_data=not no_verify)
         cli_options.confirm(summary, yes=yes, command=f"{target.command('upgrade')} --to {to}")
 
     report = Report(quiet=output != "text")
@@ -125,6 +118,8 @@ def upgrade_docker(
                 report=report, state=state, replicas=replicas, confirm=ask,
             ),
         )  # fmt: skip
+    if dry_run and result.get("plan"):
+        check_given(result["plan"], superuser, initdb_args)
     _emit(_complete(result, target, state), output, report)
 
 
@@ -200,6 +195,8 @@ def plan_docker(
     from_image: FromImage = None,
     pgdata: Pgdata = None,
     mode: Mode = "link",
+    superuser: cli_options.Superuser = None,
+    initdb_args: cli_options.InitdbArgs = "",
     output: Output = "text",
 ) -> None:
     """Print the plan (same as `upgrade docker --dry-run`)."""
@@ -208,6 +205,8 @@ def plan_docker(
     result = engine.upgrade(
         target, to, mode=mode, dry_run=True, report=report, state=RunState("dry-run-unused")
     )
+    if result.get("plan"):
+        check_given(result["plan"], superuser, initdb_args)
     if output != "text":
         _emit(result.get("plan", {}), output, report)
 
@@ -215,22 +214,11 @@ def plan_docker(
 def resume_docker(
     container: Container = None,
     volume: Volume = None,
-    accept: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--accept",
-            metavar="CHECK",
-            help="After an exit 4 you have read: go on despite the failed check (fingerprint or health) "
-            "and start the upgraded database. Repeatable.",
-        ),
-    ] = None,
+    accept: cli_options.Accept = None,
     output: Output = "text",
 ) -> None:
     """Continue an interrupted upgrade where it stopped."""
     accepted = tuple(accept or ())
-    unknown = [a for a in accepted if a not in ACCEPTABLE]
-    if unknown:
-        raise typer.BadParameter(f"--accept takes {' or '.join(ACCEPTABLE)}, not {', '.join(unknown)}")
     target, state = _target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):
         raise PgleapError(f"no interrupted upgrade recorded for {target.key}")

@@ -3,6 +3,7 @@ failure, Ctrl-C/SIGTERM, the completed run's state."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ from toolkit.core.report import Report
 from toolkit.engine import runner as engine
 from toolkit.engine import undo
 from toolkit.engine.state import RunState, locked
-from toolkit.errors import EXIT_FAILED, PgleapError
+from toolkit.errors import EXIT_FAILED, PgleapError, Refused
 
 
 def _target(
@@ -172,3 +173,27 @@ def _complete(result: dict, target, state: RunState) -> dict:
         result["rollback_possible"] = engine.point_of_no_return(engine.plan_from_dict(plan)) is None
         result["old_container"] = target.old_name if getattr(target, "container_name", None) else None
     return result
+
+
+def check_given(plan, superuser: str | None, initdb_args: str) -> None:
+    """`--superuser`/`--initdb-args` on Docker: pgleap reads both from the old cluster itself (the
+    OID-10 role; encoding, locale, checksums, WAL size, which pg_upgrade needs equal), so given
+    values must agree with what it read; a contradiction is refused (exit 3) before any change.
+
+    `plan` is the UpgradePlan, or its dict in a dry run's result. The same options on Kubernetes
+    set what a Job cannot ask a running server."""
+    read = plan if isinstance(plan, dict) else plan.to_dict()
+    if superuser and superuser != read["superuser"]:
+        raise Refused(
+            f"--superuser {superuser}: the old cluster's bootstrap superuser (OID 10) is {read['superuser']}",
+            f"drop --superuser (pgleap reads it from the cluster), or give --superuser {read['superuser']}",
+        )
+    flags = list(read["initdb_args"])
+    other = [f for f in shlex.split(initdb_args or "") if f not in flags]
+    if other:
+        raise Refused(
+            f"--initdb-args {' '.join(other)}: not what the old cluster was created with "
+            f"(pgleap reads it: {' '.join(flags)})",
+            "drop --initdb-args: on Docker the new cluster is initialised to match the old one, as "
+            "pg_upgrade requires",
+        )

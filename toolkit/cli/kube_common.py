@@ -20,7 +20,7 @@ from rich.table import Table
 
 from toolkit.cli import options as cli_options
 from toolkit.core.report import console, print_findings, print_verdict
-from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused
+from toolkit.errors import EXIT_USAGE, EnvironmentProblem, PgleapError, Refused, VerificationFailed
 from toolkit.kube import guard, render_doc
 from toolkit.kube import shape as kube_shape
 from toolkit.kube.facts import parse_image
@@ -387,6 +387,21 @@ def env_for(facts: Any, superuser: str | None, initdb_args: str, set_env: list[s
         env["PGLEAP_INITDB_ARGS"] = initdb_args
     env.update(extra)
     return env
+
+
+def with_way_forward(rt: Any, namespace: str, name: str, run: Callable[[], Any]) -> Any:
+    """`run`, with an exit 4 of the fingerprint comparison naming the command that moves forward.
+
+    Past the point of no return (link/swap) rollback is gone; `resume sts --accept fingerprint`
+    starts the upgraded data once the operator has read the differences (as on Docker)."""
+    try:
+        return run()
+    except VerificationFailed as exc:
+        state = rt.read_state(namespace, name)
+        if state is not None and (state.operation, state.phase) == ("upgrade", "upgraded"):
+            cmd = f"{cli_options.prog()} resume sts {name} -n {namespace} --accept fingerprint"
+            exc.hint = f"{exc.hint}; or start the upgraded database as it is with `{cmd}`"
+        raise
 
 
 def overrides(argo: bool, flux: bool, helm: bool, tf: bool, owner: bool) -> guard.GuardOverrides:

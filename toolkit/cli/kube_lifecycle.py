@@ -28,6 +28,7 @@ from toolkit.cli.kube_common import (
     ns_for,
     runtime_for,
     scripts,
+    with_way_forward,
 )
 from toolkit.core.report import console
 from toolkit.errors import EnvironmentProblem
@@ -51,6 +52,7 @@ def _lifecycle(
     output: str,
     dry_run: bool,
     yes: bool,
+    accept: tuple[str, ...] = (),
 ) -> None:
     """One body for resume, rollback and finalize: dry run, confirm, call the runtime, print."""
     ns = ns_for(namespace, kubeconfig, context)
@@ -75,12 +77,18 @@ def _lifecycle(
             rt,
             ns,
             name,
-            lambda: rt.resume(
+            lambda: with_way_forward(
+                rt,
                 ns,
                 name,
-                scripts=scripts(),
-                post_upgrade=deps().post_upgrade,
-                standby_probe=deps().standby_probe,
+                lambda: rt.resume(
+                    ns,
+                    name,
+                    scripts=scripts(),
+                    post_upgrade=deps().post_upgrade,
+                    standby_probe=deps().standby_probe,
+                    accept=accept,
+                ),
             ),
             prog=cli_options.prog(),
             resume=True,
@@ -109,35 +117,40 @@ def resume_sts(
     output: OutputOpt = "text",
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
+    accept: cli_options.Accept = None,
 ) -> None:
     """Continue a recorded upgrade, rollback or finalize from its last phase."""
-    _lifecycle("resume", name, kubeconfig, context, namespace, output, dry_run, yes)
+    if "health" in (accept or ()):
+        raise typer.BadParameter(
+            "on Kubernetes it takes fingerprint (the health checks run on the serving database)",
+            param_hint="--accept",
+        )
+    _lifecycle("resume", name, kubeconfig, context, namespace, output, dry_run, yes, tuple(accept or ()))
 
 
-def rollback_sts(
-    name: NameArg,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    namespace: NamespaceOpt = None,
-    output: OutputOpt = "text",
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-) -> None:
-    """Restore the original StatefulSet and the old data directory."""
-    _lifecycle("rollback", name, kubeconfig, context, namespace, output, dry_run, yes)
+def _lifecycle_command(command: str, doc: str):
+    """rollback and finalize: the same options, one body (`_lifecycle`); a module-level function each."""
+
+    def run(
+        name: NameArg,
+        kubeconfig: KubeconfigOpt = None,
+        context: ContextOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = "text",
+        dry_run: DryRunOpt = False,
+        yes: YesOpt = False,
+    ) -> None:
+        _lifecycle(command, name, kubeconfig, context, namespace, output, dry_run, yes)
+
+    run.__name__ = run.__qualname__ = f"{command}_sts"
+    run.__doc__ = doc
+    return run
 
 
-def finalize_sts(
-    name: NameArg,
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    namespace: NamespaceOpt = None,
-    output: OutputOpt = "text",
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-) -> None:
-    """Remove the old data directory and pgleap's Jobs and ConfigMaps."""
-    _lifecycle("finalize", name, kubeconfig, context, namespace, output, dry_run, yes)
+rollback_sts = _lifecycle_command("rollback", "Restore the original StatefulSet and the old data directory.")
+finalize_sts = _lifecycle_command(
+    "finalize", "Remove the old data directory and pgleap's Jobs and ConfigMaps."
+)
 
 
 def cleanup_sts(

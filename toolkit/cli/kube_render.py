@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -38,6 +38,13 @@ from toolkit.kube.plan import make_plan
 from toolkit.kube.topology import detect, read_sts_names
 
 
+def _major(flag: str, of: str) -> Any:
+    """--from-major/--to-major: a PostgreSQL major `render` trusts when an image tag names none."""
+    return typer.Option(
+        flag, metavar="MAJOR", min=9, max=99, help=f"PostgreSQL major {of}, if its tag says none."
+    )
+
+
 def render_cmd(
     to: ToOpt,
     file: Annotated[
@@ -61,26 +68,8 @@ def render_cmd(
     initdb_args: InitdbOpt = "",
     set_env: SetEnvOpt = None,
     keep_readers: KeepReadersOpt = False,
-    from_major: Annotated[
-        int | None,
-        typer.Option(
-            "--from-major",
-            metavar="MAJOR",
-            min=9,
-            max=99,
-            help="PostgreSQL major of the running image, if its tag says none.",
-        ),
-    ] = None,
-    to_major: Annotated[
-        int | None,
-        typer.Option(
-            "--to-major",
-            metavar="MAJOR",
-            min=9,
-            max=99,
-            help="PostgreSQL major of --to, if its tag says none.",
-        ),
-    ] = None,
+    from_major: Annotated[int | None, _major("--from-major", "of the running image")] = None,
+    to_major: Annotated[int | None, _major("--to-major", "of --to")] = None,
     run_id: Annotated[
         str | None,
         typer.Option(

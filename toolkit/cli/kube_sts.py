@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Any
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -41,9 +40,10 @@ from toolkit.cli.kube_common import (
     replica_lines,
     runtime_for,
     scripts,
+    with_way_forward,
 )
 from toolkit.core.report import console
-from toolkit.kube import history, render
+from toolkit.kube import history, render, render_doc
 from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube.facts import facts_as_dict
 
@@ -125,16 +125,45 @@ def plan_sts(
     Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
     nothing: only two short probe Pods (one per image) are created and deleted."""
     ns = ns_for(namespace, kubeconfig, context)
-    rt = runtime_for(kubeconfig, context, output)
+    _show_plan(
+        runtime_for(kubeconfig, context, output), ns, name, to, output, snapshot, mode, downtime, superuser,
+        initdb_args, set_env, patch_retention, keep_readers,
+        overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
+    )  # fmt: skip
+
+
+def _show_plan(
+    rt: Any,
+    ns: str,
+    name: str,
+    to: str,
+    output: str,
+    snapshot: bool | None,
+    mode: str,
+    downtime: str,
+    superuser: str | None,
+    initdb_args: str,
+    set_env: list[str] | None,
+    patch_retention: bool,
+    keep_readers: bool,
+    guards: Any,
+) -> None:
+    """`plan sts` and `upgrade sts --dry-run`: the live plan (read-only, the upgrade's refusals) printed."""
     facts = rt.inspect(ns, name)
+    # deterministic, as `render`: the run id (snapshot and object names) comes from the inputs
+    run_id = render_doc.run_id_for(
+        render.clean_object(rt.read_sts(ns, name)), to, ns, name, snapshot, mode, downtime, superuser,
+        initdb_args, set_env, patch_retention, keep_readers, dataclasses.asdict(guards),
+    )  # fmt: skip
     plan, sts, warnings = rt.plan(
         ns,
         name,
         to,
+        run_id=run_id,
         job_env=env_for(facts, superuser, initdb_args, set_env),
         mode=mode,
         snapshot=snapshot,
-        overrides=overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference),
+        overrides=guards,
         patch_retention=patch_retention,
         keep_readers=keep_readers,
         scripts=scripts(required=False),
@@ -161,6 +190,9 @@ def plan_sts(
         for o in objs:
             c.print(f"  {o['kind']} {o['metadata']['name']}", markup=False)
 
+    if output == "yaml":  # render's header and per-object roles: what to commit, what is temporary
+        print(render_doc.to_yaml(objs, plan, command="plan sts"), end="")
+        return
     _print(objs, output, text)
 
 
@@ -186,44 +218,25 @@ def upgrade_sts(
     allow_terraform: AllowTf = False,
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
-    no_auto_restore: Annotated[
-        bool,
-        typer.Option(
-            "--no-auto-restore",
-            help="On a failure before the new cluster starts, leave the StatefulSet stopped for "
-            "inspection (default: pgleap puts the old StatefulSet back by itself).",
-        ),
-    ] = False,
+    no_verify: cli_options.NoVerify = False,
+    no_auto_restore: cli_options.NoAutoRestore = False,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
-    facts = rt.inspect(ns, name)
-    env = env_for(facts, superuser, initdb_args, set_env)
+    if no_verify:
+        rt.proof = None  # no serve-old/serve-new Job (a later resume finds no fingerprint: not compared)
     guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
-    if dry_run:
-        plan, sts, warnings = rt.plan(
-            ns,
-            name,
-            to,
-            job_env=env,
-            mode=mode,
-            snapshot=snapshot,
-            overrides=guards,
-            patch_retention=patch_retention,
-            keep_readers=keep_readers,
-            scripts=scripts(required=False),
-            preflight=deps().preflight,
-            downtime=downtime,
-        )
-        for w in warnings:
-            err.print(f"[yellow]warning:[/] {escape(w)}")
-        for line in replica_lines(plan):
-            err.print(line, markup=False, highlight=False)
-        objs = render.objects_for(plan, sts, scripts(required=False), rt.read_statefulset(plan))
-        _print(objs, output if output != "text" else "yaml", lambda: None)
+    if dry_run:  # the plan, as `plan sts -o yaml` prints it (or -o json)
+        _show_plan(
+            rt, ns, name, to, output if output != "text" else "yaml", snapshot, mode, downtime, superuser,
+            initdb_args, set_env, patch_retention, keep_readers, guards,
+        )  # fmt: skip
+        if no_verify:
+            err.print(cli_options.NO_VERIFY_NOTE, markup=False, highlight=False)
         err.print("dry run: nothing was changed")
         return
+    env = env_for(rt.inspect(ns, name), superuser, initdb_args, set_env)
     cli_options.confirm(
         f"upgrade {ns}/{name}: stop it and upgrade it to {to}; the database is down until it finishes; "
         "standbys, if any, are re-seeded afterwards (`pgleap plan sts` shows their read downtime)",
@@ -234,25 +247,32 @@ def upgrade_sts(
         rt,
         ns,
         name,
-        lambda: rt.upgrade(
+        lambda: with_way_forward(
+            rt,
             ns,
             name,
-            to,
-            scripts=scripts(),
-            job_env=env,
-            mode=mode,
-            snapshot=snapshot,
-            overrides=guards,
-            patch_retention=patch_retention,
-            post_upgrade=deps().post_upgrade,
-            keep_readers=keep_readers,
-            standby_probe=deps().standby_probe,
-            preflight=deps().preflight,
-            auto_restore=not no_auto_restore,
-            downtime=downtime,
+            lambda: rt.upgrade(
+                ns,
+                name,
+                to,
+                scripts=scripts(),
+                job_env=env,
+                mode=mode,
+                snapshot=snapshot,
+                overrides=guards,
+                patch_retention=patch_retention,
+                post_upgrade=deps().post_upgrade,
+                keep_readers=keep_readers,
+                standby_probe=deps().standby_probe,
+                preflight=deps().preflight,
+                auto_restore=not no_auto_restore,
+                downtime=downtime,
+            ),
         ),
         prog=cli_options.prog(),
     ).as_dict()
+    if no_verify:
+        outcome["notes"].append(cli_options.NO_VERIFY_NOTE)
     outcome.update(history.machine_fields(rt.kube, ns, name))
     _print(outcome, output, lambda: _outcome_text(outcome))
 

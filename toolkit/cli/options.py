@@ -61,7 +61,7 @@ Downtime = Annotated[
         metavar="WINDOW",
         callback=choice("--downtime", DOWNTIMES),
         help="verified (default): everything, checks included, while the database is down; minimal: only "
-        "stop, pg_upgrade and restart are down (Docker only for now)",
+        "stop, pg_upgrade and restart are down",
     ),
 ]
 Superuser = Annotated[
@@ -72,6 +72,44 @@ Superuser = Annotated[
 ]
 InitdbArgs = Annotated[
     str, typer.Option("--initdb-args", metavar="FLAGS", help="initdb flags for the new cluster.")
+]
+NoVerify = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Skip the before/after fingerprint of the data (on Kubernetes: its serve-old/serve-new Jobs).",
+    ),
+]
+NoAutoRestore = Annotated[
+    bool,
+    typer.Option(
+        "--no-auto-restore",
+        help="On a failure before the new cluster starts, leave the database stopped for inspection "
+        "(default: pgleap puts the old one back by itself: the old container, the old StatefulSet).",
+    ),
+]
+NO_VERIFY_NOTE = "--no-verify: the before/after fingerprint of the data was skipped (nothing compared)"
+ACCEPTABLE = ("fingerprint", "health")
+
+
+def _check_accept(values: list[str] | None) -> list[str] | None:
+    unknown = [v for v in values or () if v not in ACCEPTABLE]
+    if unknown:
+        raise typer.BadParameter(
+            f"takes {' or '.join(ACCEPTABLE)}, not {', '.join(unknown)}", param_hint="--accept"
+        )
+    return values
+
+
+Accept = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept",
+        metavar="CHECK",
+        callback=_check_accept,
+        help="After an exit 4 you have read: go on despite the failed check and start the upgraded "
+        "database: fingerprint, or health (Docker). Repeatable.",
+    ),
 ]
 Yes = Annotated[
     bool,
@@ -111,12 +149,13 @@ def require_yes_without_terminal(what: str, *, yes: bool, command: str) -> None:
         )
 
 
-def upgrade_summary(key: str, plan) -> str:
-    """The plan in one line, for the question before an upgrade."""
+def upgrade_summary(key: str, plan, downtime: str = "verified", *, verify_data: bool = True) -> str:
+    """The plan in one line, for the question before an upgrade; the estimate is the chosen mode's."""
+    seconds = plan.estimated_downtime_seconds(downtime, verify_data=verify_data)
     return (
         f"upgrade {key}: PostgreSQL {plan.old_major} -> {plan.new_major} ({plan.source_image} -> "
-        f"{plan.target_image}, {plan.mode} mode); the database stops for about "
-        f"{round(plan.estimated_downtime_seconds())} s"
+        f"{plan.target_image}, {plan.mode} mode, --downtime {downtime}); the database stops for about "
+        f"{round(seconds)} s"
     )
 
 

@@ -43,12 +43,17 @@ def role(plan: KubePlan, obj: dict[str, Any]) -> str:
     return "created by the upgrade"
 
 
-def header(plan: KubePlan, objs: list[dict[str, Any]], *, with_state: bool) -> str:
-    """The comment block at the top of the YAML stream."""
+def header(plan: KubePlan, objs: list[dict[str, Any]], *, with_state: bool, command: str = "render") -> str:
+    """The comment block at the top of the YAML stream (`render`, or `plan sts` reading the live cluster)."""
+    same = (
+        "The same inputs render the same bytes (the run id comes from them; --run-id sets one)."
+        if command == "render"
+        else "The same live StatefulSet and flags give the same bytes (the run id comes from them)."
+    )
     lines = [
-        f"pgleap render: {plan.namespace}/{plan.sts} {plan.old_image} -> {plan.new_image} "
+        f"pgleap {command}: {plan.namespace}/{plan.sts} {plan.old_image} -> {plan.new_image} "
         f"(mode {plan.mode}, run id {plan.run_id})",
-        "The same inputs render the same bytes (the run id comes from them; --run-id sets one).",
+        same,
         f"Order of application, as `pgleap upgrade sts {plan.sts}` applies it:",
         f"  0. scale StatefulSet {plan.sts} to 0 and wait until its pod is gone (no object here)",
     ]
@@ -86,14 +91,20 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Readable.add_representer(str, _str)
 
 
-def to_yaml(objs: list[dict[str, Any]], plan: KubePlan | None = None, *, with_state: bool = True) -> str:
+def to_yaml(
+    objs: list[dict[str, Any]],
+    plan: KubePlan | None = None,
+    *,
+    with_state: bool = True,
+    command: str = "render",
+) -> str:
     """A multi-document stream (`kubectl apply -f`); with a plan, the header and each object's role."""
     docs = []
     for o in objs:
         body = yaml.dump(o, Dumper=_Readable, sort_keys=False, default_flow_style=False, allow_unicode=True)
         docs.append((f"# {role(plan, o)}\n" if plan else "") + body)
     text = "---\n".join(docs)
-    return (header(plan, objs, with_state=with_state) if plan else "") + text
+    return (header(plan, objs, with_state=with_state, command=command) if plan else "") + text
 
 
 def as_list(objs: list[dict[str, Any]]) -> dict[str, Any]:
