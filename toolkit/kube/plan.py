@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.core.layout import Layout, compute_layout
-from toolkit.core.paths import OLD_ROOT, SCRIPTS, VOLUME
-from toolkit.core.plan import MODES  # one list of pg_upgrade modes for both runtimes
+from toolkit.core.paths import SCRIPTS, VOLUME
+from toolkit.core.plan import UpgradePlan, check_target_mode, upgrade_env
 from toolkit.errors import Refused
 from toolkit.kube.facts import ImageRef, StsFacts, parse_image
 from toolkit.kube.topology import Standby, Topology
@@ -203,16 +203,20 @@ def node_pin_terms(facts: StsFacts) -> tuple[dict[str, Any], ...]:
 
 
 def layout_env(plan_layout: Layout, old_major: int, new_major: int, mode: str) -> dict[str, str]:
-    """The env keys pgleap derives itself."""
-    return {
-        "PGLEAP_VOLUME": VOLUME_MOUNT,
-        "PGLEAP_OLD_ROOT": OLD_ROOT,
-        "PGLEAP_OLD_REL": plan_layout.old_rel,
-        "PGLEAP_NEW_REL": plan_layout.new_rel,
-        "PGLEAP_OLD_MAJOR": str(old_major),
-        "PGLEAP_NEW_MAJOR": str(new_major),
-        "PGLEAP_MODE": mode,
-    }
+    """The env keys pgleap derives from the layout and mode (core's one upgrade.sh contract)."""
+    return upgrade_env(plan_layout, old_major=old_major, new_major=new_major, mode=mode, volume=VOLUME_MOUNT)
+
+
+def with_live_plan(kplan: KubePlan, plan: UpgradePlan) -> KubePlan:
+    """`kplan` with what the live read decided (core's plan): the same upgrade.sh env as Docker's
+    (superuser, initdb options, lock sizing; initdb options the caller set stay) and the images'
+    glibc/ICU for the targeted reindex."""
+    decided = plan.upgrade_env(volume=VOLUME_MOUNT)
+    env = dict(kplan.job_env)
+    env["PGLEAP_MAX_LOCKS"] = decided["PGLEAP_MAX_LOCKS"]
+    env.setdefault("PGLEAP_INITDB_ARGS", decided["PGLEAP_INITDB_ARGS"])
+    env.setdefault("PGLEAP_SUPERUSER", decided["PGLEAP_SUPERUSER"])
+    return replace(kplan, job_env=env, glibc=plan.glibc, icu=plan.icu)
 
 
 def merge_job_env(derived: dict[str, str], given: dict[str, str] | None) -> dict[str, str]:
@@ -264,17 +268,11 @@ def make_plan(
     """Decide everything Kubernetes-side; `snapshot=None` means "if a snapshot class fits".
 
     `target` carries the probed major (kube_probe); without it the tag is parsed (offline render)."""
-    if mode not in MODES:
-        raise Refused(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
     target = target or parse_image(target_image)
     if target.major is None or facts.image.major is None or facts.uid is None:
         raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
     superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))
-    if mode == "swap" and target.major < 18:  # pg_upgrade --swap is new in 18: refuse before the stop
-        raise Refused(
-            f"--mode swap needs PostgreSQL 18 or newer as target (this one is {target.major})",
-            "use --mode link (fast) or --mode copy (keeps the old cluster intact)",
-        )
+    check_target_mode(mode, target.major)  # the same refusals as Docker's, before the stop
     layout = compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, target.major, target.kind)
     run_id = run_id or uuid.uuid4().hex[:12]
     take_snapshot = bool(facts.snapshot_classes) if snapshot is None else snapshot
