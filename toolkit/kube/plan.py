@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from toolkit.core.layout import Layout, compute_layout
+from toolkit.core.layout import Layout, compute_layout, default_pgdata
 from toolkit.core.paths import SCRIPTS, VOLUME
 from toolkit.core.plan import UpgradePlan, check_target_mode, upgrade_env
 from toolkit.errors import Refused
@@ -225,7 +225,14 @@ def make_plan(
         raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
     superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))
     check_target_mode(mode, target.major)  # the same refusals as Docker's, before the stop
-    layout = compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, target.major, target.kind)
+    layout = compute_layout(
+        facts.mount_path,
+        facts.sub_path,
+        facts.pgdata,
+        target.major,
+        target.kind,
+        old_default=_old_default(facts),
+    )
     run_id = run_id or uuid.uuid4().hex[:12]
     take_snapshot = bool(facts.snapshot_classes) if snapshot is None else snapshot
     derived = layout_env(layout, facts.image.major, target.major, mode)
@@ -270,6 +277,12 @@ def make_plan(
         replicas=replicas,
         rehearsal_of=_rehearsal_of(facts),
     )
+
+
+def _old_default(facts: StsFacts) -> str | None:
+    """PGDATA the old image uses when none is set: the one placement rule compares with it."""
+    major = facts.image.major
+    return default_pgdata(facts.image.kind, major) if major is not None else None
 
 
 def _rehearsal_of(facts: StsFacts) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.core.layout import Layout, compute_layout
+from toolkit.core.layout import Layout, compute_layout, default_pgdata
 from toolkit.errors import Refused
 from toolkit.kube.facts import StsFacts
 from toolkit.kube.topology import Standby, Topology
@@ -80,7 +80,14 @@ def replica_plan(
         data_claim=facts.data_claim,
         mount_path=facts.mount_path,
         sub_path=facts.sub_path,
-        layout=compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, new_major, new_kind),  # type: ignore[arg-type]
+        layout=compute_layout(
+            facts.mount_path,
+            facts.sub_path,
+            facts.pgdata,
+            new_major,
+            new_kind,  # type: ignore[arg-type]
+            old_default=default_pgdata(facts.image.kind, facts.image.major) if facts.image.major else None,
+        ),
         uid=facts.uid,
         gid=facts.gid,
         fs_group=facts.fs_group,
