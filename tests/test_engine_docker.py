@@ -119,11 +119,13 @@ def test_17_to_18_6_is_refused_before_anything_changes(runtime, image_names, old
 
 
 @in_full_tier
-def test_resume_after_pgleap_died_after_pg_upgrade(runtime, image_names, old_db_factory):
+def test_resume_after_pgleap_died_after_pg_upgrade(runtime, image_names, old_db_factory, monkeypatch):
     db = old_db_factory("13-3.1")
     before = db.fingerprint()
+    monkeypatch.setenv("PGLEAP_FAIL", "after-upgraded")
     with pytest.raises(PgleapError, match="injected"):
-        _upgrade(runtime, db, "17-3.5", image_names, fail_after="upgraded")
+        _upgrade(runtime, db, "17-3.5", image_names)
+    monkeypatch.delenv("PGLEAP_FAIL")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
     state = RunState(target.key)
     result = engine.upgrade(target, image_names["17-3.5"], report=Report(quiet=True), state=state)
@@ -133,11 +135,15 @@ def test_resume_after_pgleap_died_after_pg_upgrade(runtime, image_names, old_db_
 
 
 @in_full_tier
-def test_rollback_in_link_mode_before_the_new_cluster_started(runtime, image_names, old_db_factory):
+def test_rollback_in_link_mode_before_the_new_cluster_started(
+    runtime, image_names, old_db_factory, monkeypatch
+):
     db = old_db_factory("13-3.1")
     before = db.fingerprint()
+    monkeypatch.setenv("PGLEAP_FAIL", "after-upgraded")
     with pytest.raises(PgleapError, match="injected"):
-        _upgrade(runtime, db, "17-3.5", image_names, fail_after="upgraded")
+        _upgrade(runtime, db, "17-3.5", image_names)
+    monkeypatch.delenv("PGLEAP_FAIL")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
     undo.rollback(target, report=Report(quiet=True), state=RunState(target.key))
     container = runtime.docker.containers.get(db.name)
@@ -146,11 +152,15 @@ def test_rollback_in_link_mode_before_the_new_cluster_started(runtime, image_nam
 
 
 @in_full_tier
-def test_rollback_after_a_failed_post_upgrade_step_in_copy_mode(runtime, image_names, old_db_factory):
+def test_rollback_after_a_failed_post_upgrade_step_in_copy_mode(
+    runtime, image_names, old_db_factory, monkeypatch
+):
     db = old_db_factory("15-3.3")
     before = db.fingerprint()
+    monkeypatch.setenv("PGLEAP_FAIL", "after-health")
     with pytest.raises(PgleapError, match="injected"):
-        _upgrade(runtime, db, "17-3.5", image_names, mode="copy", fail_after="health")
+        _upgrade(runtime, db, "17-3.5", image_names, mode="copy")
+    monkeypatch.delenv("PGLEAP_FAIL")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
     undo.rollback(target, report=Report(quiet=True), state=RunState(target.key))
     assert runtime.docker.containers.get(db.name).attrs["Config"]["Image"] == image_names["15-3.3"]
@@ -158,10 +168,14 @@ def test_rollback_after_a_failed_post_upgrade_step_in_copy_mode(runtime, image_n
 
 
 @in_full_tier
-def test_link_mode_rollback_is_refused_after_the_new_cluster_ran(runtime, image_names, old_db_factory):
+def test_link_mode_rollback_is_refused_after_the_new_cluster_ran(
+    runtime, image_names, old_db_factory, monkeypatch
+):
     db = old_db_factory("13-3.1", rows=500)
+    monkeypatch.setenv("PGLEAP_FAIL", "after-health")
     with pytest.raises(PgleapError, match="injected"):
-        _upgrade(runtime, db, "15-3.3", image_names, fail_after="health")
+        _upgrade(runtime, db, "15-3.3", image_names)
+    monkeypatch.delenv("PGLEAP_FAIL")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
     with pytest.raises(Refused, match="has been started") as refused:
         undo.rollback(target, report=Report(quiet=True), state=RunState(target.key))

@@ -79,11 +79,13 @@ def test_copy_15_to_17_minimal(runtime, image_names, old_db_factory):
     assert "point_of_no_return" not in result  # copy: the old cluster stays until finalize
 
 
-def test_resume_after_pg_upgrade_keeps_minimal(runtime, image_names, old_db_factory):
+def test_resume_after_pg_upgrade_keeps_minimal(runtime, image_names, old_db_factory, monkeypatch):
     db = old_db_factory("13-3.1", rows=500)
     before = db.fingerprint()
+    monkeypatch.setenv("PGLEAP_FAIL", "after-upgraded")
     with pytest.raises(PgleapError, match="injected"):
-        _minimal(runtime, db, image_names["17-3.5"], fail_after="upgraded")
+        _minimal(runtime, db, image_names["17-3.5"])
+    monkeypatch.delenv("PGLEAP_FAIL")
     target = DockerTarget(runtime, saved=RunState(f"docker-{db.volume}").data["source"])
     state = RunState(target.key)
     assert state.data["downtime"] == "minimal"

@@ -207,11 +207,13 @@ def test_phases_run_in_order_and_are_recorded(planned, sql_steps):
     assert result["point_of_no_return"].startswith("the first start of the new cluster")
 
 
-def test_a_resume_starts_at_the_first_phase_not_done(planned, sql_steps):
+def test_a_resume_starts_at_the_first_phase_not_done(planned, sql_steps, monkeypatch):
     planned("copy")
     first = FakeTarget()
-    with pytest.raises(PgleapError, match="injected failure after phase upgraded"):
-        _upgrade(first, fail_after="upgraded")
+    monkeypatch.setenv("PGLEAP_FAIL", "after-upgraded")  # db/faults.py: as if pgleap died there
+    with pytest.raises(PgleapError, match="injected failure at after-upgraded"):
+        _upgrade(first)
+    monkeypatch.delenv("PGLEAP_FAIL")
     assert RunState("fake").data["done_phases"] == ["planned", "collected", "stopped", "upgraded"]
     again = FakeTarget()
     again.serving = None  # still stopped by the first run

@@ -8,6 +8,8 @@ import pytest
 
 from toolkit.core.layout import Layout, compute_layout, default_pgdata, rel_in_volume
 
+OLD = "/var/lib/postgresql/data"  # the official <=17 images' default PGDATA
+
 
 @pytest.mark.parametrize(
     ("mount", "sub", "pgdata", "rel"),
@@ -52,13 +54,13 @@ def test_rel_in_volume_refuses(mount: str, sub: str | None, pgdata: str) -> None
 
 
 def test_official_17_target_keeps_mount_and_pgdata() -> None:
-    lay = compute_layout("/var/lib/postgresql/data", None, "/var/lib/postgresql/data", 17, "official")
+    lay = compute_layout(OLD, None, OLD, 17, "official", old_default=OLD)
     assert lay == Layout(*["/var/lib/postgresql/data"] * 4)
     assert not lay.changes_mount
 
 
 def test_official_18_target_moves_mount_up() -> None:
-    lay = compute_layout("/var/lib/postgresql/data", None, "/var/lib/postgresql/data", 18, "official")
+    lay = compute_layout(OLD, None, OLD, 18, "official", old_default=OLD)
     assert lay.old_rel == ""
     assert lay.new_rel == "18/docker"
     assert lay.new_mount_path == "/var/lib/postgresql"
@@ -68,24 +70,46 @@ def test_official_18_target_moves_mount_up() -> None:
 
 
 def test_official_18_target_keeps_subpath() -> None:
-    lay = compute_layout("/var/lib/postgresql/data", "pgdata", "/var/lib/postgresql/data", 18, "official")
+    lay = compute_layout(OLD, "pgdata", OLD, 18, "official", old_default=OLD)
     assert (lay.old_rel, lay.new_rel, lay.new_sub_path) == ("pgdata", "pgdata/18/docker", "pgdata")
     assert lay.new_mount_path == "/var/lib/postgresql"
 
 
-def test_groundhog_to_19() -> None:
-    lay = compute_layout("/var/lib/postgresql/data", None, "/var/lib/postgresql/data/pg", 19, "official")
-    assert (lay.old_rel, lay.new_rel, lay.new_pgdata) == ("pg", "19/docker", "/var/lib/postgresql/19/docker")
+@pytest.mark.parametrize("major", [17, 18, 19])
+def test_a_user_chosen_pgdata_stays_where_it_is(major: int) -> None:
+    """groundhog2k's /var/lib/postgresql/data/pg: the one placement rule (as on Docker) keeps it."""
+    lay = compute_layout(OLD, None, f"{OLD}/pg", major, "official", old_default=OLD)
+    assert (lay.old_rel, lay.new_rel, lay.new_mount, lay.new_pgdata) == ("pg", "pg", OLD, f"{OLD}/pg")
+    assert not lay.changes_mount
+
+
+def test_an_unknown_old_default_keeps_pgdata() -> None:
+    lay = compute_layout(OLD, None, OLD, 18, "official", old_default=None)
+    assert not lay.changes_mount
 
 
 def test_official_18_to_19_stays_in_volume_root() -> None:
-    lay = compute_layout("/var/lib/postgresql", None, "/var/lib/postgresql/18/docker", 19, "official")
+    lay = compute_layout(
+        "/var/lib/postgresql",
+        None,
+        "/var/lib/postgresql/18/docker",
+        19,
+        "official",
+        old_default=default_pgdata("official", 18),
+    )
     assert (lay.old_rel, lay.new_rel) == ("18/docker", "19/docker")
 
 
 @pytest.mark.parametrize("kind", ["bitnami", "kartoza", "unknown"])
 def test_other_images_keep_layout_even_for_18(kind: str) -> None:
-    lay = compute_layout("/bitnami/postgresql", None, "/bitnami/postgresql/data", 18, kind)  # type: ignore[arg-type]
+    lay = compute_layout(
+        "/bitnami/postgresql",
+        None,
+        "/bitnami/postgresql/data",
+        18,
+        kind,
+        old_default="/bitnami/postgresql/data",
+    )  # type: ignore[arg-type]
     assert (lay.old_rel, lay.new_rel) == ("data", "data")
     assert (lay.new_mount_path, lay.new_pgdata) == ("/bitnami/postgresql", "/bitnami/postgresql/data")
 
@@ -117,7 +141,9 @@ def test_default_pgdata(kind: str, major: int, expected: str | None) -> None:
 )
 def test_a_plan_stored_before_the_layout_merge_reads_back(mount, sub, pgdata, major) -> None:
     """A run recorded by an older pgleap (Kubernetes Layout fields) resumes with the same layout."""
-    lay = compute_layout(mount, sub, pgdata, major, "official")
+    lay = compute_layout(
+        mount, sub, pgdata, major, "official", old_default=default_pgdata("official", major - 1)
+    )
     legacy = {"old_rel": lay.old_rel, "new_rel": lay.new_rel, "new_mount_path": lay.new_mount,
               "new_sub_path": lay.sub_path, "new_pgdata": lay.new_pgdata}  # fmt: skip
     assert Layout.from_dict(legacy, mount_path=mount) == lay

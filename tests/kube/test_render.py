@@ -330,7 +330,8 @@ def test_new_statefulset_strips_server_fields() -> None:
             "postgres/18/docker",
         ),
         ("when-scaled-delete", "/var/lib/postgresql", "data", None, "data/data", "data/18/docker"),
-        ("groundhog2k", "/var/lib/postgresql", None, "/var/lib/postgresql/18/docker", "pg", "18/docker"),
+        # a user-chosen PGDATA stays (the one placement rule, core/layout.py)
+        ("groundhog2k", "/var/lib/postgresql/data", None, "/var/lib/postgresql/data/pg", "pg", "pg"),
         ("flux", "/var/lib/postgresql", None, None, "", "18/docker"),
     ],
 )

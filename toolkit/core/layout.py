@@ -4,16 +4,16 @@ One `Layout` for both runtimes: the old and the new cluster's PGDATA, each with 
 volume is mounted at, and (Kubernetes only) the volume's subPath, the same before and after.
 The scripts (upgrade.sh, the Job) need PGDATA as a path *inside the volume*: `old_rel`/`new_rel`.
 
-Where the new cluster goes is decided by one of two placement functions below, one per way a
-runtime knows the target image:
-- `new_layout` (Docker) reads the target image's own PGDATA and VOLUMEs: a user who kept the old
-  image's default PGDATA gets the new image's default; a user-chosen PGDATA is kept.
-- `compute_layout` (Kubernetes) knows only the image's kind: the official images moved PGDATA
-  in 18 (`/var/lib/postgresql/18/docker`, volume at `/var/lib/postgresql`) and the 18 image
-  refuses to start on the old `/data` layout, so an official 18+ target gets the new mount;
-  every other target keeps the mount and PGDATA it had.
-They differ for a user-chosen PGDATA under the old official mount (groundhog2k's `/data/pg`):
-Docker keeps it, Kubernetes moves it (tests/test_plan.py, tests/kube/test_layout.py).
+Where the new cluster goes follows one rule for both runtimes (`keeps_pgdata`): a PGDATA the
+user chose stays where it is, on the same volume and mount, so the path their backups,
+monitoring and runbooks name keeps meaning the same data; a PGDATA left at the old image's
+default follows the new image's default (the official images moved it in 18 to
+`/var/lib/postgresql/18/docker` under a volume at `/var/lib/postgresql`, and their 18+
+entrypoint refuses to start with data only at the old default path; a PGDATA set explicitly
+elsewhere it accepts). The runtimes learn the new default differently:
+- `new_layout` (Docker) reads the target image's own PGDATA and VOLUMEs;
+- `compute_layout` (Kubernetes) knows only the image's family: an official 18+ target gets the
+  new mount, every other target keeps the mount and PGDATA it had.
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ def rel_to_mount(path: str, mount: str) -> str:
     return "" if rel == "." else rel
 
 
+def keeps_pgdata(pgdata: str, old_default: str | None) -> bool:
+    """The one placement rule: a PGDATA other than the old image's default was chosen by the
+    user and stays; the default follows the new image's default (see the module docstring)."""
+    return old_default is None or posixpath.normpath(pgdata) != posixpath.normpath(old_default)
+
+
 def new_layout(
     old_mount: str, old_pgdata: str, old_image_pgdata: str, target_pgdata: str, target_volumes: list[str]
 ) -> Layout:
@@ -98,7 +104,7 @@ def new_layout(
     (PG 18 images: /var/lib/postgresql/18/docker under a volume at /var/lib/postgresql);
     a user who set their own PGDATA keeps it.
     """
-    if posixpath.normpath(old_pgdata) != posixpath.normpath(old_image_pgdata) or not target_pgdata:
+    if keeps_pgdata(old_pgdata, old_image_pgdata) or not target_pgdata:
         return Layout(old_mount, old_pgdata, old_mount, old_pgdata)
     mount = next(
         (v for v in sorted(target_volumes, key=len) if posixpath.commonpath([v, target_pgdata]) == v),
@@ -155,11 +161,15 @@ def compute_layout(
     pgdata: str,
     target_major: int,
     image_kind: ImageKind,
+    *,
+    old_default: str | None,
 ) -> Layout:
-    """Kubernetes: old and new PGDATA, and the mount and PGDATA of the new StatefulSet."""
+    """Kubernetes: old and new PGDATA, and the mount and PGDATA of the new StatefulSet.
+
+    `old_default` is the old image's default PGDATA (`default_pgdata`; None when unknown: kept)."""
     sub = _norm_sub(sub_path)
     rel_in_volume(mount_path, sub, pgdata)  # ValueError when PGDATA is off the volume
     mount, data = _norm(mount_path), _norm(pgdata)
-    if image_kind == "official" and target_major >= 18:
+    if image_kind == "official" and target_major >= 18 and not keeps_pgdata(data, old_default):
         return Layout(mount, data, OFFICIAL_VOLUME_18, f"{OFFICIAL_VOLUME_18}/{target_major}/docker", sub)
     return Layout(mount, data, mount, data, sub)

@@ -106,21 +106,23 @@ class UpgradePlan:
         proof = 2 * PROOF_SECONDS_PER_GB * self.data_kb / 1024**2 if verify_data else 0.0
         return base + 2.0 * len(self.databases) + proof
 
+    def upgrade_env(self, *, volume: str = VOLUME, old_root: str = OLD_ROOT) -> dict[str, str]:
+        """upgrade.sh's environment, every action alike (the one contract: `upgrade_env`)."""
+        return upgrade_env(
+            self.layout,
+            old_major=self.old_major,
+            new_major=self.new_major,
+            mode=self.mode,
+            superuser=self.superuser,
+            initdb_args=self.initdb_args,
+            max_locks=self.max_locks,
+            volume=volume,
+            old_root=old_root,
+        )
+
     def container_env(self, action: str, *, volume: str = VOLUME, old_root: str = OLD_ROOT) -> dict:
-        """The environment of upgrade.sh in the new image (same for Docker and Kubernetes)."""
-        return {
-            "PGLEAP_ACTION": action,
-            "PGLEAP_VOLUME": volume,
-            "PGLEAP_OLD_ROOT": old_root,
-            "PGLEAP_OLD_REL": self.layout.old_rel,
-            "PGLEAP_NEW_REL": self.layout.new_rel,
-            "PGLEAP_OLD_MAJOR": str(self.old_major),
-            "PGLEAP_NEW_MAJOR": str(self.new_major),
-            "PGLEAP_MODE": self.mode,
-            "PGLEAP_SUPERUSER": self.superuser,
-            "PGLEAP_INITDB_ARGS": " ".join(self.initdb_args),
-            "PGLEAP_MAX_LOCKS": str(self.max_locks),
-        }
+        """The environment of upgrade.sh in the new image for one action."""
+        return {"PGLEAP_ACTION": action, **self.upgrade_env(volume=volume, old_root=old_root)}
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -130,6 +132,42 @@ class UpgradePlan:
         data["rollback"] = self.rollback_note
         data["estimated_downtime_seconds"] = round(self.estimated_downtime_seconds(), 1)
         return data
+
+
+def upgrade_env(
+    layout: Layout,
+    *,
+    old_major: int,
+    new_major: int,
+    mode: str,
+    superuser: str | None = None,
+    initdb_args: tuple[str, ...] | None = None,
+    max_locks: int | None = None,
+    volume: str = VOLUME,
+    old_root: str = OLD_ROOT,
+) -> dict[str, str]:
+    """The environment contract of toolkit/container/upgrade.sh, for Docker and Kubernetes alike.
+
+    A key given as None is left out: upgrade.sh then reads the superuser and initdb options
+    from the old cluster itself (a Kubernetes plan made without the live read) and keeps
+    PostgreSQL's own lock table size.
+    """
+    env = {
+        "PGLEAP_VOLUME": volume,
+        "PGLEAP_OLD_ROOT": old_root,
+        "PGLEAP_OLD_REL": layout.old_rel,
+        "PGLEAP_NEW_REL": layout.new_rel,
+        "PGLEAP_OLD_MAJOR": str(old_major),
+        "PGLEAP_NEW_MAJOR": str(new_major),
+        "PGLEAP_MODE": mode,
+    }
+    if superuser is not None:
+        env["PGLEAP_SUPERUSER"] = superuser
+    if initdb_args is not None:
+        env["PGLEAP_INITDB_ARGS"] = " ".join(initdb_args)
+    if max_locks is not None:
+        env["PGLEAP_MAX_LOCKS"] = str(max_locks)
+    return env
 
 
 def not_postgres(image: str, detail: str) -> Refused:
@@ -192,14 +230,19 @@ def check_versions(old: ImageFacts, new: ImageFacts) -> list[str]:
     return warnings
 
 
-def check_mode(mode: str, new_major: int, data: DataFacts) -> None:
+def check_target_mode(mode: str, new_major: int) -> None:
+    """The mode refusals that need only the target's major (both runtimes, before any stop)."""
     if mode not in MODES:
         raise Refused(f"unknown mode {mode!r}", f"choose one of {', '.join(MODES)}")
-    if mode == "swap" and new_major < 18:
+    if mode == "swap" and new_major < 18:  # pg_upgrade --swap is new in 18
         raise Refused(
             f"--mode swap needs PostgreSQL 18 or newer as target (this one is {new_major})",
             "use --mode link (fast) or --mode copy (keeps the old cluster intact)",
         )
+
+
+def check_mode(mode: str, new_major: int, data: DataFacts) -> None:
+    check_target_mode(mode, new_major)
     if mode == "copy" and data.free_kb and data.data_kb * 1.1 > data.free_kb:
         raise Refused(
             f"copy mode needs about {data.data_kb * 1.1 / 1024:.0f} MiB free on the volume, "

@@ -88,7 +88,6 @@ def upgrade(
     dry_run: bool = False,
     report: Report,
     state: RunState,
-    fail_after: str | None = None,
     replicas: list[str] | None = None,
     accept: tuple[str, ...] = (),
     confirm: Callable[[UpgradePlan], None] | None = None,
@@ -126,7 +125,7 @@ def upgrade(
             return {**report.to_dict(), "status": "dry-run"}
     report.data["plan"] = plan.to_dict()
 
-    checkpoint = _checkpointer(state, fail_after)
+    checkpoint = _checkpointer(state)
     if not _reached(state, "collected"):
         with report.phase("collect old binaries", "old image -> scratch volume"):
             target.collect(plan)
@@ -145,9 +144,7 @@ def upgrade(
     if verify_data and not _reached(state, "fingerprinted"):
         _fingerprint_before(target, plan, report, checkpoint)
     _pg_upgrade(target, plan, report, state, checkpoint)
-    _on_the_new_cluster(
-        target, plan, report, state, checkpoint, verify_data=verify_data, accept=accept, fail_after=fail_after
-    )
+    _on_the_new_cluster(target, plan, report, state, checkpoint, verify_data=verify_data, accept=accept)
     if not _reached(state, "started"):
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
@@ -156,14 +153,12 @@ def upgrade(
     return _finish(target, plan, report, state, checkpoint)
 
 
-def _checkpointer(state: RunState, fail_after: str | None) -> Callable[..., None]:
+def _checkpointer(state: RunState) -> Callable[..., None]:
     """Record a phase as done, then the places a test (or Ctrl-C) may stop the run."""
 
     def checkpoint(phase: str, **extra) -> None:
         _mark(state, phase, **extra)
-        if fail_after == phase:  # fault injection for tests: as if pgleap died here
-            raise PgleapError(f"injected failure after phase {phase}")
-        faults.point(f"after-{phase}")  # test-only (PGLEAP_FAULT): wait here to be killed
+        faults.point(f"after-{phase}")  # test-only: PGLEAP_FAULT waits here to be killed, PGLEAP_FAIL fails
         interrupt.stop_if_requested(phase)  # Ctrl-C/SIGTERM: stop here, the phase is recorded
 
     return checkpoint
@@ -267,7 +262,6 @@ def _on_the_new_cluster(
     *,
     verify_data: bool,
     accept: tuple[str, ...],
-    fail_after: str | None,
 ) -> None:
     """On pgleap's own server of the new cluster, before clients: compare, update and repair, prove, check."""
     if plan.mode == "link" and not _reached(state, "verified"):
@@ -296,8 +290,7 @@ def _on_the_new_cluster(
             known_invalid=state.data.get("known_invalid_indexes"),
             accept="health" in accept,
         )
-        if fail_after == "health":
-            raise PgleapError("injected failure after the health checks")
+        faults.point("after-health")  # test-only, as the checkpoints
 
 
 def _awaiting_finalize(target: Target, target_image: str, report: Report, state: RunState) -> dict:

@@ -13,78 +13,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from toolkit.core.layout import ImageKind, default_pgdata
+from toolkit.core.layout import default_pgdata
 from toolkit.core.safe_paths import check_path
 from toolkit.errors import Refused
+from toolkit.kube.image_ref import ImageRef, parse_image
+from toolkit.kube.image_ref import image_kind as image_kind  # re-exported: kube.facts is where callers look
+from toolkit.kube.owners import Owner, detect_owners
 from toolkit.kube.shape import check_statefulset
 
 Obj = Mapping[str, Any]
 
 _PG_IMAGE = re.compile(r"postgres|postgis|postgresql", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image reference split into the parts pgleap reasons about."""
-
-    ref: str
-    repository: str  # without registry and tag, e.g. "postgis/postgis"
-    tag: str | None
-    kind: ImageKind
-    major: int | None  # PostgreSQL major guessed from the tag
-
-    @property
-    def alpine(self) -> bool:
-        return bool(self.tag and "alpine" in self.tag)
-
-
-def parse_image(ref: str) -> ImageRef:
-    """Split `registry/repo:tag@digest`; guess kind and PostgreSQL major from it."""
-    name = ref.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    tag = None
-    if ":" in last:
-        name, tag = name.rsplit(":", 1)
-    parts = name.split("/")
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        parts = parts[1:]  # drop the registry host
-    repository = "/".join(parts)
-    return ImageRef(ref=ref, repository=repository, tag=tag, kind=image_kind(repository), major=_major(tag))
-
-
-def image_kind(repository: str) -> ImageKind:
-    """Which family of images: their PGDATA, uid and layout rules differ."""
-    repo = repository.lower()
-    if "bitnami" in repo:
-        return "bitnami"
-    if "kartoza" in repo:
-        return "kartoza"
-    last = repo.rsplit("/", 1)[-1]
-    if last in ("postgres", "postgis") or repo.endswith("postgis/postgis"):
-        return "official"
-    return "unknown"
-
-
-def _major(tag: str | None) -> int | None:
-    """`13-3.1` → 13, `16.4.0-debian-12-r0` → 16, `17-3.5-alpine` → 17, `latest` → None."""
-    if not tag:
-        return None
-    m = re.match(r"v?(\d+)(?:[.\-_]|$)", tag)
-    if not m:
-        return None
-    major = int(m.group(1))
-    return major if 10 <= major < 100 else None
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Something that manages the StatefulSet and may undo pgleap's change."""
-
-    kind: str  # argocd | flux-kustomization | flux-helmrelease | helm | terraform | owner-reference
-    name: str
-    namespace: str
-    evidence: str  # the label/annotation that gave it away
-    certain: bool = True
 
 
 @dataclass(frozen=True)
@@ -257,74 +196,6 @@ def _security(sts: Obj, container: Obj, image: ImageRef) -> tuple[int | None, in
     elif image.kind == "bitnami":
         uid = 1001 if uid is None else uid
     return uid, gid, pod_sc.get("fsGroup")
-
-
-def _meta_items(obj: Obj) -> tuple[dict[str, str], dict[str, str]]:
-    meta = obj.get("metadata") or {}
-    return dict(meta.get("labels") or {}), dict(meta.get("annotations") or {})
-
-
-def detect_owners(sts: Obj) -> tuple[Owner, ...]:
-    """Controllers and tools whose labels/annotations sit on the StatefulSet."""
-    labels, ann = _meta_items(sts)
-    meta = sts.get("metadata") or {}
-    ns = meta.get("namespace") or ""
-    owners: list[Owner] = []
-    helm = labels.get("app.kubernetes.io/managed-by", "").lower() == "helm" or any(
-        k.startswith("meta.helm.sh/") for k in ann
-    )
-    if "argocd.argoproj.io/tracking-id" in ann:
-        app = ann["argocd.argoproj.io/tracking-id"].split(":", 1)[0]
-        owners.append(Owner("argocd", app, "", "annotation argocd.argoproj.io/tracking-id"))
-    elif "argocd.argoproj.io/instance" in labels:
-        owners.append(
-            Owner("argocd", labels["argocd.argoproj.io/instance"], "", "label argocd.argoproj.io/instance")
-        )
-    elif "app.kubernetes.io/instance" in labels and not helm:
-        # Argo CD's label tracking uses this label, but so do Helm and many
-        # hand-written manifests: report it as a possibility only.
-        owners.append(
-            Owner(
-                "argocd",
-                labels["app.kubernetes.io/instance"],
-                "",
-                "label app.kubernetes.io/instance without Helm labels (Argo CD label tracking?)",
-                certain=False,
-            )
-        )
-    if "kustomize.toolkit.fluxcd.io/name" in labels:
-        owners.append(
-            Owner(
-                "flux-kustomization",
-                labels["kustomize.toolkit.fluxcd.io/name"],
-                labels.get("kustomize.toolkit.fluxcd.io/namespace", ""),
-                "label kustomize.toolkit.fluxcd.io/name",
-            )
-        )
-    if "helm.toolkit.fluxcd.io/name" in labels:
-        owners.append(
-            Owner(
-                "flux-helmrelease",
-                labels["helm.toolkit.fluxcd.io/name"],
-                labels.get("helm.toolkit.fluxcd.io/namespace", ""),
-                "label helm.toolkit.fluxcd.io/name",
-            )
-        )
-    if helm:
-        owners.append(
-            Owner(
-                "helm",
-                ann.get("meta.helm.sh/release-name", labels.get("app.kubernetes.io/instance", "")),
-                ann.get("meta.helm.sh/release-namespace", ns),
-                "label app.kubernetes.io/managed-by=Helm or meta.helm.sh annotations",
-            )
-        )
-    tf = [f"{k}={v}" for k, v in {**labels, **ann}.items() if "terraform" in f"{k}={v}".lower()]
-    if tf:
-        owners.append(Owner("terraform", "", ns, f"metadata mentions terraform: {', '.join(sorted(tf))}"))
-    for ref in meta.get("ownerReferences") or []:
-        owners.append(Owner("owner-reference", f"{ref.get('kind')}/{ref.get('name')}", ns, "ownerReferences"))
-    return tuple(owners)
 
 
 def selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:

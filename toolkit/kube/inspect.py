@@ -10,7 +10,6 @@ set of refusals. Nothing here writes: a refusal leaves the StatefulSet running a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from rich.console import Console
 
@@ -23,7 +22,7 @@ from toolkit.db.inspect import inspect_sql
 from toolkit.errors import Refused
 from toolkit.kube.hooks import pod_server
 from toolkit.kube.model import HookContext
-from toolkit.kube.plan import KubePlan
+from toolkit.kube.plan import KubePlan, with_live_plan
 from toolkit.kube.probe import inline_script
 
 
@@ -71,8 +70,9 @@ def engine_preflight(
     pgdata: str,
     scripts: Mapping[str, str],
 ) -> KubePlan:
-    """The Kubernetes plan with what the live cluster decided: lock sizing for the Job, the
-    images' glibc/ICU for the targeted reindex. Raises Refused before anything is written."""
+    """The Kubernetes plan with what the live cluster decided: upgrade.sh's env by Docker's rules
+    (initdb options, lock sizing), the images' glibc/ICU for the targeted reindex. Raises Refused
+    before anything is written."""
     plan = live_plan(ctx, images, pgdata=pgdata, scripts=scripts)
     initdb_user = ctx.plan.job_env.get("PGLEAP_SUPERUSER")
     if initdb_user and initdb_user != plan.superuser:  # pg_upgrade would fail inside the Job, stopped
@@ -86,9 +86,4 @@ def engine_preflight(
         f"max_locks_per_transaction for pg_upgrade {plan.max_locks or 'default'}, "
         f"glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> {plan.icu[1] or '-'}"
     )
-    return replace(
-        ctx.plan,
-        job_env={**ctx.plan.job_env, "PGLEAP_MAX_LOCKS": str(plan.max_locks)},
-        glibc=plan.glibc,
-        icu=plan.icu,
-    )
+    return with_live_plan(ctx.plan, plan)

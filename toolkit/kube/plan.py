@@ -14,12 +14,13 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from toolkit.core.layout import Layout, compute_layout
-from toolkit.core.paths import OLD_ROOT, SCRIPTS, VOLUME
-from toolkit.core.plan import MODES  # one list of pg_upgrade modes for both runtimes
+from toolkit.core.layout import Layout, compute_layout, default_pgdata
+from toolkit.core.paths import SCRIPTS, VOLUME
+from toolkit.core.plan import UpgradePlan, check_target_mode, upgrade_env
 from toolkit.errors import Refused
 from toolkit.kube.facts import ImageRef, StsFacts, parse_image
-from toolkit.kube.topology import Standby, Topology
+from toolkit.kube.replica_plan import ReplicaPlan, replica_plan
+from toolkit.kube.topology import Topology
 
 LABEL_REHEARSAL_OF = "pgleap.io/rehearsal-of"
 VOLUME_MOUNT = VOLUME  # the Kubernetes names of core/paths.py (render.py, rehearsal_manifests.py)
@@ -35,55 +36,6 @@ ACTIONS = (
     "serve-new",
     "prepare",
 )
-# pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
-BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
-
-
-@dataclass(frozen=True)
-class ReplicaPlan:
-    """The standbys: where they are, how they reach the new primary, and their StatefulSet.
-
-    For ``ordinals`` the StatefulSet is the primary's own (standbys are ordinals 1..N-1); for
-    ``primary-read`` it is the separate read StatefulSet, whose own layout and user apply.
-    """
-
-    topology: str  # ordinals | primary-read
-    sts: str
-    count: int  # replicas of `sts` before the upgrade: restored by rollback, scaled back to after re-seed
-    standbys: tuple[Standby, ...]
-    primary_host: str
-    replication_user: str
-    password_secret: dict[str, str] | None
-    container: str
-    old_image: str
-    data_claim: str
-    mount_path: str
-    sub_path: str
-    layout: Layout
-    uid: int
-    gid: int | None
-    fs_group: int | None
-    termination_grace_seconds: int
-    patch_retention: bool = False
-    keep_readers: bool = False
-    read_services: tuple[str, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReplicaPlan:
-        data = dict(data)
-        data["layout"] = Layout.from_dict(data["layout"], mount_path=data["mount_path"])
-        data["standbys"] = tuple(
-            Standby(**{**sb, "node_terms": tuple(sb["node_terms"]), "services": tuple(sb["services"])})
-            for sb in data["standbys"]
-        )
-        data["read_services"] = tuple(data["read_services"])
-        return cls(**data)
-
-
-# Env keys pgleap derives from the layout; the caller may not contradict them.
-_DERIVED = ("PGLEAP_VOLUME", "PGLEAP_OLD_REL", "PGLEAP_NEW_REL", "PGLEAP_OLD_MAJOR", "PGLEAP_NEW_MAJOR")
-_OWN_KEY = re.compile(r"^PGLEAP_[A-Z0-9_]+$")
-SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PGPASS", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -203,16 +155,20 @@ def node_pin_terms(facts: StsFacts) -> tuple[dict[str, Any], ...]:
 
 
 def layout_env(plan_layout: Layout, old_major: int, new_major: int, mode: str) -> dict[str, str]:
-    """The env keys pgleap derives itself."""
-    return {
-        "PGLEAP_VOLUME": VOLUME_MOUNT,
-        "PGLEAP_OLD_ROOT": OLD_ROOT,
-        "PGLEAP_OLD_REL": plan_layout.old_rel,
-        "PGLEAP_NEW_REL": plan_layout.new_rel,
-        "PGLEAP_OLD_MAJOR": str(old_major),
-        "PGLEAP_NEW_MAJOR": str(new_major),
-        "PGLEAP_MODE": mode,
-    }
+    """The env keys pgleap derives from the layout and mode (core's one upgrade.sh contract)."""
+    return upgrade_env(plan_layout, old_major=old_major, new_major=new_major, mode=mode, volume=VOLUME_MOUNT)
+
+
+def with_live_plan(kplan: KubePlan, plan: UpgradePlan) -> KubePlan:
+    """`kplan` with what the live read decided (core's plan): the same upgrade.sh env as Docker's
+    (superuser, initdb options, lock sizing; initdb options the caller set stay) and the images'
+    glibc/ICU for the targeted reindex."""
+    decided = plan.upgrade_env(volume=VOLUME_MOUNT)
+    env = dict(kplan.job_env)
+    env["PGLEAP_MAX_LOCKS"] = decided["PGLEAP_MAX_LOCKS"]
+    env.setdefault("PGLEAP_INITDB_ARGS", decided["PGLEAP_INITDB_ARGS"])
+    env.setdefault("PGLEAP_SUPERUSER", decided["PGLEAP_SUPERUSER"])
+    return replace(kplan, job_env=env, glibc=plan.glibc, icu=plan.icu)
 
 
 def merge_job_env(derived: dict[str, str], given: dict[str, str] | None) -> dict[str, str]:
@@ -264,18 +220,19 @@ def make_plan(
     """Decide everything Kubernetes-side; `snapshot=None` means "if a snapshot class fits".
 
     `target` carries the probed major (kube_probe); without it the tag is parsed (offline render)."""
-    if mode not in MODES:
-        raise Refused(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
     target = target or parse_image(target_image)
     if target.major is None or facts.image.major is None or facts.uid is None:
         raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
     superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))
-    if mode == "swap" and target.major < 18:  # pg_upgrade --swap is new in 18: refuse before the stop
-        raise Refused(
-            f"--mode swap needs PostgreSQL 18 or newer as target (this one is {target.major})",
-            "use --mode link (fast) or --mode copy (keeps the old cluster intact)",
-        )
-    layout = compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, target.major, target.kind)
+    check_target_mode(mode, target.major)  # the same refusals as Docker's, before the stop
+    layout = compute_layout(
+        facts.mount_path,
+        facts.sub_path,
+        facts.pgdata,
+        target.major,
+        target.kind,
+        old_default=_old_default(facts),
+    )
     run_id = run_id or uuid.uuid4().hex[:12]
     take_snapshot = bool(facts.snapshot_classes) if snapshot is None else snapshot
     derived = layout_env(layout, facts.image.major, target.major, mode)
@@ -322,6 +279,12 @@ def make_plan(
     )
 
 
+def _old_default(facts: StsFacts) -> str | None:
+    """PGDATA the old image uses when none is set: the one placement rule compares with it."""
+    major = facts.image.major
+    return default_pgdata(facts.image.kind, major) if major is not None else None
+
+
 def _rehearsal_of(facts: StsFacts) -> str | None:
     """The rehearsed StatefulSet, when `facts` describe a rehearsal's clone (made by pgleap)."""
     labels = dict(facts.pod_labels)
@@ -330,45 +293,14 @@ def _rehearsal_of(facts: StsFacts) -> str | None:
     return labels.get(LABEL_REHEARSAL_OF)
 
 
-def replica_plan(
-    topology: Topology, facts: StsFacts | None, new_major: int, new_kind: str, keep_readers: bool
-) -> ReplicaPlan:
-    """The standbys' part of the plan; `facts` are those of the StatefulSet holding them."""
-    if topology.problem or facts is None or not topology.primary_host or facts.uid is None:
-        raise Refused(
-            topology.problem or "the standbys are not understood", topology.hint or "run the guard first"
-        )
-    if keep_readers and topology.kind != "primary-read":
-        raise Refused(
-            f"--keep-readers: the standbys of {topology.primary_sts} are ordinals of its own StatefulSet and stop "
-            "with the primary (a StatefulSet cannot stop ordinal 0 alone)",
-            "drop --keep-readers; only a separate read StatefulSet can keep serving while the primary is upgraded",
-        )
-    return ReplicaPlan(
-        topology=topology.kind,
-        sts=facts.name,
-        count=topology.replica_count,
-        standbys=topology.standbys,
-        primary_host=topology.primary_host,
-        replication_user=topology.replication_user or facts.superuser,
-        password_secret=topology.password_secret,
-        container=facts.container,
-        old_image=facts.image.ref,
-        data_claim=facts.data_claim,
-        mount_path=facts.mount_path,
-        sub_path=facts.sub_path,
-        layout=compute_layout(facts.mount_path, facts.sub_path, facts.pgdata, new_major, new_kind),  # type: ignore[arg-type]
-        uid=facts.uid,
-        gid=facts.gid,
-        fs_group=facts.fs_group,
-        termination_grace_seconds=facts.termination_grace_seconds,
-        patch_retention=topology.kind == "primary-read"
-        and "Delete" in (facts.when_scaled, facts.when_deleted),
-        keep_readers=keep_readers,
-        read_services=topology.read_services,
-    )
+# pg_basebackup throughput assumed for the read-downtime estimate (a typical 1 Gbit/s network).
+BASEBACKUP_BYTES_PER_SECOND = 100 * 1024**2
 
 
+# Env keys pgleap derives from the layout; the caller may not contradict them.
+_DERIVED = ("PGLEAP_VOLUME", "PGLEAP_OLD_REL", "PGLEAP_NEW_REL", "PGLEAP_OLD_MAJOR", "PGLEAP_NEW_MAJOR")
+_OWN_KEY = re.compile(r"^PGLEAP_[A-Z0-9_]+$")
+SECRETISH = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PGPASS", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 _UNITS.update({"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4})
 

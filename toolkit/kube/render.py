@@ -10,7 +10,6 @@ re-emit every field a user might have set.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -20,27 +19,33 @@ from typing import Any
 import jinja2
 import yaml
 
-from toolkit.core.layout import default_pgdata
-from toolkit.kube.plan import LABEL_REHEARSAL_OF, OLD_ROOT, SCRIPTS_DIR, SECRETISH, VOLUME_MOUNT, KubePlan
+from toolkit.core.paths import OLD_ROOT
+
+# Re-exported: callers use `render.<name>` for every object pgleap makes.
+from toolkit.kube.new_sts import new_statefulset as new_statefulset
+from toolkit.kube.new_sts import primary_statefulset as primary_statefulset
+from toolkit.kube.new_sts import replica_statefulset as replica_statefulset
+from toolkit.kube.objects import ANN_FROM as ANN_FROM
+from toolkit.kube.objects import ANN_RUN as ANN_RUN
+from toolkit.kube.objects import LABEL_ACTION as LABEL_ACTION
+from toolkit.kube.objects import LABEL_STS as LABEL_STS
+from toolkit.kube.objects import MANAGED_BY as MANAGED_BY
+from toolkit.kube.objects import clean_object as clean_object
+from toolkit.kube.objects import job_name as job_name
+from toolkit.kube.objects import labels_for as labels_for
+from toolkit.kube.objects import pod_spec
+from toolkit.kube.objects import replica_job_name as replica_job_name
+from toolkit.kube.objects import replica_job_names as replica_job_names
+from toolkit.kube.objects import scripts_cm_name as scripts_cm_name
+from toolkit.kube.objects import short_name as short_name
+from toolkit.kube.objects import state_cm_name as state_cm_name
+from toolkit.kube.plan import SCRIPTS_DIR, VOLUME_MOUNT, KubePlan
+from toolkit.kube.secret_mask import MASKED as MASKED
+from toolkit.kube.secret_mask import mask_secrets as mask_secrets
+from toolkit.kube.secret_mask import masked_left as masked_left
+from toolkit.kube.secret_mask import unmask_secrets as unmask_secrets
 from toolkit.kube.topology import Standby
 from toolkit.resources import data_dir
-
-MANAGED_BY = "pgleap"
-LABEL_STS = "pgleap.io/statefulset"
-LABEL_ACTION = "pgleap.io/action"
-ANN_RUN = "pgleap.io/run-id"
-ANN_FROM = "pgleap.io/upgraded-from"
-
-_SERVER_FIELDS = (
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "managedFields",
-    "generation",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-)
 
 # What a StatefulSet's pod spec lends the Job so it schedules where the database could.
 _COPIED_POD_FIELDS = ("nodeSelector", "tolerations", "imagePullSecrets", "priorityClassName")
@@ -75,71 +80,6 @@ def from_template(template: str, **values: Any) -> dict[str, Any]:
     return yaml.safe_load(_env().get_template(template).render(**values))
 
 
-def short_name(*parts: str, limit: int = 63) -> str:
-    """`pgleap-<sts>-<what>` cut to `limit` characters with a hash when too long (Job names: 63)."""
-    name = "-".join(parts)
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: limit - 9].rstrip('-')}-{digest}"
-
-
-def scripts_cm_name(sts: str) -> str:
-    return short_name("pgleap", sts, "scripts", limit=253)
-
-
-def state_cm_name(sts: str) -> str:
-    return short_name("pgleap", sts, "state", limit=253)
-
-
-def job_name(sts: str, action: str) -> str:
-    return short_name("pgleap", sts, action)
-
-
-def replica_job_name(pod: str, action: str) -> str:
-    """`pgleap-<standby pod>-<reseed|rollback|finalize>`."""
-    return short_name("pgleap", pod, action)
-
-
-def replica_job_names(plan: KubePlan) -> list[str]:
-    """Every Job name a run may create on the standbys' volumes."""
-    rp = plan.replicas
-    if rp is None:
-        return []
-    return [replica_job_name(sb.pod, a) for sb in rp.standbys for a in ("reseed", "rollback", "finalize")]
-
-
-def labels_for(plan: KubePlan, action: str | None = None) -> dict[str, str]:
-    labels = {
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/name": "pgleap",
-        LABEL_STS: plan.sts[:63],
-    }
-    if action:
-        labels[LABEL_ACTION] = action
-    if plan.rehearsal_of:
-        labels[LABEL_REHEARSAL_OF] = plan.rehearsal_of
-    return labels
-
-
-def clean_object(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy without status and server-set metadata, fit to be created again."""
-    out = copy.deepcopy(dict(obj))
-    out.pop("status", None)
-    meta = out.setdefault("metadata", {})
-    for key in _SERVER_FIELDS:
-        meta.pop(key, None)
-    spec = out.get("spec") or {}
-    template_meta = (spec.get("template") or {}).get("metadata")
-    if template_meta:
-        template_meta.pop("creationTimestamp", None)
-    for claim in spec.get("volumeClaimTemplates") or []:
-        claim.pop("status", None)
-        for key in _SERVER_FIELDS:
-            (claim.get("metadata") or {}).pop(key, None)
-    return out
-
-
 def merge_node_terms(
     existing: list[dict[str, Any]] | None, pins: tuple[dict[str, Any], ...]
 ) -> list[dict[str, Any]]:
@@ -160,17 +100,13 @@ def merge_node_terms(
     return merged
 
 
-def _pod_spec(sts: Mapping[str, Any]) -> dict[str, Any]:
-    return ((sts.get("spec") or {}).get("template") or {}).get("spec") or {}
-
-
 def _container(sts: Mapping[str, Any], name: str) -> dict[str, Any]:
-    return next(c for c in _pod_spec(sts).get("containers") or [] if c["name"] == name)
+    return next(c for c in pod_spec(sts).get("containers") or [] if c["name"] == name)
 
 
 def job_pod_parts(plan: KubePlan, sts: Mapping[str, Any], node_terms: tuple[dict[str, Any], ...]) -> dict:
     """Scheduling and resources copied from the StatefulSet (its `plan.container`), plus the node pin."""
-    spec = _pod_spec(sts)
+    spec = pod_spec(sts)
     parts: dict[str, Any] = {k: copy.deepcopy(spec[k]) for k in _COPIED_POD_FIELDS if spec.get(k)}
     affinity = copy.deepcopy(spec.get("affinity") or {})
     if node_terms:
@@ -299,51 +235,6 @@ def scripts_configmap(plan: KubePlan, scripts: Mapping[str, str]) -> dict[str, A
     )
 
 
-# A literal secret in the StatefulSet (e.g. POSTGRES_PASSWORD: value) is not copied into the
-# state ConfigMap (readable with `get configmaps`): it stays only in the live StatefulSet, and
-# is taken from there when pgleap recreates the StatefulSet from its stored copy.
-MASKED = "(masked by pgleap: the value stays only in the live StatefulSet)"
-
-
-def _env_lists(sts: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    pod = _pod_spec(sts)
-    return [
-        (c.get("name", ""), c.get("env") or [])
-        for c in (pod.get("containers") or []) + (pod.get("initContainers") or [])
-    ]
-
-
-def mask_secrets(sts: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy with every literal secret-looking env value replaced by MASKED."""
-    out = copy.deepcopy(dict(sts))
-    for _, env in _env_lists(out):
-        for e in env:
-            if SECRETISH.search(str(e.get("name", ""))) and e.get("value"):
-                e["value"] = MASKED
-    return out
-
-
-def unmask_secrets(stored: Mapping[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The stored StatefulSet with masked values filled from `live` (same container, same name)."""
-    out = copy.deepcopy(dict(stored))
-    values = {
-        (c, e.get("name")): e.get("value")
-        for c, env in (_env_lists(live) if live else [])
-        for e in env
-        if e.get("value") and e.get("value") != MASKED
-    }
-    for c, env in _env_lists(out):
-        for e in env:
-            if e.get("value") == MASKED and values.get((c, e.get("name"))):
-                e["value"] = values[(c, e.get("name"))]
-    return out
-
-
-def masked_left(sts: Mapping[str, Any]) -> list[str]:
-    """`container/NAME` of values still masked (none may reach a created StatefulSet)."""
-    return [f"{c}/{e.get('name')}" for c, env in _env_lists(sts) for e in env if e.get("value") == MASKED]
-
-
 def state_configmap(
     plan: KubePlan,
     original_sts: Mapping[str, Any],
@@ -381,97 +272,6 @@ def volume_snapshot(plan: KubePlan) -> dict[str, Any] | None:
     return from_template(
         "volumesnapshot.yaml.j2", plan=plan, labels=labels_for(plan), annotations={ANN_RUN: plan.run_id}
     )
-
-
-def _set_env(container: dict[str, Any], name: str, value: str) -> None:
-    for env in container.setdefault("env", []):
-        if env.get("name") == name:
-            env.pop("valueFrom", None)
-            env["value"] = value
-            return
-    container["env"].append({"name": name, "value": value})
-
-
-def new_statefulset(
-    plan: KubePlan, original_sts: Mapping[str, Any], *, replicas: int | None = None
-) -> dict[str, Any]:
-    """The user's StatefulSet on the new image: same name, selector, serviceName and claims.
-
-    `replicas` overrides the count: a StatefulSet whose ordinals 1..N-1 are standbys starts
-    with its primary alone (a standby of the old major cannot start on the new image) and is
-    scaled to N once they are re-seeded.
-
-    Containers and init containers that ran the old image get the new one (an
-    init container on the old major would fail on the new data); when the layout
-    changes, the postgres container and every container mounting the data where it
-    did get the new mount (and PGDATA, where they set the old one). Everything
-    else — env (Secret references untouched), probes, sidecars, labels — stays.
-    """
-    sts = clean_object(original_sts)
-    meta = sts["metadata"]
-    meta.setdefault("annotations", {})
-    meta["annotations"][ANN_FROM] = plan.old_image
-    meta["annotations"][ANN_RUN] = plan.run_id
-    if replicas is not None:
-        sts["spec"]["replicas"] = replicas
-    pod = sts["spec"]["template"]["spec"]
-    for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
-        if c.get("image") == plan.old_image:
-            c["image"] = plan.new_image
-    container = next(c for c in pod["containers"] if c["name"] == plan.container)
-    lay = plan.layout
-    if lay.changes_mount:
-        old_pgdata = next(
-            (e.get("value") for e in container.get("env") or [] if e.get("name") == "PGDATA"), None
-        )
-        old_sub = next(
-            (
-                m.get("subPath", "")
-                for m in container.get("volumeMounts") or []
-                if m["name"] == plan.data_claim and m["mountPath"].rstrip("/") == plan.mount_path
-            ),
-            "",
-        )
-        # Every container that sees the data where postgres saw it (an init container fixing
-        # permissions, a standby's pg_basebackup, a backup sidecar) follows it to the new place.
-        for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
-            moved = False
-            for mount in c.get("volumeMounts") or []:
-                if (
-                    mount["name"] == plan.data_claim
-                    and mount["mountPath"].rstrip("/") == plan.mount_path
-                    and mount.get("subPath", "") == old_sub
-                ):
-                    mount["mountPath"] = lay.new_mount_path
-                    if lay.new_sub_path:
-                        mount["subPath"] = lay.new_sub_path
-                    else:
-                        mount.pop("subPath", None)
-                    moved = True
-            if c is container:
-                has_env = any(e.get("name") == "PGDATA" for e in c.get("env") or [])
-                if has_env or lay.new_pgdata != default_pgdata("official", plan.new_major):
-                    _set_env(c, "PGDATA", lay.new_pgdata)
-            elif (
-                moved
-                and old_pgdata
-                and any(
-                    e.get("name") == "PGDATA" and e.get("value") == old_pgdata for e in c.get("env") or []
-                )
-            ):
-                _set_env(c, "PGDATA", lay.new_pgdata)
-    return sts
-
-
-def primary_statefulset(plan: KubePlan, original_sts: Mapping[str, Any]) -> dict[str, Any]:
-    """The new primary StatefulSet: alone at first when its own ordinals are standbys."""
-    return new_statefulset(plan, original_sts, replicas=1 if plan.same_sts_standbys else None)
-
-
-def replica_statefulset(plan: KubePlan, read_sts: Mapping[str, Any]) -> dict[str, Any]:
-    """The read StatefulSet on the new image, with the replicas it had."""
-    assert plan.replicas is not None
-    return new_statefulset(plan.replica_view(), read_sts, replicas=plan.replicas.count)
 
 
 def objects_for(

@@ -14,9 +14,10 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from toolkit.core.plan import MODES
 from toolkit.errors import Refused
 from toolkit.kube.facts import parse_image
-from toolkit.kube.plan import MODES, KubePlan, layout_env, merge_job_env
+from toolkit.kube.plan import KubePlan, layout_env, merge_job_env
 
 DIGEST_KEY = "digest"
 
