@@ -244,6 +244,8 @@ def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logica
     assert gis >= 3  # points, polygons, partitioned parent's GiST survive the schema copy
     _assert_all_acked(old.local(), writer)
     assert old.local().query("gis", "SELECT count(*) FROM cache")[0][0] == 20  # unlogged: copied in the pause
+    app_login = Server("127.0.0.1", old.port, "app", "app-secret", label="app")  # re-hashed role logs in
+    assert app_login.query("gis", "SELECT current_user")[0][0] == "app"
 
     rollback = _cli("rollback", "docker", "-c", old.name, "-y", "-o", "json")
     _stop(writer, thread)
@@ -267,11 +269,15 @@ def test_logical_13_to_17_with_writes_then_rollback(runtime, image_names, logica
 
 def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
     old = logical_old("13-3.1", wal_logical=False)
+    with old.local().connect("gis") as conn:  # PostgreSQL 13 stores md5 by default
+        conn.execute("CREATE ROLE app LOGIN PASSWORD 'app-secret'")
     dry = _cli("upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical",
                "--dry-run", "-o", "json")  # fmt: skip
     plan = _ok(dry)["plan"]
     checks = {r["check"] for r in plan["refusals"]}
-    assert checks == {"wal_level", "replica_identity"}, plan["refusals"]
+    assert checks == {"wal_level", "replica_identity", "md5_passwords"}, plan["refusals"]
+    md5 = next(r for r in plan["refusals"] if r["check"] == "md5_passwords")
+    assert "app" in md5["message"] and "gis" not in md5["message"]  # gis: the environment's password
     refused = next(r for r in plan["refusals"] if r["check"] == "replica_identity")
     assert "public.notes" in refused["message"] and "public.sightings_north" in refused["message"]
     assert "public.spatial_ref_sys" not in plan["replicated"]["gis"]  # extension-owned: not published
@@ -282,6 +288,9 @@ def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
     )
     assert _code(refused) == 3, refused.output
     assert runtime.docker.containers.get(old.name).attrs["Config"]["Image"] == image_names["13-3.1"]
+    with old.local().connect("gis") as conn:  # the fix the refusal names: re-hash on the old server
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute("ALTER ROLE app PASSWORD 'app-secret'")
     return old
 
 

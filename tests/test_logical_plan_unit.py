@@ -79,6 +79,19 @@ def test_large_objects_are_refused_and_a_same_or_older_major_too():
     assert _checks(plan_logical(FACTS, source="db", target_image="x", target_major=13)) == {"major"}
 
 
+def test_md5_password_roles_are_refused_by_name_with_the_rehash():
+    """The new image's pg_hba.conf asks for scram-sha-256: a role carried with an md5 hash could not
+    log in after the switch. The plan names them and says how to re-hash on the old server."""
+    plan = _plan(dataclasses.replace(FACTS, md5_roles=["app", "report"]))
+    assert _checks(plan) == {"md5_passwords"}
+    assert "app, report" in plan.refusals[0].message
+    assert "password_encryption = 'scram-sha-256'" in plan.refusals[0].hint
+    assert "ALTER ROLE" in plan.refusals[0].hint
+    # read from pg_authid: login roles only, pgleap's own superuser gets the environment's password
+    assert "rolpassword LIKE 'md5%'" in repl.MD5_ROLES and "rolcanlogin" in repl.MD5_ROLES
+    assert "current_user" in repl.MD5_ROLES
+
+
 def test_publications_list_tables_never_all_tables():
     """FOR ALL TABLES would publish spatial_ref_sys, which the new PostGIS already fills (a duplicate
     key in the initial copy): the queries keep extension-owned tables out."""

@@ -75,15 +75,7 @@ def upgrade_docker(
     ] = False,
     yes: Yes = False,
     output: Output = "text",
-    strategy: Annotated[
-        str,
-        typer.Option(
-            metavar="STRATEGY",
-            callback=cli_options.choice("--strategy", ("inplace", "logical")),
-            help="inplace (default): pg_upgrade on the volume; logical: a new cluster beside the old one, "
-            "synchronised by logical replication, then a short write pause (docs/logical.md)",
-        ),
-    ] = "inplace",
+    strategy: cli_options.Strategy = "inplace",
     restart_for_wal_level: Annotated[
         bool, typer.Option("--restart-for-wal-level", help="logical: set wal_level=logical, restart once.")
     ] = False,

@@ -119,11 +119,13 @@ def plan_sts(
     allow_terraform: AllowTf = False,
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
+    strategy: cli_options.Strategy = "inplace",
 ) -> None:
     """Every object the upgrade would create or change (-o yaml: manifests to commit).
 
     Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
     nothing: only two short probe Pods (one per image) are created and deleted."""
+    cli_options.refuse_logical_on_kubernetes(strategy, name)
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     facts = rt.inspect(ns, name)
@@ -186,6 +188,7 @@ def upgrade_sts(
     allow_terraform: AllowTf = False,
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
+    strategy: cli_options.Strategy = "inplace",
     no_auto_restore: Annotated[
         bool,
         typer.Option(
@@ -196,6 +199,7 @@ def upgrade_sts(
     ] = False,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
+    cli_options.refuse_logical_on_kubernetes(strategy, name)
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     facts = rt.inspect(ns, name)

@@ -55,6 +55,12 @@ CATALOG = (
     "UNION ALL SELECT n.nspname, con.conname, 'constraint', pg_get_constraintdef(con.oid), '', 0 "
     f"FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace WHERE {_USER} ORDER BY 1, 2, 3, 4"
 )
+# Login roles that could not log in on the new image: its pg_hba.conf asks for scram-sha-256, which
+# refuses md5 hashes. pgleap's own superuser (the bootstrap one) gets its password from the environment.
+MD5_ROLES = (
+    "SELECT rolname FROM pg_authid WHERE rolcanlogin AND rolpassword LIKE 'md5%' "
+    "AND rolname <> current_user ORDER BY 1"
+)
 SEQUENCES = (
     "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE c.relkind = 'S' AND {_USER} ORDER BY 1, 2"
@@ -92,6 +98,7 @@ def facts(server: Server) -> LogicalFacts:
     slots = server.query("postgres", "SELECT count(*) FROM pg_replication_slots")[0][0]
     senders = server.query("postgres", "SELECT count(*) FROM pg_stat_replication")[0][0]
     databases = [db for db in server.databases() if db != "template1"]
+    md5_roles = [name for (name,) in server.query("postgres", MD5_ROLES)]
     per: dict[str, dict] = {k: {} for k in ("tables", "no_identity", "unlogged", "matviews", "ext", "lo")}
     for db in databases:
         with _connect(server, db) as conn:
@@ -115,6 +122,7 @@ def facts(server: Server) -> LogicalFacts:
         matviews=per["matviews"],
         large_objects=per["lo"],
         extension_config=per["ext"],
+        md5_roles=md5_roles,
     )
 
 
