@@ -58,7 +58,7 @@ CATALOG = (
 # Login roles that could not log in on the new image: its pg_hba.conf asks for scram-sha-256, which
 # refuses md5 hashes. pgleap's own superuser (the bootstrap one) gets its password from the environment.
 MD5_ROLES = (
-    "SELECT rolname FROM pg_authid WHERE rolcanlogin AND rolpassword LIKE 'md5%' "
+    "SELECT rolname FROM pg_authid WHERE rolcanlogin AND left(rolpassword, 3) = 'md5' "
     "AND rolname <> current_user ORDER BY 1"
 )
 SEQUENCES = (
