@@ -10,6 +10,9 @@ from typer.testing import CliRunner
 from toolkit.cli.app import app
 from toolkit.core.logical_plan import LogicalFacts, plan_logical
 from toolkit.db import logical as repl
+from toolkit.db.sql import Server
+from toolkit.engine.state import RunState
+from toolkit.errors import VerificationFailed
 
 FACTS = LogicalFacts(
     server_major=13,
@@ -117,3 +120,90 @@ def test_logical_needs_a_container_not_a_bare_volume():
     )
     assert result.exit_code == 2
     assert "--container" in result.output
+
+
+class _Side:
+    """The runtime side of the switch, recording what happens in which order (no containers)."""
+
+    name, next_name, blue_name = "db", "db-pgleap-next", "db-pgleap-blue"
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def server(self, name: str, label: str):
+        return Server("127.0.0.1", 1, "gis", "x", label=name)
+
+    def ip(self, name: str) -> str:
+        return "10.0.0.9"
+
+    def hand_over(self, image: str) -> None:
+        self.calls.append("hand over")
+
+    def start_blue(self):
+        self.calls.append("start blue")
+        return self.server(self.blue_name, "blue")
+
+
+def _switch(monkeypatch, tmp_path, calls: list[str], *, verify_after: bool, verify_fails: bool = False):
+    from toolkit.core.report import Report
+    from toolkit.engine import logical as engine
+    from toolkit.engine.state import RunState
+
+    monkeypatch.setenv("PGLEAP_STATE_DIR", str(tmp_path))
+    for name in (
+        "pause_writes",
+        "wait_caught_up",
+        "copy_sequences",
+        "copy_rows",
+        "refresh_matviews",
+        "drop_subscription",
+        "create_publication",
+        "create_slot",
+        "resume_writes",
+        "create_subscription",
+    ):
+        monkeypatch.setattr(repl, name, lambda *a, _n=name, **k: calls.append(_n) or 0)  # fmt: skip
+    monkeypatch.setattr(repl, "catalog_hash", lambda *a: "h")
+
+    def verify(a, b, dbs, what):
+        calls.append(f"verify {what} on {a.label}/{b.label}")
+        if verify_fails:
+            raise VerificationFailed("differ")
+        return {"tables": 1, "rows": 1, "sequences": 1}
+
+    monkeypatch.setattr(engine, "_verify", verify)
+    monkeypatch.setattr(engine.time, "sleep", lambda s: None)
+    data = _plan(verify_after=verify_after).to_dict()
+    state = RunState("docker-unit")
+    state.save(strategy="logical", phase="synced", plan=data, catalog="h")
+    side = _Side(calls)
+    old, new = side.server("db", "old"), side.server(side.next_name, "new")
+    return engine._switch(side, "img", old, new, data, report=Report(quiet=True), state=state, drain=0), state
+
+
+def test_verify_in_the_pause_by_default_then_hand_over(monkeypatch, tmp_path):
+    calls: list[str] = []
+    _switch(monkeypatch, tmp_path, calls, verify_after=False)
+    assert calls.index("verify before the switch on db/db-pgleap-next") < calls.index("hand over")
+    assert not [c for c in calls if "after the switch" in c]
+
+
+def test_verify_after_moves_the_proof_behind_the_switch_and_the_reverse_replication(monkeypatch, tmp_path):
+    calls: list[str] = []
+    result, state = _switch(monkeypatch, tmp_path, calls, verify_after=True)
+    verify = calls.index("verify after the switch on db/db-pgleap-blue")
+    assert calls.index("hand over") < calls.index("start blue") < verify
+    assert calls.index("create_subscription") < verify  # the old cluster follows before the proof
+    assert not [c for c in calls if "before the switch" in c]  # the pause reads no rows
+    assert result["proof"]["rows"] == 1 and state.data["proof"]["rows"] == 1
+
+
+def test_a_difference_after_the_switch_is_exit_4_with_the_old_cluster_still_following(monkeypatch, tmp_path):
+    calls: list[str] = []
+    with pytest.raises(VerificationFailed) as failed:
+        _switch(monkeypatch, tmp_path, calls, verify_after=True, verify_fails=True)
+    assert failed.value.exit_code == 4 and "rollback docker -c db" in failed.value.hint
+    assert calls.count("verify after the switch on db/db-pgleap-blue") == 5  # a write in flight is retried
+    state = RunState("docker-unit")
+    assert state.phase == "switched"  # rollback takes every write back; nothing dropped the reverse side
+    assert "drop_subscription" not in calls[calls.index("start blue") :]

@@ -85,6 +85,14 @@ def upgrade_docker(
             "--replica-identity-full", help="logical: tables without a key get REPLICA IDENTITY FULL."
         ),
     ] = False,
+    verify_after: Annotated[
+        bool,
+        typer.Option(
+            "--verify-after",
+            help="logical: compare the fingerprints after the switch (the write pause no longer reads every "
+            "row); a difference is exit 4 with the old cluster still following the new one (rollback).",
+        ),
+    ] = False,
 ) -> None:
     """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
     from toolkit.cli import logical
@@ -92,7 +100,8 @@ def upgrade_docker(
     if strategy == "logical":
         return logical.upgrade(
             container, to, restart_for_wal_level=restart_for_wal_level,
-            replica_identity_full=replica_identity_full, dry_run=dry_run, yes=yes, output=output,
+            replica_identity_full=replica_identity_full, verify_after=verify_after, dry_run=dry_run, yes=yes,
+            output=output,
         )  # fmt: skip
     target, state = _target(container, volume, from_image, pgdata)
     logical.refuse_inplace_over(state)

@@ -82,6 +82,7 @@ def upgrade(
     state: RunState,
     restart_for_wal_level: bool = False,
     replica_identity_full: bool = False,
+    verify_after: bool = False,
     dry_run: bool = False,
     drain: float = 2.0,
     sync_timeout: float = 900.0,
@@ -99,6 +100,7 @@ def upgrade(
                 image,
                 restart_for_wal_level=restart_for_wal_level,
                 replica_identity_full=replica_identity_full,
+                verify_after=verify_after,
             )
         if dry_run:
             return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
@@ -158,6 +160,36 @@ def _verify(a: Server, b: Server, databases: list[str], what: str) -> dict:
             "sequences": sum(len(s) for s in after.sequences.values())}  # fmt: skip
 
 
+def _proof_text(proof: dict) -> str:
+    return f"{proof['tables']} tables, {proof['rows']} rows, {proof['sequences']} sequences identical"
+
+
+def _verify_after(side, *, new_server: Server, data: dict, rounds: int = 5, sleep=time.sleep) -> dict:
+    """`--verify-after`: the new cluster serves and the old one follows it through the reverse
+    replication. Each round waits until the old one has confirmed the new one's WAL position, then
+    reads both at once; a write landing between the two makes a round differ, so a difference has
+    to persist for `rounds` rounds. It is then exit 4 with the old cluster still following: rollback
+    loses nothing."""
+    blue = side.server(side.blue_name, "old cluster (reverse replication)")
+    slots = _slots(data, "rev")
+    for attempt in range(1, rounds):
+        repl.wait_caught_up(new_server, slots, 120)
+        try:
+            return _verify(new_server, blue, data["databases"], "after the switch")
+        except VerificationFailed as failed:
+            logger.info("verify after the switch: round %d differs, again: %s", attempt, failed.message)
+            sleep(1.0)
+    repl.wait_caught_up(new_server, slots, 120)
+    try:
+        return _verify(new_server, blue, data["databases"], "after the switch")
+    except VerificationFailed as failed:
+        raise VerificationFailed(
+            f"{failed.message} (in each of {rounds} rounds)",
+            f"the new cluster serves and the old one still receives every write: "
+            f"`pgleap rollback docker -c {side.name}` goes back losing nothing",
+        ) from failed
+
+
 def _switch(
     side, image, old: Server, new: Server, data: dict, *, report: Report, state: RunState, drain
 ) -> dict:
@@ -188,11 +220,11 @@ def _switch(
             if item["what"] == "materialized views":
                 with report.phase("materialized views", item["database"]):
                     repl.refresh_matviews(new, item["database"], item["objects"])
-        with report.phase("verify", "fingerprints of old and new, during the pause") as ph:
-            proof = _verify(old, new, dbs, "before the switch")
-            ph.detail = (
-                f"{proof['tables']} tables, {proof['rows']} rows, {proof['sequences']} sequences identical"
-            )
+        proof: dict = {}
+        if data.get("verify_in_pause", True):
+            with report.phase("verify", "fingerprints of old and new, during the pause") as ph:
+                proof = _verify(old, new, dbs, "before the switch")
+                ph.detail = _proof_text(proof)
     except BaseException:
         repl.resume_writes(old)  # the old server serves again, nothing was switched
         report.up()
@@ -211,6 +243,13 @@ def _switch(
     state.save(phase="switched", pause_seconds=round(pause, 3), proof=proof, switched=time.time())
     with report.phase("reverse replication", "new -> old, so that rollback keeps the writes made after"):
         _reverse(side, data)
+    if not data.get("verify_in_pause", True):
+        with report.phase(
+            "verify after the switch", "fingerprints of new and old (reverse replication)"
+        ) as ph:
+            proof = _verify_after(side, new_server=side.server(side.name, "new server"), data=data)
+            ph.detail = _proof_text(proof)
+        state.save(proof=proof)
     report.result(f"write pause {pause:.2f} s; `pgleap rollback docker -c {side.name}` goes back with every "
                   f"write, `pgleap finalize docker -c {side.name}` removes the old cluster")  # fmt: skip
     return {"strategy": "logical", "phase": "switched", "pause_seconds": round(pause, 3), "proof": proof,
