@@ -114,6 +114,14 @@ def test_an_unknown_strategy_is_a_usage_error(value):
     assert "--strategy" in result.output
 
 
+@pytest.mark.parametrize("flag", ["--verify-after", "--restart-for-wal-level", "--replica-identity-full"])
+def test_logical_flags_without_the_logical_strategy_are_a_usage_error(flag):
+    """Not silently ignored by an in-place upgrade (checked before any Docker call)."""
+    result = CliRunner().invoke(app, ["upgrade", "docker", "-c", "db", "--to", "x", flag])
+    assert result.exit_code == 2
+    assert "only with --strategy logical" in result.output and flag in result.output
+
+
 def test_logical_needs_a_container_not_a_bare_volume():
     result = CliRunner().invoke(
         app, ["upgrade", "docker", "--volume", "v", "--from", "x", "--to", "y", "--strategy", "logical"]

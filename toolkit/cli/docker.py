@@ -103,6 +103,10 @@ def upgrade_docker(
             replica_identity_full=replica_identity_full, verify_after=verify_after, dry_run=dry_run, yes=yes,
             output=output,
         )  # fmt: skip
+    logical_only = {"--restart-for-wal-level": restart_for_wal_level,
+                    "--replica-identity-full": replica_identity_full, "--verify-after": verify_after}  # fmt: skip
+    if given := [flag for flag, on in logical_only.items() if on]:
+        raise typer.BadParameter(f"{', '.join(given)}: only with --strategy logical")
     target, state = _target(container, volume, from_image, pgdata)
     logical.refuse_inplace_over(state)
     if not dry_run:
