@@ -152,7 +152,9 @@ class _Side:
         return self.server(self.blue_name, "blue")
 
 
-def _switch(monkeypatch, tmp_path, calls: list[str], *, verify_after: bool, verify_fails: bool = False):
+def _switch(
+    monkeypatch, tmp_path, calls: list[str], *, verify_after: bool, verify_fails: bool = False, seqs=None
+):
     from toolkit.core.report import Report
     from toolkit.engine import logical as engine
     from toolkit.engine.state import RunState
@@ -172,9 +174,13 @@ def _switch(monkeypatch, tmp_path, calls: list[str], *, verify_after: bool, veri
     ):
         monkeypatch.setattr(repl, name, lambda *a, _n=name, **k: calls.append(_n) or 0)  # fmt: skip
     monkeypatch.setattr(repl, "catalog_hash", lambda *a: "h")
+    values = iter(seqs or [{"gis: public.s": (5, True)}] * 2)
+    monkeypatch.setattr(
+        repl, "sequence_values", lambda server, dbs: calls.append("sequences") or next(values)
+    )
 
-    def verify(a, b, dbs, what):
-        calls.append(f"verify {what} on {a.label}/{b.label}")
+    def verify(a, b, dbs, what, sequences=True):
+        calls.append(f"verify {what} on {a.label}/{b.label}" + ("" if sequences else " without sequences"))
         if verify_fails:
             raise VerificationFailed("differ")
         return {"tables": 1, "rows": 1, "sequences": 1}
@@ -199,7 +205,8 @@ def test_verify_in_the_pause_by_default_then_hand_over(monkeypatch, tmp_path):
 def test_verify_after_moves_the_proof_behind_the_switch_and_the_reverse_replication(monkeypatch, tmp_path):
     calls: list[str] = []
     result, state = _switch(monkeypatch, tmp_path, calls, verify_after=True)
-    verify = calls.index("verify after the switch on db/db-pgleap-blue")
+    verify = calls.index("verify after the switch on db/db-pgleap-blue without sequences")
+    assert calls.index("sequences") < calls.index("hand over")  # the cheap half stays in the pause
     assert calls.index("hand over") < calls.index("start blue") < verify
     assert calls.index("create_subscription") < verify  # the old cluster follows before the proof
     assert not [c for c in calls if "before the switch" in c]  # the pause reads no rows
@@ -211,7 +218,20 @@ def test_a_difference_after_the_switch_is_exit_4_with_the_old_cluster_still_foll
     with pytest.raises(VerificationFailed) as failed:
         _switch(monkeypatch, tmp_path, calls, verify_after=True, verify_fails=True)
     assert failed.value.exit_code == 4 and "rollback docker -c db" in failed.value.hint
-    assert calls.count("verify after the switch on db/db-pgleap-blue") == 5  # a write in flight is retried
+    assert (
+        calls.count("verify after the switch on db/db-pgleap-blue without sequences") == 5
+    )  # writes in flight
     state = RunState("docker-unit")
     assert state.phase == "switched"  # rollback takes every write back; nothing dropped the reverse side
     assert "drop_subscription" not in calls[calls.index("start blue") :]
+
+
+def test_verify_after_still_checks_the_sequences_in_the_pause(monkeypatch, tmp_path):
+    """After the switch the new side's sequences advance and the old side's do not (logical replication
+    does not carry them): they are proved in the pause, where reading them costs no table scan."""
+    calls: list[str] = []
+    differ = [{"gis: public.s": (5, True)}, {"gis: public.s": (1, False)}]
+    with pytest.raises(VerificationFailed) as failed:
+        _switch(monkeypatch, tmp_path, calls, verify_after=True, seqs=differ)
+    assert failed.value.exit_code == 4 and "gis: public.s" in failed.value.message
+    assert "hand over" not in calls and calls[-1] == "resume_writes"  # the old server serves again

@@ -364,6 +364,18 @@ def wait_caught_up(publisher: Server, slots: list[str], timeout: float, sleep=ti
         sleep(0.02)
 
 
+def sequence_values(server: Server, dbs: list[str]) -> dict[str, tuple]:
+    """'db: schema.name' -> (last_value, is_called): the cheap half of the proof (no table rows read)."""
+    values: dict[str, tuple] = {}
+    for db in dbs:
+        with _connect(server, db) as conn:
+            for schema, name in conn.execute(SEQUENCES).fetchall():
+                ident = sql.Identifier(schema, name)
+                row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
+                values[f"{db}: {schema}.{name}"] = tuple(row)
+    return values
+
+
 def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
     """Every sequence's (last_value, is_called) from src onto dst, where dst has it."""
     count = 0
