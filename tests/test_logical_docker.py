@@ -240,8 +240,11 @@ def test_logical_13_to_17_with_writes_then_rollback(
     args = ["upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical",
             "--restart-for-wal-level", "--replica-identity-full", "-y", "-o", "json"]  # fmt: skip
     _aborted_switches(runtime, old, args, image_names["13-3.1"], monkeypatch)
-    result = _cli(*args)
+    result = _cli(*args, "--verify-after")  # the rows are compared after the switch, under writes
     out = _ok(result)
+    names = [p["name"] for p in out["phases"]]
+    assert "verify" not in names and names.index("verify after the switch") > names.index("switch")
+    assert out["proof"]["rows"] > 2000, out["proof"]
     time.sleep(2.0)  # writes on the new cluster, to be carried back by the rollback
     new_image = runtime.docker.containers.get(old.name).attrs["Config"]["Image"]
     assert new_image == image_names["17-3.5"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -161,6 +162,7 @@ def _switch(
 
     monkeypatch.setenv("PGLEAP_STATE_DIR", str(tmp_path))
     for name in (
+        "read_only_from_start",
         "pause_writes",
         "wait_caught_up",
         "copy_sequences",
@@ -179,8 +181,21 @@ def _switch(
         repl, "sequence_values", lambda server, dbs: calls.append("sequences") or next(values)
     )
 
-    def verify(a, b, dbs, what, sequences=True):
-        calls.append(f"verify {what} on {a.label}/{b.label}" + ("" if sequences else " without sequences"))
+    @contextlib.contextmanager
+    def exported(server, dbs):
+        calls.append(f"export snapshots on {server.label}")
+        try:
+            yield {"gis": "00000003-1"}
+        finally:
+            calls.append("snapshots released")
+
+    monkeypatch.setattr(repl, "exported_snapshots", exported)
+
+    def verify(a, b, dbs, what, sequences=True, snapshots=None):
+        at = f" at {snapshots['gis']}" if snapshots else ""
+        calls.append(
+            f"verify {what} on {a.label}{at}/{b.label}" + ("" if sequences else " without sequences")
+        )
         if verify_fails:
             raise VerificationFailed("differ")
         return {"tables": 1, "rows": 1, "sequences": 1}
@@ -205,10 +220,20 @@ def test_verify_in_the_pause_by_default_then_hand_over(monkeypatch, tmp_path):
 def test_verify_after_moves_the_proof_behind_the_switch_and_the_reverse_replication(monkeypatch, tmp_path):
     calls: list[str] = []
     result, state = _switch(monkeypatch, tmp_path, calls, verify_after=True)
-    verify = calls.index("verify after the switch on db/db-pgleap-blue without sequences")
+    verify = calls.index("verify after the switch on db at 00000003-1/db-pgleap-blue without sequences")
     assert calls.index("sequences") < calls.index("hand over")  # the cheap half stays in the pause
-    assert calls.index("hand over") < calls.index("start blue") < verify
-    assert calls.index("create_subscription") < verify  # the old cluster follows before the proof
+    # the new server starts read-only; its snapshots are taken before it takes writes
+    assert (
+        calls.index("read_only_from_start") < calls.index("hand over") < calls.index("export snapshots on db")
+    )
+    assert calls.index("export snapshots on db") < len(calls) - calls[::-1].index("resume_writes") - 1
+    # the old cluster is read before its reverse subscription applies anything, and follows after
+    assert (
+        calls.index("start blue")
+        < verify
+        < calls.index("create_subscription")
+        < calls.index("snapshots released")
+    )
     assert not [c for c in calls if "before the switch" in c]  # the pause reads no rows
     assert result["proof"]["rows"] == 1 and state.data["proof"]["rows"] == 1
 
@@ -218,12 +243,12 @@ def test_a_difference_after_the_switch_is_exit_4_with_the_old_cluster_still_foll
     with pytest.raises(VerificationFailed) as failed:
         _switch(monkeypatch, tmp_path, calls, verify_after=True, verify_fails=True)
     assert failed.value.exit_code == 4 and "rollback docker -c db" in failed.value.hint
-    assert (
-        calls.count("verify after the switch on db/db-pgleap-blue without sequences") == 5
-    )  # writes in flight
+    verify = calls.index("verify after the switch on db at 00000003-1/db-pgleap-blue without sequences")
+    assert verify < calls.index("create_subscription")  # the old cluster follows although the proof failed
     state = RunState("docker-unit")
     assert state.phase == "switched"  # rollback takes every write back; nothing dropped the reverse side
     assert "drop_subscription" not in calls[calls.index("start blue") :]
+    assert calls[-1] == "snapshots released"
 
 
 def test_verify_after_still_checks_the_sequences_in_the_pause(monkeypatch, tmp_path):
@@ -235,3 +260,26 @@ def test_verify_after_still_checks_the_sequences_in_the_pause(monkeypatch, tmp_p
         _switch(monkeypatch, tmp_path, calls, verify_after=True, seqs=differ)
     assert failed.value.exit_code == 4 and "gis: public.s" in failed.value.message
     assert "hand over" not in calls and calls[-1] == "resume_writes"  # the old server serves again
+
+
+def test_the_proof_after_the_switch_leaves_sequences_out_but_not_rows(monkeypatch):
+    """The new side's sequences advance with its writes; the old side's are not replicated."""
+    from toolkit.db.verify import Fingerprint
+    from toolkit.engine import logical as engine
+
+    def fp(rows: int, seq: int) -> Fingerprint:
+        return Fingerprint(
+            tables={"gis": {"public.t": (rows, "h")}, "analytics": {}},
+            extension_tables={"gis": {}, "analytics": {}},
+            sequences={"gis": {"public.t_id_seq": (seq, True)}, "analytics": {}},
+        )
+
+    sides = {"new": (3, 9), "old": (3, 3)}  # read afresh each time, as the real one
+    monkeypatch.setattr(engine, "fingerprint", lambda server, dbs, snapshots=None: fp(*sides[server.label]))
+    new, old = Server("h", 1, "u", "p", label="new"), Server("h", 1, "u", "p", label="old")
+    assert engine._verify(new, old, ["gis", "analytics"], "after", sequences=False)["rows"] == 3
+    with pytest.raises(VerificationFailed, match="sequence"):
+        engine._verify(new, old, ["gis", "analytics"], "in the pause")
+    sides["new"] = (4, 9)
+    with pytest.raises(VerificationFailed, match=r"public\.t "):
+        engine._verify(new, old, ["gis", "analytics"], "after", sequences=False)

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from psycopg import sql
 
@@ -436,6 +436,26 @@ def pause_writes(server: Server, *, drain: float = 2.0, sleep=time.sleep) -> int
                 raise PgleapError("client sessions did not end within 10 s of the write pause")
             sleep(0.01)
     return len(ended)
+
+
+def read_only_from_start(server: Server) -> None:
+    """The server comes up refusing writes after its next start (postgresql.auto.conf, no reload):
+    `--verify-after` exports its snapshots before the first client write."""
+    with _connect(server) as conn:
+        conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+
+
+@contextmanager
+def exported_snapshots(server: Server, dbs: list[str]) -> Iterator[dict[str, str]]:
+    """db -> a snapshot id other sessions can import, held until the block ends (one open
+    REPEATABLE READ transaction per database: vacuum waits for it)."""
+    with ExitStack() as stack:
+        ids: dict[str, str] = {}
+        for db in dbs:
+            conn = stack.enter_context(server.connect(db))
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            ids[db] = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        yield ids
 
 
 def resume_writes(server: Server, *, reload: bool = True) -> None:
