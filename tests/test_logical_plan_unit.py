@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -10,6 +11,9 @@ from typer.testing import CliRunner
 from toolkit.cli.app import app
 from toolkit.core.logical_plan import LogicalFacts, plan_logical
 from toolkit.db import logical as repl
+from toolkit.db.sql import Server
+from toolkit.engine.state import RunState
+from toolkit.errors import VerificationFailed
 
 FACTS = LogicalFacts(
     server_major=13,
@@ -79,6 +83,19 @@ def test_large_objects_are_refused_and_a_same_or_older_major_too():
     assert _checks(plan_logical(FACTS, source="db", target_image="x", target_major=13)) == {"major"}
 
 
+def test_md5_password_roles_are_refused_by_name_with_the_rehash():
+    """The new image's pg_hba.conf asks for scram-sha-256: a role carried with an md5 hash could not
+    log in after the switch. The plan names them and says how to re-hash on the old server."""
+    plan = _plan(dataclasses.replace(FACTS, md5_roles=["app", "report"]))
+    assert _checks(plan) == {"md5_passwords"}
+    assert "app, report" in plan.refusals[0].message
+    assert "password_encryption = 'scram-sha-256'" in plan.refusals[0].hint
+    assert "ALTER ROLE" in plan.refusals[0].hint
+    # read from pg_authid: login roles only, pgleap's own superuser gets the environment's password
+    assert "left(rolpassword, 3) = 'md5'" in repl.MD5_ROLES and "rolcanlogin" in repl.MD5_ROLES
+    assert "current_user" in repl.MD5_ROLES
+
+
 def test_publications_list_tables_never_all_tables():
     """FOR ALL TABLES would publish spatial_ref_sys, which the new PostGIS already fills (a duplicate
     key in the initial copy): the queries keep extension-owned tables out."""
@@ -98,9 +115,171 @@ def test_an_unknown_strategy_is_a_usage_error(value):
     assert "--strategy" in result.output
 
 
+@pytest.mark.parametrize("flag", ["--verify-after", "--restart-for-wal-level", "--replica-identity-full"])
+def test_logical_flags_without_the_logical_strategy_are_a_usage_error(flag):
+    """Not silently ignored by an in-place upgrade (checked before any Docker call)."""
+    result = CliRunner().invoke(app, ["upgrade", "docker", "-c", "db", "--to", "x", flag])
+    assert result.exit_code == 2
+    assert "only with --strategy logical" in result.output and flag in result.output
+
+
 def test_logical_needs_a_container_not_a_bare_volume():
     result = CliRunner().invoke(
         app, ["upgrade", "docker", "--volume", "v", "--from", "x", "--to", "y", "--strategy", "logical"]
     )
     assert result.exit_code == 2
     assert "--container" in result.output
+
+
+class _Side:
+    """The runtime side of the switch, recording what happens in which order (no containers)."""
+
+    name, next_name, blue_name = "db", "db-pgleap-next", "db-pgleap-blue"
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def server(self, name: str, label: str):
+        return Server("127.0.0.1", 1, "gis", "x", label=name)
+
+    def ip(self, name: str) -> str:
+        return "10.0.0.9"
+
+    def hand_over(self, image: str) -> None:
+        self.calls.append("hand over")
+
+    def start_blue(self):
+        self.calls.append("start blue")
+        return self.server(self.blue_name, "blue")
+
+
+def _switch(
+    monkeypatch, tmp_path, calls: list[str], *, verify_after: bool, verify_fails: bool = False, seqs=None
+):
+    from toolkit.core.report import Report
+    from toolkit.engine import logical as engine
+    from toolkit.engine.state import RunState
+
+    monkeypatch.setenv("PGLEAP_STATE_DIR", str(tmp_path))
+    for name in (
+        "read_only_from_start",
+        "pause_writes",
+        "wait_caught_up",
+        "copy_sequences",
+        "copy_rows",
+        "refresh_matviews",
+        "drop_subscription",
+        "create_publication",
+        "create_slot",
+        "resume_writes",
+        "create_subscription",
+    ):
+        monkeypatch.setattr(repl, name, lambda *a, _n=name, **k: calls.append(_n) or 0)  # fmt: skip
+    monkeypatch.setattr(repl, "catalog_hash", lambda *a: "h")
+    values = iter(seqs or [{"gis: public.s": (5, True)}] * 2)
+    monkeypatch.setattr(
+        repl, "sequence_values", lambda server, dbs: calls.append("sequences") or next(values)
+    )
+
+    @contextlib.contextmanager
+    def exported(server, dbs):
+        calls.append(f"export snapshots on {server.label}")
+        try:
+            yield {"gis": "00000003-1"}
+        finally:
+            calls.append("snapshots released")
+
+    monkeypatch.setattr(repl, "exported_snapshots", exported)
+
+    def verify(a, b, dbs, what, sequences=True, snapshots=None):
+        at = f" at {snapshots['gis']}" if snapshots else ""
+        calls.append(
+            f"verify {what} on {a.label}{at}/{b.label}" + ("" if sequences else " without sequences")
+        )
+        if verify_fails:
+            raise VerificationFailed("differ")
+        return {"tables": 1, "rows": 1, "sequences": 1}
+
+    monkeypatch.setattr(engine, "_verify", verify)
+    monkeypatch.setattr(engine.time, "sleep", lambda s: None)
+    data = _plan(verify_after=verify_after).to_dict()
+    state = RunState("docker-unit")
+    state.save(strategy="logical", phase="synced", plan=data, catalog="h")
+    side = _Side(calls)
+    old, new = side.server("db", "old"), side.server(side.next_name, "new")
+    return engine._switch(side, "img", old, new, data, report=Report(quiet=True), state=state, drain=0), state
+
+
+def test_verify_in_the_pause_by_default_then_hand_over(monkeypatch, tmp_path):
+    calls: list[str] = []
+    _switch(monkeypatch, tmp_path, calls, verify_after=False)
+    assert calls.index("verify before the switch on db/db-pgleap-next") < calls.index("hand over")
+    assert not [c for c in calls if "after the switch" in c]
+
+
+def test_verify_after_moves_the_proof_behind_the_switch_and_the_reverse_replication(monkeypatch, tmp_path):
+    calls: list[str] = []
+    result, state = _switch(monkeypatch, tmp_path, calls, verify_after=True)
+    verify = calls.index("verify after the switch on db at 00000003-1/db-pgleap-blue without sequences")
+    assert calls.index("sequences") < calls.index("hand over")  # the cheap half stays in the pause
+    # the new server starts read-only; its snapshots are taken before it takes writes
+    assert (
+        calls.index("read_only_from_start") < calls.index("hand over") < calls.index("export snapshots on db")
+    )
+    assert calls.index("export snapshots on db") < len(calls) - calls[::-1].index("resume_writes") - 1
+    # the old cluster is read before its reverse subscription applies anything, and follows after
+    assert (
+        calls.index("start blue")
+        < verify
+        < calls.index("create_subscription")
+        < calls.index("snapshots released")
+    )
+    assert not [c for c in calls if "before the switch" in c]  # the pause reads no rows
+    assert result["proof"]["rows"] == 1 and state.data["proof"]["rows"] == 1
+
+
+def test_a_difference_after_the_switch_is_exit_4_with_the_old_cluster_still_following(monkeypatch, tmp_path):
+    calls: list[str] = []
+    with pytest.raises(VerificationFailed) as failed:
+        _switch(monkeypatch, tmp_path, calls, verify_after=True, verify_fails=True)
+    assert failed.value.exit_code == 4 and "rollback docker -c db" in failed.value.hint
+    verify = calls.index("verify after the switch on db at 00000003-1/db-pgleap-blue without sequences")
+    assert verify < calls.index("create_subscription")  # the old cluster follows although the proof failed
+    state = RunState("docker-unit")
+    assert state.phase == "switched"  # rollback takes every write back; nothing dropped the reverse side
+    assert "drop_subscription" not in calls[calls.index("start blue") :]
+    assert calls[-1] == "snapshots released"
+
+
+def test_verify_after_still_checks_the_sequences_in_the_pause(monkeypatch, tmp_path):
+    """After the switch the new side's sequences advance and the old side's do not (logical replication
+    does not carry them): they are proved in the pause, where reading them costs no table scan."""
+    calls: list[str] = []
+    differ = [{"gis: public.s": (5, True)}, {"gis: public.s": (1, False)}]
+    with pytest.raises(VerificationFailed) as failed:
+        _switch(monkeypatch, tmp_path, calls, verify_after=True, seqs=differ)
+    assert failed.value.exit_code == 4 and "gis: public.s" in failed.value.message
+    assert "hand over" not in calls and calls[-1] == "resume_writes"  # the old server serves again
+
+
+def test_the_proof_after_the_switch_leaves_sequences_out_but_not_rows(monkeypatch):
+    """The new side's sequences advance with its writes; the old side's are not replicated."""
+    from toolkit.db.verify import Fingerprint
+    from toolkit.engine import logical as engine
+
+    def fp(rows: int, seq: int) -> Fingerprint:
+        return Fingerprint(
+            tables={"gis": {"public.t": (rows, "h")}, "analytics": {}},
+            extension_tables={"gis": {}, "analytics": {}},
+            sequences={"gis": {"public.t_id_seq": (seq, True)}, "analytics": {}},
+        )
+
+    sides = {"new": (3, 9), "old": (3, 3)}  # read afresh each time, as the real one
+    monkeypatch.setattr(engine, "fingerprint", lambda server, dbs, snapshots=None: fp(*sides[server.label]))
+    new, old = Server("h", 1, "u", "p", label="new"), Server("h", 1, "u", "p", label="old")
+    assert engine._verify(new, old, ["gis", "analytics"], "after", sequences=False)["rows"] == 3
+    with pytest.raises(VerificationFailed, match="sequence"):
+        engine._verify(new, old, ["gis", "analytics"], "in the pause")
+    sides["new"] = (4, 9)
+    with pytest.raises(VerificationFailed, match=r"public\.t "):
+        engine._verify(new, old, ["gis", "analytics"], "after", sequences=False)

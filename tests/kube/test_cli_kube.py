@@ -380,3 +380,15 @@ def test_rollback_after_the_new_cluster_ran_needs_yes() -> None:
     result = runner.invoke(app, ["rollback", "sts", "gis", "-n", "geo", "--yes", "-o", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["phase"] == "rolled-back" and c.image() == "pgleap/postgis:13-3.1"
+
+
+@pytest.mark.parametrize("verb", ["plan", "upgrade"])
+def test_strategy_logical_is_refused_on_kubernetes_before_any_cluster_call(verb) -> None:
+    """Docker-only for now: never a silent in-place upgrade (build_app() without a cluster fails on any call)."""
+    args = [verb, "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--strategy", "logical"]
+    result = runner.invoke(build_app(), args)
+    assert isinstance(result.exception, Refused) and result.exception.exit_code == 3, result.output
+    assert "Docker-only" in result.exception.message
+    assert "upgrade docker" in result.exception.hint and "in place" in result.exception.hint
+    bad = runner.invoke(build_app(), [verb, "sts", "gis", "--to", "x", "--strategy", "blue"])
+    assert bad.exit_code == 2

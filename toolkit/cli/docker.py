@@ -67,15 +67,7 @@ def upgrade_docker(
     initdb_args: cli_options.InitdbArgs = "",
     yes: Yes = False,
     output: Output = "text",
-    strategy: Annotated[
-        str,
-        typer.Option(
-            metavar="STRATEGY",
-            callback=cli_options.choice("--strategy", ("inplace", "logical")),
-            help="inplace (default): pg_upgrade on the volume; logical: a new cluster beside the old one, "
-            "synchronised by logical replication, then a short write pause (docs/logical.md)",
-        ),
-    ] = "inplace",
+    strategy: cli_options.Strategy = "inplace",
     restart_for_wal_level: Annotated[
         bool, typer.Option("--restart-for-wal-level", help="logical: set wal_level=logical, restart once.")
     ] = False,
@@ -85,6 +77,14 @@ def upgrade_docker(
             "--replica-identity-full", help="logical: tables without a key get REPLICA IDENTITY FULL."
         ),
     ] = False,
+    verify_after: Annotated[
+        bool,
+        typer.Option(
+            "--verify-after",
+            help="logical: compare the fingerprints after the switch (the write pause no longer reads every "
+            "row); a difference is exit 4 with the old cluster still following the new one (rollback).",
+        ),
+    ] = False,
 ) -> None:
     """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
     from toolkit.cli import logical
@@ -92,8 +92,13 @@ def upgrade_docker(
     if strategy == "logical":
         return logical.upgrade(
             container, to, restart_for_wal_level=restart_for_wal_level,
-            replica_identity_full=replica_identity_full, dry_run=dry_run, yes=yes, output=output,
+            replica_identity_full=replica_identity_full, verify_after=verify_after, dry_run=dry_run, yes=yes,
+            output=output,
         )  # fmt: skip
+    logical_only = {"--restart-for-wal-level": restart_for_wal_level,
+                    "--replica-identity-full": replica_identity_full, "--verify-after": verify_after}  # fmt: skip
+    if given := [flag for flag, on in logical_only.items() if on]:
+        raise typer.BadParameter(f"{', '.join(given)}: only with --strategy logical")
     target, state = _target(container, volume, from_image, pgdata)
     logical.refuse_inplace_over(state)
     if not dry_run:

@@ -119,11 +119,13 @@ def plan_sts(
     allow_terraform: AllowTf = False,
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
+    strategy: cli_options.Strategy = "inplace",
 ) -> None:
     """Every object the upgrade would create or change (-o yaml: manifests to commit).
 
     Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
     nothing: only two short probe Pods (one per image) are created and deleted."""
+    cli_options.refuse_logical_on_kubernetes(strategy, name)
     ns = ns_for(namespace, kubeconfig, context)
     _show_plan(
         runtime_for(kubeconfig, context, output), ns, name, to, output, snapshot, mode, downtime, superuser,
@@ -220,8 +222,10 @@ def upgrade_sts(
     keep_readers: KeepReadersOpt = False,
     no_verify: cli_options.NoVerify = False,
     no_auto_restore: cli_options.NoAutoRestore = False,
+    strategy: cli_options.Strategy = "inplace",
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
+    cli_options.refuse_logical_on_kubernetes(strategy, name)
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     if no_verify:

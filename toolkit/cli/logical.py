@@ -79,6 +79,7 @@ def upgrade(
     *,
     restart_for_wal_level: bool,
     replica_identity_full: bool,
+    verify_after: bool = False,
     dry_run: bool,
     yes: bool,
     output: str,
@@ -101,7 +102,7 @@ def upgrade(
     with locked(key):
         result = engine.upgrade(
             side, to, report=report, state=state, restart_for_wal_level=restart_for_wal_level,
-            replica_identity_full=replica_identity_full, dry_run=dry_run,
+            replica_identity_full=replica_identity_full, verify_after=verify_after, dry_run=dry_run,
         )  # fmt: skip
     emit(result, output)
 

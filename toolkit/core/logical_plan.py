@@ -32,6 +32,8 @@ class LogicalFacts:
     matviews: dict[str, list[str]]
     large_objects: dict[str, int]
     extension_config: dict[str, list[str]]  # extension-owned tables with user rows (topology.layer…)
+    # login roles whose password is an md5 hash (PostgreSQL 13's default); pgleap's own superuser excluded
+    md5_roles: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,16 @@ def plan_logical(
                 "large_objects",
                 f"large objects are not carried by logical replication ({listed})",
                 "use --strategy inplace for this cluster, or move the large objects into bytea columns",
+            )
+        )
+    if facts.md5_roles:
+        refusals.append(
+            Refusal(
+                "md5_passwords",
+                "these login roles have md5 password hashes, which the new image's pg_hba.conf "
+                f"(scram-sha-256) does not accept: {', '.join(facts.md5_roles)}",
+                "on the old server, for each role: SET password_encryption = 'scram-sha-256'; "
+                "ALTER ROLE name PASSWORD '...'; (its current password works; the old server accepts both)",
             )
         )
     carried: list[dict] = []

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from psycopg import sql
 
@@ -55,6 +55,12 @@ CATALOG = (
     "UNION ALL SELECT n.nspname, con.conname, 'constraint', pg_get_constraintdef(con.oid), '', 0 "
     f"FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace WHERE {_USER} ORDER BY 1, 2, 3, 4"
 )
+# Login roles that could not log in on the new image: its pg_hba.conf asks for scram-sha-256, which
+# refuses md5 hashes. pgleap's own superuser (the bootstrap one) gets its password from the environment.
+MD5_ROLES = (
+    "SELECT rolname FROM pg_authid WHERE rolcanlogin AND left(rolpassword, 3) = 'md5' "
+    "AND rolname <> current_user ORDER BY 1"
+)
 SEQUENCES = (
     "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE c.relkind = 'S' AND {_USER} ORDER BY 1, 2"
@@ -92,6 +98,7 @@ def facts(server: Server) -> LogicalFacts:
     slots = server.query("postgres", "SELECT count(*) FROM pg_replication_slots")[0][0]
     senders = server.query("postgres", "SELECT count(*) FROM pg_stat_replication")[0][0]
     databases = [db for db in server.databases() if db != "template1"]
+    md5_roles = [name for (name,) in server.query("postgres", MD5_ROLES)]
     per: dict[str, dict] = {k: {} for k in ("tables", "no_identity", "unlogged", "matviews", "ext", "lo")}
     for db in databases:
         with _connect(server, db) as conn:
@@ -115,6 +122,7 @@ def facts(server: Server) -> LogicalFacts:
         matviews=per["matviews"],
         large_objects=per["lo"],
         extension_config=per["ext"],
+        md5_roles=md5_roles,
     )
 
 
@@ -356,6 +364,18 @@ def wait_caught_up(publisher: Server, slots: list[str], timeout: float, sleep=ti
         sleep(0.02)
 
 
+def sequence_values(server: Server, dbs: list[str]) -> dict[str, tuple]:
+    """'db: schema.name' -> (last_value, is_called): the cheap half of the proof (no table rows read)."""
+    values: dict[str, tuple] = {}
+    for db in dbs:
+        with _connect(server, db) as conn:
+            for schema, name in conn.execute(SEQUENCES).fetchall():
+                ident = sql.Identifier(schema, name)
+                row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
+                values[f"{db}: {schema}.{name}"] = tuple(row)
+    return values
+
+
 def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
     """Every sequence's (last_value, is_called) from src onto dst, where dst has it."""
     count = 0
@@ -416,6 +436,26 @@ def pause_writes(server: Server, *, drain: float = 2.0, sleep=time.sleep) -> int
                 raise PgleapError("client sessions did not end within 10 s of the write pause")
             sleep(0.01)
     return len(ended)
+
+
+def read_only_from_start(server: Server) -> None:
+    """The server comes up refusing writes after its next start (postgresql.auto.conf, no reload):
+    `--verify-after` exports its snapshots before the first client write."""
+    with _connect(server) as conn:
+        conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+
+
+@contextmanager
+def exported_snapshots(server: Server, dbs: list[str]) -> Iterator[dict[str, str]]:
+    """db -> a snapshot id other sessions can import, held until the block ends (one open
+    REPEATABLE READ transaction per database: vacuum waits for it)."""
+    with ExitStack() as stack:
+        ids: dict[str, str] = {}
+        for db in dbs:
+            conn = stack.enter_context(server.connect(db))
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            ids[db] = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        yield ids
 
 
 def resume_writes(server: Server, *, reload: bool = True) -> None:

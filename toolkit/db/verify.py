@@ -46,10 +46,15 @@ class Fingerprint:
 
 
 def fingerprint(
-    server: Server, databases: list[str] | None = None, *, forms: dict | None = None
+    server: Server,
+    databases: list[str] | None = None,
+    *,
+    forms: dict | None = None,
+    snapshots: dict[str, str] | None = None,
 ) -> Fingerprint:
     """Read-only fingerprint of every connectable database; `forms` (if given) counts the
-    columns per canonical form, for the report."""
+    columns per canonical form, for the report; `snapshots` (db -> exported snapshot id) reads
+    a database as it was when another session exported it (`--strategy logical --verify-after`)."""
     fp = Fingerprint()
     fp.roles = [
         tuple(r)
@@ -63,6 +68,9 @@ def fingerprint(
         with server.connect(db) as conn:
             conn.execute("SET default_transaction_read_only = on")
             conn.execute("SET statement_timeout = 0")
+            if snapshots and db in snapshots:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshots[db])))
             fp.tables[db], fp.extension_tables[db], fp.sequences[db] = table_hashes(conn, forms=forms)
             fp.extensions[db] = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
     return fp

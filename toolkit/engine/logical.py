@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Protocol
 
 from toolkit.core.logical_plan import LogicalPlan, plan_logical
@@ -82,6 +83,7 @@ def upgrade(
     state: RunState,
     restart_for_wal_level: bool = False,
     replica_identity_full: bool = False,
+    verify_after: bool = False,
     dry_run: bool = False,
     drain: float = 2.0,
     sync_timeout: float = 900.0,
@@ -99,13 +101,15 @@ def upgrade(
                 image,
                 restart_for_wal_level=restart_for_wal_level,
                 replica_identity_full=replica_identity_full,
+                verify_after=verify_after,
             )
         if dry_run:
             return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
         _refuse(the_plan)
         state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), logical_source=side.describe(),
                    target_image=image, started=time.time())  # fmt: skip
-    data = state.data["plan"]
+    # where the proof runs is this run's choice: a switch retried after an abort may add or drop the flag
+    data = {**state.data["plan"], "verify_in_pause": not verify_after}
     old = side.server(side.name, "old server")
     if state.phase == "preflight":
         if old.query("postgres", "SHOW wal_level")[0][0] != "logical":  # not again after a crash
@@ -144,10 +148,16 @@ def upgrade(
     return _switch(side, image, old, new, data, report=report, state=state, drain=drain)
 
 
-def _verify(a: Server, b: Server, databases: list[str], what: str) -> dict:
+def _verify(
+    a: Server, b: Server, databases: list[str], what: str, *, sequences: bool = True, snapshots=None
+) -> dict:
     with ThreadPoolExecutor(2) as pool:  # both servers read at once: this runs inside the write pause
-        first, second = pool.submit(fingerprint, a, databases), pool.submit(fingerprint, b, databases)
+        first = pool.submit(fingerprint, a, databases, snapshots=snapshots)
+        second = pool.submit(fingerprint, b, databases)
         before, after = first.result(), second.result()
+    if not sequences:  # after the switch: the new side's advance, the old side's stay (not replicated)
+        before.sequences = {db: {} for db in before.sequences}
+        after.sequences = {db: {} for db in after.sequences}
     result = compare(before, after, include_extension_tables=False)
     if not result.identical:
         raise VerificationFailed(
@@ -156,6 +166,10 @@ def _verify(a: Server, b: Server, databases: list[str], what: str) -> dict:
         )
     return {"tables": sum(len(t) for t in after.tables.values()), "rows": after.total_rows(),
             "sequences": sum(len(s) for s in after.sequences.values())}  # fmt: skip
+
+
+def _proof_text(proof: dict) -> str:
+    return f"{proof['tables']} tables, {proof['rows']} rows, {proof['sequences']} sequences identical"
 
 
 def _switch(
@@ -188,11 +202,20 @@ def _switch(
             if item["what"] == "materialized views":
                 with report.phase("materialized views", item["database"]):
                     repl.refresh_matviews(new, item["database"], item["objects"])
-        with report.phase("verify", "fingerprints of old and new, during the pause") as ph:
-            proof = _verify(old, new, dbs, "before the switch")
-            ph.detail = (
-                f"{proof['tables']} tables, {proof['rows']} rows, {proof['sequences']} sequences identical"
-            )
+        proof: dict = {}
+        if not data.get("verify_in_pause", True):
+            with report.phase("verify sequences", "old and new, during the pause (no table rows read)"):
+                old_seq, new_seq = repl.sequence_values(old, dbs), repl.sequence_values(new, dbs)
+                # the old side's sequences: one the new extension version adds is not a difference
+                if wrong := [k for k in sorted(old_seq) if new_seq.get(k) != old_seq[k]]:
+                    raise VerificationFailed(
+                        f"before the switch: the sequences differ: {', '.join(wrong[:8])}",
+                        "nothing was switched: the old server serves again; run the upgrade again",
+                    )
+        else:
+            with report.phase("verify", "fingerprints of old and new, during the pause") as ph:
+                proof = _verify(old, new, dbs, "before the switch")
+                ph.detail = _proof_text(proof)
     except BaseException:
         repl.resume_writes(old)  # the old server serves again, nothing was switched
         report.up()
@@ -204,13 +227,28 @@ def _switch(
             # the slot exists before any client reaches the new server: rollback loses no write
             repl.create_slot(new, db, repl.sub_name("rev", db))
         repl.resume_writes(old, reload=False)  # read-only stays until it stops; the blue copy starts writable
+        verify_after = not data.get("verify_in_pause", True)
+        if verify_after:
+            repl.read_only_from_start(new)
         side.hand_over(image)
+        held, snapshots, serving = ExitStack(), {}, new
+        if verify_after:  # the new side as it was at the switch, before its first client write
+            serving = side.server(side.name, "new server")
+            snapshots = held.enter_context(repl.exported_snapshots(serving, dbs))
+            repl.resume_writes(serving)
     pause = time.monotonic() - pause_start
     logger.info("write pause ends at monotonic %.3f", time.monotonic())
     report.up()
     state.save(phase="switched", pause_seconds=round(pause, 3), proof=proof, switched=time.time())
-    with report.phase("reverse replication", "new -> old, so that rollback keeps the writes made after"):
-        _reverse(side, data)
+    with held:
+        if verify_after:
+            proof = _reverse_verified(side, data, serving, snapshots, report=report)
+            state.save(proof=proof)
+        else:
+            with report.phase(
+                "reverse replication", "new -> old, so that rollback keeps the writes made after"
+            ):
+                _reverse(side, data)
     report.result(f"write pause {pause:.2f} s; `pgleap rollback docker -c {side.name}` goes back with every "
                   f"write, `pgleap finalize docker -c {side.name}` removes the old cluster")  # fmt: skip
     return {"strategy": "logical", "phase": "switched", "pause_seconds": round(pause, 3), "proof": proof,
@@ -218,8 +256,35 @@ def _switch(
             "phases": [{"name": p.name, "seconds": round(p.seconds, 3)} for p in report.phases]}  # fmt: skip
 
 
-def _reverse(side, data: dict) -> None:
-    blue = side.start_blue()
+def _reverse_verified(side, data: dict, serving: Server, snapshots: dict, *, report: Report) -> dict:
+    """`--verify-after`: the old cluster, before its reverse subscription applies anything, against the
+    new one read at the snapshots exported before its first client write: both are the state at the
+    switch. The reverse subscription starts whatever the result (its slot has kept every write since),
+    so a difference is exit 4 with the old cluster following: rollback loses nothing."""
+    with report.phase("start old cluster", "for the reverse replication (not yet following)"):
+        blue = side.start_blue()
+    failed: VerificationFailed | None = None
+    proof: dict = {}
+    with report.phase("verify after the switch", "new (at the switch) and old, while clients write") as ph:
+        try:
+            proof = _verify(serving, blue, data["databases"], "after the switch", sequences=False,
+                            snapshots=snapshots)  # fmt: skip
+            ph.detail = _proof_text(proof)
+        except VerificationFailed as error:
+            failed = error
+    with report.phase("reverse replication", "new -> old, so that rollback keeps the writes made after"):
+        _reverse(side, data, blue)
+    if failed:
+        raise VerificationFailed(
+            failed.message,
+            "the new cluster serves and the old one receives every write through the reverse replication: "
+            f"`pgleap rollback docker -c {side.name}` goes back losing nothing",
+        ) from failed
+    return proof
+
+
+def _reverse(side, data: dict, blue: Server | None = None) -> None:
+    blue = blue or side.start_blue()
     new_ip = side.ip(side.name)
     for db in data["replicated"]:
         info = repl.conninfo(new_ip, 5432, blue.user, blue.password, db)
