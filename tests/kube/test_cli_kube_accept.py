@@ -85,3 +85,20 @@ def test_no_verify_runs_no_fingerprint_job_and_says_so(monkeypatch) -> None:
     assert out["phase"] == "done" and any(n.startswith("--no-verify:") for n in out["notes"])
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
     assert jobs == [render.job_name("gis", "upgrade")]
+
+
+def test_exit_4_after_the_extension_updates_names_the_way_forward_too(monkeypatch) -> None:
+    """An exit 4 in `proved` (phase compared recorded) gets the same hint as one in `compared`."""
+    from tests.kube.test_fingerprint_kube import _proving
+
+    monkeypatch.setattr(cli_kube, "load_scripts", lambda folder=None, required=True: {"collect.sh": "", "upgrade.sh": "", "lib.sh": ""})  # fmt: skip
+    c = make_cluster("official-plain")
+    serving(c)
+    _proving(c, corrupt=True)
+    result = runner.invoke(
+        app_for(c, c.runtime.proof), ["upgrade", "sts", "gis", "-n", "geo", "--to", TARGET, "--yes"]
+    )
+    assert isinstance(result.exception, VerificationFailed), result.output
+    assert "after the extension updates" in result.exception.message
+    assert "`pgleap resume sts gis -n geo --accept fingerprint`" in result.exception.hint
+    assert c.sts()["spec"]["replicas"] == 0

@@ -5,6 +5,7 @@ still at 0 and no new StatefulSet (the data part runs on Docker: test_fingerprin
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -139,3 +140,67 @@ def test_link_mode_says_the_point_of_no_return_before_serving_the_new_cluster() 
         c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, mode="link")
     assert said == [False]  # said once, before the new cluster was served
     assert "rollback is no longer possible" in exc.value.hint
+
+
+def _proving(c: Cluster, *, corrupt: bool) -> list[str]:
+    """A DataProof with the `proved` part: its post-upgrade may change a value (a skipped repair)."""
+    ran: list[str] = []
+    state = {"value": "abc"}
+
+    def fingerprint(ctx) -> dict[str, Any]:
+        fp = copy.deepcopy(FP)
+        fp["tables"]["gis"]["public.t"] = [3, state["value"]]
+        return fp
+
+    def post_upgrade(ctx) -> dict[str, Any]:
+        # before the switch: the old StatefulSet at 0, no new one, the served new cluster's pod
+        assert c.sts()["spec"]["replicas"] == 0
+        assert not [
+            x for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "statefulsets"
+        ]
+        ran.append(ctx.pod)
+        if corrupt:
+            state["value"] = "abd"
+        return {"extensions_updated": ["gis: postgis 3.1.4 -> 3.5.2"], "trap_repairs": []}
+
+    def compare_user(before: dict[str, Any], after: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return ([] if before == after else ["table gis.public.t: rows or content differ"]), [
+            "gis.spatial_ref_sys"
+        ]
+
+    c.runtime.proof = DataProof(fingerprint, lambda a, b: [] if a == b else ["x"], post_upgrade, compare_user)
+    return ran
+
+
+def test_proved_runs_the_post_upgrade_on_serve_new_before_the_switch_not_after() -> None:
+    c = make_cluster("official-plain")
+    serving(c)
+    ran = _proving(c, corrupt=False)
+    out = c.runtime.upgrade(
+        c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=c.hook, mode="copy"
+    )
+    assert out.phase == "done" and ran == [f"{render.job_name(c.name, 'serve-new')}-p"]
+    jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
+    assert jobs == [render.job_name(c.name, a) for a in ("serve-old", "upgrade", "serve-new", "serve-new")]
+    assert not c.hook_calls  # not run again on the serving database
+    assert any("extension-owned" in n and "spatial_ref_sys" in n for n in out.notes)
+    assert any("1 extensions updated" in line for line in out.changed)
+    state = c.runtime.read_state(c.namespace, c.name)
+    assert c.runtime.proves(state.plan)
+    assert not c.runtime.proves(dataclasses.replace(state.plan, rehearsal_of="gis"))  # reports its own
+
+
+def test_a_value_changed_by_the_post_upgrade_is_exit_4_before_the_switch() -> None:
+    c = make_cluster("official-plain")
+    serving(c)
+    _proving(c, corrupt=True)
+    with pytest.raises(VerificationFailed) as exc:
+        c.runtime.upgrade(
+            c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=c.hook, mode="copy"
+        )
+    assert exc.value.exit_code == 4 and "after the extension updates" in exc.value.message
+    assert "gis.public.t" in exc.value.message and "nothing was opened to clients" in exc.value.hint
+    data = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))["data"]
+    assert data["phase"] == "compared"
+    assert c.sts()["spec"]["replicas"] == 0 and not c.hook_calls
+    assert not [x for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "statefulsets"]

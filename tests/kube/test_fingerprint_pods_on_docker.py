@@ -1,24 +1,28 @@
 """The Kubernetes data proof's data part: the rendered serve-old, upgrade and serve-new Jobs run
 on Docker (the kubelet stand-in of test_pods_on_docker), read through a port-forward by the
-engine's own fingerprint (hooks.engine_data_proof); then a changed value in the new cluster
-makes the runtime (recording fake) stop with exit 4 before anything opens."""
+engine's own fingerprint (hooks.engine_data_proof); serve-new runs read-write on loopback for the
+post-upgrade before the switch (`proved`): PostGIS 3.1 -> 3.7 crosses the TopoGeometry trap, whose
+repair switched off is exit 4 as on Docker; then a changed value after the post-upgrade makes the
+runtime (recording fake) stop with exit 4 before anything opens."""
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
 import pytest
 
-from tests.kube.harness import make_cluster
-from tests.kube.test_fingerprint_kube import run, serving
+from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
+from tests.kube.test_fingerprint_kube import TARGET, serving
 from tests.kube.test_pods_on_docker import _start_pod, _sts
 from toolkit.cli.kube import load_scripts
+from toolkit.core.facts import parse_results
 from toolkit.errors import VerificationFailed
 from toolkit.kube import render
 from toolkit.kube.facts import gather
 from toolkit.kube.hooks import engine_data_proof
-from toolkit.kube.model import HookContext
+from toolkit.kube.model import DataProof, HookContext
 from toolkit.kube.plan import make_plan
 
 pytestmark = pytest.mark.docker
@@ -83,16 +87,29 @@ def _serve(kubelet, plan, sts, action: str, pvc: str, read) -> Any:
         c.remove(force=True, v=True)
 
 
-def test_serve_jobs_prove_a_13_to_17_upgrade_and_catch_a_changed_value(kubelet, image_names):
+def test_serve_jobs_prove_a_13_to_18_upgrade_before_the_switch(kubelet, image_names):
     from toolkit.db.seed import seed
 
-    old_image, new_image = image_names["13-3.1"], image_names["17-3.5"]
+    old_image, new_image = image_names["13-3.1"], image_names["18-3.x"]
     sts = _sts(old_image)
     pvc = kubelet.pvc_volume("data-gis-0")
     pod, server = _start_pod(kubelet, sts, pvc)
     seed(server, "gis", rows=300, polygons=30)
     port = str(20000 + (hash(pvc) % 20000))
-    env = {"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": port}
+    # initdb options as `upgrade sts` reads them from the live cluster (the prepare Job cannot
+    # ask the running server; 18 would otherwise turn checksums on)
+    ((enc, collate, ctype),) = server.query(
+        "gis",
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = 'template1'",
+    )
+    ((walseg, checksums),) = server.query(
+        "gis",
+        "SELECT pg_size_bytes(current_setting('wal_segment_size')) / 1048576, current_setting('data_checksums')",
+    )
+    initdb = f"--encoding={enc} --lc-collate={collate} --lc-ctype={ctype} --wal-segsize={walseg} " + (
+        "--data-checksums" if checksums == "on" else "--no-data-checksums"
+    )
+    env = {"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": port, "PGLEAP_INITDB_ARGS": initdb}
     plan = make_plan(gather(sts), new_image, snapshot=False, job_env=env, mode="copy")
     # --downtime minimal's prepare Job (collect, initdb) beside the serving pod; the upgrade Job
     # then finds the staging cluster, which the kubelet's fsGroup made group-writable since.
@@ -120,27 +137,54 @@ def test_serve_jobs_prove_a_13_to_17_upgrade_and_catch_a_changed_value(kubelet, 
     logs = _run_job(kubelet, plan, sts, "upgrade", pvc)
     assert "new cluster already initialised" in logs
 
-    def corrupt_after_reading(ctx):
+    def post_upgrade_then_corrupt(ctx):
+        """serve-new, read-write on loopback: the first comparison's read, the post-upgrade with
+        the topology trap's repair off (exit 4, rolled back), again with it, then a corruption."""
         from toolkit.kube.hooks import served_server
 
         after = proof.fingerprint(ctx)
-        with served_server(ctx) as srv, srv.connect("gis") as conn:  # a session may still write
-            conn.execute("SET default_transaction_read_only = off")
+        os.environ["PGLEAP_TEST_SKIP_REPAIRS"] = "1"
+        try:
+            with pytest.raises(VerificationFailed, match=r"city\.streets\.topo") as trapped:
+                proof.post_upgrade(ctx)
+        finally:
+            del os.environ["PGLEAP_TEST_SKIP_REPAIRS"]
+        done = proof.post_upgrade(ctx)
+        proved = proof.fingerprint(ctx)
+        with served_server(ctx) as srv, srv.connect("gis") as conn:
             conn.execute(
                 "UPDATE parcels SET owner = owner || '!' WHERE ctid = (SELECT ctid FROM parcels LIMIT 1)"
             )
             conn.commit()
-        return after, proof.fingerprint(ctx)
+        return after, trapped.value, done, proved, proof.fingerprint(ctx)
 
-    after, corrupted = _serve(kubelet, plan, sts, "serve-new", pvc, corrupt_after_reading)
+    after, trapped, done, proved, corrupted = _serve(
+        kubelet, plan, sts, "serve-new", pvc, post_upgrade_then_corrupt
+    )
     assert proof.compare(before, after) == []  # pg_upgrade kept every row, sequence, role
-    differences = proof.compare(before, corrupted)
+    # Copy mode: the new cluster served pgleap only (serve-new recorded its clean shutdown), so
+    # a rollback drops nothing a client wrote and asks no one to accept a loss.
+    verdict = dict(parse_results(_run_job(kubelet, plan, sts, "rollback-check", pvc)))
+    assert verdict["new_ran"] == "no" and "refused" not in verdict, verdict
+    assert verdict["new_state"] == "shut down" and verdict["now_checkpoint"] != verdict["switch_checkpoint"]
+    assert trapped.exit_code == 4  # as Docker's test_verified_topology_trap_fails_without_repair…
+    assert any("city.streets.topo" in r for r in done["trap_repairs"]), done["trap_repairs"]
+    assert any("postgis" in u for u in done["extensions_updated"]), done["extensions_updated"]
+    user, extension_tables = proof.compare_user(before, proved)
+    assert user == [], user  # repaired: the user data reads as on 13
+    differences, _ = proof.compare_user(before, corrupted)
     assert differences and any("parcels" in d for d in differences), differences
 
-    # The runtime, with only the API stood in for, given those two fingerprints: exit 4.
+    # The runtime, with only the API stood in for, given those fingerprints: the second
+    # comparison (`proved`) stops with exit 4 before the switch.
     c = make_cluster("official-plain")
     serving(c)
+    served = iter([before, after, corrupted])
+    c.runtime.proof = DataProof(
+        lambda ctx: next(served), proof.compare, lambda ctx: {"trap_repairs": []}, proof.compare_user
+    )
     with pytest.raises(VerificationFailed) as exc:
-        run(c, corrupted, before=before, compare=proof.compare)
+        c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, mode="copy")
     assert exc.value.exit_code == 4 and "parcels" in exc.value.message
+    assert "after the extension updates" in exc.value.message
     assert c.sts()["spec"]["replicas"] == 0

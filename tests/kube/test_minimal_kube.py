@@ -8,7 +8,7 @@ import pytest
 
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_fingerprint_kube import serving
-from toolkit.errors import Refused
+from toolkit.errors import PgleapError, Refused
 from toolkit.kube import render
 from toolkit.kube.model import DataProof
 
@@ -71,3 +71,19 @@ def test_finalize_removes_the_prepare_job() -> None:
     c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, downtime="minimal")
     c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
     assert c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "prepare")) is None
+
+
+def test_a_minimal_run_restored_before_the_upgrade_job_removes_the_prepare_jobs_staging() -> None:
+    c = make_cluster("official-plain")
+
+    def snapshot_fails(plan, out) -> None:
+        raise PgleapError("VolumeSnapshot failed", "")
+
+    c.runtime._step_snapshot = snapshot_fails  # type: ignore[method-assign]  # after the stop
+    with pytest.raises(PgleapError, match="automatic restore"):
+        c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, downtime="minimal")
+    jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
+    assert jobs == [render.job_name(c.name, a) for a in ("prepare", "cleanup")]  # no rollback Job
+    cleanup = c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "cleanup"))
+    assert _env(cleanup)["PGLEAP_ACTION"] == "cleanup"
+    assert c.sts()["spec"]["replicas"] == 1  # serves again, on its old image

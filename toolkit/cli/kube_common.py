@@ -398,7 +398,8 @@ def with_way_forward(rt: Any, namespace: str, name: str, run: Callable[[], Any])
         return run()
     except VerificationFailed as exc:
         state = rt.read_state(namespace, name)
-        if state is not None and (state.operation, state.phase) == ("upgrade", "upgraded"):
+        # exit 4 in `compared` leaves phase upgraded; in `proved` (after the extension updates), compared
+        if state is not None and state.operation == "upgrade" and state.phase in ("upgraded", "compared"):
             cmd = f"{cli_options.prog()} resume sts {name} -n {namespace} --accept fingerprint"
             exc.hint = f"{exc.hint}; or start the upgraded database as it is with `{cmd}`"
         raise

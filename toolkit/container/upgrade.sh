@@ -15,7 +15,8 @@
 #   cleanup   after a rollback: delete the kept new cluster(s) and pgleap's working files
 #   finalize  delete the old cluster and pgleap's working files
 #   place     (standby re-seed) move a pg_basebackup from the staging folder into place
-#   serve-old / serve-new  run the stopped old cluster (read-only) or the placed new one on
+#   serve-old / serve-new  run the stopped old cluster (read-only) or the placed new one (read-write,
+#             for the post-upgrade before the switch) on
 #             127.0.0.1 only, for pgleap's fingerprint through a port-forward (Kubernetes);
 #             pgleap ends it with SIGINT (a fast, clean shutdown)
 #
@@ -431,7 +432,7 @@ do_upgrade() {
 # checkpoints: the checkpoint alone missed that, the state does not.
 # Sets rb_refusal (empty: rollback possible), rb_new_ran, rb_switch_cp, rb_now_cp, rb_new_state.
 rollback_verdict() {
-	local recorded_mode="" effective
+	local recorded_mode="" effective base_cp
 	rb_refusal="" rb_new_ran=no rb_switch_cp="" rb_now_cp="" rb_new_state=""
 	if [ -f "$state/upgraded" ]; then
 		recorded_mode="$(sed -nE 's/.*mode=([a-z]+).*/\1/p' "$state/upgraded")"
@@ -446,7 +447,13 @@ rollback_verdict() {
 		server_paths
 		rb_now_cp="$(controldata_field "$PG_BINDIR" "$new_data" 'Latest checkpoint location' || true)"
 		rb_new_state="$(controldata_field "$PG_BINDIR" "$new_data" 'Database cluster state' || true)"
-		if [ "$rb_new_state" != "shut down" ] || { [ -n "$rb_switch_cp" ] && [ "$rb_now_cp" != "$rb_switch_cp" ]; }; then
+		base_cp="$rb_switch_cp"
+		# Served by a serve-new Job only (pgleap's reads and post-upgrade, no client): in copy/clone
+		# mode nothing a client wrote is lost; with --link any start already changed shared files.
+		if [ "$effective" != link ] && [ -f "$state/served-new" ]; then
+			base_cp="$(sed -nE 's/.*checkpoint=([^ ]+).*/\1/p' "$state/served-new")"
+		fi
+		if [ "$rb_new_state" != "shut down" ] || { [ -n "$base_cp" ] && [ "$rb_now_cp" != "$base_cp" ]; }; then
 			rb_new_ran=yes
 		fi
 	fi
@@ -495,7 +502,7 @@ do_rollback() {
 		mv "$old_data/global/pg_control.old" "$old_data/global/pg_control"
 	fi
 	rm -f "$state/placed" "$state/old-aside" "$state/moving-aside" "$state/moving-new" "$state/upgraded" \
-		"$state/initdb-done" "$state/pg_upgrade-started" "$state/transfer-seen"
+		"$state/initdb-done" "$state/pg_upgrade-started" "$state/transfer-seen" "$state/served-new"
 	[ -f "$old_data/PG_VERSION" ] || die "the old cluster is not back in $old_data; look in $state"
 	chmod 0700 "$old_data"
 	result rolled_back "$old_data"
@@ -611,9 +618,35 @@ do_serve() {
 	sock="$(mktemp -d)"
 	hba="$sock/pgleap_hba.conf"
 	printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' > "$hba"
-	log "serving the $which cluster in $data read-only on 127.0.0.1:${PGLEAP_SERVE_PORT:-5432} for the fingerprint"
-	exec "$bindir/postgres" -D "$data" -c listen_addresses=127.0.0.1 -c "port=${PGLEAP_SERVE_PORT:-5432}" \
-		-c "unix_socket_directories=$sock" -c "hba_file=$hba" -c default_transaction_read_only=on
+	# The old cluster read-only; the new one read-write for the post-upgrade before the switch
+	# (extension updates, repairs): only pgleap reaches it, through the port-forward to loopback.
+	local readonly=off
+	[ "$which" = new ] || readonly=on
+	log "serving the $which cluster in $data on 127.0.0.1:${PGLEAP_SERVE_PORT:-5432} (read-only: $readonly)"
+	if [ "$which" = old ]; then
+		exec "$bindir/postgres" -D "$data" -c listen_addresses=127.0.0.1 -c "port=${PGLEAP_SERVE_PORT:-5432}" \
+			-c "unix_socket_directories=$sock" -c "hba_file=$hba" -c "default_transaction_read_only=$readonly"
+	fi
+	# The new cluster: postgres as a child, so that after its clean shutdown (pgleap's SIGINT to
+	# PID 1, passed on) its checkpoint is recorded: a copy/clone rollback then knows the cluster
+	# served only pgleap since, and drops nothing a client wrote (rollback_verdict).
+	local pid rc=0 cp
+	rm -f "$state/served-new"
+	"$bindir/postgres" -D "$data" -c listen_addresses=127.0.0.1 -c "port=${PGLEAP_SERVE_PORT:-5432}" \
+		-c "unix_socket_directories=$sock" -c "hba_file=$hba" -c "default_transaction_read_only=$readonly" &
+	pid=$!
+	trap 'kill -INT "$pid" 2>/dev/null || true' INT TERM
+	while kill -0 "$pid" 2>/dev/null; do
+		rc=0
+		wait "$pid" || rc=$?
+	done
+	trap - INT TERM
+	[ "$rc" = 0 ] || die "the served new cluster ended with status $rc"
+	if [ "$(controldata_field "$bindir" "$data" 'Database cluster state')" = "shut down" ]; then
+		cp="$(controldata_field "$bindir" "$data" 'Latest checkpoint location')"
+		printf 'checkpoint=%s\n' "$cp" > "$state/served-new"
+		log "the new cluster was shut down cleanly after serving pgleap only (checkpoint $cp)"
+	fi
 }
 
 case "$action" in

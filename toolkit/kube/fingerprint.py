@@ -4,7 +4,9 @@ After the StatefulSet stopped, a `serve-old` Job runs the old cluster read-only 
 loopback (upgrade.sh), and the engine's fingerprint (toolkit/kube/hooks.py, the same definition
 Docker uses) is read through a port-forward and kept in the state ConfigMap. Right after
 pg_upgrade, a `serve-new` Job serves the new cluster the same way and the two are compared,
-before the new StatefulSet exists: nothing is opened to clients until they are equal. A
+before the new StatefulSet exists: nothing is opened to clients until they are equal. Then
+(`proved`, as Docker's) a second serve-new Job runs the engine's post-upgrade (extension updates,
+trap repairs, reindex, statistics) on that cluster and the user data is compared again. A
 difference stops the run with exit 4; the StatefulSet stays scaled to 0 and the old data stays
 on the volume (upgrade.sh's rollback puts it back in copy/clone mode).
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 from toolkit.errors import PgleapError, VerificationFailed
 from toolkit.kube import render
-from toolkit.kube.model import DataProof, HookContext, Outcome, job_result
+from toolkit.kube.model import DataProof, HookContext, Outcome, State, job_result
 from toolkit.kube.ops import Ops
 from toolkit.kube.plan import KubePlan
 
@@ -35,7 +37,7 @@ def unpack(text: str) -> dict[str, Any]:
 
 
 class Prover(Ops):
-    """The `fingerprinted` and `compared` phases of KubeRuntime (no-ops without a DataProof)."""
+    """The `fingerprinted`, `compared` and `proved` phases of KubeRuntime (no-ops without a DataProof)."""
 
     proof: DataProof | None
 
@@ -63,8 +65,7 @@ class Prover(Ops):
         if self.proof is None or plan.downtime == "minimal":
             out.unchanged.append("no data proof asked: not compared")
             return
-        cm = self.kube.get("ConfigMap", plan.namespace, render.state_cm_name(plan.sts)) or {}
-        stored = (cm.get("data") or {}).get(BEFORE_KEY)
+        stored = self._stored_before(plan)
         if stored is None:
             out.notes.append("no fingerprint of the old cluster was taken in this run: not compared")
             return
@@ -93,6 +94,61 @@ class Prover(Ops):
         out.unchanged.append(
             f"fingerprint after pg_upgrade identical to the old cluster's: {_summary(after)}"
         )
+
+    def _stored_before(self, plan: KubePlan) -> str | None:
+        cm = self.kube.get("ConfigMap", plan.namespace, render.state_cm_name(plan.sts)) or {}
+        return (cm.get("data") or {}).get(BEFORE_KEY)
+
+    def proves(self, plan: KubePlan) -> bool:
+        """Whether the `proved` phase runs the post-upgrade before the switch (then not after it).
+        A rehearsal keeps its own hook after the switch: it reports the fingerprints itself."""
+        return (
+            not plan.rehearsal_of
+            and self.proof is not None
+            and self.proof.post_upgrade is not None
+            and self.proof.compare_user is not None
+            and plan.downtime != "minimal"
+        )
+
+    def _step_prove(self, state: State, scripts: Mapping[str, str], out: Outcome, accept: bool) -> None:
+        """Docker's `proved` phase: the post-upgrade (extension updates, trap repairs, reindex,
+        statistics, health) on the cluster a serve-new Job runs, then the user data compared
+        again with the old cluster's, all before the new StatefulSet exists."""
+        plan, original = state.plan, state.original
+        stored = self._stored_before(plan)
+        if not self.proves(plan) or stored is None:
+            out.unchanged.append("no second comparison: the post-upgrade runs after the switch")
+            return
+        assert self.proof is not None and self.proof.post_upgrade and self.proof.compare_user
+        before, post, fingerprint = unpack(stored), self.proof.post_upgrade, self.proof.fingerprint
+
+        def run(ctx: HookContext) -> tuple[dict[str, Any], dict[str, Any]]:
+            return post(ctx), fingerprint(ctx)
+
+        done, after = self._serve(plan, original, "serve-new", scripts, run, out)
+        out.changed.append(
+            f"post-upgrade before the switch: {len(done.get('extensions_updated') or [])} extensions "
+            f"updated, {len(done.get('trap_repairs') or [])} trap repairs, "
+            f"{len(done.get('collation_indexes') or [])} indexes rebuilt"
+        )
+        differences, extension_tables = self.proof.compare_user(before, after)
+        for line in extension_tables:
+            out.notes.append(f"extension-owned, changed by its update (not user data): {line}")
+        if differences and accept:
+            out.notes.append("accepted (resume with accept=fingerprint): " + "; ".join(differences[:10]))
+            return
+        if differences:
+            raise VerificationFailed(
+                "user data reads differently after the extension updates: " + "; ".join(differences[:10]),
+                f"nothing was opened to clients: {plan.sts} is still scaled to 0; read the differences, "
+                f"then `pgleap resume sts {plan.sts}` with the fingerprint accepted starts it as it is, "
+                + (
+                    f"or `pgleap rollback sts {plan.sts}` brings the old cluster back"
+                    if plan.mode in ("copy", "clone")
+                    else "or restore a backup or snapshot (link/swap: no rollback)"
+                ),
+            )
+        out.unchanged.append(f"fingerprint after the extension updates identical: {_summary(after)}")
 
     def _serve(
         self,

@@ -8,8 +8,8 @@ memory. Every step is safe to repeat, as `resume` may call this hook again.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -92,9 +92,24 @@ def compare_fingerprints(before: dict[str, Any], after: dict[str, Any]) -> list[
     return verify.compare(fingerprint_from_dict(before), fingerprint_from_dict(after)).differences
 
 
+def compare_user_data(before: dict[str, Any], after: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """After the extension updates: (user-data differences, extension-owned tables changed), as
+    Docker's proof.prove compares them (an extension's own tables may change with its update)."""
+    comparison = verify.compare(
+        fingerprint_from_dict(before), fingerprint_from_dict(after), include_extension_tables=False
+    )
+    return comparison.differences, comparison.extension_differences
+
+
 def engine_data_proof() -> DataProof:
-    """The before/after comparison of `upgrade sts` in --downtime verified mode (kube/fingerprint.py)."""
-    return DataProof(fingerprint=served_fingerprint, compare=compare_fingerprints)
+    """The before/after comparisons of `upgrade sts` in --downtime verified mode (kube/fingerprint.py):
+    right after pg_upgrade, and again after the post-upgrade run on the served new cluster."""
+    return DataProof(
+        fingerprint=served_fingerprint,
+        compare=compare_fingerprints,
+        post_upgrade=served_post_upgrade,
+        compare_user=compare_user_data,
+    )
 
 
 def engine_replication_problems(ctx: HookContext) -> list[str]:
@@ -114,11 +129,27 @@ def collation_changes(plan: KubePlan) -> tuple[bool, bool]:
 
 
 def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
-    """Extensions, collation-dependent indexes, statistics, then health checks (amcheck, PostGIS).
+    """Extensions, collation-dependent indexes, statistics, then health checks (amcheck, PostGIS),
+    on the serving pod (rehearsals, --downtime minimal, a run without the data proof).
 
     Returns what it did, for a rehearsal's report; raises VerificationFailed when a check fails."""
     superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
-    with pod_server(ctx) as server:
+    return _post_upgrade(ctx, pod_server, ["-U", superuser])
+
+
+def served_post_upgrade(ctx: HookContext) -> dict[str, Any]:
+    """The same post-upgrade on the cluster a serve-new Job runs (loopback, read-write, reached only
+    by the port-forward): extension updates and trap repairs happen before clients, as on Docker."""
+    superuser = ctx.plan.job_env.get("PGLEAP_SUPERUSER") or "postgres"
+    port = ctx.plan.job_env.get("PGLEAP_SERVE_PORT") or "5432"
+    return _post_upgrade(ctx, served_server, ["-h", "127.0.0.1", "-p", port, "-U", superuser])
+
+
+def _post_upgrade(
+    ctx: HookContext, connect: Callable[[HookContext], AbstractContextManager[Server]], vacuumdb: list[str]
+) -> dict[str, Any]:
+    """engine_post_upgrade's steps against the server `connect` reaches; `vacuumdb` its arguments."""
+    with connect(ctx) as server:
         updated, left, repaired = postupgrade.update_extensions(server)
         ctx.log(
             f"extensions updated: {len(updated)}" + (f"; left as they are: {'; '.join(left)}" if left else "")
@@ -135,7 +166,7 @@ def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
         runs = postupgrade.analyze_runs(ctx.plan.new_major)
         try:
             for extra in runs:
-                analyze = ["vacuumdb", "--all", "-U", superuser, *extra]
+                analyze = ["vacuumdb", "--all", *vacuumdb, *extra]
                 ctx.kube.exec(ctx.namespace, ctx.pod, ctx.container, ["sh", "-c", shlex.join(analyze)])
             ctx.log("statistics: vacuumdb " + " then ".join(" ".join(r) for r in runs))
         except PgleapError as exc:  # vacuumdb over the pod's socket may need a password: ANALYZE instead

@@ -28,7 +28,7 @@ KEY = "interrupted"  # state ConfigMap key: {"during": ..., "at": ISO time}
 # Phases after which the new cluster may have run: its StatefulSet exists on the new image, or
 # (link mode, --downtime verified) the serve-new Job started it read-only for its fingerprint.
 NEW_MAY_RUN = ("switched",)
-NEW_MAY_RUN_VERIFIED_LINK = ("upgraded", "compared", "switched")
+NEW_MAY_RUN_VERIFIED_LINK = ("upgraded", "compared", "proved", "switched")
 # What runs to reach each phase, for "interrupted during …" (in the runtime's order, model.UPGRADE_PHASES).
 _WHAT = {
     "retention": "the PVC retention patch",
@@ -39,6 +39,7 @@ _WHAT = {
     "fingerprinted": "the fingerprint of the stopped old cluster (serve-old Job)",
     "upgraded": "the upgrade Job (pg_upgrade)",
     "compared": "the fingerprint of the new cluster (serve-new Job)",
+    "proved": "the extension updates and the second fingerprint of the new cluster (serve-new Job)",
     "switched": "the switch to the new StatefulSet",
     "started": "the start of the new cluster",
     "verified": "the verification",

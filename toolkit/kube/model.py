@@ -23,6 +23,7 @@ UPGRADE_PHASES = (
     "fingerprinted",  # the stopped old cluster's fingerprint, read in a serve-old Job (with a DataProof)
     "upgraded",
     "compared",  # the new cluster's, read in a serve-new Job before the switch, equal to the old one
+    "proved",  # post-upgrade on the serve-new cluster, then the user data compared again (as Docker's)
     "switched",
     "started",
     "verified",
@@ -84,10 +85,15 @@ StandbyProbe = Callable[[HookContext, tuple[str, ...]], Iterable[str]]
 class DataProof:
     """The engine's one fingerprint definition, handed to the runtime (toolkit/kube/hooks.py):
     `fingerprint(ctx)` reads the cluster a serve Job runs (ctx.pod, its "upgrade" container) into
-    a JSON-able dict; `compare(before, after)` names every difference (empty: identical)."""
+    a JSON-able dict; `compare(before, after)` names every difference (empty: identical).
+    `post_upgrade(ctx)` runs the engine's post-upgrade on that served cluster before the switch,
+    and `compare_user(before, after)` then gives (user-data differences, extension-owned tables
+    changed), as Docker's `proved` phase: without them the runtime skips that phase."""
 
     fingerprint: Callable[[HookContext], dict[str, Any]]
     compare: Callable[[dict[str, Any], dict[str, Any]], list[str]]
+    post_upgrade: Callable[[HookContext], dict[str, Any]] | None = None
+    compare_user: Callable[[dict[str, Any], dict[str, Any]], tuple[list[str], list[str]]] | None = None
 
 
 def no_post_upgrade(ctx: HookContext) -> None:

@@ -15,70 +15,35 @@ rehearsal's labels, which `remove` looks for before it deletes anything.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import PgleapError, Refused, VerificationFailed
 from toolkit.kube import guard, render
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
-from toolkit.kube.facts import StsFacts, gather, parse_image
+from toolkit.kube.facts import gather, parse_image
 from toolkit.kube.lease import Lease
 from toolkit.kube.model import HookContext, Outcome, pod_ready
-from toolkit.kube.plan import KubePlan, make_plan
+from toolkit.kube.plan import make_plan
+from toolkit.kube.rehearsal_model import (
+    DOWNTIME_PHASES,
+    RehearsalHooks,
+    RehearsalRun,
+    hook_report,
+    predicted_downtime,
+    source_host,
+    summary,
+)
+from toolkit.kube.rehearsal_removal import RehearsalRemoval
 from toolkit.kube.runtime import KubeRuntime
 from toolkit.kube.topology import detect
 
-# Upgrade phases during which a real run's database does not serve.
-DOWNTIME_PHASES = ("stopped", "snapshotted", "fingerprinted", "upgraded", "compared", "switched", "started")
+__all__ = ["DOWNTIME_PHASES", "KubeRehearsal", "RehearsalHooks"]
 
 
-@dataclass
-class _Run:
-    """One rehearsal: production as read, its plan, the scripts, and the report being built."""
-
-    sts: dict[str, Any]
-    facts: StsFacts
-    plan: KubePlan  # production's plan: the clone Job runs production's image as its user
-    scripts: Mapping[str, str]
-    result: dict[str, Any]
-    kube: Any
-    log: Callable[[str], None]
-
-    @property
-    def rname(self) -> str:
-        return kube_rehearsal.rehearsal_name(self.facts.name)
-
-    @property
-    def view(self) -> KubePlan:
-        """The plan as the rehearsal StatefulSet's (its name: its Jobs, ConfigMaps, pods)."""
-        return dataclasses.replace(
-            self.plan, sts=self.rname, rehearsal_of=kube_rehearsal.label_value(self.facts.name)
-        )
-
-    def context(self, pod: str, sts: str) -> HookContext:
-        return HookContext(
-            self.kube, self.plan, self.facts.namespace, sts, pod, self.facts.container, self.log
-        )
-
-
-@dataclass(frozen=True)
-class RehearsalHooks:
-    """The database-side steps (kube_hook.py supplies the engine's; tests may pass their own)."""
-
-    fingerprint: Callable[[HookContext], Any]
-    compare: Callable[[Any, Any], list[str]]  # (before, after) → differences
-    post_upgrade: Callable[[HookContext], Mapping[str, Any] | None]
-    replication_problems: Callable[[HookContext], list[str]]
-    # (before, after extension updates) → differences in user data (extension-owned tables may
-    # change legitimately); None: `compare`.
-    compare_user: Callable[[Any, Any], list[str]] | None = None
-
-
-class KubeRehearsal:
+class KubeRehearsal(RehearsalRemoval):
     """Clone, upgrade the clone with the ordinary flow, report, clean up."""
 
     def __init__(self, runtime: KubeRuntime) -> None:
@@ -190,9 +155,7 @@ class KubeRehearsal:
             user, secret = kube_rehearsal.replication_login(
                 run.sts, run.facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
             )
-            host = (
-                _source_host(run, self.kube.get("Pod", namespace, run.facts.pod_name)) or run.facts.pod_name
-            )
+            host = source_host(run, self.kube.get("Pod", namespace, run.facts.pod_name)) or run.facts.pod_name
             objs.append(
                 kube_rehearsal.clone_job(
                     run.plan, run.sts, source_host=host, user=user, password_secret=secret
@@ -225,7 +188,7 @@ class KubeRehearsal:
         job_env: dict[str, str],
         scripts: Mapping[str, str],
         result: dict[str, Any],
-    ) -> _Run:
+    ) -> RehearsalRun:
         """Production read and planned, after the guard has checked the rehearsal StatefulSet exactly
         as the upgrade of it will (majors, image family, layout, standby refusals)."""
         sts = self.rt.read_sts(namespace, name)
@@ -251,10 +214,10 @@ class KubeRehearsal:
         # Production's owners (Argo CD, Helm, …) matter for the real run, not for the rehearsal.
         result["real_run_needs"] = [p.hint for p in guard.problems(facts, target, live=False) if p.owner]
         plan = make_plan(facts, target_image, mode=mode, snapshot=False, job_env=job_env, target=target)
-        return _Run(sts, facts, plan, scripts, result, kube=self.kube, log=self.log)
+        return RehearsalRun(sts, facts, plan, scripts, result, kube=self.kube, log=self.log)
 
     @staticmethod
-    def _snapshot_class(run: _Run, given: str | None) -> str:
+    def _snapshot_class(run: RehearsalRun, given: str | None) -> str:
         """The VolumeSnapshotClass for --from-snapshot; refused when a snapshot cannot clone."""
         others = kube_rehearsal.other_claims_of_postgres(run.sts, run.facts)
         if others:
@@ -289,7 +252,7 @@ class KubeRehearsal:
                 "rename or delete it; the rehearsal needs that name",
             )
 
-    def _basebackup_source(self, run: _Run, hooks: RehearsalHooks) -> dict[str, Any]:
+    def _basebackup_source(self, run: RehearsalRun, hooks: RehearsalHooks) -> dict[str, Any]:
         """Where and as whom the clone Job logs in; the server's replication settings checked first."""
         facts = run.facts
         pod_name = facts.pod_name
@@ -312,12 +275,12 @@ class KubeRehearsal:
                 "pg_basebackup cannot copy the running server: " + "; ".join(problems),
                 problems[-1].split(": ", 1)[-1] + "; or rehearse with --from-snapshot",
             )
-        host = _source_host(run, pod)
+        host = source_host(run, pod)
         if not host:
             raise Refused(f"pod {pod_name} has no IP yet", "wait until it runs, then rehearse again")
         return {"source_host": host, "user": user, "password_secret": secret}
 
-    def _run_clone_job(self, run: _Run, what: str, **source: Any) -> None:
+    def _run_clone_job(self, run: RehearsalRun, what: str, **source: Any) -> None:
         """clone.sh in a Job on the clone PVC: the copy (with `source`) and the seal."""
         job = kube_rehearsal.clone_job(run.plan, run.sts, **source)
         name = job["metadata"]["name"]
@@ -331,7 +294,7 @@ class KubeRehearsal:
                 "production is untouched; the rehearsal's objects are removed unless --keep",
             )
 
-    def _clone_from_snapshot(self, run: _Run, klass: str) -> None:
+    def _clone_from_snapshot(self, run: RehearsalRun, klass: str) -> None:
         snap = kube_rehearsal.source_snapshot(run.facts, klass, run.plan.run_id)
         snap_name = snap["metadata"]["name"]
         with self._phase(
@@ -358,20 +321,20 @@ class KubeRehearsal:
             )
         return True if status.get("readyToUse") else None
 
-    def _start_clone(self, run: _Run) -> None:
+    def _start_clone(self, run: RehearsalRun) -> None:
         """Create the rehearsal StatefulSet on the OLD image: its pod recovers the copy."""
         with self._phase(run.result, "start the clone (recovery)", f"{run.rname}-0 on {run.plan.old_image}"):
             self.kube.create(kube_rehearsal.rehearsal_statefulset(run.sts, run.facts))
             self.rt.step_ready(run.view, Outcome("rehearse", "start"))
 
     def _upgrade_clone(
-        self, run: _Run, target_image: str, job_env: dict[str, str], mode: str, hooks: RehearsalHooks
+        self, run: RehearsalRun, target_image: str, job_env: dict[str, str], mode: str, hooks: RehearsalHooks
     ) -> None:
         """The ordinary upgrade flow on the rehearsal StatefulSet; its hook checks the fingerprint."""
         result = run.result
         with self._phase(result, "fingerprint before", f"{run.rname}-0 on the old major") as ph:
             before = hooks.fingerprint(run.context(f"{run.rname}-0", run.rname))
-            ph["detail"] = _summary(before)
+            ph["detail"] = summary(before)
         done: dict[str, Any] = {}
 
         def post_upgrade(ctx: HookContext) -> None:
@@ -413,7 +376,7 @@ class KubeRehearsal:
                 post_upgrade=post_upgrade,
             )
         finally:
-            result.update(_hook_report(done, before))
+            result.update(hook_report(done, before))
         result["phases"] += [
             {
                 "name": f"upgrade: {phase}",
@@ -425,7 +388,7 @@ class KubeRehearsal:
             if phase != "done"
         ]
 
-    def _keep(self, run: _Run) -> None:
+    def _keep(self, run: RehearsalRun) -> None:
         service = kube_rehearsal.rehearsal_service(run.facts)
         self.kube.create(service)
         ns, name = run.facts.namespace, service["metadata"]["name"]
@@ -435,98 +398,3 @@ class KubeRehearsal:
             "connect": f"kubectl -n {ns} port-forward svc/{name} 15432:5432",
             "remove": f"pgleap rehearse sts {run.facts.name} -n {ns} --remove",
         }
-
-    # -- removal ------------------------------------------------------------------------------
-
-    def _names(self, namespace: str, name: str) -> list[tuple[str, str]]:
-        """(kind, name) of everything a rehearsal of `name` may create, the StatefulSet first."""
-        rname = kube_rehearsal.rehearsal_name(name)
-        claims = [
-            ("PersistentVolumeClaim", pvc["metadata"]["name"])
-            for pvc in self.kube.list(
-                "PersistentVolumeClaim",
-                namespace,
-                label_selector=f"{kube_rehearsal.LABEL_REHEARSAL_OF}={kube_rehearsal.label_value(name)}",
-            )
-        ]
-        return [
-            ("StatefulSet", rname),
-            ("Service", rname),
-            ("Job", kube_rehearsal.clone_job_name(name)),
-            *(("Job", render.job_name(rname, a)) for a in ("prepare", "serve-old", "upgrade", "serve-new")),
-            ("ConfigMap", render.scripts_cm_name(rname)),
-            ("ConfigMap", render.state_cm_name(rname)),
-            ("VolumeSnapshot", kube_rehearsal.snapshot_name(name)),
-            *claims,
-        ]
-
-    def remove(self, namespace: str, name: str) -> list[str]:
-        """Delete every object a rehearsal of `name` made: only those carrying its labels, the
-        StatefulSet first (its pod must stop before its PVC can go)."""
-        rname = kube_rehearsal.rehearsal_name(name)
-        removed: list[str] = []
-        for kind, obj_name in self._names(namespace, name):
-            live = self.kube.get(kind, namespace, obj_name)
-            if live is None or not self._ours(live, name, rname):
-                continue
-            self.kube.delete(kind, namespace, obj_name, propagation="Background")
-            removed.append(f"{kind} {obj_name}")
-            self.log(f"rehearsal: removed {kind} {obj_name}")
-            if kind == "StatefulSet":
-                self.kube.wait(
-                    f"pod {rname}-0 to stop",
-                    lambda: True if self.kube.get("Pod", namespace, f"{rname}-0") is None else None,
-                    timeout=self.rt.t.delete + self.rt.t.stop_margin,
-                    interval=self.rt.t.poll,
-                )
-        return removed
-
-    @staticmethod
-    def _ours(obj: Mapping[str, Any], name: str, rname: str) -> bool:
-        """Made by a rehearsal of `name`: its own labels (the clone's upgrade Jobs and ConfigMaps
-        carry them too). A name alone proves nothing: `rname` may be a real StatefulSet."""
-        return kube_rehearsal.is_rehearsal_object(obj, name)
-
-
-def _source_host(run: _Run, pod: Mapping[str, Any] | None) -> str | None:
-    """Production's pod IP, or its stable DNS name through the StatefulSet's Service."""
-    service = (run.sts.get("spec") or {}).get("serviceName")
-    return ((pod or {}).get("status") or {}).get("podIP") or (
-        f"{run.facts.name}-0.{service}.{run.facts.namespace}.svc" if service else None
-    )
-
-
-def _summary(fp: Any) -> str:
-    summary = fp.to_dict() if hasattr(fp, "to_dict") else {}
-    return f"{summary.get('tables', '?')} tables, {summary.get('rows', '?')} rows" if summary else ""
-
-
-def _hook_report(done: Mapping[str, Any], before: Any) -> dict[str, Any]:
-    """Extensions before/after, collation-dependent indexes and health checks, for the report."""
-    before_ext = getattr(before, "extensions", {}) or {}
-    after_ext = done.get("extensions") or {}
-    return {
-        "extensions": [
-            {"database": db, "extension": ext, "before": version, "after": (after_ext.get(db) or {}).get(ext)}
-            for db, exts in sorted(before_ext.items())
-            for ext, version in sorted(exts.items())
-        ],
-        "extensions_left": list(done.get("extensions_left") or []),
-        "collation_indexes": list(done.get("collation_indexes") or []),
-        "health": list(done.get("health") or []),
-    }
-
-
-def predicted_downtime(phases: list[Mapping[str, Any]], snapshot_measured: bool) -> tuple[float, str]:
-    """The phases a real run spends with the database stopped, as measured on the clone."""
-    down = sum(p["seconds"] for p in phases if p["in_downtime"])
-    basis = (
-        "stop, pg_upgrade Job, StatefulSet switch and start, measured on the clone; the real run's "
-        "VolumeSnapshot of the stopped volume adds about the snapshot time measured here"
-        if snapshot_measured
-        else "stop, pg_upgrade Job, StatefulSet switch and start, measured on the clone; a VolumeSnapshot "
-        "before the real run (if taken) adds its own time, not measured here"
-    )
-    if snapshot_measured:
-        down += sum(p["seconds"] for p in phases if p["name"] == "snapshot of the running volume")
-    return round(down, 1), basis

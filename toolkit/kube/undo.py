@@ -137,9 +137,14 @@ class Undoer(Ops):
     def _rb_data(
         self, plan: KubePlan, original: Mapping[str, Any], scripts: Mapping[str, str], out: Outcome
     ) -> None:
-        """Run the rollback Job when the upgrade Job ran (otherwise the volume was never touched)."""
+        """Run the rollback Job when the upgrade Job ran; when only a prepare Job (--downtime minimal)
+        did, the cleanup Job removes what it staged (old binaries, the initdb-ed new cluster)."""
         if self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "upgrade")) is None:
-            out.unchanged.append("the upgrade Job never ran: the data directory is untouched")
+            if self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "prepare")) is None:
+                out.unchanged.append("the upgrade Job never ran: the data directory is untouched")
+                return
+            self._step_job(plan, original, "cleanup", scripts, out)
+            out.changed.append("removed what the prepare Job staged on the volume (the old data untouched)")
             return
         try:
             self._step_job(plan, original, "rollback", scripts, out)
@@ -153,13 +158,8 @@ class Undoer(Ops):
 
     def _rb_replicas(self, state: State, scripts: Mapping[str, str], out: Outcome) -> None:
         """upgrade.sh rollback on each standby's volume that a re-seed Job touched."""
-        plan, rp = state.plan, state.plan.replicas
-        if rp is None:
-            out.unchanged.append("no standbys")
-            return
-        holder = state.read_original if plan.read_sts else state.original
-        assert holder is not None
-        for sb in rp.standbys:
+        plan, holder = state.plan, self._holder(state)
+        for sb in self._standbys(state, out, "no standbys"):
             if self.kube.get("Job", plan.namespace, render.replica_job_name(sb.pod, "reseed")) is None:
                 out.unchanged.append(f"standby {sb.pod} was never re-seeded: its volume is untouched")
                 continue
@@ -273,13 +273,8 @@ class Undoer(Ops):
 
     def _finalize_replicas(self, state: State, scripts: Mapping[str, str], out: Outcome) -> None:
         """upgrade.sh finalize on each standby's volume (its old data and pgleap's folder)."""
-        plan, rp = state.plan, state.plan.replicas
-        if rp is None:
-            out.unchanged.append("no standbys to finalize")
-            return
-        holder = state.read_original if plan.read_sts else state.original
-        assert holder is not None
-        for sb in rp.standbys:
+        plan, holder = state.plan, self._holder(state)
+        for sb in self._standbys(state, out, "no standbys to finalize"):
             pod = self.kube.get("Pod", plan.namespace, sb.pod)
             node = ((pod or {}).get("spec") or {}).get("nodeName")
             # RWO: the Job must share the node of the running standby to mount its volume.
@@ -298,6 +293,19 @@ class Undoer(Ops):
             )
             self.finish_job(plan, name, ("standby",), "finalize is safe to run again")
 
+    @staticmethod
+    def _standbys(state: State, out: Outcome, none: str) -> list[Any]:
+        """The run's standbys; `none` said when it has none."""
+        if state.plan.replicas is None:
+            out.unchanged.append(none)
+            return []
+        return list(state.plan.replicas.standbys)
+
+    @staticmethod
+    def _holder(state: State) -> Mapping[str, Any]:
+        """The StatefulSet the standbys' Jobs are rendered from (the read one when there is one)."""
+        return (state.read_original if state.plan.read_sts else state.original) or state.original
+
     def _cleanup(self, plan: KubePlan, out: Outcome) -> None:
         """Delete pgleap's Jobs and ConfigMaps; the state ConfigMap goes last."""
         actions = (
@@ -306,6 +314,7 @@ class Undoer(Ops):
             "serve-old",
             "serve-new",
             "rollback",
+            "cleanup",  # after a --downtime minimal run restored before its upgrade Job
             "finalize",
             kube_decide.CHECK_ACTION,
         )

@@ -71,27 +71,21 @@ class Upgrader(Standbys, Prover):
         sts = self.read_sts(namespace, name)
         if kube_probe.running_image(sts) == target_image:
             return Outcome("upgrade", "done", unchanged=[f"{namespace}/{name} already runs {target_image}"])
-        images = self.probe(sts, target_image, scripts)
-        facts = self.inspect(namespace, name, sts, major=images[0].major if images else None)
-        topo, read, read_facts = self.topology(namespace, name, sts, facts)
-        plan, warnings = self._plan_from(
-            facts,
+        plan, original, warnings = self.plan(
+            namespace,
+            name,
             target_image,
-            topology=topo,
-            read_facts=read_facts,
-            keep_readers=keep_readers,
             job_env=job_env,
             mode=mode,
             snapshot=snapshot,
             overrides=overrides,
             patch_retention=patch_retention,
-            images=images,
+            keep_readers=keep_readers,
+            scripts=scripts,
+            preflight=preflight,
             downtime=downtime,
         )
-        if preflight is not None and images is not None:
-            plan = self.read_live(plan, facts, images, scripts, preflight)
-        original = sts
-        read = read if plan.read_sts else None
+        read = self.read_statefulset(plan)
         out = Outcome("upgrade", "recorded", notes=list(warnings))
         if render.masked_left(render.mask_secrets(original)):
             out.notes.append(
@@ -140,6 +134,7 @@ class Upgrader(Standbys, Prover):
             "compared": lambda: self._step_compare(
                 plan, state.original, scripts, out, accept="fingerprint" in accept
             ),
+            "proved": lambda: self._step_prove(state, scripts, out, "fingerprint" in accept),
             "switched": lambda: self._step_switch(plan, state.original, out),
             "started": lambda: self.step_ready(plan, out),
             "verified": lambda: self._step_hook(plan, hook or no_post_upgrade, out),
@@ -237,6 +232,9 @@ class Upgrader(Standbys, Prover):
         self._replace_sts(plan, lambda: render.primary_statefulset(plan, original), out)
 
     def _step_hook(self, plan: KubePlan, hook: PostUpgradeHook, out: Outcome) -> None:
+        if self.proves(plan):
+            out.unchanged.append("post-upgrade already ran before the switch (proved)")
+            return
         container = plan.container
         hook(HookContext(self.kube, plan, plan.namespace, plan.sts, f"{plan.sts}-0", container, self.log))
         out.changed.append("ran the post-upgrade hook")
