@@ -281,10 +281,10 @@ def test_logical_13_to_17_with_writes_then_rollback(
 def _aborted_switches(runtime, old: Old, args: list[str], old_image: str, monkeypatch) -> None:
     """Skipping the sequence sync must fail the proof (exit 4) with the old server serving again;
     DDL made during the migration aborts the switch; both leave the synchronised copy for the next run."""
-    from toolkit.db import logical as repl
+    from toolkit.db import logical_switch as switch
 
     with monkeypatch.context() as patched:  # the mutation: the sequences are not carried
-        patched.setattr(repl, "copy_sequences", lambda *a, **k: 0)
+        patched.setattr(switch, "copy_sequences", lambda *a, **k: 0)
         broken = _cli(*args)
     assert _code(broken) == 4, broken.output
     assert "sequence" in str(broken.exception)
@@ -343,6 +343,7 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     DDL made during the migration aborts the switch; the upgrade run again goes on from the
     synchronised copy, switches, and finalize cleans up."""
     from toolkit.db import logical as repl
+    from toolkit.db import logical_switch as switch
 
     caplog.set_level(logging.INFO, logger="toolkit.engine.logical")
     started = time.monotonic()
@@ -360,7 +361,7 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
         patched.setattr(repl, "create_subscription", subscribe_then_die)
         assert _code(_cli(*args)) == 1
     with monkeypatch.context() as patched:  # the mutation: the sequences are not carried
-        patched.setattr(repl, "copy_sequences", lambda *a, **k: 0)
+        patched.setattr(switch, "copy_sequences", lambda *a, **k: 0)
         broken = _cli(*args)
     assert _code(broken) == 4, broken.output
     assert "sequence" in str(broken.exception)

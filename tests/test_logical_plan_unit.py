@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from toolkit.cli.app import app
 from toolkit.core.logical_plan import LogicalFacts, plan_logical
 from toolkit.db import logical as repl
+from toolkit.db import logical_switch as switch
 from toolkit.db.sql import Server
 from toolkit.engine.state import RunState
 from toolkit.errors import VerificationFailed
@@ -174,11 +175,12 @@ def _switch(
         "resume_writes",
         "create_subscription",
     ):
-        monkeypatch.setattr(repl, name, lambda *a, _n=name, **k: calls.append(_n) or 0)  # fmt: skip
+        module = switch if hasattr(switch, name) else repl
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: calls.append(_n) or 0)  # fmt: skip
     monkeypatch.setattr(repl, "catalog_hash", lambda *a: "h")
     values = iter(seqs or [{"gis: public.s": (5, True)}] * 2)
     monkeypatch.setattr(
-        repl, "sequence_values", lambda server, dbs: calls.append("sequences") or next(values)
+        switch, "sequence_values", lambda server, dbs: calls.append("sequences") or next(values)
     )
 
     @contextlib.contextmanager
@@ -189,7 +191,7 @@ def _switch(
         finally:
             calls.append("snapshots released")
 
-    monkeypatch.setattr(repl, "exported_snapshots", exported)
+    monkeypatch.setattr(switch, "exported_snapshots", exported)
 
     def verify(a, b, dbs, what, sequences=True, snapshots=None):
         at = f" at {snapshots['gis']}" if snapshots else ""

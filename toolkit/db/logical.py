@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 from psycopg import sql
 
 from toolkit.core.logical_plan import LogicalFacts
 from toolkit.db.sql import Server
-from toolkit.errors import PgleapError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ SEQUENCES = (
 
 
 @contextmanager
-def _connect(server: Server, db: str = "postgres", **kwargs) -> Iterator:
+def connect_to(server: Server, db: str = "postgres", **kwargs) -> Iterator:
     """pgleap's own session: writable even while the server's write pause is on."""
     with server.connect(db, **kwargs) as conn:
         conn.execute("SET default_transaction_read_only = off")
@@ -77,11 +75,11 @@ def _connect(server: Server, db: str = "postgres", **kwargs) -> Iterator:
         yield conn
 
 
-def _names(rows) -> list[str]:
+def qualified_names(rows) -> list[str]:
     return [f"{schema}.{name}" for schema, name, *_ in rows]
 
 
-def _qualified(name: str) -> sql.Identifier:
+def identifier_of(name: str) -> sql.Identifier:
     schema, _, rel = name.partition(".")
     return sql.Identifier(schema, rel)
 
@@ -101,12 +99,12 @@ def facts(server: Server) -> LogicalFacts:
     md5_roles = [name for (name,) in server.query("postgres", MD5_ROLES)]
     per: dict[str, dict] = {k: {} for k in ("tables", "no_identity", "unlogged", "matviews", "ext", "lo")}
     for db in databases:
-        with _connect(server, db) as conn:
-            per["tables"][db] = _names(conn.execute(TABLES).fetchall())
-            per["no_identity"][db] = _names(conn.execute(NO_IDENTITY).fetchall())
-            per["unlogged"][db] = _names(conn.execute(UNLOGGED).fetchall())
-            per["matviews"][db] = _names(conn.execute(MATVIEWS).fetchall())
-            per["ext"][db] = _names(conn.execute(EXT_CONFIG).fetchall())
+        with connect_to(server, db) as conn:
+            per["tables"][db] = qualified_names(conn.execute(TABLES).fetchall())
+            per["no_identity"][db] = qualified_names(conn.execute(NO_IDENTITY).fetchall())
+            per["unlogged"][db] = qualified_names(conn.execute(UNLOGGED).fetchall())
+            per["matviews"][db] = qualified_names(conn.execute(MATVIEWS).fetchall())
+            per["ext"][db] = qualified_names(conn.execute(EXT_CONFIG).fetchall())
             per["lo"][db] = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0]
     return LogicalFacts(
         server_major=int(settings["server_version_num"]) // 10000,
@@ -127,7 +125,7 @@ def facts(server: Server) -> LogicalFacts:
 
 
 def set_wal_level_logical(server: Server) -> None:
-    with _connect(server) as conn:
+    with connect_to(server) as conn:
         conn.execute("ALTER SYSTEM SET wal_level = logical")
 
 
@@ -155,7 +153,7 @@ def fresh_databases(old: Server, new: Server, databases: list[str]) -> None:
             (db,),
         )[0]
         name = sql.Identifier(db)
-        with _connect(new, "template1") as conn:
+        with connect_to(new, "template1") as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
                 conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(name))
                 conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
@@ -172,7 +170,7 @@ def _columns(conn, name: str) -> list[str]:
     rows = conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
         "AND attgenerated = '' ORDER BY attnum",
-        (str(_qualified(name).as_string(conn)),),
+        (str(identifier_of(name).as_string(conn)),),
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -180,19 +178,19 @@ def _columns(conn, name: str) -> list[str]:
 def copy_rows(old: Server, new: Server, db: str, name: str, *, where: str = "", replace: bool) -> int:
     """COPY a table's rows old → new in the columns both have; `replace` empties the target first,
     otherwise rows whose key already exists are kept (ON CONFLICT DO NOTHING through a temp table)."""
-    with _connect(old, db) as src, _connect(new, db, autocommit=False) as dst:
+    with connect_to(old, db) as src, connect_to(new, db, autocommit=False) as dst:
         cols = [c for c in _columns(src, name) if c in set(_columns(dst, name))]
         collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
         source = sql.SQL("COPY (SELECT {} FROM ONLY {} {}) TO STDOUT (FORMAT binary)").format(
-            collist, _qualified(name), sql.SQL(where)
+            collist, identifier_of(name), sql.SQL(where)
         )
         if replace:
-            dst.execute(sql.SQL("TRUNCATE {}").format(_qualified(name)))
-            sink = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(_qualified(name), collist)
+            dst.execute(sql.SQL("TRUNCATE {}").format(identifier_of(name)))
+            sink = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(identifier_of(name), collist)
         else:
             dst.execute(
                 sql.SQL("CREATE TEMP TABLE pgleap_rows ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
-                    collist, _qualified(name)
+                    collist, identifier_of(name)
                 )
             )
             sink = sql.SQL("COPY pgleap_rows FROM STDIN (FORMAT binary)")
@@ -202,21 +200,21 @@ def copy_rows(old: Server, new: Server, db: str, name: str, *, where: str = "", 
         if not replace:
             dst.execute(
                 sql.SQL("INSERT INTO {} ({}) SELECT * FROM pgleap_rows ON CONFLICT DO NOTHING").format(
-                    _qualified(name), collist
+                    identifier_of(name), collist
                 )
             )
         dst.commit()
-        return dst.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(_qualified(name))).fetchone()[0]
+        return dst.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(identifier_of(name))).fetchone()[0]
 
 
 def copy_extension_config(old: Server, new: Server, db: str) -> list[str]:
     """User rows of extension configuration tables (topology.topology/layer, user SRIDs in
     spatial_ref_sys): copied once, rows the new extension already has are kept."""
     copied = []
-    with _connect(old, db) as conn:
+    with connect_to(old, db) as conn:
         rows = conn.execute(EXT_CONFIG).fetchall()
-    with _connect(new, db) as conn:
-        present = set(_names(conn.execute(EXT_CONFIG).fetchall()))
+    with connect_to(new, db) as conn:
+        present = set(qualified_names(conn.execute(EXT_CONFIG).fetchall()))
     for schema, name, condition in rows:
         key = f"{schema}.{name}"
         if key in present:
@@ -227,22 +225,22 @@ def copy_extension_config(old: Server, new: Server, db: str) -> list[str]:
 
 def set_identity_full(server: Server, tables: dict[str, list[str]]) -> None:
     for db, names in tables.items():
-        with _connect(server, db) as conn:
+        with connect_to(server, db) as conn:
             for name in names:
-                conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_qualified(name)))
+                conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(identifier_of(name)))
 
 
 def create_publication(server: Server, db: str, tables: list[str], name: str = PUBLICATION) -> None:
     """FOR TABLE, never FOR ALL TABLES: extension-owned tables (spatial_ref_sys) stay out."""
-    with _connect(server, db) as conn:
+    with connect_to(server, db) as conn:
         if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
-        listed = sql.SQL(", ").join(_qualified(t) for t in tables)
+        listed = sql.SQL(", ").join(identifier_of(t) for t in tables)
         conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), listed))
 
 
 def drop_publication(server: Server, db: str, name: str = PUBLICATION) -> None:
-    with _connect(server, db) as conn:
+    with connect_to(server, db) as conn:
         conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
 
 
@@ -275,7 +273,7 @@ def create_subscription(
     options = sql.SQL("copy_data = {}").format(sql.Literal(copy_data))
     if slot:
         options = sql.SQL("{}, create_slot = false, slot_name = {}").format(options, sql.Literal(slot))
-    with _connect(server, db) as conn:
+    with connect_to(server, db) as conn:
         if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
             return
         conn.execute(
@@ -287,7 +285,7 @@ def create_subscription(
 
 def drop_subscription(server: Server, db: str, name: str) -> None:
     """Drops the slot on the publisher too when it can reach it; otherwise detaches and drops."""
-    with _connect(server, db) as conn:
+    with connect_to(server, db) as conn:
         if not conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
             return
         ident = sql.Identifier(name)
@@ -300,7 +298,7 @@ def drop_subscription(server: Server, db: str, name: str) -> None:
 
 
 def create_slot(server: Server, db: str, slot: str) -> None:
-    with _connect(server, db) as conn:
+    with connect_to(server, db) as conn:
         if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone():
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
 
@@ -313,153 +311,3 @@ def drop_slot(server: Server, slot: str) -> None:
         if rows[0][0]:
             server.query("postgres", "SELECT pg_terminate_backend(%s)", (rows[0][0],))
         server.query("postgres", "SELECT pg_drop_replication_slot(%s)", (slot,))
-
-
-def wait_synced(new: Server, dbs: list[str], timeout: float, sleep=time.sleep) -> float:
-    """Until every table of every subscription is ready ('r'): the initial copy is done."""
-    start = time.monotonic()
-    while True:
-        pending = 0
-        for db in dbs:
-            pending += new.query(db, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")[0][0]
-            if not new.query(db, "SELECT count(*) FROM pg_subscription_rel")[0][0]:
-                pending += 1  # the subscription has not listed its tables yet
-        if not pending:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise PgleapError(
-                f"the initial copy did not finish within {timeout:.0f} s ({pending} tables pending)",
-                "the old server keeps serving; see the new container's log, then `pgleap rollback docker`",
-            )
-        sleep(0.2)
-
-
-def lag_bytes(publisher: Server, slots: list[str]) -> int:
-    rows = publisher.query(
-        "postgres",
-        "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), 0)::bigint "
-        "FROM pg_replication_slots WHERE slot_name = ANY(%s)",
-        (slots,),
-    )
-    return int(rows[0][0])
-
-
-def wait_caught_up(publisher: Server, slots: list[str], timeout: float, sleep=time.sleep) -> float:
-    """Until every slot has confirmed the publisher's current WAL position: everything is replayed."""
-    start = time.monotonic()
-    target = publisher.query("postgres", "SELECT pg_current_wal_lsn()::text")[0][0]
-    while True:
-        behind = publisher.query(
-            "postgres",
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = ANY(%s) "
-            "AND (confirmed_flush_lsn IS NULL OR confirmed_flush_lsn < %s::pg_lsn)",
-            (slots, target),
-        )[0][0]
-        if not behind:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise PgleapError(
-                f"the new server did not catch up within {timeout:.0f} s ({behind} slots behind)"
-            )
-        sleep(0.02)
-
-
-def sequence_values(server: Server, dbs: list[str]) -> dict[str, tuple]:
-    """'db: schema.name' -> (last_value, is_called): the cheap half of the proof (no table rows read)."""
-    values: dict[str, tuple] = {}
-    for db in dbs:
-        with _connect(server, db) as conn:
-            for schema, name in conn.execute(SEQUENCES).fetchall():
-                ident = sql.Identifier(schema, name)
-                row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
-                values[f"{db}: {schema}.{name}"] = tuple(row)
-    return values
-
-
-def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
-    """Every sequence's (last_value, is_called) from src onto dst, where dst has it."""
-    count = 0
-    for db in dbs:
-        with _connect(src, db) as conn:
-            values = []
-            for schema, name in conn.execute(SEQUENCES).fetchall():
-                ident = sql.Identifier(schema, name)
-                row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
-                values.append((f"{schema}.{name}", *row))
-        with _connect(dst, db) as conn:
-            present = set(_names(conn.execute(SEQUENCES).fetchall()))
-            for name, last, called in values:
-                if name in present:
-                    conn.execute(
-                        "SELECT setval(%s::regclass, %s, %s)",
-                        (_qualified(name).as_string(conn), last, called),
-                    )
-                    count += 1
-    return count
-
-
-def refresh_matviews(server: Server, db: str, names: list[str]) -> None:
-    with _connect(server, db) as conn:
-        for name in names:
-            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(_qualified(name)))
-
-
-def pause_writes(server: Server, *, drain: float = 2.0, sleep=time.sleep) -> int:
-    """New sessions are read-only; open transactions get `drain` seconds, then every client
-    session is ended (replication senders stay). Returns how many sessions were ended.
-
-    Both signals are asynchronous: the pause holds only once a new session reads the setting
-    and the ended backends are gone (a backend still alive may commit one more write)."""
-    with _connect(server) as conn:
-        conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        conn.execute("SELECT pg_reload_conf()")
-    deadline = time.monotonic() + 10
-    while server.query("postgres", "SHOW default_transaction_read_only")[0][0] != "on":
-        if time.monotonic() > deadline:
-            raise PgleapError("the server did not take the write pause (default_transaction_read_only)")
-        sleep(0.01)
-    others = "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-    with _connect(server) as conn:
-        deadline = time.monotonic() + drain
-        while time.monotonic() < deadline:
-            if not conn.execute(f"SELECT count(*) {others} AND xact_start IS NOT NULL").fetchone()[0]:
-                break
-            sleep(0.02)
-        ended = [r[0] for r in conn.execute(f"SELECT pid {others}").fetchall()]
-        for pid in ended:
-            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        deadline = time.monotonic() + 10
-        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)).fetchone()[
-            0
-        ]:
-            if time.monotonic() > deadline:
-                raise PgleapError("client sessions did not end within 10 s of the write pause")
-            sleep(0.01)
-    return len(ended)
-
-
-def read_only_from_start(server: Server) -> None:
-    """The server comes up refusing writes after its next start (postgresql.auto.conf, no reload):
-    `--verify-after` exports its snapshots before the first client write."""
-    with _connect(server) as conn:
-        conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-
-
-@contextmanager
-def exported_snapshots(server: Server, dbs: list[str]) -> Iterator[dict[str, str]]:
-    """db -> a snapshot id other sessions can import, held until the block ends (one open
-    REPEATABLE READ transaction per database: vacuum waits for it)."""
-    with ExitStack() as stack:
-        ids: dict[str, str] = {}
-        for db in dbs:
-            conn = stack.enter_context(server.connect(db))
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            ids[db] = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        yield ids
-
-
-def resume_writes(server: Server, *, reload: bool = True) -> None:
-    with _connect(server) as conn:
-        conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
-        if reload:
-            conn.execute("SELECT pg_reload_conf()")

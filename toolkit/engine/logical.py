@@ -17,6 +17,7 @@ from typing import Protocol
 from toolkit.core.logical_plan import LogicalPlan, plan_logical
 from toolkit.core.report import Report
 from toolkit.db import logical as repl
+from toolkit.db import logical_switch as switch
 from toolkit.db.sql import Server
 from toolkit.db.verify import compare, fingerprint
 from toolkit.engine.state import RunState
@@ -141,8 +142,8 @@ def upgrade(
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
     if state.phase == "built":
         with report.phase("sync", "initial copy of every table, then streaming") as ph:
-            seconds = repl.wait_synced(new, list(data["replicated"]), sync_timeout)
-            repl.wait_caught_up(old, _slots(data, "fwd"), sync_timeout)
+            seconds = switch.wait_synced(new, list(data["replicated"]), sync_timeout)
+            switch.wait_caught_up(old, _slots(data, "fwd"), sync_timeout)
             ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
         state.save(phase="synced")
     return _switch(side, image, old, new, data, report=report, state=state, drain=drain)
@@ -181,7 +182,7 @@ def _switch(
     report.down()
     try:
         with report.phase("pause writes", "new sessions read-only, open ones ended") as ph:
-            ended = repl.pause_writes(old, drain=drain)
+            ended = switch.pause_writes(old, drain=drain)
             logger.info("writes refused from monotonic %.3f", time.monotonic())
             ph.detail = f"{ended} session(s) ended"
         with report.phase("DDL check", "catalog hash against the one taken at build"):
@@ -191,9 +192,9 @@ def _switch(
                     "the old server serves again; `pgleap rollback docker` removes the new copy, then upgrade again",
                 )
         with report.phase("catch up", "the new server replays the last writes"):
-            repl.wait_caught_up(old, _slots(data, "fwd"), 120)
+            switch.wait_caught_up(old, _slots(data, "fwd"), 120)
         with report.phase("sequences", "set from the old server") as ph:
-            ph.detail = f"{repl.copy_sequences(old, new, dbs)} sequence(s)"
+            ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
         for item in data["carried"]:
             if item["what"] == "unlogged tables":
                 with report.phase("unlogged tables", item["database"]):
@@ -201,11 +202,11 @@ def _switch(
                         repl.copy_rows(old, new, item["database"], name, replace=True)
             if item["what"] == "materialized views":
                 with report.phase("materialized views", item["database"]):
-                    repl.refresh_matviews(new, item["database"], item["objects"])
+                    switch.refresh_matviews(new, item["database"], item["objects"])
         proof: dict = {}
         if not data.get("verify_in_pause", True):
             with report.phase("verify sequences", "old and new, during the pause (no table rows read)"):
-                old_seq, new_seq = repl.sequence_values(old, dbs), repl.sequence_values(new, dbs)
+                old_seq, new_seq = switch.sequence_values(old, dbs), switch.sequence_values(new, dbs)
                 # the old side's sequences: one the new extension version adds is not a difference
                 if wrong := [k for k in sorted(old_seq) if new_seq.get(k) != old_seq[k]]:
                     raise VerificationFailed(
@@ -217,7 +218,7 @@ def _switch(
                 proof = _verify(old, new, dbs, "before the switch")
                 ph.detail = _proof_text(proof)
     except BaseException:
-        repl.resume_writes(old)  # the old server serves again, nothing was switched
+        switch.resume_writes(old)  # the old server serves again, nothing was switched
         report.up()
         raise
     with report.phase("switch", "reverse slots, then the container name and ports to the new cluster"):
@@ -226,16 +227,18 @@ def _switch(
             repl.create_publication(new, db, data["replicated"][db], repl.REVERSE_PUBLICATION)
             # the slot exists before any client reaches the new server: rollback loses no write
             repl.create_slot(new, db, repl.sub_name("rev", db))
-        repl.resume_writes(old, reload=False)  # read-only stays until it stops; the blue copy starts writable
+        switch.resume_writes(
+            old, reload=False
+        )  # read-only stays until it stops; the blue copy starts writable
         verify_after = not data.get("verify_in_pause", True)
         if verify_after:
-            repl.read_only_from_start(new)
+            switch.read_only_from_start(new)
         side.hand_over(image)
         held, snapshots, serving = ExitStack(), {}, new
         if verify_after:  # the new side as it was at the switch, before its first client write
             serving = side.server(side.name, "new server")
-            snapshots = held.enter_context(repl.exported_snapshots(serving, dbs))
-            repl.resume_writes(serving)
+            snapshots = held.enter_context(switch.exported_snapshots(serving, dbs))
+            switch.resume_writes(serving)
     pause = time.monotonic() - pause_start
     logger.info("write pause ends at monotonic %.3f", time.monotonic())
     report.up()
@@ -316,7 +319,7 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
         with report.phase("rollback", "remove the new copy; the old server never stopped"):
             old = side.server(side.name, "old server")
             _discard_copy(side, old, data)
-            repl.resume_writes(old)
+            switch.resume_writes(old)
         state.clear()
         return {"strategy": "logical", "rolled_back": True, "from_phase": phase}
     if phase != "switched":
@@ -325,17 +328,17 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
     pause_start = time.monotonic()
     new = side.server(side.name, "new server")
     with report.phase("pause writes", "on the new server"):
-        repl.pause_writes(new)
+        switch.pause_writes(new)
     try:
         blue = side.start_blue()
         with report.phase("catch up", "the old server replays the new server's last writes"):
             _reverse(side, data)
-            repl.wait_caught_up(new, _slots(data, "rev"), 120)
-            repl.copy_sequences(new, blue, dbs)
+            switch.wait_caught_up(new, _slots(data, "rev"), 120)
+            switch.copy_sequences(new, blue, dbs)
         with report.phase("verify", "fingerprints of new and old"):
             proof = _verify(new, blue, dbs, "before the rollback")
     except BaseException:
-        repl.resume_writes(new)
+        switch.resume_writes(new)
         raise
     with report.phase("hand back", "the container name and ports to the old cluster"):
         for db in data["replicated"]:
