@@ -208,8 +208,10 @@ def _readable_help_types() -> None:
     value keep their metavar (IMAGE, FORMAT, …). Both runtimes' help, and `--help` itself."""
     from typer import core
 
-    option_type = core.TyperOption.display_type_rich
-    argument_type = core.TyperArgument.display_type_rich
+    option_type = getattr(core.TyperOption, "display_type_rich", None)
+    argument_type = getattr(core.TyperArgument, "display_type_rich", None)
+    if option_type is None or argument_type is None:
+        return  # a typer without the hook: its help keeps the type names, nothing else changes
 
     def option(self, ctx):  # type: ignore[no-untyped-def]
         if getattr(self, "is_flag", False) and self.metavar is None:
