@@ -82,6 +82,10 @@ MATRIX = [
     ("13-3.1", "18-3.x", "copy"),
     ("15-3.3", "18-3.x", "swap"),
 ]
+# CI time: these two repeat a pair (13 -> 17 link: the corpus and the dump rehearsal) or a mode
+# (copy: 13 -> 15 and 13 -> 18) proven above; the full tier (PGLEAP_FULL_FAULTS=1) runs them too.
+if not os.environ.get("PGLEAP_FULL_FAULTS"):
+    MATRIX = [c for c in MATRIX if c not in {("13-3.1", "17-3.5", "link"), ("15-3.3", "17-3.5", "copy")}]
 
 
 @pytest.mark.parametrize(("old", "new", "mode"), MATRIX, ids=[f"{o}-to-{n}-{m}" for o, n, m in MATRIX])

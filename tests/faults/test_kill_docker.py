@@ -90,7 +90,13 @@ if not FULL:
     CONTAINER_KILLS = [
         k
         for k in CONTAINER_KILLS
-        if k not in {("start", "link", "resume"), ("move:volume", "link", "resume")}
+        # transfer-copy resume: the pgleap kill at the same point (below) proves it
+        if k
+        not in {
+            ("start", "link", "resume"),
+            ("move:volume", "link", "resume"),
+            ("transfer", "copy", "resume"),
+        }
     ]
 
 
