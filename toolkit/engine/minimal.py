@@ -36,6 +36,7 @@ from toolkit.core.facts import parse_results
 from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
 from toolkit.db import postupgrade, verify
+from toolkit.engine.planning import warn_no_return
 from toolkit.engine.state import RunState
 from toolkit.engine.target import Target
 from toolkit.errors import Refused
@@ -81,7 +82,7 @@ def run(
         checkpoint("stopped")
     if not reached("upgraded"):
         if plan.mode == "swap":
-            _no_return(plan, report, "pg_upgrade --swap starts now")
+            warn_no_return(plan, report, "pg_upgrade --swap starts now")
         with report.phase(f"pg_upgrade --{plan.mode}", "no separate --check; config; place") as ph:
             out = target.run_action(plan, "upgrade", check=False)
             results = dict(parse_results(out))
@@ -93,7 +94,7 @@ def run(
         checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
     if not reached("started"):
         if plan.mode == "link":
-            _no_return(plan, report, "the new cluster starts now")
+            warn_no_return(plan, report, "the new cluster starts now")
         with report.phase("start the upgraded database", plan.target_image):
             target.start_new(plan)
         checkpoint("started", switched_at=time.time())
@@ -119,10 +120,3 @@ def run(
         accept="health" in accept,
     )
     return {}
-
-
-def _no_return(plan: UpgradePlan, report: Report, when: str) -> None:
-    """The same warning as the verified path (the runner imports this module: imported late)."""
-    from toolkit.engine.runner import _warn_no_return
-
-    _warn_no_return(plan, report, when)

@@ -104,6 +104,16 @@ def point_of_no_return(plan: UpgradePlan) -> str | None:
     return None
 
 
+def warn_no_return(plan: UpgradePlan, report: Report, when: str) -> None:
+    """Said once, before the step that ends rollback (both downtime modes)."""
+    report.data["point_of_no_return"] = point_of_no_return(plan)
+    report.say(
+        f"[bold yellow]point of no return[/]: {when}; from here on `pgleap rollback` cannot bring "
+        f"the old cluster back ({plan.mode} mode): an interrupted run is finished with `pgleap resume`, "
+        "and only a backup or snapshot brings back the old version"
+    )
+
+
 def plan_from_dict(data: dict) -> UpgradePlan:
     fields = {k: v for k, v in data.items() if k in UpgradePlan.__dataclass_fields__}
     fields["layout"] = Layout.from_dict(data["layout"])

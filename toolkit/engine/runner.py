@@ -26,7 +26,13 @@ from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
 from toolkit.db import faults, postupgrade, verify
 from toolkit.engine import minimal
-from toolkit.engine.planning import plan_from_dict, plan_upgrade, point_of_no_return, show_plan
+from toolkit.engine.planning import (
+    plan_from_dict,
+    plan_upgrade,
+    point_of_no_return,
+    show_plan,
+    warn_no_return,
+)
 from toolkit.engine.proof import compare_after_upgrade, fingerprint_detail, prove, way_forward
 from toolkit.engine.state import RunState
 from toolkit.engine.target import Target
@@ -55,15 +61,6 @@ def _reap(target: Target, report: Report) -> None:
     postmaster on the same PGDATA, in another container, is not stopped by postmaster.pid."""
     for name in target.reap_leftovers():
         report.say(f"  [yellow]removed[/] {name}, left running by an interrupted pgleap run")
-
-
-def _warn_no_return(plan: UpgradePlan, report: Report, when: str) -> None:
-    report.data["point_of_no_return"] = point_of_no_return(plan)
-    report.say(
-        f"[bold yellow]point of no return[/]: {when}; from here on `pgleap rollback` cannot bring "
-        f"the old cluster back ({plan.mode} mode): an interrupted run is finished with `pgleap resume`, "
-        "and only a backup or snapshot brings back the old version"
-    )
 
 
 def _reached(state: RunState, phase: str) -> bool:
@@ -238,7 +235,7 @@ def _pg_upgrade(target: Target, plan: UpgradePlan, report: Report, state: RunSta
     if _reached(state, "upgraded"):
         return
     if plan.mode == "swap":
-        _warn_no_return(plan, report, "pg_upgrade --swap starts now")
+        warn_no_return(plan, report, "pg_upgrade --swap starts now")
     with report.phase(f"pg_upgrade --{plan.mode}", f"PostgreSQL {plan.old_major} -> {plan.new_major}") as ph:
         out = target.run_action(plan, "upgrade")
         results = dict(parse_results(out))
@@ -265,7 +262,7 @@ def _on_the_new_cluster(
 ) -> None:
     """On pgleap's own server of the new cluster, before clients: compare, update and repair, prove, check."""
     if plan.mode == "link" and not _reached(state, "verified"):
-        _warn_no_return(plan, report, "the new cluster starts now")
+        warn_no_return(plan, report, "the new cluster starts now")
     with target.new_server(plan, state.data["new_bindir"]) as server:
         if verify_data and not _reached(state, "verified"):
             compare_after_upgrade(server, plan, state, report, accept="fingerprint" in accept)
