@@ -8,8 +8,9 @@ With downtime="minimal" (toolkit/engine/minimal.py) the order is collect -> prep
 (initdb) -> stop -> pg_upgrade -> start -> post-upgrade -> health: only the
 middle three happen while the database is down.
 
-Each phase is recorded before the next starts; `resume` picks up at the first
-phase not recorded as done. Every phase checks before it acts, so running one
+Each phase is recorded before the next starts (the one phase runner and its file
+store, toolkit/engine/phases.py); `resume` picks up at the first phase not recorded
+as done. Every phase checks before it acts, so running one
 twice is safe. The old cluster stays on the volume until `finalize`.
 """
 
