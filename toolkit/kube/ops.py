@@ -3,15 +3,18 @@ Jobs (create once, follow, judge) and replacing a StatefulSet; each checks befor
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from toolkit.engine.phases import Step, run_phases
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube import render
 from toolkit.kube.lease import Lease
 from toolkit.kube.model import (
+    FINALIZE_PHASES,
+    ROLLBACK_PHASES,
+    UPGRADE_PHASES,
     Outcome,
     State,
     is_ready,
@@ -20,6 +23,7 @@ from toolkit.kube.model import (
     ours,
     refuse_masked,
 )
+from toolkit.kube.phase_store import ConfigMapStore
 from toolkit.kube.plan import KubePlan
 from toolkit.kube.reading import Reader
 
@@ -28,21 +32,35 @@ class Ops(Reader):
     """The shared write steps of KubeRuntime."""
 
     def _set_phase(self, plan: KubePlan, operation: str, phase: str, out: Outcome) -> None:
-        self.kube.patch(
-            "ConfigMap",
-            plan.namespace,
-            render.state_cm_name(plan.sts),
-            {
-                "data": {
-                    "operation": operation,
-                    "phase": phase,
-                    "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                }
-            },
-        )
-        out.phase = phase
-        self.log(f"{operation}: {phase}")
+        """Record one phase outside a phase table (an operation's first), then its stop point."""
+        self._phase_store(plan, operation, phase, out).record(phase)
         kube_interrupted.checkpoint(operation, phase)  # Ctrl-C/SIGTERM stop here, the phase recorded
+
+    def _phase_store(self, plan: KubePlan, operation: str, reached: str, out: Outcome) -> ConfigMapStore:
+        """The state ConfigMap as the engine's PhaseStore for `operation`, at phase `reached`."""
+
+        def recorded(phase: str) -> None:
+            out.phase = phase
+            self.log(f"{operation}: {phase}")
+
+        phases = {"upgrade": UPGRADE_PHASES, "rollback": ROLLBACK_PHASES, "finalize": FINALIZE_PHASES}
+        return ConfigMapStore(
+            self.kube, plan.namespace, plan.sts, operation, phases[operation], reached, on_record=recorded
+        )
+
+    def _run_phases(
+        self, store: ConfigMapStore, table: Iterable[tuple[str, Step]], out: Outcome, *, timed: bool = False
+    ) -> None:
+        """The engine's phase runner (engine/phases.py) on this runtime's clock; after each phase its
+        fault point and, for an upgrade, the Ctrl-C stop (kube/interrupted.py names the next step);
+        `timed` puts each phase's seconds into `out.seconds`."""
+        run_phases(
+            table,
+            store,
+            seconds=(lambda phase, s: out.seconds.__setitem__(phase, round(s, 2))) if timed else None,
+            checkpoint=lambda phase: kube_interrupted.checkpoint(store.operation, phase),
+            clock=self.kube.clock,
+        )
 
     def _lease(self, namespace: str, name: str, operation: str) -> Lease:
         return Lease(self.kube, namespace, render.state_cm_name(name), operation, log=self.log)

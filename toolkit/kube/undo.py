@@ -74,9 +74,8 @@ class Undoer(Ops):
             "restored-sts": lambda: self._rb_sts(plan, original, out, state.read_original),
             "rolled-back": lambda: self._rb_ready(plan, original, out, state.read_original),
         }
-        for phase in ROLLBACK_PHASES[ROLLBACK_PHASES.index(state.phase) + 1 :]:
-            steps[phase]()
-            self._set_phase(plan, "rollback", phase, out)
+        store = self._phase_store(plan, "rollback", state.phase, out)
+        self._run_phases(store, [(p, steps[p]) for p in ROLLBACK_PHASES[1:]], out)
         out.notes.append(f"`pgleap finalize sts {plan.sts}` removes pgleap's ConfigMaps and Jobs")
         return out
 
@@ -258,13 +257,16 @@ class Undoer(Ops):
 
     def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan = state.plan
-        if state.phase == "finalize-started":
+
+        def data() -> None:
             pin = kube_decide.pin_to_pod(self, plan, f"{plan.sts}-0")
             self._step_job(plan, state.original, "finalize", scripts, out, node_terms=pin)
-            self._set_phase(plan, "finalize", "finalized-data", out)
-        if state.phase in ("finalize-started", "finalized-data"):
-            self._finalize_replicas(state, scripts, out)
-            self._set_phase(plan, "finalize", "finalized-replicas", out)
+
+        steps = [
+            ("finalized-data", data),
+            ("finalized-replicas", lambda: self._finalize_replicas(state, scripts, out)),
+        ]  # then the cleanup deletes the state ConfigMap: "finalized" is never recorded
+        self._run_phases(self._phase_store(plan, "finalize", state.phase, out), steps, out)
         self._cleanup(plan, out)
         out.phase = "finalized"
         if plan.snapshot:

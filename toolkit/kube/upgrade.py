@@ -143,12 +143,8 @@ class Upgrader(Standbys, Prover):
             "streaming": lambda: self._step_streaming(plan, standby_probe, out),
             "done": lambda: None,
         }
-        start = UPGRADE_PHASES.index(state.phase) + 1
-        for phase in UPGRADE_PHASES[start:]:
-            began = self.kube.clock()
-            steps[phase]()
-            out.seconds[phase] = round(self.kube.clock() - began, 2)
-            self._set_phase(plan, "upgrade", phase, out)
+        store = self._phase_store(plan, "upgrade", state.phase, out)
+        self._run_phases(store, [(p, steps[p]) for p in UPGRADE_PHASES[1:]], out, timed=True)
         out.notes.append(
             f"old data kept on the volume: `pgleap finalize sts {plan.sts}` removes it, "
             f"`pgleap rollback sts {plan.sts}` goes back"
