@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from toolkit.core.progress import Progress
 from toolkit.errors import PgleapError
 from toolkit.kube import render
 from toolkit.kube.api import Kube
@@ -41,6 +42,10 @@ ROLLBACK_PHASES = (
     "rolled-back",
 )
 FINALIZE_PHASES = ("finalize-started", "finalized-data", "finalized-replicas", "finalized")
+# Upgrade phases during which the database does not serve.
+DOWNTIME_PHASES = (
+    "stopped", "snapshotted", "fingerprinted", "upgraded", "compared", "proved", "switched", "started"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,15 +107,16 @@ def no_post_upgrade(ctx: HookContext) -> None:
 
 
 @dataclass
-class Outcome:
-    """What a command did: `changed` lists the writes made, `unchanged` the checks that found it done."""
+class Outcome(Progress):
+    """What a command did, in the one progress model (toolkit/core/progress.py): `changed` lists
+    the writes made, `unchanged` the checks that found it done, `seconds` phase → time it took
+    in this run (a view on `phases`; an upgrade's phases between stop and start are downtime)."""
 
     operation: str
     phase: str
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # phase → time it took in this run
+
+    def in_downtime(self, name: str) -> bool:
+        return super().in_downtime(name) or (self.operation == "upgrade" and name in DOWNTIME_PHASES)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,7 +125,8 @@ class Outcome:
             "changed": self.changed,
             "unchanged": self.unchanged,
             "notes": self.notes,
-            "seconds": self.seconds,
+            "seconds": dict(self.seconds),
+            "phases": self.phase_rows(),
         }
 
 
