@@ -12,7 +12,8 @@ import yaml
 from rich.markup import escape
 
 from toolkit.cli import options as cli_options
-from toolkit.cli.kube_common import (
+from toolkit.cli.kube_deps import env_for, scripts
+from toolkit.cli.kube_options import (
     InitdbOpt,
     KeepReadersOpt,
     ModeOpt,
@@ -21,15 +22,12 @@ from toolkit.cli.kube_common import (
     SnapshotOpt,
     SuperuserOpt,
     ToOpt,
-    _check_render_output,
-    _check_sts_name,
-    _read_manifests,
-    env_for,
-    err,
-    replica_lines,
-    scripts,
+    check_render_output,
+    check_sts_name,
+    read_manifests,
     trusted_major,
 )
+from toolkit.cli.kube_output import err, replica_lines
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import guard, render, render_doc
 from toolkit.kube import shape as kube_shape
@@ -52,14 +50,12 @@ def render_cmd(
     ],
     sts_name: Annotated[
         str | None,
-        typer.Option(
-            "--sts", metavar="NAME", help="Which StatefulSet, if several.", callback=_check_sts_name
-        ),
+        typer.Option("--sts", metavar="NAME", help="Which StatefulSet, if several.", callback=check_sts_name),
     ] = None,
     namespace: NamespaceOpt = None,
     output: Annotated[
         str,
-        typer.Option("--output", "-o", metavar="FORMAT", help="yaml or json", callback=_check_render_output),
+        typer.Option("--output", "-o", metavar="FORMAT", help="yaml or json", callback=check_render_output),
     ] = "yaml",
     snapshot: SnapshotOpt = False,
     mode: ModeOpt = "link",
@@ -95,7 +91,7 @@ def render_cmd(
     cli_options.only_verified_downtime(
         downtime, "render (offline; `pgleap plan sts --downtime minimal` shows its objects)"
     )
-    text = _read_manifests(file)
+    text = read_manifests(file)
     try:
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
     except yaml.YAMLError as exc:

@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit.cli import options as cli_options
-from toolkit.cli.kube_common import (
+from toolkit.cli.kube_deps import deps, env_for, ns_for, overrides, runtime_for, scripts, with_way_forward
+from toolkit.cli.kube_options import (
     AllowArgo,
     AllowFlux,
     AllowHelm,
@@ -30,18 +31,12 @@ from toolkit.cli.kube_common import (
     SuperuserOpt,
     ToOpt,
     YesOpt,
-    _outcome_text,
-    _print,
-    deps,
-    env_for,
-    err,
-    ns_for,
-    overrides,
-    replica_lines,
-    runtime_for,
-    scripts,
-    with_way_forward,
 )
+from toolkit.cli.kube_output import err, replica_lines
+
+# the printers under this module's old names, so that its command bodies stay as they were
+from toolkit.cli.kube_output import outcome_text as _outcome_text
+from toolkit.cli.kube_output import print_data as _print
 from toolkit.core.report import console
 from toolkit.kube import history, render, render_doc
 from toolkit.kube import interrupted as kube_interrupted
