@@ -14,7 +14,7 @@ from toolkit.cli import options as cli_options
 from toolkit.cli.kube_output import err
 from toolkit.errors import EXIT_USAGE, PgleapError, Refused
 from toolkit.kube import shape as kube_shape
-from toolkit.kube.facts import parse_image
+from toolkit.kube.image_ref import parse_image
 
 
 def check_namespace(value: str | None) -> str | None:

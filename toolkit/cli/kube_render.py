@@ -29,9 +29,10 @@ from toolkit.cli.kube_options import (
 )
 from toolkit.cli.kube_output import err, replica_lines
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import guard, render, render_doc
+from toolkit.kube import guard, objects, render, render_doc
 from toolkit.kube import shape as kube_shape
-from toolkit.kube.facts import find_postgres_container, gather, parse_image
+from toolkit.kube.facts import find_postgres_container, gather
+from toolkit.kube.image_ref import parse_image
 from toolkit.kube.plan import make_plan
 from toolkit.kube.topology import detect, read_sts_names
 
@@ -183,7 +184,7 @@ def render_cmd(
         raise PgleapError(str(exc), "see --set-env") from exc
     objs = render.objects_for(plan, sts, scripts(required=False), read if plan.read_sts else None)
     if not with_state:
-        objs = [o for o in objs if o["metadata"]["name"] != render.state_cm_name(plan.sts)]
+        objs = [o for o in objs if o["metadata"]["name"] != objects.state_cm_name(plan.sts)]
     for line in replica_lines(plan):
         err.print(line, markup=False, highlight=False)
     if output == "json":

@@ -38,7 +38,7 @@ from toolkit.cli.kube_output import err, replica_lines
 from toolkit.cli.kube_output import outcome_text as _outcome_text
 from toolkit.cli.kube_output import print_data as _print
 from toolkit.core.report import console
-from toolkit.kube import history, render, render_doc
+from toolkit.kube import history, objects, render, render_doc
 from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube.facts import facts_as_dict
 
@@ -149,7 +149,7 @@ def _show_plan(
     facts = rt.inspect(ns, name)
     # deterministic, as `render`: the run id (snapshot and object names) comes from the inputs
     run_id = render_doc.run_id_for(
-        render.clean_object(rt.read_sts(ns, name)), to, ns, name, snapshot, mode, downtime, superuser,
+        objects.clean_object(rt.read_sts(ns, name)), to, ns, name, snapshot, mode, downtime, superuser,
         initdb_args, set_env, patch_retention, keep_readers, dataclasses.asdict(guards),
     )  # fmt: skip
     plan, sts, warnings = rt.plan(

@@ -10,7 +10,7 @@ from typing import Any
 
 from toolkit.core.progress import Progress
 from toolkit.errors import PgleapError
-from toolkit.kube import render
+from toolkit.kube import objects, secret_mask
 from toolkit.kube.api import Kube
 from toolkit.kube.plan import KubePlan
 
@@ -144,9 +144,9 @@ class State:
 
 def ours(sts: Mapping[str, Any] | None, plan: KubePlan) -> bool:
     """A StatefulSet pgleap created in this run (it carries the run id)."""
-    return sts is not None and ((sts.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN) == (
-        plan.run_id
-    )
+    return sts is not None and ((sts.get("metadata") or {}).get("annotations") or {}).get(
+        objects.ANN_RUN
+    ) == (plan.run_id)
 
 
 def pod_ready(pod: Mapping[str, Any] | None) -> bool:
@@ -171,7 +171,7 @@ def job_result(job: Mapping[str, Any]) -> str | None:
 
 def refuse_masked(sts: Mapping[str, Any]) -> None:
     """Never create a StatefulSet with a masked secret in place of the user's value."""
-    masked = render.masked_left(sts)
+    masked = secret_mask.masked_left(sts)
     if masked:
         raise PgleapError(
             f"cannot recreate StatefulSet {sts['metadata']['name']}: the literal value of "

@@ -21,10 +21,11 @@ from typing import Any
 
 from toolkit.core.progress import Phase, Progress
 from toolkit.errors import PgleapError, Refused, VerificationFailed
-from toolkit.kube import guard, render
+from toolkit.kube import guard, objects, render
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
-from toolkit.kube.facts import gather, parse_image
+from toolkit.kube.facts import gather
+from toolkit.kube.image_ref import parse_image
 from toolkit.kube.lease import Lease
 from toolkit.kube.model import HookContext, Outcome, pod_ready
 from toolkit.kube.plan import make_plan
@@ -81,7 +82,7 @@ class KubeRehearsal(RehearsalRemoval):
         made_anything = False
         progress = self._progress = Progress(clock=self.kube.clock)
         # a run on production (upgrade, rollback…) and a rehearsal of it exclude each other
-        lease = Lease(self.kube, namespace, render.state_cm_name(name), "rehearse", log=self.log)
+        lease = Lease(self.kube, namespace, objects.state_cm_name(name), "rehearse", log=self.log)
         try:
             lease.acquire()
             with self._phase("preflight", "the checks of a real run, on the rehearsal StatefulSet"):
