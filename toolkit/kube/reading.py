@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from toolkit.core.facts import ImageFacts
+from toolkit.core.plan import check_downtime_mode
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import guard, objects, secret_mask
 from toolkit.kube import probe as kube_probe
@@ -324,13 +325,9 @@ class Reader:
         return self.kube.get("StatefulSet", plan.namespace, plan.read_sts) if plan.read_sts else None
 
 
-DOWNTIME_MODES = ("verified", "minimal")
-
-
 def _check_downtime(facts: StsFacts, downtime: str) -> None:
     """--downtime minimal mounts the claim in a prepare Job beside the running pod: not with RWOP."""
-    if downtime not in DOWNTIME_MODES:
-        raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
+    check_downtime_mode(downtime)
     claim = facts.data_claim_facts
     if downtime == "minimal" and claim is not None and "ReadWriteOncePod" in (claim.access_modes or ()):
         raise Refused(
