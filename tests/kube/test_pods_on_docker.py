@@ -29,11 +29,12 @@ from toolkit.cli.kube import load_scripts
 from toolkit.core.facts import ImageFacts
 from toolkit.db import postupgrade, verify
 from toolkit.db.sql import Server
+from toolkit.kube import new_sts as sts_objects
 from toolkit.kube import render
 from toolkit.kube.facts import gather
 from toolkit.kube.hooks import engine_post_upgrade
+from toolkit.kube.model import HookContext
 from toolkit.kube.plan import make_plan
-from toolkit.kube.runtime import HookContext
 
 pytestmark = pytest.mark.docker
 
@@ -323,7 +324,7 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(kubelet, image_names, old
     assert f"PostgreSQL {plan.new_major} cluster ready" in logs
 
     # 3. The new StatefulSet's pod, as rendered, on the same volume.
-    new_sts = render.new_statefulset(plan, sts)
+    new_sts = sts_objects.new_statefulset(plan, sts)
     pod, server = _start_pod(kubelet, copy.deepcopy(new_sts), pvc)
     try:
         after_pg = verify.fingerprint(server)
@@ -416,7 +417,7 @@ def test_rendered_reseed_job_makes_a_streaming_standby(kubelet, image_names, doc
     plan = make_plan(facts, new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"}, topology=topology)
     assert plan.replicas is not None
     standby = plan.replicas.standbys[0]
-    new_sts = render.primary_statefulset(plan, old_sts)
+    new_sts = sts_objects.primary_statefulset(plan, old_sts)
     net = docker_client.networks.create(
         f"pgleap-kubelet-{uuid.uuid4().hex[:6]}", labels={"org.pgleap.role": "test"}
     )

@@ -17,7 +17,6 @@ from toolkit.core.layout import default_pgdata
 from toolkit.core.safe_paths import check_path
 from toolkit.errors import Refused
 from toolkit.kube.image_ref import ImageRef, parse_image
-from toolkit.kube.image_ref import image_kind as image_kind  # re-exported: kube.facts is where callers look
 from toolkit.kube.owners import Owner, detect_owners
 from toolkit.kube.shape import check_statefulset
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toolkit.errors import Refused
-from toolkit.kube.facts import ImageRef, Owner, StsFacts
+from toolkit.kube.facts import StsFacts
+from toolkit.kube.image_ref import ImageRef
+from toolkit.kube.owners import Owner
 from toolkit.kube.topology import Topology
 
 

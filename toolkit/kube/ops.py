@@ -9,7 +9,7 @@ from typing import Any
 from toolkit.engine.phases import Step, run_phases
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import interrupted as kube_interrupted
-from toolkit.kube import render
+from toolkit.kube import objects, render
 from toolkit.kube.lease import Lease
 from toolkit.kube.model import (
     FINALIZE_PHASES,
@@ -63,7 +63,7 @@ class Ops(Reader):
         )
 
     def _lease(self, namespace: str, name: str, operation: str) -> Lease:
-        return Lease(self.kube, namespace, render.state_cm_name(name), operation, log=self.log)
+        return Lease(self.kube, namespace, objects.state_cm_name(name), operation, log=self.log)
 
     def _held(self, namespace: str, name: str, operation: str, run: Callable[[], Outcome]) -> Outcome:
         """`run` while this process holds the StatefulSet (refused while another run does)."""
@@ -78,17 +78,17 @@ class Ops(Reader):
         """The upgrade Job this run started (immutable) must match the plan read back: the
         ConfigMap's digest can be recomputed by whoever edits it, the Job cannot be edited."""
         plan = state.plan
-        name = render.job_name(plan.sts, "upgrade")
+        name = objects.job_name(plan.sts, "upgrade")
         job = self.kube.get("Job", plan.namespace, name)
         if (
             job is None
-            or ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN) != plan.run_id
+            or ((job.get("metadata") or {}).get("annotations") or {}).get(objects.ANN_RUN) != plan.run_id
         ):
             return
         if job_shape(job) != job_shape(render.upgrade_job(plan, state.original, "upgrade")):
             raise Refused(
                 f"Job {name} no longer matches the recorded plan (images or env differ)",
-                f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                f"the state ConfigMap {objects.state_cm_name(plan.sts)} was edited; restore it from your "
                 "records, or look at the Job and decide by hand",
             )
 
@@ -184,7 +184,7 @@ class Ops(Reader):
         node_terms: tuple[dict[str, Any], ...] | None = None,
     ) -> None:
         """Run the Job for `action` to its end; a failed Job is reported, never retried."""
-        name = render.job_name(plan.sts, action)
+        name = objects.job_name(plan.sts, action)
         self._ensure_job(
             plan,
             name,
@@ -205,7 +205,7 @@ class Ops(Reader):
         """Create the Job unless this run already did (a Job of another run is refused)."""
         job = self.kube.get("Job", plan.namespace, name)
         if job is not None:
-            run = ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN)
+            run = ((job.get("metadata") or {}).get("annotations") or {}).get(objects.ANN_RUN)
             if run != plan.run_id:
                 raise Refused(
                     f"Job {name} belongs to another pgleap run ({run})",
@@ -216,7 +216,7 @@ class Ops(Reader):
                 # from the ConfigMap must still describe it (images, commands, env)
                 raise Refused(
                     f"Job {name} no longer matches the recorded plan (images or env differ)",
-                    f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                    f"the state ConfigMap {objects.state_cm_name(plan.sts)} was edited; restore it from your "
                     "records, or look at the Job and decide by hand",
                 )
             out.unchanged.append(f"Job {name} exists")

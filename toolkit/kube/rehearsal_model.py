@@ -13,11 +13,6 @@ from toolkit.kube.facts import StsFacts
 from toolkit.kube.model import HookContext
 from toolkit.kube.plan import KubePlan
 
-# Upgrade phases during which a real run's database does not serve.
-DOWNTIME_PHASES = (
-    "stopped", "snapshotted", "fingerprinted", "upgraded", "compared", "proved", "switched", "started"
-)  # fmt: skip
-
 
 @dataclass
 class RehearsalRun:
