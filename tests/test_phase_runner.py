@@ -17,10 +17,10 @@ from tests.kube.harness import SCRIPTS, make_cluster
 from toolkit.engine.phases import FileStore, PhaseStore, run_phases
 from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.api import Kube
+from toolkit.kube.model import ROLLBACK_PHASES
 from toolkit.kube.phase_store import ConfigMapStore
-from toolkit.kube.runtime import ROLLBACK_PHASES
 
 PHASES = ("collected", "stopped", "upgraded", "started", "done")
 NS, STS = "geo", "gis"
@@ -73,13 +73,13 @@ class ConfigMapSide:
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": render.state_cm_name(STS), "namespace": NS},
+                "metadata": {"name": objects.state_cm_name(STS), "namespace": NS},
                 "data": {"operation": "upgrade", "phase": "recorded"},
             }
         )
 
     def data(self) -> dict[str, str]:
-        return self.fake.get_for_test("ConfigMap", NS, render.state_cm_name(STS))["data"]
+        return self.fake.get_for_test("ConfigMap", NS, objects.state_cm_name(STS))["data"]
 
     def store(self) -> PhaseStore:
         return ConfigMapStore(self.kube, NS, STS, "upgrade", ("recorded", *PHASES), self.data()["phase"])

@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 
 from toolkit.core.facts import parse_results
-from toolkit.core.plan import UpgradePlan
+from toolkit.core.plan import UpgradePlan, check_downtime_mode
 from toolkit.core.report import Report
 from toolkit.db import postupgrade, verify
 from toolkit.engine.phases import PhaseStore, run_phases
@@ -41,12 +41,9 @@ from toolkit.engine.state import RunState
 from toolkit.engine.target import Target
 from toolkit.errors import Refused
 
-DOWNTIME_MODES = ("verified", "minimal")
-
 
 def check_supported(target: Target, downtime: str) -> None:
-    if downtime not in DOWNTIME_MODES:
-        raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
+    check_downtime_mode(downtime)
     if downtime == "minimal" and not target.supports_minimal_downtime():
         raise Refused(
             "--downtime minimal needs a container that pgleap restarts on the new image",

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.api import Kube
 
 
@@ -21,7 +21,7 @@ def write_phase(kube: Kube, namespace: str, sts: str, operation: str, phase: str
     kube.patch(
         "ConfigMap",
         namespace,
-        render.state_cm_name(sts),
+        objects.state_cm_name(sts),
         {
             "data": {
                 "operation": operation,
