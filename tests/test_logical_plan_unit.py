@@ -78,9 +78,12 @@ def test_too_few_slots_or_senders_are_refused_with_the_number_needed():
     assert "need 4" in plan.refusals[0].message and "at least 5" in plan.refusals[0].hint
 
 
-def test_large_objects_are_refused_and_a_same_or_older_major_too():
-    facts = dataclasses.replace(FACTS, large_objects={"gis": 3})
-    assert _checks(_plan(facts)) == {"large_objects"}
+def test_large_objects_are_carried_in_the_pause_and_a_same_or_older_major_is_refused():
+    plan = _plan(dataclasses.replace(FACTS, large_objects={"gis": 3}))
+    assert not plan.refusals
+    large = [c for c in plan.carried if c["what"] == "large objects"]
+    assert [(c["database"], c["objects"]) for c in large] == [("gis", ["3 object(s)"])]
+    assert "write pause" in large[0]["how"]
     assert _checks(plan_logical(FACTS, source="db", target_image="x", target_major=13)) == {"major"}
 
 
@@ -167,6 +170,7 @@ def _switch(
         "pause_writes",
         "wait_caught_up",
         "copy_sequences",
+        "copy_large_objects",
         "copy_rows",
         "refresh_matviews",
         "drop_subscription",

@@ -205,6 +205,8 @@ def _switch(
             switch.wait_caught_up(old, _slots(data, "fwd"), 120)
         with report.phase("sequences", "set from the old server") as ph:
             ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
+        with report.phase("large objects", "copied from the old server (not replicated)") as ph:
+            ph.detail = f"{sum(switch.copy_large_objects(old, new, db) for db in dbs)} object(s)"
         for item in data["carried"]:
             if item["what"] == "unlogged tables":
                 with report.phase("unlogged tables", item["database"]):
@@ -375,6 +377,8 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
             _reverse(side, data)
             switch.wait_caught_up(new, _slots(data, "rev"), 120)
             switch.copy_sequences(new, blue, dbs)
+            for db in dbs:  # large objects written on the new cluster: not in the reverse replication
+                switch.copy_large_objects(new, blue, db)
         with report.phase("verify", "fingerprints of new and old"):
             proof = _verify(new, blue, dbs, "before the rollback")
     except BaseException:
