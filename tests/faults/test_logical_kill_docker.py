@@ -55,8 +55,8 @@ def logical_db(runtime, fresh_db):
         return db
 
     yield make
-    for db in made:
-        for suffix in ("-pgleap-next", "-pgleap-blue"):
+    for db in made:  # NAME may be the new cluster on the second volume: it goes first
+        for suffix in ("-pgleap-next", "-pgleap-blue", "", "-pgleap-old"):
             runtime.remove(db.name + suffix)
         runtime.remove_volume(db.volume + "-pgleap-next")
 
