@@ -240,9 +240,7 @@ def logical_table(records: list[dict]) -> str:
         if "downtime" not in m:
             continue
         pause = {p["name"]: p["seconds"] for p in m.get("phases", [])}
-        pause = {
-            k: v for k, v in pause.items() if k not in ("preflight", "restart for wal_level", "build", "sync")
-        }
+        pause = {k: v for k, v in pause.items() if k not in OUTSIDE_PAUSE}
         slowest = max(pause, key=pause.get) if pause else "-"
         rows.append(
             f"| {r['pair']} | {r['dataset']} | {r['facts']['volume_mb'] / 1024:.2f} GB | {_s(downtime(r, 'floor'))} s | "
