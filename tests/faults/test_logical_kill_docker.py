@@ -154,3 +154,28 @@ def test_logical_pgleap_killed_ci_points(runtime, image_names, logical_db, tmp_p
 def test_logical_pgleap_killed(runtime, image_names, logical_db, tmp_path, point, then, verify_after):
     db = logical_db()
     _case(runtime, db, image_names, tmp_path, db.fingerprint(), point, then, verify_after)
+
+
+@pytest.mark.skipif(not FULL, reason="CI time: PGLEAP_FULL_FAULTS=1 runs the container kill too")
+def test_logical_new_container_killed_during_the_initial_copy_then_resume(
+    runtime, image_names, logical_db, tmp_path
+):
+    """The new cluster's container SIGKILLed while the initial copy runs: pgleap fails (exit 1, the old
+    server never paused), `resume` starts the copy's container again and finishes; rollback goes back."""
+    db = logical_db()
+    before = db.fingerprint()
+    run = start(*_upgrade_args(db, image_names, False), env=fault_env("logical-built", tmp_path))
+    marker, deadline = "PGLEAP fault=logical-built", time.monotonic() + 300
+    while marker not in run.stderr():
+        assert run.proc.poll() is None and time.monotonic() < deadline, run.stderr()
+        time.sleep(0.1)
+    runtime.docker.containers.get(f"{db.name}-pgleap-next").kill(signal="SIGKILL")
+    (tmp_path / "release").touch()
+    assert run.proc.wait(timeout=300) == 1, run.stderr()
+    run.proc.stdout.close()
+    assert "Traceback" not in run.stderr(), run.stderr()
+    assert _writable(db.server()), "the old server must not pause for a failure before the switch"
+    resumed = _ok(pgleap("resume", "docker", "-c", db.name, "-o", "json"))
+    _assert_new(runtime, db, image_names, before, resumed)
+    assert _ok(pgleap("rollback", "docker", "-c", db.name, "-y", "-o", "json"))["rolled_back"]
+    _assert_old(runtime, db, image_names, before)

@@ -146,9 +146,9 @@ def upgrade(
                     new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=True
                 )
         state.save(phase="built", catalog=catalog)
-        faults.point("logical-built")
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
     if state.phase == "built":
+        faults.point("logical-built")  # the initial copy runs
         with report.phase("sync", "initial copy of every table, then streaming") as ph:
             seconds = switch.wait_synced(new, list(data["replicated"]), sync_timeout)
             switch.wait_caught_up(old, _slots(data, "fwd"), sync_timeout)
