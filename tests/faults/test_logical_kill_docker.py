@@ -179,3 +179,26 @@ def test_logical_new_container_killed_during_the_initial_copy_then_resume(
     _assert_new(runtime, db, image_names, before, resumed)
     assert _ok(pgleap("rollback", "docker", "-c", db.name, "-y", "-o", "json"))["rolled_back"]
     _assert_old(runtime, db, image_names, before)
+
+
+@pytest.mark.skipif(not FULL, reason="CI time: PGLEAP_FULL_FAULTS=1 runs the container kill too")
+def test_logical_old_container_killed_in_the_write_pause_then_rollback(
+    runtime, image_names, logical_db, tmp_path
+):
+    """The old primary SIGKILLed inside the write pause: pgleap fails (exit 1); `rollback` starts it
+    again (it comes up read-only: the pause is in its postgresql.auto.conf), lifts the pause and
+    removes the copy: the old state, writable."""
+    db = logical_db()
+    before = db.fingerprint()
+    run = start(*_upgrade_args(db, image_names, False), env=fault_env("logical-paused", tmp_path))
+    marker, deadline = "PGLEAP fault=logical-paused", time.monotonic() + 300
+    while marker not in run.stderr():
+        assert run.proc.poll() is None and time.monotonic() < deadline, run.stderr()
+        time.sleep(0.1)
+    runtime.docker.containers.get(db.name).kill(signal="SIGKILL")
+    (tmp_path / "release").touch()
+    assert run.proc.wait(timeout=300) == 1, run.stderr()
+    run.proc.stdout.close()
+    assert "Traceback" not in run.stderr(), run.stderr()
+    assert _ok(pgleap("rollback", "docker", "-c", db.name, "-y", "-o", "json"))["rolled_back"]
+    _assert_old(runtime, db, image_names, before)

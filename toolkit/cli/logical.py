@@ -114,6 +114,8 @@ def resume(container: str | None, *, output: str) -> None:
     state = RunState(key)
     report = Report(quiet=output != "text")
     with locked(key):
+        if state.phase != engine.HANDING_OVER:  # there NAME may be the old cluster, writable again if started
+            side.start_stopped()
         result = engine.upgrade(
             side, state.data["target_image"], report=report, state=state,
             verify_after=not state.data.get("verify_in_pause", True),
@@ -137,6 +139,8 @@ def lifecycle(verb: str, container: str | None, *, yes: bool, output: str) -> No
     )
     report = Report(quiet=output != "text")
     with locked(key):
+        if state.phase != engine.HANDING_OVER:  # there NAME may be the old cluster, writable again if started
+            side.start_stopped()
         step = engine.rollback if verb == "rollback" else engine.finalize
         result = step(side, report=report, state=state)
     emit(result, output)
