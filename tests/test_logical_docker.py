@@ -35,7 +35,14 @@ EXTRA = [
     "CREATE TABLE writes (id bigserial PRIMARY KEY, n int UNIQUE NOT NULL, side text)",  # sequence-fed
     "CREATE UNLOGGED TABLE cache (k int PRIMARY KEY, v text)",
     "INSERT INTO cache SELECT g, 'v' || g FROM generate_series(1, 20) g",
+    # a large object (not replicated: copied in the write pause), owned by a role other than the superuser
+    "CREATE ROLE docs",
+    "ALTER LARGE OBJECT 424242 OWNER TO docs",
 ]
+LARGE = "SELECT lo_from_bytea(424242, convert_to(repeat('pgleap large object ', 800), 'UTF8'))"
+LARGE_OBJECTS = (
+    "SELECT oid::bigint, pg_get_userbyid(lomowner), md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1"
+)
 
 
 @dataclass
@@ -124,7 +131,7 @@ def _start(rt, image: str, tag: str, *, wal_logical: bool) -> Old:
     old = Old(rt, name, volume, image, "gis", password, port)
     seed(old.local(), "gis", rows=2000, polygons=200)
     with old.local().connect("gis") as conn:
-        for statement in EXTRA:
+        for statement in [LARGE, *EXTRA]:
             conn.execute(statement)
     return old
 
@@ -236,6 +243,8 @@ def test_logical_13_to_17_with_writes_then_rollback(
     caplog.set_level(logging.INFO, logger="toolkit.engine.logical")
     started = time.monotonic()
     old = _start_and_check_refusals(runtime, image_names, logical_old)
+    large_before = old.local().query("gis", LARGE_OBJECTS)
+    assert [(r[0], r[1]) for r in large_before] == [(424242, "docs")]
     writer, thread = _writer(old)
     args = ["upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical",
             "--restart-for-wal-level", "--replica-identity-full", "-y", "-o", "json"]  # fmt: skip
@@ -255,6 +264,9 @@ def test_logical_13_to_17_with_writes_then_rollback(
     assert gis >= 3  # points, polygons, partitioned parent's GiST survive the schema copy
     _assert_all_acked(old.local(), writer)
     assert old.local().query("gis", "SELECT count(*) FROM cache")[0][0] == 20  # unlogged: copied in the pause
+    assert old.local().query("gis", LARGE_OBJECTS) == large_before  # copied in the pause, with its owner
+    with old.local().connect("gis") as conn:  # one written on the new cluster: the rollback carries it back
+        conn.execute("SELECT lo_from_bytea(515151, 'written on the new cluster')")
     app_login = Server("127.0.0.1", old.port, "app", "app-secret", label="app")  # re-hashed role logs in
     assert app_login.query("gis", "SELECT current_user")[0][0] == "app"
 
@@ -270,6 +282,8 @@ def test_logical_13_to_17_with_writes_then_rollback(
         conn.execute("INSERT INTO writes (n, side) VALUES (-1, 'after rollback')")
     assert _replication_objects(old.local()) == []
     assert not runtime.exists(old.name + "-pgleap-next")
+    large_after = old.local().query("gis", LARGE_OBJECTS)
+    assert large_after[0] == large_before[0] and [r[0] for r in large_after] == [424242, 515151], large_after
     window = _window(caplog, writer, "13")
     with capsys.disabled():
         print(f"\n[logical 13->17] pgleap's write pause {out['pause_seconds']:.2f} s; {window}; "
@@ -279,10 +293,15 @@ def test_logical_13_to_17_with_writes_then_rollback(
 
 
 def _aborted_switches(runtime, old: Old, args: list[str], old_image: str, monkeypatch) -> None:
-    """Skipping the sequence sync must fail the proof (exit 4) with the old server serving again;
+    """Skipping the large-object copy or the sequence sync must fail the proof (exit 4) with the old
+    server serving again;
     DDL made during the migration aborts the switch; both leave the synchronised copy for the next run."""
     from toolkit.db import logical_switch as switch
 
+    with monkeypatch.context() as patched:  # the mutation: the large objects are not carried (first:
+        patched.setattr(switch, "copy_large_objects", lambda *a, **k: 0)  # a later switch copies them)
+        no_large = _cli(*args)
+    assert _code(no_large) == 4 and "pg_largeobject" in str(no_large.exception), no_large.output
     with monkeypatch.context() as patched:  # the mutation: the sequences are not carried
         patched.setattr(switch, "copy_sequences", lambda *a, **k: 0)
         broken = _cli(*args)
@@ -320,6 +339,7 @@ def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
     assert "public.spatial_ref_sys" not in plan["replicated"]["gis"]  # extension-owned: not published
     hows = {(c["what"], c["database"]) for c in plan["carried"]}
     assert ("unlogged tables", "gis") in hows and ("materialized views", "gis") in hows
+    assert ("large objects", "gis") in hows
     refused = _cli(
         "upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical", "-y"
     )

@@ -14,7 +14,7 @@ from toolkit.db import logical as repl
 from toolkit.db import logical_switch as switch
 from toolkit.db.sql import Server
 from toolkit.engine.state import RunState
-from toolkit.errors import VerificationFailed
+from toolkit.errors import PgleapError, VerificationFailed
 
 FACTS = LogicalFacts(
     server_major=13,
@@ -78,9 +78,12 @@ def test_too_few_slots_or_senders_are_refused_with_the_number_needed():
     assert "need 4" in plan.refusals[0].message and "at least 5" in plan.refusals[0].hint
 
 
-def test_large_objects_are_refused_and_a_same_or_older_major_too():
-    facts = dataclasses.replace(FACTS, large_objects={"gis": 3})
-    assert _checks(_plan(facts)) == {"large_objects"}
+def test_large_objects_are_carried_in_the_pause_and_a_same_or_older_major_is_refused():
+    plan = _plan(dataclasses.replace(FACTS, large_objects={"gis": 3}))
+    assert not plan.refusals
+    large = [c for c in plan.carried if c["what"] == "large objects"]
+    assert [(c["database"], c["objects"]) for c in large] == [("gis", ["3 object(s)"])]
+    assert "write pause" in large[0]["how"]
     assert _checks(plan_logical(FACTS, source="db", target_image="x", target_major=13)) == {"major"}
 
 
@@ -167,6 +170,7 @@ def _switch(
         "pause_writes",
         "wait_caught_up",
         "copy_sequences",
+        "copy_large_objects",
         "copy_rows",
         "refresh_matviews",
         "drop_subscription",
@@ -285,3 +289,35 @@ def test_the_proof_after_the_switch_leaves_sequences_out_but_not_rows(monkeypatc
     sides["new"] = (4, 9)
     with pytest.raises(VerificationFailed, match=r"public\.t "):
         engine._verify(new, old, ["gis", "analytics"], "after", sequences=False)
+
+
+def test_a_failure_at_the_paused_point_resumes_writes_on_the_old_server(monkeypatch, tmp_path):
+    monkeypatch.setenv("PGLEAP_FAIL", "logical-paused")
+    calls: list[str] = []
+    with pytest.raises(PgleapError, match="logical-paused"):
+        _switch(monkeypatch, tmp_path, calls, verify_after=False)
+    assert calls[-1] == "resume_writes" and "hand over" not in calls
+
+
+def test_a_run_stopped_after_the_hand_over_is_finished_with_the_snapshots_before_writes(
+    monkeypatch, tmp_path
+):
+    """The gap of the first version: stopped between the hand-over and the snapshot export, the new
+    server stayed read-only. Recorded as handing-over, the next run finishes the hand-over, exports
+    the snapshots, then lets writes in, and records the switch."""
+    from toolkit.core.report import Report
+    from toolkit.engine import logical as engine
+
+    monkeypatch.setenv("PGLEAP_FAIL", "logical-handed-over")
+    calls: list[str] = []
+    with pytest.raises(PgleapError, match="logical-handed-over"):
+        _switch(monkeypatch, tmp_path, calls, verify_after=True)
+    state = RunState("docker-unit")
+    assert state.phase == engine.HANDING_OVER and state.data["verify_in_pause"] is False
+    monkeypatch.delenv("PGLEAP_FAIL")
+    calls.clear()
+    state.save(target_image="img")
+    result = engine.upgrade(_Side(calls), "ignored", report=Report(quiet=True), state=state)
+    assert calls.index("hand over") < calls.index("export snapshots on db") < calls.index("resume_writes")
+    assert result["phase"] == "switched" and RunState("docker-unit").phase == "switched"
+    assert "create_subscription" in calls  # the reverse replication started

@@ -24,17 +24,17 @@ QUICK = {
     "sources": "13-3.1",
     "postgis_gb": "0.05,0.2",
     "schema_tables": "1000",
-    "methods": "floor,link,copy,naive,proof",
+    "methods": "floor,link,copy,naive,proof,logical",
     "repeat": 2,
 }
 FULL = {
     "sources": "13-3.1,15-3.3",
     "postgis_gb": "0.25,1.5,6",
     "schema_tables": "5000,20000",
-    "methods": "floor,link,copy,naive,link-verified,proof",
+    "methods": "floor,link,copy,naive,link-verified,proof,logical",
     "repeat": 2,
 }
-METHODS = ("floor", "link", "copy", "naive", "link-verified", "proof")
+METHODS = ("floor", "link", "copy", "naive", "link-verified", "proof", "logical")
 REPEATED = ("floor", "link")  # the pair the 1.25x target compares
 
 
@@ -97,6 +97,7 @@ def run_dataset(
         "naive": lambda: methods.naive(h, golden, old, new, mount, new_mount),
         "link-verified": lambda: methods.pgleap(h, golden, old, new, mount, mode="link", downtime="verified"),
         "proof": lambda: methods.proof(h, golden, old, mount),
+        "logical": lambda: methods.logical(h, golden, old, new, mount),
     }
     runs: dict[str, list[dict]] = {m: [] for m in wanted}
     try:

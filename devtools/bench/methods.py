@@ -130,6 +130,40 @@ def pgleap(h: Harness, golden: str, old: str, new: str, mount: str, *, mode: str
         h.drop(vol)
 
 
+def logical(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
+    """`pgleap upgrade docker --strategy logical --verify-after` through the engine: the write pause
+    (pgleap's own measure: writes refused on the old server -> the new one accepting after the
+    hand-over), the whole run, and the second copy's disk. The old server starts with
+    wal_level=logical (the one restart is the user's choice, not part of the pause)."""
+    from toolkit.docker.logical import for_container
+    from toolkit.engine import logical as strategy
+
+    vol = h.clone(golden, "logical")
+    primary = None
+    try:
+        primary = h.start_server(old, vol, mount, args=["-c", "wal_level=logical"])
+        side = for_container(h.rt, primary)
+        state = RunState(f"docker-{side.source.volume.key}")
+        t0 = time.monotonic()
+        result = strategy.upgrade(
+            side, new, report=Report(quiet=True), state=state, replica_identity_full=True, verify_after=True
+        )
+        whole = time.monotonic() - t0
+        return {
+            "downtime": result["pause_seconds"],
+            "whole_run": whole,
+            "extra_disk_mb": h.volume_mb(side.next_volume),
+            "phases": result["phases"],
+            "proof_rows": result["proof"].get("rows"),
+        }
+    finally:
+        if primary:  # the logical strategy's containers and its second volume carry no bench label
+            for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue"):
+                h.rt.remove(primary + suffix)
+            h.rt.remove_volume(f"{vol}-pgleap-next")
+        h.drop(vol)
+
+
 def naive(h: Harness, golden: str, old: str, new: str, mount: str, new_mount: str) -> dict:
     """pg_dumpall (new major's client) | psql into a fresh new-major server started beforehand."""
     vol = h.clone(golden, "naive")

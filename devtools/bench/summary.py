@@ -197,6 +197,12 @@ def render(records: list[dict]) -> str:
         ]
     if any("proof" in r["methods"] for r in records):
         parts += ["", "### Cost of the proof: one pass over every user table (seconds)", proof_table(records)]
+    if any("logical" in r["methods"] for r in records):
+        parts += [
+            "",
+            "### --strategy logical (--verify-after): the write pause beside in-place",
+            logical_table(records),
+        ]
     parts += ["", "### Targets", *[f"- {t}" for t in targets(records)]]
     return "\n".join(parts)
 
@@ -214,4 +220,31 @@ def proof_table(records: list[dict]) -> str:
                 f"| {r['pair']} | {r['dataset']} | {p['database_gb']:.2f} GB | {_s(p['text_seconds'])} | "
                 f"{_s(p['canonical_seconds'])} | {_s(p['canonical_per_gb'])} | {_ratio(p['canonical_seconds'], p['text_seconds'])} |"
             )
+    return "\n".join(rows)
+
+
+# --strategy logical's phases outside its write pause (before the switch, and after it with --verify-after)
+OUTSIDE_PAUSE = {"preflight", "restart for wal_level", "build", "sync", "start old cluster",
+                 "verify after the switch", "reverse replication"}  # fmt: skip
+
+
+def logical_table(records: list[dict]) -> str:
+    """The blue/green write pause next to the in-place floor and `--downtime minimal` on the same data."""
+    rows = [
+        "| upgrade | dataset | on disk | floor | pgleap --link minimal | logical write pause | logical/link | "
+        "logical whole run | extra disk | slowest pause phase |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in records:
+        m = r["methods"].get("logical") or {}
+        if "downtime" not in m:
+            continue
+        pause = {p["name"]: p["seconds"] for p in m.get("phases", [])}
+        pause = {k: v for k, v in pause.items() if k not in OUTSIDE_PAUSE}
+        slowest = max(pause, key=pause.get) if pause else "-"
+        rows.append(
+            f"| {r['pair']} | {r['dataset']} | {r['facts']['volume_mb'] / 1024:.2f} GB | {_s(downtime(r, 'floor'))} s | "
+            f"{_s(downtime(r, 'link'))} s | **{m['downtime']:.2f} s** | {_ratio(m['downtime'], downtime(r, 'link'))} | "
+            f"{_s(m.get('whole_run'))} s | {m.get('extra_disk_mb', 0) / 1024:.2f} GB | {slowest} |"
+        )
     return "\n".join(rows)

@@ -223,6 +223,10 @@ def resume_docker(
     output: Output = "text",
 ) -> None:
     """Continue an interrupted upgrade where it stopped."""
+    from toolkit.cli import logical
+
+    if logical.recorded(container):
+        return logical.resume(container, output=output)
     accepted = tuple(accept or ())
     target, state = resolve_target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):

@@ -107,6 +107,22 @@ def upgrade(
     emit(result, output)
 
 
+def resume(container: str | None, *, output: str) -> None:
+    """`pgleap resume docker` over a logical run: the upgrade again, with the recorded image and
+    choices (each step checks before it acts; a run stopped in the hand-over is finished)."""
+    side, key = _side(container)
+    state = RunState(key)
+    report = Report(quiet=output != "text")
+    with locked(key):
+        if state.phase != engine.HANDING_OVER:  # there NAME may be the old cluster, writable again if started
+            side.start_stopped()
+        result = engine.upgrade(
+            side, state.data["target_image"], report=report, state=state,
+            verify_after=not state.data.get("verify_in_pause", True),
+        )  # fmt: skip
+    emit(result, output)
+
+
 def lifecycle(verb: str, container: str | None, *, yes: bool, output: str) -> None:
     """rollback or finalize of a recorded logical upgrade."""
     side, key = _side(container)
@@ -123,6 +139,8 @@ def lifecycle(verb: str, container: str | None, *, yes: bool, output: str) -> No
     )
     report = Report(quiet=output != "text")
     with locked(key):
+        if state.phase != engine.HANDING_OVER:  # there NAME may be the old cluster, writable again if started
+            side.start_stopped()
         step = engine.rollback if verb == "rollback" else engine.finalize
         result = step(side, report=report, state=state)
     emit(result, output)

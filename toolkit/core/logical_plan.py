@@ -123,16 +123,6 @@ def plan_logical(
         )
     elif missing:
         identity_full = missing
-    large = {db: n for db, n in facts.large_objects.items() if n}
-    if large:
-        listed = ", ".join(f"{db}: {n}" for db, n in sorted(large.items()))
-        refusals.append(
-            Refusal(
-                "large_objects",
-                f"large objects are not carried by logical replication ({listed})",
-                "use --strategy inplace for this cluster, or move the large objects into bytea columns",
-            )
-        )
     if facts.md5_roles:
         refusals.append(
             Refusal(
@@ -159,6 +149,11 @@ def plan_logical(
             carried.append(
                 {"what": "materialized views", "database": db, "objects": facts.matviews[db],
                  "how": "refreshed on the new server during the write pause"}
+            )  # fmt: skip
+        if facts.large_objects.get(db):
+            carried.append(
+                {"what": "large objects", "database": db, "objects": [f"{facts.large_objects[db]} object(s)"],
+                 "how": "copied during the write pause (lo_get/lo_from_bytea with their owner; not replicated)"}
             )  # fmt: skip
         if facts.extension_config.get(db):
             carried.append(

@@ -72,8 +72,21 @@ def fingerprint(
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshots[db])))
             fp.tables[db], fp.extension_tables[db], fp.sequences[db] = table_hashes(conn, forms=forms)
+            if large := _large_objects(
+                conn
+            ):  # not a table, but data: pg_upgrade and --strategy logical carry it
+                fp.tables[db]["pg_catalog.pg_largeobject"] = large
             fp.extensions[db] = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
     return fp
+
+
+def _large_objects(conn) -> tuple[int, str] | None:
+    """(count, hash of every large object's oid, owner and contents), None without any."""
+    count, digest = conn.execute(
+        "SELECT count(*), md5(coalesce(string_agg(oid::text || ':' || pg_get_userbyid(lomowner) || ':' "
+        "|| md5(lo_get(oid)), ',' ORDER BY oid), '')) FROM pg_largeobject_metadata"
+    ).fetchone()
+    return (count, digest) if count else None
 
 
 @dataclass

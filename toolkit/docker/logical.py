@@ -90,6 +90,16 @@ class LogicalDocker:
         self.rt.docker.containers.get(self.next_name).restart(timeout=60)
         self.rt.wait_accepting(self.next_name, self.source.superuser, self.source.password)
 
+    def start_stopped(self) -> bool:
+        """A recorded run goes on (resume, rollback): NAME found stopped (killed, host reboot without a
+        restart policy) is started again, so the steps that read it can. Returns whether it was."""
+        if not self.rt.exists(self.name) or self.rt.docker.containers.get(self.name).status == "running":
+            return False
+        logger.warning("container %s was stopped; starting it to go on with the recorded run", self.name)
+        self.rt.start(self.name)
+        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password, timeout=180)
+        return True
+
     # ---- the old server ------------------------------------------------------------------------
 
     def restart_old(self) -> None:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from toolkit.core.logical_plan import LogicalPlan, plan_logical
 from toolkit.core.report import Report
+from toolkit.db import faults
 from toolkit.db import logical as repl
 from toolkit.db import logical_switch as switch
 from toolkit.db.sql import Server
@@ -26,6 +27,9 @@ from toolkit.errors import PgleapError, Refused, VerificationFailed
 logger = logging.getLogger(__name__)
 
 BEFORE_SWITCH = ("preflight", "built", "synced")
+# Recorded just before the hand-over starts: everything was proved in the pause; a run stopped from
+# here on is finished (`resume`) or finished and then rolled back (`rollback`), never rebuilt.
+HANDING_OVER = "handing-over"
 
 
 class LogicalSide(Protocol):
@@ -95,6 +99,8 @@ def upgrade(
             f"{side.name} was already switched to the new cluster",
             "`pgleap finalize docker` keeps it, `pgleap rollback docker` goes back",
         )
+    if state.phase == HANDING_OVER and state.data.get("strategy") == "logical":
+        return _finish_hand_over(side, state.data["target_image"], report=report, state=state)
     if state.phase not in BEFORE_SWITCH or state.data.get("strategy") != "logical":
         with report.phase("preflight", "wal_level, slots, replica identity, what is carried how"):
             the_plan = plan(
@@ -108,7 +114,8 @@ def upgrade(
             return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
         _refuse(the_plan)
         state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), logical_source=side.describe(),
-                   target_image=image, started=time.time())  # fmt: skip
+                   target_image=image, started=time.time(), verify_in_pause=not verify_after)  # fmt: skip
+        faults.point("logical-preflight")
     # where the proof runs is this run's choice: a switch retried after an abort may add or drop the flag
     data = {**state.data["plan"], "verify_in_pause": not verify_after}
     old = side.server(side.name, "old server")
@@ -141,11 +148,13 @@ def upgrade(
         state.save(phase="built", catalog=catalog)
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
     if state.phase == "built":
+        faults.point("logical-built")  # the initial copy runs
         with report.phase("sync", "initial copy of every table, then streaming") as ph:
             seconds = switch.wait_synced(new, list(data["replicated"]), sync_timeout)
             switch.wait_caught_up(old, _slots(data, "fwd"), sync_timeout)
             ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
         state.save(phase="synced")
+        faults.point("logical-synced")
     return _switch(side, image, old, new, data, report=report, state=state, drain=drain)
 
 
@@ -185,6 +194,7 @@ def _switch(
             ended = switch.pause_writes(old, drain=drain)
             logger.info("writes refused from monotonic %.3f", time.monotonic())
             ph.detail = f"{ended} session(s) ended"
+        faults.point("logical-paused")
         with report.phase("DDL check", "catalog hash against the one taken at build"):
             if repl.catalog_hash(old, dbs) != state.data.get("catalog"):
                 raise PgleapError(
@@ -195,6 +205,8 @@ def _switch(
             switch.wait_caught_up(old, _slots(data, "fwd"), 120)
         with report.phase("sequences", "set from the old server") as ph:
             ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
+        with report.phase("large objects", "copied from the old server (not replicated)") as ph:
+            ph.detail = f"{sum(switch.copy_large_objects(old, new, db) for db in dbs)} object(s)"
         for item in data["carried"]:
             if item["what"] == "unlogged tables":
                 with report.phase("unlogged tables", item["database"]):
@@ -227,22 +239,48 @@ def _switch(
             repl.create_publication(new, db, data["replicated"][db], repl.REVERSE_PUBLICATION)
             # the slot exists before any client reaches the new server: rollback loses no write
             repl.create_slot(new, db, repl.sub_name("rev", db))
-        switch.resume_writes(
-            old, reload=False
-        )  # read-only stays until it stops; the blue copy starts writable
+        faults.point("logical-reverse-slots")
+        # read-only stays until the old server stops; the blue copy starts writable
+        switch.resume_writes(old, reload=False)
         verify_after = not data.get("verify_in_pause", True)
         if verify_after:
             switch.read_only_from_start(new)
+        state.save(
+            phase=HANDING_OVER, verify_in_pause=not verify_after, proof=proof, pause_started=time.time()
+        )
         side.hand_over(image)
-        held, snapshots, serving = ExitStack(), {}, new
-        if verify_after:  # the new side as it was at the switch, before its first client write
-            serving = side.server(side.name, "new server")
-            snapshots = held.enter_context(switch.exported_snapshots(serving, dbs))
-            switch.resume_writes(serving)
+        faults.point("logical-handed-over")
+    return _serve(side, image, data, report=report, state=state, pause_start=pause_start)
+
+
+def _finish_hand_over(side, image: str, *, report: Report, state: RunState) -> dict:
+    """A run stopped inside the switch after the proof: finish the hand-over (it checks what is done),
+    then go on as the run would have. With `--verify-after` the new server still starts read-only,
+    so its snapshots are exported before its first client write, as in an uninterrupted run."""
+    data = {**state.data["plan"], "verify_in_pause": state.data.get("verify_in_pause", True)}
+    report.down()
+    with report.phase("hand-over", "finishing the one an interrupted run began"):
+        side.hand_over(image)
+    started = time.monotonic() - max(0.0, time.time() - state.data.get("pause_started", time.time()))
+    return _serve(side, image, data, report=report, state=state, pause_start=started)
+
+
+def _serve(side, image: str, data: dict, *, report: Report, state: RunState, pause_start: float) -> dict:
+    """After the hand-over: the pause ends (with `--verify-after` once the new server's snapshots are
+    exported), the run is recorded as switched, the reverse replication starts."""
+    dbs = data["databases"]
+    verify_after = not data.get("verify_in_pause", True)
+    proof: dict = state.data.get("proof") or {}
+    held, snapshots, serving = ExitStack(), {}, None
+    if verify_after:  # the new side as it was at the switch, before its first client write
+        serving = side.server(side.name, "new server")
+        snapshots = held.enter_context(switch.exported_snapshots(serving, dbs))
+        switch.resume_writes(serving)
     pause = time.monotonic() - pause_start
     logger.info("write pause ends at monotonic %.3f", time.monotonic())
     report.up()
     state.save(phase="switched", pause_seconds=round(pause, 3), proof=proof, switched=time.time())
+    faults.point("logical-switched")
     with held:
         if verify_after:
             proof = _reverse_verified(side, data, serving, snapshots, report=report)
@@ -315,6 +353,10 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
     new cluster's writes are already on the old one (reverse subscription), sequences follow."""
     data = state.data["plan"]
     phase = state.phase
+    if phase == HANDING_OVER:  # everything was proved: finish the hand-over, then go back from it
+        with report.phase("hand-over", "finishing the one an interrupted run began, to go back from it"):
+            side.hand_over(state.data["target_image"])
+        state.save(phase="switched")
     if phase in BEFORE_SWITCH:
         with report.phase("rollback", "remove the new copy; the old server never stopped"):
             old = side.server(side.name, "old server")
@@ -322,7 +364,7 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
             switch.resume_writes(old)
         state.clear()
         return {"strategy": "logical", "rolled_back": True, "from_phase": phase}
-    if phase != "switched":
+    if state.phase != "switched":
         raise PgleapError(f"nothing to roll back (phase {phase})")
     dbs = data["databases"]
     pause_start = time.monotonic()
@@ -335,6 +377,8 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
             _reverse(side, data)
             switch.wait_caught_up(new, _slots(data, "rev"), 120)
             switch.copy_sequences(new, blue, dbs)
+            for db in dbs:  # large objects written on the new cluster: not in the reverse replication
+                switch.copy_large_objects(new, blue, db)
         with report.phase("verify", "fingerprints of new and old"):
             proof = _verify(new, blue, dbs, "before the rollback")
     except BaseException:
