@@ -391,15 +391,14 @@ def test_rollback_after_the_new_cluster_ran_needs_yes() -> None:
 def test_strategy_logical_on_kubernetes_never_falls_back_to_in_place(verb) -> None:
     """`--strategy logical` goes to the logical commands (docs/logical.md), never a silent in-place
     run: without --yes and without a terminal the upgrade is refused before anything changes; the
-    plan reads the live servers through a port-forward (here: none, so it fails), writing nothing."""
+    plan reads the live servers through exec and a port-forward (here: none, so it fails), writing nothing."""
     c = make_cluster("official-plain")
     args = [verb, "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--strategy", "logical"]
 
-    def no_forward(*_a):
-        raise OSError("no pod network in this test")
+    def no_exec(*_a):
+        raise EnvironmentProblem("pods/exec: no pod in this test")
 
-    c.kube.exec = lambda *_a: "gis\nsecret"  # type: ignore[method-assign]
-    c.kube.port_forward = no_forward  # type: ignore[method-assign]
+    c.kube.exec = no_exec  # type: ignore[method-assign]
     result = runner.invoke(build_app(c), args)
     assert result.exit_code != 0, result.output
     if verb == "upgrade":
