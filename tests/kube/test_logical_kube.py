@@ -181,3 +181,19 @@ def test_status_and_inplace_refusal_with_a_recorded_logical_run() -> None:
     assert (
         isinstance(inplace.exception, Refused) and "logical upgrade is recorded" in inplace.exception.message
     )
+
+
+def test_finalize_before_the_switch_is_refused_with_the_sts_commands_and_deletes_nothing() -> None:
+    c = make_cluster("official-plain")
+    side = _side(c)
+    side.state.save(
+        strategy="logical", phase="built", plan={}, target_image=NEW, logical_source=side.describe()
+    )
+    writes = len(c.fake.writes_for_test())
+    result = runner.invoke(build_app(c), ["finalize", "sts", "gis", "-n", "geo", "--yes"])
+    assert isinstance(result.exception, Refused), result.output
+    assert "finalize needs a switched upgrade" in result.exception.message
+    assert (
+        "`pgleap rollback sts gis -n geo`" in result.exception.hint and "docker" not in result.exception.hint
+    )
+    assert len(c.fake.writes_for_test()) == writes and c.sts() is not None

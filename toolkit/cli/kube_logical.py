@@ -8,6 +8,10 @@ and finalize here when a logical run is recorded (its ConfigMap exists).
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -76,6 +80,18 @@ def refuse_inplace_over(kube: Any, ns: str, name: str) -> None:
         )
 
 
+@contextmanager
+def _sts_hints(ns: str, name: str) -> Iterator[None]:
+    """The shared engine's hints name the Docker commands; here they name the `sts` ones."""
+    try:
+        yield
+    except PgleapError as exc:
+        for verb in ("rollback", "finalize", "upgrade", "status"):
+            exc.hint = re.sub(rf"`pgleap {verb} docker[^`]*`", f"`{cli_options.prog()} {verb} sts {name} -n {ns}`",
+                              exc.hint)  # fmt: skip
+        raise
+
+
 def _kube_refusals(side) -> None:
     refusals = side.refusals()
     if refusals:
@@ -88,12 +104,10 @@ def plan(kube: Any, ns: str, name: str, to: str, output: str, **options: bool) -
     from toolkit.kube import logical_objects as lo
 
     side, _state = _side(kube, ns, name, output)
-    try:
+    with _sts_hints(ns, name), contextlib.closing(side):
         the_plan = engine.plan(side, to, **options).to_dict()
         services = side.services()
         refusals = [{"message": m, "hint": h} for m, h in side.refusals()]
-    finally:
-        side.close()
     the_plan["refusals"] = list(the_plan["refusals"]) + refusals
     result = {"strategy": "logical", "statefulset": f"{ns}/{name}", "target_image": to,
               "services": services, "objects": lo.plan_lines(name, services), "plan": the_plan}  # fmt: skip
@@ -117,13 +131,11 @@ def upgrade(
         command=f"{cli_options.prog()} upgrade sts {name} -n {ns} --to {to} --strategy logical",
     )
     side, state = _side(kube, ns, name, output)
-    try:
+    with _sts_hints(ns, name), contextlib.closing(side):
         if state.phase is None:
             _kube_refusals(side)
         report = Report(quiet=output != "text")
         result = engine.upgrade(side, to, report=report, state=state, **options)
-    finally:
-        side.close()
     result.pop("container", None)
     result["statefulset"] = f"{ns}/{name}"
     emit(result, output)
@@ -151,7 +163,7 @@ WHAT = {
 def lifecycle(kube: Any, ns: str, name: str, verb: str, *, dry_run: bool, yes: bool, output: str) -> None:
     """resume, rollback or finalize of a recorded logical upgrade (the same confirmation as in place)."""
     side, state = _side(kube, ns, name, output)
-    try:
+    with _sts_hints(ns, name), contextlib.closing(side):
         if dry_run:
             emit({"strategy": "logical", "phase": state.phase, "would": verb}, output)
             err.print("dry run: nothing was changed")
@@ -171,6 +183,4 @@ def lifecycle(kube: Any, ns: str, name: str, verb: str, *, dry_run: bool, yes: b
             result = engine.rollback(side, report=report, state=state)
         else:
             result = engine.finalize(side, report=report, state=state)
-    finally:
-        side.close()
     emit(result, output)
