@@ -24,6 +24,7 @@ from toolkit.errors import PgleapError, Refused
 from toolkit.kube import logical_objects as lo
 from toolkit.kube.api import Kube
 from toolkit.kube.image_ref import parse_image
+from toolkit.kube.objects import state_cm_name
 from toolkit.kube.portforward import local_port
 from toolkit.resources import container_dir
 
@@ -126,7 +127,7 @@ class LogicalKube:
             out.append((f"StatefulSet {self.name} has {replicas} replicas; --strategy logical on Kubernetes "
                         "builds one new primary and does not re-seed standbys yet",
                         "scale the standbys away first, or use --strategy inplace"))  # fmt: skip
-        if self.kube.get("ConfigMap", self.namespace, f"pgleap-{self.name}-state"):
+        if self.kube.get("ConfigMap", self.namespace, state_cm_name(self.name)):
             out.append((f"an in-place pgleap run is recorded for {self.name}",
                         "finish it (`pgleap finalize sts`) or roll it back first"))  # fmt: skip
         return out
@@ -195,12 +196,12 @@ class LogicalKube:
     def server(self, name: str, label: str) -> Server:
         """The pod's PostgreSQL through a port-forward (one per pod, reused), as the superuser."""
         pod = self._pod_of(name)
+        user, password = self.credentials()  # first: a failed exec leaves no forward half-open
         if pod not in self._ports:
             self._ports[pod] = self._forwards.enter_context(
                 local_port(lambda: self.kube.port_forward(self.namespace, pod, 5432))
             )
         host, port = self._ports[pod]
-        user, password = self.credentials()
         server = Server(host, port, user, password, label=f"{label} (pod {pod})")
         server.wait_ready(timeout=120)
         return server
