@@ -8,7 +8,9 @@ containers. One run, through the CLI, with pgleap killed after each recorded pha
   then             -> the Services select the new pods, the data is identical, a write on the new
                       cluster reaches the old one (reverse subscription); finalize without --yes
                       deletes nothing; rollback brings the Services back with that write and
-                      removes NAME-next and its PVC. (finalize's deletion: test_logical_kube.py.)
+                      removes NAME-next and its PVC;
+  switched         -> (a second upgrade) the new pods serve, resume has nothing left to do, and a
+                      confirmed finalize deletes the old StatefulSet and its PVC.
 The RBAC rules are checked against every call this run made."""
 
 from __future__ import annotations
@@ -240,6 +242,7 @@ def test_logical_upgrade_13_to_17_crash_after_every_phase_then_rollback(cluster,
     assert result.exit_code == 0, result.output
     done = json.loads(result.stdout)
     assert done["phase"] == "switched" and done["proof"]["rows"] >= 502
+    print(f"write pause (pods on Docker, 13 -> 17): {done['pause_seconds']} s")
     assert _selectors(fake) == {json.dumps(lo.next_labels("gis"), sort_keys=True)}
     old, new = _server(fake, "gis-0", password), _server(fake, "gis-next-0", password)
     assert _rows(new) == _rows(old) and new.query("gis", "SHOW server_version_num")[0][0].startswith("17")
@@ -267,3 +270,23 @@ def test_logical_upgrade_13_to_17_crash_after_every_phase_then_rollback(cluster,
     old.query("gis", "INSERT INTO place (note) VALUES ('after rollback') RETURNING id")  # writable again
     seen = check_calls(fake.calls)
     assert ("patch", "", "services") in seen and ("create", "batch", "jobs") in seen
+
+    # again, killed right after the switch was recorded (before the reverse subscription): the new
+    # pods serve; resume has nothing left to do; finalize (confirmed) deletes the old StatefulSet
+    with crash_after("switched"):
+        result = _cli(kube, *upgrade)
+    assert isinstance(result.exception, Crash), result.output
+    assert _selectors(fake) == {json.dumps(lo.next_labels("gis"), sort_keys=True)}
+    again = _cli(kube, "resume", "sts", "gis", "--yes")
+    assert isinstance(again.exception, Refused) and "already switched" in again.exception.message
+    result = _cli(kube, "finalize", "sts", "gis", "--yes")
+    assert result.exit_code == 0, result.output
+    assert fake.get_for_test("StatefulSet", NS, "gis") is None
+    assert fake.get_for_test("PersistentVolumeClaim", NS, "data-gis-0") is None
+    assert fake.get_for_test("ConfigMap", NS, lo.config_map_name("gis")) is None
+    new = _server(fake, "gis-next-0", password)
+    assert [r[1] for r in _rows(new)][-2:] == ["on new", "after rollback"]
+    assert not new.query("gis", "SELECT subname FROM pg_subscription") and not new.query(
+        "postgres", "SELECT slot_name FROM pg_replication_slots"
+    )
+    check_calls(fake.calls)
