@@ -175,9 +175,9 @@ def _server(fake, pod: str, password: str) -> Server:
     return server
 
 
-def _cli(kube, *args: str):
+def _cli(kube, *args: str, output: str = "json"):
     app = build_app(type("C", (), {"kube": kube})())  # type: ignore[arg-type]
-    return runner.invoke(app, [*args, "-n", NS, "-o", "json"])
+    return runner.invoke(app, [*args, "-n", NS, "-o", output])
 
 
 @contextlib.contextmanager
@@ -218,6 +218,18 @@ def test_logical_upgrade_13_to_17_crash_after_every_phase_then_rollback(cluster,
         conn.execute("INSERT INTO place (note, geom) SELECT 'p' || i, ST_SetSRID(ST_MakePoint(i, i), 4326) "
                      "FROM generate_series(1, 500) i")  # fmt: skip
     original = _selectors(fake)
+    planned = _cli(kube, "plan", "sts", "gis", "--to", new_image, "--strategy", "logical")
+    assert planned.exit_code == 0, planned.output
+    shown = json.loads(planned.stdout)  # read from the live server, nothing written
+    assert shown["services"] == {"gis": {"app": "gis"}, "gis-rw": {"app": "gis"}}
+    assert any("wal_level" in r["message"] for r in shown["plan"]["refusals"])
+    assert any(line.startswith("StatefulSet gis-next") for line in shown["objects"])
+    text = _cli(
+        kube, "upgrade", "sts", "gis", "--to", new_image, "--strategy", "logical", "--dry-run", output="text"
+    )
+    assert text.exit_code == 0, text.output
+    assert "Service gis-rw: selector {app=gis} -> {" in text.stdout and "refused: wal_level" in text.stdout
+    assert not fake.writes_for_test()
     upgrade = (
         "upgrade",
         "sts",
