@@ -196,4 +196,24 @@ def test_finalize_before_the_switch_is_refused_with_the_sts_commands_and_deletes
     assert (
         "`pgleap rollback sts gis -n geo`" in result.exception.hint and "docker" not in result.exception.hint
     )
-    assert len(c.fake.writes_for_test()) == writes and c.sts() is not None
+    # only the run's hold on its ConfigMap was taken and given back: no object of the user changed
+    assert {x.resource for x in c.fake.writes_for_test()[writes:]} == {"configmaps"} and c.sts() is not None
+
+
+def test_a_second_run_is_refused_while_another_live_run_holds_the_statefulset() -> None:
+    from toolkit.kube.lease import HOLDER
+
+    c = make_cluster("official-plain")
+    side = _side(c)
+    side.state.annotations = {HOLDER: json.dumps({"id": "x1", "operation": "logical upgrade", "host": "elsewhere",
+                                                   "pid": 4242, "since": "2026-12-02T08:00:00+00:00"})}  # fmt: skip
+    side.state.save(
+        strategy="logical", phase="switched", plan={}, target_image=NEW, logical_source=side.describe()
+    )
+    writes = len(c.fake.writes_for_test())
+    result = runner.invoke(build_app(c), ["rollback", "sts", "gis", "-n", "geo", "--yes"])
+    assert isinstance(result.exception, Refused), result.output
+    assert "another pgleap run works on this StatefulSet: logical upgrade by pid 4242 on elsewhere" in (
+        result.exception.message
+    )
+    assert len(c.fake.writes_for_test()) == writes

@@ -81,6 +81,20 @@ def refuse_inplace_over(kube: Any, ns: str, name: str) -> None:
 
 
 @contextmanager
+def _held(side, state, operation: str) -> Iterator[None]:
+    """One run at a time per StatefulSet: the in-place commands' lease, on the logical ConfigMap."""
+    from toolkit.kube.lease import Lease
+
+    lease = Lease(side.kube, side.namespace, state.name, operation, log=side.log)
+    lease.acquire()
+    state.annotations = lease.annotation
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+@contextmanager
 def _sts_hints(ns: str, name: str) -> Iterator[None]:
     """The shared engine's hints name the Docker commands; here they name the `sts` ones."""
     try:
@@ -131,7 +145,7 @@ def upgrade(
         command=f"{cli_options.prog()} upgrade sts {name} -n {ns} --to {to} --strategy logical",
     )
     side, state = _side(kube, ns, name, output)
-    with _sts_hints(ns, name), contextlib.closing(side):
+    with _sts_hints(ns, name), contextlib.closing(side), _held(side, state, "logical upgrade"):
         if state.phase is None:
             _kube_refusals(side)
         report = Report(quiet=output != "text")
@@ -173,14 +187,18 @@ def lifecycle(kube: Any, ns: str, name: str, verb: str, *, dry_run: bool, yes: b
             yes=yes,
             command=f"{cli_options.prog()} {verb} sts {name} -n {ns}",
         )
-        report = Report(quiet=output != "text")
-        if verb == "resume":
-            target = state.data.get("target_image")
-            if not target:
-                raise PgleapError("the recorded logical run names no target image")
-            result = engine.upgrade(side, target, report=report, state=state)
-        elif verb == "rollback":
-            result = engine.rollback(side, report=report, state=state)
-        else:
-            result = engine.finalize(side, report=report, state=state)
+        with _held(side, state, f"logical {verb}"):
+            result = _step(side, state, verb, output)
     emit(result, output)
+
+
+def _step(side, state, verb: str, output: str) -> dict:
+    report = Report(quiet=output != "text")
+    if verb == "resume":
+        target = state.data.get("target_image")
+        if not target:
+            raise PgleapError("the recorded logical run names no target image")
+        return engine.upgrade(side, target, report=report, state=state)
+    if verb == "rollback":
+        return engine.rollback(side, report=report, state=state)
+    return engine.finalize(side, report=report, state=state)

@@ -53,6 +53,7 @@ class KubeState:
                 "the data itself is safe; `kubectl get sts,svc` shows which cluster the Services select",
             ) from exc
         self.exists = cm is not None
+        self.annotations: dict[str, str] = {}  # the run's holder (kube/lease.py), set on the create
 
     @property
     def phase(self) -> str | None:
@@ -64,7 +65,10 @@ class KubeState:
         if self.exists:
             self.kube.patch("ConfigMap", self.namespace, self.name, {"data": {lo.STATE_KEY: text}})
         else:
-            self.kube.create(lo.config_map(self.sts, self.namespace, text, schema_script()))
+            cm = lo.config_map(self.sts, self.namespace, text, schema_script())
+            if self.annotations:
+                cm["metadata"]["annotations"] = dict(self.annotations)
+            self.kube.create(cm)  # atomic: of two runs starting at once, one gets Conflict
             self.exists = True
 
     def clear(self) -> None:
