@@ -149,6 +149,12 @@ def test_kubernetes_refusals_before_anything_changes() -> None:
     (message, hint), (other, other_hint) = _side(c).refusals()
     assert "2 replicas" in message and "--strategy inplace" in hint
     assert "in-place pgleap run is recorded" in other and "finalize sts" in other_hint
+    c = make_cluster("official-plain")
+    c.kube.patch("StatefulSet", c.namespace, c.name, {"spec": {"ordinals": {"start": 1}}})
+    assert [m for m, _h in _side(c).refusals()] == [
+        "StatefulSet gis numbers its pods from 1 (spec.ordinals); --strategy logical on Kubernetes expects the "
+        "primary at ordinal 0"
+    ]
 
 
 @pytest.mark.parametrize("verb", ["plan", "upgrade"])

@@ -131,6 +131,10 @@ class LogicalKube:
             out.append((f"StatefulSet {self.name} has {replicas} replicas; --strategy logical on Kubernetes "
                         "builds one new primary and does not re-seed standbys yet",
                         "scale the standbys away first, or use --strategy inplace"))  # fmt: skip
+        start = (self.statefulset()["spec"].get("ordinals") or {}).get("start", 0)
+        if start:
+            out.append((f"StatefulSet {self.name} numbers its pods from {start} (spec.ordinals); --strategy "
+                        "logical on Kubernetes expects the primary at ordinal 0", "use --strategy inplace"))  # fmt: skip
         if self.kube.get("ConfigMap", self.namespace, state_cm_name(self.name)):
             out.append((f"an in-place pgleap run is recorded for {self.name}",
                         "finish it (`pgleap finalize sts`) or roll it back first"))  # fmt: skip
