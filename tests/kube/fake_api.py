@@ -396,6 +396,9 @@ class FakeKubernetesApi:
         assert isinstance(body, client.V1Service)
         return self._create("Service", namespace, body)
 
+    def patch_namespaced_service(self, name: str, namespace: str, body: Any, _content_type=None, **_: Any):
+        return self._patch("Service", namespace, name, body, _content_type)
+
     def delete_namespaced_service(self, name: str, namespace: str, propagation_policy=None, **_: Any):
         return self._delete("Service", namespace, name, propagation_policy)
 

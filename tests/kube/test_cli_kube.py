@@ -388,12 +388,22 @@ def test_rollback_after_the_new_cluster_ran_needs_yes() -> None:
 
 
 @pytest.mark.parametrize("verb", ["plan", "upgrade"])
-def test_strategy_logical_is_refused_on_kubernetes_before_any_cluster_call(verb) -> None:
-    """Docker-only for now: never a silent in-place upgrade (build_app() without a cluster fails on any call)."""
+def test_strategy_logical_on_kubernetes_never_falls_back_to_in_place(verb) -> None:
+    """`--strategy logical` goes to the logical commands (docs/logical.md), never a silent in-place
+    run: without --yes and without a terminal the upgrade is refused before anything changes; the
+    plan reads the live servers through exec and a port-forward (here: none, so it fails), writing nothing."""
+    c = make_cluster("official-plain")
     args = [verb, "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--strategy", "logical"]
-    result = runner.invoke(build_app(), args)
-    assert isinstance(result.exception, Refused) and result.exception.exit_code == 3, result.output
-    assert "Docker-only" in result.exception.message
-    assert "upgrade docker" in result.exception.hint and "in place" in result.exception.hint
+
+    def no_exec(*_a):
+        raise EnvironmentProblem("pods/exec: no pod in this test")
+
+    c.kube.exec = no_exec  # type: ignore[method-assign]
+    result = runner.invoke(build_app(c), args)
+    assert result.exit_code != 0, result.output
+    if verb == "upgrade":
+        assert isinstance(result.exception, Refused) and "--yes" in result.exception.hint
+    assert c.fake.writes_for_test() == []
+    assert not [x for x in c.fake.calls if x.resource == "jobs"]  # no in-place Job was even looked for
     bad = runner.invoke(build_app(), [verb, "sts", "gis", "--to", "x", "--strategy", "blue"])
     assert bad.exit_code == 2

@@ -92,7 +92,30 @@ def every_path_calls() -> list[Call]:
         out += [x for x in c.fake.calls if not x.detail.get("injected")]
     out += rehearsal_calls()
     out += probe_calls()
+    out += logical_calls()
     return out
+
+
+def logical_calls() -> list[Call]:
+    """`--strategy logical`'s Kubernetes calls (no database here; the whole run with its SQL is
+    test_logical_pods_on_docker.py, which checks its calls against the same rules): the state
+    ConfigMap, the new StatefulSet, the schema Job, the Services' hand-over and back, finalize."""
+    from toolkit.kube import logical_objects as lo
+    from toolkit.kube.logical import KubeState, LogicalKube
+
+    c = make_cluster("official-plain")
+    side = LogicalKube(c.kube, c.namespace, c.name, container="postgres",
+                       state=KubeState(c.kube, c.namespace, c.name), timeout=30)  # fmt: skip
+    side.state.save(strategy="logical", phase="preflight", logical_source=side.describe())
+    c.kube.create(lo.next_statefulset(c.sts(), container="postgres", old_image=c.image(),
+                                      new_image="pgleap/postgis:17-3.5", new_major=17))  # fmt: skip
+    side._point(lambda _svc, _original: lo.next_labels(c.name))  # hand_over's API part
+    side._point(lambda _svc, original: original)  # hand_back's
+    side.remove_next()
+    side._point(lambda _svc, _original: lo.next_labels(c.name))
+    side.remove_old()
+    side.state.clear()
+    return c.fake.calls
 
 
 def probe_calls() -> list[Call]:

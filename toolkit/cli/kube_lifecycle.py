@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from toolkit.cli import kube_logical
 from toolkit.cli import options as cli_options
 from toolkit.cli.kube_deps import deps, env_for, ns_for, runtime_for, scripts, with_way_forward
 from toolkit.cli.kube_options import (
@@ -49,6 +50,8 @@ def _lifecycle(
     """One body for resume, rollback and finalize: dry run, confirm, call the runtime, print."""
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
+    if kube_logical.recorded(rt.kube, ns, name):  # --strategy logical: its own state and steps
+        return kube_logical.lifecycle(rt.kube, ns, name, command, dry_run=dry_run, yes=yes, output=output)
     if dry_run:
         data = rt.status(ns, name)
         print_data(

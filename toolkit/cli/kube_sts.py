@@ -8,6 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from toolkit.cli import kube_logical
 from toolkit.cli import options as cli_options
 from toolkit.cli.kube_deps import deps, env_for, ns_for, overrides, runtime_for, scripts, with_way_forward
 from toolkit.cli.kube_options import (
@@ -115,13 +116,22 @@ def plan_sts(
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
     strategy: cli_options.Strategy = "inplace",
+    restart_for_wal_level: kube_logical.RestartForWal = False,
+    replica_identity_full: kube_logical.IdentityFull = False,
+    verify_after: kube_logical.VerifyAfter = False,
 ) -> None:
     """Every object the upgrade would create or change (-o yaml: manifests to commit).
 
     Reads the live cluster as `upgrade sts` does before its stop (same refusals). Changes
     nothing: only two short probe Pods (one per image) are created and deleted."""
-    cli_options.refuse_logical_on_kubernetes(strategy, name)
+    logical = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
+               "verify_after": verify_after}  # fmt: skip
+    kube_logical.refuse_flags_without_logical(strategy, **logical)
     ns = ns_for(namespace, kubeconfig, context)
+    if strategy == "logical":  # docs/logical.md: a new StatefulSet beside this one
+        return kube_logical.plan(
+            runtime_for(kubeconfig, context, output).kube, ns, name, to, output, **logical
+        )
     _show_plan(
         runtime_for(kubeconfig, context, output), ns, name, to, output, snapshot, mode, downtime, superuser,
         initdb_args, set_env, patch_retention, keep_readers,
@@ -218,11 +228,19 @@ def upgrade_sts(
     no_verify: cli_options.NoVerify = False,
     no_auto_restore: cli_options.NoAutoRestore = False,
     strategy: cli_options.Strategy = "inplace",
+    restart_for_wal_level: kube_logical.RestartForWal = False,
+    replica_identity_full: kube_logical.IdentityFull = False,
+    verify_after: kube_logical.VerifyAfter = False,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
-    cli_options.refuse_logical_on_kubernetes(strategy, name)
+    logical = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
+               "verify_after": verify_after}  # fmt: skip
+    kube_logical.refuse_flags_without_logical(strategy, **logical)
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
+    if strategy == "logical":  # docs/logical.md: a new StatefulSet beside this one, then a write pause
+        return kube_logical.upgrade(rt.kube, ns, name, to, dry_run=dry_run, yes=yes, output=output, **logical)
+    kube_logical.refuse_inplace_over(rt.kube, ns, name)
     if no_verify:
         rt.proof = None  # no serve-old/serve-new Job (a later resume finds no fingerprint: not compared)
     guards = overrides(allow_argocd, allow_flux, allow_helm, allow_terraform, allow_owner_reference)
@@ -286,6 +304,8 @@ def status_sts(
     """Where a pgleap run of this StatefulSet stands."""
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
+    if kube_logical.recorded(rt.kube, ns, name):
+        return kube_logical.status(rt.kube, ns, name, output)
     data = rt.status(ns, name)
     data.update(history.status_extra(rt.kube, ns, name))  # the last finished operation, an interruption
 

@@ -70,19 +70,9 @@ Strategy = Annotated[
         metavar="STRATEGY",
         callback=choice("--strategy", STRATEGIES),
         help="inplace (default): pg_upgrade on the volume; logical: a new cluster beside the old one, "
-        "synchronised by logical replication, then a short write pause (Docker only for now; docs/logical.md)",
+        "synchronised by logical replication, then a short write pause (docs/logical.md)",
     ),
 ]
-
-
-def refuse_logical_on_kubernetes(strategy: str, name: str) -> None:
-    """`--strategy logical` is Docker-only for now: refused before any cluster call, never a silent in-place."""
-    if strategy == "logical":
-        raise Refused(
-            f"--strategy logical is Docker-only for now; nothing was read or changed on the cluster ({name})",
-            f"upgrade a Docker container with `{prog()} upgrade docker -c NAME --to IMAGE --strategy logical`, "
-            f"or upgrade this StatefulSet in place (`--strategy inplace`, the default)",
-        )
 
 
 Superuser = Annotated[
