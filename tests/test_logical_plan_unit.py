@@ -149,6 +149,9 @@ class _Side:
     def ip(self, name: str) -> str:
         return "10.0.0.9"
 
+    def command(self, verb: str) -> str:
+        return f"pgleap {verb} docker -c {self.name}"
+
     def hand_over(self, image: str) -> None:
         self.calls.append("hand over")
 
@@ -197,7 +200,7 @@ def _switch(
 
     monkeypatch.setattr(switch, "exported_snapshots", exported)
 
-    def verify(a, b, dbs, what, sequences=True, snapshots=None):
+    def verify(a, b, dbs, what, hint="", sequences=True, snapshots=None):
         at = f" at {snapshots['gis']}" if snapshots else ""
         calls.append(
             f"verify {what} on {a.label}{at}/{b.label}" + ("" if sequences else " without sequences")
@@ -206,7 +209,7 @@ def _switch(
             raise VerificationFailed("differ")
         return {"tables": 1, "rows": 1, "sequences": 1}
 
-    monkeypatch.setattr(engine, "_verify", verify)
+    monkeypatch.setattr(engine, "verify_sides", verify)
     monkeypatch.setattr(engine.time, "sleep", lambda s: None)
     data = _plan(verify_after=verify_after).to_dict()
     state = RunState("docker-unit")
@@ -283,12 +286,12 @@ def test_the_proof_after_the_switch_leaves_sequences_out_but_not_rows(monkeypatc
     sides = {"new": (3, 9), "old": (3, 3)}  # read afresh each time, as the real one
     monkeypatch.setattr(engine, "fingerprint", lambda server, dbs, snapshots=None: fp(*sides[server.label]))
     new, old = Server("h", 1, "u", "p", label="new"), Server("h", 1, "u", "p", label="old")
-    assert engine._verify(new, old, ["gis", "analytics"], "after", sequences=False)["rows"] == 3
+    assert engine.verify_sides(new, old, ["gis", "analytics"], "after", sequences=False)["rows"] == 3
     with pytest.raises(VerificationFailed, match="sequence"):
-        engine._verify(new, old, ["gis", "analytics"], "in the pause")
+        engine.verify_sides(new, old, ["gis", "analytics"], "in the pause")
     sides["new"] = (4, 9)
     with pytest.raises(VerificationFailed, match=r"public\.t "):
-        engine._verify(new, old, ["gis", "analytics"], "after", sequences=False)
+        engine.verify_sides(new, old, ["gis", "analytics"], "after", sequences=False)
 
 
 def test_a_failure_at_the_paused_point_resumes_writes_on_the_old_server(monkeypatch, tmp_path):

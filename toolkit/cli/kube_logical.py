@@ -9,7 +9,6 @@ and finalize here when a logical run is recorded (its ConfigMap exists).
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ from toolkit.cli import options as cli_options
 from toolkit.cli.logical import emit
 from toolkit.core.report import Report, console
 from toolkit.engine import logical as engine
+from toolkit.engine import logical_undo
 from toolkit.errors import PgleapError, Refused
 
 err = console(stderr=True)
@@ -61,7 +61,8 @@ def _side(kube: Any, ns: str, name: str, output: str):
         if output == "text"
         else (lambda _l: None)
     )
-    return LogicalKube(kube, ns, name, container=container, state=state, log=log), state
+    side = LogicalKube(kube, ns, name, container=container, state=state, log=log, prog=cli_options.prog())
+    return side, state
 
 
 def recorded(kube: Any, ns: str, name: str) -> bool:
@@ -94,18 +95,6 @@ def _held(side, state, operation: str) -> Iterator[None]:
         lease.release()
 
 
-@contextmanager
-def _sts_hints(ns: str, name: str) -> Iterator[None]:
-    """The shared engine's hints name the Docker commands; here they name the `sts` ones."""
-    try:
-        yield
-    except PgleapError as exc:
-        for verb in ("rollback", "finalize", "upgrade", "status"):
-            exc.hint = re.sub(rf"`pgleap {verb} docker[^`]*`", f"`{cli_options.prog()} {verb} sts {name} -n {ns}`",
-                              exc.hint)  # fmt: skip
-        raise
-
-
 def _kube_refusals(side) -> None:
     refusals = side.refusals()
     if refusals:
@@ -118,7 +107,7 @@ def plan(kube: Any, ns: str, name: str, to: str, output: str, **options: bool) -
     from toolkit.kube import logical_objects as lo
 
     side, _state = _side(kube, ns, name, output)
-    with _sts_hints(ns, name), contextlib.closing(side):
+    with contextlib.closing(side):
         the_plan = engine.plan(side, to, **options).to_dict()
         services = side.services()
         refusals = [{"message": m, "hint": h} for m, h in side.refusals()]
@@ -145,7 +134,7 @@ def upgrade(
         command=f"{cli_options.prog()} upgrade sts {name} -n {ns} --to {to} --strategy logical",
     )
     side, state = _side(kube, ns, name, output)
-    with _sts_hints(ns, name), contextlib.closing(side), _held(side, state, "logical upgrade"):
+    with contextlib.closing(side), _held(side, state, "logical upgrade"):
         if state.phase is None:
             _kube_refusals(side)
         report = Report(quiet=output != "text")
@@ -177,7 +166,7 @@ WHAT = {
 def lifecycle(kube: Any, ns: str, name: str, verb: str, *, dry_run: bool, yes: bool, output: str) -> None:
     """resume, rollback or finalize of a recorded logical upgrade (the same confirmation as in place)."""
     side, state = _side(kube, ns, name, output)
-    with _sts_hints(ns, name), contextlib.closing(side):
+    with contextlib.closing(side):
         if dry_run:
             emit({"strategy": "logical", "phase": state.phase, "would": verb}, output)
             err.print("dry run: nothing was changed")
@@ -200,5 +189,5 @@ def _step(side, state, verb: str, output: str) -> dict:
             raise PgleapError("the recorded logical run names no target image")
         return engine.upgrade(side, target, report=report, state=state)
     if verb == "rollback":
-        return engine.rollback(side, report=report, state=state)
-    return engine.finalize(side, report=report, state=state)
+        return logical_undo.rollback(side, report=report, state=state)
+    return logical_undo.finalize(side, report=report, state=state)

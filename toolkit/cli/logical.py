@@ -12,6 +12,7 @@ import typer
 from toolkit.cli import options as cli_options
 from toolkit.core.report import Report, console
 from toolkit.engine import logical as engine
+from toolkit.engine import logical_undo
 from toolkit.engine.state import RunState, locked
 from toolkit.errors import PgleapError, Refused
 
@@ -141,6 +142,6 @@ def lifecycle(verb: str, container: str | None, *, yes: bool, output: str) -> No
     with locked(key):
         if state.phase != engine.HANDING_OVER:  # there NAME may be the old cluster, writable again if started
             side.start_stopped()
-        step = engine.rollback if verb == "rollback" else engine.finalize
+        step = logical_undo.rollback if verb == "rollback" else logical_undo.finalize
         result = step(side, report=report, state=state)
     emit(result, output)

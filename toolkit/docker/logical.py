@@ -78,6 +78,9 @@ class LogicalDocker:
     def describe(self) -> dict:
         return {"container": self.name, "volume": self.source.volume.source, "image": self.source.image}
 
+    def command(self, verb: str) -> str:
+        return f"pgleap {verb} docker -c {self.name}"
+
     def target_major(self, image: str) -> int:
         return self.rt.probe_image(image).major
 

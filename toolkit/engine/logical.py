@@ -51,6 +51,7 @@ class LogicalSide(Protocol):
     def remove_next(self) -> None: ...
     def remove_old(self) -> None: ...
     def describe(self) -> dict: ...
+    def command(self, verb: str) -> str: ...  # e.g. "pgleap rollback docker -c db", for hints
 
     @property
     def next_name(self) -> str: ...
@@ -76,7 +77,7 @@ def plan(side: LogicalSide, image: str, **options) -> LogicalPlan:
     )
 
 
-def _slots(plan_data: dict, prefix: str) -> list[str]:
+def slots(plan_data: dict, prefix: str) -> list[str]:
     return [repl.sub_name(prefix, db) for db in plan_data["replicated"]]
 
 
@@ -97,7 +98,7 @@ def upgrade(
     if state.phase in ("switched",):
         raise Refused(
             f"{side.name} was already switched to the new cluster",
-            "`pgleap finalize docker` keeps it, `pgleap rollback docker` goes back",
+            f"`{side.command('finalize')}` keeps it, `{side.command('rollback')}` goes back",
         )
     if state.phase == HANDING_OVER and state.data.get("strategy") == "logical":
         return _finish_hand_over(side, state.data["target_image"], report=report, state=state)
@@ -127,7 +128,7 @@ def upgrade(
                 old = side.server(side.name, "old server")
         repl.set_identity_full(old, data["identity_full"])
         with report.phase("build", "new volume and container, roles, schema, publications, subscriptions"):
-            _discard_copy(side, old, data)  # what an interrupted build left: built again from the start
+            discard_copy(side, old, data)  # what an interrupted build left: built again from the start
             new = side.start_next(image)
             # the new server publishes too after the switch (reverse replication, for rollback)
             repl.set_wal_level_logical(new)
@@ -151,15 +152,22 @@ def upgrade(
         faults.point("logical-built")  # the initial copy runs
         with report.phase("sync", "initial copy of every table, then streaming") as ph:
             seconds = switch.wait_synced(new, list(data["replicated"]), sync_timeout)
-            switch.wait_caught_up(old, _slots(data, "fwd"), sync_timeout)
+            switch.wait_caught_up(old, slots(data, "fwd"), sync_timeout)
             ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
         state.save(phase="synced")
         faults.point("logical-synced")
     return _switch(side, image, old, new, data, report=report, state=state, drain=drain)
 
 
-def _verify(
-    a: Server, b: Server, databases: list[str], what: str, *, sequences: bool = True, snapshots=None
+def verify_sides(
+    a: Server,
+    b: Server,
+    databases: list[str],
+    what: str,
+    *,
+    hint: str = "nothing was switched: the serving side keeps serving",
+    sequences: bool = True,
+    snapshots=None,
 ) -> dict:
     with ThreadPoolExecutor(2) as pool:  # both servers read at once: this runs inside the write pause
         first = pool.submit(fingerprint, a, databases, snapshots=snapshots)
@@ -172,10 +180,16 @@ def _verify(
     if not result.identical:
         raise VerificationFailed(
             f"{what}: the fingerprints differ: " + "; ".join(result.differences[:8]),
-            "nothing was switched: the serving side keeps serving; `pgleap rollback docker` removes the copy",
+            hint,
         )
     return {"tables": sum(len(t) for t in after.tables.values()), "rows": after.total_rows(),
             "sequences": sum(len(s) for s in after.sequences.values())}  # fmt: skip
+
+
+def nothing_switched(side: LogicalSide) -> str:
+    return (
+        f"nothing was switched: the serving side keeps serving; `{side.command('rollback')}` removes the copy"
+    )
 
 
 def _proof_text(proof: dict) -> str:
@@ -199,10 +213,11 @@ def _switch(
             if repl.catalog_hash(old, dbs) != state.data.get("catalog"):
                 raise PgleapError(
                     "the schema changed on the old server during the migration (DDL); the switch is aborted",
-                    "the old server serves again; `pgleap rollback docker` removes the new copy, then upgrade again",
+                    f"the old server serves again; `{side.command('rollback')}` removes the new copy, then upgrade "
+                    "again",
                 )
         with report.phase("catch up", "the new server replays the last writes"):
-            switch.wait_caught_up(old, _slots(data, "fwd"), 120)
+            switch.wait_caught_up(old, slots(data, "fwd"), 120)
         with report.phase("sequences", "set from the old server") as ph:
             ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
         with report.phase("large objects", "copied from the old server (not replicated)") as ph:
@@ -227,7 +242,7 @@ def _switch(
                     )
         else:
             with report.phase("verify", "fingerprints of old and new, during the pause") as ph:
-                proof = _verify(old, new, dbs, "before the switch")
+                proof = verify_sides(old, new, dbs, "before the switch", hint=nothing_switched(side))
                 ph.detail = _proof_text(proof)
     except BaseException:
         switch.resume_writes(old)  # the old server serves again, nothing was switched
@@ -289,9 +304,9 @@ def _serve(side, image: str, data: dict, *, report: Report, state: RunState, pau
             with report.phase(
                 "reverse replication", "new -> old, so that rollback keeps the writes made after"
             ):
-                _reverse(side, data)
-    report.result(f"write pause {pause:.2f} s; `pgleap rollback docker -c {side.name}` goes back with every "
-                  f"write, `pgleap finalize docker -c {side.name}` removes the old cluster")  # fmt: skip
+                reverse(side, data)
+    report.result(f"write pause {pause:.2f} s; `{side.command('rollback')}` goes back with every "
+                  f"write, `{side.command('finalize')}` removes the old cluster")  # fmt: skip
     return {"strategy": "logical", "phase": "switched", "pause_seconds": round(pause, 3), "proof": proof,
             "container": side.name, "target_image": image,
             "phases": [{"name": p.name, "seconds": round(p.seconds, 3)} for p in report.phases]}  # fmt: skip
@@ -308,23 +323,23 @@ def _reverse_verified(side, data: dict, serving: Server, snapshots: dict, *, rep
     proof: dict = {}
     with report.phase("verify after the switch", "new (at the switch) and old, while clients write") as ph:
         try:
-            proof = _verify(serving, blue, data["databases"], "after the switch", sequences=False,
+            proof = verify_sides(serving, blue, data["databases"], "after the switch", sequences=False,
                             snapshots=snapshots)  # fmt: skip
             ph.detail = _proof_text(proof)
         except VerificationFailed as error:
             failed = error
     with report.phase("reverse replication", "new -> old, so that rollback keeps the writes made after"):
-        _reverse(side, data, blue)
+        reverse(side, data, blue)
     if failed:
         raise VerificationFailed(
             failed.message,
             "the new cluster serves and the old one receives every write through the reverse replication: "
-            f"`pgleap rollback docker -c {side.name}` goes back losing nothing",
+            f"`{side.command('rollback')}` goes back losing nothing",
         ) from failed
     return proof
 
 
-def _reverse(side, data: dict, blue: Server | None = None) -> None:
+def reverse(side, data: dict, blue: Server | None = None) -> None:
     blue = blue or side.start_blue()
     new_ip = side.ip(side.name)
     for db in data["replicated"]:
@@ -333,7 +348,7 @@ def _reverse(side, data: dict, blue: Server | None = None) -> None:
         repl.create_subscription(blue, db, name, info, repl.REVERSE_PUBLICATION, copy_data=False, slot=name)
 
 
-def _discard_copy(side: LogicalSide, old: Server, data: dict) -> None:
+def discard_copy(side: LogicalSide, old: Server, data: dict) -> None:
     """The new copy and its replication: subscriptions on the new side (while it runs), the old
     side's publications and slots, the new container and volume. Nothing of the old data."""
     if side.next_running():
@@ -346,76 +361,3 @@ def _discard_copy(side: LogicalSide, old: Server, data: dict) -> None:
         repl.drop_publication(old, db)
         repl.drop_slot(old, repl.sub_name("fwd", db))
     side.remove_next()
-
-
-def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
-    """Back to the old cluster: before the switch nothing served from the new one; after it, the
-    new cluster's writes are already on the old one (reverse subscription), sequences follow."""
-    data = state.data["plan"]
-    phase = state.phase
-    if phase == HANDING_OVER:  # everything was proved: finish the hand-over, then go back from it
-        with report.phase("hand-over", "finishing the one an interrupted run began, to go back from it"):
-            side.hand_over(state.data["target_image"])
-        state.save(phase="switched")
-    if phase in BEFORE_SWITCH:
-        with report.phase("rollback", "remove the new copy; the old server never stopped"):
-            old = side.server(side.name, "old server")
-            _discard_copy(side, old, data)
-            switch.resume_writes(old)
-        state.clear()
-        return {"strategy": "logical", "rolled_back": True, "from_phase": phase}
-    if state.phase != "switched":
-        raise PgleapError(f"nothing to roll back (phase {phase})")
-    dbs = data["databases"]
-    pause_start = time.monotonic()
-    new = side.server(side.name, "new server")
-    with report.phase("pause writes", "on the new server"):
-        switch.pause_writes(new)
-    try:
-        blue = side.start_blue()
-        with report.phase("catch up", "the old server replays the new server's last writes"):
-            _reverse(side, data)
-            switch.wait_caught_up(new, _slots(data, "rev"), 120)
-            switch.copy_sequences(new, blue, dbs)
-            for db in dbs:  # large objects written on the new cluster: not in the reverse replication
-                switch.copy_large_objects(new, blue, db)
-        with report.phase("verify", "fingerprints of new and old"):
-            proof = _verify(new, blue, dbs, "before the rollback")
-    except BaseException:
-        switch.resume_writes(new)
-        raise
-    with report.phase("hand back", "the container name and ports to the old cluster"):
-        for db in data["replicated"]:
-            repl.drop_subscription(blue, db, repl.sub_name("rev", db))
-            repl.drop_publication(new, db, repl.REVERSE_PUBLICATION)
-        side.hand_back()
-        old = side.server(side.name, "old server")
-        for db in data["replicated"]:
-            repl.drop_publication(old, db)
-        side.remove_next()
-    pause = time.monotonic() - pause_start
-    state.clear()
-    return {"strategy": "logical", "rolled_back": True, "from_phase": phase, "pause_seconds": round(pause, 3),
-            "proof": proof}  # fmt: skip
-
-
-def finalize(side: LogicalSide, *, report: Report, state: RunState) -> dict:
-    """Keep the new cluster: the reverse replication, its slots and publication, the old cluster's
-    containers and its volume go."""
-    data = state.data["plan"]
-    if state.phase != "switched":
-        raise Refused(
-            f"finalize needs a switched upgrade (this one is at {state.phase!r})",
-            "run the upgrade to its end first, or `pgleap rollback docker`",
-        )
-    new = side.server(side.name, "new server")
-    with report.phase("finalize", "reverse replication, slots, publications, old cluster"):
-        blue = side.start_blue()
-        for db in data["replicated"]:
-            repl.drop_subscription(blue, db, repl.sub_name("rev", db))
-            repl.drop_slot(new, repl.sub_name("rev", db))
-            repl.drop_publication(new, db, repl.REVERSE_PUBLICATION)
-            repl.drop_publication(new, db)
-        side.remove_old()
-    state.clear()
-    return {"strategy": "logical", "finalized": True}

@@ -89,8 +89,10 @@ class LogicalKube:
         state: KubeState,
         log: Callable[[str], None] = logger.info,
         timeout: float = 600.0,
+        prog: str = "pgleap",
     ) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name
+        self.prog = prog  # "kubectl pgleap" when run as the kubectl plugin
         self.container, self.state, self.log = container, state, log
         self.timeout = timeout
         self.next_name = lo.next_name(name)
@@ -139,6 +141,9 @@ class LogicalKube:
             out.append((f"an in-place pgleap run is recorded for {self.name}",
                         "finish it (`pgleap finalize sts`) or roll it back first"))  # fmt: skip
         return out
+
+    def command(self, verb: str) -> str:
+        return f"{self.prog} {verb} sts {self.name} -n {self.namespace}"
 
     def describe(self) -> dict:
         recorded = self.state.data.get("logical_source") or {}
