@@ -33,8 +33,10 @@ from toolkit.kube.rehearsal_model import (
     RehearsalRun,
     hook_report,
     predicted_downtime,
+    proof_report,
     source_host,
     summary,
+    upgrade_phases,
 )
 from toolkit.kube.rehearsal_removal import RehearsalRemoval
 from toolkit.kube.runtime import KubeRuntime
@@ -330,7 +332,14 @@ class KubeRehearsal(RehearsalRemoval):
     def _upgrade_clone(
         self, run: RehearsalRun, target_image: str, job_env: dict[str, str], mode: str, hooks: RehearsalHooks
     ) -> None:
-        """The ordinary upgrade flow on the rehearsal StatefulSet; its hook checks the fingerprint."""
+        """The ordinary upgrade flow on the rehearsal StatefulSet. With the runtime's data proof
+        (`pgleap` always gives one) it proves as a real run does: serve-old fingerprints the stopped
+        clone, serve-new compares right after pg_upgrade, then runs the post-upgrade and compares the
+        user data again (`proved`), all before the switch. Without one, the hook after the switch
+        checks the fingerprint against one taken on the running clone."""
+        if self.rt.proves(run.view):
+            self._prove_clone(run, target_image, job_env, mode)
+            return
         result = run.result
         with self._phase(result, "fingerprint before", f"{run.rname}-0 on the old major") as ph:
             before = hooks.fingerprint(run.context(f"{run.rname}-0", run.rname))
@@ -377,16 +386,38 @@ class KubeRehearsal(RehearsalRemoval):
             )
         finally:
             result.update(hook_report(done, before))
-        result["phases"] += [
-            {
-                "name": f"upgrade: {phase}",
-                "seconds": seconds,
-                "detail": "",
-                "in_downtime": phase in DOWNTIME_PHASES,
-            }
-            for phase, seconds in outcome.seconds.items()
-            if phase != "done"
-        ]
+        result["phases"] += upgrade_phases(outcome.seconds)
+
+    def _prove_clone(self, run: RehearsalRun, target_image: str, job_env: dict[str, str], mode: str) -> None:
+        """The upgrade's own `fingerprinted`, `compared` and `proved` phases on the clone
+        (kube/fingerprint.py's Prover): the report takes what they read and decided."""
+        result = run.result
+        seen = self.rt.proof_seen()
+        seen.clear()
+        try:
+            outcome = self.rt.upgrade(
+                run.facts.namespace,
+                run.rname,
+                target_image,
+                scripts=run.scripts,
+                job_env=job_env,
+                mode=mode,
+                snapshot=False,
+                patch_retention=False,
+            )
+        except VerificationFailed as exc:
+            raise VerificationFailed(
+                f"the upgraded clone failed the data proof: {exc.message}",
+                "do not upgrade production; report it with the rehearsal's output",
+            ) from exc
+        finally:
+            result.update(proof_report(seen))
+        if "proved" not in seen:  # a rehearsal must not go on a proof it did not make
+            raise VerificationFailed(
+                "the rehearsal's upgrade did not prove the clone (no comparison after the post-upgrade)",
+                "do not upgrade production; report it with the rehearsal's output",
+            )
+        result["phases"] += upgrade_phases(outcome.seconds)
 
     def _keep(self, run: RehearsalRun) -> None:
         service = kube_rehearsal.rehearsal_service(run.facts)
