@@ -279,6 +279,7 @@ def _start_pod(kubelet: Kubelet, sts: dict, pvc_volume: str):
 
 
 DIGEST = "@sha256:" + "1" * 64
+REGISTRY = "registry.example.com:5000/postgis/postgis"  # a custom registry (host:port) of the family
 
 
 # References no tag parsing can read: the StatefulSet pinned by digest upgraded to a custom
@@ -286,12 +287,12 @@ DIGEST = "@sha256:" + "1" * 64
 @pytest.mark.parametrize(
     ("old_tag", "new_tag", "old_ref", "new_ref"),
     [
-        ("13-3.1", "17-3.5", "postgis/postgis" + DIGEST, "registry.example.com:5000/geo/db:2024.10"),
+        ("13-3.1", "17-3.5", "postgis/postgis" + DIGEST, REGISTRY + ":2024.10"),
         (
             "13-3.1",
             "18-3.x",
-            "registry.example.com:5000/geo/db:2023.04",
-            "registry.example.com:5000/geo/db" + DIGEST,
+            REGISTRY + ":2023.04",
+            REGISTRY + DIGEST,
         ),
     ],
     ids=["13-17-digest-pinned", "13-18-custom-registry"],
