@@ -8,7 +8,8 @@ from typing import Any
 from tests.kube.conftest import load_docs
 from tests.kube.fake_api import FakeKubernetesApi, reconcile_for_test
 from toolkit.kube.api import Kube
-from toolkit.kube.runtime import HookContext, KubeRuntime, Timeouts
+from toolkit.kube.model import HookContext, Timeouts
+from toolkit.kube.runtime import KubeRuntime
 
 SCRIPTS = {
     "collect.sh": "#!/bin/bash\nset -euo pipefail\n",

@@ -173,7 +173,12 @@ def test_upgrade_status_finalize() -> None:
         app, ["upgrade", "sts", "gis", "-n", "geo", "--to", "pgleap/postgis:17-3.5", "--yes", "-o", "json"]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["phase"] == "done"
+    data = json.loads(result.stdout)
+    assert data["phase"] == "done"
+    # the phases in the one progress model's rows, as Docker's `-o json` prints them
+    assert [p["name"] for p in data["phases"]] == list(data["seconds"])
+    assert all(set(p) == {"name", "seconds", "detail", "in_downtime"} for p in data["phases"])
+    assert {p["name"] for p in data["phases"] if p["in_downtime"]} >= {"stopped", "upgraded", "started"}
     assert len(c.hook_calls) == 1
     assert "[upgrade]" in result.stderr  # Job logs streamed to stderr
     status = json.loads(runner.invoke(app, ["status", "sts", "gis", "-n", "geo", "-o", "json"]).stdout)

@@ -14,7 +14,7 @@ from tests.kube.test_cli_kube import GROUPS
 from tests.kube.test_fingerprint_kube import FP, serving
 from toolkit.cli import kube as cli_kube
 from toolkit.errors import VerificationFailed
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.model import DataProof
 
 runner = CliRunner()
@@ -35,7 +35,7 @@ def differing() -> DataProof:
     changed = copy.deepcopy(FP)
     changed["tables"]["gis"]["public.t"] = [3, "abd"]
     return DataProof(
-        lambda ctx: FP if ctx.pod.startswith(render.job_name("gis", "serve-old")) else changed,
+        lambda ctx: FP if ctx.pod.startswith(objects.job_name("gis", "serve-old")) else changed,
         lambda a, b: [] if a == b else ["table gis.public.t: rows or content differ"],
     )
 
@@ -84,7 +84,7 @@ def test_no_verify_runs_no_fingerprint_job_and_says_so(monkeypatch) -> None:
     out = json.loads(result.stdout)
     assert out["phase"] == "done" and any(n.startswith("--no-verify:") for n in out["notes"])
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
-    assert jobs == [render.job_name("gis", "upgrade")]
+    assert jobs == [objects.job_name("gis", "upgrade")]
 
 
 def test_exit_4_after_the_extension_updates_names_the_way_forward_too(monkeypatch) -> None:

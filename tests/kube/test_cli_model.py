@@ -161,10 +161,10 @@ def test_commands_are_importable_functions(capsys, monkeypatch):
     import json
 
     from tests.kube.harness import make_cluster
-    from toolkit.cli import kube_common, kube_sts
+    from toolkit.cli import kube_deps, kube_sts
 
     c = make_cluster("official-plain")
-    monkeypatch.setattr(kube_common, "_deps", [kube_common.Deps(connect=lambda kubeconfig, context: c.kube)])
+    monkeypatch.setattr(kube_deps, "_deps", [kube_deps.Deps(connect=lambda kubeconfig, context: c.kube)])
     kube_sts.status_sts("gis", namespace="geo", output="json")
     data = json.loads(capsys.readouterr().out)
     assert (data["statefulset"], data["operation"], data["rollback_possible"]) == ("gis", None, False)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
 from toolkit.errors import VerificationFailed
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.fingerprint import BEFORE_KEY, unpack
 from toolkit.kube.model import DataProof
 
@@ -25,7 +25,7 @@ def serving(c: Cluster) -> list[str]:
     """Serve Jobs stay Running with a running `upgrade` container until pgleap's SIGINT (exec)."""
     fake, stopped = c.fake, []
     for action in ("serve-old", "serve-new"):
-        fake.job_results[render.job_name(c.name, action)] = "Running"
+        fake.job_results[objects.job_name(c.name, action)] = "Running"
     create = fake.create_namespaced_job
 
     def create_job(namespace: str, body: Any, **kw: Any) -> Any:
@@ -63,7 +63,7 @@ def run(c: Cluster, after: dict[str, Any], *, before: dict[str, Any] = FP, compa
             c.sts()["spec"]["replicas"] == 0
             and c.fake.get_for_test("Pod", c.namespace, f"{c.name}-0") is None
         )
-        return before if ctx.pod.startswith(render.job_name(c.name, "serve-old")) else after
+        return before if ctx.pod.startswith(objects.job_name(c.name, "serve-old")) else after
 
     def same(old: dict[str, Any], now: dict[str, Any]) -> list[str]:
         return [] if old == now else ["table gis.public.t: rows or content differ"]
@@ -80,12 +80,12 @@ def test_verified_upgrade_fingerprints_before_and_after_pg_upgrade_before_the_sw
     stopped = serving(c)
     out, reads = run(c, copy.deepcopy(FP))
     assert out.phase == "done"
-    assert reads == [f"{render.job_name(c.name, a)}-p" for a in ("serve-old", "serve-new")]
-    assert stopped == [render.job_name(c.name, a) for a in ("serve-old", "serve-new")]
-    data = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))["data"]
+    assert reads == [f"{objects.job_name(c.name, a)}-p" for a in ("serve-old", "serve-new")]
+    assert stopped == [objects.job_name(c.name, a) for a in ("serve-old", "serve-new")]
+    data = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))["data"]
     assert unpack(data[BEFORE_KEY]) == FP
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
-    assert jobs == [render.job_name(c.name, a) for a in ("serve-old", "upgrade", "serve-new")]
+    assert jobs == [objects.job_name(c.name, a) for a in ("serve-old", "upgrade", "serve-new")]
     assert any("identical to the old cluster's" in line for line in out.unchanged)
     # Inside the window the serve Jobs repeat no work: no collect, each on its cluster's own image.
     created = {
@@ -94,10 +94,10 @@ def test_verified_upgrade_fingerprints_before_and_after_pg_upgrade_before_the_sw
         if x.verb == "create" and x.resource == "jobs"
     }
     for action, image in (("serve-old", "pgleap/postgis:13-3.1"), ("serve-new", TARGET)):
-        pod = created[render.job_name(c.name, action)]
+        pod = created[objects.job_name(c.name, action)]
         assert "initContainers" not in pod and [v["name"] for v in pod["volumes"]] == ["scripts", "data"]
         assert [(x["name"], x["image"]) for x in pod["containers"]] == [("upgrade", image)]
-    upgrade_pod = created[render.job_name(c.name, "upgrade")]
+    upgrade_pod = created[objects.job_name(c.name, "upgrade")]
     assert [x["name"] for x in upgrade_pod["initContainers"]] == ["collect"]  # the upgrade Job still does
 
 
@@ -111,7 +111,7 @@ def test_a_difference_stops_with_exit_4_before_anything_opens() -> None:
     assert exc.value.exit_code == 4
     assert "gis.public.t" in exc.value.message and "nothing was opened to clients" in exc.value.hint
     assert "pgleap rollback sts" in exc.value.hint  # copy mode: the old cluster can come back
-    data = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))["data"]
+    data = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))["data"]
     assert data["phase"] == "upgraded"  # not compared, not switched: resume compares again
     sts = c.sts()
     assert (
@@ -133,14 +133,14 @@ def test_without_a_proof_no_serve_job_runs() -> None:
     c = make_cluster("official-plain")
     c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=c.hook)
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
-    assert jobs == [render.job_name(c.name, "upgrade")]
+    assert jobs == [objects.job_name(c.name, "upgrade")]
 
 
 def test_link_mode_says_the_point_of_no_return_before_serving_the_new_cluster() -> None:
     c = make_cluster("official-plain")
     serving(c)
     c.runtime.proof = DataProof(lambda ctx: FP, lambda a, b: ["different"])
-    serve_new = render.job_name(c.name, "serve-new")
+    serve_new = objects.job_name(c.name, "serve-new")
     said: list[bool] = []  # for each "point of no return" line: did the serve-new Job exist then?
 
     def log(line: str) -> None:
@@ -191,9 +191,9 @@ def test_proved_runs_the_post_upgrade_on_serve_new_before_the_switch_not_after()
     out = c.runtime.upgrade(
         c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, post_upgrade=c.hook, mode="copy"
     )
-    assert out.phase == "done" and ran == [f"{render.job_name(c.name, 'serve-new')}-p"]
+    assert out.phase == "done" and ran == [f"{objects.job_name(c.name, 'serve-new')}-p"]
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
-    assert jobs == [render.job_name(c.name, a) for a in ("serve-old", "upgrade", "serve-new", "serve-new")]
+    assert jobs == [objects.job_name(c.name, a) for a in ("serve-old", "upgrade", "serve-new", "serve-new")]
     assert not c.hook_calls  # not run again on the serving database
     assert any("extension-owned" in n and "spatial_ref_sys" in n for n in out.notes)
     assert any("1 extensions updated" in line for line in out.changed)
@@ -212,7 +212,7 @@ def test_a_value_changed_by_the_post_upgrade_is_exit_4_before_the_switch() -> No
         )
     assert exc.value.exit_code == 4 and "after the extension updates" in exc.value.message
     assert "gis.public.t" in exc.value.message and "nothing was opened to clients" in exc.value.hint
-    data = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))["data"]
+    data = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))["data"]
     assert data["phase"] == "compared"
     assert c.sts()["spec"]["replicas"] == 0 and not c.hook_calls
     assert not [x for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "statefulsets"]

@@ -8,8 +8,9 @@ import pytest
 
 from tests.kube.test_kube_facts import facts_of
 from toolkit.errors import Refused
-from toolkit.kube.facts import Owner, parse_image
 from toolkit.kube.guard import GuardOverrides, check, problems
+from toolkit.kube.image_ref import parse_image
+from toolkit.kube.owners import Owner
 
 PG17 = parse_image("pgleap/postgis:17-3.5")
 

@@ -6,7 +6,9 @@ import pytest
 
 from tests.kube.conftest import load_docs, load_sts, of_kind
 from toolkit.errors import Refused
-from toolkit.kube.facts import detect_owners, gather, parse_image
+from toolkit.kube.facts import gather
+from toolkit.kube.image_ref import parse_image
+from toolkit.kube.owners import detect_owners
 
 
 def facts_of(name: str):

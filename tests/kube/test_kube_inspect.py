@@ -13,7 +13,7 @@ from tests.kube.harness import JOB_ENV, make_cluster
 from tests.kube.probes import PROBE_SCRIPTS, recorded_runner
 from tests.kube.test_probe import non_probe_writes
 from toolkit.errors import Refused
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.hooks import collation_changes
 
 TARGET = "pgleap/postgis:17-3.5"
@@ -58,7 +58,7 @@ def test_the_live_read_decides_the_job_env_and_the_reindex() -> None:
         preflight=preflight,
         post_upgrade=c.hook,
     )
-    job = c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "upgrade"))
+    job = c.fake.get_for_test("Job", c.namespace, objects.job_name(c.name, "upgrade"))
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PGLEAP_MAX_LOCKS"] == "250"
     plan = c.runtime.read_state(c.namespace, c.name).plan  # stored and read back

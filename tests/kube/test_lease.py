@@ -11,10 +11,10 @@ import pytest
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_runtime import Crash, crash_after_phase, state
 from toolkit.errors import EnvironmentProblem, Refused
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.api import Conflict
 from toolkit.kube.lease import HOLDER, Lease
-from toolkit.kube.runtime import HookContext
+from toolkit.kube.model import HookContext
 
 TARGET = "pgleap/postgis:17-3.5"
 
@@ -54,12 +54,12 @@ def _interrupted() -> Any:
 
 
 def _cm(c: Any) -> dict[str, Any]:
-    return c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))
+    return c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))
 
 
 def test_two_runs_reading_the_same_version_only_one_wins() -> None:
     c = _interrupted()
-    cm_name = render.state_cm_name(c.name)
+    cm_name = objects.state_cm_name(c.name)
     seen = copy.deepcopy(_cm(c))  # what the second run read before the first one wrote
 
     class StaleRead:
@@ -76,7 +76,7 @@ def test_two_runs_reading_the_same_version_only_one_wins() -> None:
 
 def test_a_holder_from_another_machine_is_shown_and_refused() -> None:
     c = _interrupted()
-    cm_name = render.state_cm_name(c.name)
+    cm_name = objects.state_cm_name(c.name)
     Lease(c.kube, c.namespace, cm_name, "resume", host="ci-runner-7", pid=4242).acquire()
     status = c.runtime.status(c.namespace, c.name)
     assert status["held_by"].startswith("resume by pid 4242 on ci-runner-7 since ")
@@ -88,7 +88,7 @@ def test_a_holder_from_another_machine_is_shown_and_refused() -> None:
 
 def test_a_holder_whose_process_died_on_this_machine_is_taken_over() -> None:
     c = _interrupted()
-    cm_name = render.state_cm_name(c.name)
+    cm_name = objects.state_cm_name(c.name)
     dead = Lease(c.kube, c.namespace, cm_name, "resume", pid=999_999_999)
     dead.acquire()
     c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS, post_upgrade=c.hook)
@@ -136,7 +136,7 @@ def test_a_rehearsal_waits_for_a_run_on_production() -> None:
     from tests.kube.test_rehearsal import Hooks, rehearse
 
     c = _interrupted()
-    Lease(c.kube, c.namespace, render.state_cm_name(c.name), "rollback", host="laptop", pid=7).acquire()
+    Lease(c.kube, c.namespace, objects.state_cm_name(c.name), "rollback", host="laptop", pid=7).acquire()
     writes = len(c.fake.writes_for_test())
     result = rehearse(c, Hooks())
     assert result["verdict"] == "no-go" and "another pgleap run works" in result["reason"], result

@@ -9,7 +9,7 @@ import pytest
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_fingerprint_kube import serving
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.model import DataProof
 
 TARGET = "pgleap/postgis:17-3.5"
@@ -30,20 +30,20 @@ def test_minimal_prepares_beside_the_running_pod_then_only_upgrades_in_the_windo
     assert out.phase == "done" and "prepared" in out.seconds
     writes = c.fake.writes_for_test()
     jobs = [x.name for x in writes if x.verb == "create" and x.resource == "jobs"]
-    assert jobs == [render.job_name(c.name, a) for a in ("prepare", "upgrade")]
+    assert jobs == [objects.job_name(c.name, a) for a in ("prepare", "upgrade")]
     order = [(x.verb, x.resource, x.name) for x in writes]
     stop = next(
         i for i, x in enumerate(writes)
         if x.resource == "statefulsets" and x.detail.get("patch", {}).get("spec", {}).get("replicas") == 0
     )  # fmt: skip
-    assert order.index(("create", "jobs", render.job_name(c.name, "prepare"))) < stop
-    prepare = c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "prepare"))
+    assert order.index(("create", "jobs", objects.job_name(c.name, "prepare"))) < stop
+    prepare = c.fake.get_for_test("Job", c.namespace, objects.job_name(c.name, "prepare"))
     assert _env(prepare)["PGLEAP_ACTION"] == "prepare"
     terms = prepare["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]["nodeSelectorTerms"]
     assert any(c.fake.node in str(t) for t in terms)  # RWO: on the serving pod's node
-    upgrade = c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "upgrade"))
+    upgrade = c.fake.get_for_test("Job", c.namespace, objects.job_name(c.name, "upgrade"))
     assert _env(upgrade)["PGLEAP_CHECK"] == "0"
     assert any("point of no return" in line for line in c.lines)  # link mode: said before the switch
 
@@ -70,7 +70,7 @@ def test_finalize_removes_the_prepare_job() -> None:
     c = make_cluster("official-plain")
     c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, downtime="minimal")
     c.runtime.finalize(c.namespace, c.name, scripts=SCRIPTS)
-    assert c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "prepare")) is None
+    assert c.fake.get_for_test("Job", c.namespace, objects.job_name(c.name, "prepare")) is None
 
 
 def test_a_minimal_run_restored_before_the_upgrade_job_removes_the_prepare_jobs_staging() -> None:
@@ -83,7 +83,7 @@ def test_a_minimal_run_restored_before_the_upgrade_job_removes_the_prepare_jobs_
     with pytest.raises(PgleapError, match="automatic restore"):
         c.runtime.upgrade(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV, downtime="minimal")
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
-    assert jobs == [render.job_name(c.name, a) for a in ("prepare", "cleanup")]  # no rollback Job
-    cleanup = c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "cleanup"))
+    assert jobs == [objects.job_name(c.name, a) for a in ("prepare", "cleanup")]  # no rollback Job
+    cleanup = c.fake.get_for_test("Job", c.namespace, objects.job_name(c.name, "cleanup"))
     assert _env(cleanup)["PGLEAP_ACTION"] == "cleanup"
     assert c.sts()["spec"]["replicas"] == 1  # serves again, on its old image

@@ -28,11 +28,12 @@ import yaml
 from toolkit.cli.kube import load_scripts
 from toolkit.db import postupgrade, verify
 from toolkit.db.sql import Server
+from toolkit.kube import new_sts as sts_objects
 from toolkit.kube import render
 from toolkit.kube.facts import gather
 from toolkit.kube.hooks import engine_post_upgrade
+from toolkit.kube.model import HookContext
 from toolkit.kube.plan import make_plan
-from toolkit.kube.runtime import HookContext
 
 pytestmark = pytest.mark.docker
 
@@ -301,9 +302,11 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
     kubelet, runtime, image_names, old_tag, new_tag, old_ref, new_ref
 ):
     from tests.kube.harness import make_cluster
+    from tests.kube.test_fingerprint_pods_on_docker import _serve
     from tests.kube.test_probe import non_probe_writes
     from toolkit.core.plan import UpgradePlan
     from toolkit.db.seed import seed
+    from toolkit.kube.hooks import engine_data_proof
     from toolkit.kube.inspect import engine_preflight
 
     old_image, new_image = image_names[old_tag], image_names[new_tag]
@@ -327,7 +330,7 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
         "geo",
         "gis",
         new_ref,
-        job_env={"PGLEAP_SUPERUSER": "gis"},
+        job_env={"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": str(20000 + hash(pvc) % 20000)},
         scripts=load_scripts(),
         preflight=engine_preflight,
     )
@@ -339,6 +342,9 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
     pod.kill(signal="SIGINT")  # scale to 0: the kubelet's SIGTERM/grace, here a fast clean stop
     pod.wait()
     pod.remove(force=True, v=True)
+    # --downtime verified: the rendered serve-old Job (old image, read-only) and pgleap's fingerprint
+    proof = engine_data_proof()
+    served_old = _serve(kubelet, plan, sts, "serve-old", pvc, proof.fingerprint)
 
     # 3. The rendered Job, run container by container.
     job = render.upgrade_job(plan, sts, "upgrade")
@@ -364,9 +370,11 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
         kubelet.run(job_pod, init, volumes)
     logs = "".join(kubelet.run(job_pod, c, volumes) for c in job_pod["containers"])
     assert f"PostgreSQL {plan.new_major} cluster ready" in logs
+    # pgleap's own comparison, right after pg_upgrade, with the rendered serve-new Job (new image)
+    assert proof.compare(served_old, _serve(kubelet, plan, sts, "serve-new", pvc, proof.fingerprint)) == []
 
     # 4. The new StatefulSet's pod, as rendered, on the same volume.
-    new_sts = render.new_statefulset(plan, sts)
+    new_sts = sts_objects.new_statefulset(plan, sts)
     assert new_sts["spec"]["template"]["spec"]["containers"][0]["image"] == new_ref
     pod, server = _start_pod(kubelet, copy.deepcopy(new_sts), pvc)
     try:
@@ -469,7 +477,7 @@ def test_rendered_reseed_job_makes_a_streaming_standby(kubelet, image_names, doc
     plan = make_plan(facts, new_image, snapshot=False, job_env={"PGLEAP_SUPERUSER": "gis"}, topology=topology)
     assert plan.replicas is not None
     standby = plan.replicas.standbys[0]
-    new_sts = render.primary_statefulset(plan, old_sts)
+    new_sts = sts_objects.primary_statefulset(plan, old_sts)
     net = docker_client.networks.create(
         f"pgleap-kubelet-{uuid.uuid4().hex[:6]}", labels={"org.pgleap.role": "test"}
     )

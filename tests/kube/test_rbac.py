@@ -24,7 +24,7 @@ from tests.kube.test_runtime import CASES, Crash, crash_after_phase, upgrade
 from tests.kube.validation import validate_strict
 from toolkit.kube import render
 from toolkit.kube.api import Forbidden, Kube
-from toolkit.kube.runtime import Outcome
+from toolkit.kube.model import Outcome
 
 RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
 

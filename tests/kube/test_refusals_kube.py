@@ -14,7 +14,7 @@ from tests.kube.conftest import load_docs, load_sts
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_cli_kube import build_app, runner
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import render
+from toolkit.kube import objects, render, secret_mask
 from toolkit.kube.facts import gather
 from toolkit.kube.plan import make_plan
 from toolkit.kube.rehearsal import KubeRehearsal
@@ -97,7 +97,7 @@ def test_state_configmap_masks_a_literal_password() -> None:
     assert "hunter2-literal" not in json.dumps(cm)
     stored = json.loads(cm["data"]["statefulset.json"])
     stored_env = {e["name"]: e for e in stored["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert stored_env["POSTGRES_PASSWORD"]["value"] == render.MASKED
+    assert stored_env["POSTGRES_PASSWORD"]["value"] == secret_mask.MASKED
 
 
 def _literal_password_cluster():
@@ -122,7 +122,7 @@ def test_resume_takes_a_masked_password_from_the_live_statefulset() -> None:
     crash_after_phase(c, "upgraded")
     with pytest.raises(Crash):
         upgrade(c, "official-plain", mode="copy")  # copy: rollback after the new cluster ran is allowed
-    cm = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))
+    cm = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))
     assert "hunter2-literal" not in json.dumps(cm)
     out = c.runtime.resume(c.namespace, c.name, scripts=SCRIPTS)
     assert out.phase == "done"

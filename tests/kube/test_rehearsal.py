@@ -19,8 +19,8 @@ from tests.kube.validation import validate_strict
 from toolkit.db.verify import Fingerprint
 from toolkit.errors import EXIT_FAILED, EXIT_REFUSED, EXIT_VERIFY
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
-from toolkit.kube.rehearsal import DOWNTIME_PHASES, KubeRehearsal, RehearsalHooks
-from toolkit.kube.runtime import HookContext
+from toolkit.kube.model import DOWNTIME_PHASES, HookContext
+from toolkit.kube.rehearsal import KubeRehearsal, RehearsalHooks
 
 TARGET = "pgleap/postgis:17-3.5"
 

@@ -17,12 +17,12 @@ import pytest
 from tests.kube.test_pods_on_docker import PodApi, _job_volumes, _start_pod, _stop, _sts
 from toolkit.cli.kube import load_scripts
 from toolkit.db import verify
+from toolkit.kube import new_sts, render
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
-from toolkit.kube import render
 from toolkit.kube.facts import gather
 from toolkit.kube.hooks import engine_fingerprint, engine_post_upgrade, engine_replication_problems
+from toolkit.kube.model import HookContext
 from toolkit.kube.plan import make_plan
-from toolkit.kube.runtime import HookContext
 
 pytestmark = pytest.mark.docker
 
@@ -125,7 +125,7 @@ def test_rendered_rehearsal_clones_a_running_server_and_upgrades_the_clone(kubel
         assert "PostgreSQL 17 cluster ready" in logs
 
         # The upgraded rehearsal pod: the engine's hooks, as `rehearse sts` calls them.
-        npod, nserver = _start_pod(kubelet, copy.deepcopy(render.new_statefulset(rplan, rsts)), clone_pvc)
+        npod, nserver = _start_pod(kubelet, copy.deepcopy(new_sts.new_statefulset(rplan, rsts)), clone_pvc)
         pods.append(npod)
         nctx = HookContext(
             PodApi(npod), rplan, "geo", "gis-rehearsal", "gis-rehearsal-0", "postgres", lines.append
@@ -202,7 +202,7 @@ def test_rendered_rehearsal_of_the_topology_trap_is_no_go_with_exit_4(kubelet, i
         logs = "".join(kubelet.run(ujob_pod, c, volumes) for c in ujob_pod["containers"])
         assert "PostgreSQL 18 cluster ready" in logs
 
-        npod, _ = _start_pod(kubelet, copy.deepcopy(render.new_statefulset(rplan, rsts)), clone_pvc)
+        npod, _ = _start_pod(kubelet, copy.deepcopy(new_sts.new_statefulset(rplan, rsts)), clone_pvc)
         pods.append(npod)
         nctx = HookContext(
             PodApi(npod), rplan, "geo", "gis-rehearsal", "gis-rehearsal-0", "postgres", lambda line: None

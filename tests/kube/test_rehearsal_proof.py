@@ -13,7 +13,7 @@ from tests.kube.harness import Cluster, make_cluster
 from tests.kube.test_fingerprint_kube import FP, serving
 from tests.kube.test_rehearsal import TARGET, Hooks, created, rehearsal_left, rehearse
 from toolkit.errors import EXIT_VERIFY
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.model import DataProof
 
 REHEARSAL = "gis-rehearsal"
@@ -55,7 +55,7 @@ def _proof(c: Cluster, *, corrupt: bool) -> list[tuple[str, str]]:
 
 
 def _pod(action: str) -> str:
-    return f"{render.job_name(REHEARSAL, action)}-p"
+    return f"{objects.job_name(REHEARSAL, action)}-p"
 
 
 def test_the_rehearsal_runs_the_post_upgrade_on_serve_new_and_compares_again_before_the_switch() -> None:
@@ -74,7 +74,7 @@ def test_the_rehearsal_runs_the_post_upgrade_on_serve_new_and_compares_again_bef
     assert hooks.seen == [("replication", "gis-0")]  # nothing on the clone's serving pod
     jobs = [j["metadata"]["name"] for j in created(c, "jobs")]
     assert jobs[-4:] == [
-        render.job_name(REHEARSAL, a) for a in ("serve-old", "upgrade", "serve-new", "serve-new")
+        objects.job_name(REHEARSAL, a) for a in ("serve-old", "upgrade", "serve-new", "serve-new")
     ]
     assert result["fingerprint"] == {"identical": True, "differences": []}
     assert result["fingerprint_after_extensions"] == {"identical": True, "differences": []}

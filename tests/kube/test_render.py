@@ -14,7 +14,8 @@ import yaml
 from tests.kube.conftest import FIXTURE_NAMES, load_sts
 from tests.kube.test_kube_facts import facts_of
 from tests.kube.validation import validate_strict, versions
-from toolkit.kube import render
+from toolkit.kube import new_sts as sts_objects
+from toolkit.kube import objects, render
 from toolkit.kube.plan import KubePlan, make_plan, merge_job_env
 
 TARGETS = {
@@ -259,7 +260,7 @@ def test_merge_node_terms_is_a_cross_product() -> None:
 
 
 def new_sts(name: str) -> dict[str, Any]:
-    return render.new_statefulset(plan_for(name), load_sts(name))
+    return sts_objects.new_statefulset(plan_for(name), load_sts(name))
 
 
 def pg_container(sts: dict[str, Any], name: str) -> dict[str, Any]:
@@ -306,7 +307,7 @@ def test_new_statefulset_strips_server_fields() -> None:
     old["status"] = {"replicas": 1}
     old["spec"]["template"]["metadata"]["creationTimestamp"] = None
     old["spec"]["volumeClaimTemplates"][0]["status"] = {"phase": "Pending"}
-    new = render.new_statefulset(plan_for("official-plain"), old)
+    new = sts_objects.new_statefulset(plan_for("official-plain"), old)
     assert "status" not in new
     assert not {"resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"} & set(
         new["metadata"]
@@ -340,7 +341,7 @@ def test_layout_in_new_statefulset(
 ) -> None:
     plan = plan_for(name)
     assert (plan.layout.old_rel, plan.layout.new_rel) == (old_rel, new_rel)
-    sts = render.new_statefulset(plan, load_sts(name))
+    sts = sts_objects.new_statefulset(plan, load_sts(name))
     m = data_mount(sts, name)
     assert m["mountPath"] == mount and m.get("subPath") == sub_path
     env = env_of(pg_container(sts, name)).get("PGDATA")
@@ -374,7 +375,7 @@ def test_state_configmap_round_trips() -> None:
     assert cm["metadata"]["name"] == "pgleap-pg-postgresql-state"
     assert cm["data"]["phase"] == "stopped" and cm["data"]["operation"] == "upgrade"
     assert KubePlan.from_json(cm["data"]["plan.json"]) == plan
-    assert json.loads(cm["data"]["statefulset.json"]) == render.clean_object(sts)
+    assert json.loads(cm["data"]["statefulset.json"]) == objects.clean_object(sts)
 
 
 def test_volume_snapshot() -> None:
@@ -396,9 +397,9 @@ def test_retention_patch_planned_only_when_needed() -> None:
 
 
 def test_long_names_are_cut_with_a_hash() -> None:
-    name = render.job_name("x" * 80, "finalize")
-    assert len(name) == 63 and name != render.job_name("x" * 81, "finalize")
-    assert render.job_name("gis", "upgrade") == "pgleap-gis-upgrade"
+    name = objects.job_name("x" * 80, "finalize")
+    assert len(name) == 63 and name != objects.job_name("x" * 81, "finalize")
+    assert objects.job_name("gis", "upgrade") == "pgleap-gis-upgrade"
 
 
 def test_yaml_stream_round_trips() -> None:
@@ -432,7 +433,7 @@ def test_containers_seeing_the_data_follow_the_18_layout_move() -> None:
     )
     plan = make_plan(gather(sts), "pgleap/postgis:18-3.x", job_env=ENV, run_id="r1")
     assert plan.layout.changes_mount
-    new = render.new_statefulset(plan, sts)["spec"]["template"]["spec"]
+    new = sts_objects.new_statefulset(plan, sts)["spec"]["template"]["spec"]
     (init,) = new["initContainers"]
     assert init["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/postgresql"}]
     assert env_of(init)["PGDATA"]["value"] == "/var/lib/postgresql/18/docker"
@@ -440,4 +441,4 @@ def test_containers_seeing_the_data_follow_the_18_layout_move() -> None:
     assert new["containers"][0]["volumeMounts"] == init["volumeMounts"]
     backup = next(c for c in new["containers"] if c["name"] == "backup")
     assert backup["volumeMounts"] == [{"name": "data", "mountPath": "/backup-source", "readOnly": True}]
-    validate_strict(render.new_statefulset(plan, sts))
+    validate_strict(sts_objects.new_statefulset(plan, sts))

@@ -14,11 +14,12 @@ from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
 from tests.kube.test_runtime import Crash, accept, calls, comparable, crash_after_phase, state
 from tests.kube.validation import validate_strict, versions
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import guard, render
-from toolkit.kube.facts import StsFacts, gather, parse_image
+from toolkit.kube import guard, objects, render
+from toolkit.kube.facts import StsFacts, gather
 from toolkit.kube.guard import GuardOverrides
+from toolkit.kube.image_ref import parse_image
+from toolkit.kube.model import FINALIZE_PHASES, ROLLBACK_PHASES, UPGRADE_PHASES
 from toolkit.kube.plan import KubePlan, make_plan, read_availability
-from toolkit.kube.runtime import FINALIZE_PHASES, ROLLBACK_PHASES, UPGRADE_PHASES
 from toolkit.kube.topology import Topology, detect
 
 PAIR, ORDINALS = "bitnami-replication", "ordinals"
@@ -322,7 +323,7 @@ def test_objects_for_a_primary_read_pair() -> None:
     read = objs[-1]
     assert read["spec"]["replicas"] == 2
     assert read["spec"]["template"]["spec"]["containers"][0]["image"] == plan.new_image
-    assert read["metadata"]["annotations"][render.ANN_RUN] == "r1"
+    assert read["metadata"]["annotations"][objects.ANN_RUN] == "r1"
     assert json.loads(objs[0]["data"]["read-statefulset.json"])["metadata"]["name"] == READ
     for obj in objs:
         validate_strict(obj)
@@ -401,7 +402,7 @@ def test_full_upgrade_with_two_standbys(fixture: str) -> None:
     hook_at = next(
         i
         for i, x in enumerate(c.fake.writes_for_test())
-        if x.name == render.state_cm_name(c.name)
+        if x.name == objects.state_cm_name(c.name)
         and x.detail.get("patch", {}).get("data", {}).get("phase") == "verified"
     )
     first_reseed = next(

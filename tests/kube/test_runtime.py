@@ -12,10 +12,10 @@ from tests.kube.conftest import load_sts
 from tests.kube.fake_api import Call
 from tests.kube.harness import JOB_ENV, SCRIPTS, Cluster, make_cluster
 from toolkit.errors import EnvironmentProblem, PgleapError, Refused
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.api import Forbidden
 from toolkit.kube.guard import GuardOverrides
-from toolkit.kube.runtime import ROLLBACK_PHASES, UPGRADE_PHASES
+from toolkit.kube.model import ROLLBACK_PHASES, UPGRADE_PHASES
 
 CASES = {
     "official-plain": ("pgleap/postgis:17-3.5", GuardOverrides()),
@@ -58,7 +58,7 @@ def pvc_uid(c: Cluster, fixture: str) -> str:
 
 
 def state(c: Cluster) -> dict[str, str] | None:
-    cm = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))
+    cm = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))
     return cm["data"] if cm else None
 
 
@@ -69,7 +69,7 @@ def calls(c: Cluster, verb: str, resource: str) -> list[Call]:
 
 
 def comparable(sts: dict[str, Any]) -> dict[str, Any]:
-    out = render.clean_object(sts)
+    out = objects.clean_object(sts)
     out["metadata"].pop("namespace", None)
     return json.loads(json.dumps(out))
 
@@ -98,7 +98,7 @@ def test_full_upgrade(fixture: str) -> None:
     assert len(c.hook_calls) == 1 and c.hook_calls[0].pod == f"{c.name}-0"
     assert any(line.startswith("[upgrade] pgleap-") for line in c.lines)  # logs streamed line by line
     assert any(line.startswith("[collect] ") for line in c.lines)
-    job = c.fake.get_for_test("Job", c.namespace, render.job_name(c.name, "upgrade"))
+    job = c.fake.get_for_test("Job", c.namespace, objects.job_name(c.name, "upgrade"))
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PGLEAP_ACTION"] == "upgrade" and env["PGLEAP_SUPERUSER"] == "postgres"
     # order: stop before the Job, the Job before the switch
@@ -148,7 +148,7 @@ class Crash(Exception):
 
 def crash_after_phase(c: Cluster, phase: str) -> None:
     """Make the first call after `phase` is recorded fail (as if the process died there)."""
-    cm = render.state_cm_name(c.name)
+    cm = objects.state_cm_name(c.name)
     armed = {"on": False}
 
     def hook(call: Call) -> Exception | None:

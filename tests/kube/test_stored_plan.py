@@ -13,7 +13,7 @@ import pytest
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_runtime import Crash, crash_after_phase
 from toolkit.errors import Refused
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.plan import merge_job_env
 from toolkit.kube.stored import digest
 
@@ -30,7 +30,7 @@ def _interrupted(phase: str):
 
 def _edit(c, change: Callable[[dict[str, Any]], None], *, recompute: bool) -> None:
     """Edit plan.json in the state ConfigMap as a user with `update configmaps` could."""
-    cm = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))
+    cm = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))
     plan = json.loads(cm["data"]["plan.json"])
     change(plan)
     cm["data"]["plan.json"] = json.dumps(plan, sort_keys=True)
@@ -77,7 +77,7 @@ def test_an_edited_plan_is_refused_before_any_change(phase, change, recompute, n
 
 def test_an_edited_rollback_target_is_refused() -> None:
     c = _interrupted("stopped")
-    cm = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))
+    cm = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))
     sts = json.loads(cm["data"]["statefulset.json"])
     sts["spec"]["template"]["spec"]["hostPID"] = True
     cm["data"]["statefulset.json"] = json.dumps(sts, sort_keys=True)
@@ -99,7 +99,7 @@ def test_only_pgleap_variables_reach_a_new_job(key: str) -> None:
 
 def test_a_state_without_digest_is_refused_with_the_way_out() -> None:
     c = _interrupted("stopped")
-    cm = c.fake.get_for_test("ConfigMap", c.namespace, render.state_cm_name(c.name))
+    cm = c.fake.get_for_test("ConfigMap", c.namespace, objects.state_cm_name(c.name))
     del cm["data"]["digest"]
     c.fake.seed_for_test(cm)
     with pytest.raises(Refused, match="carries no digest") as exc:

@@ -20,7 +20,7 @@ from toolkit.core.report import Report
 from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
-from toolkit.kube import render
+from toolkit.kube import new_sts
 from toolkit.kube.facts import gather
 from toolkit.kube.hooks import engine_data_proof
 from toolkit.kube.plan import make_plan
@@ -73,7 +73,7 @@ def _kube_window(kubelet, image_names, downtime: str) -> float:
     if before is not None:
         after = _timed("serve-new", lambda: _serve(kubelet, plan, sts, "serve-new", pvc, proof.fingerprint))
         assert proof.compare(before, after) == []
-    new, _ = _start_pod(kubelet, render.new_statefulset(plan, sts), pvc)
+    new, _ = _start_pod(kubelet, new_sts.new_statefulset(plan, sts), pvc)
     window = time.monotonic() - start
     new.remove(force=True, v=True)
     return window

@@ -12,17 +12,17 @@ import typer
 from toolkit import __version__
 from toolkit.cli import options as cli_options
 from toolkit.cli.docker_flow import (
-    _complete,
-    _guarded_upgrade,
-    _lifecycle,
-    _target,
     check_given,
+    guarded_upgrade,
+    resolve_target,
+    run_lifecycle,
+    with_rollback_facts,
 )
 from toolkit.cli.docker_output import (
-    _emit,
-    _emit_plain,
-    _report_rehearsal,
-    _status_text,
+    emit,
+    emit_plain,
+    report_rehearsal,
+    status_text,
 )
 from toolkit.cli.options import Container, FromImage, Junit, Mode, Output, Pgdata, Volume, Yes
 from toolkit.core.report import Report
@@ -99,7 +99,7 @@ def upgrade_docker(
                     "--replica-identity-full": replica_identity_full, "--verify-after": verify_after}  # fmt: skip
     if given := [flag for flag, on in logical_only.items() if on]:
         raise typer.BadParameter(f"{', '.join(given)}: only with --strategy logical")
-    target, state = _target(container, volume, from_image, pgdata)
+    target, state = resolve_target(container, volume, from_image, pgdata)
     logical.refuse_inplace_over(state)
     if not dry_run:
         cli_options.require_yes_without_terminal(
@@ -116,7 +116,7 @@ def upgrade_docker(
     report = Report(quiet=output != "text")
     replicas = [] if no_replicas else (replica or None)
     with locked(target.key):
-        result = _guarded_upgrade(
+        result = guarded_upgrade(
             target, state, report, auto_restore=not no_auto_restore,
             run=lambda: engine.upgrade(
                 target, to, mode=mode, verify_data=not no_verify, downtime=downtime, dry_run=dry_run,
@@ -125,7 +125,7 @@ def upgrade_docker(
         )  # fmt: skip
     if dry_run and result.get("plan"):
         check_given(result["plan"], superuser, initdb_args)
-    _emit(_complete(result, target, state), output, report)
+    emit(with_rollback_facts(result, target, state), output, report)
 
 
 def rehearse_docker(
@@ -151,9 +151,9 @@ def rehearse_docker(
         result = rehearse_docker(rt, container, to, mode=mode, keep=keep, port=port, report=report)
     except PgleapError as exc:
         result = no_go(exc, container, to, report)
-        _report_rehearsal(result, output, junit)
+        report_rehearsal(result, output, junit)
         raise typer.Exit(exc.exit_code) from None
-    _report_rehearsal(result, output, junit)
+    report_rehearsal(result, output, junit)
 
 
 def rehearse_dump(
@@ -188,9 +188,9 @@ def rehearse_dump(
                      database=database, mode=mode, keep=keep, report=report)  # fmt: skip
     except PgleapError as exc:
         result = {**no_go(exc, ", ".join(map(str, files)), to, report), "from_image": from_image}
-        _report_rehearsal(result, output, junit)
+        report_rehearsal(result, output, junit)
         raise typer.Exit(exc.exit_code) from None
-    _report_rehearsal(result, output, junit)
+    report_rehearsal(result, output, junit)
 
 
 def plan_docker(
@@ -205,7 +205,7 @@ def plan_docker(
     output: Output = "text",
 ) -> None:
     """Print the plan (same as `upgrade docker --dry-run`)."""
-    target, _ = _target(container, volume, from_image, pgdata)
+    target, _ = resolve_target(container, volume, from_image, pgdata)
     report = Report(quiet=output != "text")
     result = engine.upgrade(
         target, to, mode=mode, dry_run=True, report=report, state=RunState("dry-run-unused")
@@ -213,7 +213,7 @@ def plan_docker(
     if result.get("plan"):
         check_given(result["plan"], superuser, initdb_args)
     if output != "text":
-        _emit(result.get("plan", {}), output, report)
+        emit(result.get("plan", {}), output, report)
 
 
 def resume_docker(
@@ -224,18 +224,18 @@ def resume_docker(
 ) -> None:
     """Continue an interrupted upgrade where it stopped."""
     accepted = tuple(accept or ())
-    target, state = _target(container, volume, None, None, recorded=True)
+    target, state = resolve_target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):
         raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
     report = Report(quiet=output != "text")
     with locked(target.key):
-        result = _guarded_upgrade(
+        result = guarded_upgrade(
             target, state, report, auto_restore=False,
             run=lambda: engine.upgrade(
                 target, state.data["target_image"], report=report, state=state, accept=accepted
             ),
         )  # fmt: skip
-    _emit(_complete(result, target, state), output, report)
+    emit(with_rollback_facts(result, target, state), output, report)
 
 
 def rollback_docker(
@@ -275,14 +275,14 @@ def rollback_docker(
 
         return undo.rollback(target, report=report, state=state, confirm=confirm, ask=ask_plain)
 
-    _lifecycle(step, container, volume, output)
+    run_lifecycle(step, container, volume, output)
 
 
 def cleanup_docker(
     container: Container = None, volume: Volume = None, yes: Yes = False, output: Output = "text"
 ) -> None:
     """After a rollback or an automatic restore: delete the kept new cluster and the scratch volume."""
-    target, state = _target(container, volume, None, None)
+    target, state = resolve_target(container, volume, None, None)
     report = Report(quiet=output != "text")
     if not state.data.get("plan"):  # a recorded upgrade is refused by cleanup itself, unasked
         cli_options.confirm(
@@ -292,7 +292,7 @@ def cleanup_docker(
         )
     with locked(target.key):
         result = undo.cleanup(target, report=report, state=state)
-    _emit(result, output, report)
+    emit(result, output, report)
 
 
 def finalize_docker(
@@ -315,7 +315,7 @@ def finalize_docker(
             )
         return engine.finalize(target, report=report, state=state)
 
-    _lifecycle(step, container, volume, output)
+    run_lifecycle(step, container, volume, output)
 
 
 def status_docker(
@@ -325,13 +325,13 @@ def status_docker(
     output: Output = "text",
 ) -> None:
     """The recorded phase of an upgrade, or the last operation (finalize, rollback) and when."""
-    target, state = _target(container, volume, from_image, None)
+    target, state = resolve_target(container, volume, from_image, None)
     data = {k: v for k, v in state.data.items() if k != "fingerprint_before"}
     result = {"target": target.key, "phase": None, **data, "pgleap_version": __version__}
     if output != "text":
-        _emit(result, output, Report(quiet=True))
+        emit(result, output, Report(quiet=True))
         return
-    _status_text(result)
+    status_text(result)
 
 
 def inspect_docker(
@@ -342,10 +342,10 @@ def inspect_docker(
     output: Output = "text",
 ) -> None:
     """What pgleap finds: image, PGDATA, volume, data directory state (read-only)."""
-    target, _ = _target(container, volume, from_image, pgdata)
+    target, _ = resolve_target(container, volume, from_image, pgdata)
     data = target.probe_data()
     image = target.probe_image(target.source_image)
-    _emit_plain(
+    emit_plain(
         {
                 **target.describe(),
                 "postgres_version": image.version,
@@ -372,7 +372,7 @@ def demo(
 
     report = Report(quiet=output != "text")
     result = run_demo(old_tag=old, new_tag=new, mode=mode, keep=keep, rows=rows, report=report)
-    _emit(result, output, report)
+    emit(result, output, report)
     raise typer.Exit(EXIT_OK)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import typer
 
-from toolkit.cli.docker_output import _emit
+from toolkit.cli.docker_output import emit
 from toolkit.core import interrupt
 from toolkit.core.interrupt import EXIT_INTERRUPTED
 from toolkit.core.report import Report
@@ -19,7 +19,7 @@ from toolkit.engine.state import RunState, locked
 from toolkit.errors import EXIT_FAILED, PgleapError, Refused
 
 
-def _target(
+def resolve_target(
     container: str | None,
     volume: str | None,
     from_image: str | None,
@@ -57,13 +57,13 @@ def _target(
     return probe, state
 
 
-def _lifecycle(step: Callable[..., dict], container: str | None, volume: str | None, output: str) -> None:
+def run_lifecycle(step: Callable[..., dict], container: str | None, volume: str | None, output: str) -> None:
     """rollback, finalize: `step` on the recorded upgrade of the target, under its lock; the result shown."""
-    target, state = _target(container, volume, None, None, recorded=True)
+    target, state = resolve_target(container, volume, None, None, recorded=True)
     report = Report(quiet=output != "text")
     with locked(target.key):
         result = step(target, report=report, state=state)
-    _emit(result, output, report)
+    emit(result, output, report)
 
 
 def _restorable(exc: Exception) -> bool:
@@ -98,7 +98,7 @@ def _auto_restore(target, state: RunState, report: Report, exc: Exception) -> No
     ) from None
 
 
-def _guarded_upgrade(
+def guarded_upgrade(
     target, state: RunState, report: Report, run: Callable[[], dict], *, auto_restore: bool
 ) -> dict:
     """`run` (an upgrade or a resume) with Ctrl-C/SIGTERM caught; a failure before the point of no
@@ -166,7 +166,7 @@ def _after_interrupt(target, state: RunState, report: Report, during: str, *, au
     raise PgleapError(f"interrupted during {during}{serving}", hint, exit_code=EXIT_INTERRUPTED)
 
 
-def _complete(result: dict, target, state: RunState) -> dict:
+def with_rollback_facts(result: dict, target, state: RunState) -> dict:
     """What a script needs besides the phases: where the old cluster is, whether rollback is open."""
     plan = state.data.get("plan")
     if plan and result.get("status") in ("upgraded", "already-done"):

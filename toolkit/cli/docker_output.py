@@ -15,7 +15,7 @@ from toolkit.core.report import Report, console, plural, print_findings, print_v
 out = console(stderr=False)
 
 
-def _emit(result: dict, output: str, report: Report) -> None:
+def emit(result: dict, output: str, report: Report) -> None:
     if isinstance(result, dict) and output != "text":
         result = {
             **result,
@@ -36,7 +36,7 @@ def _when(epoch) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(epoch)))
 
 
-def _status_text(result: dict) -> None:
+def status_text(result: dict) -> None:
     """`status docker` for a person: where the run stands, or what happened last and when."""
     out.print(f"target: {result['target']}", markup=False)
     if result.get("phase"):
@@ -51,10 +51,10 @@ def _status_text(result: dict) -> None:
         out.print(f"last operation: {last['operation']} at {_when(last['at'])}", markup=False)
 
 
-def _emit_plain(data: dict, output: str) -> None:
+def emit_plain(data: dict, output: str) -> None:
     """A result with no text summary of its own: key: value lines as text."""
     if output != "text":
-        _emit(data, output, Report(quiet=True))
+        emit(data, output, Report(quiet=True))
         return
     for key, value in data.items():
         if isinstance(value, dict):
@@ -96,7 +96,7 @@ def _summary(result: dict, report: Report) -> None:
 
 def _emit_rehearsal(result: dict, output: str) -> None:
     if output != "text":
-        _emit(result, output, Report(quiet=True))
+        emit(result, output, Report(quiet=True))
         return
     print_findings(out, result)
     if result.get("predicted_downtime_seconds") is not None:
@@ -113,7 +113,7 @@ def _emit_rehearsal(result: dict, output: str) -> None:
     print_verdict(out, result)
 
 
-def _report_rehearsal(result: dict, output: str, junit: Path | None) -> None:
+def report_rehearsal(result: dict, output: str, junit: Path | None) -> None:
     if junit is not None:
         from toolkit.core import junit as junit_xml
 

@@ -13,16 +13,8 @@ from typing import Any
 
 import typer
 
-from toolkit.cli import kube_common, kube_lifecycle, kube_render, kube_sts
-from toolkit.cli.kube_common import (  # noqa: F401  (the names other modules and tests import from here)
-    NO_RSYNC,
-    SCRIPT_NAMES,
-    Connect,
-    Hook,
-    load_scripts,
-    replica_lines,
-    trusted_major,
-)
+from toolkit.cli import kube_deps, kube_lifecycle, kube_render, kube_sts
+from toolkit.cli.kube_deps import Connect, Hook, load_scripts
 
 
 def register(
@@ -39,9 +31,9 @@ def register(
 ) -> None:
     """Add `sts NAME` to the inspect/plan/upgrade/status/resume/rollback/finalize/cleanup/rehearse groups and `render` to app.
 
-    The dependencies are described on `kube_common.Deps` (tests pass fakes)."""
-    kube_common.configure(
-        kube_common.Deps(
+    The dependencies are described on `kube_deps.Deps` (tests pass fakes)."""
+    kube_deps.configure(
+        kube_deps.Deps(
             connect=connect,
             post_upgrade=post_upgrade,
             job_env=job_env,

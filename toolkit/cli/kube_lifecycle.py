@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import options as cli_options
-from toolkit.cli.kube_common import (
+from toolkit.cli.kube_deps import deps, env_for, ns_for, runtime_for, scripts, with_way_forward
+from toolkit.cli.kube_options import (
     ContextOpt,
     DryRunOpt,
     InitdbOpt,
@@ -19,17 +20,8 @@ from toolkit.cli.kube_common import (
     SetEnvOpt,
     SuperuserOpt,
     YesOpt,
-    _outcome_text,
-    _print,
-    _rehearsal_text,
-    deps,
-    env_for,
-    err,
-    ns_for,
-    runtime_for,
-    scripts,
-    with_way_forward,
 )
+from toolkit.cli.kube_output import err, outcome_text, print_data, rehearsal_text
 from toolkit.core.report import console
 from toolkit.errors import EnvironmentProblem
 from toolkit.kube import cleanup as kube_cleanup
@@ -59,7 +51,7 @@ def _lifecycle(
     rt = runtime_for(kubeconfig, context, output)
     if dry_run:
         data = rt.status(ns, name)
-        _print(
+        print_data(
             data,
             output,
             lambda: console(stderr=False).print(f"{command} would continue from: {data}", markup=False),
@@ -106,7 +98,7 @@ def _lifecycle(
         after = {"after": before.operation} if before.operation != result.operation else {}
         history.record(rt.kube, before.plan, result.operation, result.phase, **after)
     outcome = {**result.as_dict(), **history.machine_fields(rt.kube, ns, name)}
-    _print(outcome, output, lambda: _outcome_text(outcome))
+    print_data(outcome, output, lambda: outcome_text(outcome))
 
 
 def resume_sts(
@@ -174,7 +166,7 @@ def cleanup_sts(
         **kube_cleanup.cleanup(rt, ns, name, scripts=scripts()).as_dict(),
         **history.machine_fields(rt.kube, ns, name),
     }
-    _print(outcome, output, lambda: _outcome_text(outcome))
+    print_data(outcome, output, lambda: outcome_text(outcome))
 
 
 def rehearse_sts(
@@ -228,7 +220,7 @@ def rehearse_sts(
             command=f"{cli_options.prog()} rehearse sts {name} -n {ns} --remove",
         )
         removed = rehearsal.remove(ns, name)
-        _print(
+        print_data(
             {"removed": removed},
             output,
             lambda: console(stderr=False).print("\n".join(removed) or f"no rehearsal of {ns}/{name} found"),
@@ -248,7 +240,7 @@ def rehearse_sts(
             from_snapshot=from_snapshot,
             snapshot_class=snapshot_class,
         )
-        _print(objs, output if output != "text" else "yaml", lambda: None)
+        print_data(objs, output if output != "text" else "yaml", lambda: None)
         err.print("dry run: nothing was changed")
         return
     if deps().rehearsal_hooks is None:
@@ -265,6 +257,6 @@ def rehearse_sts(
         snapshot_class=snapshot_class,
         keep=keep,
     )
-    _print(result, output, lambda: _rehearsal_text(result))
+    print_data(result, output, lambda: rehearsal_text(result))
     if result["verdict"] != "go":
         raise typer.Exit(result.get("exit_code") or 1)

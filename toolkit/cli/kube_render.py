@@ -12,7 +12,8 @@ import yaml
 from rich.markup import escape
 
 from toolkit.cli import options as cli_options
-from toolkit.cli.kube_common import (
+from toolkit.cli.kube_deps import env_for, scripts
+from toolkit.cli.kube_options import (
     InitdbOpt,
     KeepReadersOpt,
     ModeOpt,
@@ -21,19 +22,17 @@ from toolkit.cli.kube_common import (
     SnapshotOpt,
     SuperuserOpt,
     ToOpt,
-    _check_render_output,
-    _check_sts_name,
-    _read_manifests,
-    env_for,
-    err,
-    replica_lines,
-    scripts,
+    check_render_output,
+    check_sts_name,
+    read_manifests,
     trusted_major,
 )
+from toolkit.cli.kube_output import err, replica_lines
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import guard, render, render_doc
+from toolkit.kube import guard, objects, render, render_doc
 from toolkit.kube import shape as kube_shape
-from toolkit.kube.facts import find_postgres_container, gather, parse_image
+from toolkit.kube.facts import find_postgres_container, gather
+from toolkit.kube.image_ref import parse_image
 from toolkit.kube.plan import make_plan
 from toolkit.kube.topology import detect, read_sts_names
 
@@ -52,14 +51,12 @@ def render_cmd(
     ],
     sts_name: Annotated[
         str | None,
-        typer.Option(
-            "--sts", metavar="NAME", help="Which StatefulSet, if several.", callback=_check_sts_name
-        ),
+        typer.Option("--sts", metavar="NAME", help="Which StatefulSet, if several.", callback=check_sts_name),
     ] = None,
     namespace: NamespaceOpt = None,
     output: Annotated[
         str,
-        typer.Option("--output", "-o", metavar="FORMAT", help="yaml or json", callback=_check_render_output),
+        typer.Option("--output", "-o", metavar="FORMAT", help="yaml or json", callback=check_render_output),
     ] = "yaml",
     snapshot: SnapshotOpt = False,
     mode: ModeOpt = "link",
@@ -95,7 +92,7 @@ def render_cmd(
     cli_options.only_verified_downtime(
         downtime, "render (offline; `pgleap plan sts --downtime minimal` shows its objects)"
     )
-    text = _read_manifests(file)
+    text = read_manifests(file)
     try:
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
     except yaml.YAMLError as exc:
@@ -187,7 +184,7 @@ def render_cmd(
         raise PgleapError(str(exc), "see --set-env") from exc
     objs = render.objects_for(plan, sts, scripts(required=False), read if plan.read_sts else None)
     if not with_state:
-        objs = [o for o in objs if o["metadata"]["name"] != render.state_cm_name(plan.sts)]
+        objs = [o for o in objs if o["metadata"]["name"] != objects.state_cm_name(plan.sts)]
     for line in replica_lines(plan):
         err.print(line, markup=False, highlight=False)
     if output == "json":

@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit.cli import options as cli_options
-from toolkit.cli.kube_common import (
+from toolkit.cli.kube_deps import deps, env_for, ns_for, overrides, runtime_for, scripts, with_way_forward
+from toolkit.cli.kube_options import (
     AllowArgo,
     AllowFlux,
     AllowHelm,
@@ -30,20 +31,14 @@ from toolkit.cli.kube_common import (
     SuperuserOpt,
     ToOpt,
     YesOpt,
-    _outcome_text,
-    _print,
-    deps,
-    env_for,
-    err,
-    ns_for,
-    overrides,
-    replica_lines,
-    runtime_for,
-    scripts,
-    with_way_forward,
 )
+from toolkit.cli.kube_output import err, replica_lines
+
+# the printers under this module's old names, so that its command bodies stay as they were
+from toolkit.cli.kube_output import outcome_text as _outcome_text
+from toolkit.cli.kube_output import print_data as _print
 from toolkit.core.report import console
-from toolkit.kube import history, render, render_doc
+from toolkit.kube import history, objects, render, render_doc
 from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube.facts import facts_as_dict
 
@@ -154,7 +149,7 @@ def _show_plan(
     facts = rt.inspect(ns, name)
     # deterministic, as `render`: the run id (snapshot and object names) comes from the inputs
     run_id = render_doc.run_id_for(
-        render.clean_object(rt.read_sts(ns, name)), to, ns, name, snapshot, mode, downtime, superuser,
+        objects.clean_object(rt.read_sts(ns, name)), to, ns, name, snapshot, mode, downtime, superuser,
         initdb_args, set_env, patch_retention, keep_readers, dataclasses.asdict(guards),
     )  # fmt: skip
     plan, sts, warnings = rt.plan(

@@ -14,8 +14,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.core.plan import MODES
-from toolkit.engine.minimal import DOWNTIME_MODES
+from toolkit.core.plan import DOWNTIME_MODES, MODES
 from toolkit.errors import Refused
 
 OUTPUTS = ("text", "json", "yaml")

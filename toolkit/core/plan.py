@@ -14,6 +14,7 @@ from toolkit.core.paths import OLD_ROOT, VOLUME
 from toolkit.errors import Refused
 
 MODES = ("link", "copy", "clone", "swap")
+DOWNTIME_MODES = ("verified", "minimal")  # --downtime, both runtimes
 
 # pg_upgrade of these pairs fails in "Restoring database schemas", and
 # `pg_upgrade --check` does not see it (it skips the schema restore).
@@ -239,6 +240,11 @@ def check_target_mode(mode: str, new_major: int) -> None:
             f"--mode swap needs PostgreSQL 18 or newer as target (this one is {new_major})",
             "use --mode link (fast) or --mode copy (keeps the old cluster intact)",
         )
+
+
+def check_downtime_mode(downtime: str) -> None:
+    if downtime not in DOWNTIME_MODES:
+        raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
 
 
 def check_mode(mode: str, new_major: int, data: DataFacts) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from toolkit.core import interrupt
+from toolkit.core.progress import Phase, Progress
 
 
 def console(*, stderr: bool) -> Console:
@@ -23,25 +23,15 @@ def console(*, stderr: bool) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=10_000)
 
 
-@dataclass
-class Phase:
-    name: str
-    seconds: float
-    detail: str = ""
-    in_downtime: bool = False
-
-
-@dataclass
-class Report:
-    """Collects per-phase timings, the downtime window and the verification results."""
+@dataclass(kw_only=True)
+class Report(Progress):
+    """Docker's printer of the one progress model (toolkit/core/progress.py): each phase as a line
+    on stderr while it runs, the result with its `data` (plan, verification…) on stdout."""
 
     console: Console = field(default_factory=lambda: console(stderr=True))
     out: Console = field(default_factory=lambda: console(stderr=False))
     quiet: bool = False
-    phases: list[Phase] = field(default_factory=list)
     data: dict = field(default_factory=dict)
-    _down_since: float | None = None
-    downtime: float | None = None
 
     def say(self, message: str) -> None:
         """Progress: on stderr."""
@@ -58,47 +48,17 @@ class Report:
         """Time a phase, show a spinner while it runs and a line when it is done."""
         interrupt.stop_before(name)  # after Ctrl-C no new step begins
         interrupt.set_step(name)
-        entry = Phase(name, 0.0, detail, in_downtime=self._down_since is not None)
-        start = time.monotonic()
-        if self.quiet or not self.console.is_terminal:  # no spinner in a pipe or a log
-            yield entry
-        else:
-            with self.console.status(f"[bold]{name}[/] {detail}"):
+        with self.timed(name, detail) as entry:
+            if self.quiet or not self.console.is_terminal:  # no spinner in a pipe or a log
                 yield entry
-        entry.seconds = time.monotonic() - start
-        self.phases.append(entry)
+            else:
+                with self.console.status(f"[bold]{name}[/] {detail}"):
+                    yield entry
         marker = "[red]●[/]" if entry.in_downtime else "[green]●[/]"
         self.say(f"{marker} {name:<34} {entry.seconds:6.2f} s  [dim]{entry.detail}[/]")
 
-    def down(self, since: float | None = None) -> float:
-        """The database stopped serving, now or at `since` (epoch seconds, recorded by an earlier run
-        that a resume continues); returns that moment, for the run state."""
-        now = time.time()
-        since = now if since is None else min(float(since), now)
-        self._down_since = time.monotonic() - (now - since)
-        return since
-
-    def up(self, at: float | None = None) -> None:
-        """The database serves again (now, or at `at` in epoch seconds when that was recorded)."""
-        if self._down_since is not None:
-            end = time.monotonic() - (0.0 if at is None else max(0.0, time.time() - float(at)))
-            self.downtime = max(0.0, end - self._down_since)
-            self._down_since = None
-
     def to_dict(self) -> dict:
-        return {
-            **self.data,
-            "phases": [
-                {
-                    "name": p.name,
-                    "seconds": round(p.seconds, 3),
-                    "detail": p.detail,
-                    "in_downtime": p.in_downtime,
-                }
-                for p in self.phases
-            ],
-            "downtime_seconds": None if self.downtime is None else round(self.downtime, 3),
-        }
+        return {**self.data, "phases": self.phase_rows(), "downtime_seconds": self.downtime_seconds()}
 
 
 def print_findings(out: Console, result: dict) -> None:

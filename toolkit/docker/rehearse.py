@@ -50,28 +50,10 @@ def rehearse_docker(
         )
     result: dict = {"source": container, "target_image": target_image, "mode": mode}
     clone = f"pgleap-rehearsal-{source.volume.key}"[:120]
-    with report.phase("check replication access", "role, wal_level, wal senders, pg_hba.conf") as ph:
-        problems = replication_problems(live, live.host)
-        ph.detail = "ok" if not problems else f"{len(problems)} missing"
-    if problems:
-        raise Refused(
-            "cannot clone the running server: " + "; ".join(problems), problems[-1].split(": ", 1)[-1]
-        )
-    old = rt.probe_image(source.image)
-    data = rt.probe_data(source.image, source.volume, _rel(source))
+    _check_replication_access(live, report)
     target = None
     try:
-        with report.phase("clone (pg_basebackup)", f"{container} -> volume {clone}") as ph:
-            rt.remove_volume(clone)
-            rt.basebackup(source, old.bindir, clone, _rel(source), uid=data.owner_uid or 999,
-                          gid=data.owner_gid or 999)  # fmt: skip
-            with rt.temp_server(
-                source.image, old.bindir, _volume(clone), _rel(source),
-                uid=data.owner_uid or 999, gid=data.owner_gid or 999, superuser=source.superuser,
-                read_only=False, label="clone (recovering)",
-            ):  # fmt: skip
-                pass  # started: recovery done; leaving it: clean shutdown
-            ph.detail = f"{data.data_kb / 1024:.0f} MiB"
+        _clone(rt, source, clone, container, report)
         target = DockerTarget(rt, volume=clone, source_image=source.image, pgdata=source.pgdata)
         target.mount, target.key = source.mount, f"docker-{clone}"
         state = RunState(f"rehearsal-{clone}")
@@ -79,29 +61,16 @@ def rehearse_docker(
         upgraded = engine.upgrade(target, target_image, mode=mode, report=report, state=state)
         state.clear()
         result.update(upgraded)
-        plan = upgraded["plan"]
         started = None
         if keep:
             t0 = time.monotonic()
-            name, host_port = rt.run_clone(source, plan, clone, f"{container}-pgleap-rehearsal", port)
+            name, host_port = rt.run_clone(
+                source, upgraded["plan"], clone, f"{container}-pgleap-rehearsal", port
+            )
             started = time.monotonic() - t0
             result["kept"] = {"container": name, "volume": clone, "port": host_port,
                               "connect": f"postgresql://{source.superuser}@127.0.0.1:{host_port}/"}  # fmt: skip
-        result["extensions"] = [
-            {"database": a["database"], "extension": a["extension"], "before": a["installed"],
-             "after": a["target"], "action": a["action"]}
-            for a in plan["extension_actions"]
-        ]  # fmt: skip
-        result["collation_indexes"] = upgraded.get("reindexed", [])
-        result["predicted_downtime_seconds"] = predicted_downtime(upgraded, started)
-        result["predicted_downtime_basis"] = (
-            "phases measured on the clone while the database would be down, plus "
-            + (
-                "the measured start of the kept clone"
-                if started is not None
-                else f"{STOP_START_SECONDS} s assumed for stop/start"
-            )
-        )
+        result.update(_findings(upgraded, started))
         result["verdict"] = "go"
         return result
     finally:
@@ -109,6 +78,58 @@ def rehearse_docker(
             target.cleanup_scratch()
         if not (keep and result.get("verdict") == "go"):
             rt.remove_volume(clone)
+
+
+def _check_replication_access(live, report: Report) -> None:
+    """A clone is a pg_basebackup: refuse before anything is made when the server does not allow it."""
+    with report.phase("check replication access", "role, wal_level, wal senders, pg_hba.conf") as ph:
+        problems = replication_problems(live, live.host)
+        ph.detail = "ok" if not problems else f"{len(problems)} missing"
+    if problems:
+        raise Refused(
+            "cannot clone the running server: " + "; ".join(problems), problems[-1].split(": ", 1)[-1]
+        )
+
+
+def _clone(rt, source, clone: str, container: str, report: Report) -> None:
+    """pg_basebackup of the running server into the volume `clone`, recovered and cleanly shut down."""
+    old = rt.probe_image(source.image)
+    data = rt.probe_data(source.image, source.volume, _rel(source))
+    uid, gid = data.owner_uid or 999, data.owner_gid or 999
+    with report.phase("clone (pg_basebackup)", f"{container} -> volume {clone}") as ph:
+        rt.remove_volume(clone)
+        rt.basebackup(source, old.bindir, clone, _rel(source), uid=uid, gid=gid)
+        with rt.temp_server(
+            source.image, old.bindir, _volume(clone), _rel(source), uid=uid, gid=gid,
+            superuser=source.superuser, read_only=False, label="clone (recovering)",
+        ):  # fmt: skip
+            pass  # started: recovery done; leaving it: clean shutdown
+        ph.detail = f"{data.data_kb / 1024:.0f} MiB"
+
+
+def _findings(upgraded: dict, started: float | None) -> dict:
+    """What the rehearsal tells the operator: extension actions, reindexed indexes, predicted downtime."""
+    plan = upgraded["plan"]
+    return {
+        "extensions": [
+            {
+                "database": a["database"],
+                "extension": a["extension"],
+                "before": a["installed"],
+                "after": a["target"],
+                "action": a["action"],
+            }
+            for a in plan["extension_actions"]
+        ],
+        "collation_indexes": upgraded.get("reindexed", []),
+        "predicted_downtime_seconds": predicted_downtime(upgraded, started),
+        "predicted_downtime_basis": "phases measured on the clone while the database would be down, plus "
+        + (
+            "the measured start of the kept clone"
+            if started is not None
+            else f"{STOP_START_SECONDS} s assumed for stop/start"
+        ),
+    }
 
 
 def _rel(source) -> str:

@@ -30,23 +30,20 @@ Needs a container to start (a bare volume has nothing to serve from).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from toolkit.core.facts import parse_results
-from toolkit.core.plan import UpgradePlan
+from toolkit.core.plan import UpgradePlan, check_downtime_mode
 from toolkit.core.report import Report
 from toolkit.db import postupgrade, verify
+from toolkit.engine.phases import PhaseStore, run_phases
 from toolkit.engine.planning import warn_no_return
 from toolkit.engine.state import RunState
 from toolkit.engine.target import Target
 from toolkit.errors import Refused
 
-DOWNTIME_MODES = ("verified", "minimal")
-
 
 def check_supported(target: Target, downtime: str) -> None:
-    if downtime not in DOWNTIME_MODES:
-        raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
+    check_downtime_mode(downtime)
     if downtime == "minimal" and not target.supports_minimal_downtime():
         raise Refused(
             "--downtime minimal needs a container that pgleap restarts on the new image",
@@ -60,49 +57,29 @@ def run(
     *,
     report: Report,
     state: RunState,
-    reached: Callable[[str], bool],
-    checkpoint: Callable[..., None],
+    store: PhaseStore,
     accept: tuple[str, ...] = (),
 ) -> dict:
-    """The phases after `collected`; returns the extra report data."""
-    if not reached("prepared"):
-        with report.phase("prepare new cluster", "wrap old binaries, initdb (server still up)") as ph:
-            results = dict(parse_results(target.run_action(plan, "prepare")))
-            target.precreate_new(plan)  # the new-image container exists, stopped, before the stop
-            ph.detail = f"initdb {results.get('initdb_seconds', 'already done')} s"
-        checkpoint("prepared", prepare_results=results)
-
-    if not reached("started"):
+    """The phases after `collected`, through the engine's runner (engine/phases.py); returns the extra
+    report data."""
+    run_phases([("prepared", lambda: _prepare(target, plan, report))], store)
+    if not store.done("started"):
         state.save(
             down_since=report.down(state.data.get("down_since"))
         )  # a resume counts from the first stop
-    if not reached("stopped"):
-        with report.phase("stop the database", "clean shutdown"):
-            target.stop_source()  # upgrade.sh refuses a cluster that did not shut down cleanly
-        checkpoint("stopped")
-    if not reached("upgraded"):
-        if plan.mode == "swap":
-            warn_no_return(plan, report, "pg_upgrade --swap starts now")
-        with report.phase(f"pg_upgrade --{plan.mode}", "no separate --check; config; place") as ph:
-            out = target.run_action(plan, "upgrade", check=False)
-            results = dict(parse_results(out))
-            ph.detail = (
-                f"pg_upgrade {results.get('pg_upgrade_seconds', '?')} s, "
-                f"config {results.get('config_seconds', '?')} s"
-            )
-        commented = [v for k, v in parse_results(out) if k == "commented"]
-        checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
-    if not reached("started"):
-        if plan.mode == "link":
-            warn_no_return(plan, report, "the new cluster starts now")
-        with report.phase("start the upgraded database", plan.target_image):
-            target.start_new(plan)
-        checkpoint("started", switched_at=time.time())
-        report.up()
+    run_phases(
+        [
+            ("stopped", lambda: _stop(target, report)),
+            ("upgraded", lambda: _pg_upgrade(target, plan, report)),
+            ("started", lambda: _start(target, plan, report)),
+        ],
+        store,
+    )
 
     server = target.serving_server(plan)
-    if not reached("post_upgraded"):
-        done = postupgrade.run(
+
+    def post_upgrade() -> dict:
+        return postupgrade.run(
             server,
             report=report,
             libc_changed=plan.libc_changed,
@@ -110,7 +87,8 @@ def run(
             analyze=lambda: target.analyze_serving(plan),
             serving=True,
         )
-        checkpoint("post_upgraded", **done)
+
+    run_phases([("post_upgraded", post_upgrade)], store)
     verify.run_health_checks(
         server,
         report,
@@ -120,3 +98,37 @@ def run(
         accept="health" in accept,
     )
     return {}
+
+
+def _prepare(target: Target, plan: UpgradePlan, report: Report) -> dict:
+    with report.phase("prepare new cluster", "wrap old binaries, initdb (server still up)") as ph:
+        results = dict(parse_results(target.run_action(plan, "prepare")))
+        target.precreate_new(plan)  # the new-image container exists, stopped, before the stop
+        ph.detail = f"initdb {results.get('initdb_seconds', 'already done')} s"
+    return {"prepare_results": results}
+
+
+def _stop(target: Target, report: Report) -> None:
+    with report.phase("stop the database", "clean shutdown"):
+        target.stop_source()  # upgrade.sh refuses a cluster that did not shut down cleanly
+
+
+def _pg_upgrade(target: Target, plan: UpgradePlan, report: Report) -> dict:
+    if plan.mode == "swap":
+        warn_no_return(plan, report, "pg_upgrade --swap starts now")
+    with report.phase(f"pg_upgrade --{plan.mode}", "no separate --check; config; place") as ph:
+        out = target.run_action(plan, "upgrade", check=False)
+        results = dict(parse_results(out))
+        ph.detail = f"pg_upgrade {results.get('pg_upgrade_seconds', '?')} s, config {results.get('config_seconds', '?')} s"
+    commented = [v for k, v in parse_results(out) if k == "commented"]
+    return {"upgrade_results": results, "commented_settings": commented}
+
+
+def _start(target: Target, plan: UpgradePlan, report: Report) -> dict:
+    """The end of the window: the new container serves (report.up before the phase is recorded)."""
+    if plan.mode == "link":
+        warn_no_return(plan, report, "the new cluster starts now")
+    with report.phase("start the upgraded database", plan.target_image):
+        target.start_new(plan)
+    report.up()
+    return {"switched_at": time.time()}

@@ -8,8 +8,9 @@ With downtime="minimal" (toolkit/engine/minimal.py) the order is collect -> prep
 (initdb) -> stop -> pg_upgrade -> start -> post-upgrade -> health: only the
 middle three happen while the database is down.
 
-Each phase is recorded before the next starts; `resume` picks up at the first
-phase not recorded as done. Every phase checks before it acts, so running one
+Each phase is recorded before the next starts (the one phase runner and its file
+store, toolkit/engine/phases.py); `resume` picks up at the first phase not recorded
+as done. Every phase checks before it acts, so running one
 twice is safe. The old cluster stays on the volume until `finalize`.
 """
 
@@ -20,12 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
-from toolkit.core import interrupt
 from toolkit.core.facts import parse_results
 from toolkit.core.plan import UpgradePlan
 from toolkit.core.report import Report
 from toolkit.db import faults, postupgrade, verify
 from toolkit.engine import minimal
+from toolkit.engine.phases import FileStore, PhaseStore, run_phases
 from toolkit.engine.planning import (
     plan_from_dict,
     plan_upgrade,
@@ -61,18 +62,6 @@ def _reap(target: Target, report: Report) -> None:
     postmaster on the same PGDATA, in another container, is not stopped by postmaster.pid."""
     for name in target.reap_leftovers():
         report.say(f"  [yellow]removed[/] {name}, left running by an interrupted pgleap run")
-
-
-def _reached(state: RunState, phase: str) -> bool:
-    done = state.data.get("done_phases", [])
-    return phase in done
-
-
-def _mark(state: RunState, phase: str, **extra) -> None:
-    done = state.data.get("done_phases", [])
-    if phase not in done:
-        done.append(phase)
-    state.save(phase=phase, done_phases=done, **extra)
 
 
 def upgrade(
@@ -122,43 +111,39 @@ def upgrade(
             return {**report.to_dict(), "status": "dry-run"}
     report.data["plan"] = plan.to_dict()
 
-    checkpoint = _checkpointer(state)
-    if not _reached(state, "collected"):
-        with report.phase("collect old binaries", "old image -> scratch volume"):
-            target.collect(plan)
-        checkpoint("collected")
+    store = FileStore(state)  # each phase recorded, then its fault point and Ctrl-C stop (engine/phases.py)
+    run_phases([("collected", lambda: _collect(target, plan, report))], store)
 
     report.data["downtime_mode"] = downtime
     if downtime == "minimal":
-        reached = lambda p: _reached(state, p)  # noqa: E731
-        minimal.run(
-            target, plan, report=report, state=state, reached=reached, checkpoint=checkpoint, accept=accept
-        )
-        return _finish(target, plan, report, state, checkpoint)
+        minimal.run(target, plan, report=report, state=state, store=store, accept=accept)
+        return _finish(target, plan, report, state, store)
 
     state.save(down_since=report.down(state.data.get("down_since")))  # a resume counts from the first stop
-    _stop(target, plan, report, state, checkpoint)
-    if verify_data and not _reached(state, "fingerprinted"):
-        _fingerprint_before(target, plan, report, checkpoint)
-    _pg_upgrade(target, plan, report, state, checkpoint)
-    _on_the_new_cluster(target, plan, report, state, checkpoint, verify_data=verify_data, accept=accept)
-    if not _reached(state, "started"):
-        with report.phase("start the upgraded database", plan.target_image):
-            target.start_new(plan)
-        checkpoint("started", switched_at=time.time())  # a copy/clone rollback says what it drops
+    before = [("fingerprinted", lambda: _fingerprint_before(target, plan, report))] if verify_data else []
+    run_phases(
+        [
+            ("stopped", lambda: _stop(target, plan, report)),
+            *before,
+            ("upgraded", lambda: _pg_upgrade(target, plan, report)),
+        ],
+        store,
+    )
+    _on_the_new_cluster(target, plan, report, state, store, verify_data=verify_data, accept=accept)
+    run_phases([("started", lambda: _start(target, plan, report))], store)
     report.up(state.data.get("switched_at"))
-    return _finish(target, plan, report, state, checkpoint)
+    return _finish(target, plan, report, state, store)
 
 
-def _checkpointer(state: RunState) -> Callable[..., None]:
-    """Record a phase as done, then the places a test (or Ctrl-C) may stop the run."""
+def _collect(target: Target, plan: UpgradePlan, report: Report) -> None:
+    with report.phase("collect old binaries", "old image -> scratch volume"):
+        target.collect(plan)
 
-    def checkpoint(phase: str, **extra) -> None:
-        _mark(state, phase, **extra)
-        faults.point(f"after-{phase}")  # test-only: PGLEAP_FAULT waits here to be killed, PGLEAP_FAIL fails
-        interrupt.stop_if_requested(phase)  # Ctrl-C/SIGTERM: stop here, the phase is recorded
 
-    return checkpoint
+def _start(target: Target, plan: UpgradePlan, report: Report) -> dict:
+    with report.phase("start the upgraded database", plan.target_image):
+        target.start_new(plan)
+    return {"switched_at": time.time()}  # a copy/clone rollback says what it drops
 
 
 def _refuse_another_target(target: Target, target_image: str, state: RunState) -> None:
@@ -202,14 +187,12 @@ def _plan_and_record(
         replicas=replicas, verify_data=verify_data, downtime=downtime,
         known_invalid_indexes=report.data.get("known_invalid_indexes", []),
     )  # fmt: skip
-    _mark(state, "planned")
+    FileStore(state).record("planned")
     return plan
 
 
-def _stop(target: Target, plan: UpgradePlan, report: Report, state: RunState, checkpoint) -> None:
+def _stop(target: Target, plan: UpgradePlan, report: Report) -> None:
     """A clean shutdown, or the old database started again and a refusal."""
-    if _reached(state, "stopped"):
-        return
     with report.phase("stop the database", "clean shutdown"):
         target.stop_source()
         data = target.probe_data()
@@ -219,21 +202,18 @@ def _stop(target: Target, plan: UpgradePlan, report: Report, state: RunState, ch
                 f"the cluster did not shut down cleanly (state: {data.state}); it was started again",
                 "check the container's log and stop timeout, then run again",
             )
-    checkpoint("stopped")
 
 
-def _fingerprint_before(target: Target, plan: UpgradePlan, report: Report, checkpoint) -> None:
+def _fingerprint_before(target: Target, plan: UpgradePlan, report: Report) -> dict:
     old = target.probe_image(plan.source_image)
     with report.phase("fingerprint before", "old cluster, read-only") as ph:
         with target.old_server(old, target.probe_data(), plan.superuser) as server:
             before = verify.fingerprint(server)
         ph.detail = fingerprint_detail(before)
-    checkpoint("fingerprinted", fingerprint_before=asdict(before))
+    return {"fingerprint_before": asdict(before)}
 
 
-def _pg_upgrade(target: Target, plan: UpgradePlan, report: Report, state: RunState, checkpoint) -> None:
-    if _reached(state, "upgraded"):
-        return
+def _pg_upgrade(target: Target, plan: UpgradePlan, report: Report) -> dict:
     if plan.mode == "swap":
         warn_no_return(plan, report, "pg_upgrade --swap starts now")
     with report.phase(f"pg_upgrade --{plan.mode}", f"PostgreSQL {plan.old_major} -> {plan.new_major}") as ph:
@@ -247,7 +227,7 @@ def _pg_upgrade(target: Target, plan: UpgradePlan, report: Report, state: RunSta
             report.say(
                 f"  [yellow]settings commented out[/] (unknown to {plan.new_major}): {', '.join(commented)}"
             )
-    checkpoint("upgraded", upgrade_results=results, commented_settings=commented)
+    return {"upgrade_results": results, "commented_settings": commented}
 
 
 def _on_the_new_cluster(
@@ -255,30 +235,23 @@ def _on_the_new_cluster(
     plan: UpgradePlan,
     report: Report,
     state: RunState,
-    checkpoint,
+    store: PhaseStore,
     *,
     verify_data: bool,
     accept: tuple[str, ...],
 ) -> None:
     """On pgleap's own server of the new cluster, before clients: compare, update and repair, prove, check."""
-    if plan.mode == "link" and not _reached(state, "verified"):
+    if plan.mode == "link" and not store.done("verified"):
         warn_no_return(plan, report, "the new cluster starts now")
+    fingerprint = "fingerprint" in accept
     with target.new_server(plan, state.data["new_bindir"]) as server:
-        if verify_data and not _reached(state, "verified"):
-            compare_after_upgrade(server, plan, state, report, accept="fingerprint" in accept)
-            checkpoint("verified")
-        if not _reached(state, "post_upgraded"):
-            done = postupgrade.run(
-                server,
-                report=report,
-                libc_changed=plan.libc_changed,
-                icu_changed=plan.icu_changed,
-                analyze=lambda: target.analyze(server, plan),
-            )
-            checkpoint("post_upgraded", **done)
-        if verify_data and not _reached(state, "proved"):
-            prove(server, plan, state, report, accept="fingerprint" in accept)
-            checkpoint("proved")
+        post = ("post_upgraded", lambda: _post_upgrade(target, plan, report, server))
+        table = [
+            ("verified", lambda: compare_after_upgrade(server, plan, state, report, accept=fingerprint)),
+            post,
+            ("proved", lambda: prove(server, plan, state, report, accept=fingerprint)),
+        ]
+        run_phases(table if verify_data else [post], store)
         verify.run_health_checks(
             server,
             report,
@@ -288,6 +261,16 @@ def _on_the_new_cluster(
             accept="health" in accept,
         )
         faults.point("after-health")  # test-only, as the checkpoints
+
+
+def _post_upgrade(target: Target, plan: UpgradePlan, report: Report, server) -> dict:
+    return postupgrade.run(
+        server,
+        report=report,
+        libc_changed=plan.libc_changed,
+        icu_changed=plan.icu_changed,
+        analyze=lambda: target.analyze(server, plan),
+    )
 
 
 def _awaiting_finalize(target: Target, target_image: str, report: Report, state: RunState) -> dict:
@@ -312,17 +295,20 @@ def _awaiting_finalize(target: Target, target_image: str, report: Report, state:
     return {**report.to_dict(), "status": "already-done", "awaits": "finalize", "target_image": recorded}
 
 
-def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, checkpoint) -> dict:
+def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, store: PhaseStore) -> dict:
     """After the primary serves again: re-seed the standbys, then record the run as done."""
-    for name in state.data.get("replicas", []):
-        if _reached(state, f"replica:{name}"):
-            continue
+
+    def reseed(name: str) -> dict:
         with report.phase(f"re-seed standby {name}", "pg_basebackup from the new primary") as ph:
             info = target.reseed_replica(plan, name)
             ph.detail = f"streaming (lag {info['lag_bytes']} B); its reads were down {info['seconds']:.1f} s"
-        checkpoint(f"replica:{name}", **{f"replica_{name}": info})
         report.data.setdefault("replicas", []).append(info)
-    _mark(state, "done", downtime_seconds=report.downtime)
+        return {f"replica_{name}": info}
+
+    run_phases(
+        [(f"replica:{n}", lambda n=n: reseed(n)) for n in state.data.get("replicas", [])], store
+    )  # fmt: skip
+    store.record("done", downtime_seconds=report.downtime)  # the end: no stop point after it
     report.data["extensions_updated"] = state.data.get("extensions_updated", [])
     report.data["extensions_left"] = state.data.get("extensions_left", [])
     report.data["reindexed"] = state.data.get("reindexed", [])

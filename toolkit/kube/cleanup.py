@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 from toolkit.core.facts import parse_results
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import decide as kube_decide
-from toolkit.kube import history, render
+from toolkit.kube import history, objects, render
+from toolkit.kube.model import Outcome
 
 if TYPE_CHECKING:
     from toolkit.kube.plan import KubePlan
-    from toolkit.kube.runtime import KubeRuntime, Outcome
+    from toolkit.kube.runtime import KubeRuntime
 
 ACTION = "cleanup"
 
@@ -66,8 +67,6 @@ def _plan(rt: KubeRuntime, namespace: str, name: str) -> KubePlan | None:
 
 def cleanup(rt: KubeRuntime, namespace: str, name: str, *, scripts: Mapping[str, str]) -> Outcome:
     """Delete the kept new cluster (after a rollback) and pgleap's Jobs and ConfigMaps."""
-    from toolkit.kube.runtime import Outcome
-
     refused = refusal(rt, namespace, name)
     if refused is not None:
         raise refused
@@ -111,7 +110,7 @@ def _clean_volume(rt: KubeRuntime, plan: KubePlan, scripts: Mapping[str, str], o
             f"StatefulSet {plan.namespace}/{plan.sts} is gone: the volume cannot be cleaned beside it",
             "re-create it (or roll back) first",
         )
-    name = render.job_name(plan.sts, ACTION)
+    name = objects.job_name(plan.sts, ACTION)
     if rt.kube.delete("Job", plan.namespace, name, propagation="Background"):
         rt.kube.wait(
             f"old Job {name} to be gone",
@@ -121,7 +120,7 @@ def _clean_volume(rt: KubeRuntime, plan: KubePlan, scripts: Mapping[str, str], o
         )
     rt.ensure_scripts(plan, scripts, out)
     pin = kube_decide.pin_to_pod(rt, plan, f"{plan.sts}-0")
-    rt.kube.create(render.upgrade_job(plan, render.clean_object(live), ACTION, node_terms=pin))
+    rt.kube.create(render.upgrade_job(plan, objects.clean_object(live), ACTION, node_terms=pin))
     lines: list[str] = []
     rt._follow_job(plan, name, ("upgrade",), sink=lines)
     job = rt.kube.get("Job", plan.namespace, name) or {}

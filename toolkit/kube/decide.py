@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.core.rollback import Verdict
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import render
+from toolkit.kube import objects, render
 
 if TYPE_CHECKING:
     from toolkit.kube.model import Outcome, State
@@ -38,7 +38,7 @@ def run_check(
     rt: KubeRuntime, plan: KubePlan, original: dict[str, Any], scripts: Any, out: Outcome
 ) -> Verdict:
     """Run the check Job to its end and read its verdict; the Job is deleted after."""
-    name = render.job_name(plan.sts, CHECK_ACTION)
+    name = objects.job_name(plan.sts, CHECK_ACTION)
     ns = plan.namespace
 
     def gone() -> bool | None:
@@ -74,7 +74,7 @@ def decide(
 ) -> None:
     """Refused (exit 3) before any change when the volume says no or the loss is not accepted."""
     plan = state.plan
-    upgrade_job = render.job_name(plan.sts, "upgrade")
+    upgrade_job = objects.job_name(plan.sts, "upgrade")
     job = rt.kube.get("Job", plan.namespace, upgrade_job)
     if job is None:
         out.unchanged.append("the upgrade Job never ran: nothing on the volume to check")

@@ -17,7 +17,6 @@ from toolkit.core.layout import default_pgdata
 from toolkit.core.safe_paths import check_path
 from toolkit.errors import Refused
 from toolkit.kube.image_ref import ImageRef, parse_image
-from toolkit.kube.image_ref import image_kind as image_kind  # re-exported: kube.facts is where callers look
 from toolkit.kube.owners import Owner, detect_owners
 from toolkit.kube.shape import check_statefulset
 
@@ -251,31 +250,11 @@ def gather(
     uid, gid, fs_group = _security(sts, container, image)
     replicas = spec.get("replicas", 1)
     claim_names = tuple(f"{t}-{name}-{i}" for t in templates for i in range(max(replicas, 1)))
-    pvc_by_name = {_get(p, "metadata", "name"): p for p in pvcs}
-    pv_by_name = {_get(p, "metadata", "name"): p for p in pvs}
-    claims = []
-    for claim in claim_names:
-        pvc = pvc_by_name.get(claim)
-        pv = pv_by_name.get(_get(pvc, "spec", "volumeName")) if pvc else None
-        claims.append(claim_facts(claim, pvc, pv))
+    claims = _claims(claim_names, pvcs, pvs)
     pod_labels = _get(spec, "template", "metadata", "labels", default={})
-    pod_node = next(
-        (_get(p, "spec", "nodeName") for p in pods if _get(p, "metadata", "name") == f"{name}-0"), None
-    )
-    pod_nodes = tuple(
-        (_get(p, "metadata", "name"), _get(p, "spec", "nodeName"))
-        for p in pods
-        if _get(p, "spec", "nodeName")
-        and _get(p, "metadata", "name") in {f"{name}-{i}" for i in range(max(replicas, 1))}
-    )
+    pod_nodes = _pod_nodes(pods, name, replicas)
     data_pvc_facts = next((c for c in claims if c.name == f"{mount['name']}-{name}-0"), None)
     driver = data_pvc_facts.csi_driver if data_pvc_facts else None
-    classes = sorted(
-        (c for c in snapshot_classes if driver and c.get("driver") == driver),
-        key=lambda c: (
-            _get(c, "metadata", "annotations", "snapshot.storage.kubernetes.io/is-default-class") != "true"
-        ),
-    )
     policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
     user_present, user = env_value(container, "POSTGRES_USER")
     user_ref = None
@@ -303,25 +282,50 @@ def gather(
         owners=detect_owners(sts),
         superuser=user if user and image.kind != "bitnami" else "postgres",
         superuser_ref=user_ref,
-        pod_node=pod_node,
-        pod_nodes=tuple(sorted(pod_nodes)),
+        pod_node=dict(pod_nodes).get(f"{name}-0"),
+        pod_nodes=pod_nodes,
         pod_labels=tuple(sorted(pod_labels.items())),
-        services=tuple(
-            sorted(
-                _get(s, "metadata", "name")
-                for s in services
-                if selects(_get(s, "spec", "selector"), pod_labels)
-            )
-        ),
-        pdbs=tuple(
-            sorted(
-                _get(p, "metadata", "name")
-                for p in pdbs
-                if selects(_get(p, "spec", "selector", "matchLabels"), pod_labels)
-            )
-        ),
-        snapshot_classes=tuple(_get(c, "metadata", "name") for c in classes),
+        services=_selecting(services, pod_labels, ("spec", "selector")),
+        pdbs=_selecting(pdbs, pod_labels, ("spec", "selector", "matchLabels")),
+        snapshot_classes=_snapshot_classes(snapshot_classes, driver),
     )
+
+
+def _claims(claim_names: Iterable[str], pvcs: Iterable[Obj], pvs: Iterable[Obj]) -> list[ClaimFacts]:
+    """Each claim the StatefulSet's pods mount, with its PVC and bound PV as far as they were read."""
+    pvc_by_name = {_get(p, "metadata", "name"): p for p in pvcs}
+    pv_by_name = {_get(p, "metadata", "name"): p for p in pvs}
+    claims = []
+    for claim in claim_names:
+        pvc = pvc_by_name.get(claim)
+        pv = pv_by_name.get(_get(pvc, "spec", "volumeName")) if pvc else None
+        claims.append(claim_facts(claim, pvc, pv))
+    return claims
+
+
+def _pod_nodes(pods: Iterable[Obj], name: str, replicas: int) -> tuple[tuple[str, str], ...]:
+    """(pod, node) of the StatefulSet's scheduled pods, sorted."""
+    own = {f"{name}-{i}" for i in range(max(replicas, 1))}
+    return tuple(
+        sorted(
+            (_get(p, "metadata", "name"), _get(p, "spec", "nodeName"))
+            for p in pods
+            if _get(p, "spec", "nodeName") and _get(p, "metadata", "name") in own
+        )
+    )
+
+
+def _selecting(objs: Iterable[Obj], pod_labels: Mapping[str, str], path: tuple[str, ...]) -> tuple[str, ...]:
+    """Names of the objects (Services, PDBs) whose selector at `path` selects the pods."""
+    return tuple(sorted(_get(o, "metadata", "name") for o in objs if selects(_get(o, *path), pod_labels)))
+
+
+def _snapshot_classes(classes: Iterable[Obj], driver: str | None) -> tuple[str, ...]:
+    """The VolumeSnapshotClasses of the data volume's CSI driver, the default one first."""
+    default = "snapshot.storage.kubernetes.io/is-default-class"
+    matching = [c for c in classes if driver and c.get("driver") == driver]
+    matching.sort(key=lambda c: _get(c, "metadata", "annotations", default) != "true")
+    return tuple(_get(c, "metadata", "name") for c in matching)
 
 
 def facts_as_dict(facts: StsFacts) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toolkit.errors import Refused
-from toolkit.kube.facts import ImageRef, Owner, StsFacts
+from toolkit.kube.facts import StsFacts
+from toolkit.kube.image_ref import ImageRef
+from toolkit.kube.owners import Owner
 from toolkit.kube.topology import Topology
 
 
@@ -112,9 +114,42 @@ def problems(
     topology: Topology | None = None,
 ) -> list[Problem]:
     """Everything that blocks the upgrade; empty when it may go ahead."""
-    out: list[Problem] = []
     sts = f"StatefulSet {facts.namespace}/{facts.name}"
-    src = facts.image
+    out = _image_problems(sts, facts.image, target)
+    out += _topology_problems(sts, facts, topology, live=live)
+    if facts.uid is None:
+        out.append(
+            Problem(
+                f"{sts}: cannot tell which user owns the data directory",
+                "set securityContext.runAsUser in the StatefulSet",
+            )
+        )
+    if live:
+        claim = facts.data_claim_facts
+        if claim is None or not claim.exists:
+            out.append(
+                Problem(
+                    f"{sts}: PVC {facts.data_pvc} does not exist",
+                    "pgleap upgrades the database on the StatefulSet's existing PVC",
+                )
+            )
+    if "Delete" in (facts.when_scaled, facts.when_deleted) and not patch_retention:
+        out.append(
+            Problem(
+                f"{sts} has persistentVolumeClaimRetentionPolicy whenScaled={facts.when_scaled}, "
+                f"whenDeleted={facts.when_deleted}: scaling to 0 or deleting it would delete the "
+                "database PVC",
+                "let pgleap set the policy to Retain for the upgrade (drop --no-patch-retention); the new "
+                "StatefulSet gets your policy back",
+            )
+        )
+    out += [owner_problem(owner, facts, target) for owner in facts.owners if not overrides.allows(owner)]
+    return out
+
+
+def _image_problems(sts: str, src: ImageRef, target: ImageRef) -> list[Problem]:
+    """Majors pgleap cannot tell, a target that is not newer, or another image family."""
+    out: list[Problem] = []
     if target.major is None:
         out.append(
             Problem(
@@ -145,11 +180,16 @@ def problems(
                 "upgrade to a newer image of the same family",
             )
         )
+    return out
+
+
+def _topology_problems(sts: str, facts: StsFacts, topology: Topology | None, *, live: bool) -> list[Problem]:
+    """Standbys pgleap cannot place: re-seeding them from the new primary needs to know which
+    pods stream, from where, as whom; guessing would leave broken replicas behind."""
     if topology is not None and topology.problem:
-        # Standbys pgleap cannot place: re-seeding them from the new primary needs to know which
-        # pods stream, from where, as whom; guessing would leave broken replicas behind.
-        out.append(Problem(topology.problem, topology.hint))
-    elif facts.replicas != 1 and (topology is None or topology.kind != "ordinals"):
+        return [Problem(topology.problem, topology.hint)]
+    out: list[Problem] = []
+    if facts.replicas != 1 and (topology is None or topology.kind != "ordinals"):
         out.append(
             Problem(
                 f"{sts} has {facts.replicas} replicas and no streaming standbys pgleap understands "
@@ -158,44 +198,14 @@ def problems(
                 "(POSTGRES_REPLICATION_USER / a pg_basebackup init container) so pgleap can re-seed them",
             )
         )
-    if facts.uid is None:
+    missing = [sb.pvc for sb in topology.standbys if not sb.pvc_exists] if live and topology else []
+    if missing:
         out.append(
             Problem(
-                f"{sts}: cannot tell which user owns the data directory",
-                "set securityContext.runAsUser in the StatefulSet",
+                f"{sts}: the standbys' PVCs {', '.join(missing)} do not exist",
+                "let the standbys start once (or scale their StatefulSet down to the ones that exist)",
             )
         )
-    if live:
-        claim = facts.data_claim_facts
-        if claim is None or not claim.exists:
-            out.append(
-                Problem(
-                    f"{sts}: PVC {facts.data_pvc} does not exist",
-                    "pgleap upgrades the database on the StatefulSet's existing PVC",
-                )
-            )
-    if live and topology is not None and not topology.problem:
-        missing = [sb.pvc for sb in topology.standbys if not sb.pvc_exists]
-        if missing:
-            out.append(
-                Problem(
-                    f"{sts}: the standbys' PVCs {', '.join(missing)} do not exist",
-                    "let the standbys start once (or scale their StatefulSet down to the ones that exist)",
-                )
-            )
-    if "Delete" in (facts.when_scaled, facts.when_deleted) and not patch_retention:
-        out.append(
-            Problem(
-                f"{sts} has persistentVolumeClaimRetentionPolicy whenScaled={facts.when_scaled}, "
-                f"whenDeleted={facts.when_deleted}: scaling to 0 or deleting it would delete the "
-                "database PVC",
-                "let pgleap set the policy to Retain for the upgrade (drop --no-patch-retention); the new "
-                "StatefulSet gets your policy back",
-            )
-        )
-    for owner in facts.owners:
-        if not overrides.allows(owner):
-            out.append(owner_problem(owner, facts, target))
     return out
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.api import Kube
 from toolkit.kube.plan import KubePlan
 
@@ -20,7 +20,7 @@ FINISHED = {"rollback": "rolled-back", "finalize": "finalized", "upgrade": "done
 
 
 def cm_name(sts: str) -> str:
-    return render.short_name("pgleap", sts, "last", limit=253)
+    return objects.short_name("pgleap", sts, "last", limit=253)
 
 
 def now() -> str:
@@ -45,7 +45,7 @@ def record(kube: Kube, plan: KubePlan, operation: str, phase: str, **extra: str)
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": plan.namespace, "labels": render.labels_for(plan)},
+                "metadata": {"name": name, "namespace": plan.namespace, "labels": objects.labels_for(plan)},
                 "data": data,
             }
         )
@@ -88,7 +88,7 @@ def machine_fields(kube: Kube, namespace: str, sts: str) -> dict[str, Any]:
     whether rollback is still possible."""
     from toolkit import __version__
 
-    state = kube.get("ConfigMap", namespace, render.state_cm_name(sts))
+    state = kube.get("ConfigMap", namespace, objects.state_cm_name(sts))
     return {
         "pgleap_version": __version__,
         "finished_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -106,7 +106,7 @@ def status_extra(kube: Kube, namespace: str, sts: str) -> dict[str, Any]:
             for k in ("operation", "after", "phase", "at", "from", "to", "run-id", "cleaned-at")
             if last.get(k)
         }
-    state = kube.get("ConfigMap", namespace, render.state_cm_name(sts))
+    state = kube.get("ConfigMap", namespace, objects.state_cm_name(sts))
     data = (state or {}).get("data") or {}
     out["rollback_possible"] = rollback_possible(data)
     if data.get("updated"):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from toolkit.core import interrupt
 from toolkit.errors import PgleapError
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.model import UPGRADE_PHASES
 
 if TYPE_CHECKING:
@@ -89,9 +89,9 @@ def guarded(
 
 def clear(rt: KubeRuntime, namespace: str, name: str) -> None:
     """A resume: the recorded interruption is over."""
-    cm = rt.kube.get("ConfigMap", namespace, render.state_cm_name(name))
+    cm = rt.kube.get("ConfigMap", namespace, objects.state_cm_name(name))
     if cm is not None and KEY in (cm.get("data") or {}):
-        rt.kube.patch("ConfigMap", namespace, render.state_cm_name(name), {"data": {KEY: None}})
+        rt.kube.patch("ConfigMap", namespace, objects.state_cm_name(name), {"data": {KEY: None}})
 
 
 def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str = "pgleap") -> PgleapError:
@@ -111,7 +111,7 @@ def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str 
     rt.kube.patch(
         "ConfigMap",
         namespace,
-        render.state_cm_name(name),
+        objects.state_cm_name(name),
         {"data": {KEY: json.dumps({"during": during, "at": at, "phase": state.phase})}},
     )
     if state.operation == "rollback" and state.phase == "rolled-back":

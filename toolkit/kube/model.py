@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from toolkit.core.progress import Progress
 from toolkit.errors import PgleapError
-from toolkit.kube import render
+from toolkit.kube import objects, secret_mask
 from toolkit.kube.api import Kube
 from toolkit.kube.plan import KubePlan
 
@@ -41,6 +42,10 @@ ROLLBACK_PHASES = (
     "rolled-back",
 )
 FINALIZE_PHASES = ("finalize-started", "finalized-data", "finalized-replicas", "finalized")
+# Upgrade phases during which the database does not serve.
+DOWNTIME_PHASES = (
+    "stopped", "snapshotted", "fingerprinted", "upgraded", "compared", "proved", "switched", "started"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,15 +107,16 @@ def no_post_upgrade(ctx: HookContext) -> None:
 
 
 @dataclass
-class Outcome:
-    """What a command did: `changed` lists the writes made, `unchanged` the checks that found it done."""
+class Outcome(Progress):
+    """What a command did, in the one progress model (toolkit/core/progress.py): `changed` lists
+    the writes made, `unchanged` the checks that found it done, `seconds` phase → time it took
+    in this run (a view on `phases`; an upgrade's phases between stop and start are downtime)."""
 
     operation: str
     phase: str
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # phase → time it took in this run
+
+    def in_downtime(self, name: str) -> bool:
+        return super().in_downtime(name) or (self.operation == "upgrade" and name in DOWNTIME_PHASES)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,7 +125,8 @@ class Outcome:
             "changed": self.changed,
             "unchanged": self.unchanged,
             "notes": self.notes,
-            "seconds": self.seconds,
+            "seconds": dict(self.seconds),
+            "phases": self.phase_rows(),
         }
 
 
@@ -137,9 +144,9 @@ class State:
 
 def ours(sts: Mapping[str, Any] | None, plan: KubePlan) -> bool:
     """A StatefulSet pgleap created in this run (it carries the run id)."""
-    return sts is not None and ((sts.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN) == (
-        plan.run_id
-    )
+    return sts is not None and ((sts.get("metadata") or {}).get("annotations") or {}).get(
+        objects.ANN_RUN
+    ) == (plan.run_id)
 
 
 def pod_ready(pod: Mapping[str, Any] | None) -> bool:
@@ -164,7 +171,7 @@ def job_result(job: Mapping[str, Any]) -> str | None:
 
 def refuse_masked(sts: Mapping[str, Any]) -> None:
     """Never create a StatefulSet with a masked secret in place of the user's value."""
-    masked = render.masked_left(sts)
+    masked = secret_mask.masked_left(sts)
     if masked:
         raise PgleapError(
             f"cannot recreate StatefulSet {sts['metadata']['name']}: the literal value of "

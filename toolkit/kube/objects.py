@@ -1,7 +1,7 @@
 """Names, labels and clean copies of the Kubernetes objects pgleap makes (pure).
 
 Shared by the renderers (render.py, new_sts.py) and by the code that finds objects again by
-name or label; render.py re-exports them, so `render.job_name` and the like keep working.
+name or label (import them from here).
 """
 
 from __future__ import annotations

@@ -3,15 +3,18 @@ Jobs (create once, follow, judge) and replacing a StatefulSet; each checks befor
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from toolkit.engine.phases import Step, run_phases
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import interrupted as kube_interrupted
-from toolkit.kube import render
+from toolkit.kube import objects, render
 from toolkit.kube.lease import Lease
 from toolkit.kube.model import (
+    FINALIZE_PHASES,
+    ROLLBACK_PHASES,
+    UPGRADE_PHASES,
     Outcome,
     State,
     is_ready,
@@ -20,6 +23,7 @@ from toolkit.kube.model import (
     ours,
     refuse_masked,
 )
+from toolkit.kube.phase_store import ConfigMapStore
 from toolkit.kube.plan import KubePlan
 from toolkit.kube.reading import Reader
 
@@ -28,24 +32,38 @@ class Ops(Reader):
     """The shared write steps of KubeRuntime."""
 
     def _set_phase(self, plan: KubePlan, operation: str, phase: str, out: Outcome) -> None:
-        self.kube.patch(
-            "ConfigMap",
-            plan.namespace,
-            render.state_cm_name(plan.sts),
-            {
-                "data": {
-                    "operation": operation,
-                    "phase": phase,
-                    "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                }
-            },
-        )
-        out.phase = phase
-        self.log(f"{operation}: {phase}")
+        """Record one phase outside a phase table (an operation's first), then its stop point."""
+        self._phase_store(plan, operation, phase, out).record(phase)
         kube_interrupted.checkpoint(operation, phase)  # Ctrl-C/SIGTERM stop here, the phase recorded
 
+    def _phase_store(self, plan: KubePlan, operation: str, reached: str, out: Outcome) -> ConfigMapStore:
+        """The state ConfigMap as the engine's PhaseStore for `operation`, at phase `reached`."""
+
+        def recorded(phase: str) -> None:
+            out.phase = phase
+            self.log(f"{operation}: {phase}")
+
+        phases = {"upgrade": UPGRADE_PHASES, "rollback": ROLLBACK_PHASES, "finalize": FINALIZE_PHASES}
+        return ConfigMapStore(
+            self.kube, plan.namespace, plan.sts, operation, phases[operation], reached, on_record=recorded
+        )
+
+    def _run_phases(
+        self, store: ConfigMapStore, table: Iterable[tuple[str, Step]], out: Outcome, *, timed: bool = False
+    ) -> None:
+        """The engine's phase runner (engine/phases.py) on this runtime's clock; after each phase its
+        fault point and, for an upgrade, the Ctrl-C stop (kube/interrupted.py names the next step);
+        `timed` puts each phase's seconds into `out.seconds`."""
+        run_phases(
+            table,
+            store,
+            seconds=(lambda phase, s: out.seconds.__setitem__(phase, round(s, 2))) if timed else None,
+            checkpoint=lambda phase: kube_interrupted.checkpoint(store.operation, phase),
+            clock=self.kube.clock,
+        )
+
     def _lease(self, namespace: str, name: str, operation: str) -> Lease:
-        return Lease(self.kube, namespace, render.state_cm_name(name), operation, log=self.log)
+        return Lease(self.kube, namespace, objects.state_cm_name(name), operation, log=self.log)
 
     def _held(self, namespace: str, name: str, operation: str, run: Callable[[], Outcome]) -> Outcome:
         """`run` while this process holds the StatefulSet (refused while another run does)."""
@@ -60,17 +78,17 @@ class Ops(Reader):
         """The upgrade Job this run started (immutable) must match the plan read back: the
         ConfigMap's digest can be recomputed by whoever edits it, the Job cannot be edited."""
         plan = state.plan
-        name = render.job_name(plan.sts, "upgrade")
+        name = objects.job_name(plan.sts, "upgrade")
         job = self.kube.get("Job", plan.namespace, name)
         if (
             job is None
-            or ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN) != plan.run_id
+            or ((job.get("metadata") or {}).get("annotations") or {}).get(objects.ANN_RUN) != plan.run_id
         ):
             return
         if job_shape(job) != job_shape(render.upgrade_job(plan, state.original, "upgrade")):
             raise Refused(
                 f"Job {name} no longer matches the recorded plan (images or env differ)",
-                f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                f"the state ConfigMap {objects.state_cm_name(plan.sts)} was edited; restore it from your "
                 "records, or look at the Job and decide by hand",
             )
 
@@ -166,7 +184,7 @@ class Ops(Reader):
         node_terms: tuple[dict[str, Any], ...] | None = None,
     ) -> None:
         """Run the Job for `action` to its end; a failed Job is reported, never retried."""
-        name = render.job_name(plan.sts, action)
+        name = objects.job_name(plan.sts, action)
         self._ensure_job(
             plan,
             name,
@@ -187,7 +205,7 @@ class Ops(Reader):
         """Create the Job unless this run already did (a Job of another run is refused)."""
         job = self.kube.get("Job", plan.namespace, name)
         if job is not None:
-            run = ((job.get("metadata") or {}).get("annotations") or {}).get(render.ANN_RUN)
+            run = ((job.get("metadata") or {}).get("annotations") or {}).get(objects.ANN_RUN)
             if run != plan.run_id:
                 raise Refused(
                     f"Job {name} belongs to another pgleap run ({run})",
@@ -198,7 +216,7 @@ class Ops(Reader):
                 # from the ConfigMap must still describe it (images, commands, env)
                 raise Refused(
                     f"Job {name} no longer matches the recorded plan (images or env differ)",
-                    f"the state ConfigMap {render.state_cm_name(plan.sts)} was edited; restore it from your "
+                    f"the state ConfigMap {objects.state_cm_name(plan.sts)} was edited; restore it from your "
                     "records, or look at the Job and decide by hand",
                 )
             out.unchanged.append(f"Job {name} exists")

@@ -18,7 +18,8 @@ from toolkit.core.layout import Layout, compute_layout, default_pgdata
 from toolkit.core.paths import SCRIPTS, VOLUME
 from toolkit.core.plan import UpgradePlan, check_target_mode, upgrade_env
 from toolkit.errors import Refused
-from toolkit.kube.facts import ImageRef, StsFacts, parse_image
+from toolkit.kube.facts import StsFacts
+from toolkit.kube.image_ref import ImageRef, parse_image
 from toolkit.kube.replica_plan import ReplicaPlan, replica_plan
 from toolkit.kube.topology import Topology
 

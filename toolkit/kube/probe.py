@@ -18,8 +18,9 @@ from toolkit.core.facts import DataFacts, ImageFacts
 from toolkit.core.plan import check_mode, check_versions, not_postgres
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube.api import Kube
-from toolkit.kube.facts import ImageRef, _security, find_postgres_container, parse_image
-from toolkit.kube.render import short_name
+from toolkit.kube.facts import _security, find_postgres_container
+from toolkit.kube.image_ref import ImageRef, parse_image
+from toolkit.kube.objects import short_name
 
 LABEL_PROBE_OF = "pgleap.io/probe-of"
 PROBE_SCRIPTS = ("lib.sh", "probe.sh")

@@ -10,11 +10,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from toolkit.core.facts import ImageFacts
+from toolkit.core.plan import check_downtime_mode
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import guard, render
+from toolkit.kube import guard, objects, secret_mask
 from toolkit.kube import probe as kube_probe
 from toolkit.kube.api import Forbidden, Kube
-from toolkit.kube.facts import StsFacts, gather, parse_image
+from toolkit.kube.facts import StsFacts, gather
+from toolkit.kube.image_ref import parse_image
 from toolkit.kube.lease import holder_of
 from toolkit.kube.model import (
     DataProof,
@@ -128,11 +130,11 @@ class Reader:
         return detect(sts, facts, services=services), None, None
 
     def read_state(self, namespace: str, name: str) -> State | None:
-        cm = self.kube.get("ConfigMap", namespace, render.state_cm_name(name))
+        cm = self.kube.get("ConfigMap", namespace, objects.state_cm_name(name))
         if cm is None:
             return None
         data = cm.get("data") or {}
-        cm_name = render.state_cm_name(name)
+        cm_name = objects.state_cm_name(name)
         try:
             plan = KubePlan.from_json(data["plan.json"])
             original = json.loads(data["statefulset.json"])
@@ -146,11 +148,11 @@ class Reader:
             json.loads(data["read-statefulset.json"]) if data.get("read-statefulset.json") else None
         )
         # Literal secrets were masked in the ConfigMap: take them from the live StatefulSet(s).
-        if render.masked_left(original):
-            original = render.unmask_secrets(original, self.kube.get("StatefulSet", namespace, name))
-        if read_original and plan.read_sts and render.masked_left(read_original):
+        if secret_mask.masked_left(original):
+            original = secret_mask.unmask_secrets(original, self.kube.get("StatefulSet", namespace, name))
+        if read_original and plan.read_sts and secret_mask.masked_left(read_original):
             live = self.kube.get("StatefulSet", namespace, plan.read_sts)
-            read_original = render.unmask_secrets(read_original, live)
+            read_original = secret_mask.unmask_secrets(read_original, live)
         held = holder_of(cm)
         return State(
             operation=data["operation"],
@@ -179,10 +181,10 @@ class Reader:
             out["from"], out["to"] = state.plan.old_image, state.plan.new_image
             jobs = {}
             for action in ("upgrade", "rollback", "finalize"):
-                job = self.kube.get("Job", namespace, render.job_name(name, action))
+                job = self.kube.get("Job", namespace, objects.job_name(name, action))
                 if job:
                     jobs[action] = job_result(job) or "Running"
-            for job_name in render.replica_job_names(state.plan):
+            for job_name in objects.replica_job_names(state.plan):
                 job = self.kube.get("Job", namespace, job_name)
                 if job:
                     jobs[job_name] = job_result(job) or "Running"
@@ -323,13 +325,9 @@ class Reader:
         return self.kube.get("StatefulSet", plan.namespace, plan.read_sts) if plan.read_sts else None
 
 
-DOWNTIME_MODES = ("verified", "minimal")
-
-
 def _check_downtime(facts: StsFacts, downtime: str) -> None:
     """--downtime minimal mounts the claim in a prepare Job beside the running pod: not with RWOP."""
-    if downtime not in DOWNTIME_MODES:
-        raise Refused(f"unknown downtime mode {downtime!r}", f"choose one of {', '.join(DOWNTIME_MODES)}")
+    check_downtime_mode(downtime)
     claim = facts.data_claim_facts
     if downtime == "minimal" and claim is not None and "ReadWriteOncePod" in (claim.access_modes or ()):
         raise Refused(

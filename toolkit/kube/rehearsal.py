@@ -19,16 +19,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from toolkit.core.progress import Phase, Progress
 from toolkit.errors import PgleapError, Refused, VerificationFailed
-from toolkit.kube import guard, render
+from toolkit.kube import guard, objects, render
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
-from toolkit.kube.facts import gather, parse_image
+from toolkit.kube.facts import gather
+from toolkit.kube.image_ref import parse_image
 from toolkit.kube.lease import Lease
 from toolkit.kube.model import HookContext, Outcome, pod_ready
 from toolkit.kube.plan import make_plan
 from toolkit.kube.rehearsal_model import (
-    DOWNTIME_PHASES,
     RehearsalHooks,
     RehearsalRun,
     hook_report,
@@ -36,13 +37,12 @@ from toolkit.kube.rehearsal_model import (
     proof_report,
     source_host,
     summary,
-    upgrade_phases,
 )
 from toolkit.kube.rehearsal_removal import RehearsalRemoval
 from toolkit.kube.runtime import KubeRuntime
 from toolkit.kube.topology import detect
 
-__all__ = ["DOWNTIME_PHASES", "KubeRehearsal", "RehearsalHooks"]
+__all__ = ["KubeRehearsal", "RehearsalHooks"]
 
 
 class KubeRehearsal(RehearsalRemoval):
@@ -52,6 +52,7 @@ class KubeRehearsal(RehearsalRemoval):
         self.rt = runtime
         self.kube = runtime.kube
         self.log = runtime.log
+        self._progress = Progress(clock=runtime.kube.clock)  # the current rehearsal's phases
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -80,11 +81,12 @@ class KubeRehearsal(RehearsalRemoval):
             "verdict": "no-go",
         }
         made_anything = False
+        progress = self._progress = Progress(clock=self.kube.clock)
         # a run on production (upgrade, rollback…) and a rehearsal of it exclude each other
-        lease = Lease(self.kube, namespace, render.state_cm_name(name), "rehearse", log=self.log)
+        lease = Lease(self.kube, namespace, objects.state_cm_name(name), "rehearse", log=self.log)
         try:
             lease.acquire()
-            with self._phase(result, "preflight", "the checks of a real run, on the rehearsal StatefulSet"):
+            with self._phase("preflight", "the checks of a real run, on the rehearsal StatefulSet"):
                 run = self._preflight(namespace, name, target_image, mode, job_env or {}, scripts, result)
                 self._refuse_leftovers(namespace, name)
             if from_snapshot:
@@ -101,7 +103,7 @@ class KubeRehearsal(RehearsalRemoval):
             self._start_clone(run)
             self._upgrade_clone(run, target_image, job_env or {}, mode, hooks)
             result["predicted_downtime_seconds"], result["predicted_downtime_basis"] = predicted_downtime(
-                result["phases"], from_snapshot
+                progress.phase_rows(), from_snapshot
             )
             if keep:
                 self._keep(run)
@@ -111,6 +113,7 @@ class KubeRehearsal(RehearsalRemoval):
             result.update(reason=exc.message, what_to_do=exc.hint, exit_code=exc.exit_code)
             return result
         finally:
+            result["phases"] = progress.phase_rows()
             lease.release()
             if made_anything and not keep:
                 result["removed"] = self.remove(namespace, name)
@@ -167,17 +170,11 @@ class KubeRehearsal(RehearsalRemoval):
         return objs
 
     @contextmanager
-    def _phase(
-        self, result: dict[str, Any], what: str, detail: str = "", *, in_downtime: bool = False
-    ) -> Iterator[dict[str, Any]]:
-        entry = {"name": what, "seconds": 0.0, "detail": detail, "in_downtime": in_downtime}
-        began = self.kube.clock()
+    def _phase(self, what: str, detail: str = "") -> Iterator[Phase]:
+        """A phase of the rehearsal in the one progress model; a failed one stays in the report."""
         self.log(f"rehearsal: {what} {detail}".rstrip())
-        try:
+        with self._progress.timed(what, detail, keep_failed=True) as entry:
             yield entry
-        finally:
-            entry["seconds"] = round(self.kube.clock() - began, 2)
-            result["phases"].append(entry)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -267,11 +264,9 @@ class KubeRehearsal(RehearsalRemoval):
         user, secret = kube_rehearsal.replication_login(
             run.sts, facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
         )
-        with self._phase(
-            run.result, "check replication access", "role, wal_level, wal senders, pg_hba.conf"
-        ) as ph:
+        with self._phase("check replication access", "role, wal_level, wal senders, pg_hba.conf") as ph:
             problems = hooks.replication_problems(run.context(pod_name, facts.name))
-            ph["detail"] = "ok" if not problems else f"{len(problems)} missing"
+            ph.detail = "ok" if not problems else f"{len(problems)} missing"
         if problems:
             raise Refused(
                 "pg_basebackup cannot copy the running server: " + "; ".join(problems),
@@ -286,7 +281,7 @@ class KubeRehearsal(RehearsalRemoval):
         """clone.sh in a Job on the clone PVC: the copy (with `source`) and the seal."""
         job = kube_rehearsal.clone_job(run.plan, run.sts, **source)
         name = job["metadata"]["name"]
-        with self._phase(run.result, what, f"Job {name}"):
+        with self._phase(what, f"Job {name}"):
             self.rt.ensure_scripts(run.view, run.scripts, Outcome("rehearse", "clone"))
             self.kube.create(job)
             self.rt.finish_job(
@@ -299,9 +294,7 @@ class KubeRehearsal(RehearsalRemoval):
     def _clone_from_snapshot(self, run: RehearsalRun, klass: str) -> None:
         snap = kube_rehearsal.source_snapshot(run.facts, klass, run.plan.run_id)
         snap_name = snap["metadata"]["name"]
-        with self._phase(
-            run.result, "snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"
-        ):
+        with self._phase("snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"):
             self.kube.create(snap)
             self.kube.wait(
                 f"VolumeSnapshot {snap_name} to be ready",
@@ -325,7 +318,7 @@ class KubeRehearsal(RehearsalRemoval):
 
     def _start_clone(self, run: RehearsalRun) -> None:
         """Create the rehearsal StatefulSet on the OLD image: its pod recovers the copy."""
-        with self._phase(run.result, "start the clone (recovery)", f"{run.rname}-0 on {run.plan.old_image}"):
+        with self._phase("start the clone (recovery)", f"{run.rname}-0 on {run.plan.old_image}"):
             self.kube.create(kube_rehearsal.rehearsal_statefulset(run.sts, run.facts))
             self.rt.step_ready(run.view, Outcome("rehearse", "start"))
 
@@ -341,9 +334,9 @@ class KubeRehearsal(RehearsalRemoval):
             self._prove_clone(run, target_image, job_env, mode)
             return
         result = run.result
-        with self._phase(result, "fingerprint before", f"{run.rname}-0 on the old major") as ph:
+        with self._phase("fingerprint before", f"{run.rname}-0 on the old major") as ph:
             before = hooks.fingerprint(run.context(f"{run.rname}-0", run.rname))
-            ph["detail"] = summary(before)
+            ph.detail = summary(before)
         done: dict[str, Any] = {}
 
         def post_upgrade(ctx: HookContext) -> None:
@@ -386,7 +379,7 @@ class KubeRehearsal(RehearsalRemoval):
             )
         finally:
             result.update(hook_report(done, before))
-        result["phases"] += upgrade_phases(outcome.seconds)
+        self._record_upgrade_phases(outcome)
 
     def _prove_clone(self, run: RehearsalRun, target_image: str, job_env: dict[str, str], mode: str) -> None:
         """The upgrade's own `fingerprinted`, `compared` and `proved` phases on the clone
@@ -417,7 +410,13 @@ class KubeRehearsal(RehearsalRemoval):
                 "the rehearsal's upgrade did not prove the clone (no comparison after the post-upgrade)",
                 "do not upgrade production; report it with the rehearsal's output",
             )
-        result["phases"] += upgrade_phases(outcome.seconds)
+        self._record_upgrade_phases(outcome)
+
+    def _record_upgrade_phases(self, outcome: Outcome) -> None:
+        """The ordinary flow's phases in the rehearsal's report, downtime marked by its model."""
+        for phase in outcome.phases:
+            if phase.name != "done":
+                self._progress.record(f"upgrade: {phase.name}", phase.seconds, in_downtime=phase.in_downtime)
 
     def _keep(self, run: RehearsalRun) -> None:
         service = kube_rehearsal.rehearsal_service(run.facts)

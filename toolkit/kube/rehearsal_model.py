@@ -13,11 +13,6 @@ from toolkit.kube.facts import StsFacts
 from toolkit.kube.model import HookContext
 from toolkit.kube.plan import KubePlan
 
-# Upgrade phases during which a real run's database does not serve.
-DOWNTIME_PHASES = (
-    "stopped", "snapshotted", "fingerprinted", "upgraded", "compared", "proved", "switched", "started"
-)  # fmt: skip
-
 
 @dataclass
 class RehearsalRun:
@@ -117,12 +112,3 @@ def proof_report(seen: Mapping[str, Any]) -> dict[str, Any]:
     if "before" in seen:
         report.update(hook_report(seen.get("done") or {}, seen["before"]))
     return report
-
-
-def upgrade_phases(seconds: Mapping[str, float]) -> list[dict[str, Any]]:
-    """The upgrade's phases as report entries; DOWNTIME_PHASES are those a real run spends stopped."""
-    return [
-        {"name": f"upgrade: {phase}", "seconds": s, "detail": "", "in_downtime": phase in DOWNTIME_PHASES}
-        for phase, s in seconds.items()
-        if phase != "done"
-    ]

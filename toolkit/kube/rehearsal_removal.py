@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from toolkit.kube import objects
 from toolkit.kube import rehearsal_manifests as kube_rehearsal
-from toolkit.kube import render
 from toolkit.kube.runtime import KubeRuntime
 
 
@@ -34,9 +34,9 @@ class RehearsalRemoval:
             ("StatefulSet", rname),
             ("Service", rname),
             ("Job", kube_rehearsal.clone_job_name(name)),
-            *(("Job", render.job_name(rname, a)) for a in ("prepare", "serve-old", "upgrade", "serve-new")),
-            ("ConfigMap", render.scripts_cm_name(rname)),
-            ("ConfigMap", render.state_cm_name(rname)),
+            *(("Job", objects.job_name(rname, a)) for a in ("prepare", "serve-old", "upgrade", "serve-new")),
+            ("ConfigMap", objects.scripts_cm_name(rname)),
+            ("ConfigMap", objects.state_cm_name(rname)),
             ("VolumeSnapshot", kube_rehearsal.snapshot_name(name)),
             *claims,
         ]

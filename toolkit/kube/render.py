@@ -20,30 +20,23 @@ import jinja2
 import yaml
 
 from toolkit.core.paths import OLD_ROOT
+from toolkit.kube.new_sts import primary_statefulset, replica_statefulset
+from toolkit.kube.objects import (
+    ANN_RUN,
+    clean_object,
+    job_name,
+    labels_for,
+    pod_spec,
+    replica_job_name,
+    scripts_cm_name,
+    state_cm_name,
+)
 
-# Re-exported: callers use `render.<name>` for every object pgleap makes.
-from toolkit.kube.new_sts import new_statefulset as new_statefulset
-from toolkit.kube.new_sts import primary_statefulset as primary_statefulset
-from toolkit.kube.new_sts import replica_statefulset as replica_statefulset
-from toolkit.kube.objects import ANN_FROM as ANN_FROM
-from toolkit.kube.objects import ANN_RUN as ANN_RUN
-from toolkit.kube.objects import LABEL_ACTION as LABEL_ACTION
-from toolkit.kube.objects import LABEL_STS as LABEL_STS
+# Still re-exported only for rehearsal_manifests.py (its imports are to move to objects.py next).
 from toolkit.kube.objects import MANAGED_BY as MANAGED_BY
-from toolkit.kube.objects import clean_object as clean_object
-from toolkit.kube.objects import job_name as job_name
-from toolkit.kube.objects import labels_for as labels_for
-from toolkit.kube.objects import pod_spec
-from toolkit.kube.objects import replica_job_name as replica_job_name
-from toolkit.kube.objects import replica_job_names as replica_job_names
-from toolkit.kube.objects import scripts_cm_name as scripts_cm_name
 from toolkit.kube.objects import short_name as short_name
-from toolkit.kube.objects import state_cm_name as state_cm_name
 from toolkit.kube.plan import SCRIPTS_DIR, VOLUME_MOUNT, KubePlan
-from toolkit.kube.secret_mask import MASKED as MASKED
-from toolkit.kube.secret_mask import mask_secrets as mask_secrets
-from toolkit.kube.secret_mask import masked_left as masked_left
-from toolkit.kube.secret_mask import unmask_secrets as unmask_secrets
+from toolkit.kube.secret_mask import mask_secrets
 from toolkit.kube.topology import Standby
 from toolkit.resources import data_dir
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from toolkit.kube import render
+from toolkit.kube import objects
 from toolkit.kube.plan import KubePlan
 
 
@@ -25,13 +25,13 @@ def run_id_for(*inputs: Any) -> str:
 def role(plan: KubePlan, obj: dict[str, Any]) -> str:
     """One line: what this object is for, and whether it stays."""
     kind, name = obj.get("kind"), obj["metadata"]["name"]
-    if kind == "ConfigMap" and name == render.state_cm_name(plan.sts):
+    if kind == "ConfigMap" and name == objects.state_cm_name(plan.sts):
         return "pgleap's run state: written and updated by pgleap itself while it runs; do not commit it"
     if kind == "ConfigMap":
         return f"temporary: the scripts the Jobs run; deleted by `pgleap finalize sts {plan.sts}`"
     if kind == "VolumeSnapshot":
         return "kept after the upgrade (your way back): delete it once the upgrade is verified"
-    if kind == "Job" and name == render.job_name(plan.sts, "upgrade"):
+    if kind == "Job" and name == objects.job_name(plan.sts, "upgrade"):
         return f"temporary: runs once while {plan.sts} is scaled to 0; deleted by `pgleap finalize sts {plan.sts}`"
     if kind == "Job":
         return "temporary: re-seeds one standby after the primary is upgraded; deleted by finalize"
@@ -63,7 +63,7 @@ def header(plan: KubePlan, objs: list[dict[str, Any]], *, with_state: bool, comm
         lines.append(f"  {n}. {what.ljust(width)}  {role(plan, o)}")
     if not with_state:
         lines.append(
-            f"Not included: pgleap's run-state ConfigMap {render.state_cm_name(plan.sts)}, which pgleap "
+            f"Not included: pgleap's run-state ConfigMap {objects.state_cm_name(plan.sts)}, which pgleap "
             "writes and updates itself (--with-state shows it; never commit it)."
         )
     return "".join(f"# {line}\n" for line in lines)

@@ -13,38 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from toolkit.errors import Refused
-from toolkit.kube.model import (
-    FINALIZE_PHASES,
-    ROLLBACK_PHASES,
-    UPGRADE_PHASES,
-    HookContext,
-    Outcome,
-    PostUpgradeHook,
-    PreflightHook,
-    StandbyProbe,
-    State,
-    Timeouts,
-    no_post_upgrade,
-    pod_ready,
-)
+from toolkit.kube.model import Outcome, PostUpgradeHook, StandbyProbe
 from toolkit.kube.undo import Undoer
 from toolkit.kube.upgrade import Upgrader
-
-__all__ = [
-    "FINALIZE_PHASES",
-    "ROLLBACK_PHASES",
-    "UPGRADE_PHASES",
-    "HookContext",
-    "KubeRuntime",
-    "Outcome",
-    "PostUpgradeHook",
-    "PreflightHook",
-    "StandbyProbe",
-    "State",
-    "Timeouts",
-    "no_post_upgrade",
-    "pod_ready",
-]
 
 
 class KubeRuntime(Upgrader, Undoer):

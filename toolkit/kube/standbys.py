@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from toolkit.errors import PgleapError
-from toolkit.kube import render
+from toolkit.kube import new_sts, objects, render
 from toolkit.kube.model import (
     HookContext,
     Outcome,
@@ -69,7 +69,7 @@ class Standbys(Ops):
         assert holder is not None
         names = []
         for sb in rp.standbys:
-            name = render.replica_job_name(sb.pod, "reseed")
+            name = objects.replica_job_name(sb.pod, "reseed")
             self._ensure_job(plan, name, lambda sb=sb: render.replica_job(plan, holder, sb), scripts, out)
             names.append(name)
         for name in names:  # the Jobs run side by side; follow them one after the other
@@ -91,7 +91,7 @@ class Standbys(Ops):
         else:
             assert state.read_original is not None
             read = state.read_original
-            self._replace_sts(plan.replica_view(), lambda: render.replica_statefulset(plan, read), out)
+            self._replace_sts(plan.replica_view(), lambda: new_sts.replica_statefulset(plan, read), out)
 
         def ready() -> bool | None:
             return True if is_ready(self.kube.get("StatefulSet", plan.namespace, rp.sts), rp.count) else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from toolkit.core.plan import MODES
 from toolkit.errors import Refused
-from toolkit.kube.facts import parse_image
+from toolkit.kube.image_ref import parse_image
 from toolkit.kube.plan import KubePlan, layout_env, merge_job_env
 
 DIGEST_KEY = "digest"

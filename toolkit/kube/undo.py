@@ -8,7 +8,7 @@ from typing import Any
 
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import decide as kube_decide
-from toolkit.kube import render
+from toolkit.kube import objects, render
 from toolkit.kube.model import (
     ROLLBACK_PHASES,
     Outcome,
@@ -74,16 +74,15 @@ class Undoer(Ops):
             "restored-sts": lambda: self._rb_sts(plan, original, out, state.read_original),
             "rolled-back": lambda: self._rb_ready(plan, original, out, state.read_original),
         }
-        for phase in ROLLBACK_PHASES[ROLLBACK_PHASES.index(state.phase) + 1 :]:
-            steps[phase]()
-            self._set_phase(plan, "rollback", phase, out)
+        store = self._phase_store(plan, "rollback", state.phase, out)
+        self._run_phases(store, [(p, steps[p]) for p in ROLLBACK_PHASES[1:]], out)
         out.notes.append(f"`pgleap finalize sts {plan.sts}` removes pgleap's ConfigMaps and Jobs")
         return out
 
     def _rb_stop(self, plan: KubePlan, out: Outcome) -> None:
         """Let a running upgrade Job end, then stop whichever StatefulSet runs."""
         for action in ("serve-old", "serve-new"):  # a run stopped while it read a served cluster
-            name = render.job_name(plan.sts, action)
+            name = objects.job_name(plan.sts, action)
             job = self.kube.get("Job", plan.namespace, name)
             if job is not None and job_result(job) is None:
                 self.log(f"stopping the cluster Job {name} serves before rolling back")
@@ -96,12 +95,12 @@ class Undoer(Ops):
                         self.log(f"could not stop it ({exc.message}); waiting for the Job to end")
                 self._follow_job(plan, name)
         for action in ("prepare", "upgrade"):
-            job = self.kube.get("Job", plan.namespace, render.job_name(plan.sts, action))
+            job = self.kube.get("Job", plan.namespace, objects.job_name(plan.sts, action))
             if job is not None and job_result(job) is None:
                 self.log(f"waiting for the running {action} Job to end before rolling back")
-                self._follow_job(plan, render.job_name(plan.sts, action))
+                self._follow_job(plan, objects.job_name(plan.sts, action))
         for sb in plan.replicas.standbys if plan.replicas else ():
-            name = render.replica_job_name(sb.pod, "reseed")
+            name = objects.replica_job_name(sb.pod, "reseed")
             job = self.kube.get("Job", plan.namespace, name)
             if job is not None and job_result(job) is None:
                 self.log(f"waiting for the running re-seed Job {name} to end before rolling back")
@@ -139,8 +138,8 @@ class Undoer(Ops):
     ) -> None:
         """Run the rollback Job when the upgrade Job ran; when only a prepare Job (--downtime minimal)
         did, the cleanup Job removes what it staged (old binaries, the initdb-ed new cluster)."""
-        if self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "upgrade")) is None:
-            if self.kube.get("Job", plan.namespace, render.job_name(plan.sts, "prepare")) is None:
+        if self.kube.get("Job", plan.namespace, objects.job_name(plan.sts, "upgrade")) is None:
+            if self.kube.get("Job", plan.namespace, objects.job_name(plan.sts, "prepare")) is None:
                 out.unchanged.append("the upgrade Job never ran: the data directory is untouched")
                 return
             self._step_job(plan, original, "cleanup", scripts, out)
@@ -160,10 +159,10 @@ class Undoer(Ops):
         """upgrade.sh rollback on each standby's volume that a re-seed Job touched."""
         plan, holder = state.plan, self._holder(state)
         for sb in self._standbys(state, out, "no standbys"):
-            if self.kube.get("Job", plan.namespace, render.replica_job_name(sb.pod, "reseed")) is None:
+            if self.kube.get("Job", plan.namespace, objects.replica_job_name(sb.pod, "reseed")) is None:
                 out.unchanged.append(f"standby {sb.pod} was never re-seeded: its volume is untouched")
                 continue
-            name = render.replica_job_name(sb.pod, "rollback")
+            name = objects.replica_job_name(sb.pod, "rollback")
             self._ensure_job(
                 plan, name, lambda sb=sb: render.replica_job(plan, holder, sb, "rollback"), scripts, out
             )
@@ -185,7 +184,7 @@ class Undoer(Ops):
 
     def _rb_restore_sts(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
-        want = render.clean_object(original)
+        want = objects.clean_object(original)
         if live is None:
             refuse_masked(want)
             self.kube.create(want)
@@ -258,13 +257,16 @@ class Undoer(Ops):
 
     def _run_finalize(self, state: State, scripts: Mapping[str, str], out: Outcome) -> Outcome:
         plan = state.plan
-        if state.phase == "finalize-started":
+
+        def data() -> None:
             pin = kube_decide.pin_to_pod(self, plan, f"{plan.sts}-0")
             self._step_job(plan, state.original, "finalize", scripts, out, node_terms=pin)
-            self._set_phase(plan, "finalize", "finalized-data", out)
-        if state.phase in ("finalize-started", "finalized-data"):
-            self._finalize_replicas(state, scripts, out)
-            self._set_phase(plan, "finalize", "finalized-replicas", out)
+
+        steps = [
+            ("finalized-data", data),
+            ("finalized-replicas", lambda: self._finalize_replicas(state, scripts, out)),
+        ]  # then the cleanup deletes the state ConfigMap: "finalized" is never recorded
+        self._run_phases(self._phase_store(plan, "finalize", state.phase, out), steps, out)
         self._cleanup(plan, out)
         out.phase = "finalized"
         if plan.snapshot:
@@ -283,7 +285,7 @@ class Undoer(Ops):
                 if node
                 else None
             )
-            name = render.replica_job_name(sb.pod, "finalize")
+            name = objects.replica_job_name(sb.pod, "finalize")
             self._ensure_job(
                 plan,
                 name,
@@ -318,10 +320,10 @@ class Undoer(Ops):
             "finalize",
             kube_decide.CHECK_ACTION,
         )
-        names = [render.job_name(plan.sts, a) for a in actions]
-        for name in names + render.replica_job_names(plan):
+        names = [objects.job_name(plan.sts, a) for a in actions]
+        for name in names + objects.replica_job_names(plan):
             if self.kube.delete("Job", plan.namespace, name, propagation="Background"):
                 out.changed.append(f"deleted Job {name}")
-        for cm in (render.scripts_cm_name(plan.sts), render.state_cm_name(plan.sts)):
+        for cm in (objects.scripts_cm_name(plan.sts), objects.state_cm_name(plan.sts)):
             if self.kube.delete("ConfigMap", plan.namespace, cm):
                 out.changed.append(f"deleted ConfigMap {cm}")

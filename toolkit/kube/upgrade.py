@@ -8,7 +8,7 @@ from typing import Any
 
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import decide as kube_decide
-from toolkit.kube import guard, render
+from toolkit.kube import guard, new_sts, objects, render, secret_mask
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import restore as kube_restore
 from toolkit.kube.fingerprint import Prover
@@ -87,7 +87,7 @@ class Upgrader(Standbys, Prover):
         )
         read = self.read_statefulset(plan)
         out = Outcome("upgrade", "recorded", notes=list(warnings))
-        if render.masked_left(render.mask_secrets(original)):
+        if secret_mask.masked_left(secret_mask.mask_secrets(original)):
             out.notes.append(
                 "the StatefulSet holds a literal secret (e.g. POSTGRES_PASSWORD): the state ConfigMap "
                 "stores it masked and pgleap takes it from the live StatefulSet; move it into a Secret"
@@ -96,13 +96,13 @@ class Upgrader(Standbys, Prover):
         cm = render.state_configmap(plan, original, operation="upgrade", phase="recorded", read_sts=read)
         cm["metadata"]["annotations"].update(lease.annotation)  # created held: the create is atomic
         self.kube.create(cm)
-        out.changed.append(f"recorded state in ConfigMap {render.state_cm_name(name)}")
+        out.changed.append(f"recorded state in ConfigMap {objects.state_cm_name(name)}")
         state = State(
             "upgrade",
             "recorded",
             plan,
-            render.clean_object(original),
-            render.clean_object(read) if read else None,
+            objects.clean_object(original),
+            objects.clean_object(read) if read else None,
         )
         try:
             return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
@@ -143,12 +143,8 @@ class Upgrader(Standbys, Prover):
             "streaming": lambda: self._step_streaming(plan, standby_probe, out),
             "done": lambda: None,
         }
-        start = UPGRADE_PHASES.index(state.phase) + 1
-        for phase in UPGRADE_PHASES[start:]:
-            began = self.kube.clock()
-            steps[phase]()
-            out.seconds[phase] = round(self.kube.clock() - began, 2)
-            self._set_phase(plan, "upgrade", phase, out)
+        store = self._phase_store(plan, "upgrade", state.phase, out)
+        self._run_phases(store, [(p, steps[p]) for p in UPGRADE_PHASES[1:]], out, timed=True)
         out.notes.append(
             f"old data kept on the volume: `pgleap finalize sts {plan.sts}` removes it, "
             f"`pgleap rollback sts {plan.sts}` goes back"
@@ -229,7 +225,7 @@ class Upgrader(Standbys, Prover):
                 "point of no return: the new cluster starts now; with --link the old cluster can no "
                 "longer be used after it (rollback is refused once it ran)"
             )
-        self._replace_sts(plan, lambda: render.primary_statefulset(plan, original), out)
+        self._replace_sts(plan, lambda: new_sts.primary_statefulset(plan, original), out)
 
     def _step_hook(self, plan: KubePlan, hook: PostUpgradeHook, out: Outcome) -> None:
         if self.proves(plan):
