@@ -321,24 +321,28 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
 
     # 2. Planned as `upgrade sts` plans it, before the stop: the recording fake API holds the
     # StatefulSet, its probe Pods run on Docker, exec and port-forward reach the running pod.
-    c = make_cluster("official-plain")
-    c.fake.seed_for_test(copy.deepcopy(sts))
-    c.fake.pod_runner = lambda p: ("Succeeded", kubelet.run(p["spec"], p["spec"]["containers"][0], {}))
-    api = PodApi(pod)
-    c.kube.exec, c.kube.port_forward = api.exec, api.port_forward  # type: ignore[method-assign]
-    plan, _, _ = c.runtime.plan(
-        "geo",
-        "gis",
-        new_ref,
-        job_env={"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": str(20000 + hash(pvc) % 20000)},
-        scripts=load_scripts(),
-        preflight=engine_preflight,
-    )
-    assert non_probe_writes(c) == []
-    assert (plan.old_major, plan.new_major) == (13, int(new_tag.split("-")[0]))
-    # Docker's own probe of the same images: the same glibc/ICU, so the same reindex decision.
-    old_facts, new_facts = runtime.probe_image(old_image), runtime.probe_image(new_image)
-    assert plan.glibc == (old_facts.glibc, new_facts.glibc) and plan.icu == (old_facts.icu, new_facts.icu)
+    try:
+        c = make_cluster("official-plain")
+        c.fake.seed_for_test(copy.deepcopy(sts))
+        c.fake.pod_runner = lambda p: ("Succeeded", kubelet.run(p["spec"], p["spec"]["containers"][0], {}))
+        api = PodApi(pod)
+        c.kube.exec, c.kube.port_forward = api.exec, api.port_forward  # type: ignore[method-assign]
+        plan, _, _ = c.runtime.plan(
+            "geo",
+            "gis",
+            new_ref,
+            job_env={"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": str(20000 + hash(pvc) % 20000)},
+            scripts=load_scripts(),
+            preflight=engine_preflight,
+        )
+        assert non_probe_writes(c) == []
+        assert (plan.old_major, plan.new_major) == (13, int(new_tag.split("-")[0]))
+        # Docker's own probe of the same images: the same glibc/ICU, so the same reindex decision.
+        old_facts, new_facts = runtime.probe_image(old_image), runtime.probe_image(new_image)
+        assert plan.glibc == (old_facts.glibc, new_facts.glibc) and plan.icu == (old_facts.icu, new_facts.icu)
+    except BaseException:  # the running pod goes with a failed plan (its volume is in use)
+        pod.remove(force=True, v=True)
+        raise
     pod.kill(signal="SIGINT")  # scale to 0: the kubelet's SIGTERM/grace, here a fast clean stop
     pod.wait()
     pod.remove(force=True, v=True)
