@@ -87,6 +87,18 @@ def test_verified_upgrade_fingerprints_before_and_after_pg_upgrade_before_the_sw
     jobs = [x.name for x in c.fake.writes_for_test() if x.verb == "create" and x.resource == "jobs"]
     assert jobs == [objects.job_name(c.name, a) for a in ("serve-old", "upgrade", "serve-new")]
     assert any("identical to the old cluster's" in line for line in out.unchanged)
+    # Inside the window the serve Jobs repeat no work: no collect, each on its cluster's own image.
+    created = {
+        x.name: x.detail["body"]["spec"]["template"]["spec"]
+        for x in c.fake.calls
+        if x.verb == "create" and x.resource == "jobs"
+    }
+    for action, image in (("serve-old", "pgleap/postgis:13-3.1"), ("serve-new", TARGET)):
+        pod = created[objects.job_name(c.name, action)]
+        assert "initContainers" not in pod and [v["name"] for v in pod["volumes"]] == ["scripts", "data"]
+        assert [(x["name"], x["image"]) for x in pod["containers"]] == [("upgrade", image)]
+    upgrade_pod = created[objects.job_name(c.name, "upgrade")]
+    assert [x["name"] for x in upgrade_pod["initContainers"]] == ["collect"]  # the upgrade Job still does
 
 
 def test_a_difference_stops_with_exit_4_before_anything_opens() -> None:
@@ -187,7 +199,7 @@ def test_proved_runs_the_post_upgrade_on_serve_new_before_the_switch_not_after()
     assert any("1 extensions updated" in line for line in out.changed)
     state = c.runtime.read_state(c.namespace, c.name)
     assert c.runtime.proves(state.plan)
-    assert not c.runtime.proves(dataclasses.replace(state.plan, rehearsal_of="gis"))  # reports its own
+    assert c.runtime.proves(dataclasses.replace(state.plan, rehearsal_of="gis"))  # a rehearsal proves too
 
 
 def test_a_value_changed_by_the_post_upgrade_is_exit_4_before_the_switch() -> None:

@@ -63,19 +63,19 @@ def _run_job(kubelet, plan, sts, action: str, pvc: str) -> str:
     pod = job["spec"]["template"]["spec"]
     scripts = render.scripts_configmap(plan, load_scripts())
     volumes = _job_volumes(kubelet, job, scripts, pvc, kubelet.pvc_volume("x"))
-    return "".join(kubelet.run(pod, c, volumes) for c in pod["initContainers"] + pod["containers"])
+    return "".join(kubelet.run(pod, c, volumes) for c in pod.get("initContainers", []) + pod["containers"])
 
 
 def _serve(kubelet, plan, sts, action: str, pvc: str, read) -> Any:
-    """Run the rendered serve Job: init (collect) to its end, the server detached, `read`, SIGINT."""
+    """Run the rendered serve Job (no init container: its image's own server), detached, `read`, SIGINT."""
     job = render.upgrade_job(plan, sts, action)
     pod = job["spec"]["template"]["spec"]
+    assert "initContainers" not in pod  # nothing collected inside the downtime window
     volumes = _job_volumes(
         kubelet, job, render.scripts_configmap(plan, load_scripts()), pvc, kubelet.pvc_volume("x")
     )
-    for init in pod["initContainers"]:
-        kubelet.run(pod, init, volumes)
     (main,) = pod["containers"]
+    assert main["image"] == (plan.old_image if action == "serve-old" else plan.new_image)
     c = kubelet.run(pod, main, volumes, detach=True, network="host")
     try:
         ctx = HookContext(HostPod(c), plan, "geo", "gis", f"{action}-pod", "upgrade", lambda line: None)

@@ -35,6 +35,17 @@ ROWS, POLYGONS = 3000, 300
 OLD, NEW = "13-3.1", "17-3.5"
 
 
+STEPS: dict[str, float] = {}  # the verified window's Jobs, seconds each (printed with the windows)
+
+
+def _timed(step: str, call):
+    began = time.monotonic()
+    try:
+        return call()
+    finally:
+        STEPS[step] = round(time.monotonic() - began, 1)
+
+
 def _kube_window(kubelet, image_names, downtime: str) -> float:
     """Seconds from the stop of the old pod to the new StatefulSet's pod accepting connections."""
     from toolkit.db.seed import seed
@@ -54,11 +65,14 @@ def _kube_window(kubelet, image_names, downtime: str) -> float:
     pod.remove(force=True, v=True)
     proof = engine_data_proof()
     before = (
-        _serve(kubelet, plan, sts, "serve-old", pvc, proof.fingerprint) if downtime == "verified" else None
+        _timed("serve-old", lambda: _serve(kubelet, plan, sts, "serve-old", pvc, proof.fingerprint))
+        if downtime == "verified"
+        else None
     )
-    _run_job(kubelet, plan, sts, "upgrade", pvc)
+    _timed(f"upgrade ({downtime})", lambda: _run_job(kubelet, plan, sts, "upgrade", pvc))
     if before is not None:
-        assert proof.compare(before, _serve(kubelet, plan, sts, "serve-new", pvc, proof.fingerprint)) == []
+        after = _timed("serve-new", lambda: _serve(kubelet, plan, sts, "serve-new", pvc, proof.fingerprint))
+        assert proof.compare(before, after) == []
     new, _ = _start_pod(kubelet, new_sts.new_statefulset(plan, sts), pvc)
     window = time.monotonic() - start
     new.remove(force=True, v=True)
@@ -79,6 +93,7 @@ def test_kube_minimal_window_within_one_and_a_half_docker_minimal(
     load = os.getloadavg()[0]
     print(
         f"\nwindow {OLD} -> {NEW}, {ROWS} rows: docker minimal {docker:.1f} s, kube minimal {kube_minimal:.1f} s "
-        f"({kube_minimal / docker:.2f}x), kube verified {kube_verified:.1f} s; load {load:.1f}"
+        f"({kube_minimal / docker:.2f}x), kube verified {kube_verified:.1f} s; load {load:.1f}\n"
+        f"Jobs (pod start to end, seconds): {STEPS}"
     )
     assert kube_minimal <= 1.5 * docker

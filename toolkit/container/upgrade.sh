@@ -18,7 +18,8 @@
 #   serve-old / serve-new  run the stopped old cluster (read-only) or the placed new one (read-write,
 #             for the post-upgrade before the switch) on
 #             127.0.0.1 only, for pgleap's fingerprint through a port-forward (Kubernetes);
-#             pgleap ends it with SIGINT (a fast, clean shutdown)
+#             pgleap ends it with SIGINT (a fast, clean shutdown). Each runs in the image of its
+#             cluster (serve-old in the OLD image) with that image's own server: nothing collected.
 #
 # Every step checks what is already done (marker files in $VOLUME/.pgleap) and
 # is safe to run again after a crash. Nothing of the user's is deleted except by
@@ -605,12 +606,15 @@ do_serve() {
 	server_paths
 	if [ "$which" = old ]; then
 		[ ! -f "$state/upgraded" ] || die "pg_upgrade already ran: the old cluster is no longer served"
-		load_old_binaries
+		# In the OLD image (no collect in the downtime window): its own server runs its own cluster.
+		[ "$PG_MAJOR_VERSION" = "$old_major" ] || die "serve-old runs in the old image (PostgreSQL $old_major); this one runs PostgreSQL $PG_MAJOR_VERSION"
+		OLD_BINDIR="$PG_BINDIR"
 		check_old_cluster
-		bindir="$OLD_BINDIR"
+		bindir="$PG_BINDIR"
 		data="$(current_old_data)"
 	else
 		[ -f "$state/placed" ] || die "no upgraded cluster in place in $new_data"
+		[ "$PG_MAJOR_VERSION" = "$new_major" ] || die "serve-new runs in the new image (PostgreSQL $new_major); this one runs PostgreSQL $PG_MAJOR_VERSION"
 		bindir="$PG_BINDIR"
 		data="$new_data"
 		chmod 0700 "$data"

@@ -34,6 +34,7 @@ from toolkit.kube.rehearsal_model import (
     RehearsalRun,
     hook_report,
     predicted_downtime,
+    proof_report,
     source_host,
     summary,
 )
@@ -324,7 +325,14 @@ class KubeRehearsal(RehearsalRemoval):
     def _upgrade_clone(
         self, run: RehearsalRun, target_image: str, job_env: dict[str, str], mode: str, hooks: RehearsalHooks
     ) -> None:
-        """The ordinary upgrade flow on the rehearsal StatefulSet; its hook checks the fingerprint."""
+        """The ordinary upgrade flow on the rehearsal StatefulSet. With the runtime's data proof
+        (`pgleap` always gives one) it proves as a real run does: serve-old fingerprints the stopped
+        clone, serve-new compares right after pg_upgrade, then runs the post-upgrade and compares the
+        user data again (`proved`), all before the switch. Without one, the hook after the switch
+        checks the fingerprint against one taken on the running clone."""
+        if self.rt.proves(run.view):
+            self._prove_clone(run, target_image, job_env, mode)
+            return
         result = run.result
         with self._phase("fingerprint before", f"{run.rname}-0 on the old major") as ph:
             before = hooks.fingerprint(run.context(f"{run.rname}-0", run.rname))
@@ -371,7 +379,42 @@ class KubeRehearsal(RehearsalRemoval):
             )
         finally:
             result.update(hook_report(done, before))
-        for phase in outcome.phases:  # the ordinary flow's phases, downtime marked by its model
+        self._record_upgrade_phases(outcome)
+
+    def _prove_clone(self, run: RehearsalRun, target_image: str, job_env: dict[str, str], mode: str) -> None:
+        """The upgrade's own `fingerprinted`, `compared` and `proved` phases on the clone
+        (kube/fingerprint.py's Prover): the report takes what they read and decided."""
+        result = run.result
+        seen = self.rt.proof_seen()
+        seen.clear()
+        try:
+            outcome = self.rt.upgrade(
+                run.facts.namespace,
+                run.rname,
+                target_image,
+                scripts=run.scripts,
+                job_env=job_env,
+                mode=mode,
+                snapshot=False,
+                patch_retention=False,
+            )
+        except VerificationFailed as exc:
+            raise VerificationFailed(
+                f"the upgraded clone failed the data proof: {exc.message}",
+                "do not upgrade production; report it with the rehearsal's output",
+            ) from exc
+        finally:
+            result.update(proof_report(seen))
+        if "proved" not in seen:  # a rehearsal must not go on a proof it did not make
+            raise VerificationFailed(
+                "the rehearsal's upgrade did not prove the clone (no comparison after the post-upgrade)",
+                "do not upgrade production; report it with the rehearsal's output",
+            )
+        self._record_upgrade_phases(outcome)
+
+    def _record_upgrade_phases(self, outcome: Outcome) -> None:
+        """The ordinary flow's phases in the rehearsal's report, downtime marked by its model."""
+        for phase in outcome.phases:
             if phase.name != "done":
                 self._progress.record(f"upgrade: {phase.name}", phase.seconds, in_downtime=phase.in_downtime)
 

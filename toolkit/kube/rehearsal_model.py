@@ -71,7 +71,9 @@ def summary(fp: Any) -> str:
 
 def hook_report(done: Mapping[str, Any], before: Any) -> dict[str, Any]:
     """Extensions before/after, collation-dependent indexes and health checks, for the report."""
-    before_ext = getattr(before, "extensions", {}) or {}
+    before_ext = (
+        before.get("extensions") if isinstance(before, Mapping) else getattr(before, "extensions", {})
+    ) or {}
     after_ext = done.get("extensions") or {}
     return {
         "extensions": [
@@ -98,3 +100,15 @@ def predicted_downtime(phases: list[Mapping[str, Any]], snapshot_measured: bool)
     if snapshot_measured:
         down += sum(p["seconds"] for p in phases if p["name"] == "snapshot of the running volume")
     return round(down, 1), basis
+
+
+def proof_report(seen: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's fingerprint verdicts and extensions/indexes/health from what the runtime's data
+    proof saw on the clone (KubeRuntime.proof_seen); a step that did not run adds nothing."""
+    report: dict[str, Any] = {}
+    for key, name in (("compared", "fingerprint"), ("proved", "fingerprint_after_extensions")):
+        if key in seen:
+            report[name] = {"identical": not seen[key], "differences": list(seen[key])[:20]}
+    if "before" in seen:
+        report.update(hook_report(seen.get("done") or {}, seen["before"]))
+    return report
