@@ -9,7 +9,7 @@ import pytest
 from tests.kube.harness import JOB_ENV, SCRIPTS, make_cluster
 from tests.kube.test_fingerprint_kube import serving
 from toolkit.errors import PgleapError, Refused
-from toolkit.kube import objects
+from toolkit.kube import objects, render
 from toolkit.kube.model import DataProof
 
 TARGET = "pgleap/postgis:17-3.5"
@@ -46,6 +46,29 @@ def test_minimal_prepares_beside_the_running_pod_then_only_upgrades_in_the_windo
     upgrade = c.fake.get_for_test("Job", c.namespace, objects.job_name(c.name, "upgrade"))
     assert _env(upgrade)["PGLEAP_CHECK"] == "0"
     assert any("point of no return" in line for line in c.lines)  # link mode: said before the switch
+    # The old binaries are collected once, by the prepare Job, onto the data volume: the upgrade Job's
+    # collect finds them there (collect.sh: collected.env), so nothing is collected in the window.
+    for job in (prepare, upgrade):
+        pod = job["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        staged = "/pgleap/volume/.pgleap/old-binaries"
+        assert (
+            init["env"] == [{"name": "PGLEAP_OLD_ROOT", "value": staged}]
+            and _env(job)["PGLEAP_OLD_ROOT"] == staged
+        )
+        data = next(v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v)
+        assert [m["name"] for m in init["volumeMounts"]] == ["scripts", data]
+        assert not [v for v in pod["volumes"] if "emptyDir" in v]
+
+
+def test_verified_mode_collects_into_the_jobs_own_scratch_volume() -> None:
+    c = make_cluster("official-plain")
+    job = render.upgrade_job(
+        c.runtime.plan(c.namespace, c.name, TARGET, scripts=SCRIPTS, job_env=JOB_ENV)[0], c.sts()
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert _env(job)["PGLEAP_OLD_ROOT"] == "/pgleap/old"
+    assert {"name": "old-binaries", "emptyDir": {}} in pod["volumes"]
 
 
 def test_minimal_refuses_a_read_write_once_pod_claim_before_any_write() -> None:

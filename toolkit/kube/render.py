@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from toolkit.core.paths import OLD_ROOT
+from toolkit.core.paths import OLD_ROOT, STAGED_OLD_ROOT
 from toolkit.kube.new_sts import primary_statefulset, replica_statefulset
 from toolkit.kube.objects import (
     ANN_RUN,
@@ -139,7 +139,12 @@ def upgrade_job(
     node_terms: tuple[dict[str, Any], ...] | None = None,
 ) -> dict[str, Any]:
     """The Job for `action`; `node_terms` overrides the plan's pin (finalize: the running pod's node)."""
-    env = [{"name": k, "value": v} for k, v in sorted(plan.env_for(action).items())]
+    on_volume = staged_old_root(plan, action)
+    old_root = STAGED_OLD_ROOT if on_volume else OLD_ROOT
+    env = [
+        {"name": k, "value": v}
+        for k, v in sorted({**plan.env_for(action), "PGLEAP_OLD_ROOT": old_root}.items())
+    ]
     return from_template(
         "upgrade-job.yaml.j2",
         plan=plan,
@@ -151,9 +156,16 @@ def upgrade_job(
         annotations={ANN_RUN: plan.run_id},
         scripts_cm=scripts_cm_name(plan.sts),
         container_security=container_security(plan),
-        old_root=OLD_ROOT,
+        old_root=old_root,
+        old_root_on_volume=on_volume,
         volume_mount=VOLUME_MOUNT,
     )
+
+
+def staged_old_root(plan: KubePlan, action: str) -> bool:
+    """--downtime minimal: the prepare Job collects the old binaries onto the data volume and the
+    upgrade Job finds them there (collect.sh sees collected.env), so no collect runs in the window."""
+    return plan.downtime == "minimal" and action in ("prepare", "upgrade")
 
 
 def reseed_command() -> list[str]:
