@@ -14,6 +14,7 @@ from rich.table import Table
 from toolkit.core.report import console, print_findings, print_verdict
 from toolkit.kube import render_doc
 from toolkit.kube.plan import KubePlan, read_availability
+from toolkit.kube.replica_plan import ReplicaPlan
 
 err = console(stderr=True)
 
@@ -89,12 +90,19 @@ def replica_lines(plan: KubePlan) -> list[str]:
     rp = plan.replicas
     if rp is None:
         return []
+    lines = _standby_lines(plan, rp)
+    windows = read_availability(plan)
+    return [*lines, _reads_line(rp, windows), *_window_lines(windows), NO_RSYNC]
+
+
+def _standby_lines(plan: KubePlan, rp: ReplicaPlan) -> list[str]:
+    """Which standbys there are, how they are re-seeded, and what runs while the primary upgrades."""
     where = (
         f"ordinals 1..{rp.count - 1} of {plan.sts}"
         if rp.topology == "ordinals"
         else f"read StatefulSet {rp.sts} ({rp.count} replicas)"
     )
-    lines = [
+    return [
         f"standbys: {where}; re-seeded from {rp.primary_host} as {rp.replication_user}"
         + (
             f" (password: Secret {rp.password_secret['name']} key {rp.password_secret['key']})"
@@ -115,23 +123,28 @@ def replica_lines(plan: KubePlan) -> list[str]:
             "verified"
         ),
     ]
-    windows = read_availability(plan)
+
+
+def _reads_line(rp: ReplicaPlan, windows: list[dict[str, Any]]) -> str:
+    """How long reads on the standbys are stale or unavailable, bounded by the slowest re-seed."""
     slowest = max((w["reseed_estimate_seconds"] or 0 for w in windows), default=0)
     reseed = f"the slowest re-seed (~{max(1, round(slowest / 60))} min at 100 MiB/s, an upper bound)"
-    lines.append(
-        (
-            "reads on the standbys: STALE (old major) while the primary is down (stop → upgraded → verified), "
-            f"then unavailable for {reseed} plus their start"
-            if rp.keep_readers
-            else "reads on the standbys: unavailable for the primary's own downtime (stop → upgraded → verified) "
-            f"plus {reseed} plus their start"
-        )
-        + (
-            "; Services that select every ordinal route to the primary alone until the standbys are back"
-            if rp.topology == "ordinals"
-            else ""
-        )
+    return (
+        "reads on the standbys: STALE (old major) while the primary is down (stop → upgraded → verified), "
+        f"then unavailable for {reseed} plus their start"
+        if rp.keep_readers
+        else "reads on the standbys: unavailable for the primary's own downtime (stop → upgraded → verified) "
+        f"plus {reseed} plus their start"
+    ) + (
+        "; Services that select every ordinal route to the primary alone until the standbys are back"
+        if rp.topology == "ordinals"
+        else ""
     )
+
+
+def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
+    """Each standby pod's own window: its PVC, node, re-seed size, stale reads and Services."""
+    lines = []
     for w in windows:
         est = w["reseed_estimate_seconds"]
         lines.append(
@@ -146,5 +159,4 @@ def replica_lines(plan: KubePlan) -> list[str]:
             lines.append(f"    {w['stale_reads']}")
         if w["services"]:
             lines.append(f"    Services routing to it: {', '.join(w['services'])}")
-    lines.append(NO_RSYNC)
     return lines

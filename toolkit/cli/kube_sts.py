@@ -42,6 +42,7 @@ from toolkit.core.report import console
 from toolkit.kube import history, objects, render, render_doc
 from toolkit.kube import interrupted as kube_interrupted
 from toolkit.kube.facts import facts_as_dict
+from toolkit.kube.plan import KubePlan
 
 
 def inspect_sts(
@@ -183,24 +184,23 @@ def _show_plan(
     if output != "text":
         for line in replica_lines(plan):
             err.print(line, markup=False, highlight=False)
-
-    def text() -> None:
-        c = console(stderr=False)
-        c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})", markup=False)
-        c.print(
-            f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}", markup=False
-        )
-        if plan.patch_retention:
-            c.print("PVC retention policy set to Retain during the upgrade")
-        for line in replica_lines(plan):
-            c.print(line, markup=False, highlight=False)
-        for o in objs:
-            c.print(f"  {o['kind']} {o['metadata']['name']}", markup=False)
-
     if output == "yaml":  # render's header and per-object roles: what to commit, what is temporary
         print(render_doc.to_yaml(objs, plan, command="plan sts"), end="")
         return
-    _print(objs, output, text)
+    _print(objs, output, lambda: _plan_text(ns, name, plan, objs))
+
+
+def _plan_text(ns: str, name: str, plan: KubePlan, objs: list[dict[str, Any]]) -> None:
+    """The text form of the plan on stdout: images, PGDATA move, retention, standbys, objects."""
+    c = console(stderr=False)
+    c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})", markup=False)
+    c.print(f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}", markup=False)
+    if plan.patch_retention:
+        c.print("PVC retention policy set to Retain during the upgrade")
+    for line in replica_lines(plan):
+        c.print(line, markup=False, highlight=False)
+    for o in objs:
+        c.print(f"  {o['kind']} {o['metadata']['name']}", markup=False)
 
 
 def upgrade_sts(

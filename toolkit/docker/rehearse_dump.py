@@ -110,17 +110,7 @@ def rehearse_dump(
     result: dict = {"from_image": from_image, "to_image": to_image, "files": [str(f) for f in files]}
     made = {"container": name, "volume": volume}
     try:
-        with report.phase("start the old image", f"{from_image}, throw-away volume"):
-            mount = (rt.image_volumes(from_image) or [rt.image_pgdata(from_image)])[0]
-            rt.docker.volumes.create(volume, labels={"org.pgleap.role": "rehearse-dump"})
-            rt.docker.containers.run(
-                from_image, name=name, detach=True,
-                environment={"POSTGRES_USER": superuser, "POSTGRES_PASSWORD": password, "POSTGRES_DB": "postgres"},
-                volumes={volume: {"bind": mount, "mode": "rw"}},
-                ports={"5432/tcp": ("127.0.0.1", None)},
-                labels={"org.pgleap.role": "rehearse-dump"},
-            )  # fmt: skip
-            rt.wait_accepting(name, superuser, password, timeout=180)
+        _start_old(rt, name, volume, from_image, superuser, password, report)
         _load(rt, name, dumps, roles, database, superuser, report, result)
         target = _target(rt, name)
         state = RunState(target.key)
@@ -134,20 +124,42 @@ def rehearse_dump(
         ]  # fmt: skip
         result["verdict"] = "go"
         if keep:
-            container = rt.docker.containers.get(name)
-            container.reload()
-            port = container.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"]
-            result["kept"] = {
-                "container": name, "volume": volume,
-                "connect": f"postgresql://{superuser}@127.0.0.1:{port}/postgres",
-                "password": "in the container's POSTGRES_PASSWORD (docker inspect)",
-                "remove": f"docker rm -f {name} {name}-pgleap-old && docker volume rm {volume} "
-                          f"pgleap-old-binaries-{volume}",
-            }  # fmt: skip
+            result["kept"] = _kept(rt, name, volume, superuser)
         return result
     finally:
         if not (keep and result.get("verdict") == "go"):
             _remove(rt, made)
+
+
+def _start_old(
+    rt, name: str, volume: str, from_image: str, superuser: str, password: str, report: Report
+) -> None:
+    """The old image on a fresh volume, its port on 127.0.0.1 only, ready for the load."""
+    with report.phase("start the old image", f"{from_image}, throw-away volume"):
+        mount = (rt.image_volumes(from_image) or [rt.image_pgdata(from_image)])[0]
+        rt.docker.volumes.create(volume, labels={"org.pgleap.role": "rehearse-dump"})
+        rt.docker.containers.run(
+            from_image, name=name, detach=True,
+            environment={"POSTGRES_USER": superuser, "POSTGRES_PASSWORD": password, "POSTGRES_DB": "postgres"},
+            volumes={volume: {"bind": mount, "mode": "rw"}},
+            ports={"5432/tcp": ("127.0.0.1", None)},
+            labels={"org.pgleap.role": "rehearse-dump"},
+        )  # fmt: skip
+        rt.wait_accepting(name, superuser, password, timeout=180)
+
+
+def _kept(rt, name: str, volume: str, superuser: str) -> dict:
+    """--keep: how to reach the upgraded container and how to remove it (never the password)."""
+    container = rt.docker.containers.get(name)
+    container.reload()
+    port = container.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"]
+    return {
+        "container": name, "volume": volume,
+        "connect": f"postgresql://{superuser}@127.0.0.1:{port}/postgres",
+        "password": "in the container's POSTGRES_PASSWORD (docker inspect)",
+        "remove": f"docker rm -f {name} {name}-pgleap-old && docker volume rm {volume} "
+                  f"pgleap-old-binaries-{volume}",
+    }  # fmt: skip
 
 
 def _target(rt, name: str):

@@ -119,6 +119,21 @@ def upgrade(
         minimal.run(target, plan, report=report, state=state, store=store, accept=accept)
         return _finish(target, plan, report, state, store)
 
+    _verified_window(target, plan, report, state, store, verify_data=verify_data, accept=accept)
+    return _finish(target, plan, report, state, store)
+
+
+def _verified_window(
+    target: Target,
+    plan: UpgradePlan,
+    report: Report,
+    state: RunState,
+    store: PhaseStore,
+    *,
+    verify_data: bool,
+    accept: tuple[str, ...],
+) -> None:
+    """--downtime verified: stop through start, with everything the proof needs inside the window."""
     state.save(down_since=report.down(state.data.get("down_since")))  # a resume counts from the first stop
     before = [("fingerprinted", lambda: _fingerprint_before(target, plan, report))] if verify_data else []
     run_phases(
@@ -132,7 +147,6 @@ def upgrade(
     _on_the_new_cluster(target, plan, report, state, store, verify_data=verify_data, accept=accept)
     run_phases([("started", lambda: _start(target, plan, report))], store)
     report.up(state.data.get("switched_at"))
-    return _finish(target, plan, report, state, store)
 
 
 def _collect(target: Target, plan: UpgradePlan, report: Report) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from toolkit.core import interrupt
 from toolkit.errors import PgleapError
 from toolkit.kube import objects
-from toolkit.kube.model import UPGRADE_PHASES
+from toolkit.kube.model import UPGRADE_PHASES, State
 
 if TYPE_CHECKING:
     from toolkit.kube.runtime import KubeRuntime
@@ -127,39 +127,54 @@ def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str 
         )
     phase, mode = state.phase, state.plan.mode
     recorded = "" if f"phase {phase} recorded" in during else f"phase {phase} recorded; "
-    order = ("recorded", *STEPS)
-    at = order.index(phase) if phase in order else len(order)
-    if phase == "done":
-        where, on = "the upgrade itself is complete", f"`{cmd.format('finalize')}` once you are satisfied"
-    elif at <= order.index("retention"):
-        where, on = "the database was not stopped and still serves", f"{resume} continues the upgrade"
-    elif at <= order.index("upgraded"):
-        where, on = f"{recorded}the new cluster has not started", f"{resume} continues the upgrade"
-    else:
-        started = "may have started" if phase in _may_run(mode, state.plan.downtime) else "has started"
-        where, on = f"{recorded}the new cluster {started}", f"{resume} finishes the upgrade"
+    where, on = _where(state, recorded, resume, f"`{cmd.format('finalize')}`")
     possible = rollback_open(mode, state.operation, phase, state.plan.downtime)
     if possible is None and not recorded and phase == "upgraded":
         possible = True  # stopped right after recording it: the serve-new Job has not started
+    return stop(where, _way_back(on, rollback, mode, possible, phase))
+
+
+def _at(phase: str) -> tuple[int, tuple[str, ...]]:
+    """How far `phase` is in the upgrade's order (past its end when it is not an upgrade phase)."""
+    order = ("recorded", *STEPS)
+    return (order.index(phase) if phase in order else len(order)), order
+
+
+def _where(state: State, recorded: str, resume: str, finalize: str) -> tuple[str, str]:
+    """Where the interrupted upgrade stands and the way on, by how far its phases got."""
+    phase = state.phase
+    at, order = _at(phase)
+    if phase == "done":
+        return "the upgrade itself is complete", f"{finalize} once you are satisfied"
+    if at <= order.index("retention"):
+        return "the database was not stopped and still serves", f"{resume} continues the upgrade"
+    if at <= order.index("upgraded"):
+        return f"{recorded}the new cluster has not started", f"{resume} continues the upgrade"
+    started = "may have started" if phase in _may_run(state.plan.mode, state.plan.downtime) else "has started"
+    return f"{recorded}the new cluster {started}", f"{resume} finishes the upgrade"
+
+
+def _way_back(on: str, rollback: str, mode: str, possible: bool | None, phase: str) -> str:
+    """The hint: the way on, then whether and at what cost `rollback` still brings the old
+    cluster back."""
+    at, order = _at(phase)
     if possible is False:
         why = (
             "swap mode: pg_upgrade --swap moved the old cluster's files"
             if mode == "swap"
             else "link mode: the new cluster has run on the old cluster's files"
         )
-        return stop(where, f"{on}; {rollback} is no longer possible ({why})")
+        return f"{on}; {rollback} is no longer possible ({why})"
     if possible is None:
-        return stop(
-            where, f"{on}, or {rollback} if the new cluster has not run yet (it checks the volume first)"
-        )
+        return f"{on}, or {rollback} if the new cluster has not run yet (it checks the volume first)"
     if at <= order.index("retention"):
-        return stop(where, f"{on}, or {rollback} drops pgleap's record of it")
+        return f"{on}, or {rollback} drops pgleap's record of it"
     loss = (
         " (dropping the writes made on the new cluster since the switch; it asks first)"
         if at > order.index("upgraded")
         else ""
     )
-    return stop(where, f"{on}, or {rollback} brings the old cluster back{loss}")
+    return f"{on}, or {rollback} brings the old cluster back{loss}"
 
 
 def _may_run(mode: str, downtime: str) -> tuple[str, ...]:

@@ -49,48 +49,56 @@ def new_statefulset(
         if c.get("image") == plan.old_image:
             c["image"] = plan.new_image
     container = next(c for c in pod["containers"] if c["name"] == plan.container)
-    lay = plan.layout
-    if lay.changes_mount:
-        old_pgdata = next(
-            (e.get("value") for e in container.get("env") or [] if e.get("name") == "PGDATA"), None
-        )
-        old_sub = next(
-            (
-                m.get("subPath", "")
-                for m in container.get("volumeMounts") or []
-                if m["name"] == plan.data_claim and m["mountPath"].rstrip("/") == plan.mount_path
-            ),
-            "",
-        )
-        # Every container that sees the data where postgres saw it (an init container fixing
-        # permissions, a standby's pg_basebackup, a backup sidecar) follows it to the new place.
-        for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
-            moved = False
-            for mount in c.get("volumeMounts") or []:
-                if (
-                    mount["name"] == plan.data_claim
-                    and mount["mountPath"].rstrip("/") == plan.mount_path
-                    and mount.get("subPath", "") == old_sub
-                ):
-                    mount["mountPath"] = lay.new_mount_path
-                    if lay.new_sub_path:
-                        mount["subPath"] = lay.new_sub_path
-                    else:
-                        mount.pop("subPath", None)
-                    moved = True
-            if c is container:
-                has_env = any(e.get("name") == "PGDATA" for e in c.get("env") or [])
-                if has_env or lay.new_pgdata != default_pgdata("official", plan.new_major):
-                    _set_env(c, "PGDATA", lay.new_pgdata)
-            elif (
-                moved
-                and old_pgdata
-                and any(
-                    e.get("name") == "PGDATA" and e.get("value") == old_pgdata for e in c.get("env") or []
-                )
-            ):
-                _set_env(c, "PGDATA", lay.new_pgdata)
+    if plan.layout.changes_mount:
+        _follow_data(plan, pod, container)
     return sts
+
+
+def _follow_data(plan: KubePlan, pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """Every container that sees the data where postgres saw it (an init container fixing
+    permissions, a standby's pg_basebackup, a backup sidecar) follows it to the new place."""
+    lay = plan.layout
+    old_pgdata = next((e.get("value") for e in container.get("env") or [] if e.get("name") == "PGDATA"), None)
+    old_sub = next(
+        (
+            m.get("subPath", "")
+            for m in container.get("volumeMounts") or []
+            if m["name"] == plan.data_claim and m["mountPath"].rstrip("/") == plan.mount_path
+        ),
+        "",
+    )
+    for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        moved = _move_mounts(plan, c, old_sub)
+        if c is container:
+            has_env = any(e.get("name") == "PGDATA" for e in c.get("env") or [])
+            if has_env or lay.new_pgdata != default_pgdata("official", plan.new_major):
+                _set_env(c, "PGDATA", lay.new_pgdata)
+        elif (
+            moved
+            and old_pgdata
+            and any(e.get("name") == "PGDATA" and e.get("value") == old_pgdata for e in c.get("env") or [])
+        ):
+            _set_env(c, "PGDATA", lay.new_pgdata)
+
+
+def _move_mounts(plan: KubePlan, c: dict[str, Any], old_sub: str) -> bool:
+    """Point `c`'s mounts of the old data place at the new one; True when one moved (its PGDATA
+    then follows too)."""
+    lay = plan.layout
+    moved = False
+    for mount in c.get("volumeMounts") or []:
+        if (
+            mount["name"] == plan.data_claim
+            and mount["mountPath"].rstrip("/") == plan.mount_path
+            and mount.get("subPath", "") == old_sub
+        ):
+            mount["mountPath"] = lay.new_mount_path
+            if lay.new_sub_path:
+                mount["subPath"] = lay.new_sub_path
+            else:
+                mount.pop("subPath", None)
+            moved = True
+    return moved
 
 
 def primary_statefulset(plan: KubePlan, original_sts: Mapping[str, Any]) -> dict[str, Any]:

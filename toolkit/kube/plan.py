@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from toolkit.core.layout import Layout, compute_layout, default_pgdata
+from toolkit.core.layout import ImageKind, Layout, compute_layout, default_pgdata
 from toolkit.core.paths import SCRIPTS, VOLUME
 from toolkit.core.plan import UpgradePlan, check_target_mode, upgrade_env
 from toolkit.errors import Refused
@@ -226,31 +226,11 @@ def make_plan(
         raise Refused(f"cannot plan {facts.name}: image majors or data owner unknown", "run the guard first")
     superuser_for(facts, (job_env or {}).get("PGLEAP_SUPERUSER"))
     check_target_mode(mode, target.major)  # the same refusals as Docker's, before the stop
-    layout = compute_layout(
-        facts.mount_path,
-        facts.sub_path,
-        facts.pgdata,
-        target.major,
-        target.kind,
-        old_default=_old_default(facts),
-    )
+    layout = _layout_for(facts, target.major, target.kind)
     run_id = run_id or uuid.uuid4().hex[:12]
     take_snapshot = bool(facts.snapshot_classes) if snapshot is None else snapshot
     derived = layout_env(layout, facts.image.major, target.major, mode)
-    replicas = None
-    if topology is not None and topology.has_standbys:
-        replicas = replica_plan(
-            topology,
-            read_facts if topology.kind == "primary-read" else facts,
-            target.major,
-            target.kind,
-            keep_readers,
-        )
-    elif keep_readers:
-        raise Refused(
-            f"--keep-readers: {facts.name} has no read StatefulSet",
-            "drop --keep-readers (there are no readers)",
-        )
+    replicas = _replicas_for(facts, topology, read_facts, target.major, target.kind, keep_readers)
     return KubePlan(
         run_id=run_id,
         namespace=facts.namespace,
@@ -278,6 +258,44 @@ def make_plan(
         replicas=replicas,
         rehearsal_of=_rehearsal_of(facts),
     )
+
+
+def _layout_for(facts: StsFacts, new_major: int, new_kind: ImageKind) -> Layout:
+    """The one placement rule applied to the StatefulSet's mount, subPath and PGDATA."""
+    return compute_layout(
+        facts.mount_path,
+        facts.sub_path,
+        facts.pgdata,
+        new_major,
+        new_kind,
+        old_default=_old_default(facts),
+    )
+
+
+def _replicas_for(
+    facts: StsFacts,
+    topology: Topology | None,
+    read_facts: StsFacts | None,
+    new_major: int,
+    new_kind: str,
+    keep_readers: bool,
+) -> ReplicaPlan | None:
+    """The standbys' plan (a read StatefulSet's own facts when there is one); --keep-readers
+    without readers is refused rather than ignored."""
+    if topology is not None and topology.has_standbys:
+        return replica_plan(
+            topology,
+            read_facts if topology.kind == "primary-read" else facts,
+            new_major,
+            new_kind,
+            keep_readers,
+        )
+    if keep_readers:
+        raise Refused(
+            f"--keep-readers: {facts.name} has no read StatefulSet",
+            "drop --keep-readers (there are no readers)",
+        )
+    return None
 
 
 def _old_default(facts: StsFacts) -> str | None:

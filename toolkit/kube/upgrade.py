@@ -12,6 +12,7 @@ from toolkit.kube import guard, new_sts, objects, render, secret_mask
 from toolkit.kube import probe as kube_probe
 from toolkit.kube import restore as kube_restore
 from toolkit.kube.fingerprint import Prover
+from toolkit.kube.lease import Lease
 from toolkit.kube.model import (
     UPGRADE_PHASES,
     HookContext,
@@ -52,22 +53,9 @@ class Upgrader(Standbys, Prover):
 
         `auto_restore`: a failure before the new cluster starts puts the old StatefulSet back
         (toolkit/kube/restore.py)."""
-        state = self.read_state(namespace, name)
-        if state is not None:
-            if (
-                state.operation == "upgrade"
-                and state.phase == "done"
-                and state.plan.new_image == target_image
-            ):
-                return Outcome(
-                    "upgrade", "done", unchanged=[f"{namespace}/{name} already upgraded to {target_image}"]
-                )
-            raise Refused(
-                f"a pgleap {state.operation} of {namespace}/{name} is recorded at phase {state.phase!r} "
-                f"({state.plan.old_image} → {state.plan.new_image})",
-                "continue it with `pgleap resume sts NAME`, undo it with `pgleap rollback sts NAME`, "
-                "or clear it with `pgleap finalize sts NAME`",
-            )
+        done = self._recorded_upgrade(namespace, name, target_image)
+        if done is not None:
+            return done
         sts = self.read_sts(namespace, name)
         if kube_probe.running_image(sts) == target_image:
             return Outcome("upgrade", "done", unchanged=[f"{namespace}/{name} already runs {target_image}"])
@@ -85,6 +73,43 @@ class Upgrader(Standbys, Prover):
             preflight=preflight,
             downtime=downtime,
         )
+        state, out, lease = self._record_upgrade(namespace, name, plan, original, warnings)
+        try:
+            return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
+        except PgleapError as exc:
+            if auto_restore:
+                kube_restore.restore_after_failure(self, namespace, name, scripts, exc)
+            raise
+        finally:
+            lease.release()
+
+    def _recorded_upgrade(self, namespace: str, name: str, target_image: str) -> Outcome | None:
+        """A recorded operation decides before anything is read: done to this image is an
+        unchanged outcome, anything else is refused with the commands that move it on."""
+        state = self.read_state(namespace, name)
+        if state is None:
+            return None
+        if state.operation == "upgrade" and state.phase == "done" and state.plan.new_image == target_image:
+            return Outcome(
+                "upgrade", "done", unchanged=[f"{namespace}/{name} already upgraded to {target_image}"]
+            )
+        raise Refused(
+            f"a pgleap {state.operation} of {namespace}/{name} is recorded at phase {state.phase!r} "
+            f"({state.plan.old_image} → {state.plan.new_image})",
+            "continue it with `pgleap resume sts NAME`, undo it with `pgleap rollback sts NAME`, "
+            "or clear it with `pgleap finalize sts NAME`",
+        )
+
+    def _record_upgrade(
+        self,
+        namespace: str,
+        name: str,
+        plan: KubePlan,
+        original: dict[str, Any],
+        warnings: list[str],
+    ) -> tuple[State, Outcome, Lease]:
+        """Create the state ConfigMap already holding the lease (one atomic create), so a
+        second pgleap sees the run from its first recorded moment."""
         read = self.read_statefulset(plan)
         out = Outcome("upgrade", "recorded", notes=list(warnings))
         if secret_mask.masked_left(secret_mask.mask_secrets(original)):
@@ -104,14 +129,7 @@ class Upgrader(Standbys, Prover):
             objects.clean_object(original),
             objects.clean_object(read) if read else None,
         )
-        try:
-            return self._run_upgrade(state, scripts, post_upgrade, out, standby_probe)
-        except PgleapError as exc:
-            if auto_restore:
-                kube_restore.restore_after_failure(self, namespace, name, scripts, exc)
-            raise
-        finally:
-            lease.release()
+        return state, out, lease
 
     def _run_upgrade(
         self,
