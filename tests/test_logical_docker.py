@@ -234,15 +234,57 @@ def _window(caplog, writer: Writer, old_major: str) -> str:
     )
 
 
+def _standby(rt, old: Old, tag: str, request) -> str:
+    """A streaming standby of the old primary (pg_basebackup -R), as users run one; removed after."""
+    from toolkit.docker import images
+
+    name = f"{old.name}-standby"
+    mount = images.spec_for(tag).volume_dir
+
+    def cleanup() -> None:
+        for container in (name, f"{name}-pgleap-old"):
+            rt.remove(container)
+        for volume in (name, f"pgleap-standby-{old.volume}"):
+            rt.remove_volume(volume)
+
+    request.addfinalizer(cleanup)
+    rt.exec_in(
+        old.name, ["bash", "-c", 'echo "host replication all all md5" >> "$PGDATA/pg_hba.conf"'], "postgres"
+    )
+    old.local().query("postgres", "SELECT pg_reload_conf()")
+    ip = rt.docker.containers.get(old.name).attrs["NetworkSettings"]["IPAddress"]
+    rt.docker.volumes.create(name)
+    rt.docker.containers.run(
+        old.image, ["bash", "-c", f"pg_basebackup -h {ip} -U gis -D {mount}/standby -R -X stream -c fast && "
+                                  f"mv {mount}/standby/* {mount}/ && rmdir {mount}/standby && chmod 0700 {mount}"],
+        entrypoint=[], user="postgres", environment={"PGPASSWORD": old.password},
+        volumes={name: {"bind": mount, "mode": "rw"}}, remove=True,
+    )  # fmt: skip
+    rt.docker.containers.run(
+        old.image, name=name, detach=True, volumes={name: {"bind": mount, "mode": "rw"}},
+        environment={"POSTGRES_USER": "gis", "POSTGRES_PASSWORD": old.password, "POSTGRES_DB": "gis"},
+    )  # fmt: skip
+    rt.wait_accepting(name, "gis", old.password, timeout=120)
+    return name
+
+
+def _ip_server(rt, name: str, old: Old) -> Server:
+    ip = rt.docker.containers.get(name).attrs["NetworkSettings"]["IPAddress"]
+    return Server(ip, 5432, old.user, old.password, label=name)
+
+
 def test_logical_13_to_17_with_writes_then_rollback(
-    runtime, image_names, logical_old, monkeypatch, capsys, caplog
+    runtime, image_names, logical_old, monkeypatch, capsys, caplog, request
 ):
     """Refusals (md5 roles included), a switch aborted by a failed proof (the sequences not carried:
-    exit 4) and one by DDL, each leaving the old server serving; then the switch under writes and the
-    rollback with the writes made on the new side."""
+    exit 4) and one by DDL, each leaving the old server serving; then the switch under writes, the
+    standby re-seeded from the new primary, and the rollback with the writes made on the new side."""
     caplog.set_level(logging.INFO, logger="toolkit.engine.logical")
     started = time.monotonic()
     old = _start_and_check_refusals(runtime, image_names, logical_old)
+    t_standby = time.monotonic()
+    standby = _standby(runtime, old, "13-3.1", request)
+    t_standby = time.monotonic() - t_standby
     large_before = old.local().query("gis", LARGE_OBJECTS)
     assert [(r[0], r[1]) for r in large_before] == [(424242, "docs")]
     writer, thread = _writer(old)
@@ -269,6 +311,18 @@ def test_logical_13_to_17_with_writes_then_rollback(
         conn.execute("SELECT lo_from_bytea(515151, 'written on the new cluster')")
     app_login = Server("127.0.0.1", old.port, "app", "app-secret", label="app")  # re-hashed role logs in
     assert app_login.query("gis", "SELECT current_user")[0][0] == "app"
+    # the standby: found at preflight, re-seeded from the new primary, streaming from it on the new image
+    assert [s["replica"] for s in out["standbys"]] == [standby], out["standbys"]
+    assert runtime.docker.containers.get(standby).attrs["Config"]["Image"] == image_names["17-3.5"]
+    streaming = old.local().query(
+        "postgres", "SELECT r.state FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid "
+        "WHERE s.slot_name = %s", (out["standbys"][0]["slot"],),
+    )  # fmt: skip
+    assert streaming == [("streaming",)], streaming
+    replica = _ip_server(runtime, standby, old)
+    assert replica.query("gis", "SELECT pg_is_in_recovery()") == [(True,)]
+    assert replica.query("gis", "SHOW server_version_num")[0][0].startswith("17")
+    assert replica.query("gis", "SELECT count(*) FROM writes WHERE left(side, 2) = '13'")[0][0] > 0
 
     rollback = _cli("rollback", "docker", "-c", old.name, "-y", "-o", "json")
     _stop(writer, thread)
@@ -282,6 +336,8 @@ def test_logical_13_to_17_with_writes_then_rollback(
         conn.execute("INSERT INTO writes (n, side) VALUES (-1, 'after rollback')")
     assert _replication_objects(old.local()) == []
     assert not runtime.exists(old.name + "-pgleap-next")
+    assert runtime.docker.containers.get(standby).attrs["Config"]["Image"] == image_names["13-3.1"]
+    assert _ip_server(runtime, standby, old).query("gis", "SELECT pg_is_in_recovery()") == [(True,)]
     large_after = old.local().query("gis", LARGE_OBJECTS)
     assert large_after[0] == large_before[0] and [r[0] for r in large_after] == [424242, 515151], large_after
     window = _window(caplog, writer, "13")
@@ -289,7 +345,7 @@ def test_logical_13_to_17_with_writes_then_rollback(
         print(f"\n[logical 13->17] pgleap's write pause {out['pause_seconds']:.2f} s; {window}; "
               f"longest gap of the run {max(writer.gaps()):.2f} s (the wal_level restart or the rollback); "
               f"{len(writer.acked)} writes acked, {writer.errors} retries; rollback pause {back['pause_seconds']:.2f} s;"
-              f" test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
+              f" test {time.monotonic() - started:.0f} s (standby set-up {t_standby:.0f} s)\n  phases: {_phases(out)}")  # fmt: skip
 
 
 def _aborted_switches(runtime, old: Old, args: list[str], old_image: str, monkeypatch) -> None:

@@ -54,6 +54,32 @@ def test_a_ready_cluster_is_not_refused_and_says_how_each_kind_is_carried():
     assert plan.to_dict()["strategy"] == "logical"
 
 
+def test_standbys_are_listed_in_the_plan_with_how_they_are_carried():
+    assert _plan().standbys == [] and "standbys" not in {c["what"] for c in _plan().carried}
+    plan = _plan(standbys=["db-standby"])
+    assert plan.refusals == [] and plan.to_dict()["standbys"] == ["db-standby"]
+    item = next(c for c in plan.carried if c["what"] == "standbys")
+    assert item["objects"] == ["db-standby"] and "re-seeded from the new primary" in item["how"]
+
+
+def test_standbys_are_reseeded_after_the_switch_once_and_a_resume_does_only_the_rest(monkeypatch, tmp_path):
+    from toolkit.core.report import Report
+    from toolkit.engine import logical as engine
+    from toolkit.errors import Refused
+
+    calls: list[str] = []
+    result, state = _switch(monkeypatch, tmp_path, calls, verify_after=False, standbys=("sb1", "sb2"))
+    assert calls.index("hand over") < calls.index("reseed sb1") < calls.index("reseed sb2")
+    assert [s["replica"] for s in result["standbys"]] == ["sb1", "sb2"]
+    assert state.data["standbys_reseeded"] == ["sb1", "sb2"] == state.data["standbys_touched"]
+    state.save(standbys_reseeded=["sb1"], target_image="img")  # as if stopped in the second re-seed
+    calls.clear()
+    resumed = engine.upgrade(_Side(calls), "img", report=Report(quiet=True), state=state)
+    assert calls == ["reseed sb2"] and [s["replica"] for s in resumed["standbys"]] == ["sb2"]
+    with pytest.raises(Refused, match="already switched"):  # nothing left: a switched run
+        engine.upgrade(_Side(calls), "img", report=Report(quiet=True), state=state)
+
+
 def test_wal_level_is_refused_unless_the_restart_is_allowed():
     facts = dataclasses.replace(FACTS, wal_level="replica")
     assert _checks(_plan(facts)) == {"wal_level"}
@@ -159,9 +185,20 @@ class _Side:
         self.calls.append("start blue")
         return self.server(self.blue_name, "blue")
 
+    def reseed_standby(self, name: str, image: str) -> dict:
+        self.calls.append(f"reseed {name}")
+        return {"replica": name, "slot": "s", "seconds": 1.0, "lag_bytes": 0}
+
 
 def _switch(
-    monkeypatch, tmp_path, calls: list[str], *, verify_after: bool, verify_fails: bool = False, seqs=None
+    monkeypatch,
+    tmp_path,
+    calls: list[str],
+    *,
+    verify_after: bool,
+    verify_fails: bool = False,
+    seqs=None,
+    standbys=(),
 ):
     from toolkit.core.report import Report
     from toolkit.engine import logical as engine
@@ -211,7 +248,7 @@ def _switch(
 
     monkeypatch.setattr(engine, "verify_sides", verify)
     monkeypatch.setattr(engine.time, "sleep", lambda s: None)
-    data = _plan(verify_after=verify_after).to_dict()
+    data = _plan(verify_after=verify_after, standbys=standbys).to_dict()
     state = RunState("docker-unit")
     state.save(strategy="logical", phase="synced", plan=data, catalog="h")
     side = _Side(calls)

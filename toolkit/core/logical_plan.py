@@ -54,6 +54,8 @@ class LogicalPlan:
     restart_for_wal_level: bool
     verify_in_pause: bool
     refusals: list[Refusal] = field(default_factory=list)
+    # streaming standbys of the old primary (Docker): re-seeded from the new primary after the switch
+    standbys: list[str] = field(default_factory=list)
 
     @property
     def subscriptions(self) -> int:
@@ -75,6 +77,7 @@ def plan_logical(
     restart_for_wal_level: bool = False,
     replica_identity_full: bool = False,
     verify_after: bool = False,
+    standbys: list[str] | tuple[str, ...] = (),
 ) -> LogicalPlan:
     """Decide; every refusal names the objects and the flag or fix that lifts it."""
     refusals: list[Refusal] = []
@@ -161,6 +164,12 @@ def plan_logical(
                  "how": "user rows copied once before replication starts; not published (the new extension "
                         "creates its own rows, e.g. spatial_ref_sys)"}
             )  # fmt: skip
+    if standbys:
+        carried.append(
+            {"what": "standbys", "database": "*", "objects": list(standbys),
+             "how": "re-seeded from the new primary after the switch (pg_basebackup onto their own volume, "
+                    "new image); their reads stop until then; the old data stays aside until finalize"}
+        )  # fmt: skip
     carried.append(
         {
             "what": "sequences",
@@ -187,4 +196,5 @@ def plan_logical(
         restart_for_wal_level=facts.wal_level != "logical",
         verify_in_pause=not verify_after,
         refusals=refusals,
+        standbys=list(standbys),
     )

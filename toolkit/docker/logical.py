@@ -7,6 +7,8 @@ Names (all derived from the user's container NAME):
   NAME-pgleap-old    after the switch: the user's original container, stopped, kept for rollback
   NAME-pgleap-blue   after the switch: the old cluster again (old image, old volume, no ports),
                      receiving the new cluster's writes over the reverse subscription
+  STANDBY-pgleap-old after a standby's re-seed from the new NAME (toolkit/docker/replicas.py): the
+                     standby's original container; its old data stays aside on its own volume
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+from toolkit.core.layout import rel_to_mount
 from toolkit.core.paths import SCRIPTS
 from toolkit.db.sql import Server
+from toolkit.docker import replicas
 from toolkit.docker.client import Mount, NotFound
 from toolkit.docker.refs import LABEL, SourceContainer
 from toolkit.docker.runtime import DockerRuntime, docker_layout
@@ -238,6 +242,71 @@ class LogicalDocker:
             self.rt.rename(self.old_name, self.name)
         self.rt.start(self.name)
         self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+
+    # ---- streaming standbys of the old primary (toolkit/docker/replicas.py, as for in-place) ----------
+    # Found at preflight, re-seeded from the new NAME after the switch, their old data kept aside on
+    # their own volume until finalize and put back by rollback.
+
+    @property
+    def standby_scratch(self) -> str:
+        return f"pgleap-standby-{self.source.volume.key}"
+
+    def find_standbys(self) -> list[str]:
+        """Containers streaming from the old primary (not pgleap's own: the copy, the old cluster)."""
+        found = replicas.find_replicas(self.rt, self.server(self.name, "old server"))
+        ours = {self.next_name, self.blue_name}
+        return [
+            n for n in found if n not in ours and LABEL not in (self.rt.docker.containers.get(n).labels or {})
+        ]
+
+    def _standby_plan(self, name: str, image: str):
+        holder = f"{name}-pgleap-old" if self.rt.exists(f"{name}-pgleap-old") else name
+        src = self.rt.source_container(holder)
+        data = self.rt.probe_data(src.image, src.volume, rel_to_mount(src.pgdata, src.mount))
+        uid, gid = data.owner_uid or 999, data.owner_gid or 999
+        return replicas.bare_plan(self.rt, src, image, superuser=self.source.superuser, uid=uid, gid=gid)
+
+    def _carry_replication_hba(self) -> None:
+        """The new cluster was made by the image's initdb: the old primary's `host replication` lines
+        go into its pg_hba.conf (once), so that the standbys may stream from it."""
+        if not self._running(self.blue_name):
+            self.start_blue()
+        grep = [
+            "bash",
+            "-c",
+            'grep -E "^[[:space:]]*host[a-z]*[[:space:]]+replication" "$PGDATA/pg_hba.conf" || true',
+        ]
+        wanted = self.rt.exec_in(self.blue_name, grep, user="postgres").splitlines()
+        have = self.rt.exec_in(self.name, grep, user="postgres").splitlines()
+        missing = [line for line in wanted if line.strip() and line not in have]
+        if missing:
+            append = ["bash", "-c", 'printf "%s\\n" "$PGLEAP_LINES" >> "$PGDATA/pg_hba.conf"']
+            self.rt.exec_in(self.name, append, user="postgres", env={"PGLEAP_LINES": "\n".join(missing)})
+            self.server(self.name, "new server").query("postgres", "SELECT pg_reload_conf()")
+
+    def _running(self, name: str) -> bool:
+        return self.rt.exists(name) and self.rt.docker.containers.get(name).status == "running"
+
+    def reseed_standby(self, name: str, image: str) -> dict:
+        """pg_basebackup of the new NAME onto the standby's volume; the standby on the new image."""
+        self._carry_replication_hba()
+        self.rt.ensure_scratch(self.standby_scratch)
+        return replicas.reseed(
+            self.rt, self._standby_plan(name, image), primary_name=self.name,
+            primary=self.server(self.name, "new server"), replica_name=name, scratch=self.standby_scratch,
+        )  # fmt: skip
+
+    def restore_standby(self, name: str, image: str) -> None:
+        """Rollback: the standby's old container and data back (it follows the old primary again)."""
+        self.rt.ensure_scratch(self.standby_scratch)
+        replicas.restore(self.rt, self._standby_plan(name, image), name, self.standby_scratch)
+        self.rt.start(name)
+
+    def finalize_standby(self, name: str, image: str) -> None:
+        replicas.finalize(self.rt, self._standby_plan(name, image), name, self.standby_scratch)
+
+    def remove_standby_scratch(self) -> None:
+        self.rt.remove_volume(self.standby_scratch)
 
     def remove_next(self) -> None:
         self.rt.remove(self.next_name)

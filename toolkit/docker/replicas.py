@@ -39,6 +39,29 @@ def find_replicas(rt: DockerRuntime, primary: Server) -> list[str]:
     return sorted(found)
 
 
+def bare_plan(
+    rt: DockerRuntime, source: SourceContainer, target_image: str, *, superuser: str, uid: int, gid: int
+) -> UpgradePlan:
+    """The few fields of an UpgradePlan a re-seed reads (majors, layout, owner, superuser), for a
+    run that has no in-place plan (`--strategy logical`); the rest are neutral."""
+    layout = docker_layout(rt, source.image, target_image, source.pgdata, source.mount)
+    return UpgradePlan(
+        source_image=source.image, target_image=target_image, old_major=rt.probe_image(source.image).major,
+        new_major=rt.probe_image(target_image).major, old_version="", new_version="", mode="copy",
+        layout=layout, superuser=superuser, uid=uid, gid=gid, initdb_args=(), checksums=False, data_kb=0,
+        free_kb=0, extension_actions=(), glibc=("", ""), icu=("", ""), databases=(),
+    )  # fmt: skip
+
+
+def finalize(rt: DockerRuntime, plan: UpgradePlan, replica_name: str, scratch: str) -> None:
+    """The old standby's data aside on its volume and its old container go (after a re-seed)."""
+    old_name = f"{replica_name}-pgleap-old"
+    if rt.exists(old_name):
+        source = rt.source_container(old_name)
+        rt.upgrade_action(replica_plan(rt, plan, source), source.volume, scratch, "finalize")
+        rt.remove(old_name)
+
+
 def slot_name(replica: str) -> str:
     return "pgleap_" + "".join(ch if ch.isalnum() else "_" for ch in replica.lower())[:50]
 

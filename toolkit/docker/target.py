@@ -14,7 +14,8 @@ from toolkit.db import postupgrade
 from toolkit.db.sql import Server
 from toolkit.docker.client import NotFound
 from toolkit.docker.refs import LABEL, SourceContainer, VolumeRef, _is_under
-from toolkit.docker.replicas import find_replicas, replica_plan, reseed, restore
+from toolkit.docker.replicas import finalize as finalize_replica
+from toolkit.docker.replicas import find_replicas, reseed, restore
 from toolkit.docker.runtime import DockerRuntime, docker_layout
 from toolkit.errors import Refused
 
@@ -312,13 +313,7 @@ class DockerTarget:
 
     def finalize_replica(self, plan: UpgradePlan, name: str) -> None:
 
-        old_name = f"{name}-pgleap-old"
-        if self.rt.exists(old_name):
-            source = self.rt.source_container(old_name)
-            self.rt.upgrade_action(
-                replica_plan(self.rt, plan, source), source.volume, self.scratch_name(plan), "finalize"
-            )
-            self.rt.remove(old_name)
+        finalize_replica(self.rt, plan, name, self.scratch_name(plan))
 
     def cleanup(self, plan: UpgradePlan) -> None:
         if self.container_name:

@@ -68,13 +68,30 @@ def _refuse(plan: LogicalPlan) -> None:
 
 def plan(side: LogicalSide, image: str, **options) -> LogicalPlan:
     old = side.server(side.name, "old server")
+    find = getattr(side, "find_standbys", None)  # Docker re-seeds standbys; Kubernetes refuses them
     return plan_logical(
         repl.facts(old),
         source=side.name,
         target_image=image,
         target_major=side.target_major(image),
+        standbys=find() if find else [],
         **options,
     )
+
+
+def reseed_standbys(side, image: str, *, report: Report, state: RunState) -> list[dict]:
+    """After the switch: each planned standby re-seeded from the new primary, once (recorded)."""
+    infos = []
+    for name in state.data["plan"].get("standbys", []):
+        if name in state.data.get("standbys_reseeded", []):
+            continue
+        state.save(standbys_touched=sorted({*state.data.get("standbys_touched", []), name}))
+        with report.phase(f"re-seed standby {name}", "pg_basebackup from the new primary") as ph:
+            info = side.reseed_standby(name, image)
+            ph.detail = f"{info['seconds']:.1f} s, lag {info['lag_bytes']} bytes"
+        state.save(standbys_reseeded=[*state.data.get("standbys_reseeded", []), name])
+        infos.append(info)
+    return infos
 
 
 def slots(plan_data: dict, prefix: str) -> list[str]:
@@ -95,6 +112,11 @@ def upgrade(
     sync_timeout: float = 900.0,
 ) -> dict:
     """Build the new cluster beside the old one, synchronise it, switch. Returns the result."""
+    pending = [n for n in state.data.get("plan", {}).get("standbys", [])
+               if n not in state.data.get("standbys_reseeded", [])]  # fmt: skip
+    if state.phase == "switched" and state.data.get("strategy") == "logical" and pending:
+        return {"strategy": "logical", "phase": "switched", "container": side.name,
+                "standbys": reseed_standbys(side, state.data["target_image"], report=report, state=state)}  # fmt: skip
     if state.phase in ("switched",):
         raise Refused(
             f"{side.name} was already switched to the new cluster",
@@ -305,10 +327,11 @@ def _serve(side, image: str, data: dict, *, report: Report, state: RunState, pau
                 "reverse replication", "new -> old, so that rollback keeps the writes made after"
             ):
                 reverse(side, data)
+    standbys = reseed_standbys(side, image, report=report, state=state)
     report.result(f"write pause {pause:.2f} s; `{side.command('rollback')}` goes back with every "
                   f"write, `{side.command('finalize')}` removes the old cluster")  # fmt: skip
     return {"strategy": "logical", "phase": "switched", "pause_seconds": round(pause, 3), "proof": proof,
-            "container": side.name, "target_image": image,
+            "container": side.name, "target_image": image, "standbys": standbys,
             "phases": [{"name": p.name, "seconds": round(p.seconds, 3)} for p in report.phases]}  # fmt: skip
 
 

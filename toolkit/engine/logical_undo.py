@@ -63,6 +63,9 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
             repl.drop_publication(old, db)
         side.remove_next()
     pause = time.monotonic() - pause_start
+    for name in state.data.get("standbys_touched", []):  # re-seeded (or begun): old data and container back
+        with report.phase(f"restore standby {name}", "its old container and data, following the old primary"):
+            side.restore_standby(name, state.data["target_image"])  # type: ignore[attr-defined]
     state.clear()
     return {"strategy": "logical", "rolled_back": True, "from_phase": phase, "pause_seconds": round(pause, 3),
             "proof": proof}  # fmt: skip
@@ -86,5 +89,9 @@ def finalize(side: LogicalSide, *, report: Report, state: RunState) -> dict:
             repl.drop_publication(new, db, repl.REVERSE_PUBLICATION)
             repl.drop_publication(new, db)
         side.remove_old()
+        for name in state.data.get("standbys_touched", []):  # the standbys' old data aside goes too
+            side.finalize_standby(name, state.data["target_image"])  # type: ignore[attr-defined]
+        if state.data.get("standbys_touched"):
+            side.remove_standby_scratch()  # type: ignore[attr-defined]
     state.clear()
     return {"strategy": "logical", "finalized": True}
