@@ -27,8 +27,9 @@ from toolkit.kube import rehearsal_manifests as kube_rehearsal
 from toolkit.kube.facts import gather
 from toolkit.kube.image_ref import parse_image
 from toolkit.kube.lease import Lease
-from toolkit.kube.model import HookContext, Outcome, pod_ready
+from toolkit.kube.model import HookContext, Outcome
 from toolkit.kube.plan import make_plan
+from toolkit.kube.rehearsal_clone import RehearsalClone
 from toolkit.kube.rehearsal_model import (
     RehearsalHooks,
     RehearsalRun,
@@ -45,7 +46,7 @@ from toolkit.kube.topology import detect
 __all__ = ["KubeRehearsal", "RehearsalHooks"]
 
 
-class KubeRehearsal(RehearsalRemoval):
+class KubeRehearsal(RehearsalClone, RehearsalRemoval):
     """Clone, upgrade the clone with the ordinary flow, report, clean up."""
 
     def __init__(self, runtime: KubeRuntime) -> None:
@@ -250,71 +251,6 @@ class KubeRehearsal(RehearsalRemoval):
                 f"{kind} {namespace}/{obj_name} exists and pgleap did not make it",
                 "rename or delete it; the rehearsal needs that name",
             )
-
-    def _basebackup_source(self, run: RehearsalRun, hooks: RehearsalHooks) -> dict[str, Any]:
-        """Where and as whom the clone Job logs in; the server's replication settings checked first."""
-        facts = run.facts
-        pod_name = facts.pod_name
-        pod = self.kube.get("Pod", facts.namespace, pod_name)
-        if not pod_ready(pod):
-            raise Refused(
-                f"pod {facts.namespace}/{pod_name} is not running and ready: pg_basebackup copies a running server",
-                "start it, or rehearse with --from-snapshot",
-            )
-        user, secret = kube_rehearsal.replication_login(
-            run.sts, facts, run.plan.job_env.get("PGLEAP_SUPERUSER")
-        )
-        with self._phase("check replication access", "role, wal_level, wal senders, pg_hba.conf") as ph:
-            problems = hooks.replication_problems(run.context(pod_name, facts.name))
-            ph.detail = "ok" if not problems else f"{len(problems)} missing"
-        if problems:
-            raise Refused(
-                "pg_basebackup cannot copy the running server: " + "; ".join(problems),
-                problems[-1].split(": ", 1)[-1] + "; or rehearse with --from-snapshot",
-            )
-        host = source_host(run, pod)
-        if not host:
-            raise Refused(f"pod {pod_name} has no IP yet", "wait until it runs, then rehearse again")
-        return {"source_host": host, "user": user, "password_secret": secret}
-
-    def _run_clone_job(self, run: RehearsalRun, what: str, **source: Any) -> None:
-        """clone.sh in a Job on the clone PVC: the copy (with `source`) and the seal."""
-        job = kube_rehearsal.clone_job(run.plan, run.sts, **source)
-        name = job["metadata"]["name"]
-        with self._phase(what, f"Job {name}"):
-            self.rt.ensure_scripts(run.view, run.scripts, Outcome("rehearse", "clone"))
-            self.kube.create(job)
-            self.rt.finish_job(
-                run.view,
-                name,
-                ("clone",),
-                "production is untouched; the rehearsal's objects are removed unless --keep",
-            )
-
-    def _clone_from_snapshot(self, run: RehearsalRun, klass: str) -> None:
-        snap = kube_rehearsal.source_snapshot(run.facts, klass, run.plan.run_id)
-        snap_name = snap["metadata"]["name"]
-        with self._phase("snapshot of the running volume", f"VolumeSnapshot {snap_name} ({klass})"):
-            self.kube.create(snap)
-            self.kube.wait(
-                f"VolumeSnapshot {snap_name} to be ready",
-                lambda: self._snapshot_ready(run.facts.namespace, snap_name),
-                timeout=self.rt.t.snapshot,
-                interval=self.rt.t.poll,
-            )
-        self.kube.create(
-            kube_rehearsal.clone_pvc(run.sts, run.facts, snapshot=snap_name, run_id=run.plan.run_id)
-        )
-        self._run_clone_job(run, "restore the snapshot and seal the clone")
-
-    def _snapshot_ready(self, namespace: str, name: str) -> bool | None:
-        status = (self.kube.get("VolumeSnapshot", namespace, name) or {}).get("status") or {}
-        if status.get("error"):
-            raise PgleapError(
-                f"VolumeSnapshot {name} failed: {status['error'].get('message')}",
-                "production is untouched; check the snapshot class, or rehearse without --from-snapshot",
-            )
-        return True if status.get("readyToUse") else None
 
     def _start_clone(self, run: RehearsalRun) -> None:
         """Create the rehearsal StatefulSet on the OLD image: its pod recovers the copy."""
