@@ -80,6 +80,48 @@ def plan_logical(
     standbys: list[str] | tuple[str, ...] = (),
 ) -> LogicalPlan:
     """Decide; every refusal names the objects and the flag or fix that lifts it."""
+    refusals = _refusals(facts, target_major=target_major, restart_for_wal_level=restart_for_wal_level)
+    identity_full: dict[str, list[str]] = {}
+    missing = {db: names for db, names in facts.no_identity.items() if names}
+    if missing and not replica_identity_full:
+        listed = "; ".join(f"{db}: {', '.join(names)}" for db, names in sorted(missing.items()))
+        refusals.append(
+            Refusal(
+                "replica_identity",
+                f"tables without a primary key or replica identity cannot replicate UPDATE/DELETE: {listed}",
+                "add a primary key, or give --replica-identity-full (pgleap sets REPLICA IDENTITY FULL on "
+                "them: each update then logs the whole old row)",
+            )
+        )
+    elif missing:
+        identity_full = missing
+    if facts.md5_roles:
+        refusals.append(
+            Refusal(
+                "md5_passwords",
+                "these login roles have md5 password hashes, which the new image's pg_hba.conf "
+                f"(scram-sha-256) does not accept: {', '.join(facts.md5_roles)}",
+                "on the old server, for each role: SET password_encryption = 'scram-sha-256'; "
+                "ALTER ROLE name PASSWORD '...'; (its current password works; the old server accepts both)",
+            )
+        )
+    carried = _carried(facts, standbys)
+    return LogicalPlan(
+        source=source,
+        target_image=target_image,
+        databases=list(facts.databases),
+        replicated={db: list(t) for db, t in facts.tables.items() if t},
+        identity_full=identity_full,
+        carried=carried,
+        restart_for_wal_level=facts.wal_level != "logical",
+        verify_in_pause=not verify_after,
+        refusals=refusals,
+        standbys=list(standbys),
+    )
+
+
+def _refusals(facts: LogicalFacts, *, target_major: int, restart_for_wal_level: bool) -> list[Refusal]:
+    """The server-wide refusals: a target that is not newer, wal_level, replication slots and senders."""
     refusals: list[Refusal] = []
     if target_major <= facts.server_major:
         refusals.append(
@@ -112,30 +154,11 @@ def plan_logical(
                 "restart the old server",
             )
         )
-    identity_full: dict[str, list[str]] = {}
-    missing = {db: names for db, names in facts.no_identity.items() if names}
-    if missing and not replica_identity_full:
-        listed = "; ".join(f"{db}: {', '.join(names)}" for db, names in sorted(missing.items()))
-        refusals.append(
-            Refusal(
-                "replica_identity",
-                f"tables without a primary key or replica identity cannot replicate UPDATE/DELETE: {listed}",
-                "add a primary key, or give --replica-identity-full (pgleap sets REPLICA IDENTITY FULL on "
-                "them: each update then logs the whole old row)",
-            )
-        )
-    elif missing:
-        identity_full = missing
-    if facts.md5_roles:
-        refusals.append(
-            Refusal(
-                "md5_passwords",
-                "these login roles have md5 password hashes, which the new image's pg_hba.conf "
-                f"(scram-sha-256) does not accept: {', '.join(facts.md5_roles)}",
-                "on the old server, for each role: SET password_encryption = 'scram-sha-256'; "
-                "ALTER ROLE name PASSWORD '...'; (its current password works; the old server accepts both)",
-            )
-        )
+    return refusals
+
+
+def _carried(facts: LogicalFacts, standbys: list[str] | tuple[str, ...]) -> list[dict]:
+    """What is carried how, per database: the plan's table of objects and their way to the new side."""
     carried: list[dict] = []
     for db in facts.databases:
         if facts.tables.get(db):
@@ -186,15 +209,4 @@ def plan_logical(
             "how": "copied with their password hashes before the schema",
         }
     )
-    return LogicalPlan(
-        source=source,
-        target_image=target_image,
-        databases=list(facts.databases),
-        replicated={db: list(t) for db, t in facts.tables.items() if t},
-        identity_full=identity_full,
-        carried=carried,
-        restart_for_wal_level=facts.wal_level != "logical",
-        verify_in_pause=not verify_after,
-        refusals=refusals,
-        standbys=list(standbys),
-    )
+    return carried
