@@ -125,60 +125,80 @@ def upgrade(
     if state.phase == HANDING_OVER and state.data.get("strategy") == "logical":
         return _finish_hand_over(side, state.data["target_image"], report=report, state=state)
     if state.phase not in BEFORE_SWITCH or state.data.get("strategy") != "logical":
-        with report.phase("preflight", "wal_level, slots, replica identity, what is carried how"):
-            the_plan = plan(
-                side,
-                image,
-                restart_for_wal_level=restart_for_wal_level,
-                replica_identity_full=replica_identity_full,
-                verify_after=verify_after,
-            )
-        if dry_run:
-            return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
-        _refuse(the_plan)
-        state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), logical_source=side.describe(),
-                   target_image=image, started=time.time(), verify_in_pause=not verify_after)  # fmt: skip
-        faults.point("logical-preflight")
+        options = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
+                   "verify_after": verify_after}  # fmt: skip
+        planned = _preflight(side, image, report=report, state=state, dry_run=dry_run, **options)
+        if planned is not None:
+            return planned
     # where the proof runs is this run's choice: a switch retried after an abort may add or drop the flag
     data = {**state.data["plan"], "verify_in_pause": not verify_after}
     old = side.server(side.name, "old server")
     if state.phase == "preflight":
-        if old.query("postgres", "SHOW wal_level")[0][0] != "logical":  # not again after a crash
-            with report.phase("restart for wal_level", "the old server restarts once"):
-                repl.set_wal_level_logical(old)
-                side.restart_old()
-                old = side.server(side.name, "old server")
-        repl.set_identity_full(old, data["identity_full"])
-        with report.phase("build", "new volume and container, roles, schema, publications, subscriptions"):
-            discard_copy(side, old, data)  # what an interrupted build left: built again from the start
-            new = side.start_next(image)
-            # the new server publishes too after the switch (reverse replication, for rollback)
-            repl.set_wal_level_logical(new)
-            side.restart_next()
-            new = side.server(side.next_name, "new server")  # a restart may change the address
-            repl.fresh_databases(old, new, data["databases"])
-            catalog = repl.catalog_hash(old, data["databases"])  # before the dump: DDL from here on aborts
-            side.copy_schema(image, side.ip(side.name), side.ip(side.next_name), data["databases"])
-            for db in data["databases"]:
-                repl.copy_extension_config(old, new, db)
-            old_ip = side.ip(side.name)
-            for db, tables in data["replicated"].items():
-                repl.create_publication(old, db, tables)
-                info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
-                repl.create_subscription(
-                    new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=True
-                )
-        state.save(phase="built", catalog=catalog)
+        old = _build(side, image, old, data, report=report, state=state)  # a restart may change its address
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
     if state.phase == "built":
-        faults.point("logical-built")  # the initial copy runs
-        with report.phase("sync", "initial copy of every table, then streaming") as ph:
-            seconds = switch.wait_synced(new, list(data["replicated"]), sync_timeout)
-            switch.wait_caught_up(old, slots(data, "fwd"), sync_timeout)
-            ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
-        state.save(phase="synced")
-        faults.point("logical-synced")
+        _sync(old, new, data, report=report, state=state, timeout=sync_timeout)
     return _switch(side, image, old, new, data, report=report, state=state, drain=drain)
+
+
+def _preflight(side: LogicalSide, image: str, *, report: Report, state: RunState, dry_run: bool,
+               **options: bool) -> dict | None:  # fmt: skip
+    """Plan and refuse before anything changes; record the plan (phase `preflight`). A dry run's result."""
+    with report.phase("preflight", "wal_level, slots, replica identity, what is carried how"):
+        the_plan = plan(side, image, **options)
+    if dry_run:
+        return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
+    _refuse(the_plan)
+    state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), logical_source=side.describe(),
+               target_image=image, started=time.time(), verify_in_pause=not options["verify_after"])  # fmt: skip
+    faults.point("logical-preflight")
+    return None
+
+
+def _build(
+    side: LogicalSide, image: str, old: Server, data: dict, *, report: Report, state: RunState
+) -> Server:
+    """The new cluster beside the old one: wal_level, roles, schema, publications, subscriptions
+    (phase `built`); an interrupted build is discarded and made again from the start. Returns the
+    old server as reached after a wal_level restart."""
+    if old.query("postgres", "SHOW wal_level")[0][0] != "logical":  # not again after a crash
+        with report.phase("restart for wal_level", "the old server restarts once"):
+            repl.set_wal_level_logical(old)
+            side.restart_old()
+            old = side.server(side.name, "old server")
+    repl.set_identity_full(old, data["identity_full"])
+    with report.phase("build", "new volume and container, roles, schema, publications, subscriptions"):
+        discard_copy(side, old, data)  # what an interrupted build left: built again from the start
+        new = side.start_next(image)
+        # the new server publishes too after the switch (reverse replication, for rollback)
+        repl.set_wal_level_logical(new)
+        side.restart_next()
+        new = side.server(side.next_name, "new server")  # a restart may change the address
+        repl.fresh_databases(old, new, data["databases"])
+        catalog = repl.catalog_hash(old, data["databases"])  # before the dump: DDL from here on aborts
+        side.copy_schema(image, side.ip(side.name), side.ip(side.next_name), data["databases"])
+        for db in data["databases"]:
+            repl.copy_extension_config(old, new, db)
+        old_ip = side.ip(side.name)
+        for db, tables in data["replicated"].items():
+            repl.create_publication(old, db, tables)
+            info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
+            repl.create_subscription(
+                new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=True
+            )
+    state.save(phase="built", catalog=catalog)
+    return old
+
+
+def _sync(old: Server, new: Server, data: dict, *, report: Report, state: RunState, timeout: float) -> None:
+    """The initial copy of every table, then streaming until the new side has caught up (phase `synced`)."""
+    faults.point("logical-built")  # the initial copy runs
+    with report.phase("sync", "initial copy of every table, then streaming") as ph:
+        seconds = switch.wait_synced(new, list(data["replicated"]), timeout)
+        switch.wait_caught_up(old, slots(data, "fwd"), timeout)
+        ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
+    state.save(phase="synced")
+    faults.point("logical-synced")
 
 
 def verify_sides(
