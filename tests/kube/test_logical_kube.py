@@ -97,6 +97,23 @@ def _side(c) -> LogicalKube:
     )
 
 
+def test_a_target_pinned_by_digest_is_probed_for_its_major_before_anything_changes() -> None:
+    """Probe, don't parse: a digest names no major; the image says it in a probe Pod (deleted after)."""
+    from tests.kube.probes import PROBE_SCRIPTS, recorded_runner
+
+    digest = "postgis/postgis@sha256:" + "b" * 64
+    c = make_cluster("official-plain")
+    c.fake.pod_runner = recorded_runner({digest: "pgleap/postgis:17-3.5"})
+    side = LogicalKube(c.kube, c.namespace, c.name, container="postgres",
+                       state=KubeState(c.kube, c.namespace, c.name), scripts=PROBE_SCRIPTS)  # fmt: skip
+    assert side.target_major(digest) == 17
+    assert [w.verb for w in c.fake.writes_for_test()] == ["create", "delete"]  # the probe Pod only
+    assert side.target_major("pgleap/postgis:18-3.6") == 18  # a versioned tag: no Pod
+    assert len(c.fake.writes_for_test()) == 2
+    with pytest.raises(Refused, match="cannot tell the PostgreSQL major"):
+        _side(c).target_major(digest)  # no probe script given: refused, as before
+
+
 def test_state_lives_in_one_configmap_and_goes_with_clear() -> None:
     c = make_cluster("official-plain")
     state = KubeState(c.kube, c.namespace, c.name)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from toolkit.cli import options as cli_options
+from toolkit.cli.kube_deps import load_scripts
 from toolkit.cli.logical import emit
 from toolkit.core.report import Report, console
 from toolkit.engine import logical as engine
@@ -61,7 +62,16 @@ def _side(kube: Any, ns: str, name: str, output: str):
         if output == "text"
         else (lambda _l: None)
     )
-    side = LogicalKube(kube, ns, name, container=container, state=state, log=log, prog=cli_options.prog())
+    side = LogicalKube(
+        kube,
+        ns,
+        name,
+        container=container,
+        state=state,
+        log=log,
+        prog=cli_options.prog(),
+        scripts=load_scripts(),
+    )
     return side, state
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from typing import Any
 
@@ -22,6 +22,7 @@ from toolkit.db import logical_switch as switch
 from toolkit.db.sql import Server
 from toolkit.errors import PgleapError, Refused
 from toolkit.kube import logical_objects as lo
+from toolkit.kube import probe as kube_probe
 from toolkit.kube.api import Kube
 from toolkit.kube.image_ref import parse_image
 from toolkit.kube.objects import state_cm_name
@@ -90,9 +91,11 @@ class LogicalKube:
         log: Callable[[str], None] = logger.info,
         timeout: float = 600.0,
         prog: str = "pgleap",
+        scripts: Mapping[str, str] | None = None,
     ) -> None:
         self.kube, self.namespace, self.name = kube, namespace, name
         self.prog = prog  # "kubectl pgleap" when run as the kubectl plugin
+        self.scripts = scripts  # the container scripts: probe.sh for an image whose tag names no major
         self.container, self.state, self.log = container, state, log
         self.timeout = timeout
         self.next_name = lo.next_name(name)
@@ -220,11 +223,14 @@ class LogicalKube:
         return server
 
     def target_major(self, image: str) -> int:
+        """The tag's major, or (a digest, a tag without a version) what the image says in a probe Pod."""
         major = parse_image(image).major
-        if major is None:
+        if major is not None:
+            return major
+        if self.scripts is None or not kube_probe.can_probe(self.scripts):
             raise Refused(f"cannot tell the PostgreSQL major of {image} from its tag",
                           "give a tag that starts with the major, e.g. postgis/postgis:17-3.5")  # fmt: skip
-        return major
+        return kube_probe.probe_image(self.kube, self.statefulset(), image, self.scripts, log=self.log).major
 
     def _wait_ready(self, pod: str, *, not_uid: str | None = None) -> None:
         def ready() -> bool | None:
