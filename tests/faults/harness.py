@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 
 from toolkit.docker.refs import LABEL, VOLUME_LABEL
 
-# Points in the Python process (toolkit/db/faults.py); every other point is in a container script.
+# Points in the Python process (toolkit/db/faults.py); every other point is in a container script,
+# except the logical strategy's (`logical-*`, toolkit/engine/logical.py), all in pgleap's process.
 PYTHON_POINTS = {"after-collected", "after-upgraded", "extensions", "reindex"}
+
+
+def in_pgleap(point: str) -> bool:
+    return point in PYTHON_POINTS or point.startswith("logical-")
 
 
 def pgleap(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -85,7 +90,7 @@ def wait_for_point(rt, run: Running, volume_key: str, point: str, timeout: float
     marker = f"PGLEAP fault={point}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if point in PYTHON_POINTS:
+        if in_pgleap(point):
             if marker in run.stderr():
                 return None
         else:

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from tests.faults.conftest import SOURCE, TARGET
-from tests.faults.harness import fault_env, pgleap, start
+from tests.faults.harness import fault_env, kill_pgleap_at, pgleap, start, wait_for_point
 from toolkit.db import verify
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -67,18 +67,9 @@ def _upgrade_args(db, image_names, verify_after: bool) -> list[str]:
     return [*args, "--verify-after"] if verify_after else args
 
 
-def _kill_at(db, image_names, tmp_path, point: str, verify_after: bool) -> None:
+def _kill_at(runtime, db, image_names, tmp_path, point: str, verify_after: bool) -> None:
     run = start(*_upgrade_args(db, image_names, verify_after), env=fault_env(point, tmp_path))
-    marker, deadline = f"PGLEAP fault={point}", time.monotonic() + 300
-    while marker not in run.stderr():
-        assert run.proc.poll() is None, (
-            f"pgleap ended (exit {run.proc.returncode}) before {point}:\n{run.stderr()}"
-        )
-        assert time.monotonic() < deadline, f"{point} not reached:\n{run.stderr()}"
-        time.sleep(0.1)
-    run.proc.kill()
-    run.proc.wait(timeout=60)
-    run.proc.stdout.close()
+    kill_pgleap_at(runtime, run, f"docker-{db.volume}", point)
 
 
 def _ok(proc) -> dict:
@@ -121,7 +112,7 @@ def _case(
     runtime, db, image_names, tmp_path, before, point, then, verify_after, *, back: bool = True
 ) -> None:
     """Kill, then `then`; after a resume, with `back`, a rollback must give the old state again."""
-    _kill_at(db, image_names, tmp_path, point, verify_after)
+    _kill_at(runtime, db, image_names, tmp_path, point, verify_after)
     if then == "resume":
         resumed = _ok(pgleap("resume", "docker", "-c", db.name, "-o", "json"))
         _assert_new(runtime, db, image_names, before, resumed)
@@ -165,10 +156,7 @@ def test_logical_new_container_killed_during_the_initial_copy_then_resume(
     db = logical_db()
     before = db.fingerprint()
     run = start(*_upgrade_args(db, image_names, False), env=fault_env("logical-built", tmp_path))
-    marker, deadline = "PGLEAP fault=logical-built", time.monotonic() + 300
-    while marker not in run.stderr():
-        assert run.proc.poll() is None and time.monotonic() < deadline, run.stderr()
-        time.sleep(0.1)
+    wait_for_point(runtime, run, f"docker-{db.volume}", "logical-built")
     runtime.docker.containers.get(f"{db.name}-pgleap-next").kill(signal="SIGKILL")
     (tmp_path / "release").touch()
     assert run.proc.wait(timeout=300) == 1, run.stderr()
@@ -191,10 +179,7 @@ def test_logical_old_container_killed_in_the_write_pause_then_rollback(
     db = logical_db()
     before = db.fingerprint()
     run = start(*_upgrade_args(db, image_names, False), env=fault_env("logical-paused", tmp_path))
-    marker, deadline = "PGLEAP fault=logical-paused", time.monotonic() + 300
-    while marker not in run.stderr():
-        assert run.proc.poll() is None and time.monotonic() < deadline, run.stderr()
-        time.sleep(0.1)
+    wait_for_point(runtime, run, f"docker-{db.volume}", "logical-paused")
     runtime.docker.containers.get(db.name).kill(signal="SIGKILL")
     (tmp_path / "release").touch()
     assert run.proc.wait(timeout=300) == 1, run.stderr()

@@ -27,7 +27,7 @@ from toolkit.kube import rehearsal_manifests as kube_rehearsal
 from toolkit.kube.facts import gather
 from toolkit.kube.image_ref import parse_image
 from toolkit.kube.lease import Lease
-from toolkit.kube.model import HookContext, Outcome
+from toolkit.kube.model import HookContext, Outcome, PostUpgradeHook
 from toolkit.kube.plan import make_plan
 from toolkit.kube.rehearsal_clone import RehearsalClone
 from toolkit.kube.rehearsal_model import (
@@ -302,17 +302,7 @@ class KubeRehearsal(RehearsalClone, RehearsalRemoval):
                 )
 
         try:
-            outcome = self.rt.upgrade(
-                run.facts.namespace,
-                run.rname,
-                target_image,
-                scripts=run.scripts,
-                job_env=job_env,
-                mode=mode,
-                snapshot=False,
-                patch_retention=False,
-                post_upgrade=post_upgrade,
-            )
+            outcome = self._upgrade(run, target_image, job_env, mode, post_upgrade=post_upgrade)
         finally:
             result.update(hook_report(done, before))
         self._record_upgrade_phases(outcome)
@@ -324,16 +314,7 @@ class KubeRehearsal(RehearsalClone, RehearsalRemoval):
         seen = self.rt.proof_seen()
         seen.clear()
         try:
-            outcome = self.rt.upgrade(
-                run.facts.namespace,
-                run.rname,
-                target_image,
-                scripts=run.scripts,
-                job_env=job_env,
-                mode=mode,
-                snapshot=False,
-                patch_retention=False,
-            )
+            outcome = self._upgrade(run, target_image, job_env, mode)
         except VerificationFailed as exc:
             raise VerificationFailed(
                 f"the upgraded clone failed the data proof: {exc.message}",
@@ -347,6 +328,17 @@ class KubeRehearsal(RehearsalClone, RehearsalRemoval):
                 "do not upgrade production; report it with the rehearsal's output",
             )
         self._record_upgrade_phases(outcome)
+
+    def _upgrade(
+        self, run: RehearsalRun, target_image: str, job_env: dict[str, str], mode: str,
+        post_upgrade: PostUpgradeHook | None = None,
+    ) -> Outcome:  # fmt: skip
+        """The ordinary upgrade flow on the rehearsal StatefulSet: no snapshot (a clone), its
+        retention policy left alone (its PVC is the rehearsal's own)."""
+        return self.rt.upgrade(
+            run.facts.namespace, run.rname, target_image, scripts=run.scripts, job_env=job_env, mode=mode,
+            snapshot=False, patch_retention=False, post_upgrade=post_upgrade,
+        )  # fmt: skip
 
     def _record_upgrade_phases(self, outcome: Outcome) -> None:
         """The ordinary flow's phases in the rehearsal's report, downtime marked by its model."""
