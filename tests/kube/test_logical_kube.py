@@ -137,8 +137,9 @@ def test_hand_back_restores_the_recorded_selector_and_finalize_refuses_while_a_s
         "data-gis-next-0"
     ]
     # finalize before the Services point at the new pods: refused, nothing deleted
-    with pytest.raises(Refused, match="Service gis does not select the new pods"):
+    with pytest.raises(Refused, match="Service gis does not select the new pods") as refused:
         side.remove_old()
+    assert f"`pgleap rollback sts gis -n {c.namespace}`" in refused.value.hint
     assert c.sts() is not None and c.fake.get_for_test("PersistentVolumeClaim", c.namespace, "data-gis-0")
     assert not [
         x for x in c.fake.writes_for_test() if x.resource in ("statefulsets", "persistentvolumeclaims")

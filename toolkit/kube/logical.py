@@ -142,7 +142,7 @@ class LogicalKube:
                         "logical on Kubernetes expects the primary at ordinal 0", "use --strategy inplace"))  # fmt: skip
         if self.kube.get("ConfigMap", self.namespace, state_cm_name(self.name)):
             out.append((f"an in-place pgleap run is recorded for {self.name}",
-                        "finish it (`pgleap finalize sts`) or roll it back first"))  # fmt: skip
+                        f"finish it (`{self.command('finalize')}`) or roll it back first"))  # fmt: skip
         return out
 
     def command(self, verb: str) -> str:
@@ -300,7 +300,7 @@ class LogicalKube:
                 tail = "\n".join("".join(lines).strip().splitlines()[-15:])
             raise PgleapError(
                 "copying the schema to the new server failed (the old server keeps serving)",
-                f"its log ends with:\n{tail}\nfix the cause, then `pgleap rollback sts {self.name}` and try again",
+                f"its log ends with:\n{tail}\nfix the cause, then `{self.command('rollback')}` and try again",
             )
         self.kube.delete("Job", self.namespace, job_name, propagation="Background")
 
@@ -378,8 +378,7 @@ class LogicalKube:
             if live is not None and (live.get("spec") or {}).get("selector") != labels:
                 raise Refused(
                     f"Service {svc} does not select the new pods; finalize would leave it without a backend",
-                    f"`pgleap upgrade sts {self.name} --strategy logical` completes the switch, or "
-                    f"`pgleap rollback sts {self.name}`",
+                    f"`{self.command('resume')}` completes the switch, or `{self.command('rollback')}`",
                 )
         claims = self.describe()["old_claims"]
         self._remove(self.name, claims, 1)  # one replica: refused otherwise before anything began
