@@ -66,7 +66,7 @@ def test_a_good_plan_matches_the_old_cluster():
     assert "--encoding=UTF8" in p.initdb_args and "--lc-collate=en_US.utf8" in p.initdb_args
     assert "--wal-segsize=16" in p.initdb_args
     assert not any("checksums" in a for a in p.initdb_args)  # 17 defaults to off, like the old cluster
-    assert p.collation_libraries_changed
+    assert p.core.collation_libraries_changed
     postgis = next(a for a in p.extension_actions if a.extension == "postgis")
     assert (postgis.installed, postgis.target, postgis.action) == (
         "3.1.1",
@@ -89,8 +89,8 @@ def test_a_good_plan_matches_the_old_cluster():
 )
 def test_which_collation_library_changed(glibc, icu, libc_changed, icu_changed):
     p = dataclasses.replace(plan(), glibc=glibc, icu=icu)
-    assert (p.libc_changed, p.icu_changed) == (libc_changed, icu_changed)
-    assert p.collation_libraries_changed == (libc_changed or icu_changed)
+    assert (p.core.libc_changed, p.core.icu_changed) == (libc_changed, icu_changed)
+    assert p.core.collation_libraries_changed == (libc_changed or icu_changed)
 
 
 def test_pg18_target_gets_no_data_checksums_unless_the_old_had_them():

@@ -75,7 +75,7 @@ def _serve(kubelet, plan, sts, action: str, pvc: str, read) -> Any:
         kubelet, job, render.scripts_configmap(plan, load_scripts()), pvc, kubelet.pvc_volume("x")
     )
     (main,) = pod["containers"]
-    assert main["image"] == (plan.old_image if action == "serve-old" else plan.new_image)
+    assert main["image"] == (plan.core.old_image if action == "serve-old" else plan.core.new_image)
     c = kubelet.run(pod, main, volumes, detach=True, network="host")
     try:
         ctx = HookContext(HostPod(c), plan, "geo", "gis", f"{action}-pod", "upgrade", lambda line: None)

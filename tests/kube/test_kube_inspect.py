@@ -15,6 +15,7 @@ from tests.kube.test_probe import non_probe_writes
 from toolkit.errors import Refused
 from toolkit.kube import objects
 from toolkit.kube.hooks import collation_changes
+from toolkit.kube.plan import KubePlan
 
 TARGET = "pgleap/postgis:17-3.5"
 
@@ -47,7 +48,9 @@ def test_the_live_read_decides_the_job_env_and_the_reindex() -> None:
 
     def preflight(ctx, images, *, pgdata, scripts):
         env = {**ctx.plan.job_env, "PGLEAP_MAX_LOCKS": "250"}
-        return replace(ctx.plan, job_env=env, glibc=("2.31", "2.41"), icu=("67", "76"))
+        return replace(
+            ctx.plan, job_env=env, core=replace(ctx.plan.core, glibc=("2.31", "2.41"), icu=("67", "76"))
+        )
 
     c.runtime.upgrade(
         c.namespace,
@@ -62,8 +65,8 @@ def test_the_live_read_decides_the_job_env_and_the_reindex() -> None:
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PGLEAP_MAX_LOCKS"] == "250"
     plan = c.runtime.read_state(c.namespace, c.name).plan  # stored and read back
-    assert plan.glibc == ("2.31", "2.41") and plan.icu == ("67", "76")
-    assert c.hook_calls[0].plan.glibc == ("2.31", "2.41")
+    assert plan.core.glibc == ("2.31", "2.41") and plan.core.icu == ("67", "76")
+    assert c.hook_calls[0].plan.core.glibc == ("2.31", "2.41")
 
 
 def test_a_statefulset_that_does_not_run_is_refused_with_what_to_do() -> None:
@@ -86,10 +89,14 @@ def test_reindex_is_targeted_by_the_probed_libraries() -> None:
     c = _cluster()
     plan, _, _ = c.runtime.plan(c.namespace, c.name, TARGET, job_env=JOB_ENV)
     assert collation_changes(plan) == (True, True)  # not probed (a plan stored by an older pgleap)
-    assert collation_changes(replace(plan, glibc=("2.41", "2.41"), icu=("76", "76"))) == (False, False)
-    assert collation_changes(replace(plan, glibc=("2.41", "2.41"), icu=("", ""))) == (False, False)
-    assert collation_changes(replace(plan, glibc=("2.36", "2.41"), icu=("76", "76"))) == (True, False)
-    assert collation_changes(replace(plan, glibc=("2.41", "2.41"), icu=("72", "76"))) == (False, True)
+
+    def probed(glibc: tuple[str, str], icu: tuple[str, str]) -> KubePlan:
+        return replace(plan, core=replace(plan.core, glibc=glibc, icu=icu))
+
+    assert collation_changes(probed(("2.41", "2.41"), ("76", "76"))) == (False, False)
+    assert collation_changes(probed(("2.41", "2.41"), ("", ""))) == (False, False)
+    assert collation_changes(probed(("2.36", "2.41"), ("76", "76"))) == (True, False)
+    assert collation_changes(probed(("2.41", "2.41"), ("72", "76"))) == (False, True)
 
 
 def test_a_bootstrap_role_other_than_the_jobs_initdb_user_is_refused(monkeypatch) -> None:

@@ -4,7 +4,8 @@ Kubernetes Job's env key for key, and a plan stored by the pgleap before the mer
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.kube.test_kube_facts import facts_of
 from tests.test_plan import cluster, data, image
 from toolkit.core.layout import new_layout
 from toolkit.core.plan import make_plan as core_plan
+from toolkit.core.upgrade import MajorUpgrade
 from toolkit.kube.plan import KubePlan, make_plan, with_live_plan
 from toolkit.kube.stored import check_stored, digest
 
@@ -43,7 +45,7 @@ def test_docker_and_kubernetes_give_upgrade_sh_the_same_env(
         facts_of("official-plain"), ref, mode=mode, run_id="r1", job_env={"PGLEAP_SUPERUSER": "gis"}
     )
     # What kube/inspect.py's live read does: core's plan on the Kubernetes layout, merged back.
-    live = core_plan(old=old, new=new, data=d, cluster=facts, layout=kplan.layout, mode=mode)
+    live = core_plan(old=old, new=new, data=d, cluster=facts, layout=kplan.core.layout, mode=mode)
     kube = with_live_plan(kplan, live)
 
     for action in ("upgrade", "rollback", "finalize"):
@@ -61,7 +63,11 @@ def test_initdb_options_the_caller_gave_stay() -> None:
         job_env={"PGLEAP_SUPERUSER": "gis", "PGLEAP_INITDB_ARGS": "--encoding=LATIN1"},
     )
     live = core_plan(
-        old=image(13, "13.16"), new=image(17, "17.12"), data=data(), cluster=cluster(), layout=kplan.layout
+        old=image(13, "13.16"),
+        new=image(17, "17.12"),
+        data=data(),
+        cluster=cluster(),
+        layout=kplan.core.layout,
     )
     assert with_live_plan(kplan, live).job_env["PGLEAP_INITDB_ARGS"] == "--encoding=LATIN1"
 
@@ -92,3 +98,50 @@ def test_a_plan_stored_before_the_shared_contract_loads_and_validates() -> None:
     env = plan.env_for("upgrade")
     assert env["PGLEAP_NEW_REL"] == "18/docker" and env["PGLEAP_MAX_LOCKS"] == "250"
     assert "PGLEAP_INITDB_ARGS" not in env  # upgrade.sh reads them from the old cluster, as it did
+
+
+# plan.json as pgleap 9e0e140 (the last KubePlan with the core's fields beside its own) wrote it:
+# a primary/read pair, --keep-readers, --downtime minimal, probed glibc/ICU.
+STORED_PAIR = Path(__file__).parent / "stored" / "plan-9e0e140-primary-read.json"
+
+
+def test_a_flat_plan_stored_before_the_core_loads_into_it_and_is_written_back_unchanged() -> None:
+    text = STORED_PAIR.read_text().strip()
+    plan = KubePlan.from_json(text)
+    assert plan.core == MajorUpgrade(
+        old_image="docker.io/bitnamilegacy/postgresql:16.4.0-debian-12-r0",
+        new_image="docker.io/bitnamilegacy/postgresql:17.2.0-debian-12-r8",
+        old_major=16,
+        new_major=17,
+        mode="link",
+        layout=plan.replicas.layout,  # the read StatefulSet has the primary's layout
+        uid=1001,
+        gid=0,
+        glibc=("2.31", "2.41"),
+        icu=("67", "76"),
+        downtime="minimal",
+    )
+    assert plan.core.layout.new_pgdata == "/bitnami/postgresql/data"
+    assert plan.to_json() == text  # the stored format is unchanged: digests and older readers agree
+    assert KubePlan.from_json(plan.to_json()) == plan
+    assert plan.env_for("upgrade")["PGLEAP_CHECK"] == "0" and plan.replicas.keep_readers
+    view = plan.replica_view()
+    assert (view.sts, view.core.layout, view.core.new_major) == (
+        "pg-postgresql-read",
+        plan.replicas.layout,
+        17,
+    )
+
+
+def test_a_plan_stored_before_downtime_and_the_probed_libraries_takes_their_defaults() -> None:
+    data = json.loads(STORED)
+    for key in ("downtime", "glibc", "icu"):
+        del data[key]
+    plan = KubePlan.from_json(json.dumps(data))
+    assert (plan.core.downtime, plan.core.glibc, plan.core.icu) == ("verified", ("", ""), ("", ""))
+    assert not plan.core.collation_libraries_known
+
+
+def test_the_kubernetes_plan_holds_the_core_and_repeats_none_of_its_fields() -> None:
+    own = {f.name for f in fields(KubePlan)}
+    assert "core" in own and not own & {f.name for f in fields(MajorUpgrade)}

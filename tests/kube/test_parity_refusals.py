@@ -174,8 +174,8 @@ def test_the_known_bad_pair_is_refused_alike(docker_client, kubelet, image_names
 def test_a_digest_pinned_statefulset_is_planned_and_read_live(db15, kubelet, image_names):
     """Neither reference names a version; the probe Pods (on Docker) and the live cluster decide."""
     c, (plan, _, _) = kube_run(db15, kubelet, image_names, DIGEST_NEW, image=DIGEST_OLD, plan=True)
-    assert (plan.old_major, plan.new_major) == (15, 17)
-    assert plan.glibc == ("2.36", "2.41") and plan.icu == ("72", "76")
+    assert (plan.core.old_major, plan.core.new_major) == (15, 17)
+    assert plan.core.glibc == ("2.36", "2.41") and plan.core.icu == ("72", "76")
     assert plan.job_env["PGLEAP_MAX_LOCKS"] == "0"  # decided by the live read: 200 rows need no more
     assert non_probe_writes(c) == []
 

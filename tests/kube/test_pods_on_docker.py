@@ -304,7 +304,7 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
     from tests.kube.harness import make_cluster
     from tests.kube.test_fingerprint_pods_on_docker import _serve
     from tests.kube.test_probe import non_probe_writes
-    from toolkit.core.plan import UpgradePlan
+    from toolkit.core.upgrade import MajorUpgrade
     from toolkit.db.seed import seed
     from toolkit.kube.hooks import engine_data_proof
     from toolkit.kube.inspect import engine_preflight
@@ -336,10 +336,13 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
             preflight=engine_preflight,
         )
         assert non_probe_writes(c) == []
-        assert (plan.old_major, plan.new_major) == (13, int(new_tag.split("-")[0]))
+        assert (plan.core.old_major, plan.core.new_major) == (13, int(new_tag.split("-")[0]))
         # Docker's own probe of the same images: the same glibc/ICU, so the same reindex decision.
         old_facts, new_facts = runtime.probe_image(old_image), runtime.probe_image(new_image)
-        assert plan.glibc == (old_facts.glibc, new_facts.glibc) and plan.icu == (old_facts.icu, new_facts.icu)
+        assert plan.core.glibc == (old_facts.glibc, new_facts.glibc) and plan.core.icu == (
+            old_facts.icu,
+            new_facts.icu,
+        )
     except BaseException:  # the running pod goes with a failed plan (its volume is in use)
         pod.remove(force=True, v=True)
         raise
@@ -373,7 +376,7 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
     for init in job_pod["initContainers"]:
         kubelet.run(job_pod, init, volumes)
     logs = "".join(kubelet.run(job_pod, c, volumes) for c in job_pod["containers"])
-    assert f"PostgreSQL {plan.new_major} cluster ready" in logs
+    assert f"PostgreSQL {plan.core.new_major} cluster ready" in logs
     # pgleap's own comparison, right after pg_upgrade, with the rendered serve-new Job (new image)
     assert proof.compare(served_old, _serve(kubelet, plan, sts, "serve-new", pvc, proof.fingerprint)) == []
 
@@ -400,21 +403,21 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
         assert any("amcheck" in line for line in lines)
         # glibc 2.31 -> 2.41/2.43 changed: the collation-dependent indexes were rebuilt; the
         # statistics ran as Docker's (18: missing ones first, then the rest).
-        # What Docker's engine rebuilds on this data: its plan's decision (UpgradePlan from its own
+        # What Docker's engine rebuilds on this data: its plan's decision (MajorUpgrade from its own
         # probe of the images) through the one selection query, on the data as its reindex meets
         # it (after the extension updates, which may add indexes; a rebuild keeps the set).
         probed = SimpleNamespace(glibc=(old_facts.glibc, new_facts.glibc), icu=(old_facts.icu, new_facts.icu))
-        libc, icu = UpgradePlan.libc_changed.fget(probed), UpgradePlan.icu_changed.fget(probed)
+        libc, icu = MajorUpgrade.libc_changed.fget(probed), MajorUpgrade.icu_changed.fget(probed)
         docker_count = sum(
             len(postupgrade.collation_indexes(server, db, libc_changed=libc, icu_changed=icu))
             for db in server.databases()
         )
         rebuilt = next(line for line in lines if line.startswith("collation-dependent indexes rebuilt: "))
         assert rebuilt == f"collation-dependent indexes rebuilt: {docker_count}" and docker_count > 0, lines
-        runs = " then ".join(" ".join(r) for r in postupgrade.analyze_runs(plan.new_major))
+        runs = " then ".join(" ".join(r) for r in postupgrade.analyze_runs(plan.core.new_major))
         assert f"statistics: vacuumdb {runs}" in lines, lines
         # The same libraries on both sides (a forced equal probe): nothing to rebuild.
-        same = replace(plan, glibc=(new_facts.glibc,) * 2, icu=(new_facts.icu,) * 2)
+        same = replace(plan, core=replace(plan.core, glibc=(new_facts.glibc,) * 2, icu=(new_facts.icu,) * 2))
         again: list[str] = []
         engine_post_upgrade(HookContext(api, same, "geo", "gis", "gis-0", "postgres", again.append))
         assert "collation-dependent indexes rebuilt: 0" in again, again
@@ -422,9 +425,11 @@ def test_rendered_job_and_statefulset_upgrade_a_volume(
             full = conn.execute("SELECT postgis_full_version()").fetchone()[0]
         assert "need upgrade" not in full
         version = server.query("gis", "SHOW server_version_num")[0][0]
-        assert int(version) // 10000 == plan.new_major
+        assert int(version) // 10000 == plan.core.new_major
         data_dir = server.query("gis", "SHOW data_directory")[0][0]
-        expected = "/var/lib/postgresql/18/docker" if plan.new_major >= 18 else "/var/lib/postgresql/data"
+        expected = (
+            "/var/lib/postgresql/18/docker" if plan.core.new_major >= 18 else "/var/lib/postgresql/data"
+        )
         assert data_dir == expected
     finally:
         pod.remove(force=True, v=True)

@@ -38,10 +38,10 @@ def test_digest_pinned_statefulset_is_planned_from_probed_majors() -> None:
     """Neither reference has a version in it: the images say 13 and 17 (tag parsing refused both)."""
     c = _cluster(DIGEST, **{DIGEST: "pgleap/postgis:13-3.1", TARGET_DIGEST: "pgleap/postgis:17-3.5"})
     plan, _, _ = c.runtime.plan(c.namespace, c.name, TARGET_DIGEST, job_env=JOB_ENV, scripts=PROBE_SCRIPTS)
-    assert (plan.old_major, plan.new_major) == (13, 17)
-    assert plan.old_image == DIGEST and plan.new_image == TARGET_DIGEST
+    assert (plan.core.old_major, plan.core.new_major) == (13, 17)
+    assert plan.core.old_image == DIGEST and plan.core.new_image == TARGET_DIGEST
     assert plan.job_env["PGLEAP_OLD_MAJOR"] == "13" and plan.job_env["PGLEAP_NEW_MAJOR"] == "17"
-    assert plan.glibc == ("2.31", "2.41") and plan.icu == ("67", "76")
+    assert plan.core.glibc == ("2.31", "2.41") and plan.core.icu == ("67", "76")
     calls = probe_calls(c)
     assert [v for v, _ in calls] == ["create", "delete", "create", "delete"]
     assert non_probe_writes(c) == []
@@ -53,7 +53,7 @@ def test_custom_registry_tag_without_a_version_is_planned() -> None:
     plan, _, _ = c.runtime.plan(
         c.namespace, c.name, "pgleap/postgis:17-3.5", job_env=JOB_ENV, scripts=PROBE_SCRIPTS
     )
-    assert (plan.old_major, plan.new_major) == (13, 17)
+    assert (plan.core.old_major, plan.core.new_major) == (13, 17)
 
 
 def test_probe_pod_is_restricted_volumeless_and_runs_as_the_statefulset_user() -> None:

@@ -96,13 +96,13 @@ def test_job_contract(fixture_name: str) -> None:
     (main,) = pod["containers"]
     assert (init["name"], init["image"], init["command"]) == (
         "collect",
-        plan.old_image,
+        plan.core.old_image,
         ["bash", "/pgleap/scripts/collect.sh"],
     )
     assert init["env"] == [{"name": "PGLEAP_OLD_ROOT", "value": "/pgleap/old"}]
     assert (main["name"], main["image"], main["command"]) == (
         "upgrade",
-        plan.new_image,
+        plan.core.new_image,
         ["bash", "/pgleap/scripts/upgrade.sh"],
     )
     for c in (init, main):
@@ -155,8 +155,8 @@ def test_job_env_and_no_secret(fixture_name: str) -> None:
     env = {e["name"]: e for e in pod_of(job)["containers"][0]["env"]}
     assert all(set(e) == {"name", "value"} for e in env.values())  # literals only, no valueFrom
     assert env["PGLEAP_ACTION"]["value"] == "rollback"
-    assert env["PGLEAP_OLD_REL"]["value"] == plan.layout.old_rel
-    assert env["PGLEAP_NEW_REL"]["value"] == plan.layout.new_rel
+    assert env["PGLEAP_OLD_REL"]["value"] == plan.core.layout.old_rel
+    assert env["PGLEAP_NEW_REL"]["value"] == plan.core.layout.new_rel
     assert env["PGLEAP_VOLUME"]["value"] == "/pgleap/volume"
     assert env["PGLEAP_SUPERUSER"]["value"] == "postgres"
     text = json.dumps(render.objects_for(plan, load_sts(fixture_name), SCRIPTS))
@@ -340,7 +340,7 @@ def test_layout_in_new_statefulset(
     name: str, mount: str, sub_path: str | None, pgdata_env: str | None, old_rel: str, new_rel: str
 ) -> None:
     plan = plan_for(name)
-    assert (plan.layout.old_rel, plan.layout.new_rel) == (old_rel, new_rel)
+    assert (plan.core.layout.old_rel, plan.core.layout.new_rel) == (old_rel, new_rel)
     sts = sts_objects.new_statefulset(plan, load_sts(name))
     m = data_mount(sts, name)
     assert m["mountPath"] == mount and m.get("subPath") == sub_path
@@ -432,7 +432,7 @@ def test_containers_seeing_the_data_follow_the_18_layout_move() -> None:
         }
     )
     plan = make_plan(gather(sts), "pgleap/postgis:18-3.x", job_env=ENV, run_id="r1")
-    assert plan.layout.changes_mount
+    assert plan.core.layout.changes_mount
     new = sts_objects.new_statefulset(plan, sts)["spec"]["template"]["spec"]
     (init,) = new["initContainers"]
     assert init["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/postgresql"}]

@@ -206,7 +206,7 @@ def test_plan_round_trips_through_the_state_configmap() -> None:
     assert KubePlan.from_json(plan.to_json()) == plan
     assert plan.read_sts == READ and not plan.same_sts_standbys
     view = plan.replica_view()
-    assert (view.sts, view.data_pvc, view.uid, view.fs_group) == (
+    assert (view.sts, view.data_pvc, view.core.uid, view.fs_group) == (
         READ,
         "data-pg-postgresql-read-0",
         1001,
@@ -244,7 +244,7 @@ def test_reseed_job_contract(fixture: str) -> None:
         assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
         assert "initContainers" not in pod
         (c,) = pod["containers"]
-        assert c["image"] == plan.new_image
+        assert c["image"] == plan.core.new_image
         assert c["command"] == ["bash", "/pgleap/scripts/reseed.sh"]
         env = {e["name"]: e for e in c["env"]}
         assert env["PGLEAP_ACTION"]["value"] == "place"
@@ -322,7 +322,7 @@ def test_objects_for_a_primary_read_pair() -> None:
     ]
     read = objs[-1]
     assert read["spec"]["replicas"] == 2
-    assert read["spec"]["template"]["spec"]["containers"][0]["image"] == plan.new_image
+    assert read["spec"]["template"]["spec"]["containers"][0]["image"] == plan.core.new_image
     assert read["metadata"]["annotations"][objects.ANN_RUN] == "r1"
     assert json.loads(objs[0]["data"]["read-statefulset.json"])["metadata"]["name"] == READ
     for obj in objs:

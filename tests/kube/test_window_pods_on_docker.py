@@ -56,7 +56,7 @@ def _kube_window(kubelet, image_names, downtime: str) -> float:
     seed(server, "gis", rows=ROWS, polygons=POLYGONS)
     env = {"PGLEAP_SUPERUSER": "gis", "PGLEAP_SERVE_PORT": str(20000 + hash(pvc) % 20000)}
     plan = make_plan(gather(sts), image_names[NEW], snapshot=False, job_env=env)
-    plan = dataclasses.replace(plan, downtime=downtime)
+    plan = dataclasses.replace(plan, core=dataclasses.replace(plan.core, downtime=downtime))
     if downtime == "minimal":
         _run_job(kubelet, plan, sts, "prepare", pvc)  # beside the serving pod
     start = time.monotonic()

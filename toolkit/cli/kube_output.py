@@ -119,7 +119,7 @@ def _standby_lines(plan: KubePlan, rp: ReplicaPlan) -> list[str]:
                 if rp.keep_readers
                 else "scaled to 0 together with the primary"
             )
-            + f"; it comes back on {plan.new_image} with {rp.count} replicas after the primary is upgraded and "
+            + f"; it comes back on {plan.core.new_image} with {rp.count} replicas after the primary is upgraded and "
             "verified"
         ),
     ]

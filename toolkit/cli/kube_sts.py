@@ -193,8 +193,13 @@ def _show_plan(
 def _plan_text(ns: str, name: str, plan: KubePlan, objs: list[dict[str, Any]]) -> None:
     """The text form of the plan on stdout: images, PGDATA move, retention, standbys, objects."""
     c = console(stderr=False)
-    c.print(f"{ns}/{name}: {plan.old_image} → {plan.new_image} (mode {plan.mode})", markup=False)
-    c.print(f"PGDATA in volume: {plan.layout.old_rel or '.'} → {plan.layout.new_rel or '.'}", markup=False)
+    c.print(
+        f"{ns}/{name}: {plan.core.old_image} → {plan.core.new_image} (mode {plan.core.mode})", markup=False
+    )
+    c.print(
+        f"PGDATA in volume: {plan.core.layout.old_rel or '.'} → {plan.core.layout.new_rel or '.'}",
+        markup=False,
+    )
     if plan.patch_retention:
         c.print("PVC retention policy set to Retain during the upgrade")
     for line in replica_lines(plan):

@@ -6,11 +6,12 @@ the volume byte-identical.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from toolkit.core.facts import ClusterFacts, DataFacts, ImageFacts, version_key
 from toolkit.core.layout import Layout
 from toolkit.core.paths import OLD_ROOT, VOLUME
+from toolkit.core.upgrade import MajorUpgrade
 from toolkit.errors import Refused
 
 MODES = ("link", "copy", "clone", "swap")
@@ -73,26 +74,13 @@ class UpgradePlan:
     max_locks: int = 0  # max_locks_per_transaction for pg_upgrade's servers; 0 = their own setting
 
     @property
-    def libc_changed(self) -> bool:
-        """The glibc versions differ: libc collations (the usual database default) may sort otherwise."""
-        return self.glibc[0] != self.glibc[1]
-
-    @property
-    def icu_changed(self) -> bool:
-        """The old image has ICU and the new one another version (or none)."""
-        return bool(self.icu[0]) and self.icu[0] != self.icu[1]
-
-    @property
-    def collation_libraries_changed(self) -> bool:
-        return self.libc_changed or self.icu_changed
-
-    @property
-    def rollback_note(self) -> str:
-        if self.mode == "link":
-            return "rollback possible until the new cluster is first started (link mode shares files)"
-        if self.mode == "swap":
-            return "no rollback once pg_upgrade runs (swap mode moves the old files): have a snapshot"
-        return "rollback possible until finalize (the old cluster is left untouched)"
+    def core(self) -> MajorUpgrade:
+        """The upgrade's runtime-neutral decisions, as Kubernetes' plan holds them: this plan's fields of
+        the same names (Docker keeps them flat, as its state file and `-o json` plan list them; its
+        --downtime is an option of the run, so the core's stays at its default)."""
+        own = self.__dataclass_fields__
+        same = {f.name: getattr(self, f.name) for f in fields(MajorUpgrade) if f.name in own}
+        return MajorUpgrade(old_image=self.source_image, new_image=self.target_image, **same)
 
     def estimated_downtime_seconds(self, downtime: str = "verified", *, verify_data: bool = True) -> float:
         """Rough. Always down: stop, pg_upgrade (link/clone/swap grow with file count, copy with bytes
@@ -108,18 +96,9 @@ class UpgradePlan:
         return base + 2.0 * len(self.databases) + proof
 
     def upgrade_env(self, *, volume: str = VOLUME, old_root: str = OLD_ROOT) -> dict[str, str]:
-        """upgrade.sh's environment, every action alike (the one contract: `upgrade_env`)."""
-        return upgrade_env(
-            self.layout,
-            old_major=self.old_major,
-            new_major=self.new_major,
-            mode=self.mode,
-            superuser=self.superuser,
-            initdb_args=self.initdb_args,
-            max_locks=self.max_locks,
-            volume=volume,
-            old_root=old_root,
-        )
+        """upgrade.sh's environment, every action alike: the core's, with what the live read decided."""
+        decided = {"superuser": self.superuser, "initdb_args": self.initdb_args, "max_locks": self.max_locks}
+        return self.core.upgrade_env(**decided, volume=volume, old_root=old_root)
 
     def container_env(self, action: str, *, volume: str = VOLUME, old_root: str = OLD_ROOT) -> dict:
         """The environment of upgrade.sh in the new image for one action."""
@@ -129,46 +108,10 @@ class UpgradePlan:
         data = asdict(self)
         data["old_rel"] = self.layout.old_rel
         data["new_rel"] = self.layout.new_rel
-        data["collation_libraries_changed"] = self.collation_libraries_changed
-        data["rollback"] = self.rollback_note
+        data["collation_libraries_changed"] = self.core.collation_libraries_changed
+        data["rollback"] = self.core.rollback_note
         data["estimated_downtime_seconds"] = round(self.estimated_downtime_seconds(), 1)
         return data
-
-
-def upgrade_env(
-    layout: Layout,
-    *,
-    old_major: int,
-    new_major: int,
-    mode: str,
-    superuser: str | None = None,
-    initdb_args: tuple[str, ...] | None = None,
-    max_locks: int | None = None,
-    volume: str = VOLUME,
-    old_root: str = OLD_ROOT,
-) -> dict[str, str]:
-    """The environment contract of toolkit/container/upgrade.sh, for Docker and Kubernetes alike.
-
-    A key given as None is left out: upgrade.sh then reads the superuser and initdb options
-    from the old cluster itself (a Kubernetes plan made without the live read) and keeps
-    PostgreSQL's own lock table size.
-    """
-    env = {
-        "PGLEAP_VOLUME": volume,
-        "PGLEAP_OLD_ROOT": old_root,
-        "PGLEAP_OLD_REL": layout.old_rel,
-        "PGLEAP_NEW_REL": layout.new_rel,
-        "PGLEAP_OLD_MAJOR": str(old_major),
-        "PGLEAP_NEW_MAJOR": str(new_major),
-        "PGLEAP_MODE": mode,
-    }
-    if superuser is not None:
-        env["PGLEAP_SUPERUSER"] = superuser
-    if initdb_args is not None:
-        env["PGLEAP_INITDB_ARGS"] = " ".join(initdb_args)
-    if max_locks is not None:
-        env["PGLEAP_MAX_LOCKS"] = str(max_locks)
-    return env
 
 
 def not_postgres(image: str, detail: str) -> Refused:

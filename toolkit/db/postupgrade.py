@@ -243,7 +243,7 @@ def run(
 ) -> dict[str, list[str]]:
     """Update extensions, rebuild collation-dependent indexes, rebuild statistics; one report phase each.
 
-    `libc_changed`/`icu_changed` come from the plan (UpgradePlan.libc_changed, .icu_changed);
+    `libc_changed`/`icu_changed` come from the plan (MajorUpgrade.libc_changed, .icu_changed);
     `analyze` runs vacuumdb and returns how it ran. `serving`: the database already serves
     clients (--downtime minimal); the phase lines say so. Extensions left without an update
     path are named on the console either way.

@@ -82,8 +82,8 @@ def run(
         return postupgrade.run(
             server,
             report=report,
-            libc_changed=plan.libc_changed,
-            icu_changed=plan.icu_changed,
+            libc_changed=plan.core.libc_changed,
+            icu_changed=plan.core.icu_changed,
             analyze=lambda: target.analyze_serving(plan),
             serving=True,
         )

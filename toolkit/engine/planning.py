@@ -73,7 +73,7 @@ def show_plan(
         f"  PGDATA     {plan.layout.old_pgdata} (volume at {plan.layout.old_mount}) -> "
         f"{plan.layout.new_pgdata} (volume at {plan.layout.new_mount})\n"
         f"  initdb     --username={plan.superuser} {' '.join(plan.initdb_args)}\n"
-        f"  rollback   {plan.rollback_note}\n"
+        f"  rollback   {plan.core.rollback_note}\n"
         f"  downtime   about {estimate:.0f} s ({downtime} mode, estimate)"
     )
     changes = [a for a in plan.extension_actions if a.action != "none"]
@@ -81,7 +81,7 @@ def show_plan(
         report.result(
             f"  extension  {escape(a.database)}: {a.extension} {a.installed} -> {a.target} ({a.action})"
         )
-    if plan.collation_libraries_changed:
+    if plan.core.collation_libraries_changed:
         report.result(
             f"  collation  glibc {plan.glibc[0]} -> {plan.glibc[1]}, ICU {plan.icu[0] or '-'} -> "
             f"{plan.icu[1] or '-'}: dependent indexes are rebuilt"

@@ -281,8 +281,8 @@ def _post_upgrade(target: Target, plan: UpgradePlan, report: Report, server) -> 
     return postupgrade.run(
         server,
         report=report,
-        libc_changed=plan.libc_changed,
-        icu_changed=plan.icu_changed,
+        libc_changed=plan.core.libc_changed,
+        icu_changed=plan.core.icu_changed,
         analyze=lambda: target.analyze(server, plan),
     )
 

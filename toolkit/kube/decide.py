@@ -86,8 +86,8 @@ def decide(
     if verdict.refusal:
         raise Refused(
             f"rollback is not possible, nothing was changed: {verdict.refusal}",
-            f"the upgraded database (PostgreSQL {plan.new_major}) keeps serving; going back to PostgreSQL "
-            f"{plan.old_major} needs a backup or a snapshot taken before the upgrade"
+            f"the upgraded database (PostgreSQL {plan.core.new_major}) keeps serving; going back to PostgreSQL "
+            f"{plan.core.old_major} needs a backup or a snapshot taken before the upgrade"
             + (f" (VolumeSnapshot {plan.snapshot})" if plan.snapshot else "")
             + (f"; `pgleap resume sts {plan.sts}` finishes the upgrade" if state.phase != "done" else ""),
         )
@@ -95,7 +95,7 @@ def decide(
         loss = (
             f"the upgraded database has run (state: {verdict.new_state or '?'}; checkpoint "
             f"{verdict.switch_checkpoint or '?'} after pg_upgrade, {verdict.now_checkpoint or '?'} now): "
-            f"every write made on it since is lost by the rollback ({plan.mode} mode keeps the old data as it was)"
+            f"every write made on it since is lost by the rollback ({plan.core.mode} mode keeps the old data as it was)"
         )
         if confirm is None:
             raise Refused(

@@ -50,7 +50,7 @@ class Prover(Ops):
     def _step_fingerprint(
         self, plan: KubePlan, original: Mapping[str, Any], scripts: Mapping[str, str], out: Outcome
     ) -> None:
-        if self.proof is None or plan.downtime == "minimal":
+        if self.proof is None or plan.core.downtime == "minimal":
             out.unchanged.append("no data proof asked (--downtime minimal or no engine): not fingerprinted")
             return
         fp = self._serve(plan, original, "serve-old", scripts, self.proof.fingerprint, out)
@@ -70,7 +70,7 @@ class Prover(Ops):
         *,
         accept: bool = False,
     ) -> None:
-        if self.proof is None or plan.downtime == "minimal":
+        if self.proof is None or plan.core.downtime == "minimal":
             out.unchanged.append("no data proof asked: not compared")
             return
         stored = self._stored_before(plan)
@@ -78,7 +78,7 @@ class Prover(Ops):
             out.notes.append("no fingerprint of the old cluster was taken in this run: not compared")
             return
         before = unpack(stored)
-        if plan.mode == "link":
+        if plan.core.mode == "link":
             self.log(
                 "point of no return: the new cluster starts now (serve-new Job); with --link the old "
                 "cluster can no longer be used after it"
@@ -92,7 +92,7 @@ class Prover(Ops):
         if differences:
             back = (
                 f"`pgleap rollback sts {plan.sts}` brings the old cluster back"
-                if plan.mode in ("copy", "clone")
+                if plan.core.mode in ("copy", "clone")
                 else "rollback is no longer possible (link/swap): restore a backup or snapshot to go back"
             )
             raise VerificationFailed(
@@ -115,7 +115,7 @@ class Prover(Ops):
             self.proof is not None
             and self.proof.post_upgrade is not None
             and self.proof.compare_user is not None
-            and plan.downtime != "minimal"
+            and plan.core.downtime != "minimal"
         )
 
     def _step_prove(self, state: State, scripts: Mapping[str, str], out: Outcome, accept: bool) -> None:
@@ -160,7 +160,7 @@ class Prover(Ops):
                 f"then `pgleap resume sts {plan.sts}` with the fingerprint accepted starts it as it is, "
                 + (
                     f"or `pgleap rollback sts {plan.sts}` brings the old cluster back"
-                    if plan.mode in ("copy", "clone")
+                    if plan.core.mode in ("copy", "clone")
                     else "or restore a backup or snapshot (link/swap: no rollback)"
                 ),
             )

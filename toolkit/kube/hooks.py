@@ -121,11 +121,11 @@ def engine_replication_problems(ctx: HookContext) -> list[str]:
 
 
 def collation_changes(plan: KubePlan) -> tuple[bool, bool]:
-    """(glibc changed, ICU changed) between the probed images, as UpgradePlan decides them;
+    """(glibc changed, ICU changed) between the probed images, as Docker's plan decides them (its core);
     both True when the plan holds no probed versions (stored by an older pgleap)."""
-    if not plan.collation_libraries_known:
+    if not plan.core.collation_libraries_known:
         return True, True
-    return plan.glibc[0] != plan.glibc[1], bool(plan.icu[0]) and plan.icu[0] != plan.icu[1]
+    return plan.core.libc_changed, plan.core.icu_changed
 
 
 def engine_post_upgrade(ctx: HookContext) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def _post_upgrade(
             server, libc_changed=libc_changed, icu_changed=icu_changed
         )
         ctx.log(f"collation-dependent indexes rebuilt: {len(reindexed)}")
-        runs = postupgrade.analyze_runs(ctx.plan.new_major)
+        runs = postupgrade.analyze_runs(ctx.plan.core.new_major)
         try:
             for extra in runs:
                 analyze = ["vacuumdb", "--all", *vacuumdb, *extra]

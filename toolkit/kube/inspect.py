@@ -47,13 +47,13 @@ def live_plan(
     # As plan_upgrade does: the refusals that need no server first.
     engine_plan.check_versions(old, new)
     engine_plan.check_data(data, old)
-    engine_plan.check_mode(kplan.mode, new.major, data)
-    layout = Layout(kplan.mount_path, pgdata, kplan.layout.new_mount, kplan.layout.new_pgdata)
+    engine_plan.check_mode(kplan.core.mode, new.major, data)
+    layout = Layout(kplan.mount_path, pgdata, kplan.core.layout.new_mount, kplan.core.layout.new_pgdata)
     with pod_server(ctx) as server:
         facts = inspect_sql(server, new, report)
         # In plan_upgrade's order: the plan's refusals (the root cause) before preflight's.
         plan = engine_plan.make_plan(
-            old=old, new=new, data=data, cluster=facts, layout=layout, mode=kplan.mode
+            old=old, new=new, data=data, cluster=facts, layout=layout, mode=kplan.core.mode
         )
         warnings = preflight.run(server, old=old, new=new, data=data, mount=kplan.mount_path, report=report)
     for line in (*warnings, *plan.warnings):

@@ -117,7 +117,7 @@ def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str 
     if state.operation == "rollback" and state.phase == "rolled-back":
         return stop(
             f"the upgrade was undone: {namespace}/{name} serves again on its old image "
-            f"({state.plan.old_image}, automatic restore)",
+            f"({state.plan.core.old_image}, automatic restore)",
             f"run the upgrade again when ready (`{cmd.format('finalize')}` first clears pgleap's record)",
         )
     if state.operation == "rollback":
@@ -125,10 +125,10 @@ def after(rt: KubeRuntime, namespace: str, name: str, during: str, *, prog: str 
             f"the automatic restore stopped at phase {state.phase}",
             f"{resume} finishes the rollback",
         )
-    phase, mode = state.phase, state.plan.mode
+    phase, mode = state.phase, state.plan.core.mode
     recorded = "" if f"phase {phase} recorded" in during else f"phase {phase} recorded; "
     where, on = _where(state, recorded, resume, f"`{cmd.format('finalize')}`")
-    possible = rollback_open(mode, state.operation, phase, state.plan.downtime)
+    possible = rollback_open(mode, state.operation, phase, state.plan.core.downtime)
     if possible is None and not recorded and phase == "upgraded":
         possible = True  # stopped right after recording it: the serve-new Job has not started
     return stop(where, _way_back(on, rollback, mode, possible, phase))
@@ -150,7 +150,11 @@ def _where(state: State, recorded: str, resume: str, finalize: str) -> tuple[str
         return "the database was not stopped and still serves", f"{resume} continues the upgrade"
     if at <= order.index("upgraded"):
         return f"{recorded}the new cluster has not started", f"{resume} continues the upgrade"
-    started = "may have started" if phase in _may_run(state.plan.mode, state.plan.downtime) else "has started"
+    started = (
+        "may have started"
+        if phase in _may_run(state.plan.core.mode, state.plan.core.downtime)
+        else "has started"
+    )
     return f"{recorded}the new cluster {started}", f"{resume} finishes the upgrade"
 
 

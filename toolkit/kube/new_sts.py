@@ -40,16 +40,16 @@ def new_statefulset(
     sts = clean_object(original_sts)
     meta = sts["metadata"]
     meta.setdefault("annotations", {})
-    meta["annotations"][ANN_FROM] = plan.old_image
+    meta["annotations"][ANN_FROM] = plan.core.old_image
     meta["annotations"][ANN_RUN] = plan.run_id
     if replicas is not None:
         sts["spec"]["replicas"] = replicas
     pod = sts["spec"]["template"]["spec"]
     for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
-        if c.get("image") == plan.old_image:
-            c["image"] = plan.new_image
+        if c.get("image") == plan.core.old_image:
+            c["image"] = plan.core.new_image
     container = next(c for c in pod["containers"] if c["name"] == plan.container)
-    if plan.layout.changes_mount:
+    if plan.core.layout.changes_mount:
         _follow_data(plan, pod, container)
     return sts
 
@@ -57,7 +57,7 @@ def new_statefulset(
 def _follow_data(plan: KubePlan, pod: dict[str, Any], container: dict[str, Any]) -> None:
     """Every container that sees the data where postgres saw it (an init container fixing
     permissions, a standby's pg_basebackup, a backup sidecar) follows it to the new place."""
-    lay = plan.layout
+    lay = plan.core.layout
     old_pgdata = next((e.get("value") for e in container.get("env") or [] if e.get("name") == "PGDATA"), None)
     old_sub = next(
         (
@@ -71,7 +71,7 @@ def _follow_data(plan: KubePlan, pod: dict[str, Any], container: dict[str, Any])
         moved = _move_mounts(plan, c, old_sub)
         if c is container:
             has_env = any(e.get("name") == "PGDATA" for e in c.get("env") or [])
-            if has_env or lay.new_pgdata != default_pgdata("official", plan.new_major):
+            if has_env or lay.new_pgdata != default_pgdata("official", plan.core.new_major):
                 _set_env(c, "PGDATA", lay.new_pgdata)
         elif (
             moved
@@ -84,7 +84,7 @@ def _follow_data(plan: KubePlan, pod: dict[str, Any], container: dict[str, Any])
 def _move_mounts(plan: KubePlan, c: dict[str, Any], old_sub: str) -> bool:
     """Point `c`'s mounts of the old data place at the new one; True when one moved (its PGDATA
     then follows too)."""
-    lay = plan.layout
+    lay = plan.core.layout
     moved = False
     for mount in c.get("volumeMounts") or []:
         if (

@@ -292,7 +292,7 @@ class Ops(Reader):
         """Orphan-delete the live StatefulSet `plan.sts` unless this run made it, then create `build()`."""
         live = self.kube.get("StatefulSet", plan.namespace, plan.sts)
         if ours(live, plan):
-            out.unchanged.append(f"StatefulSet {plan.sts} already on {plan.new_image}")
+            out.unchanged.append(f"StatefulSet {plan.sts} already on {plan.core.new_image}")
             return
         if live is not None:
             self.kube.delete("StatefulSet", plan.namespace, plan.sts, propagation="Orphan")
@@ -307,7 +307,7 @@ class Ops(Reader):
         refuse_masked(new)
         self.kube.create(new)
         out.changed.append(
-            f"created StatefulSet {plan.sts} on {plan.new_image} (replicas: {new['spec'].get('replicas', 1)})"
+            f"created StatefulSet {plan.sts} on {plan.core.new_image} (replicas: {new['spec'].get('replicas', 1)})"
         )
 
     def step_ready(self, plan: KubePlan, out: Outcome) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 
 from toolkit.core.layout import ImageKind, Layout, compute_layout, default_pgdata
 from toolkit.core.paths import SCRIPTS, VOLUME
-from toolkit.core.plan import UpgradePlan, check_target_mode, upgrade_env
+from toolkit.core.plan import UpgradePlan, check_target_mode
+from toolkit.core.upgrade import MajorUpgrade
 from toolkit.errors import Refused
 from toolkit.kube.facts import StsFacts
 from toolkit.kube.image_ref import ImageRef, parse_image
@@ -41,25 +42,19 @@ ACTIONS = (
 
 @dataclass(frozen=True)
 class KubePlan:
-    """Every Kubernetes-side decision of one upgrade run."""
+    """Every Kubernetes-side decision of one upgrade run, around the upgrade's core (images,
+    majors, mode, layout, owner, collation libraries, downtime: `core.upgrade.MajorUpgrade`)."""
 
     run_id: str
     namespace: str
     sts: str
     container: str
-    old_image: str
-    new_image: str
-    old_major: int
-    new_major: int
+    core: MajorUpgrade
     data_claim: str
     data_pvc: str
     mount_path: str
     sub_path: str
-    layout: Layout
-    uid: int
-    gid: int | None
     fs_group: int | None
-    mode: str
     termination_grace_seconds: int
     node_terms: tuple[dict[str, Any], ...] = ()
     snapshot: str | None = None
@@ -70,28 +65,19 @@ class KubePlan:
     # Set when the StatefulSet is a rehearsal's clone: every object of its run carries the
     # rehearsal's label, so `rehearse --remove` deletes by label, never by name alone.
     rehearsal_of: str | None = None
-    # The images' glibc and ICU (old, new) as probed; ("", "") when not probed (rebuild all).
-    glibc: tuple[str, str] = ("", "")
-    icu: tuple[str, str] = ("", "")
-    # "verified" (fingerprint before/after, kube/fingerprint.py) or "minimal" (collect and initdb
-    # in a prepare Job while the old pod serves: only stop, pg_upgrade and the start in the window)
-    downtime: str = "verified"
-
-    @property
-    def collation_libraries_known(self) -> bool:
-        return bool(self.glibc[0] and self.glibc[1])
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """Flat, the core's keys beside the Kubernetes ones: the format every version has stored
+        (a run recorded by an older pgleap resumes, and an older one reads this one's)."""
+        data = asdict(self)
+        data.update(data.pop("core"))
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> KubePlan:
         data = json.loads(text)
-        data["layout"] = Layout.from_dict(data["layout"], mount_path=data["mount_path"])
+        data["core"] = MajorUpgrade.take(data, mount_path=data["mount_path"])
         data["node_terms"] = tuple(data["node_terms"])
-        for key in ("glibc", "icu"):
-            if key in data:
-                data[key] = tuple(data[key])
         if data.get("replicas"):
             data["replicas"] = ReplicaPlan.from_dict(data["replicas"])
         return cls(**data)
@@ -111,22 +97,20 @@ class KubePlan:
         rp = self.replicas
         if rp is None:
             return self
+        core = replace(self.core, old_image=rp.old_image, layout=rp.layout, uid=rp.uid, gid=rp.gid)
         return replace(
             self,
             sts=rp.sts,
             container=rp.container,
-            old_image=rp.old_image,
+            core=core,
             data_claim=rp.data_claim,
             data_pvc=f"{rp.data_claim}-{rp.sts}-0",
             mount_path=rp.mount_path,
             sub_path=rp.sub_path,
-            layout=rp.layout,
-            uid=rp.uid,
-            gid=rp.gid,
             fs_group=rp.fs_group,
             termination_grace_seconds=rp.termination_grace_seconds,
             patch_retention=rp.patch_retention,
-            job_env={**self.job_env, **layout_env(rp.layout, self.old_major, self.new_major, self.mode)},
+            job_env={**self.job_env, **layout_env(core)},
         )
 
     def env_for(self, action: str) -> dict[str, str]:
@@ -134,7 +118,7 @@ class KubePlan:
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
         env = {**self.job_env, "PGLEAP_ACTION": action}
-        if action == "upgrade" and self.downtime == "minimal":
+        if action == "upgrade" and self.core.downtime == "minimal":
             env["PGLEAP_CHECK"] = "0"  # no separate --check in the window (pg_upgrade checks first anyway)
         return env
 
@@ -155,9 +139,9 @@ def node_pin_terms(facts: StsFacts) -> tuple[dict[str, Any], ...]:
     return ()
 
 
-def layout_env(plan_layout: Layout, old_major: int, new_major: int, mode: str) -> dict[str, str]:
+def layout_env(core: MajorUpgrade) -> dict[str, str]:
     """The env keys pgleap derives from the layout and mode (core's one upgrade.sh contract)."""
-    return upgrade_env(plan_layout, old_major=old_major, new_major=new_major, mode=mode, volume=VOLUME_MOUNT)
+    return core.upgrade_env(volume=VOLUME_MOUNT)
 
 
 def with_live_plan(kplan: KubePlan, plan: UpgradePlan) -> KubePlan:
@@ -169,7 +153,7 @@ def with_live_plan(kplan: KubePlan, plan: UpgradePlan) -> KubePlan:
     env["PGLEAP_MAX_LOCKS"] = decided["PGLEAP_MAX_LOCKS"]
     env.setdefault("PGLEAP_INITDB_ARGS", decided["PGLEAP_INITDB_ARGS"])
     env.setdefault("PGLEAP_SUPERUSER", decided["PGLEAP_SUPERUSER"])
-    return replace(kplan, job_env=env, glibc=plan.glibc, icu=plan.icu)
+    return replace(kplan, job_env=env, core=replace(kplan.core, glibc=plan.glibc, icu=plan.icu))
 
 
 def merge_job_env(derived: dict[str, str], given: dict[str, str] | None) -> dict[str, str]:
@@ -229,32 +213,34 @@ def make_plan(
     layout = _layout_for(facts, target.major, target.kind)
     run_id = run_id or uuid.uuid4().hex[:12]
     take_snapshot = bool(facts.snapshot_classes) if snapshot is None else snapshot
-    derived = layout_env(layout, facts.image.major, target.major, mode)
+    core = MajorUpgrade(
+        old_image=facts.image.ref,
+        new_image=target.ref,
+        old_major=facts.image.major,
+        new_major=target.major,
+        mode=mode,
+        layout=layout,
+        uid=facts.uid,
+        gid=facts.gid,
+    )
     replicas = _replicas_for(facts, topology, read_facts, target.major, target.kind, keep_readers)
     return KubePlan(
         run_id=run_id,
         namespace=facts.namespace,
         sts=facts.name,
         container=facts.container,
-        old_image=facts.image.ref,
-        new_image=target.ref,
-        old_major=facts.image.major,
-        new_major=target.major,
+        core=core,
         data_claim=facts.data_claim,
         data_pvc=facts.data_pvc,
         mount_path=facts.mount_path,
         sub_path=facts.sub_path,
-        layout=layout,
-        uid=facts.uid,
-        gid=facts.gid,
         fs_group=facts.fs_group,
-        mode=mode,
         termination_grace_seconds=facts.termination_grace_seconds,
         node_terms=node_pin_terms(facts),
         snapshot=f"pgleap-{facts.name}-{run_id}"[:253] if take_snapshot else None,
         snapshot_class=facts.snapshot_classes[0] if take_snapshot and facts.snapshot_classes else None,
         patch_retention=patch_retention and "Delete" in (facts.when_scaled, facts.when_deleted),
-        job_env=merge_job_env(derived, job_env),
+        job_env=merge_job_env(layout_env(core), job_env),
         replicas=replicas,
         rehearsal_of=_rehearsal_of(facts),
     )
@@ -351,7 +337,7 @@ def read_availability(plan: KubePlan) -> list[dict[str, Any]]:
                 "node": sb.node,
                 "services": list(sb.services),
                 "stale_reads": (
-                    f"STALE: serves reads from the old PostgreSQL {plan.old_major} data (frozen at the primary's "
+                    f"STALE: serves reads from the old PostgreSQL {plan.core.old_major} data (frozen at the primary's "
                     "stop, no new writes) from phase 'stopped' until its re-seed starts (phase 'reseeded')"
                     if stale
                     else None

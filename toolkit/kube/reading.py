@@ -178,7 +178,7 @@ class Reader:
         if state:
             out["held_by"] = state.holder
             out["run_id"] = state.plan.run_id
-            out["from"], out["to"] = state.plan.old_image, state.plan.new_image
+            out["from"], out["to"] = state.plan.core.old_image, state.plan.core.new_image
             jobs = {}
             for action in ("upgrade", "rollback", "finalize"):
                 job = self.kube.get("Job", namespace, objects.job_name(name, action))
@@ -294,11 +294,11 @@ class Reader:
             keep_readers=keep_readers,
             target=target,
         )
-        plan = dataclasses.replace(plan, downtime=downtime)
+        core = dataclasses.replace(plan.core, downtime=downtime)
         if images is not None:  # the post-upgrade hook rebuilds only what these changes reorder
             old, new = images
-            plan = dataclasses.replace(plan, glibc=(old.glibc, new.glibc), icu=(old.icu, new.icu))
-        return plan, warnings
+            core = dataclasses.replace(core, glibc=(old.glibc, new.glibc), icu=(old.icu, new.icu))
+        return dataclasses.replace(plan, core=core), warnings
 
     def read_live(
         self,

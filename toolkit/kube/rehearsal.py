@@ -254,7 +254,7 @@ class KubeRehearsal(RehearsalClone, RehearsalRemoval):
 
     def _start_clone(self, run: RehearsalRun) -> None:
         """Create the rehearsal StatefulSet on the OLD image: its pod recovers the copy."""
-        with self._phase("start the clone (recovery)", f"{run.rname}-0 on {run.plan.old_image}"):
+        with self._phase("start the clone (recovery)", f"{run.rname}-0 on {run.plan.core.old_image}"):
             self.kube.create(kube_rehearsal.rehearsal_statefulset(run.sts, run.facts))
             self.rt.step_ready(run.view, Outcome("rehearse", "start"))
 

@@ -205,7 +205,7 @@ def clone_job(
     pg_basebackup matches the server's major."""
     env: list[dict[str, Any]] = [
         {"name": "PGLEAP_VOLUME", "value": VOLUME_MOUNT},
-        {"name": "PGLEAP_OLD_REL", "value": plan.layout.old_rel},
+        {"name": "PGLEAP_OLD_REL", "value": plan.core.layout.old_rel},
     ]
     if source_host:
         if not user or not password_secret:

@@ -121,13 +121,13 @@ def container_security(plan: KubePlan) -> dict[str, Any]:
     """Restricted Pod Security Standard, as the StatefulSet's user."""
     sc: dict[str, Any] = {
         "runAsNonRoot": True,
-        "runAsUser": plan.uid,
+        "runAsUser": plan.core.uid,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    if plan.gid is not None:
-        sc["runAsGroup"] = plan.gid
+    if plan.core.gid is not None:
+        sc["runAsGroup"] = plan.core.gid
     return sc
 
 
@@ -165,7 +165,7 @@ def upgrade_job(
 def staged_old_root(plan: KubePlan, action: str) -> bool:
     """--downtime minimal: the prepare Job collects the old binaries onto the data volume and the
     upgrade Job finds them there (collect.sh sees collected.env), so no collect runs in the window."""
-    return plan.downtime == "minimal" and action in ("prepare", "upgrade")
+    return plan.core.downtime == "minimal" and action in ("prepare", "upgrade")
 
 
 def reseed_command() -> list[str]:

@@ -51,8 +51,8 @@ def header(plan: KubePlan, objs: list[dict[str, Any]], *, with_state: bool, comm
         else "The same live StatefulSet and flags give the same bytes (the run id comes from them)."
     )
     lines = [
-        f"pgleap {command}: {plan.namespace}/{plan.sts} {plan.old_image} -> {plan.new_image} "
-        f"(mode {plan.mode}, run id {plan.run_id})",
+        f"pgleap {command}: {plan.namespace}/{plan.sts} {plan.core.old_image} -> {plan.core.new_image} "
+        f"(mode {plan.core.mode}, run id {plan.run_id})",
         same,
         f"Order of application, as `pgleap upgrade sts {plan.sts}` applies it:",
         f"  0. scale StatefulSet {plan.sts} to 0 and wait until its pod is gone (no object here)",

@@ -44,7 +44,7 @@ class Standbys(Ops):
             self._ensure_retain(view, live, out)
         if rp.keep_readers:
             out.notes.append(
-                f"--keep-readers: {rp.sts} keeps serving STALE reads (PostgreSQL {plan.old_major} data, no new "
+                f"--keep-readers: {rp.sts} keeps serving STALE reads (PostgreSQL {plan.core.old_major} data, no new "
                 "writes) until its re-seed starts"
             )
             return

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from toolkit.core.plan import MODES
+from toolkit.core.plan import DOWNTIME_MODES, MODES
 from toolkit.errors import Refused
 from toolkit.kube.image_ref import parse_image
 from toolkit.kube.plan import KubePlan, layout_env, merge_job_env
@@ -46,19 +46,20 @@ def check_stored(cm: str, data: Mapping[str, str], plan: KubePlan, original: Map
         )
     if recorded != actual:
         raise _refuse(cm, "its digest does not match")
-    if plan.mode not in MODES:
-        raise _refuse(cm, f"unknown mode {plan.mode!r}")
-    if plan.downtime not in ("verified", "minimal"):
-        raise _refuse(cm, f"unknown downtime mode {plan.downtime!r}")
+    core = plan.core
+    if core.mode not in MODES:
+        raise _refuse(cm, f"unknown mode {core.mode!r}")
+    if core.downtime not in DOWNTIME_MODES:
+        raise _refuse(cm, f"unknown downtime mode {core.downtime!r}")
     containers = ((original.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
     image = next((c.get("image") for c in containers if c.get("name") == plan.container), None)
-    if image != plan.old_image:
-        raise _refuse(cm, f"old image {plan.old_image} is not the original StatefulSet's ({image})")
-    old, new = parse_image(plan.old_image), parse_image(plan.new_image)
-    if (old.major, new.major) != (plan.old_major, plan.new_major) or new.major <= old.major:
-        raise _refuse(cm, f"images {plan.old_image} -> {plan.new_image} do not fit majors "
-                          f"{plan.old_major} -> {plan.new_major}")  # fmt: skip
-    derived = layout_env(plan.layout, plan.old_major, plan.new_major, plan.mode)
+    if image != core.old_image:
+        raise _refuse(cm, f"old image {core.old_image} is not the original StatefulSet's ({image})")
+    old, new = parse_image(core.old_image), parse_image(core.new_image)
+    if (old.major, new.major) != (core.old_major, core.new_major) or new.major <= old.major:
+        raise _refuse(cm, f"images {core.old_image} -> {core.new_image} do not fit majors "
+                          f"{core.old_major} -> {core.new_major}")  # fmt: skip
+    derived = layout_env(core)
     given = {k: v for k, v in plan.job_env.items() if k not in derived}
     try:
         expected = merge_job_env(derived, given)

@@ -188,7 +188,7 @@ class Undoer(Ops):
         if live is None:
             refuse_masked(want)
             self.kube.create(want)
-            out.changed.append(f"recreated the original StatefulSet {plan.sts} ({plan.old_image})")
+            out.changed.append(f"recreated the original StatefulSet {plan.sts} ({plan.core.old_image})")
             return
         patch: dict[str, Any] = {}
         if live["spec"].get("replicas") != want["spec"].get("replicas", 1):
@@ -222,7 +222,7 @@ class Undoer(Ops):
             timeout=self.t.ready,
             interval=self.t.poll,
         )
-        out.unchanged.append(f"StatefulSet {plan.sts} ready on {plan.old_image}")
+        out.unchanged.append(f"StatefulSet {plan.sts} ready on {plan.core.old_image}")
 
     def finalize(self, namespace: str, name: str, *, scripts: Mapping[str, str]) -> Outcome:
         """Remove the old data directory (after an upgrade) and pgleap's Jobs and ConfigMaps."""

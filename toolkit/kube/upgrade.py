@@ -89,13 +89,17 @@ class Upgrader(Standbys, Prover):
         state = self.read_state(namespace, name)
         if state is None:
             return None
-        if state.operation == "upgrade" and state.phase == "done" and state.plan.new_image == target_image:
+        if (
+            state.operation == "upgrade"
+            and state.phase == "done"
+            and state.plan.core.new_image == target_image
+        ):
             return Outcome(
                 "upgrade", "done", unchanged=[f"{namespace}/{name} already upgraded to {target_image}"]
             )
         raise Refused(
             f"a pgleap {state.operation} of {namespace}/{name} is recorded at phase {state.phase!r} "
-            f"({state.plan.old_image} → {state.plan.new_image})",
+            f"({state.plan.core.old_image} → {state.plan.core.new_image})",
             "continue it with `pgleap resume sts NAME`, undo it with `pgleap rollback sts NAME`, "
             "or clear it with `pgleap finalize sts NAME`",
         )
@@ -228,7 +232,7 @@ class Upgrader(Standbys, Prover):
         """--downtime minimal: collect the old binaries and initdb the new cluster on the volume while
         the old pod serves (a prepare Job on its node: RWO), so the window holds only stop,
         pg_upgrade, the switch and the first Ready."""
-        if plan.downtime != "minimal":
+        if plan.core.downtime != "minimal":
             out.unchanged.append(
                 "nothing prepared ahead (--downtime verified: initdb runs in the upgrade Job)"
             )
@@ -238,7 +242,7 @@ class Upgrader(Standbys, Prover):
 
     def _step_switch(self, plan: KubePlan, original: Mapping[str, Any], out: Outcome) -> None:
         """Orphan-delete the old StatefulSet (claim templates are immutable) and create the new one."""
-        if plan.mode == "link" and plan.downtime == "minimal":
+        if plan.core.mode == "link" and plan.core.downtime == "minimal":
             self.log(
                 "point of no return: the new cluster starts now; with --link the old cluster can no "
                 "longer be used after it (rollback is refused once it ran)"
