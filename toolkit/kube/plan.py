@@ -2,8 +2,9 @@
 
 The plan is stored as JSON in the state ConfigMap, so `resume` and `rollback`
 render exactly the objects the first run rendered, even after the StatefulSet
-is gone. It holds only Kubernetes-side decisions; what pg_upgrade does is in
-`job_env`, supplied by the engine's plan.
+is gone. It holds the upgrade's core (`core.upgrade.MajorUpgrade`, the same as Docker's
+plan gives) and the Kubernetes-side decisions around it; what upgrade.sh is told is in
+`job_env`, derived from the core and completed by the live read (`with_live_plan`).
 """
 
 from __future__ import annotations
