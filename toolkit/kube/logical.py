@@ -26,6 +26,7 @@ from toolkit.kube import probe as kube_probe
 from toolkit.kube.api import Kube
 from toolkit.kube.image_ref import parse_image
 from toolkit.kube.objects import state_cm_name
+from toolkit.kube.pod_login import pod_login
 from toolkit.kube.portforward import local_port
 from toolkit.resources import container_dir
 
@@ -196,13 +197,10 @@ class LogicalKube:
         return address
 
     def credentials(self) -> tuple[str, str | None]:
-        """(superuser, password) as the pod sees them (its env, the user's Secret): kept in memory."""
+        """(superuser, password) as the pod sees them (env or *_FILE, the user's Secret): kept in memory."""
         if self._credentials is None:
             pod = self.old_pod if self._pod(self.old_pod) else self.next_pod
-            out = self.kube.exec(self.namespace, pod, self.container,
-                                 ["sh", "-c", 'printf "%s\\n%s" "${POSTGRES_USER:-postgres}" "${POSTGRES_PASSWORD:-}"'])  # fmt: skip
-            user, _, password = (out or "").partition("\n")
-            self._credentials = (user.strip() or "postgres", password or None)
+            self._credentials = pod_login(self.kube, self.namespace, pod, self.container)
         return self._credentials
 
     @property
