@@ -165,7 +165,8 @@ def test_kubernetes_refusals_before_anything_changes() -> None:
         }
     )
     (message, hint), (other, other_hint) = _side(c).refusals()
-    assert "2 replicas" in message and "--strategy inplace" in hint
+    assert "2 replicas and pgleap cannot tell how pods gis-1..1 replicate" in message  # no replication env
+    assert "POSTGRES_REPLICATION_USER" in hint
     assert "in-place pgleap run is recorded" in other and "finalize sts" in other_hint
     c = make_cluster("official-plain")
     c.kube.patch("StatefulSet", c.namespace, c.name, {"spec": {"ordinals": {"start": 1}}})

@@ -66,6 +66,28 @@ def data_mount(sts: Mapping[str, Any], container: str) -> str:
     return next(m["mountPath"].rstrip("/") for m in c.get("volumeMounts") or [] if m["name"] in claims)
 
 
+def data_claim(sts: Mapping[str, Any], container: str) -> str:
+    """The claim template the postgres container mounts its data from."""
+    spec = sts["spec"]
+    claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []}
+    c = next(c for c in spec["template"]["spec"]["containers"] if c["name"] == container)
+    return next(m["name"] for m in c.get("volumeMounts") or [] if m["name"] in claims)
+
+
+def standby_claim(nxt: Mapping[str, Any], container: str, name: str) -> dict[str, Any]:
+    """The data claim of a standby ordinal of NAME-next, made before its pod so the reseed Job can
+    fill it: the StatefulSet controller then adopts it by name (as from its own template)."""
+    template = next(
+        t for t in nxt["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == data_claim(nxt, container)
+    )
+    claim = copy.deepcopy(dict(template))
+    claim.pop("status", None)
+    claim["apiVersion"], claim["kind"] = "v1", "PersistentVolumeClaim"
+    claim["metadata"] = {"name": name, "namespace": nxt["metadata"]["namespace"],
+                         "labels": dict(template["metadata"].get("labels") or {})}  # fmt: skip
+    return claim
+
+
 def next_statefulset(
     original: Mapping[str, Any], *, container: str, old_image: str, new_image: str, new_major: int
 ) -> dict[str, Any]:
