@@ -160,3 +160,20 @@ def test_rollback_removes_next_with_every_ordinal_and_leaves_the_old_standbys() 
         )  # the old standbys never stopped
         assert c.fake.get_for_test("PersistentVolumeClaim", c.namespace, f"data-gis-{i}") is not None
     check_calls(c.fake.calls)
+
+
+def test_per_standby_services_are_mapped_by_pod_name_or_index_only_when_they_are_this_statefulsets() -> None:
+    from toolkit.kube.logical_standbys import standby_services
+
+    sts = make_cluster("ordinals").sts()
+    svc = [{"metadata": {"name": n}, "spec": {"selector": sel}} for n, sel in (
+        ("by-name", {POD_NAME: "gis-2"}),
+        ("by-index", {"app": "gis", "apps.kubernetes.io/pod-index": "1"}),
+        ("index-alone", {"apps.kubernetes.io/pod-index": "1"}),  # every StatefulSet's ordinal 1
+        ("primary", {POD_NAME: "gis-0"}), ("other-app", {"app": "web", POD_NAME: "gis-1"}),
+        ("all", {"app": "gis"}))]  # fmt: skip
+    mapped = standby_services(svc, sts, {"app": "gis"})
+    assert set(mapped) == {"by-name", "by-index"}
+    assert mapped["by-name"]["new"] == {**lo.next_labels("gis"), POD_NAME: "gis-next-2"}
+    assert mapped["by-index"]["new"] == {**lo.next_labels("gis"), "apps.kubernetes.io/pod-index": "1"}
+    assert mapped["by-index"]["ordinal"] == 1 and mapped["by-name"]["old"] == {POD_NAME: "gis-2"}

@@ -66,8 +66,8 @@ def standby_services(services: list[dict[str, Any]], sts: dict[str, Any], pod_la
     for svc in services:
         selector = (svc.get("spec") or {}).get("selector") or {}
         rest = {k: v for k, v in selector.items() if k not in (POD_NAME, POD_INDEX)}
-        if not selector or rest.items() - pod_labels.items():
-            continue
+        if not selector or rest.items() - pod_labels.items() or (POD_NAME not in selector and not rest):
+            continue  # (a pod index alone selects that ordinal of every StatefulSet: not this one's)
         if POD_NAME in selector and selector[POD_NAME].startswith(f"{name}-"):
             ordinal = selector[POD_NAME][len(name) + 1 :]
         else:
