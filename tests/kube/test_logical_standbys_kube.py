@@ -107,7 +107,11 @@ def test_the_reseed_job_and_claim_of_a_new_standby_are_valid_and_restricted() ->
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "data-gis-next-2"
     assert volumes["scripts"]["configMap"]["name"] == lo.config_map_name("gis")
-    assert job["spec"]["template"]["metadata"]["labels"].get("app") is None  # behind no user Service
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels.get("app") is None  # behind no user Service, before or after the hand-over:
+    assert (
+        not lo.next_labels("gis").items() <= labels.items() and labels["pgleap.io/action"] == "logical-reseed"
+    )
     deeper = side.reseed_job(nxt, sb, NEW, 18, "/var/lib/postgresql/data/pgdata")
     env = {e["name"]: e.get("value") for e in deeper["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PGLEAP_NEW_REL"] == env["PGLEAP_OLD_REL"] == "pgdata"

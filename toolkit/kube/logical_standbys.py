@@ -23,7 +23,7 @@ from toolkit.errors import PgleapError
 from toolkit.kube import logical_objects as lo
 from toolkit.kube import render
 from toolkit.kube.hooks import STREAMING_SLOTS
-from toolkit.kube.objects import replica_job_name
+from toolkit.kube.objects import LABEL_ACTION, replica_job_name
 from toolkit.kube.reading import Reader
 from toolkit.kube.topology import Standby, Topology
 from toolkit.resources import container_dir
@@ -197,7 +197,7 @@ class LogicalStandbys:
         env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
         if secret := source.get("password_secret"):  # from the user's Secret at the pod's start
             env_list.append({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": dict(secret)}})
-        labels = {**lo.job_labels(self.name), "app.kubernetes.io/component": "logical-reseed",
+        labels = {**lo.next_labels(self.name), LABEL_ACTION: "logical-reseed",
                   "pgleap.io/standby": sb.pod[:63].rstrip("-.")}  # fmt: skip
         return render.from_template(
             "replica-job.yaml.j2", plan=view, job_name=replica_job_name(sb.pod, "reseed"), action="reseed",
