@@ -29,6 +29,7 @@ from tests.kube.test_rbac import check_calls
 from toolkit.kube import logical_objects as lo
 from toolkit.kube.api import Kube
 from toolkit.kube.objects import replica_job_name
+from toolkit.resources import container_dir
 
 pytestmark = pytest.mark.docker
 POD_NAME = "statefulset.kubernetes.io/pod-name"
@@ -184,3 +185,45 @@ def test_logical_upgrade_reseeds_the_standby_into_next_and_rollback_removes_it(c
     old = _server(fake, "gis-0", secret["password"])
     assert old.query("gis", "SELECT note FROM place ORDER BY id DESC LIMIT 1") == [("on new",)]
     check_calls(fake.calls)
+
+
+def test_schema_job_logs_in_with_the_password_file_of_the_users_secret(kubelet, image_names) -> None:
+    """POSTGRES_PASSWORD_FILE: the rendered schema Job (new image) mounts the user's Secret volume
+    and logical-schema.sh reads the file: roles and schema reach the new server. (The test images'
+    entrypoint takes POSTGRES_PASSWORD only, so the servers get the same password that way.)"""
+    from tests.kube.test_pods_on_docker import _start_pod, _stop, _sts
+
+    pods = []
+    try:
+        old_pod, old = _start_pod(kubelet, _sts(image_names["13-3.1"]), kubelet.pvc_volume("data-gis-0"))
+        pods.append(old_pod)
+        new_pod, new = _start_pod(kubelet, _sts(image_names["17-3.5"]), kubelet.pvc_volume("data-gis-next-0"))
+        pods.append(new_pod)
+        with old.connect("postgres") as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute("CREATE ROLE reader LOGIN PASSWORD 'r'")
+            conn.execute("CREATE DATABASE app TEMPLATE template0")
+        with old.connect("app") as conn:
+            conn.execute("CREATE TABLE place (id serial PRIMARY KEY, note text)")
+        with new.connect("postgres") as conn:  # empty, as the build makes it
+            conn.execute("CREATE DATABASE app TEMPLATE template0")
+        sts = _sts(image_names["13-3.1"])
+        pod = sts["spec"]["template"]["spec"]
+        main = pod["containers"][0]
+        main["env"] = [e for e in main["env"] if e["name"] != "POSTGRES_PASSWORD"] + [
+            {"name": "POSTGRES_PASSWORD_FILE", "value": "/run/secrets/gis-db/password"}]  # fmt: skip
+        main["volumeMounts"].append({"name": "db", "mountPath": "/run/secrets/gis-db", "readOnly": True})
+        pod["volumes"] = [{"name": "db", "secret": {"secretName": "gis-db"}}]
+        job = lo.schema_job(sts, container="postgres", image=image_names["17-3.5"], superuser="gis",
+                            old_host=old.host, new_host=new.host, databases=["app"])  # fmt: skip
+        spec = job["spec"]["template"]["spec"]
+        script = (container_dir() / lo.SCRIPT_KEY).read_text()
+        volumes = {"scripts": ("bind", kubelet.configmap_dir({"data": {lo.SCRIPT_KEY: script}}, 0o555)),
+                   "pgleap-password": ("bind", kubelet.configmap_dir({"data": kubelet.secrets["gis-db"]}, 0o444))}  # fmt: skip
+        kubelet.run(spec, spec["containers"][0], volumes)  # exit 0, or its log in the assertion
+        assert new.query("postgres", "SELECT rolname FROM pg_roles WHERE rolname = 'reader'") == [("reader",)]
+        assert new.query("app", "SELECT to_regclass('place') IS NOT NULL")[0][0]
+    finally:
+        for p in pods:
+            with contextlib.suppress(Exception):
+                _stop(p)
