@@ -165,7 +165,8 @@ def test_kubernetes_refusals_before_anything_changes() -> None:
         }
     )
     (message, hint), (other, other_hint) = _side(c).refusals()
-    assert "2 replicas" in message and "--strategy inplace" in hint
+    assert "2 replicas and pgleap cannot tell how pods gis-1..1 replicate" in message  # no replication env
+    assert "POSTGRES_REPLICATION_USER" in hint
     assert "in-place pgleap run is recorded" in other and "finalize sts" in other_hint
     c = make_cluster("official-plain")
     c.kube.patch("StatefulSet", c.namespace, c.name, {"spec": {"ordinals": {"start": 1}}})
@@ -241,3 +242,63 @@ def test_a_second_run_is_refused_while_another_live_run_holds_the_statefulset() 
         result.exception.message
     )
     assert len(c.fake.writes_for_test()) == writes
+
+
+def _password_file_sts() -> dict:
+    """official-plain whose password comes as POSTGRES_PASSWORD_FILE from a mounted Secret."""
+    sts = load_sts("official-plain")
+    pod = sts["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    main["env"] = [e for e in main["env"] if e["name"] != "POSTGRES_PASSWORD"] + [
+        {"name": "POSTGRES_PASSWORD_FILE", "value": "/run/secrets/db/password"}
+    ]
+    main["volumeMounts"].append({"name": "scripts", "mountPath": "/run/secrets/db", "readOnly": True})
+    pod["volumes"] = [{"name": "scripts", "secret": {"secretName": "gis-db", "defaultMode": 0o400}}]
+    return sts
+
+
+def test_the_password_is_read_from_postgres_password_file_in_the_pod(tmp_path) -> None:
+    """The pod's own shell runs pgleap's login command: with POSTGRES_PASSWORD_FILE (a Secret file)
+    and no POSTGRES_PASSWORD, the password is the file's content; the command line never holds it."""
+    import os
+    import subprocess
+
+    from toolkit.kube import pod_login
+
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-from-file")
+    c = make_cluster("official-plain")
+    pod_env = {"PATH": os.environ["PATH"], "POSTGRES_USER": "gis", "POSTGRES_PASSWORD_FILE": str(secret)}
+    calls = []
+
+    def exec_(namespace: str, pod: str, container: str, command: list[str]) -> str:
+        calls.append(command)
+        return subprocess.run(command, env=pod_env, capture_output=True, text=True, check=True).stdout
+
+    c.kube.exec = exec_  # type: ignore[method-assign]
+    assert _side(c).credentials() == ("gis", "s3cret-from-file")
+    assert "s3cret" not in json.dumps(calls)
+    pod_env["POSTGRES_PASSWORD"] = "from-env"  # the variable wins, as in the official entrypoint
+    assert _side(c).credentials() == ("gis", "from-env")
+    del pod_env["POSTGRES_PASSWORD"], pod_env["POSTGRES_USER"]
+    pod_env["POSTGRES_USER_FILE"] = str(tmp_path / "missing")  # unreadable: the default role, no crash
+    assert _side(c).credentials() == ("postgres", "s3cret-from-file")
+    assert pod_login.parse("") == ("postgres", None)
+
+
+def test_schema_job_mounts_the_password_file_secret_read_only() -> None:
+    sts = _password_file_sts()
+    job = lo.schema_job(sts, container="postgres", image=NEW, superuser="gis", old_host="10.0.0.5",
+                        new_host="10.0.0.6", databases=["gis"])  # fmt: skip
+    assert validate_strict(job)
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert "PGPASSWORD" not in env
+    assert env["PGLEAP_PASSWORD_FILE"]["value"] == "/run/secrets/db/password"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["pgleap-password"]["secret"]["secretName"] == "gis-db"
+    assert volumes["scripts"]["configMap"]["name"] == lo.config_map_name("gis")  # the user's name clashed
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["pgleap-password"] == {"name": "pgleap-password", "mountPath": "/run/secrets/db",
+                                         "readOnly": True}  # fmt: skip

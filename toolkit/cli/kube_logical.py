@@ -115,15 +115,17 @@ def _kube_refusals(side) -> None:
 def plan(kube: Any, ns: str, name: str, to: str, output: str, **options: bool) -> None:
     """The logical plan read from the live servers (port-forward, read-only) and the objects."""
     from toolkit.kube import logical_objects as lo
+    from toolkit.kube.logical_standbys import plan_lines
 
     side, _state = _side(kube, ns, name, output)
     with contextlib.closing(side):
         the_plan = engine.plan(side, to, **options).to_dict()
         services = side.services()
         refusals = [{"message": m, "hint": h} for m, h in side.refusals()]
+        objects = lo.plan_lines(name, services) + plan_lines(side.describe())
     the_plan["refusals"] = list(the_plan["refusals"]) + refusals
     result = {"strategy": "logical", "statefulset": f"{ns}/{name}", "target_image": to,
-              "services": services, "objects": lo.plan_lines(name, services), "plan": the_plan}  # fmt: skip
+              "services": services, "objects": objects, "plan": the_plan}  # fmt: skip
     if output == "text":
         for line in result.pop("objects"):
             console(stderr=False).print(line, markup=False, highlight=False)

@@ -7,7 +7,12 @@
 # PGLEAP_OLD_HOST, PGLEAP_NEW_HOST: addresses of the two servers (port 5432)
 # PGUSER, PGPASSWORD: the superuser of both (from the user's container, via the Docker API)
 # PGLEAP_DATABASES: the databases, one per line
+# PGLEAP_PASSWORD_FILE: instead of PGPASSWORD, the user's mounted Secret file (POSTGRES_PASSWORD_FILE)
 set -euo pipefail
+if [ -z "${PGPASSWORD:-}" ] && [ -n "${PGLEAP_PASSWORD_FILE:-}" ]; then
+  PGPASSWORD="$(cat "$PGLEAP_PASSWORD_FILE")"
+  export PGPASSWORD
+fi
 
 old="${PGLEAP_OLD_HOST:?}"
 new="${PGLEAP_NEW_HOST:?}"

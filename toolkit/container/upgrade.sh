@@ -334,7 +334,16 @@ place_new_cluster() {
 		rmdir "$new_data" 2>/dev/null || true
 		mv "$staging" "$new_data"
 	fi
-	chmod 0700 "$new_data"
+	if ! chmod 0700 "$new_data" 2>/dev/null; then
+		# A standby seeded onto a fresh claim (--strategy logical on Kubernetes) whose PGDATA is the
+		# claim's root: the root belongs to root (fsGroup), and the image's entrypoint, starting as
+		# root, sets its owner and mode as it does for any PGDATA (a non-root pod could not have
+		# initialised its primary there either).
+		if [ "$action" != place ] || [ "$new_data" != "$volume" ]; then
+			chmod 0700 "$new_data"  # fails again, with its own message
+		fi
+		log "the volume root $new_data is not ours to chmod: the server's entrypoint sets its mode at start"
+	fi
 	touch "$state/placed"
 }
 

@@ -191,7 +191,8 @@ def _carried(facts: LogicalFacts, standbys: list[str] | tuple[str, ...]) -> list
         carried.append(
             {"what": "standbys", "database": "*", "objects": list(standbys),
              "how": "re-seeded from the new primary after the switch (pg_basebackup onto their own volume, "
-                    "new image); their reads stop until then; the old data stays aside until finalize"}
+                    "new image); Docker: their reads stop until then, the old data stays aside until finalize; "
+                    "Kubernetes: as NAME-next's ordinals, the old standbys serve until finalize"}
         )  # fmt: skip
     carried.append(
         {

@@ -20,16 +20,15 @@ from toolkit.engine.proof import fingerprint_from_dict
 from toolkit.errors import PgleapError, VerificationFailed
 from toolkit.kube.model import DataProof, HookContext
 from toolkit.kube.plan import KubePlan
+from toolkit.kube.pod_login import pod_login
 from toolkit.kube.portforward import local_port
 from toolkit.kube.rehearsal import RehearsalHooks
 
 
 def pod_password(ctx: HookContext) -> str | None:
-    """POSTGRES_PASSWORD as the new pod sees it (from its Secret); None when it has none."""
-    out = ctx.kube.exec(
-        ctx.namespace, ctx.pod, ctx.container, ["sh", "-c", 'printf %s "${POSTGRES_PASSWORD:-}"']
-    )
-    return out or None
+    """The password as the new pod sees it (POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, from its
+    Secret); None when it has none."""
+    return pod_login(ctx.kube, ctx.namespace, ctx.pod, ctx.container)[1]
 
 
 STREAMING_SLOTS = (

@@ -25,7 +25,9 @@ from toolkit.kube import logical_objects as lo
 from toolkit.kube import probe as kube_probe
 from toolkit.kube.api import Kube
 from toolkit.kube.image_ref import parse_image
-from toolkit.kube.objects import state_cm_name
+from toolkit.kube.logical_standbys import LogicalStandbys, read_topology, standby_refusals
+from toolkit.kube.objects import replica_job_name, state_cm_name
+from toolkit.kube.pod_login import pod_login
 from toolkit.kube.portforward import local_port
 from toolkit.resources import container_dir
 
@@ -77,8 +79,9 @@ class KubeState:
         self.exists, self.data = False, {}
 
 
-class LogicalKube:
-    """One user StatefulSet (its primary, ordinal 0) and its blue/green copy NAME-next."""
+class LogicalKube(LogicalStandbys):
+    """One user StatefulSet (its primary, ordinal 0, and any standbys at ordinals 1..N-1) and its
+    blue/green copy NAME-next (the standby hooks: toolkit/kube/logical_standbys.py)."""
 
     def __init__(
         self,
@@ -130,12 +133,9 @@ class LogicalKube:
 
     def refusals(self) -> list[tuple[str, str]]:
         """What the Kubernetes side refuses before anything changes."""
-        out = []
-        replicas = self.statefulset()["spec"].get("replicas", 1)
-        if replicas != 1:
-            out.append((f"StatefulSet {self.name} has {replicas} replicas; --strategy logical on Kubernetes "
-                        "builds one new primary and does not re-seed standbys yet",
-                        "scale the standbys away first, or use --strategy inplace"))  # fmt: skip
+        sts = self.statefulset()
+        topo, source = read_topology(self.kube, self.namespace, sts), self.describe()
+        out = standby_refusals(topo, sts, source["services"], source.get("standby_services") or {})
         start = (self.statefulset()["spec"].get("ordinals") or {}).get("start", 0)
         if start:
             out.append((f"StatefulSet {self.name} numbers its pods from {start} (spec.ordinals); --strategy "
@@ -153,10 +153,12 @@ class LogicalKube:
         if recorded.get("services") is not None:  # a rebuilt run keeps the selectors of the first
             return recorded
         sts = self.statefulset()
+        replicas = sts["spec"].get("replicas", 1)
         return {"statefulset": self.name, "namespace": self.namespace, "next": self.next_name,
                 "container": self.container, "image": self.old_image(), "services": self.services(),
-                "old_claims": self._claims(self.name, sts, sts["spec"].get("replicas", 1)),
-                "next_claims": self._claims(self.next_name, sts, 1)}  # fmt: skip
+                "old_claims": self._claims(self.name, sts, replicas),
+                "next_claims": self._claims(self.next_name, sts, replicas),
+                **self.standby_source(sts)}  # fmt: skip
 
     @staticmethod
     def _claims(sts_name: str, sts: dict[str, Any], replicas: int) -> list[str]:
@@ -196,13 +198,10 @@ class LogicalKube:
         return address
 
     def credentials(self) -> tuple[str, str | None]:
-        """(superuser, password) as the pod sees them (its env, the user's Secret): kept in memory."""
+        """(superuser, password) as the pod sees them (env or *_FILE, the user's Secret): kept in memory."""
         if self._credentials is None:
             pod = self.old_pod if self._pod(self.old_pod) else self.next_pod
-            out = self.kube.exec(self.namespace, pod, self.container,
-                                 ["sh", "-c", 'printf "%s\\n%s" "${POSTGRES_USER:-postgres}" "${POSTGRES_PASSWORD:-}"'])  # fmt: skip
-            user, _, password = (out or "").partition("\n")
-            self._credentials = (user.strip() or "postgres", password or None)
+            self._credentials = pod_login(self.kube, self.namespace, pod, self.container)
         return self._credentials
 
     @property
@@ -348,6 +347,7 @@ class LogicalKube:
     def hand_back(self) -> None:
         """Rollback: each recorded Service gets its original selector back."""
         self._point(lambda _svc, original: original)
+        self.point_standby_services("old")
         self.serving_next = False
         if self._pod(self.next_pod):
             self._end_clients(self.next_pod)
@@ -367,7 +367,11 @@ class LogicalKube:
 
     def remove_next(self) -> None:
         """The new StatefulSet and its PVCs (rollback, or a rebuilt copy); never the user's."""
-        self._remove(self.next_name, self.describe()["next_claims"], 1)
+        source = self.describe()
+        self._remove(self.next_name, source["next_claims"], source.get("replicas", 1))
+        for i in range(1, source.get("replicas", 1)):  # a reseed Job a failed re-seed left
+            self.kube.delete("Job", self.namespace, replica_job_name(f"{self.next_name}-{i}", "reseed"),
+                             propagation="Background")  # fmt: skip
 
     def remove_old(self) -> None:
         """Finalize: the user's StatefulSet and its PVCs, only once every recorded Service selects
@@ -380,5 +384,8 @@ class LogicalKube:
                     f"Service {svc} does not select the new pods; finalize would leave it without a backend",
                     f"`{self.command('resume')}` completes the switch, or `{self.command('rollback')}`",
                 )
-        claims = self.describe()["old_claims"]
-        self._remove(self.name, claims, 1)  # one replica: refused otherwise before anything began
+        if waiting := self.standby_services_moved():
+            raise Refused(f"Service(s) {', '.join(waiting)} still select old standbys; finalize would leave "
+                          "them without a backend", f"`{self.command('resume')}` re-seeds the standbys first")  # fmt: skip
+        source = self.describe()
+        self._remove(self.name, source["old_claims"], source.get("replicas", 1))  # the standbys with it

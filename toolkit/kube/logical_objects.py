@@ -19,6 +19,7 @@ from typing import Any
 
 from toolkit.core.layout import default_pgdata
 from toolkit.kube.objects import ANN_FROM, LABEL_ACTION, LABEL_STS, MANAGED_BY, clean_object, short_name
+from toolkit.kube.pod_login import password_file_mount
 from toolkit.kube.render import from_template
 
 STATE_KEY = "state.json"
@@ -63,6 +64,28 @@ def data_mount(sts: Mapping[str, Any], container: str) -> str:
     claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []}
     c = next(c for c in spec["template"]["spec"]["containers"] if c["name"] == container)
     return next(m["mountPath"].rstrip("/") for m in c.get("volumeMounts") or [] if m["name"] in claims)
+
+
+def data_claim(sts: Mapping[str, Any], container: str) -> str:
+    """The claim template the postgres container mounts its data from."""
+    spec = sts["spec"]
+    claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates") or []}
+    c = next(c for c in spec["template"]["spec"]["containers"] if c["name"] == container)
+    return next(m["name"] for m in c.get("volumeMounts") or [] if m["name"] in claims)
+
+
+def standby_claim(nxt: Mapping[str, Any], container: str, name: str) -> dict[str, Any]:
+    """The data claim of a standby ordinal of NAME-next, made before its pod so the reseed Job can
+    fill it: the StatefulSet controller then adopts it by name (as from its own template)."""
+    template = next(
+        t for t in nxt["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == data_claim(nxt, container)
+    )
+    claim = copy.deepcopy(dict(template))
+    claim.pop("status", None)
+    claim["apiVersion"], claim["kind"] = "v1", "PersistentVolumeClaim"
+    claim["metadata"] = {"name": name, "namespace": nxt["metadata"]["namespace"],
+                         "labels": dict(template["metadata"].get("labels") or {})}  # fmt: skip
+    return claim
 
 
 def next_statefulset(
@@ -123,7 +146,8 @@ def schema_job(
     new_host: str,
     databases: list[str],
 ) -> dict[str, Any]:
-    """The schema-copy Job. The password is the user's own env entry (a Secret reference stays one)."""
+    """The schema-copy Job. The password is the user's own env entry (a Secret reference stays one),
+    or, with POSTGRES_PASSWORD_FILE, the user's Secret volume mounted read-only at the same path."""
     name = original["metadata"]["name"]
     pod = original["spec"]["template"]["spec"]
     main = next(c for c in pod["containers"] if c["name"] == container)
@@ -134,9 +158,12 @@ def schema_job(
         {"name": "PGUSER", "value": superuser},
     ]
     password = _env_value(main, "POSTGRES_PASSWORD")
+    from_file = password_file_mount(pod, main) if password is None else None
     if password is not None:
         password["name"] = "PGPASSWORD"
         env.append(password)
+    elif from_file is not None:  # the same Secret volume, read-only; the script reads the file
+        env.append({"name": "PGLEAP_PASSWORD_FILE", "value": from_file[2]})
     sec = pod_security(original)
     security = {
         "runAsNonRoot": True,
@@ -156,6 +183,8 @@ def schema_job(
         pod_security=sec,
         pod={k: pod[k] for k in ("nodeSelector", "tolerations", "imagePullSecrets") if pod.get(k)},
         config_map=config_map_name(name),
+        password_volume=from_file[0] if from_file else None,
+        password_mount=from_file[1] if from_file else None,
     )
 
 
