@@ -8,12 +8,14 @@ A failed upgrade before the point of no return brings the old database back by i
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
 from tests.faults.conftest import SOURCE, TARGET
-from tests.faults.harness import fault_env, kill_container_at, pgleap, result_json, start
+from tests.faults.harness import fault_env, kill_container_at, pgleap, result_json, start, wait_for_point
 from tests.faults.test_kill_docker import assert_old_back, key, upgrade_args
+from toolkit.core.interrupt import EXIT_INTERRUPTED
 from toolkit.errors import EXIT_FAILED, EXIT_REFUSED
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -153,3 +155,49 @@ def test_failure_before_the_point_of_no_return_restores_the_old_database(
     assert "Traceback" not in text
     assert_old_back(runtime, db, image_names, before)  # no command run since
     assert status(db)["last_operation"]["operation"] == "restored"
+
+
+def test_a_rollback_stopped_half_way_goes_on_when_run_again(runtime, image_names, fresh_db, tmp_path):
+    """Issue 15: Docker's rollback is a phase table recorded under its own key. Ctrl-C once it is
+    decided stops it there (exit 130); run again without --yes (it would be refused if it asked) and
+    stopped after `stopped-new` (the upgraded container gone, the old one back under its name,
+    stopped, its data not yet moved back), the upgrade's phases stay recorded, `status` shows the
+    rollback under way, anything else is refused, and `rollback` once more restores the data."""
+    db = fresh_db()
+    before = db.fingerprint()
+    assert result_json(pgleap(*upgrade_args(db, image_names, "copy"), "-o", "json"))["status"] == "upgraded"
+    upgraded = status(db)
+    rollback = ["rollback", "docker", "--container", db.name]
+    run = start(*rollback, "--yes", env=fault_env("after-rollback-started", tmp_path))
+    wait_for_point(runtime, run, key(db), "after-rollback-started")
+    run.proc.send_signal(signal.SIGINT)
+    assert run.proc.wait(timeout=120) == EXIT_INTERRUPTED, run.stderr()
+    run.proc.stdout.close()
+    text = flat(run.stderr())
+    assert "rollback interrupted during" in text and "(phase rollback-started recorded)" in text, text
+    assert f"run `pgleap rollback docker --container {db.name}` again" in text and "Traceback" not in text
+    assert status(db)["rollback"]["done_phases"] == ["rollback-started"]
+
+    proc = pgleap(*rollback, env={"PGLEAP_FAIL": "after-stopped-new"})
+    assert proc.returncode == EXIT_FAILED and "injected failure at after-stopped-new" in proc.stderr, (
+        proc.stderr
+    )
+    assert runtime.docker.containers.get(db.name).attrs["Config"]["Image"] == image_names[SOURCE]
+    now = status(db)
+    assert now["done_phases"] == upgraded["done_phases"] and now["phase"] == "done"
+    assert now["rollback"]["done_phases"] == ["rollback-started", "stopped-new"]
+    text = pgleap("status", "docker", "--container", db.name).stdout
+    assert f"phase: done (upgrade to {image_names[TARGET]})" in text
+    assert "rollback: under way, phase stopped-new recorded" in text
+    for other in (upgrade_args(db, image_names, "copy"), ["finalize", "docker", "--container", db.name]):
+        proc = pgleap(*other)
+        assert proc.returncode == EXIT_REFUSED, proc.stderr
+        assert f"a rollback of {key(db)} is under way" in flat(proc.stderr)
+        assert f"pgleap rollback docker --container {db.name}" in flat(proc.stderr)
+
+    proc = pgleap(*rollback, "-o", "json")
+    assert result_json(proc)["status"] == "rolled-back"
+    assert_old_back(runtime, db, image_names, before)
+    after = status(db)
+    assert after["last_operation"]["operation"] == "rolled-back" and "rollback" not in after
+    assert "rollback:" not in pgleap("status", "docker", "--container", db.name).stdout

@@ -222,7 +222,7 @@ def resume_docker(
     accept: cli_options.Accept = None,
     output: Output = "text",
 ) -> None:
-    """Continue an interrupted upgrade where it stopped."""
+    """Continue an interrupted upgrade (or a rollback, finalize stopped half-way) where it stopped."""
     from toolkit.cli import logical
 
     if logical.recorded(container):
@@ -231,6 +231,10 @@ def resume_docker(
     target, state = resolve_target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):
         raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
+    found = undo.under_way(state)
+    if found is not None:  # a rollback or finalize stopped half-way: resume goes on with it (decided already)
+        step = undo.rollback if found[0] == undo.ROLLBACK else undo.finalize
+        return run_lifecycle(step, container, volume, output, verb=found[0])
     report = Report(quiet=output != "text")
     with locked(target.key):
         result = guarded_upgrade(
@@ -279,7 +283,7 @@ def rollback_docker(
 
         return undo.rollback(target, report=report, state=state, confirm=confirm, ask=ask_plain)
 
-    run_lifecycle(step, container, volume, output)
+    run_lifecycle(step, container, volume, output, verb="rollback")
 
 
 def cleanup_docker(
@@ -309,7 +313,10 @@ def finalize_docker(
         return logical.lifecycle("finalize", container, yes=yes, output=output)
 
     def step(target, *, report, state):
-        if state.phase == "done":  # anything else is refused by finalize itself, unasked
+        # Asked once, before it starts (a finalize half done goes on unasked); the rest is refused by
+        # finalize itself, unasked: a rollback under way before the question.
+        undo.refuse_under_way(target, state, allowed=undo.FINALIZE)
+        if state.phase == "done" and not state.data.get(undo.FINALIZE):
             cli_options.confirm(
                 f"finalize {target.key}: delete the old cluster (PostgreSQL "
                 f"{state.data.get('plan', {}).get('old_major', '?')}), the old container and pgleap's "
@@ -317,9 +324,9 @@ def finalize_docker(
                 yes=yes,
                 command=target.command("finalize"),
             )
-        return engine.finalize(target, report=report, state=state)
+        return undo.finalize(target, report=report, state=state)
 
-    run_lifecycle(step, container, volume, output)
+    run_lifecycle(step, container, volume, output, verb="finalize")
 
 
 def status_docker(
