@@ -87,8 +87,8 @@ def test_link_rollback_after_the_switch_is_refused_and_changes_nothing(
 
 def stop_the_rollback_twice(runtime, db, image_names, tmp_path, upgraded: dict) -> None:
     """Issue 15: Docker's rollback is a phase table under its own key of the state file. Ctrl-C once
-    it is decided stops it there (exit 130); run again without --yes (refused if it asked again) it
-    fails after `stopped-new` (the upgraded container gone, the old one back under its name, stopped,
+    it is decided stops it there (exit 130); `resume` (which goes on with it, refused if it asked
+    again) fails after `stopped-new` (the upgraded container gone, the old one back under its name, stopped,
     its data not yet moved back): the upgrade's phases stay recorded, `status` shows the rollback
     under way, and `upgrade` and `finalize` are refused meanwhile."""
     rollback = ["rollback", "docker", "--container", db.name]
@@ -102,7 +102,8 @@ def stop_the_rollback_twice(runtime, db, image_names, tmp_path, upgraded: dict) 
     assert f"run `pgleap rollback docker --container {db.name}` again" in text and "Traceback" not in text
     assert status(db)["rollback"]["done_phases"] == ["rollback-started"]
 
-    proc = pgleap(*rollback, env={"PGLEAP_FAIL": "after-stopped-new"})
+    # `resume` goes on with the rollback under way, as `rollback` would (no --yes: not asked again).
+    proc = pgleap("resume", "docker", "--container", db.name, env={"PGLEAP_FAIL": "after-stopped-new"})
     assert proc.returncode == EXIT_FAILED and "injected failure at after-stopped-new" in proc.stderr, (
         proc.stderr
     )

@@ -13,6 +13,7 @@ from toolkit import __version__
 from toolkit.cli import options as cli_options
 from toolkit.cli.docker_flow import (
     check_given,
+    finish_under_way,
     guarded_upgrade,
     resolve_target,
     run_lifecycle,
@@ -231,10 +232,8 @@ def resume_docker(
     target, state = resolve_target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):
         raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
-    found = undo.under_way(state)
-    if found is not None:  # a rollback or finalize stopped half-way: resume goes on with it (decided already)
-        step = undo.rollback if found[0] == undo.ROLLBACK else undo.finalize
-        return run_lifecycle(step, container, volume, output, verb=found[0])
+    if finish_under_way(state, container, volume, output):
+        return
     report = Report(quiet=output != "text")
     with locked(target.key):
         result = guarded_upgrade(
@@ -313,8 +312,7 @@ def finalize_docker(
         return logical.lifecycle("finalize", container, yes=yes, output=output)
 
     def step(target, *, report, state):
-        # Asked once, before it starts (a finalize half done goes on unasked); the rest is refused by
-        # finalize itself, unasked: a rollback under way before the question.
+        # Asked once, before it starts (half done, it goes on unasked); refused ones are not asked.
         undo.refuse_under_way(target, state, allowed=undo.FINALIZE)
         if state.phase == "done" and not state.data.get(undo.FINALIZE):
             cli_options.confirm(

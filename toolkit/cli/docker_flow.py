@@ -85,6 +85,17 @@ def run_lifecycle(
     emit(result, output, report)
 
 
+def finish_under_way(state: RunState, container: str | None, volume: str | None, output: str) -> bool:
+    """`resume`: a rollback or finalize stopped half-way goes on (decided when it started), as the
+    same command run again would; False when none is under way."""
+    found = undo.under_way(state)
+    if found is None:
+        return False
+    step = undo.rollback if found[0] == undo.ROLLBACK else undo.finalize
+    run_lifecycle(step, container, volume, output, verb=found[0])
+    return True
+
+
 def _restorable(exc: Exception) -> bool:
     """Errors after which the old database may be brought back: pgleap's own, a server or container dying."""
     from toolkit.db.sql import DatabaseError
