@@ -170,10 +170,32 @@ def test_a_bad_output_format_is_a_usage_error_before_anything(upgraded):
         assert "use text, json or yaml" in proc.stderr, proc.stderr
 
 
-def test_finalize_then_status_shows_the_last_operation(upgraded):
-    """Last in this module: it ends the upgrade."""
+def test_finalize_stopped_half_way_then_status_shows_the_last_operation(upgraded):
+    """Last in this module: it ends the upgrade. Issue 15: finalize is a phase table under its own
+    key of the state file; failed after `finalized-data` (the old cluster deleted, the old container
+    not yet), `status` shows it under way beside the upgrade's phases, rollback is refused, and
+    finalize run again (without --yes: not asked again) goes on after that phase."""
     db = upgraded["db"]
-    done = parsed(cli(upgraded, "finalize", "docker", "--container", db.name, "--yes", "-o", "yaml"), "yaml")
+    where = ["--container", db.name]
+    upgrade = parsed(cli(upgraded, "status", "docker", *where, "-o", "json"), "json")
+    stopped = pgleap(
+        "finalize", "docker", *where, "--yes", env={**upgraded["env"], "PGLEAP_FAIL": "after-finalized-data"}
+    )
+    assert stopped.returncode == 1 and "injected failure at after-finalized-data" in " ".join(
+        stopped.stderr.split()
+    ), stopped.stderr
+    now = parsed(cli(upgraded, "status", "docker", *where, "-o", "json"), "json")
+    assert now["phase"] == "done" and now["done_phases"] == upgrade["done_phases"], now
+    assert now["finalize"]["done_phases"] == ["finalize-started", "finalized-data"], now
+    assert (
+        "finalize: under way, phase finalized-data recorded"
+        in cli(upgraded, "status", "docker", *where).stdout
+    )
+    refused = cli(upgraded, "rollback", "docker", *where, "--yes")
+    assert refused.returncode == 3 and f"a finalize of docker-{db.volume} is under way" in " ".join(
+        refused.stderr.split()
+    ), refused
+    done = parsed(cli(upgraded, "finalize", "docker", *where, "-o", "yaml"), "yaml")
     assert done["status"] == "finalized" and done["finalized_at"] > 0, done
     text = cli(upgraded, "status", "docker", "--container", db.name)
     assert "phase: no upgrade recorded" in text.stdout and "last operation: finalized at 20" in text.stdout, (

@@ -98,7 +98,7 @@ def test_upgrade_matrix(runtime, image_names, old_db_factory, old, new, mode):
     again = engine.upgrade(target, image_names[new], report=Report(quiet=True), state=state)
     assert again["status"] == "already-done"
     # finalize removes the old cluster, the old container and the scratch volume; data stays.
-    engine.finalize(target, report=Report(quiet=True), state=state)
+    undo.finalize(target, report=Report(quiet=True), state=state)
     assert not runtime.exists(f"{db.name}-pgleap-old")
     assert verify.compare(before, db.fingerprint(), include_extension_tables=False).identical
 
@@ -239,7 +239,7 @@ def test_clone_mode_on_a_reflink_filesystem(runtime, image_names, xfs_dir):
         target, state, result = _upgrade(runtime, db, "15-3.3", image_names, mode="clone")
         _assert_upgraded(runtime, db, "15-3.3", image_names, before, result)
         assert target.volume.kind == "bind"
-        engine.finalize(target, report=Report(quiet=True), state=state)
+        undo.finalize(target, report=Report(quiet=True), state=state)
     finally:
         runtime.remove(name)
         runtime.remove(f"{name}-pgleap-old")

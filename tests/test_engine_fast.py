@@ -16,6 +16,7 @@ from toolkit.db import verify
 from toolkit.docker import images
 from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
+from toolkit.engine import undo
 from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError, Refused
 
@@ -67,7 +68,7 @@ def test_link_13_to_17_minimal(runtime, image_names, old_db_factory):
     assert result["reindexed"]  # glibc 2.31 -> 2.41: text indexes rebuilt, concurrently, afterwards
     again = engine.upgrade(target, image_names["17-3.5"], report=Report(quiet=True), state=state)
     assert again["status"] == "already-done"
-    engine.finalize(target, report=Report(quiet=True), state=state)
+    undo.finalize(target, report=Report(quiet=True), state=state)
     assert not runtime.exists(f"{db.name}-pgleap-old")
 
 

@@ -129,6 +129,9 @@ class FakeTarget:
     def analyze_serving(self, plan):
         return "vacuumdb"
 
+    def stop_new(self, plan):
+        self._call("stop_new")
+
     def restore_source(self, plan):
         self._call("restore_source")
         self.serving = "old"
@@ -257,7 +260,7 @@ def test_a_failure_before_the_point_of_no_return_is_restored(planned, sql_steps)
     target.calls.clear()
     restored = undo.auto_restore(target, report=Report(quiet=True), state=state)
     assert restored is not None and restored["status"] == "restored"
-    assert target.calls == ["upgrade.sh rollback-check", "restore_source"]
+    assert target.calls == ["upgrade.sh rollback-check", "stop_new", "restore_source"]
     assert target.serving == "old"
     assert RunState("fake").data["last_operation"]["operation"] == "restored"
 

@@ -14,6 +14,7 @@ from toolkit.db.sql import Server
 from toolkit.docker import images
 from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
+from toolkit.engine import undo
 from toolkit.engine.state import RunState
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -110,5 +111,5 @@ def test_standby_is_reseeded_and_streams_from_the_new_primary(pair, image_names,
     assert verify.compare(verify.fingerprint(new_primary), verify.fingerprint(new_standby)).identical
 
     # finalize removes both old containers and the old data on both volumes.
-    engine.finalize(target, report=Report(quiet=True), state=RunState(target.key))
+    undo.finalize(target, report=Report(quiet=True), state=RunState(target.key))
     assert not rt.exists(f"{standby}-pgleap-old") and not rt.exists(f"{primary}-pgleap-old")

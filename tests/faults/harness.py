@@ -22,7 +22,7 @@ from toolkit.docker.refs import LABEL, VOLUME_LABEL
 
 # Points in the Python process (toolkit/db/faults.py); every other point is in a container script,
 # except the logical strategy's (`logical-*`, toolkit/engine/logical.py), all in pgleap's process.
-PYTHON_POINTS = {"after-collected", "after-upgraded", "extensions", "reindex"}
+PYTHON_POINTS = {"after-collected", "after-upgraded", "after-rollback-started", "extensions", "reindex"}
 
 
 def in_pgleap(point: str) -> bool:

@@ -8,12 +8,14 @@ A failed upgrade before the point of no return brings the old database back by i
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
 from tests.faults.conftest import SOURCE, TARGET
-from tests.faults.harness import fault_env, kill_container_at, pgleap, result_json, start
+from tests.faults.harness import fault_env, kill_container_at, pgleap, result_json, start, wait_for_point
 from tests.faults.test_kill_docker import assert_old_back, key, upgrade_args
+from toolkit.core.interrupt import EXIT_INTERRUPTED
 from toolkit.errors import EXIT_FAILED, EXIT_REFUSED
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -83,9 +85,47 @@ def test_link_rollback_after_the_switch_is_refused_and_changes_nothing(
     assert status(db) == recorded
 
 
+def stop_the_rollback_twice(runtime, db, image_names, tmp_path, upgraded: dict) -> None:
+    """Issue 15: Docker's rollback is a phase table under its own key of the state file. Ctrl-C once
+    it is decided stops it there (exit 130); `resume` (which goes on with it, refused if it asked
+    again) fails after `stopped-new` (the upgraded container gone, the old one back under its name, stopped,
+    its data not yet moved back): the upgrade's phases stay recorded, `status` shows the rollback
+    under way, and `upgrade` and `finalize` are refused meanwhile."""
+    rollback = ["rollback", "docker", "--container", db.name]
+    run = start(*rollback, "--yes", env=fault_env("after-rollback-started", tmp_path))
+    wait_for_point(runtime, run, key(db), "after-rollback-started")
+    run.proc.send_signal(signal.SIGINT)
+    assert run.proc.wait(timeout=120) == EXIT_INTERRUPTED, run.stderr()
+    run.proc.stdout.close()
+    text = flat(run.stderr())
+    assert "rollback interrupted during" in text and "(phase rollback-started recorded)" in text, text
+    assert f"run `pgleap rollback docker --container {db.name}` again" in text and "Traceback" not in text
+    assert status(db)["rollback"]["done_phases"] == ["rollback-started"]
+
+    # `resume` goes on with the rollback under way, as `rollback` would (no --yes: not asked again).
+    proc = pgleap("resume", "docker", "--container", db.name, env={"PGLEAP_FAIL": "after-stopped-new"})
+    assert proc.returncode == EXIT_FAILED and "injected failure at after-stopped-new" in proc.stderr, (
+        proc.stderr
+    )
+    assert runtime.docker.containers.get(db.name).attrs["Config"]["Image"] == image_names[SOURCE]
+    now = status(db)
+    assert now["done_phases"] == upgraded["done_phases"] and now["phase"] == "done"
+    assert now["rollback"]["done_phases"] == ["rollback-started", "stopped-new"]
+    text = pgleap("status", "docker", "--container", db.name).stdout
+    assert f"phase: done (upgrade to {image_names[TARGET]})" in text
+    assert "rollback: under way, phase stopped-new recorded" in text
+    for other in (upgrade_args(db, image_names, "copy"), ["finalize", "docker", "--container", db.name]):
+        proc = pgleap(*other)
+        assert proc.returncode == EXIT_REFUSED, proc.stderr
+        assert f"a rollback of {key(db)} is under way" in flat(proc.stderr)
+        assert f"pgleap rollback docker --container {db.name}" in flat(proc.stderr)
+
+
 def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
-    runtime, image_names, fresh_db
+    runtime, image_names, fresh_db, tmp_path
 ):
+    """Refused without --yes; accepted, then stopped twice (issue 15) and finished by running
+    `rollback` again; `cleanup` removes what it kept."""
     db = fresh_db()
     before = db.fingerprint()
     proc = pgleap(*upgrade_args(db, image_names, "copy"), "-o", "json")
@@ -103,7 +143,8 @@ def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
     assert_upgraded_serving(runtime, db, image_names)
     assert status(db) == recorded
 
-    proc = pgleap("rollback", "docker", "--container", db.name, "--yes")
+    stop_the_rollback_twice(runtime, db, image_names, tmp_path, recorded)
+    proc = pgleap("rollback", "docker", "--container", db.name)  # no --yes: decided when it started
     text = flat(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert "dropped: the upgraded database has served clients" in text
@@ -111,7 +152,8 @@ def test_copy_rollback_says_what_it_drops_asks_and_cleanup_removes_what_it_kept(
     assert f"pgleap cleanup docker --container {db.name}" in text
     assert_old_back(runtime, db, image_names, before)  # the row written after the switch is gone
     assert on_volume(runtime, db.volume, "compgen -G '/v/.pgleap/failed-new-*'")
-    assert status(db)["last_operation"]["operation"] == "rolled-back"
+    assert status(db)["last_operation"]["operation"] == "rolled-back" and "rollback" not in status(db)
+    assert "rollback:" not in pgleap("status", "docker", "--container", db.name).stdout
     proc = pgleap("finalize", "docker", "--container", db.name)
     assert proc.returncode == EXIT_REFUSED and "pgleap cleanup docker" in flat(proc.stderr), proc.stderr
 

@@ -13,6 +13,7 @@ from toolkit import __version__
 from toolkit.cli import options as cli_options
 from toolkit.cli.docker_flow import (
     check_given,
+    finish_under_way,
     guarded_upgrade,
     resolve_target,
     run_lifecycle,
@@ -222,7 +223,7 @@ def resume_docker(
     accept: cli_options.Accept = None,
     output: Output = "text",
 ) -> None:
-    """Continue an interrupted upgrade where it stopped."""
+    """Continue an interrupted upgrade (or a rollback, finalize stopped half-way) where it stopped."""
     from toolkit.cli import logical
 
     if logical.recorded(container):
@@ -231,6 +232,8 @@ def resume_docker(
     target, state = resolve_target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):
         raise PgleapError(f"no interrupted upgrade recorded for {target.key}")
+    if finish_under_way(state, container, volume, output):
+        return
     report = Report(quiet=output != "text")
     with locked(target.key):
         result = guarded_upgrade(
@@ -279,7 +282,7 @@ def rollback_docker(
 
         return undo.rollback(target, report=report, state=state, confirm=confirm, ask=ask_plain)
 
-    run_lifecycle(step, container, volume, output)
+    run_lifecycle(step, container, volume, output, verb="rollback")
 
 
 def cleanup_docker(
@@ -309,7 +312,9 @@ def finalize_docker(
         return logical.lifecycle("finalize", container, yes=yes, output=output)
 
     def step(target, *, report, state):
-        if state.phase == "done":  # anything else is refused by finalize itself, unasked
+        # Asked once, before it starts (half done, it goes on unasked); refused ones are not asked.
+        undo.refuse_under_way(target, state, allowed=undo.FINALIZE)
+        if state.phase == "done" and not state.data.get(undo.FINALIZE):
             cli_options.confirm(
                 f"finalize {target.key}: delete the old cluster (PostgreSQL "
                 f"{state.data.get('plan', {}).get('old_major', '?')}), the old container and pgleap's "
@@ -317,9 +322,9 @@ def finalize_docker(
                 yes=yes,
                 command=target.command("finalize"),
             )
-        return engine.finalize(target, report=report, state=state)
+        return undo.finalize(target, report=report, state=state)
 
-    run_lifecycle(step, container, volume, output)
+    run_lifecycle(step, container, volume, output, verb="finalize")
 
 
 def status_docker(

@@ -57,13 +57,43 @@ def resolve_target(
     return probe, state
 
 
-def run_lifecycle(step: Callable[..., dict], container: str | None, volume: str | None, output: str) -> None:
-    """rollback, finalize: `step` on the recorded upgrade of the target, under its lock; the result shown."""
+def run_lifecycle(
+    step: Callable[..., dict], container: str | None, volume: str | None, output: str, *, verb: str
+) -> None:
+    """rollback, finalize: `step` on the recorded upgrade of the target, under its lock; the result shown.
+
+    Ctrl-C/SIGTERM stops it once the phase under way is recorded (a second signal at once); the same
+    command run again goes on after the last phase recorded (engine/undo.py)."""
     target, state = resolve_target(container, volume, None, None, recorded=True)
     report = Report(quiet=output != "text")
     with locked(target.key):
-        result = step(target, report=report, state=state)
+        try:
+            with interrupt.guarded():
+                result = step(target, report=report, state=state)
+        except (interrupt.Interrupted, KeyboardInterrupt) as exc:
+            if isinstance(exc, interrupt.Interrupted):  # names the phase just recorded
+                during = exc.during
+            else:
+                found = undo.under_way(RunState(target.key))
+                where = f"phase {found[1]} recorded" if found else "nothing recorded yet"
+                during = f"{interrupt.current_step(verb)} (stopped at once; {where})"
+            raise PgleapError(
+                f"{verb} interrupted during {during}",
+                f"run `{target.command(verb)}` again: it goes on after the last phase recorded",
+                exit_code=EXIT_INTERRUPTED,
+            ) from None
     emit(result, output, report)
+
+
+def finish_under_way(state: RunState, container: str | None, volume: str | None, output: str) -> bool:
+    """`resume`: a rollback or finalize stopped half-way goes on (decided when it started), as the
+    same command run again would; False when none is under way."""
+    found = undo.under_way(state)
+    if found is None:
+        return False
+    step = undo.rollback if found[0] == undo.ROLLBACK else undo.finalize
+    run_lifecycle(step, container, volume, output, verb=found[0])
+    return True
 
 
 def _restorable(exc: Exception) -> bool:
@@ -151,7 +181,7 @@ def _after_interrupt(target, state: RunState, report: Report, during: str, *, au
             exit_code=EXIT_INTERRUPTED,
         )
     try:
-        engine._reap(target, report)  # a step stopped at once may have left its helper running
+        undo.reap(target, report)  # a step stopped at once may have left its helper running
         verdict = undo.check(target, engine.plan_from_dict(state.data["plan"]))
         can_roll_back = not verdict.refusal
         why = verdict.refusal

@@ -46,6 +46,15 @@ def status_text(result: dict) -> None:
             out.print(f"interrupted during {i['during']} at {_when(i['at'])}", markup=False)
     else:
         out.print("phase: no upgrade recorded", markup=False)
+    for key in ("rollback", "finalize"):  # under way: stopped half-way, or running now
+        under = result.get(key)
+        if under:
+            what = "automatic restore" if under.get("operation") == "restored" else key
+            out.print(
+                f"{key}: under way, phase {under.get('phase')} recorded ({what} started at "
+                f"{_when(under['started_at']) if under.get('started_at') else '?'})",
+                markup=False,
+            )
     last = result.get("last_operation")
     if last:
         out.print(f"last operation: {last['operation']} at {_when(last['at'])}", markup=False)

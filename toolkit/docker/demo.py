@@ -11,6 +11,7 @@ from toolkit.docker import images
 from toolkit.docker.runtime import DockerRuntime
 from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
+from toolkit.engine import undo
 from toolkit.engine.state import RunState, locked
 
 
@@ -51,7 +52,7 @@ def run_demo(
         if not keep:
             with report.phase("clean up", "demo container and volume"):
                 with locked(target.key):
-                    engine.finalize(target, report=Report(quiet=True), state=state)
+                    undo.finalize(target, report=Report(quiet=True), state=state)
                 rt.remove(name)
                 rt.remove_volume(volume)
         else:

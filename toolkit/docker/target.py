@@ -227,8 +227,9 @@ class DockerTarget:
         self.rt.start(self.container_name)
         self.rt.wait_accepting(self.container_name, plan.superuser, self.source.password)
 
-    def restore_source(self, plan: UpgradePlan) -> str:
-        """The old container back under its name, the old cluster back in place; upgrade.sh's output.
+    def stop_new(self, plan: UpgradePlan) -> None:
+        """The way back, first step: the new cluster's container stops and goes, the old one is
+        back under its name, stopped. Safe to run again (each move checks before it acts).
 
         Only called once `rollback-check` allowed it (toolkit/engine/undo.py): nothing here decides.
         """
@@ -239,6 +240,10 @@ class DockerTarget:
                 self.rt.stop_container(self.container_name)
                 self.rt.remove(self.container_name)
             self.rt.rename(self.old_name, self.container_name)
+        self.stop_source()
+
+    def restore_source(self, plan: UpgradePlan) -> str:
+        """After `stop_new`: the old cluster back in place, its container started; upgrade.sh's output."""
         self.stop_source()
         out = self.run_action(plan, "rollback")
         if self.container_name and self.rt.exists(self.container_name):

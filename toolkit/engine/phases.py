@@ -10,7 +10,8 @@ the last finished phase recorded, and running the same table again resumes after
 
 Where a phase is recorded is the store's business:
   - Docker: `FileStore`, the run-state file on the machine running pgleap
-    (engine/state.py: `done_phases` and `phase`);
+    (engine/state.py: `done_phases` and `phase`; a rollback's or finalize's under their own
+    key, engine/undo.py, so the upgrade's stay);
   - Kubernetes: the state ConfigMap (kube/phase_store.py: `phase`, done by index in the
     operation's phase table).
 A caller may run several short tables against one store (Docker's phases around its
@@ -74,17 +75,31 @@ def run_phases(
 
 class FileStore:
     """The run-state file as a PhaseStore: `done_phases` lists every phase recorded, `phase`
-    the last one; what a step returned is saved at the top level of the same document
-    (the format state files have always had, so earlier runs resume)."""
+    the last one; what a step returned is saved beside them.
 
-    def __init__(self, state: RunState) -> None:
-        self.state = state
+    Without `key` these live at the top level of the document (the upgrade's: the format state
+    files have always had, so earlier runs resume). With `key` (Docker's rollback, finalize)
+    they live in the object under that key, so the upgrade's phases stay as they were and
+    `status` can tell an upgrade stopped at a phase from a rollback under way after it."""
+
+    def __init__(self, state: RunState, key: str | None = None) -> None:
+        self.state, self.key = state, key
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """What this store recorded (empty before its first phase)."""
+        if self.key is None:
+            return self.state.data
+        return self.state.data.get(self.key) or {}
 
     def done(self, phase: str) -> bool:
-        return phase in self.state.data.get("done_phases", [])
+        return phase in self.data.get("done_phases", [])
 
     def record(self, phase: str, **extra: Any) -> None:
-        done = self.state.data.get("done_phases", [])
+        done = list(self.data.get("done_phases", []))
         if phase not in done:
             done.append(phase)
-        self.state.save(phase=phase, done_phases=done, **extra)
+        if self.key is None:
+            self.state.save(phase=phase, done_phases=done, **extra)
+        else:
+            self.state.save(**{self.key: {**self.data, "phase": phase, "done_phases": done, **extra}})

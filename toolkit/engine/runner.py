@@ -37,7 +37,8 @@ from toolkit.engine.planning import (
 from toolkit.engine.proof import compare_after_upgrade, fingerprint_detail, prove, way_forward
 from toolkit.engine.state import RunState
 from toolkit.engine.target import Target
-from toolkit.errors import PgleapError, Refused
+from toolkit.engine.undo import reap, refuse_under_way
+from toolkit.errors import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,6 @@ PHASES = (
     "started",
     "done",
 )
-
-
-def _reap(target: Target, report: Report) -> None:
-    """Helpers left by a pgleap that was killed (a frozen upgrade.sh, a temporary server still
-    running on the volume) must be gone before anything else touches the volume: a second
-    postmaster on the same PGDATA, in another container, is not stopped by postmaster.pid."""
-    for name in target.reap_leftovers():
-        report.say(f"  [yellow]removed[/] {name}, left running by an interrupted pgleap run")
 
 
 def upgrade(
@@ -92,10 +85,11 @@ def upgrade(
     """
     downtime = state.data.get("downtime", downtime)  # a resumed run keeps its choice
     minimal.check_supported(target, downtime)
+    refuse_under_way(target, state)  # a rollback or finalize half done: only it may go on
     _refuse_another_target(target, target_image, state)
     if state.phase == "done":
         return _awaiting_finalize(target, target_image, report, state)
-    _reap(target, report)
+    reap(target, report)
     if state.data.get("plan"):
         plan = plan_from_dict(state.data["plan"])
         # A resumed run verifies as the first run chose: a "before" fingerprint can only be
@@ -328,30 +322,3 @@ def _finish(target: Target, plan: UpgradePlan, report: Report, state: RunState, 
     report.data["reindexed"] = state.data.get("reindexed", [])
     report.data["trap_repairs"] = state.data.get("trap_repairs", [])
     return {**report.to_dict(), "status": "upgraded"}
-
-
-def finalize(target: Target, *, report: Report, state: RunState) -> dict:
-    """Delete the old cluster and pgleap's leftovers, once the new cluster is verified and running."""
-    if state.phase != "done":
-        last = (state.data.get("last_operation") or {}).get("operation")
-        if not state.phase and last == "finalized":
-            raise Refused(f"nothing to finalize for {target.key}: it was finalized already")
-        if not state.phase and last:  # after a rollback there is nothing to finalize, only to clean up
-            raise Refused(
-                f"nothing to finalize for {target.key}: the last operation was {last}",
-                f"`{target.command('cleanup')}` deletes the kept new cluster and pgleap's scratch volume",
-            )
-        raise PgleapError(
-            f"the upgrade of {target.key} is not complete (phase: {state.phase or 'none'})",
-            "finish it with `pgleap resume` (or undo it with `pgleap rollback`) before finalizing",
-        )
-    plan = plan_from_dict(state.data["plan"])
-    with report.phase("delete the old cluster", "upgrade.sh finalize"):
-        target.run_action(plan, "finalize")
-        for name in state.data.get("replicas", []):
-            target.finalize_replica(plan, name)
-        target.cleanup(plan)
-    state.clear()
-    at = time.time()
-    state.save(last_operation={"operation": "finalized", "at": at, "target_image": plan.target_image})
-    return {**report.to_dict(), "status": "finalized", "finalized_at": at}
