@@ -37,14 +37,21 @@ LAG = (
 
 
 @dataclass(frozen=True)
+class JobCore:
+    """The part of a plan's core (`MajorUpgrade`) the replica-job template reads."""
+
+    new_image: str
+    uid: int
+    gid: int | None
+
+
+@dataclass(frozen=True)
 class JobView:
     """What the replica-job template and render.job_pod_parts read of a plan, for NAME-next."""
 
     namespace: str
     container: str
-    new_image: str
-    uid: int
-    gid: int | None
+    core: JobCore
     fs_group: int | None
 
 
@@ -187,7 +194,7 @@ class LogicalStandbys:
         pod = nxt["spec"]["template"]["spec"]
         main = next(c for c in pod["containers"] if c["name"] == self.container)
         sec = lo.pod_security(nxt)
-        view = JobView(self.namespace, self.container, image, sec["runAsUser"], sec.get("runAsGroup"),
+        view = JobView(self.namespace, self.container, JobCore(image, sec["runAsUser"], sec.get("runAsGroup")),
                        (pod.get("securityContext") or {}).get("fsGroup"))  # fmt: skip
         rel = self._data_rel(nxt, main, data_directory)
         env = {"PGLEAP_ACTION": "place", "PGLEAP_VOLUME": VOLUME_MOUNT, "PGLEAP_OLD_REL": rel,
