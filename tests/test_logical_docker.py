@@ -8,7 +8,6 @@ a second at most, and stops by itself after a bounded count and time.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -19,10 +18,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from devtools.writer import Writer
+from devtools.writer import start as start_writer
+from devtools.writer import stop as stop_writer
 from toolkit.cli.app import app
 from toolkit.db.sql import Server
 from toolkit.errors import PgleapError
@@ -43,53 +44,6 @@ LARGE = "SELECT lo_from_bytea(424242, convert_to(repeat('pgleap large object ', 
 LARGE_OBJECTS = (
     "SELECT oid::bigint, pg_get_userbyid(lomowner), md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1"
 )
-
-
-@dataclass
-class Writer:
-    """Inserts (and updates a note) through 127.0.0.1:port; records every acknowledged write."""
-
-    port: int
-    user: str
-    password: str = field(repr=False)
-    limit: int = 20000
-    seconds: float = 240.0
-    acked: dict[int, float] = field(default_factory=dict)
-    errors: int = 0
-    sides: dict[int, str] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        n, conn, start = 0, None, time.monotonic()
-        while not self.stop.is_set() and n < self.limit and time.monotonic() - start < self.seconds:
-            try:
-                if conn is None:
-                    conn = psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-                                           dbname=self.user, autocommit=True, connect_timeout=2)  # fmt: skip
-                n += 1
-                side = conn.execute(
-                    "INSERT INTO writes (n, side) VALUES (%s, current_setting('server_version')) RETURNING side",
-                    (n,),
-                ).fetchone()[0]
-                self.sides[n] = side
-                if n % 10 == 0:
-                    conn.execute(
-                        "UPDATE notes SET body = body || '.' WHERE body = 'note 7' OR body LIKE 'note 7.%%'"
-                    )
-                self.acked[n] = time.monotonic()
-                time.sleep(0.004)
-            except psycopg.Error:
-                self.errors += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
-
-    def gaps(self) -> list[float]:
-        times = sorted(self.acked.values())
-        return [b - a for a, b in itertools.pairwise(times)]
 
 
 @dataclass
@@ -180,16 +134,11 @@ def _code(result) -> int:
 
 def _writer(old: Old) -> tuple[Writer, threading.Thread]:
     writer = Writer(old.port, old.user, old.password)
-    thread = threading.Thread(target=writer.run, daemon=True)
-    thread.start()
-    time.sleep(1.0)
-    return writer, thread
+    return writer, start_writer(writer)
 
 
 def _stop(writer: Writer, thread: threading.Thread) -> None:
-    writer.stop.set()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    stop_writer(writer, thread)
 
 
 def _assert_all_acked(server: Server, writer: Writer) -> None:
