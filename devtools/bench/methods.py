@@ -150,7 +150,8 @@ def logical(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
         primary = h.start_server(old, vol, mount, args=["-c", "wal_level=logical"], port=True)
         port = h.published_port(primary)
         local = Server("127.0.0.1", port, SUPERUSER, h.password, label="published port")
-        local.query(SUPERUSER, sql.SQL(WRITES_TABLE).format(sql.Identifier(WRITER_TABLE)))
+        with local.connect(SUPERUSER) as conn:
+            conn.execute(sql.SQL(WRITES_TABLE).format(sql.Identifier(WRITER_TABLE)))
         side = for_container(h.rt, primary)
         state = RunState(f"docker-{side.source.volume.key}")
         # ~100 writes a second at most, bounded by count and time whatever happens to the run
