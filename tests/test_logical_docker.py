@@ -25,6 +25,7 @@ from devtools.writer import Writer
 from devtools.writer import start as start_writer
 from devtools.writer import stop as stop_writer
 from toolkit.cli.app import app
+from toolkit.db.logical_switch import wait_caught_up
 from toolkit.db.sql import Server
 from toolkit.errors import PgleapError
 
@@ -101,7 +102,7 @@ def logical_old(runtime, image_names):
 
     yield make
     for old in made:
-        for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue"):
+        for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue", "-pgleap-green"):
             runtime.remove(old.name + suffix)
         runtime.remove_volume(old.volume)
         runtime.remove_volume(old.volume + "-pgleap-next")
@@ -295,6 +296,44 @@ def test_logical_13_to_17_with_writes_then_rollback(
               f"longest gap of the run {max(writer.gaps()):.2f} s (the wal_level restart or the rollback); "
               f"{len(writer.acked)} writes acked, {writer.errors} retries; rollback pause {back['pause_seconds']:.2f} s;"
               f" test {time.monotonic() - started:.0f} s (standby set-up {t_standby:.0f} s)\n  phases: {_phases(out)}")  # fmt: skip
+
+
+def test_logical_reverse_slot_starts_at_the_switch(runtime, image_names, logical_old, capsys):
+    """The reverse slots are made before the pause and moved to the switch point in it: the old cluster
+    (following the new one) gets every write made on the new side after the switch, and none of the
+    rows the forward stream applied before it (they would come back twice: `dupes` has no key)."""
+    started = time.monotonic()
+    old = logical_old("13-3.1", wal_logical=True)
+    with old.local().connect("gis") as conn:
+        conn.execute(
+            "CREATE TABLE dupes (id bigserial, n int, side text)"
+        )  # no key: a row sent back is a copy
+    writer = Writer(old.port, old.user, old.password, table="dupes", notes=False)
+    thread = start_writer(writer)
+    out = _ok(_cli("upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical",
+                   "--replica-identity-full", "-y", "-o", "json"))  # fmt: skip
+    time.sleep(2.0)  # writes on the new cluster, after the switch
+    _stop(writer, thread)
+    new = old.local()
+    slots = [r[0] for r in new.query("postgres", "SELECT slot_name FROM pg_replication_slots "
+                                     "WHERE starts_with(slot_name, 'pgleap_rev_')")]  # fmt: skip
+    assert slots, "no reverse slot on the new cluster"
+    wait_caught_up(new, slots, 60)
+    blue = _ip_server(runtime, f"{old.name}-pgleap-blue", old)
+    rows = dict(blue.query("gis", "SELECT n, count(*) FROM dupes GROUP BY n"))
+    twice = sorted(n for n, c in rows.items() if c > 1)
+    assert not twice, f"{len(twice)} rows came back from the new cluster twice, e.g. n = {twice[:5]}"
+    missing = sorted(set(writer.acked) - set(rows))
+    assert not missing, (
+        f"{len(missing)} acknowledged writes missing on the old cluster, e.g. {missing[:5]} acked by "
+        f"{[writer.sides.get(n) for n in missing[:5]]}"
+    )
+    on_new = [n for n, side in writer.sides.items() if side.startswith("17") and n in writer.acked]
+    assert on_new, "the writer made no writes on the new cluster"
+    with capsys.disabled():
+        print(f"\n[logical reverse slot] pgleap's write pause {out['pause_seconds']:.2f} s, writer's longest gap "
+              f"{max(writer.gaps()):.2f} s; {len(on_new)} of {len(writer.acked)} writes on the new side, each once "
+              f"on the old one; test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
 
 
 def _aborted_switches(runtime, old: Old, args: list[str], old_image: str, monkeypatch) -> None:

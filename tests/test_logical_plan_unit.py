@@ -216,6 +216,9 @@ def _switch(
         "drop_subscription",
         "create_publication",
         "create_slot",
+        "advance_slots",
+        "checkpoint",
+        "current_lsn",
         "resume_writes",
         "create_subscription",
     ):

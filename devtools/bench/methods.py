@@ -192,7 +192,7 @@ def logical(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
         }
     finally:
         if primary:  # the logical strategy's containers and its second volume carry no bench label
-            for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue"):
+            for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue", "-pgleap-green"):
                 h.rt.remove(primary + suffix)
             h.rt.remove_volume(f"{vol}-pgleap-next")
         h.drop(vol)

@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 
 from psycopg import sql
 
-from toolkit.db.logical import SEQUENCES, connect_to, identifier_of, qualified_names
+from toolkit.db.logical import SEQUENCES, connect_to, identifier_of
 from toolkit.db.sql import Server
 from toolkit.errors import PgleapError
 
@@ -65,37 +65,92 @@ def wait_caught_up(publisher: Server, slots: list[str], timeout: float, sleep=ti
         sleep(0.02)
 
 
+# Sequences read or set per statement: one statement locks each of them, and a lock table of the
+# default size (max_locks_per_transaction 64 x max_connections 100) holds a few thousand.
+_SEQUENCE_BATCH = 1000
+
+
+def _read_sequences(conn) -> list[tuple[str, str, int, bool]]:
+    """(schema, name, last_value, is_called) of every user sequence, a few statements per database
+    (not one per sequence: the write pause must not grow with the table count)."""
+    names = conn.execute(SEQUENCES).fetchall()
+    values = []
+    for i in range(0, len(names), _SEQUENCE_BATCH):
+        arms = [
+            sql.SQL("SELECT {}, {}, last_value, is_called FROM {}").format(
+                sql.Literal(schema), sql.Literal(name), sql.Identifier(schema, name)
+            )
+            for schema, name in names[i : i + _SEQUENCE_BATCH]
+        ]
+        values += [tuple(r) for r in conn.execute(sql.SQL(" UNION ALL ").join(arms)).fetchall()]
+    return values
+
+
+def current_lsn(server: Server) -> str:
+    return server.query("postgres", "SELECT pg_current_wal_lsn()::text")[0][0]
+
+
+def checkpoint(server: Server) -> None:
+    with connect_to(server) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def advance_slots(server: Server, slots: dict[str, str], lsn: str) -> None:
+    """Each logical slot (db -> slot) moved forward to `lsn`, decoding the WAL up to it without sending
+    anything: what was committed before `lsn` is behind the slot. A slot already there stays.
+
+    A slot is advanced only as far as the WAL is flushed, and subscriptions apply with
+    synchronous_commit off: a commit with it on flushes everything before it first."""
+    with connect_to(server) as conn:
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("SELECT txid_current()")
+    for db, slot in slots.items():
+        with connect_to(server, db) as conn:
+            row = conn.execute(
+                "SELECT confirmed_flush_lsn < %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+                (lsn, slot),
+            ).fetchone()
+            if row is None:
+                raise PgleapError(f"the replication slot {slot} is missing on the {server.label}")
+            if row[0]:
+                reached = conn.execute(
+                    "SELECT end_lsn >= %s::pg_lsn, end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
+                    (lsn, slot, lsn),
+                ).fetchone()
+                if not reached[0]:
+                    raise PgleapError(f"the replication slot {slot} reached {reached[1]}, not {lsn}")
+
+
 def sequence_values(server: Server, dbs: list[str]) -> dict[str, tuple]:
     """'db: schema.name' -> (last_value, is_called): the cheap half of the proof (no table rows read)."""
     values: dict[str, tuple] = {}
     for db in dbs:
         with connect_to(server, db) as conn:
-            for schema, name in conn.execute(SEQUENCES).fetchall():
-                ident = sql.Identifier(schema, name)
-                row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
-                values[f"{db}: {schema}.{name}"] = tuple(row)
+            for schema, name, last, called in _read_sequences(conn):
+                values[f"{db}: {schema}.{name}"] = (last, called)
     return values
 
 
+# only where dst has the sequence (the join), so a sequence missing there is skipped, not an error
+_SETVAL = (
+    "SELECT count(setval(c.oid, v.last, v.called)) "
+    "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bool[]) AS v(schema, name, last, called) "
+    "JOIN pg_namespace n ON n.nspname = v.schema "
+    "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = v.name AND c.relkind = 'S'"
+)
+
+
 def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
-    """Every sequence's (last_value, is_called) from src onto dst, where dst has it."""
+    """Every sequence's (last_value, is_called) from src onto dst, where dst has it: one read and one
+    setval statement per database and batch."""
     count = 0
     for db in dbs:
         with connect_to(src, db) as conn:
-            values = []
-            for schema, name in conn.execute(SEQUENCES).fetchall():
-                ident = sql.Identifier(schema, name)
-                row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident)).fetchone()
-                values.append((f"{schema}.{name}", *row))
+            values = _read_sequences(conn)
         with connect_to(dst, db) as conn:
-            present = set(qualified_names(conn.execute(SEQUENCES).fetchall()))
-            for name, last, called in values:
-                if name in present:
-                    conn.execute(
-                        "SELECT setval(%s::regclass, %s, %s)",
-                        (identifier_of(name).as_string(conn), last, called),
-                    )
-                    count += 1
+            for i in range(0, len(values), _SEQUENCE_BATCH):
+                columns = [list(c) for c in zip(*values[i : i + _SEQUENCE_BATCH], strict=True)]
+                count += conn.execute(_SETVAL, tuple(columns)).fetchone()[0]
     return count
 
 

@@ -242,6 +242,7 @@ def _switch(
     side, image, old: Server, new: Server, data: dict, *, report: Report, state: RunState, drain
 ) -> dict:
     dbs = data["databases"]
+    _prepare_switch(side, image, old, new, data, report=report)
     pause_start = time.monotonic()
     logger.info("write pause starts at monotonic %.3f", pause_start)
     report.down()
@@ -290,13 +291,11 @@ def _switch(
         switch.resume_writes(old)  # the old server serves again, nothing was switched
         report.up()
         raise
-    with report.phase("switch", "reverse slots, then the container name and ports to the new cluster"):
-        for db in data["replicated"]:
-            repl.drop_subscription(new, db, repl.sub_name("fwd", db))
-            repl.create_publication(new, db, data["replicated"][db], repl.REVERSE_PUBLICATION)
-            # the slot exists before any client reaches the new server: rollback loses no write
-            repl.create_slot(new, db, repl.sub_name("rev", db))
+    with report.phase("reverse slots", "moved to the switch point, before any client reaches the new server"):
+        # the slot starts where the forward stream ends: rollback loses no write, gets none back twice
+        _reverse_slots_at_switch(new, data)
         faults.point("logical-reverse-slots")
+    with report.phase("switch", "the container name and ports to the new cluster"):
         # read-only stays until the old server stops; the blue copy starts writable
         switch.resume_writes(old, reload=False)
         verify_after = not data.get("verify_in_pause", True)
@@ -308,6 +307,43 @@ def _switch(
         side.hand_over(image)
         faults.point("logical-handed-over")
     return _serve(side, image, data, report=report, state=state, pause_start=pause_start)
+
+
+def _prepare_switch(side, image: str, old: Server, new: Server, data: dict, *, report: Report) -> None:
+    """Before the pause, what does not need it: the reverse publication (it captures nothing without
+    a slot), the reverse slots (they decode from now, and are moved to the switch point in the pause),
+    a checkpoint on both servers (their shutdown in the hand-over is then short), and, where the
+    runtime can, the container that becomes NAME created (not started)."""
+    with report.phase("prepare switch", "reverse publication and slots, checkpoints, the new container"):
+        for db, tables in data["replicated"].items():
+            repl.create_publication(new, db, tables, repl.REVERSE_PUBLICATION)
+            repl.create_slot(new, db, repl.sub_name("rev", db))
+        # the slots' decoding in the pause starts from here, whenever they were made
+        switch.advance_slots(new, _reverse_slots(data), switch.current_lsn(new))
+        with ThreadPoolExecutor(2) as pool:
+            for done in [pool.submit(switch.checkpoint, old), pool.submit(switch.checkpoint, new)]:
+                done.result()
+        prepare = getattr(side, "prepare_hand_over", None)  # Docker: NAME-pgleap-green, created
+        if prepare:
+            prepare(image)
+
+
+def _reverse_slots(data: dict) -> dict[str, str]:
+    return {db: repl.sub_name("rev", db) for db in data["replicated"]}
+
+
+def _reverse_slots_at_switch(new: Server, data: dict) -> None:
+    """In the pause: the forward subscriptions go (everything is caught up), then each reverse slot is
+    moved to the new server's WAL position: what it would send from there on is what clients write on
+    the new server; what the forward stream applied before is behind it, never sent back. The slot
+    positions are made durable (CHECKPOINT) before the hand-over, as a new slot's would be."""
+    for db in data["replicated"]:
+        repl.drop_subscription(new, db, repl.sub_name("fwd", db))
+    slots = _reverse_slots(data)
+    for db, slot in slots.items():
+        repl.create_slot(new, db, slot)  # made at prepare, unless a resumed run lost the new container
+    switch.advance_slots(new, slots, switch.current_lsn(new))
+    switch.checkpoint(new)
 
 
 def _finish_hand_over(side, image: str, *, report: Report, state: RunState) -> dict:
