@@ -40,10 +40,13 @@ EXTRA = [
     # a large object (not replicated: copied in the write pause), owned by a role other than the superuser
     "CREATE ROLE docs",
     "ALTER LARGE OBJECT 424242 OWNER TO docs",
+    "CREATE ROLE readers",
+    "GRANT SELECT ON LARGE OBJECT 424242 TO readers",  # its privileges are carried too
 ]
 LARGE = "SELECT lo_from_bytea(424242, convert_to(repeat('pgleap large object ', 800), 'UTF8'))"
 LARGE_OBJECTS = (
-    "SELECT oid::bigint, pg_get_userbyid(lomowner), md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1"
+    "SELECT oid::bigint, pg_get_userbyid(lomowner), md5(lo_get(oid)), lomacl::text FROM pg_largeobject_metadata "
+    "ORDER BY 1"
 )
 
 

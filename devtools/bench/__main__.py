@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # leave through `finally`: containers and volumes removed
         signal.signal(sig, _interrupted)
     logging.basicConfig(level=logging.WARNING)
+    for name in filter(
+        None, os.environ.get("PGLEAP_BENCH_INFO", "").split(",")
+    ):  # e.g. toolkit.engine.logical
+        logging.getLogger(name).setLevel(logging.INFO)
     wanted = [m for m in args.methods.split(",") if m]
     unknown = set(wanted) - set(METHODS)
     if unknown:

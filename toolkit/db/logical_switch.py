@@ -154,26 +154,60 @@ def copy_sequences(src: Server, dst: Server, dbs: list[str]) -> int:
     return count
 
 
+# Every explicit privilege on a large object (GRANT … ON LARGE OBJECT): none when lomacl is NULL.
+_LO_GRANTS = (
+    "SELECT m.oid::bigint, pg_get_userbyid(a.grantor), CASE WHEN a.grantee = 0 THEN NULL "
+    "ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable "
+    "FROM pg_largeobject_metadata m, aclexplode(m.lomacl) WITH ORDINALITY "
+    "AS a(grantor, grantee, privilege_type, is_grantable, n) ORDER BY m.oid, a.n"
+)
+
+
 def copy_large_objects(src: Server, dst: Server, db: str) -> int:
-    """Make dst's large objects those of src (same oids, contents, owners): logical replication does
-    not carry them. Run in the write pause (src takes no writes), and again by a rollback. Each object
-    is read whole (lo_get): fine for the documents large objects usually hold, not for many gigabytes.
-    Their ACLs (GRANT … ON LARGE OBJECT) are not copied."""
+    """Make dst's large objects those of src (same oids, contents, owners, privileges): logical
+    replication does not carry them. Run in the write pause (src takes no writes), and again by a
+    rollback. Each object is read whole (lo_get): fine for the documents large objects usually hold,
+    not for many gigabytes."""
     with connect_to(src, db) as conn:
         rows = conn.execute(
-            "SELECT oid::bigint, pg_get_userbyid(lomowner), lo_get(oid) FROM pg_largeobject_metadata"
+            "SELECT oid::bigint, pg_get_userbyid(lomowner), lomacl IS NOT NULL, lo_get(oid) "
+            "FROM pg_largeobject_metadata"
         ).fetchall()
-    wanted = {oid for oid, _owner, _data in rows}
+        grants = conn.execute(_LO_GRANTS).fetchall()
     with connect_to(dst, db) as conn, conn.transaction():
         present = {r[0] for r in conn.execute("SELECT oid::bigint FROM pg_largeobject_metadata").fetchall()}
         for oid in present:  # replaced whole: dst may hold an older copy (a retried switch, a rollback)
             conn.execute("SELECT lo_unlink(%s::oid)", (oid,))
-        for oid, owner, data in rows:
+        for oid, owner, explicit, data in rows:
             conn.execute("SELECT lo_from_bytea(%s::oid, %s)", (oid, data))
             conn.execute(
                 sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(oid), sql.Identifier(owner))
             )
-    return len(wanted)
+            if explicit:  # from no privilege at all (not even the owner's), then each one granted
+                conn.execute(
+                    sql.SQL("REVOKE ALL ON LARGE OBJECT {} FROM PUBLIC, {}").format(
+                        sql.Literal(oid), sql.Identifier(owner)
+                    )
+                )
+        owners = {oid: owner for oid, owner, _explicit, _data in rows}
+        for oid, grantor, grantee, privilege, grantable in grants:
+            _grant(conn, oid, grantor if grantor != owners[oid] else None, grantee, privilege, grantable)
+    return len(rows)
+
+
+def _grant(conn, oid: int, grantor: str | None, grantee: str | None, privilege: str, grantable: bool) -> None:
+    """One privilege, granted by its grantor (the owner's grants are made as the superuser, which
+    records the owner as the grantor)."""
+    statement = sql.SQL("GRANT {} ON LARGE OBJECT {} TO {}{}").format(
+        sql.SQL({"SELECT": "SELECT", "UPDATE": "UPDATE"}[privilege]), sql.Literal(oid),
+        sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+        sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""),
+    )  # fmt: skip
+    if grantor:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(grantor)))
+    conn.execute(statement)
+    if grantor:
+        conn.execute("RESET ROLE")
 
 
 def refresh_matviews(server: Server, db: str, names: list[str]) -> None:

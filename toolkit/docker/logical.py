@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -214,20 +215,26 @@ class LogicalDocker:
             self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
             self.rt.remove(self.next_name)
             return  # done before
+        t0 = time.monotonic()
         with ThreadPoolExecutor(2) as pool:  # both shutdowns at once: this runs inside the write pause
             stops = [pool.submit(self.rt.stop_container, self.next_name)]
             if not self.rt.exists(self.old_name):
                 stops.append(pool.submit(self.rt.stop_container, self.name))
             for stop in stops:
                 stop.result()
+        t1 = time.monotonic()
         if not self.rt.exists(self.old_name):
             self.rt.rename(self.name, self.old_name)
         if self.rt.exists(self.green_name):
             self.rt.rename(self.green_name, self.name)
         elif not self.rt.exists(self.name):
             self._create_new(image, self.name)
+        t2 = time.monotonic()
         self.rt.start(self.name)
+        t3 = time.monotonic()
         self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+        logger.info("hand-over: stops %.3f s, renames %.3f s, start %.3f s, until accepting %.3f s",
+                    t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)  # fmt: skip
         self.rt.remove(self.next_name)  # after the start: its removal is not part of the pause
 
     def start_blue(self) -> Server:

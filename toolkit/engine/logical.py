@@ -337,13 +337,18 @@ def _reverse_slots_at_switch(new: Server, data: dict) -> None:
     moved to the new server's WAL position: what it would send from there on is what clients write on
     the new server; what the forward stream applied before is behind it, never sent back. The slot
     positions are made durable (CHECKPOINT) before the hand-over, as a new slot's would be."""
+    t0 = time.monotonic()
     for db in data["replicated"]:
         repl.drop_subscription(new, db, repl.sub_name("fwd", db))
+    t1 = time.monotonic()
     slots = _reverse_slots(data)
     for db, slot in slots.items():
         repl.create_slot(new, db, slot)  # made at prepare, unless a resumed run lost the new container
     switch.advance_slots(new, slots, switch.current_lsn(new))
+    t2 = time.monotonic()
     switch.checkpoint(new)
+    logger.info("reverse slots: forward subscriptions dropped %.3f s, slots advanced %.3f s, checkpoint %.3f s",
+                t1 - t0, t2 - t1, time.monotonic() - t2)  # fmt: skip
 
 
 def _finish_hand_over(side, image: str, *, report: Report, state: RunState) -> dict:
