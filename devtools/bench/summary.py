@@ -249,7 +249,7 @@ def proof_table(records: list[dict]) -> str:
 
 
 # --strategy logical's phases outside its write pause (before the switch, and after it with --verify-after)
-OUTSIDE_PAUSE = {"preflight", "restart for wal_level", "build", "sync", "start old cluster",
+OUTSIDE_PAUSE = {"preflight", "restart for wal_level", "build", "sync", "prepare switch", "start old cluster",
                  "verify after the switch", "reverse replication"}  # fmt: skip
 
 

@@ -232,7 +232,8 @@ class LogicalDocker:
         t2 = time.monotonic()
         self.rt.start(self.name)
         t3 = time.monotonic()
-        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+        # polled tightly: every 0.1 s of it is 0.1 s of the write pause
+        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password, poll=0.02)
         logger.info("hand-over: stops %.3f s, renames %.3f s, start %.3f s, until accepting %.3f s",
                     t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)  # fmt: skip
         self.rt.remove(self.next_name)  # after the start: its removal is not part of the pause

@@ -252,15 +252,17 @@ def _switch(
             logger.info("writes refused from monotonic %.3f", time.monotonic())
             ph.detail = f"{ended} session(s) ended"
         faults.point("logical-paused")
-        with report.phase("DDL check", "catalog hash against the one taken at build"):
-            if repl.catalog_hash(old, dbs) != state.data.get("catalog"):
-                raise PgleapError(
-                    "the schema changed on the old server during the migration (DDL); the switch is aborted",
-                    f"the old server serves again; `{side.command('rollback')}` removes the new copy, then upgrade "
-                    "again",
-                )
-        with report.phase("catch up", "the new server replays the last writes"):
-            switch.wait_caught_up(old, slots(data, "fwd"), 120)
+        with ThreadPoolExecutor(1) as pool:  # the catalog is read while the new server catches up
+            catalog = pool.submit(repl.catalog_hash, old, dbs)
+            with report.phase("catch up", "the new server replays the last writes"):
+                switch.wait_caught_up(old, slots(data, "fwd"), 120)
+            with report.phase("DDL check", "catalog hash against the one taken at build"):
+                if catalog.result() != state.data.get("catalog"):
+                    raise PgleapError(
+                        "the schema changed on the old server during the migration (DDL); the switch is aborted",
+                        f"the old server serves again; `{side.command('rollback')}` removes the new copy, then "
+                        "upgrade again",
+                    )
         with report.phase("sequences", "set from the old server") as ph:
             ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
         with report.phase("large objects", "copied from the old server (not replicated)") as ph:
@@ -276,7 +278,9 @@ def _switch(
         proof: dict = {}
         if not data.get("verify_in_pause", True):
             with report.phase("verify sequences", "old and new, during the pause (no table rows read)"):
-                old_seq, new_seq = switch.sequence_values(old, dbs), switch.sequence_values(new, dbs)
+                with ThreadPoolExecutor(2) as pool:  # both servers at once
+                    reads = [pool.submit(switch.sequence_values, server, dbs) for server in (old, new)]
+                    old_seq, new_seq = (read.result() for read in reads)
                 # the old side's sequences: one the new extension version adds is not a difference
                 if wrong := [k for k in sorted(old_seq) if new_seq.get(k) != old_seq[k]]:
                     raise VerificationFailed(
