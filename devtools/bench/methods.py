@@ -167,6 +167,7 @@ def logical(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
                 state=state,
                 replica_identity_full=True,
                 verify_after=True,
+                sync_timeout=7200,  # 5,000 tables under load outlast the default 15 min
             )
             whole = time.monotonic() - t0
             time.sleep(1.0)  # writes on the new server after the switch
