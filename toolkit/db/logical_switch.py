@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 
 from psycopg import sql
@@ -104,21 +105,25 @@ def advance_slots(server: Server, slots: dict[str, str], lsn: str) -> None:
     with connect_to(server) as conn:
         conn.execute("SET synchronous_commit = on")
         conn.execute("SELECT txid_current()")
-    for db, slot in slots.items():
-        with connect_to(server, db) as conn:
-            row = conn.execute(
-                "SELECT confirmed_flush_lsn < %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
-                (lsn, slot),
+    with ThreadPoolExecutor(4) as pool:  # each database's slot decodes on its own backend
+        list(pool.map(lambda item: _advance_slot(server, *item, lsn), slots.items()))
+
+
+def _advance_slot(server: Server, db: str, slot: str, lsn: str) -> None:
+    with connect_to(server, db) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn < %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+            (lsn, slot),
+        ).fetchone()
+        if row is None:
+            raise PgleapError(f"the replication slot {slot} is missing on the {server.label}")
+        if row[0]:
+            reached = conn.execute(
+                "SELECT end_lsn >= %s::pg_lsn, end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
+                (lsn, slot, lsn),
             ).fetchone()
-            if row is None:
-                raise PgleapError(f"the replication slot {slot} is missing on the {server.label}")
-            if row[0]:
-                reached = conn.execute(
-                    "SELECT end_lsn >= %s::pg_lsn, end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
-                    (lsn, slot, lsn),
-                ).fetchone()
-                if not reached[0]:
-                    raise PgleapError(f"the replication slot {slot} reached {reached[1]}, not {lsn}")
+            if not reached[0]:
+                raise PgleapError(f"the replication slot {slot} reached {reached[1]}, not {lsn}")
 
 
 def sequence_values(server: Server, dbs: list[str]) -> dict[str, tuple]:
