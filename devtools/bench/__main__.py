@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"bench-{'quick-' if args.quick else ''}{started:%Y%m%dT%H%M%S}.json"
+    out = (
+        out_dir / f"bench-{'quick-' if args.quick else ''}{started:%Y%m%dT%H%M%S}-{h.run_id}.json"
+    )  # two at once differ
     doc = {
         "run_id": h.run_id,
         "started": started.isoformat(),
