@@ -58,7 +58,7 @@ def test_quick_defaults():
 def test_logical_column_beside_in_place_with_the_slowest_pause_phase():
     record = _rec(1.5, 4.0, 4.4, 50.0)
     record["methods"]["logical"] = {
-        "downtime": 2.2, "whole_run": 90.0, "extra_disk_mb": 1536.0,
+        "downtime": 2.2, "writer_pause": 2.6, "writer_lost": 0, "whole_run": 90.0, "extra_disk_mb": 1536.0,
         "phases": [{"name": "build", "seconds": 30.0}, {"name": "pause writes", "seconds": 0.1},
                    {"name": "switch", "seconds": 1.8}, {"name": "verify after the switch", "seconds": 9.0}],
     }  # fmt: skip
@@ -66,6 +66,7 @@ def test_logical_column_beside_in_place_with_the_slowest_pause_phase():
     assert "--strategy logical" in text
     row = summary.logical_table([record]).splitlines()[-1]
     assert (
-        "| 4.0 s | 4.4 s | **2.20 s** | 0.50x | 90.0 s | 1.50 GB | switch |" in row
+        "| 4.0 s | 4.4 s | **2.60 s** | 2.20 s | 0.59x | 90.0 s | 1.50 GB | switch 1.80 s |" in row
     )  # not build, not verify after
+    assert "logical write pause (writer) < 2 s at every size: MISSED (worst 2.60 s" in text
     assert "--strategy logical" not in summary.render([_rec(1.5, 4.0, 4.4, 50.0)])

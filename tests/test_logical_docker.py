@@ -8,7 +8,6 @@ a second at most, and stops by itself after a bounded count and time.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -19,11 +18,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from devtools.writer import Writer
+from devtools.writer import start as start_writer
+from devtools.writer import stop as stop_writer
 from toolkit.cli.app import app
+from toolkit.db.logical_switch import wait_caught_up
 from toolkit.db.sql import Server
 from toolkit.errors import PgleapError
 
@@ -38,58 +40,14 @@ EXTRA = [
     # a large object (not replicated: copied in the write pause), owned by a role other than the superuser
     "CREATE ROLE docs",
     "ALTER LARGE OBJECT 424242 OWNER TO docs",
+    "CREATE ROLE readers",
+    "GRANT SELECT ON LARGE OBJECT 424242 TO readers",  # its privileges are carried too
 ]
 LARGE = "SELECT lo_from_bytea(424242, convert_to(repeat('pgleap large object ', 800), 'UTF8'))"
 LARGE_OBJECTS = (
-    "SELECT oid::bigint, pg_get_userbyid(lomowner), md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1"
+    "SELECT oid::bigint, pg_get_userbyid(lomowner), md5(lo_get(oid)), lomacl::text FROM pg_largeobject_metadata "
+    "ORDER BY 1"
 )
-
-
-@dataclass
-class Writer:
-    """Inserts (and updates a note) through 127.0.0.1:port; records every acknowledged write."""
-
-    port: int
-    user: str
-    password: str = field(repr=False)
-    limit: int = 20000
-    seconds: float = 240.0
-    acked: dict[int, float] = field(default_factory=dict)
-    errors: int = 0
-    sides: dict[int, str] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        n, conn, start = 0, None, time.monotonic()
-        while not self.stop.is_set() and n < self.limit and time.monotonic() - start < self.seconds:
-            try:
-                if conn is None:
-                    conn = psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-                                           dbname=self.user, autocommit=True, connect_timeout=2)  # fmt: skip
-                n += 1
-                side = conn.execute(
-                    "INSERT INTO writes (n, side) VALUES (%s, current_setting('server_version')) RETURNING side",
-                    (n,),
-                ).fetchone()[0]
-                self.sides[n] = side
-                if n % 10 == 0:
-                    conn.execute(
-                        "UPDATE notes SET body = body || '.' WHERE body = 'note 7' OR body LIKE 'note 7.%%'"
-                    )
-                self.acked[n] = time.monotonic()
-                time.sleep(0.004)
-            except psycopg.Error:
-                self.errors += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
-
-    def gaps(self) -> list[float]:
-        times = sorted(self.acked.values())
-        return [b - a for a, b in itertools.pairwise(times)]
 
 
 @dataclass
@@ -147,7 +105,7 @@ def logical_old(runtime, image_names):
 
     yield make
     for old in made:
-        for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue"):
+        for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue", "-pgleap-green"):
             runtime.remove(old.name + suffix)
         runtime.remove_volume(old.volume)
         runtime.remove_volume(old.volume + "-pgleap-next")
@@ -180,16 +138,11 @@ def _code(result) -> int:
 
 def _writer(old: Old) -> tuple[Writer, threading.Thread]:
     writer = Writer(old.port, old.user, old.password)
-    thread = threading.Thread(target=writer.run, daemon=True)
-    thread.start()
-    time.sleep(1.0)
-    return writer, thread
+    return writer, start_writer(writer)
 
 
 def _stop(writer: Writer, thread: threading.Thread) -> None:
-    writer.stop.set()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    stop_writer(writer, thread)
 
 
 def _assert_all_acked(server: Server, writer: Writer) -> None:
@@ -346,6 +299,44 @@ def test_logical_13_to_17_with_writes_then_rollback(
               f"longest gap of the run {max(writer.gaps()):.2f} s (the wal_level restart or the rollback); "
               f"{len(writer.acked)} writes acked, {writer.errors} retries; rollback pause {back['pause_seconds']:.2f} s;"
               f" test {time.monotonic() - started:.0f} s (standby set-up {t_standby:.0f} s)\n  phases: {_phases(out)}")  # fmt: skip
+
+
+def test_logical_reverse_slot_starts_at_the_switch(runtime, image_names, logical_old, capsys):
+    """The reverse slots are made before the pause and moved to the switch point in it: the old cluster
+    (following the new one) gets every write made on the new side after the switch, and none of the
+    rows the forward stream applied before it (they would come back twice: `dupes` has no key)."""
+    started = time.monotonic()
+    old = logical_old("13-3.1", wal_logical=True)
+    with old.local().connect("gis") as conn:
+        conn.execute(
+            "CREATE TABLE dupes (id bigserial, n int, side text)"
+        )  # no key: a row sent back is a copy
+    writer = Writer(old.port, old.user, old.password, table="dupes", notes=False)
+    thread = start_writer(writer)
+    out = _ok(_cli("upgrade", "docker", "-c", old.name, "--to", image_names["17-3.5"], "--strategy", "logical",
+                   "--replica-identity-full", "-y", "-o", "json"))  # fmt: skip
+    time.sleep(2.0)  # writes on the new cluster, after the switch
+    _stop(writer, thread)
+    new = old.local()
+    slots = [r[0] for r in new.query("postgres", "SELECT slot_name FROM pg_replication_slots "
+                                     "WHERE starts_with(slot_name, 'pgleap_rev_')")]  # fmt: skip
+    assert slots, "no reverse slot on the new cluster"
+    wait_caught_up(new, slots, 60)
+    blue = _ip_server(runtime, f"{old.name}-pgleap-blue", old)
+    rows = dict(blue.query("gis", "SELECT n, count(*) FROM dupes GROUP BY n"))
+    twice = sorted(n for n, c in rows.items() if c > 1)
+    assert not twice, f"{len(twice)} rows came back from the new cluster twice, e.g. n = {twice[:5]}"
+    missing = sorted(set(writer.acked) - set(rows))
+    assert not missing, (
+        f"{len(missing)} acknowledged writes missing on the old cluster, e.g. {missing[:5]} acked by "
+        f"{[writer.sides.get(n) for n in missing[:5]]}"
+    )
+    on_new = [n for n, side in writer.sides.items() if side.startswith("17") and n in writer.acked]
+    assert on_new, "the writer made no writes on the new cluster"
+    with capsys.disabled():
+        print(f"\n[logical reverse slot] pgleap's write pause {out['pause_seconds']:.2f} s, writer's longest gap "
+              f"{max(writer.gaps()):.2f} s; {len(on_new)} of {len(writer.acked)} writes on the new side, each once "
+              f"on the old one; test {time.monotonic() - started:.0f} s\n  phases: {_phases(out)}")  # fmt: skip
 
 
 def _aborted_switches(runtime, old: Old, args: list[str], old_image: str, monkeypatch) -> None:

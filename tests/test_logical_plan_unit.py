@@ -216,6 +216,9 @@ def _switch(
         "drop_subscription",
         "create_publication",
         "create_slot",
+        "advance_slots",
+        "checkpoint",
+        "current_lsn",
         "resume_writes",
         "create_subscription",
     ):
@@ -361,3 +364,18 @@ def test_a_run_stopped_after_the_hand_over_is_finished_with_the_snapshots_before
     assert calls.index("hand over") < calls.index("export snapshots on db") < calls.index("resume_writes")
     assert result["phase"] == "switched" and RunState("docker-unit").phase == "switched"
     assert "create_subscription" in calls  # the reverse replication started
+
+
+def test_reverse_slots_are_made_before_the_pause_and_moved_to_the_switch_point_in_it(monkeypatch, tmp_path):
+    """The reverse publication and slots cost nothing in the pause; the slots' move to the switch point
+    comes after the forward subscription is gone and before the new server reaches any client."""
+    calls: list[str] = []
+    _switch(monkeypatch, tmp_path, calls, verify_after=True)
+    paused = calls.index("pause_writes")
+    assert (
+        calls.index("create_publication") < calls.index("create_slot") < calls.index("advance_slots") < paused
+    )
+    moved = len(calls) - calls[::-1].index("advance_slots") - 1
+    assert paused < calls.index("wait_caught_up") < calls.index("drop_subscription") < moved
+    assert moved < calls.index("checkpoint", moved) < calls.index("hand over")
+    assert "create_publication" not in calls[paused:]

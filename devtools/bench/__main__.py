@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # leave through `finally`: containers and volumes removed
         signal.signal(sig, _interrupted)
     logging.basicConfig(level=logging.WARNING)
+    for name in filter(
+        None, os.environ.get("PGLEAP_BENCH_INFO", "").split(",")
+    ):  # e.g. toolkit.engine.logical
+        logging.getLogger(name).setLevel(logging.INFO)
     wanted = [m for m in args.methods.split(",") if m]
     unknown = set(wanted) - set(METHODS)
     if unknown:
@@ -156,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     out_dir = Path(args.results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"bench-{'quick-' if args.quick else ''}{started:%Y%m%dT%H%M%S}.json"
+    out = (
+        out_dir / f"bench-{'quick-' if args.quick else ''}{started:%Y%m%dT%H%M%S}-{h.run_id}.json"
+    )  # two at once differ
     doc = {
         "run_id": h.run_id,
         "started": started.isoformat(),

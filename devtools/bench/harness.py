@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -65,9 +66,10 @@ class Harness:
 
     def start_server(
         self, image: str, volume: str, mount: str, *, args: list[str] | None = None, env: dict | None = None,
-        bare: bool = False,
+        bare: bool = False, port: bool = False,
     ) -> str:  # fmt: skip
-        """A database container the way a user runs one (POSTGRES_* env, the volume at the image's PGDATA)."""
+        """A database container the way a user runs one (POSTGRES_* env, the volume at the image's PGDATA);
+        with `port`, 5432 published on a free 127.0.0.1 port (for a writer)."""
         name = self.name("db")
         mounts = [Mount(mount, volume, type="volume")]
         if bare:  # no template_postgis, no extensions from the image's init scripts: an empty .sql instead
@@ -76,6 +78,7 @@ class Harness:
             )
         self.rt.docker.containers.run(
             image, args or None, name=name, detach=True, labels=self.labels, mounts=mounts,
+            ports={"5432/tcp": ("127.0.0.1", _free_port())} if port else None,
             environment={"POSTGRES_USER": SUPERUSER, "POSTGRES_PASSWORD": self.password,
                          "POSTGRES_DB": SUPERUSER, **(env or {})},
         )  # fmt: skip
@@ -95,6 +98,10 @@ class Harness:
         assert server is not None, f"{name} is not running"
         server.password = self.password
         return server
+
+    def published_port(self, name: str) -> int:
+        ports = self.rt.docker.containers.get(name).attrs["NetworkSettings"]["Ports"]
+        return int(ports["5432/tcp"][0]["HostPort"])
 
     def volume_mb(self, volume: str) -> float:
         out = self.rt.docker.containers.run(
@@ -142,3 +149,10 @@ class Harness:
             except docker.errors.APIError:
                 time.sleep(0.5)
         logger.warning("could not remove volume %s", name)
+
+
+def _free_port() -> int:
+    """A fixed port, as users publish one (the hand-over keeps it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -13,17 +13,21 @@ import logging
 import time
 
 from docker.types import Mount
+from psycopg import sql
 
 from devtools.bench.harness import SUPERUSER, Harness
 from toolkit.core.paths import OLD_ROOT, VOLUME
 from toolkit.core.plan import pg_upgrade_locks
 from toolkit.core.report import Report
 from toolkit.db.inspect import cluster_facts
+from toolkit.db.sql import Server
 from toolkit.docker.target import DockerTarget
 from toolkit.engine import runner as engine
 from toolkit.engine.state import RunState
 
 logger = logging.getLogger(__name__)
+
+WRITER_TABLE = "pgleap_bench_writes"  # the logical method's writer; part of the replicated data
 
 
 def _run(h: Harness, image: str, cmd: str, mounts: list[Mount], *, user: str, env: dict | None = None):
@@ -131,26 +135,57 @@ def pgleap(h: Harness, golden: str, old: str, new: str, mount: str, *, mode: str
 
 
 def logical(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
-    """`pgleap upgrade docker --strategy logical --verify-after` through the engine: the write pause
-    (pgleap's own measure: writes refused on the old server -> the new one accepting after the
-    hand-over), the whole run, and the second copy's disk. The old server starts with
-    wal_level=logical (the one restart is the user's choice, not part of the pause)."""
+    """`pgleap upgrade docker --strategy logical --verify-after` through the engine, with a bounded
+    writer on the published port through the whole run: pgleap's own pause (writes refused on the
+    old server -> the new one accepting after the hand-over), the writer's longest gap between two
+    acknowledged writes (the pause a client sees), the whole run, and the second copy's disk. The
+    old server starts with wal_level=logical (the one restart is the user's choice, not the pause)."""
+    from devtools.writer import WRITES_TABLE, Writer, start, stop
     from toolkit.docker.logical import for_container
     from toolkit.engine import logical as strategy
 
     vol = h.clone(golden, "logical")
     primary = None
     try:
-        primary = h.start_server(old, vol, mount, args=["-c", "wal_level=logical"])
+        primary = h.start_server(old, vol, mount, args=["-c", "wal_level=logical"], port=True)
+        port = h.published_port(primary)
+        local = Server("127.0.0.1", port, SUPERUSER, h.password, label="published port")
+        with local.connect(SUPERUSER) as conn:
+            conn.execute(sql.SQL(WRITES_TABLE).format(sql.Identifier(WRITER_TABLE)))
         side = for_container(h.rt, primary)
         state = RunState(f"docker-{side.source.volume.key}")
+        # ~100 writes a second at most, bounded by count and time whatever happens to the run
+        writer = Writer(port, SUPERUSER, h.password, table=WRITER_TABLE, notes=False, interval=0.01,
+                        limit=500_000, seconds=3600)  # fmt: skip
+        thread = start(writer)
         t0 = time.monotonic()
-        result = strategy.upgrade(
-            side, new, report=Report(quiet=True), state=state, replica_identity_full=True, verify_after=True
-        )
-        whole = time.monotonic() - t0
+        try:
+            result = strategy.upgrade(
+                side,
+                new,
+                report=Report(quiet=True),
+                state=state,
+                replica_identity_full=True,
+                verify_after=True,
+                sync_timeout=7200,  # 5,000 tables under load outlast the default 15 min
+            )
+            whole = time.monotonic() - t0
+            time.sleep(1.0)  # writes on the new server after the switch
+        finally:
+            stop(writer, thread)
+        gap, _at = writer.longest_gap(after=t0)
+        present = {
+            n
+            for (n,) in local.query(
+                SUPERUSER, sql.SQL("SELECT n FROM {}").format(sql.Identifier(WRITER_TABLE))
+            )
+        }
         return {
             "downtime": result["pause_seconds"],
+            "writer_pause": gap,
+            "writer_writes": len(writer.acked),
+            "writer_lost": len(set(writer.acked) - present),
+            "writer_retries": writer.errors,
             "whole_run": whole,
             "extra_disk_mb": h.volume_mb(side.next_volume),
             "phases": result["phases"],
@@ -158,7 +193,7 @@ def logical(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
         }
     finally:
         if primary:  # the logical strategy's containers and its second volume carry no bench label
-            for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue"):
+            for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue", "-pgleap-green"):
                 h.rt.remove(primary + suffix)
             h.rt.remove_volume(f"{vol}-pgleap-next")
         h.drop(vol)

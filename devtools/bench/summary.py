@@ -37,6 +37,10 @@ def _s(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _s2(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _ratio(a, b) -> str:
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
@@ -175,6 +179,27 @@ def targets(records: list[dict]) -> list[str]:
             out.append(
                 f"link downtime growth ~1.5 → ~6 GB < 15 % ({r['pair']}): {'MET' if g < 0.15 else 'MISSED'} ({g * 100:+.0f} %)"
             )
+    return out + logical_targets(records)
+
+
+def logical_targets(records: list[dict]) -> list[str]:
+    """Issue 18: the writer's pause under 2 s at every size, and ≤ 1.25x from the fewest tables to the most."""
+    paused = [(r, (r["methods"].get("logical") or {}).get("writer_pause")) for r in records]
+    paused = [(r, p) for r, p in paused if p is not None]
+    out = []
+    if paused:
+        worst_r, worst = max(paused, key=lambda x: x[1])
+        out.append(
+            f"logical write pause (writer) < 2 s at every size: {'MET' if worst < 2 else 'MISSED'} "
+            f"(worst {worst:.2f} s on {worst_r['pair']} {worst_r['dataset']})"
+        )
+    schema = sorted(((r["size"], p) for r, p in paused if r["family"] == "schema"), key=lambda x: x[0])
+    if len(schema) > 1 and schema[0][1]:
+        (few, a), (many, b) = schema[0], schema[-1]
+        out.append(
+            f"logical writer pause {few:g} → {many:g} tables ≤ 1.25x: {'MET' if b / a <= 1.25 else 'MISSED'} "
+            f"({b / a:.2f}x)"
+        )
     return out
 
 
@@ -224,16 +249,16 @@ def proof_table(records: list[dict]) -> str:
 
 
 # --strategy logical's phases outside its write pause (before the switch, and after it with --verify-after)
-OUTSIDE_PAUSE = {"preflight", "restart for wal_level", "build", "sync", "start old cluster",
+OUTSIDE_PAUSE = {"preflight", "restart for wal_level", "build", "sync", "prepare switch", "start old cluster",
                  "verify after the switch", "reverse replication"}  # fmt: skip
 
 
 def logical_table(records: list[dict]) -> str:
     """The blue/green write pause next to the in-place floor and `--downtime minimal` on the same data."""
     rows = [
-        "| upgrade | dataset | on disk | floor | pgleap --link minimal | logical write pause | logical/link | "
-        "logical whole run | extra disk | slowest pause phase |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| upgrade | dataset | on disk | floor | pgleap --link minimal | write pause (writer) | logical write pause "
+        "(pgleap) | writer/link | logical whole run | extra disk | slowest pause phase |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
         m = r["methods"].get("logical") or {}
@@ -241,10 +266,13 @@ def logical_table(records: list[dict]) -> str:
             continue
         pause = {p["name"]: p["seconds"] for p in m.get("phases", [])}
         pause = {k: v for k, v in pause.items() if k not in OUTSIDE_PAUSE}
-        slowest = max(pause, key=pause.get) if pause else "-"
+        slowest = f"{max(pause, key=pause.get)} {max(pause.values()):.2f} s" if pause else "-"
+        writer = m.get("writer_pause")
+        lost = f" ({m['writer_lost']} lost)" if m.get("writer_lost") else ""
         rows.append(
             f"| {r['pair']} | {r['dataset']} | {r['facts']['volume_mb'] / 1024:.2f} GB | {_s(downtime(r, 'floor'))} s | "
-            f"{_s(downtime(r, 'link'))} s | **{m['downtime']:.2f} s** | {_ratio(m['downtime'], downtime(r, 'link'))} | "
+            f"{_s(downtime(r, 'link'))} s | **{_s2(writer)} s**{lost} | {m['downtime']:.2f} s | "
+            f"{_ratio(writer, downtime(r, 'link'))} | "
             f"{_s(m.get('whole_run'))} s | {m.get('extra_disk_mb', 0) / 1024:.2f} GB | {slowest} |"
         )
     return "\n".join(rows)

@@ -56,7 +56,7 @@ def logical_db(runtime, fresh_db):
 
     yield make
     for db in made:  # NAME may be the new cluster on the second volume: it goes first
-        for suffix in ("-pgleap-next", "-pgleap-blue", "", "-pgleap-old"):
+        for suffix in ("-pgleap-green", "-pgleap-next", "-pgleap-blue", "", "-pgleap-old"):
             runtime.remove(db.name + suffix)
         runtime.remove_volume(db.volume + "-pgleap-next")
 

@@ -53,8 +53,8 @@ class Server:
         with self.connect(dbname) as conn:
             return conn.execute(statement, params).fetchall()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until the server accepts a real connection (not just a socket)."""
+    def wait_ready(self, timeout: float = 60.0, poll: float = 0.1) -> None:
+        """Wait until the server accepts a real connection (not just a socket); `poll` between tries."""
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -64,7 +64,7 @@ class Server:
                     return
             except psycopg.OperationalError as exc:
                 last = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                time.sleep(0.1)
+                time.sleep(poll)
         raise PgleapError(f"the {self.label} did not accept connections within {timeout:.0f} s: {last}")
 
     def databases(self) -> list[str]:

@@ -81,9 +81,12 @@ def fingerprint(
 
 
 def _large_objects(conn) -> tuple[int, str] | None:
-    """(count, hash of every large object's oid, owner and contents), None without any."""
+    """(count, hash of every large object's oid, owner, privileges and contents), None without any.
+    The privileges (GRANT … ON LARGE OBJECT) sorted: the same grants made in another order are equal."""
     count, digest = conn.execute(
         "SELECT count(*), md5(coalesce(string_agg(oid::text || ':' || pg_get_userbyid(lomowner) || ':' "
+        "|| CASE WHEN lomacl IS NULL THEN '-' ELSE coalesce((SELECT string_agg(a::text, ' ' ORDER BY a::text) "
+        "FROM unnest(lomacl) a), '') END || ':' "
         "|| md5(lo_get(oid)), ',' ORDER BY oid), '')) FROM pg_largeobject_metadata"
     ).fetchone()
     return (count, digest) if count else None

@@ -3,6 +3,8 @@ container, then the hand-over of the container's name, networks and published po
 
 Names (all derived from the user's container NAME):
   NAME-pgleap-next   the new cluster while it is built and synchronised (no published ports)
+  NAME-pgleap-green  the container that becomes NAME: created (not started) just before the write
+                     pause with the user's settings on the new volume, renamed NAME in the hand-over
   NAME               after the switch: the new cluster, same env/ports/networks/restart policy
   NAME-pgleap-old    after the switch: the user's original container, stopped, kept for rollback
   NAME-pgleap-blue   after the switch: the old cluster again (old image, old volume, no ports),
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -55,6 +58,7 @@ class LogicalDocker:
         self.next_name = f"{source.name}-pgleap-next"
         self.old_name = f"{source.name}-pgleap-old"
         self.blue_name = f"{source.name}-pgleap-blue"
+        self.green_name = f"{source.name}-pgleap-green"  # the new NAME, created before the pause
         self.next_volume = f"{source.volume.source}-pgleap-next"
 
     # ---- addresses -----------------------------------------------------------------------------
@@ -176,22 +180,14 @@ class LogicalDocker:
 
     # ---- the hand-over -------------------------------------------------------------------------
 
-    def hand_over(self, image: str) -> None:
-        """NAME becomes the new cluster: the old container stops and is kept as NAME-pgleap-old, the
-        new one is created with the user's env, ports, networks, restart policy on the new volume."""
-        done = self.rt.exists(self.old_name) and self.rt.exists(self.name)
-        if done and self._attrs(self.name)["Config"]["Image"] == image:
-            self.rt.start(self.name)
-            return  # done before
-        with ThreadPoolExecutor(2) as pool:  # both shutdowns at once: this runs inside the write pause
-            stops = [pool.submit(self.rt.stop_container, self.next_name)]
-            if not self.rt.exists(self.old_name):
-                stops.append(pool.submit(self.rt.stop_container, self.name))
-            for stop in stops:
-                stop.result()
-        if not self.rt.exists(self.old_name):
-            self.rt.rename(self.name, self.old_name)
-        self.rt.remove(self.next_name)
+    def prepare_hand_over(self, image: str) -> None:
+        """Before the pause: the container that becomes NAME, created (not started) as NAME-pgleap-green,
+        so that the hand-over in the pause is stops, renames and one start."""
+        self.rt.remove(self.green_name)  # one a stopped run left: its settings are made again
+        self._create_new(image, self.green_name)
+
+    def _create_new(self, image: str, name: str) -> None:
+        """The user's env, ports, networks, restart policy on the new image and volume."""
         attrs = copy.deepcopy(self.source.attrs)
         for m in attrs.get("Mounts", []):
             if m["Destination"] == self.source.mount:
@@ -207,9 +203,40 @@ class LogicalDocker:
         src = SourceContainer(**{**self.source.__dict__, "attrs": attrs})
         # recreate() reads only these two fields of an UpgradePlan
         plan = SimpleNamespace(target_image=image, layout=layout)
-        self.rt.recreate(src, plan, self.name)  # type: ignore[arg-type]
+        self.rt.recreate(src, plan, name)  # type: ignore[arg-type]
+
+    def hand_over(self, image: str) -> None:
+        """NAME becomes the new cluster: the old container stops and is kept as NAME-pgleap-old, the
+        new one (made before the pause by prepare_hand_over, else now) takes the name NAME and starts
+        on the new volume. Each step checks what is done: an interrupted hand-over is finished."""
+        done = self.rt.exists(self.old_name) and self.rt.exists(self.name)
+        if done and self._attrs(self.name)["Config"]["Image"] == image:
+            self.rt.start(self.name)
+            self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+            self.rt.remove(self.next_name)
+            return  # done before
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:  # both shutdowns at once: this runs inside the write pause
+            stops = [pool.submit(self.rt.stop_container, self.next_name)]
+            if not self.rt.exists(self.old_name):
+                stops.append(pool.submit(self.rt.stop_container, self.name))
+            for stop in stops:
+                stop.result()
+        t1 = time.monotonic()
+        if not self.rt.exists(self.old_name):
+            self.rt.rename(self.name, self.old_name)
+        if self.rt.exists(self.green_name):
+            self.rt.rename(self.green_name, self.name)
+        elif not self.rt.exists(self.name):
+            self._create_new(image, self.name)
+        t2 = time.monotonic()
         self.rt.start(self.name)
-        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
+        t3 = time.monotonic()
+        # polled tightly: every 0.1 s of it is 0.1 s of the write pause
+        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password, poll=0.02)
+        logger.info("hand-over: stops %.3f s, renames %.3f s, start %.3f s, until accepting %.3f s",
+                    t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)  # fmt: skip
+        self.rt.remove(self.next_name)  # after the start: its removal is not part of the pause
 
     def start_blue(self) -> Server:
         """The old cluster again on its own image and volume, without the user's ports, so that it
@@ -231,6 +258,7 @@ class LogicalDocker:
 
     def hand_back(self) -> None:
         """Rollback: NAME is the user's original container again; the new one is kept as NAME-pgleap-next."""
+        self.rt.remove(self.green_name)  # created before a pause that did not switch
         if self.rt.exists(self.blue_name):
             self.rt.stop_container(self.blue_name)
             self.rt.remove(self.blue_name)
@@ -309,6 +337,7 @@ class LogicalDocker:
         self.rt.remove_volume(self.standby_scratch)
 
     def remove_next(self) -> None:
+        self.rt.remove(self.green_name)
         self.rt.remove(self.next_name)
         self.rt.remove_volume(self.next_volume)
 

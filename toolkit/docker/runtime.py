@@ -204,7 +204,9 @@ class DockerRuntime(DockerHelpers):
             aliases = [a for a in (net.get("Aliases") or []) if not source.attrs["Id"].startswith(a)]
             self.docker.networks.get(net_name).connect(created["Id"], aliases=aliases or None)
 
-    def wait_accepting(self, name: str, superuser: str, password: str | None, timeout: float = 120) -> None:
+    def wait_accepting(
+        self, name: str, superuser: str, password: str | None, timeout: float = 120, poll: float = 0.1
+    ) -> None:
         c = self.docker.containers.get(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -217,9 +219,9 @@ class DockerRuntime(DockerHelpers):
             if ips:
                 Server(
                     host=ips[0], port=5432, user=superuser, password=password, label=f"container {name}"
-                ).wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+                ).wait_ready(timeout=max(1.0, deadline - time.monotonic()), poll=poll)
                 return
-            time.sleep(0.1)
+            time.sleep(poll)
         raise PgleapError(f"container {name} did not accept connections within {timeout:.0f} s")
 
 

@@ -242,6 +242,7 @@ def _switch(
     side, image, old: Server, new: Server, data: dict, *, report: Report, state: RunState, drain
 ) -> dict:
     dbs = data["databases"]
+    _prepare_switch(side, image, old, new, data, report=report)
     pause_start = time.monotonic()
     logger.info("write pause starts at monotonic %.3f", pause_start)
     report.down()
@@ -251,15 +252,17 @@ def _switch(
             logger.info("writes refused from monotonic %.3f", time.monotonic())
             ph.detail = f"{ended} session(s) ended"
         faults.point("logical-paused")
-        with report.phase("DDL check", "catalog hash against the one taken at build"):
-            if repl.catalog_hash(old, dbs) != state.data.get("catalog"):
-                raise PgleapError(
-                    "the schema changed on the old server during the migration (DDL); the switch is aborted",
-                    f"the old server serves again; `{side.command('rollback')}` removes the new copy, then upgrade "
-                    "again",
-                )
-        with report.phase("catch up", "the new server replays the last writes"):
-            switch.wait_caught_up(old, slots(data, "fwd"), 120)
+        with ThreadPoolExecutor(1) as pool:  # the catalog is read while the new server catches up
+            catalog = pool.submit(repl.catalog_hash, old, dbs)
+            with report.phase("catch up", "the new server replays the last writes"):
+                switch.wait_caught_up(old, slots(data, "fwd"), 120)
+            with report.phase("DDL check", "catalog hash against the one taken at build"):
+                if catalog.result() != state.data.get("catalog"):
+                    raise PgleapError(
+                        "the schema changed on the old server during the migration (DDL); the switch is aborted",
+                        f"the old server serves again; `{side.command('rollback')}` removes the new copy, then "
+                        "upgrade again",
+                    )
         with report.phase("sequences", "set from the old server") as ph:
             ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
         with report.phase("large objects", "copied from the old server (not replicated)") as ph:
@@ -275,7 +278,9 @@ def _switch(
         proof: dict = {}
         if not data.get("verify_in_pause", True):
             with report.phase("verify sequences", "old and new, during the pause (no table rows read)"):
-                old_seq, new_seq = switch.sequence_values(old, dbs), switch.sequence_values(new, dbs)
+                with ThreadPoolExecutor(2) as pool:  # both servers at once
+                    reads = [pool.submit(switch.sequence_values, server, dbs) for server in (old, new)]
+                    old_seq, new_seq = (read.result() for read in reads)
                 # the old side's sequences: one the new extension version adds is not a difference
                 if wrong := [k for k in sorted(old_seq) if new_seq.get(k) != old_seq[k]]:
                     raise VerificationFailed(
@@ -290,13 +295,11 @@ def _switch(
         switch.resume_writes(old)  # the old server serves again, nothing was switched
         report.up()
         raise
-    with report.phase("switch", "reverse slots, then the container name and ports to the new cluster"):
-        for db in data["replicated"]:
-            repl.drop_subscription(new, db, repl.sub_name("fwd", db))
-            repl.create_publication(new, db, data["replicated"][db], repl.REVERSE_PUBLICATION)
-            # the slot exists before any client reaches the new server: rollback loses no write
-            repl.create_slot(new, db, repl.sub_name("rev", db))
+    with report.phase("reverse slots", "moved to the switch point, before any client reaches the new server"):
+        # the slot starts where the forward stream ends: rollback loses no write, gets none back twice
+        _reverse_slots_at_switch(new, data)
         faults.point("logical-reverse-slots")
+    with report.phase("switch", "the container name and ports to the new cluster"):
         # read-only stays until the old server stops; the blue copy starts writable
         switch.resume_writes(old, reload=False)
         verify_after = not data.get("verify_in_pause", True)
@@ -308,6 +311,50 @@ def _switch(
         side.hand_over(image)
         faults.point("logical-handed-over")
     return _serve(side, image, data, report=report, state=state, pause_start=pause_start)
+
+
+def _prepare_switch(side, image: str, old: Server, new: Server, data: dict, *, report: Report) -> None:
+    """Before the pause, what does not need it: the reverse publication (it captures nothing without
+    a slot), the reverse slots (they decode from now, and are moved to the switch point in the pause),
+    a checkpoint on both servers (their shutdown in the hand-over is then short), and, where the
+    runtime can, the container that becomes NAME created (not started)."""
+    with report.phase("prepare switch", "reverse publication and slots, checkpoints, the new container"):
+        for db, tables in data["replicated"].items():
+            repl.create_publication(new, db, tables, repl.REVERSE_PUBLICATION)
+            repl.create_slot(new, db, repl.sub_name("rev", db))
+        # the slots' decoding in the pause starts from here, whenever they were made
+        switch.advance_slots(new, _reverse_slots(data), switch.current_lsn(new))
+        with ThreadPoolExecutor(2) as pool:
+            for done in [pool.submit(switch.checkpoint, old), pool.submit(switch.checkpoint, new)]:
+                done.result()
+        prepare = getattr(side, "prepare_hand_over", None)  # Docker: NAME-pgleap-green, created
+        if prepare:
+            prepare(image)
+
+
+def _reverse_slots(data: dict) -> dict[str, str]:
+    return {db: repl.sub_name("rev", db) for db in data["replicated"]}
+
+
+def _reverse_slots_at_switch(new: Server, data: dict) -> None:
+    """In the pause: the forward subscriptions go (everything is caught up), then each reverse slot is
+    moved to the new server's WAL position: what it would send from there on is what clients write on
+    the new server; what the forward stream applied before is behind it, never sent back. The slot
+    positions are made durable (CHECKPOINT) before the hand-over, as a new slot's would be."""
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:  # one database's drop does not wait for another's
+        list(
+            pool.map(lambda db: repl.drop_subscription(new, db, repl.sub_name("fwd", db)), data["replicated"])
+        )
+    t1 = time.monotonic()
+    slots = _reverse_slots(data)
+    for db, slot in slots.items():
+        repl.create_slot(new, db, slot)  # made at prepare, unless a resumed run lost the new container
+    switch.advance_slots(new, slots, switch.current_lsn(new))
+    t2 = time.monotonic()
+    switch.checkpoint(new)
+    logger.info("reverse slots: forward subscriptions dropped %.3f s, slots advanced %.3f s, checkpoint %.3f s",
+                t1 - t0, t2 - t1, time.monotonic() - t2)  # fmt: skip
 
 
 def _finish_hand_over(side, image: str, *, report: Report, state: RunState) -> dict:
