@@ -13,6 +13,7 @@ from toolkit.core.logical_plan import LogicalFacts, plan_logical
 from toolkit.db import logical as repl
 from toolkit.db import logical_switch as switch
 from toolkit.db.sql import Server
+from toolkit.engine.logical_pause import HANDING_OVER
 from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError, VerificationFailed
 
@@ -178,6 +179,9 @@ class _Side:
     def command(self, verb: str) -> str:
         return f"pgleap {verb} docker -c {self.name}"
 
+    def prepare_hand_over(self, image: str) -> None:
+        self.calls.append("prepare hand over")
+
     def hand_over(self, image: str) -> None:
         self.calls.append("hand over")
 
@@ -201,7 +205,7 @@ def _switch(
     standbys=(),
 ):
     from toolkit.core.report import Report
-    from toolkit.engine import logical as engine
+    from toolkit.engine import logical_pause as pause
     from toolkit.engine.state import RunState
 
     monkeypatch.setenv("PGLEAP_STATE_DIR", str(tmp_path))
@@ -249,14 +253,16 @@ def _switch(
             raise VerificationFailed("differ")
         return {"tables": 1, "rows": 1, "sequences": 1}
 
-    monkeypatch.setattr(engine, "verify_sides", verify)
-    monkeypatch.setattr(engine.time, "sleep", lambda s: None)
+    monkeypatch.setattr(pause, "verify_sides", verify)
+    monkeypatch.setattr(pause.time, "sleep", lambda s: None)
     data = _plan(verify_after=verify_after, standbys=standbys).to_dict()
     state = RunState("docker-unit")
     state.save(strategy="logical", phase="synced", plan=data, catalog="h")
     side = _Side(calls)
     old, new = side.server("db", "old"), side.server(side.next_name, "new")
-    return engine._switch(side, "img", old, new, data, report=Report(quiet=True), state=state, drain=0), state
+    return pause.switch_over(
+        side, "img", old, new, data, report=Report(quiet=True), state=state, drain=0
+    ), state
 
 
 def test_verify_in_the_pause_by_default_then_hand_over(monkeypatch, tmp_path):
@@ -314,7 +320,7 @@ def test_verify_after_still_checks_the_sequences_in_the_pause(monkeypatch, tmp_p
 def test_the_proof_after_the_switch_leaves_sequences_out_but_not_rows(monkeypatch):
     """The new side's sequences advance with its writes; the old side's are not replicated."""
     from toolkit.db.verify import Fingerprint
-    from toolkit.engine import logical as engine
+    from toolkit.engine import logical_pause as pause
 
     def fp(rows: int, seq: int) -> Fingerprint:
         return Fingerprint(
@@ -324,14 +330,14 @@ def test_the_proof_after_the_switch_leaves_sequences_out_but_not_rows(monkeypatc
         )
 
     sides = {"new": (3, 9), "old": (3, 3)}  # read afresh each time, as the real one
-    monkeypatch.setattr(engine, "fingerprint", lambda server, dbs, snapshots=None: fp(*sides[server.label]))
+    monkeypatch.setattr(pause, "fingerprint", lambda server, dbs, snapshots=None: fp(*sides[server.label]))
     new, old = Server("h", 1, "u", "p", label="new"), Server("h", 1, "u", "p", label="old")
-    assert engine.verify_sides(new, old, ["gis", "analytics"], "after", sequences=False)["rows"] == 3
+    assert pause.verify_sides(new, old, ["gis", "analytics"], "after", sequences=False)["rows"] == 3
     with pytest.raises(VerificationFailed, match="sequence"):
-        engine.verify_sides(new, old, ["gis", "analytics"], "in the pause")
+        pause.verify_sides(new, old, ["gis", "analytics"], "in the pause")
     sides["new"] = (4, 9)
     with pytest.raises(VerificationFailed, match=r"public\.t "):
-        engine.verify_sides(new, old, ["gis", "analytics"], "after", sequences=False)
+        pause.verify_sides(new, old, ["gis", "analytics"], "after", sequences=False)
 
 
 def test_a_failure_at_the_paused_point_resumes_writes_on_the_old_server(monkeypatch, tmp_path):
@@ -356,7 +362,7 @@ def test_a_run_stopped_after_the_hand_over_is_finished_with_the_snapshots_before
     with pytest.raises(PgleapError, match="logical-handed-over"):
         _switch(monkeypatch, tmp_path, calls, verify_after=True)
     state = RunState("docker-unit")
-    assert state.phase == engine.HANDING_OVER and state.data["verify_in_pause"] is False
+    assert state.phase == HANDING_OVER and state.data["verify_in_pause"] is False
     monkeypatch.delenv("PGLEAP_FAIL")
     calls.clear()
     state.save(target_image="img")
@@ -379,3 +385,4 @@ def test_reverse_slots_are_made_before_the_pause_and_moved_to_the_switch_point_i
     assert paused < calls.index("wait_caught_up") < calls.index("drop_subscription") < moved
     assert moved < calls.index("checkpoint", moved) < calls.index("hand over")
     assert "create_publication" not in calls[paused:]
+    assert calls.index("prepare hand over") < paused  # the container that becomes NAME, made ahead

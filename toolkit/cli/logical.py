@@ -13,6 +13,7 @@ from toolkit.cli import options as cli_options
 from toolkit.core.report import Report, console
 from toolkit.engine import logical as engine
 from toolkit.engine import logical_undo
+from toolkit.engine.logical_pause import HANDING_OVER
 from toolkit.engine.state import RunState, locked
 from toolkit.errors import PgleapError, Refused
 
@@ -115,7 +116,7 @@ def resume(container: str | None, *, output: str) -> None:
     state = RunState(key)
     report = Report(quiet=output != "text")
     with locked(key):
-        if state.phase != engine.HANDING_OVER:  # there NAME may be the old cluster, writable again if started
+        if state.phase != HANDING_OVER:  # there NAME may be the old cluster, writable again if started
             side.start_stopped()
         result = engine.upgrade(
             side, state.data["target_image"], report=report, state=state,
@@ -140,7 +141,7 @@ def lifecycle(verb: str, container: str | None, *, yes: bool, output: str) -> No
     )
     report = Report(quiet=output != "text")
     with locked(key):
-        if state.phase != engine.HANDING_OVER:  # there NAME may be the old cluster, writable again if started
+        if state.phase != HANDING_OVER:  # there NAME may be the old cluster, writable again if started
             side.start_stopped()
         step = logical_undo.rollback if verb == "rollback" else logical_undo.finalize
         result = step(side, report=report, state=state)

@@ -11,6 +11,7 @@ from toolkit.db import logical as repl
 from toolkit.db import logical_switch as switch
 from toolkit.engine import logical
 from toolkit.engine.logical import LogicalSide
+from toolkit.engine.logical_pause import HANDING_OVER, nothing_switched, reverse, slots, verify_sides
 from toolkit.engine.state import RunState
 from toolkit.errors import PgleapError, Refused
 
@@ -20,7 +21,7 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
     new cluster's writes are already on the old one (reverse subscription), sequences follow."""
     data = state.data["plan"]
     phase = state.phase
-    if phase == logical.HANDING_OVER:  # everything was proved: finish the hand-over, then go back from it
+    if phase == HANDING_OVER:  # everything was proved: finish the hand-over, then go back from it
         with report.phase("hand-over", "finishing the one an interrupted run began, to go back from it"):
             side.hand_over(state.data["target_image"])
         state.save(phase="switched")
@@ -41,15 +42,13 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
     try:
         blue = side.start_blue()
         with report.phase("catch up", "the old server replays the new server's last writes"):
-            logical.reverse(side, data)
-            switch.wait_caught_up(new, logical.slots(data, "rev"), 120)
+            reverse(side, data)
+            switch.wait_caught_up(new, slots(data, "rev"), 120)
             switch.copy_sequences(new, blue, dbs)
             for db in dbs:  # large objects written on the new cluster: not in the reverse replication
                 switch.copy_large_objects(new, blue, db)
         with report.phase("verify", "fingerprints of new and old"):
-            proof = logical.verify_sides(
-                new, blue, dbs, "before the rollback", hint=logical.nothing_switched(side)
-            )
+            proof = verify_sides(new, blue, dbs, "before the rollback", hint=nothing_switched(side))
     except BaseException:
         switch.resume_writes(new)
         raise
@@ -65,7 +64,7 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
     pause = time.monotonic() - pause_start
     for name in state.data.get("standbys_touched", []):  # re-seeded (or begun): old data and container back
         with report.phase(f"restore standby {name}", "its old container and data, following the old primary"):
-            side.restore_standby(name, state.data["target_image"])  # type: ignore[attr-defined]
+            side.restore_standby(name, state.data["target_image"])
     state.clear()
     return {"strategy": "logical", "rolled_back": True, "from_phase": phase, "pause_seconds": round(pause, 3),
             "proof": proof}  # fmt: skip
@@ -90,8 +89,8 @@ def finalize(side: LogicalSide, *, report: Report, state: RunState) -> dict:
             repl.drop_publication(new, db)
         side.remove_old()
         for name in state.data.get("standbys_touched", []):  # the standbys' old data aside goes too
-            side.finalize_standby(name, state.data["target_image"])  # type: ignore[attr-defined]
+            side.finalize_standby(name, state.data["target_image"])
         if state.data.get("standbys_touched"):
-            side.remove_standby_scratch()  # type: ignore[attr-defined]
+            side.remove_standby_scratch()
     state.clear()
     return {"strategy": "logical", "finalized": True}

@@ -327,6 +327,9 @@ class LogicalKube(LogicalStandbys):
                 conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         return len(pids)
 
+    def prepare_hand_over(self, image: str) -> None:
+        """Nothing to make ahead: NAME-next serves already; the hand-over only moves Service selectors."""
+
     def hand_over(self, image: str) -> None:
         """Inside the write pause: every recorded Service selects the new pods; the old server's
         remaining client sessions end (it stays read-only until start_blue)."""
