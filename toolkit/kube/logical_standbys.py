@@ -8,7 +8,8 @@ claim `<data>-NAME-next-i` created and seeded by the reseed Job (toolkit/contain
 same Job template as in-place), then NAME-next is scaled to i+1 and pgleap waits until the new
 standby streams from NAME-next-0. Rollback deletes NAME-next with every claim; finalize deletes
 NAME with every claim. A separate read StatefulSet (primary-read) is refused before anything
-changes: its pods would keep following the old primary, which finalize deletes.
+changes (`read_sts_refusal`): its pods would keep following the old primary, which finalize deletes;
+the hint names the two ways that work (in place, or deleting it and re-creating it after finalize).
 """
 
 from __future__ import annotations
@@ -97,11 +98,7 @@ def standby_refusals(topo: Topology, sts: dict[str, Any], services: dict[str, di
     if topo.kind == "single":
         return []
     if topo.kind == "primary-read":
-        return [(f"StatefulSet {name} has standbys in the separate read StatefulSet {topo.replica_sts}; "
-                 "--strategy logical on Kubernetes re-seeds only standbys that are ordinals 1.. of the same "
-                 "StatefulSet (the read pods would keep following the old primary, which finalize deletes)",
-                 f"use --strategy inplace (it re-seeds {topo.replica_sts}), or scale {topo.replica_sts} to 0 and "
-                 "back up after finalize")]  # fmt: skip
+        return [read_sts_refusal(topo, sts)]
     if topo.problem:
         return [(topo.problem, topo.hint)]
     out = []
@@ -118,6 +115,28 @@ def standby_refusals(topo: Topology, sts: dict[str, Any], services: dict[str, di
                     "template's labels, or one standby by its pod-name or pod-index label",
                     "select the pods that way, or use --strategy inplace"))  # fmt: skip
     return out
+
+
+def read_sts_refusal(topo: Topology, sts: dict[str, Any]) -> tuple[str, str]:
+    """Why a separate read StatefulSet R is refused, and the ways that work: R's pods would keep
+    following NAME-0 on the old major and finalize deletes NAME; scaling R to 0 keeps R (its claims
+    hold the old major, its spec names the old image and primary), so only deleting R lifts it."""
+    name, read, ns = sts["metadata"]["name"], topo.replica_sts, sts["metadata"].get("namespace", "default")
+    now = (f"{topo.replica_count} standby pod(s), streaming from {topo.primary_host or name + '-0'}"
+           if topo.replica_count else "0 replicas now, but its claims hold the old major's data and its pod "
+           f"spec names the old image and primary {topo.primary_host or name + '-0'}")  # fmt: skip
+    message = (f"StatefulSet {name} has a separate read StatefulSet {read} ({now}); --strategy logical on "
+               f"Kubernetes re-seeds only standbys that are ordinals 1.. of the same StatefulSet: {read}'s pods "
+               f"would keep following {name}-0 on the old major, and finalize deletes {name}")  # fmt: skip
+    claims = ", ".join(s.pvc for s in topo.standbys if s.pvc) or f"<claim>-{read}-<i>"
+    services = ", ".join(topo.read_services)
+    reads = f" (reads through Service(s) {services} stop meanwhile)" if services else ""
+    new_host = f"{lo.next_name(name)}-0.{sts['spec'].get('serviceName') or '<serviceName>'}.{ns}.svc"
+    hint = (f"use --strategy inplace (it re-seeds {read} from the upgraded primary); or, blue/green: "
+            f"`kubectl delete sts {read} -n {ns}` and its PVCs ({claims}) before the upgrade{reads}, upgrade "
+            f"and finalize, then re-create {read} on the new image with its primary host {new_host} and empty "
+            f"claims; scaling {read} to 0 does not lift this refusal")  # fmt: skip
+    return message, hint
 
 
 def plan_lines(source: dict[str, Any]) -> list[str]:
