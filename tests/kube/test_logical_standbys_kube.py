@@ -236,3 +236,18 @@ def test_upgrade_with_a_read_statefulset_is_refused_by_the_cli_before_any_write(
     assert "kubectl delete sts pg-postgresql-read" in result.exception.hint
     assert c.fake.writes_for_test() == []
     check_calls(c.fake.calls)
+
+
+def test_a_read_statefulset_pgleap_cannot_read_is_not_said_to_stream() -> None:
+    c = make_cluster("bitnami-replication")
+    read = c.kube.get("StatefulSet", c.namespace, "pg-postgresql-read")
+    [container] = read["spec"]["template"]["spec"]["containers"]
+    [mode] = [e for e in container["env"] if e["name"] == "POSTGRES_REPLICATION_MODE"]
+    mode["value"] = "master"  # pods that do not run as standbys
+    patch = {"spec": {"template": {"spec": {"containers": [container]}}}}
+    c.kube.patch("StatefulSet", c.namespace, "pg-postgresql-read", patch)
+    (problem, _), (message, hint) = _read_side(c).refusals()
+    assert "its pods do not run as standbys (POSTGRES_REPLICATION_MODE=master)" in problem
+    assert "(2 pod(s), not understood as standbys of pg-postgresql-primary-0)" in message
+    assert "streaming" not in message and "keep following" not in message
+    assert hint.startswith("fix the refusal above first") and "kubectl delete sts pg-postgresql-read" in hint

@@ -97,8 +97,8 @@ def standby_refusals(topo: Topology, sts: dict[str, Any], services: dict[str, di
     name = sts["metadata"]["name"]
     if topo.kind == "single":
         return []
-    if topo.kind == "primary-read":
-        return [read_sts_refusal(topo, sts)]
+    if topo.kind == "primary-read":  # what topology.py could not make of R first, if anything
+        return ([(topo.problem, topo.hint)] if topo.problem else []) + [read_sts_refusal(topo, sts)]
     if topo.problem:
         return [(topo.problem, topo.hint)]
     out = []
@@ -122,17 +122,23 @@ def read_sts_refusal(topo: Topology, sts: dict[str, Any]) -> tuple[str, str]:
     following NAME-0 on the old major and finalize deletes NAME; scaling R to 0 keeps R (its claims
     hold the old major, its spec names the old image and primary), so only deleting R lifts it."""
     name, read, ns = sts["metadata"]["name"], topo.replica_sts, sts["metadata"].get("namespace", "default")
-    now = (f"{topo.replica_count} standby pod(s), streaming from {topo.primary_host or name + '-0'}"
-           if topo.replica_count else "0 replicas now, but its claims hold the old major's data and its pod "
-           f"spec names the old image and primary {topo.primary_host or name + '-0'}")  # fmt: skip
+    host = topo.primary_host  # None when topology.py refused R (not standbys, other image, ...)
+    if not host:
+        now = f"{topo.replica_count} pod(s), not understood as standbys of {name}-0"
+    elif topo.replica_count:
+        now = f"{topo.replica_count} standby pod(s), streaming from {host}"
+    else:
+        now = f"0 replicas now, but its claims hold the old major's data and its pod spec names the old primary {host}"
     message = (f"StatefulSet {name} has a separate read StatefulSet {read} ({now}); --strategy logical on "
-               f"Kubernetes re-seeds only standbys that are ordinals 1.. of the same StatefulSet: {read}'s pods "
-               f"would keep following {name}-0 on the old major, and finalize deletes {name}")  # fmt: skip
+               f"Kubernetes re-seeds only standbys that are ordinals 1.. of the same StatefulSet"
+               + (f": {read}'s pods would keep following {name}-0 on the old major, and finalize deletes {name}"
+                  if host else ""))  # fmt: skip
     claims = ", ".join(s.pvc for s in topo.standbys if s.pvc) or f"<claim>-{read}-<i>"
     services = ", ".join(topo.read_services)
     reads = f" (reads through Service(s) {services} stop meanwhile)" if services else ""
     new_host = f"{lo.next_name(name)}-0.{sts['spec'].get('serviceName') or '<serviceName>'}.{ns}.svc"
-    hint = (f"use --strategy inplace (it re-seeds {read} from the upgraded primary); or, blue/green: "
+    first = "" if host else "fix the refusal above first (in place refuses it too); then "
+    hint = (f"{first}use --strategy inplace (it re-seeds {read} from the upgraded primary); or, blue/green: "
             f"`kubectl delete sts {read} -n {ns}` and its PVCs ({claims}) before the upgrade{reads}, upgrade "
             f"and finalize, then re-create {read} on the new image with its primary host {new_host} and empty "
             f"claims; scaling {read} to 0 does not lift this refusal")  # fmt: skip
