@@ -4,7 +4,8 @@ container, then the hand-over of the container's name, networks and published po
 Names (all derived from the user's container NAME):
   NAME-pgleap-next   the new cluster while it is built and synchronised (no published ports)
   NAME-pgleap-green  the container that becomes NAME: created (not started) just before the write
-                     pause with the user's settings on the new volume, renamed NAME in the hand-over
+                     pause with the user's settings on the new volume, renamed NAME in the hand-over;
+                     only with published ports (without, NAME-pgleap-next is renamed: logical_names.py)
   NAME               after the switch: the new cluster, same env/ports/networks/restart policy
   NAME-pgleap-old    after the switch: the user's original container, stopped, kept for rollback
   NAME-pgleap-blue   after the switch: the old cluster again (old image, old volume, no ports),
