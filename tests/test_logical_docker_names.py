@@ -37,6 +37,7 @@ def compose_like(runtime, image_names):
     tag = uuid.uuid4().hex[:6]
     name = volume = f"pgleap-test-names-{tag}"
     network = runtime.docker.networks.create(f"pgleap-test-net-{tag}")
+    second = runtime.docker.networks.create(f"pgleap-test-net2-{tag}")  # a second one, alias `db2`
     password = secrets.token_urlsafe(12)
     runtime.docker.volumes.create(volume)
     c = runtime.docker.containers.create(
@@ -47,6 +48,7 @@ def compose_like(runtime, image_names):
         network=network.name, networking_config={network.name: runtime.docker.api.create_endpoint_config(
             aliases=["db"])},
     )  # fmt: skip
+    second.connect(c, aliases=["db2"])
     c.start()
     runtime.wait_accepting(name, "gis", password, timeout=180)
     ip = runtime.docker.containers.get(name).attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
@@ -57,6 +59,7 @@ def compose_like(runtime, image_names):
     for v in (volume, volume + "-pgleap-next"):
         runtime.remove_volume(v)
     network.remove()
+    second.remove()
 
 
 def _version_by_name(runtime, image: str, network: str, host: str, password: str) -> str:
@@ -88,6 +91,7 @@ def test_logical_by_rename_without_ports(runtime, image_names, compose_like, cap
     assert not runtime.exists(name + "-pgleap-green")
     for host in ("db", name):  # the alias and the name reach the new server, once it is handed over
         assert _version_by_name(runtime, client, network, host, password) == "17", host
+    assert _version_by_name(runtime, client, network.replace("-net-", "-net2-"), "db2", password) == "17"
     switch = next(p["seconds"] for p in out["phases"] if p["name"] == "switch")
     phases = ", ".join(f"{p['name']} {p['seconds']:.2f}" for p in out["phases"])
     with capsys.disabled():
@@ -100,3 +104,28 @@ def test_logical_by_rename_without_ports(runtime, image_names, compose_like, cap
         assert _version_by_name(runtime, client, network, host, password) == "13", host
     assert not runtime.exists(name + "-pgleap-next")
     assert back["pause_seconds"] < 60
+
+
+def test_the_copy_holds_no_alias_before_the_switch(runtime, image_names, compose_like):
+    """NAME-pgleap-next runs with the user's settings from its start, but the alias `db` keeps resolving
+    to the old server only until the hand-over (a second holder would take part of the lookups)."""
+    from toolkit.docker.logical import for_container
+
+    name, network, _password = compose_like
+    side = for_container(runtime, name)
+    side.start_next(image_names["17-3.5"])
+    copy = runtime.docker.containers.get(side.next_name)
+    assert copy.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert copy.labels.get("com.example.service") == "db"
+    endpoints = copy.attrs["NetworkSettings"]["Networks"]
+    second = network.replace("-net-", "-net2-")
+    assert {"db", "db2"}.isdisjoint([*(endpoints[network].get("Aliases") or []),
+                                     *(endpoints[second].get("Aliases") or [])]), endpoints  # fmt: skip
+    old = runtime.docker.containers.get(name).attrs["NetworkSettings"]["Networks"]
+    for net, alias in ((network, "db"), (second, "db2")):
+        lookup = runtime.docker.containers.run(
+            "debian:bookworm", ["getent", "ahostsv4", alias], network=net, remove=True,
+            labels={"org.pgleap.role": "test-client"},
+        )  # fmt: skip
+        found = {line.split()[0] for line in lookup.decode().splitlines() if line.strip()}
+        assert found == {old[net]["IPAddress"]}, (alias, found)
