@@ -129,3 +129,16 @@ def test_the_copy_holds_no_alias_before_the_switch(runtime, image_names, compose
         )  # fmt: skip
         found = {line.split()[0] for line in lookup.decode().splitlines() if line.strip()}
         assert found == {old[net]["IPAddress"]}, (alias, found)
+
+
+def test_the_green_container_keeps_the_aliases(runtime, image_names, compose_like):
+    """With published ports the new NAME is a new container (runtime.recreate, as in place): it keeps
+    the aliases on every network, the one it is created on (docker compose's service name) too."""
+    from toolkit.docker.logical import for_container
+
+    name, network, _password = compose_like
+    side = for_container(runtime, name)
+    side._create_new(image_names["17-3.5"], side.green_name)
+    endpoints = runtime.docker.containers.get(side.green_name).attrs["NetworkSettings"]["Networks"]
+    assert "db" in (endpoints[network].get("Aliases") or []), endpoints
+    assert "db2" in (endpoints[network.replace("-net-", "-net2-")].get("Aliases") or []), endpoints
