@@ -105,6 +105,13 @@ def test_logical_by_rename_without_ports(runtime, image_names, compose_like, cap
     assert not runtime.exists(name + "-pgleap-next")
     assert back["pause_seconds"] < 60
 
+    _cli("upgrade", "docker", "-c", name, "--to", image_names["17-3.5"], "--strategy", "logical",
+         "--replica-identity-full", "-y", "-o", "json")  # fmt: skip
+    _cli("finalize", "docker", "-c", name, "-y", "-o", "json")
+    for suffix in ("-pgleap-next", "-pgleap-old", "-pgleap-blue", "-pgleap-green"):
+        assert not runtime.exists(name + suffix), suffix
+    assert _version_by_name(runtime, client, network, "db", password) == "17"
+
 
 def test_the_copy_holds_no_alias_before_the_switch(runtime, image_names, compose_like):
     """NAME-pgleap-next runs with the user's settings from its start, but the alias `db` keeps resolving
