@@ -233,6 +233,7 @@ def test_logical_13_to_17_with_writes_then_rollback(
     exit 4) and one by DDL, each leaving the old server serving; then the switch under writes, the
     standby re-seeded from the new primary, and the rollback with the writes made on the new side."""
     caplog.set_level(logging.INFO, logger="toolkit.engine.logical")
+    caplog.set_level(logging.INFO, logger="toolkit.engine.logical_pause")  # the pause's own log
     started = time.monotonic()
     old = _start_and_check_refusals(runtime, image_names, logical_old)
     t_standby = time.monotonic()
@@ -413,6 +414,7 @@ def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     from toolkit.db import logical_switch as switch
 
     caplog.set_level(logging.INFO, logger="toolkit.engine.logical")
+    caplog.set_level(logging.INFO, logger="toolkit.engine.logical_pause")  # the pause's own log
     started = time.monotonic()
     old = logical_old("15-3.3", wal_logical=True)
     writer, thread = _writer(old)

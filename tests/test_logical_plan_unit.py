@@ -146,12 +146,35 @@ def test_an_unknown_strategy_is_a_usage_error(value):
     assert "--strategy" in result.output
 
 
-@pytest.mark.parametrize("flag", ["--verify-after", "--restart-for-wal-level", "--replica-identity-full"])
+@pytest.mark.parametrize(
+    "flag", ["--verify-after", "--restart-for-wal-level", "--replica-identity-full", "--sync-timeout=3600"]
+)
 def test_logical_flags_without_the_logical_strategy_are_a_usage_error(flag):
     """Not silently ignored by an in-place upgrade (checked before any Docker call)."""
     result = CliRunner().invoke(app, ["upgrade", "docker", "-c", "db", "--to", "x", flag])
     assert result.exit_code == 2
-    assert "only with --strategy logical" in result.output and flag in result.output
+    assert "only with --strategy logical" in result.output and flag.split("=")[0] in result.output
+
+
+@pytest.mark.parametrize(("given", "passed"), [([], None), (["--sync-timeout", "7200"], 7200.0)])
+def test_sync_timeout_reaches_the_engine(monkeypatch, given, passed):
+    """--sync-timeout is the engine's sync_timeout; without it the engine's default (900 s) holds."""
+    from toolkit.cli import logical
+    from toolkit.engine import logical as engine
+
+    seen: dict = {}
+    monkeypatch.setattr(logical, "_side", lambda container: (object(), "docker-unit"))
+    monkeypatch.setattr(engine, "upgrade", lambda side, to, **kw: seen.update(kw) or {"phase": "switched"})
+    args = ["upgrade", "docker", "-c", "db", "--to", "x", "--strategy", "logical", "-y", *given]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen.get("sync_timeout") == passed
+
+
+def test_sync_timeout_must_be_positive():
+    args = ["upgrade", "docker", "-c", "db", "--to", "x", "--strategy", "logical", "--sync-timeout", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--sync-timeout" in result.output
 
 
 def test_logical_needs_a_container_not_a_bare_volume():

@@ -181,6 +181,11 @@ def test_logical_flags_need_the_logical_strategy(verb) -> None:
     args = [verb, "sts", "gis", "-n", "geo", "--to", NEW, "--verify-after"]
     result = runner.invoke(build_app(), args)
     assert result.exit_code == 2 and "only with --strategy logical" in result.output
+    if verb == "upgrade":  # the initial copy's timeout, too
+        timeout = runner.invoke(
+            build_app(), [verb, "sts", "gis", "-n", "geo", "--to", NEW, "--sync-timeout", "60"]
+        )
+        assert timeout.exit_code == 2 and "--sync-timeout: only with --strategy logical" in timeout.output
     bad = runner.invoke(build_app(), [verb, "sts", "gis", "--to", "x", "--strategy", "blue"])
     assert bad.exit_code == 2
 

@@ -86,6 +86,7 @@ def upgrade_docker(
             "row); a difference is exit 4 with the old cluster still following the new one (rollback).",
         ),
     ] = False,
+    sync_timeout: cli_options.SyncTimeout = None,
 ) -> None:
     """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
     from toolkit.cli import logical
@@ -94,10 +95,11 @@ def upgrade_docker(
         return logical.upgrade(
             container, to, restart_for_wal_level=restart_for_wal_level,
             replica_identity_full=replica_identity_full, verify_after=verify_after, dry_run=dry_run, yes=yes,
-            output=output,
+            output=output, sync_timeout=sync_timeout,
         )  # fmt: skip
     logical_only = {"--restart-for-wal-level": restart_for_wal_level,
-                    "--replica-identity-full": replica_identity_full, "--verify-after": verify_after}  # fmt: skip
+                    "--replica-identity-full": replica_identity_full, "--verify-after": verify_after,
+                    "--sync-timeout": sync_timeout is not None}  # fmt: skip
     if given := [flag for flag, on in logical_only.items() if on]:
         raise typer.BadParameter(f"{', '.join(given)}: only with --strategy logical")
     target, state = resolve_target(container, volume, from_image, pgdata)

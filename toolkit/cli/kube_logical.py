@@ -134,7 +134,16 @@ def plan(kube: Any, ns: str, name: str, to: str, output: str, **options: bool) -
 
 
 def upgrade(
-    kube: Any, ns: str, name: str, to: str, *, dry_run: bool, yes: bool, output: str, **options: bool
+    kube: Any,
+    ns: str,
+    name: str,
+    to: str,
+    *,
+    dry_run: bool,
+    yes: bool,
+    output: str,
+    sync_timeout: float | None = None,
+    **options: bool,
 ) -> None:
     if dry_run:
         plan(kube, ns, name, to, output, **options)
@@ -150,7 +159,8 @@ def upgrade(
         if state.phase is None:
             _kube_refusals(side)
         report = Report(quiet=output != "text")
-        result = engine.upgrade(side, to, report=report, state=state, **options)
+        timeout = {"sync_timeout": sync_timeout} if sync_timeout else {}
+        result = engine.upgrade(side, to, report=report, state=state, **options, **timeout)
     result.pop("container", None)
     result["statefulset"] = f"{ns}/{name}"
     emit(result, output)

@@ -236,15 +236,26 @@ def upgrade_sts(
     restart_for_wal_level: kube_logical.RestartForWal = False,
     replica_identity_full: kube_logical.IdentityFull = False,
     verify_after: kube_logical.VerifyAfter = False,
+    sync_timeout: cli_options.SyncTimeout = None,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
     logical = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
                "verify_after": verify_after}  # fmt: skip
-    kube_logical.refuse_flags_without_logical(strategy, **logical)
+    kube_logical.refuse_flags_without_logical(strategy, **logical, sync_timeout=sync_timeout is not None)
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     if strategy == "logical":  # docs/logical.md: a new StatefulSet beside this one, then a write pause
-        return kube_logical.upgrade(rt.kube, ns, name, to, dry_run=dry_run, yes=yes, output=output, **logical)
+        return kube_logical.upgrade(
+            rt.kube,
+            ns,
+            name,
+            to,
+            dry_run=dry_run,
+            yes=yes,
+            output=output,
+            sync_timeout=sync_timeout,
+            **logical,
+        )
     kube_logical.refuse_inplace_over(rt.kube, ns, name)
     if no_verify:
         rt.proof = None  # no serve-old/serve-new Job (a later resume finds no fingerprint: not compared)

@@ -82,6 +82,7 @@ def upgrade(
     restart_for_wal_level: bool,
     replica_identity_full: bool,
     verify_after: bool = False,
+    sync_timeout: float | None = None,
     dry_run: bool,
     yes: bool,
     output: str,
@@ -105,6 +106,7 @@ def upgrade(
         result = engine.upgrade(
             side, to, report=report, state=state, restart_for_wal_level=restart_for_wal_level,
             replica_identity_full=replica_identity_full, verify_after=verify_after, dry_run=dry_run,
+            **({"sync_timeout": sync_timeout} if sync_timeout else {}),
         )  # fmt: skip
     emit(result, output)
 

@@ -73,6 +73,16 @@ Strategy = Annotated[
         "synchronised by logical replication, then a short write pause (docs/logical.md)",
     ),
 ]
+SyncTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--sync-timeout",
+        metavar="SECONDS",
+        min=1,
+        help="logical: how long the initial copy may take before the run stops (default 900; thousands of "
+        "tables or a busy server need more). Only with --strategy logical.",
+    ),
+]
 
 
 Superuser = Annotated[

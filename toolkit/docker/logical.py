@@ -4,7 +4,8 @@ container, then the hand-over of the container's name, networks and published po
 Names (all derived from the user's container NAME):
   NAME-pgleap-next   the new cluster while it is built and synchronised (no published ports)
   NAME-pgleap-green  the container that becomes NAME: created (not started) just before the write
-                     pause with the user's settings on the new volume, renamed NAME in the hand-over
+                     pause with the user's settings on the new volume, renamed NAME in the hand-over;
+                     only with published ports (without, NAME-pgleap-next is renamed: logical_names.py)
   NAME               after the switch: the new cluster, same env/ports/networks/restart policy
   NAME-pgleap-old    after the switch: the user's original container, stopped, kept for rollback
   NAME-pgleap-blue   after the switch: the old cluster again (old image, old volume, no ports),
@@ -25,7 +26,7 @@ from types import SimpleNamespace
 from toolkit.core.layout import rel_to_mount
 from toolkit.core.paths import SCRIPTS
 from toolkit.db.sql import Server
-from toolkit.docker import replicas
+from toolkit.docker import logical_names, replicas
 from toolkit.docker.client import Mount, NotFound
 from toolkit.docker.refs import LABEL, SourceContainer
 from toolkit.docker.runtime import DockerRuntime, docker_layout
@@ -60,6 +61,8 @@ class LogicalDocker:
         self.blue_name = f"{source.name}-pgleap-blue"
         self.green_name = f"{source.name}-pgleap-green"  # the new NAME, created before the pause
         self.next_volume = f"{source.volume.source}-pgleap-next"
+        # no published port: NAME-pgleap-next carries the user's settings and becomes NAME by renames
+        self.by_rename = not logical_names.publishes_ports(source.attrs)
 
     # ---- addresses -----------------------------------------------------------------------------
 
@@ -144,6 +147,15 @@ class LogicalDocker:
             env["PGDATA"] = layout.new_pgdata
             if not _volume_exists(self.rt, self.next_volume):
                 self.rt.docker.volumes.create(self.next_volume, labels={LABEL: "logical-next"})
+            if self.by_rename:
+                logical_names.create_as_user(
+                    self.rt, self.source, image, layout, self.next_name, self.next_volume
+                )
+                self.rt.start(self.next_name)
+                self.rt.wait_accepting(
+                    self.next_name, self.source.superuser, self.source.password, timeout=180
+                )
+                return self.server(self.next_name, "new server")
             container = self.rt.docker.containers.create(
                 image, name=self.next_name, environment=env, detach=True,
                 mounts=[Mount(target=layout.new_mount, source=self.next_volume, type="volume")],
@@ -184,7 +196,8 @@ class LogicalDocker:
         """Before the pause: the container that becomes NAME, created (not started) as NAME-pgleap-green,
         so that the hand-over in the pause is stops, renames and one start."""
         self.rt.remove(self.green_name)  # one a stopped run left: its settings are made again
-        self._create_new(image, self.green_name)
+        if not self.by_rename:
+            self._create_new(image, self.green_name)
 
     def _create_new(self, image: str, name: str) -> None:
         """The user's env, ports, networks, restart policy on the new image and volume."""
@@ -209,6 +222,8 @@ class LogicalDocker:
         """NAME becomes the new cluster: the old container stops and is kept as NAME-pgleap-old, the
         new one (made before the pause by prepare_hand_over, else now) takes the name NAME and starts
         on the new volume. Each step checks what is done: an interrupted hand-over is finished."""
+        if self.by_rename:
+            return self._hand_over_by_rename()
         done = self.rt.exists(self.old_name) and self.rt.exists(self.name)
         if done and self._attrs(self.name)["Config"]["Image"] == image:
             self.rt.start(self.name)
@@ -237,6 +252,32 @@ class LogicalDocker:
         logger.info("hand-over: stops %.3f s, renames %.3f s, start %.3f s, until accepting %.3f s",
                     t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)  # fmt: skip
         self.rt.remove(self.next_name)  # after the start: its removal is not part of the pause
+
+    def _hand_over_by_rename(self) -> None:
+        """No published port: the running new container takes the name NAME, then the aliases once the
+        old one has stopped (no restart). The old server (read-only since the pause) is told to stop
+        first and finishes stopping while the names move. Each step checks what is done."""
+        t0 = time.monotonic()
+        if not self.rt.exists(self.old_name):
+            if self._running(self.name):
+                self.rt.docker.containers.get(self.name).kill(signal="SIGINT")  # a fast shutdown
+            self.rt.rename(self.name, self.old_name)
+        if self.rt.exists(self.next_name):
+            if not self._running(self.next_name):
+                self.rt.start(self.next_name)
+                self.rt.wait_accepting(self.next_name, self.source.superuser, self.source.password)
+            logical_names.apply_settings(self.server(self.next_name, "new server"))
+            self.rt.rename(self.next_name, self.name)
+        t1 = time.monotonic()
+        self.rt.stop_container(self.old_name)  # stopped, it holds no name or alias in Docker's DNS
+        t2 = time.monotonic()
+        moved = logical_names.set_aliases(self.rt, self.name, logical_names.user_aliases(self.source.attrs))
+        t3 = time.monotonic()
+        if not self._running(self.name):
+            self.rt.start(self.name)
+        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password, poll=0.02)
+        logger.info("hand-over by rename: renames %.3f s, old stopped %.3f s, aliases %.3f s (%d network(s)), "
+                    "until accepting %.3f s", t1 - t0, t2 - t1, t3 - t2, moved, time.monotonic() - t3)  # fmt: skip
 
     def start_blue(self) -> Server:
         """The old cluster again on its own image and volume, without the user's ports, so that it
@@ -267,6 +308,7 @@ class LogicalDocker:
                 self.rt.stop_container(self.name)
                 self.rt.remove(self.next_name)
                 self.rt.rename(self.name, self.next_name)
+                logical_names.set_aliases(self.rt, self.next_name, {})  # stopped; no alias if restarted
             self.rt.rename(self.old_name, self.name)
         self.rt.start(self.name)
         self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)

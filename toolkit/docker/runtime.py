@@ -197,12 +197,14 @@ class DockerRuntime(DockerHelpers):
             user=cfg.get("User") or None,
             ports=list((cfg.get("ExposedPorts") or {}).keys()) or None,
             host_config=host_config,
+            networking_config=_primary_endpoint(api, source, mode),
         )
-        for net_name, net in networks.items():
+        for net_name in networks:
             if net_name in (mode, "bridge", "host", "none"):
                 continue
-            aliases = [a for a in (net.get("Aliases") or []) if not source.attrs["Id"].startswith(a)]
-            self.docker.networks.get(net_name).connect(created["Id"], aliases=aliases or None)
+            self.docker.networks.get(net_name).connect(
+                created["Id"], aliases=_aliases(source, net_name) or None
+            )
 
     def wait_accepting(
         self, name: str, superuser: str, password: str | None, timeout: float = 120, poll: float = 0.1
@@ -233,3 +235,18 @@ def docker_layout(
         mount, pgdata, runtime.image_pgdata(old_image), runtime.image_pgdata(target_image),
         runtime.image_volumes(target_image),
     )  # fmt: skip
+
+
+def _aliases(source: SourceContainer, network: str) -> list[str]:
+    """The container's aliases on a network, without its id (Docker adds that one itself)."""
+    endpoint = (source.attrs["NetworkSettings"].get("Networks") or {}).get(network) or {}
+    return [a for a in endpoint.get("Aliases") or [] if not source.attrs["Id"].startswith(a)]
+
+
+def _primary_endpoint(api, source: SourceContainer, mode: str) -> dict | None:
+    """The aliases on the network the container is created on (docker compose's service name): set at
+    creation, as a `connect` would add a second endpoint on it."""
+    aliases = _aliases(source, mode) if mode not in ("default", "bridge", "host", "none") else []
+    return (
+        api.create_networking_config({mode: api.create_endpoint_config(aliases=aliases)}) if aliases else None
+    )
