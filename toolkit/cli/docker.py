@@ -69,23 +69,9 @@ def upgrade_docker(
     yes: Yes = False,
     output: Output = "text",
     strategy: cli_options.Strategy = "inplace",
-    restart_for_wal_level: Annotated[
-        bool, typer.Option("--restart-for-wal-level", help="logical: set wal_level=logical, restart once.")
-    ] = False,
-    replica_identity_full: Annotated[
-        bool,
-        typer.Option(
-            "--replica-identity-full", help="logical: tables without a key get REPLICA IDENTITY FULL."
-        ),
-    ] = False,
-    verify_after: Annotated[
-        bool,
-        typer.Option(
-            "--verify-after",
-            help="logical: compare the fingerprints after the switch (the write pause no longer reads every "
-            "row); a difference is exit 4 with the old cluster still following the new one (rollback).",
-        ),
-    ] = False,
+    restart_for_wal_level: cli_options.RestartForWal = False,
+    replica_identity_full: cli_options.IdentityFull = False,
+    verify_after: cli_options.VerifyAfter = False,
     sync_timeout: cli_options.SyncTimeout = None,
 ) -> None:
     """Upgrade a container (stopped, upgraded, recreated on --to) or a bare volume."""
@@ -97,11 +83,10 @@ def upgrade_docker(
             replica_identity_full=replica_identity_full, verify_after=verify_after, dry_run=dry_run, yes=yes,
             output=output, sync_timeout=sync_timeout,
         )  # fmt: skip
-    logical_only = {"--restart-for-wal-level": restart_for_wal_level,
-                    "--replica-identity-full": replica_identity_full, "--verify-after": verify_after,
-                    "--sync-timeout": sync_timeout is not None}  # fmt: skip
-    if given := [flag for flag, on in logical_only.items() if on]:
-        raise typer.BadParameter(f"{', '.join(given)}: only with --strategy logical")
+    cli_options.refuse_flags_without_logical(
+        strategy, restart_for_wal_level=restart_for_wal_level, replica_identity_full=replica_identity_full,
+        verify_after=verify_after, sync_timeout=sync_timeout is not None,
+    )  # fmt: skip
     target, state = resolve_target(container, volume, from_image, pgdata)
     logical.refuse_inplace_over(state)
     if not dry_run:

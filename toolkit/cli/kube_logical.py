@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from toolkit.cli import options as cli_options
 from toolkit.cli.kube_deps import load_scripts
@@ -24,25 +22,6 @@ from toolkit.engine import logical_undo
 from toolkit.errors import PgleapError, Refused
 
 err = console(stderr=True)
-
-RestartForWal = Annotated[
-    bool, typer.Option("--restart-for-wal-level", help="logical: set wal_level=logical, restart once.")
-]
-IdentityFull = Annotated[
-    bool,
-    typer.Option("--replica-identity-full", help="logical: tables without a key get REPLICA IDENTITY FULL."),
-]
-VerifyAfter = Annotated[
-    bool,
-    typer.Option(
-        "--verify-after", help="logical: compare the fingerprints after the switch (shorter pause)."
-    ),
-]
-
-
-def refuse_flags_without_logical(strategy: str, **flags: bool) -> None:
-    if strategy != "logical" and (given := [f"--{k.replace('_', '-')}" for k, on in flags.items() if on]):
-        raise typer.BadParameter(f"{', '.join(given)}: only with --strategy logical")
 
 
 def _side(kube: Any, ns: str, name: str, output: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from rich.markup import escape
@@ -117,9 +118,9 @@ def plan_sts(
     allow_owner_reference: AllowOwner = False,
     keep_readers: KeepReadersOpt = False,
     strategy: cli_options.Strategy = "inplace",
-    restart_for_wal_level: kube_logical.RestartForWal = False,
-    replica_identity_full: kube_logical.IdentityFull = False,
-    verify_after: kube_logical.VerifyAfter = False,
+    restart_for_wal_level: cli_options.RestartForWal = False,
+    replica_identity_full: cli_options.IdentityFull = False,
+    verify_after: cli_options.VerifyAfter = False,
 ) -> None:
     """Every object the upgrade would create or change (-o yaml: manifests to commit).
 
@@ -127,7 +128,7 @@ def plan_sts(
     nothing: only two short probe Pods (one per image) are created and deleted."""
     logical = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
                "verify_after": verify_after}  # fmt: skip
-    kube_logical.refuse_flags_without_logical(strategy, **logical)
+    cli_options.refuse_flags_without_logical(strategy, **logical)
     ns = ns_for(namespace, kubeconfig, context)
     if strategy == "logical":  # docs/logical.md: a new StatefulSet beside this one
         return kube_logical.plan(
@@ -233,29 +234,21 @@ def upgrade_sts(
     no_verify: cli_options.NoVerify = False,
     no_auto_restore: cli_options.NoAutoRestore = False,
     strategy: cli_options.Strategy = "inplace",
-    restart_for_wal_level: kube_logical.RestartForWal = False,
-    replica_identity_full: kube_logical.IdentityFull = False,
-    verify_after: kube_logical.VerifyAfter = False,
+    restart_for_wal_level: cli_options.RestartForWal = False,
+    replica_identity_full: cli_options.IdentityFull = False,
+    verify_after: cli_options.VerifyAfter = False,
     sync_timeout: cli_options.SyncTimeout = None,
 ) -> None:
     """Stop the StatefulSet, upgrade its volume in a Job, start it on the new image; re-seed its standbys."""
     logical = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
                "verify_after": verify_after}  # fmt: skip
-    kube_logical.refuse_flags_without_logical(strategy, **logical, sync_timeout=sync_timeout is not None)
+    cli_options.refuse_flags_without_logical(strategy, **logical, sync_timeout=sync_timeout is not None)
     ns = ns_for(namespace, kubeconfig, context)
     rt = runtime_for(kubeconfig, context, output)
     if strategy == "logical":  # docs/logical.md: a new StatefulSet beside this one, then a write pause
         return kube_logical.upgrade(
-            rt.kube,
-            ns,
-            name,
-            to,
-            dry_run=dry_run,
-            yes=yes,
-            output=output,
-            sync_timeout=sync_timeout,
-            **logical,
-        )
+            rt.kube, ns, name, to, dry_run=dry_run, yes=yes, output=output, sync_timeout=sync_timeout, **logical
+        )  # fmt: skip
     kube_logical.refuse_inplace_over(rt.kube, ns, name)
     if no_verify:
         rt.proof = None  # no serve-old/serve-new Job (a later resume finds no fingerprint: not compared)
@@ -276,33 +269,14 @@ def upgrade_sts(
         yes=yes,
         command=f"{cli_options.prog()} upgrade sts {name} -n {ns} --to {to}",
     )
+    run = functools.partial(
+        rt.upgrade, ns, name, to, scripts=scripts(), job_env=env, mode=mode, snapshot=snapshot, overrides=guards,
+        patch_retention=patch_retention, post_upgrade=deps().post_upgrade, keep_readers=keep_readers,
+        standby_probe=deps().standby_probe, preflight=deps().preflight, auto_restore=not no_auto_restore,
+        downtime=downtime,
+    )  # fmt: skip
     outcome = kube_interrupted.guarded(
-        rt,
-        ns,
-        name,
-        lambda: with_way_forward(
-            rt,
-            ns,
-            name,
-            lambda: rt.upgrade(
-                ns,
-                name,
-                to,
-                scripts=scripts(),
-                job_env=env,
-                mode=mode,
-                snapshot=snapshot,
-                overrides=guards,
-                patch_retention=patch_retention,
-                post_upgrade=deps().post_upgrade,
-                keep_readers=keep_readers,
-                standby_probe=deps().standby_probe,
-                preflight=deps().preflight,
-                auto_restore=not no_auto_restore,
-                downtime=downtime,
-            ),
-        ),
-        prog=cli_options.prog(),
+        rt, ns, name, lambda: with_way_forward(rt, ns, name, run), prog=cli_options.prog()
     ).as_dict()
     if no_verify:
         outcome["notes"].append(cli_options.NO_VERIFY_NOTE)

@@ -73,6 +73,30 @@ Strategy = Annotated[
         "synchronised by logical replication, then a short write pause (docs/logical.md)",
     ),
 ]
+# The options of `--strategy logical`, the same on both runtimes (docs/logical.md).
+RestartForWal = Annotated[
+    bool, typer.Option("--restart-for-wal-level", help="logical: set wal_level=logical, restart once.")
+]
+IdentityFull = Annotated[
+    bool,
+    typer.Option("--replica-identity-full", help="logical: tables without a key get REPLICA IDENTITY FULL."),
+]
+VerifyAfter = Annotated[
+    bool,
+    typer.Option(
+        "--verify-after",
+        help="logical: compare the fingerprints after the switch (the write pause no longer reads every "
+        "row); a difference is exit 4 with the old cluster still following the new one (rollback).",
+    ),
+]
+
+
+def refuse_flags_without_logical(strategy: str, **flags: bool) -> None:
+    """A logical-only option given to an in-place upgrade is a usage error (exit 2), on both runtimes."""
+    if strategy != "logical" and (given := [f"--{k.replace('_', '-')}" for k, on in flags.items() if on]):
+        raise typer.BadParameter(f"{', '.join(given)}: only with --strategy logical")
+
+
 SyncTimeout = Annotated[
     float | None,
     typer.Option(
