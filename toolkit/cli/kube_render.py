@@ -93,52 +93,16 @@ def render_cmd(
         downtime, "render (offline; `pgleap plan sts --downtime minimal` shows its objects)"
     )
     text = read_manifests(file)
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
-    except yaml.YAMLError as exc:
-        raise Refused(
-            f"{file} is not valid YAML: {exc}", "pass the output of `helm template` or kubectl"
-        ) from exc
-    for d in list(docs):  # kubectl get -o yaml gives a List
-        if d.get("kind") == "List" and isinstance(d.get("items"), list):
-            docs += [i for i in d["items"] if isinstance(i, dict)]
-    candidates = [d for d in docs if d.get("kind") == "StatefulSet"]
-    for d in candidates + [d for d in docs if d.get("kind") == "Service"]:
-        meta = d.get("metadata")
-        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
-            raise Refused(
-                f"{file}: a {d['kind']} has no metadata.name",
-                "pass complete manifests (the output of `helm template` or `kubectl get -o yaml`)",
-            )
-    names = {d["metadata"]["name"] for d in candidates}
-    if not sts_name and len(candidates) == 2:  # a primary and its read StatefulSet: the primary
-        primaries = [d for d in candidates if names & set(read_sts_names(d["metadata"]["name"]))]
-        candidates = primaries or candidates
-    if sts_name:
-        candidates = [d for d in candidates if d["metadata"]["name"] == sts_name]
-    if len(candidates) != 1:
-        names = ", ".join(d["metadata"]["name"] for d in docs if d.get("kind") == "StatefulSet") or "none"
-        raise Refused(
-            f"{file}: expected one StatefulSet{f' named {sts_name}' if sts_name else ''}, found: {names}",
-            "pick one with --sts NAME",
-        )
-    sts = candidates[0]
-    sts.setdefault("metadata", {})
+    docs = _documents(file, text)
+    sts = _pick_statefulset(docs, file, sts_name)
     sts["metadata"]["namespace"] = namespace or sts["metadata"].get("namespace") or "default"
     services = [d for d in docs if d.get("kind") == "Service"]
     kube_shape.check_statefulset(sts)  # hostile input: types first
     running = find_postgres_container(sts).get("image")
     old_major = trusted_major(running if isinstance(running, str) else "", from_major, "--from-major")
     facts = gather(sts, services=services, major=old_major)
-    read = next(
-        (
-            d
-            for n in read_sts_names(facts.name)
-            for d in docs
-            if d.get("kind") == "StatefulSet" and d["metadata"]["name"] == n
-        ),
-        None,
-    )
+    read = next((d for n in read_sts_names(facts.name) for d in docs
+                 if d.get("kind") == "StatefulSet" and d["metadata"]["name"] == n), None)  # fmt: skip
     read_facts = None
     if read is not None:
         read.setdefault("metadata", {})["namespace"] = sts["metadata"]["namespace"]
@@ -146,13 +110,11 @@ def render_cmd(
     topology = detect(sts, facts, read_sts=read, read_facts=read_facts, services=services)
     target = parse_image(to)
     target = dataclasses.replace(target, major=trusted_major(to, to_major, "--to-major"))
-    found = guard.problems(facts, target, live=False, topology=topology)
-    for p in found:
-        if p.owner:  # rendering changes nothing: tell, do not refuse
-            err.print(f"[yellow]warning:[/] {escape(p.message)} ({escape(_advice(p.hint, facts.name))})")
-    hard = [p for p in found if not p.owner]
-    if hard:
-        raise Refused("; ".join(p.message for p in hard), " | ".join(p.hint for p in hard))
+    _refuse_or_warn(guard.problems(facts, target, live=False, topology=topology), facts.name)
+    run_id = run_id or render_doc.run_id_for(
+        text, to, namespace, sts_name, snapshot, mode, superuser, initdb_args, set_env, keep_readers,
+        from_major, to_major,
+    )  # fmt: skip
     try:
         plan = make_plan(
             facts,
@@ -164,21 +126,7 @@ def render_cmd(
             read_facts=read_facts,
             keep_readers=keep_readers,
             target=target,
-            run_id=run_id
-            or render_doc.run_id_for(
-                text,
-                to,
-                namespace,
-                sts_name,
-                snapshot,
-                mode,
-                superuser,
-                initdb_args,
-                set_env,
-                keep_readers,
-                from_major,
-                to_major,
-            ),
+            run_id=run_id,
         )
     except ValueError as exc:
         raise PgleapError(str(exc), "see --set-env") from exc
@@ -191,6 +139,57 @@ def render_cmd(
         print(json.dumps(render_doc.as_list(objs), indent=2))
     else:
         print(render_doc.to_yaml(objs, plan, with_state=with_state), end="")
+
+
+def _documents(file: str, text: str) -> list[dict]:
+    """The YAML documents that are mappings, a List's items among them (kubectl get -o yaml)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except yaml.YAMLError as exc:
+        raise Refused(
+            f"{file} is not valid YAML: {exc}", "pass the output of `helm template` or kubectl"
+        ) from exc
+    for d in list(docs):
+        if d.get("kind") == "List" and isinstance(d.get("items"), list):
+            docs += [i for i in d["items"] if isinstance(i, dict)]
+    for d in docs:
+        if d.get("kind") in ("StatefulSet", "Service"):
+            meta = d.get("metadata")
+            if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+                raise Refused(
+                    f"{file}: a {d['kind']} has no metadata.name",
+                    "pass complete manifests (the output of `helm template` or `kubectl get -o yaml`)",
+                )
+    return docs
+
+
+def _pick_statefulset(docs: list[dict], file: str, sts_name: str | None) -> dict:
+    """The one StatefulSet to upgrade: --sts NAME, or the only one, or the primary of a primary and its
+    read StatefulSet."""
+    candidates = [d for d in docs if d.get("kind") == "StatefulSet"]
+    names = {d["metadata"]["name"] for d in candidates}
+    if not sts_name and len(candidates) == 2:  # a primary and its read StatefulSet: the primary
+        primaries = [d for d in candidates if names & set(read_sts_names(d["metadata"]["name"]))]
+        candidates = primaries or candidates
+    if sts_name:
+        candidates = [d for d in candidates if d["metadata"]["name"] == sts_name]
+    if len(candidates) != 1:
+        found = ", ".join(d["metadata"]["name"] for d in docs if d.get("kind") == "StatefulSet") or "none"
+        raise Refused(
+            f"{file}: expected one StatefulSet{f' named {sts_name}' if sts_name else ''}, found: {found}",
+            "pick one with --sts NAME",
+        )
+    return candidates[0]
+
+
+def _refuse_or_warn(found: list, sts_name: str) -> None:
+    """Rendering changes nothing: an owner (GitOps, Helm, Terraform) is a warning, the rest refuses."""
+    for p in found:
+        if p.owner:
+            err.print(f"[yellow]warning:[/] {escape(p.message)} ({escape(_advice(p.hint, sts_name))})")
+    hard = [p for p in found if not p.owner]
+    if hard:
+        raise Refused("; ".join(p.message for p in hard), " | ".join(p.hint for p in hard))
 
 
 def _check_run_id(value: str | None) -> str | None:
