@@ -26,6 +26,7 @@ from toolkit.kube import probe as kube_probe
 from toolkit.kube.api import Kube
 from toolkit.kube.image_ref import parse_image
 from toolkit.kube.logical_standbys import LogicalStandbys, read_topology, standby_refusals
+from toolkit.kube.model import job_result
 from toolkit.kube.objects import replica_job_name, state_cm_name
 from toolkit.kube.pod_login import pod_login
 from toolkit.kube.portforward import local_port
@@ -281,14 +282,11 @@ class LogicalKube(LogicalStandbys):
                             old_host=old_host, new_host=new_host, databases=databases)  # fmt: skip
         self.kube.create(job)
 
-        def finished() -> str | None:
-            status = (self.kube.get("Job", self.namespace, job_name) or {}).get("status") or {}
-            for cond in status.get("conditions") or []:
-                if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-                    return cond["type"]
-            return None
-
-        result = self.kube.wait(f"Job {job_name}", finished, timeout=self.timeout)
+        result = self.kube.wait(
+            f"Job {job_name}",
+            lambda: job_result(self.kube.get("Job", self.namespace, job_name) or {}),
+            timeout=self.timeout,
+        )
         if result != "Complete":
             pods = self.kube.list("Pod", self.namespace, label_selector=f"job-name={job_name}")
             tail = ""

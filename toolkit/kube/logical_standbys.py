@@ -24,6 +24,7 @@ from toolkit.errors import PgleapError
 from toolkit.kube import logical_objects as lo
 from toolkit.kube import render
 from toolkit.kube.hooks import STREAMING_SLOTS
+from toolkit.kube.model import job_result
 from toolkit.kube.objects import LABEL_ACTION, replica_job_name
 from toolkit.kube.reading import Reader
 from toolkit.kube.topology import Standby, Topology
@@ -290,14 +291,12 @@ class LogicalStandbys:
         }
 
     def _finish(self, job: str, what: str) -> None:
-        def finished() -> str | None:
-            status = (self.kube.get("Job", self.namespace, job) or {}).get("status") or {}
-            for cond in status.get("conditions") or []:
-                if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-                    return cond["type"]
-            return None
-
-        if self.kube.wait(f"Job {job}", finished, timeout=self.timeout) != "Complete":
+        result = self.kube.wait(
+            f"Job {job}",
+            lambda: job_result(self.kube.get("Job", self.namespace, job) or {}),
+            timeout=self.timeout,
+        )
+        if result != "Complete":
             raise PgleapError(f"{what} failed (Job {self.namespace}/{job}; the new primary serves)",
                               f"`kubectl logs -n {self.namespace} job/{job}` says why; fix it and "
                               f"`{self.command('resume')}`, or `{self.command('rollback')}`")  # type: ignore[attr-defined]  # fmt: skip
