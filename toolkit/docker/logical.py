@@ -21,7 +21,6 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 from toolkit.core.layout import rel_to_mount
 from toolkit.core.paths import SCRIPTS
@@ -202,9 +201,6 @@ class LogicalDocker:
     def _create_new(self, image: str, name: str) -> None:
         """The user's env, ports, networks, restart policy on the new image and volume."""
         attrs = copy.deepcopy(self.source.attrs)
-        for m in attrs.get("Mounts", []):
-            if m["Destination"] == self.source.mount:
-                m["Name"] = self.next_volume
         # A port published as "any free port" keeps the one the clients know now.
         live = attrs["NetworkSettings"].get("Ports") or {}
         for port, bindings in (attrs["HostConfig"].get("PortBindings") or {}).items():
@@ -212,11 +208,9 @@ class LogicalDocker:
                 actual = (live.get(port) or [])[i : i + 1]
                 if not b.get("HostPort") and actual:
                     b["HostPort"] = actual[0].get("HostPort")
-        layout = self._layout(image)
-        src = SourceContainer(**{**self.source.__dict__, "attrs": attrs})
-        # recreate() reads only these two fields of an UpgradePlan
-        plan = SimpleNamespace(target_image=image, layout=layout)
-        self.rt.recreate(src, plan, name)  # type: ignore[arg-type]
+        logical_names.create_on_volume(
+            self.rt, self.source, attrs, image, self._layout(image), name, self.next_volume
+        )
 
     def hand_over(self, image: str) -> None:
         """NAME becomes the new cluster: the old container stops and is kept as NAME-pgleap-old, the

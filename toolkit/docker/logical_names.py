@@ -50,11 +50,19 @@ def create_as_user(
     no aliases (they move at the hand-over) and no initialisation scripts (the schema is copied)."""
     attrs = copy.deepcopy(source.attrs)
     attrs["Mounts"] = [m for m in attrs.get("Mounts", []) if m["Destination"] != INITDB_DIR]
-    for m in attrs["Mounts"]:
-        if m["Destination"] == source.mount:
-            m["Name"] = volume
     for endpoint in (attrs["NetworkSettings"].get("Networks") or {}).values():
         endpoint["Aliases"] = None
+    create_on_volume(rt, source, attrs, image, layout, name, volume)
+
+
+def create_on_volume(
+    rt: DockerRuntime, source: SourceContainer, attrs: dict, image: str, layout, name: str, volume: str
+) -> None:
+    """A container made from `attrs` (a copy of the user's, adjusted by the caller) on the new image,
+    with `volume` where the user's data volume was mounted, created (not started) as `name`."""
+    for m in attrs.get("Mounts", []):
+        if m["Destination"] == source.mount:
+            m["Name"] = volume
     src = SourceContainer(**{**source.__dict__, "attrs": attrs})
     # recreate() reads only these two fields of an UpgradePlan
     rt.recreate(src, SimpleNamespace(target_image=image, layout=layout), name)  # type: ignore[arg-type]
