@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import socket
 import threading
@@ -399,10 +398,6 @@ def _start_and_check_refusals(runtime, image_names, logical_old) -> Old:
     return old
 
 
-@pytest.mark.skipif(
-    not os.environ.get("PGLEAP_FULL_FAULTS"),
-    reason="CI time: its mutation and DDL checks run in the 13->17 test; PGLEAP_FULL_FAULTS=1 runs it too",
-)
 def test_logical_15_to_18_broken_sequence_sync_fails_then_resume_and_finalize(
     runtime, image_names, logical_old, monkeypatch, capsys, caplog
 ):

@@ -1,4 +1,4 @@
-"""`upgrade sts --strategy logical` 13 -> 17 of a StatefulSet with two ordinals (gis-0 the primary,
+"""`upgrade sts --strategy logical` 15 -> 18 of a StatefulSet with two ordinals (gis-0 the primary,
 gis-1 a standby by its pod spec), end to end on Docker: the recording fake holds the objects, its
 pods, the schema Job and the reseed Job run as containers on one Docker network where each pod
 has its StatefulSet DNS name (`<pod>.gis.geo.svc`, what the headless Service gives it). pgleap is
@@ -82,7 +82,7 @@ def cluster(docker_client, image_names):
         f"pgleap-kubelet-{uuid.uuid4().hex[:6]}", labels={"org.pgleap.role": "test"}
     )
     fake = NetworkPods(kubelet, net)
-    sts = _replicated_sts(image_names["13-3.1"])
+    sts = _replicated_sts(image_names["15-3.3"])
     services = [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
          "spec": {"selector": selector, "ports": [{"port": 5432}], **extra}}
@@ -129,11 +129,11 @@ def test_logical_upgrade_reseeds_the_standby_into_next_and_rollback_removes_it(c
     )
     old.query("postgres", "SELECT pg_reload_conf()")
     planned = json.loads(
-        _cli(kube, "plan", "sts", "gis", "--to", image_names["17-3.5"], "--strategy", "logical").stdout
+        _cli(kube, "plan", "sts", "gis", "--to", image_names["18-3.x"], "--strategy", "logical").stdout
     )
     assert planned["plan"]["standbys"] == ["gis-1"]
     assert any(line.startswith("Service gis-read-1: selects gis-next-1") for line in planned["objects"])
-    upgrade = ("upgrade", "sts", "gis", "--to", image_names["17-3.5"], "--strategy", "logical",
+    upgrade = ("upgrade", "sts", "gis", "--to", image_names["18-3.x"], "--strategy", "logical",
                "--restart-for-wal-level", "--yes")  # fmt: skip
     with crash_after("switched"):
         result = _cli(kube, *upgrade)
