@@ -391,6 +391,6 @@ class LogicalKube(LogicalReads):
         if waiting := self.standby_services_moved():
             raise Refused(f"Service(s) {', '.join(waiting)} still select old standbys; finalize would leave "
                           "them without a backend", f"`{self.command('resume')}` re-seeds the standbys first")  # fmt: skip
+        self.remove_read_old()  # first: its pods follow NAME-0
         source = self.describe()
         self._remove(self.name, source["old_claims"], source.get("replicas", 1))  # the standbys with it
-        self.remove_read_old()
