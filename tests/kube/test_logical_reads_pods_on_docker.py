@@ -11,22 +11,22 @@ server (the harness starts no init container): pgleap never touches R, it needs 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import secrets
-import socket
 import time
-import uuid
 
 import pytest
 
 from tests.kube.test_logical_pods_on_docker import NS, Crash, _cli, _server, crash_after
-from tests.kube.test_logical_standbys_pods_on_docker import NetworkPods, _selector
-from tests.kube.test_pods_on_docker import Kubelet, _replicated_sts
+from tests.kube.test_logical_standbys_pods_on_docker import (
+    _selector,
+    network_cluster,
+    replicating_primary,
+    services,
+)
+from tests.kube.test_pods_on_docker import _replicated_sts
 from tests.kube.test_rbac import check_calls
 from toolkit.kube import logical_objects as lo
-from toolkit.kube.api import Kube
 from toolkit.kube.objects import replica_job_name
 
 pytestmark = pytest.mark.docker
@@ -46,58 +46,18 @@ def _read_sts(primary: dict) -> dict:
 
 @pytest.fixture
 def cluster(docker_client, image_names):
-    kubelet = Kubelet(docker_client, {"gis-db": {"password": secrets.token_urlsafe(12),
-                                                 "replication-password": secrets.token_urlsafe(12)}})  # fmt: skip
-    net = docker_client.networks.create(
-        f"pgleap-kubelet-{uuid.uuid4().hex[:6]}", labels={"org.pgleap.role": "test"}
-    )
-    fake = NetworkPods(kubelet, net)
     sts = _replicated_sts(image_names["13-3.1"])
     sts["spec"]["replicas"] = 1
-    services = [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-         "spec": {"selector": selector, "ports": [{"port": 5432}], **extra}}
-        for name, selector, extra in (("gis", {"app": "gis"}, {"clusterIP": "None"}),
-                                      ("gis-read", {"app": "gis-read"}, {}))
-    ]  # fmt: skip
-    fake.seed_for_test(sts, _read_sts(sts), *services)
-    kube = Kube(
-        core=fake, apps=fake, batch=fake, policy=fake, custom=fake, sleep=lambda s: time.sleep(min(s, 0.2))
-    )
-    kube.port_forward = lambda namespace, pod, port: socket.create_connection(  # type: ignore[method-assign]
-        (fake.get_for_test("Pod", namespace, pod)["status"]["podIP"], port), timeout=10
-    )
-    kube.exec = lambda namespace, pod, container, command: (
-        fake.containers[pod].exec_run(command).output.decode()
-    )  # type: ignore[method-assign]
-    try:
-        fake._reconcile_sts(NS, "gis", None)
-        fake._reconcile_sts(NS, "gis-read", None)
-        yield fake, kube, kubelet.secrets["gis-db"]
-    finally:
-        fake.cleanup()
-        with contextlib.suppress(Exception):
-            net.remove()
-        kubelet.cleanup()
+    svcs = services(("gis", {"app": "gis"}, {"clusterIP": "None"}), ("gis-read", {"app": "gis-read"}, {}))
+    with network_cluster(docker_client, [sts, _read_sts(sts), *svcs], ("gis", "gis-read")) as c:
+        yield c
 
 
 def test_logical_upgrade_seeds_read_next_from_next_and_rollback_restores_the_read_statefulset(
     cluster, image_names
 ) -> None:
     fake, kube, secret = cluster
-    old = _server(fake, "gis-0", secret["password"])
-    with old.connect("gis") as conn:
-        conn.execute("SET password_encryption = 'scram-sha-256'")
-        conn.execute(
-            f"CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD '{secret['replication-password']}'"
-        )
-        conn.execute("CREATE TABLE place (id serial PRIMARY KEY, note text)")
-        conn.execute("INSERT INTO place (note) SELECT 'p' || i FROM generate_series(1, 300) i")
-    fake.containers["gis-0"].exec_run(
-        ["sh", "-c", 'echo "host replication replicator all scram-sha-256" >> "$PGDATA/pg_hba.conf"'],
-        user="postgres",
-    )
-    old.query("postgres", "SELECT pg_reload_conf()")
+    replicating_primary(fake, secret)
     planned = json.loads(
         _cli(kube, "plan", "sts", "gis", "--to", image_names["17-3.5"], "--strategy", "logical").stdout
     )

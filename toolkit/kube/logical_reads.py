@@ -160,12 +160,7 @@ class LogicalReads(LogicalStandbys):
         """R's Services: to R-next's pods ("new", once one streams) or their recorded selectors ("old")."""
         read = self._read()
         for svc, original in (read.get("services") or {}).items():
-            wanted = lo.next_labels(read["statefulset"]) if which == "new" else original
-            live = self.kube.get("Service", self.namespace, svc)
-            current = ((live or {}).get("spec") or {}).get("selector") or {}
-            if live is not None and current != wanted:
-                self.kube.patch("Service", self.namespace, svc, lo.selector_patch(current, wanted))
-                self.log(f"Service {svc} now selects {wanted}")  # type: ignore[attr-defined]
+            self.select(svc, lo.next_labels(read["statefulset"]) if which == "new" else original)
 
     def point_standby_services(self, which: str, ordinal: int | None = None) -> None:
         super().point_standby_services(which, ordinal)

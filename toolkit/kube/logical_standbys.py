@@ -311,13 +311,16 @@ class LogicalStandbys:
     def point_standby_services(self, which: str, ordinal: int | None = None) -> None:
         """The per-standby Services: to NAME-next-i ("new", once it streams) or back ("old")."""
         for svc, entry in (self._source().get("standby_services") or {}).items():
-            if ordinal is not None and entry["ordinal"] != ordinal:
-                continue
-            live = self.kube.get("Service", self.namespace, svc)
-            current = ((live or {}).get("spec") or {}).get("selector") or {}
-            if live is not None and current != entry[which]:
-                self.kube.patch("Service", self.namespace, svc, lo.selector_patch(current, entry[which]))
-                self.log(f"Service {svc} now selects {entry[which]}")  # type: ignore[attr-defined]
+            if ordinal is None or entry["ordinal"] == ordinal:
+                self.select(svc, entry[which])
+
+    def select(self, svc: str, wanted: dict[str, str]) -> None:
+        """Service `svc` (if it still exists) selects exactly `wanted` (a merge patch, only if it differs)."""
+        live = self.kube.get("Service", self.namespace, svc)
+        current = ((live or {}).get("spec") or {}).get("selector") or {}
+        if live is not None and current != wanted:
+            self.kube.patch("Service", self.namespace, svc, lo.selector_patch(current, wanted))
+            self.log(f"Service {svc} now selects {wanted}")  # type: ignore[attr-defined]
 
     def standby_services_moved(self) -> list[str]:
         """Per-standby Services that do not select their NAME-next pod yet (finalize refuses)."""
