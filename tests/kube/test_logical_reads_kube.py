@@ -26,6 +26,7 @@ from toolkit.kube.objects import replica_job_name
 from toolkit.kube.topology import Standby
 
 NEW = "pgleap/postgis:17-3.5"
+POD_NAME = "statefulset.kubernetes.io/pod-name"
 R, RN, HOST = (
     "pg-postgresql-read",
     "pg-postgresql-read-next",
@@ -52,6 +53,11 @@ def _r_next(c, replicas: int = 0) -> dict:
     if replicas:
         c.kube.patch("StatefulSet", c.namespace, RN, {"spec": {"replicas": replicas}})
     return c.kube.get("StatefulSet", c.namespace, RN)
+
+
+def _service(c, name: str, selector: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": c.namespace},
+            "spec": {"selector": selector, "ports": [{"port": 5432}]}}  # fmt: skip
 
 
 def _selector(c, svc: str) -> dict:
@@ -183,10 +189,11 @@ def test_shapes_of_a_read_statefulset_still_refused_are_named_before_any_write()
     [(message, hint)] = _side(c).refusals()
     assert f"read StatefulSet {R} has 0 replicas" in message and f"scale {R} to 1 or more" in hint
     c = make_cluster("bitnami-replication")
-    c.kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "read-0", "namespace": c.namespace},
-                   "spec": {"selector": {"statefulset.kubernetes.io/pod-name": f"{R}-0"}, "ports": [{"port": 5432}]}})  # fmt: skip
+    c.kube.create(
+        _service(c, "index-0", {"apps.kubernetes.io/pod-index": "0"})
+    )  # every StatefulSet's ordinal 0
     [(message, hint)] = _side(c).refusals()
-    assert f"Service(s) read-0 select single pods of read StatefulSet {R}" in message
+    assert f"Service(s) index-0 select pods of read StatefulSet {R} by labels pgleap cannot map" in message
     assert "--strategy inplace" in hint
     c = make_cluster("bitnami-replication")
     c.kube.patch("Service", c.namespace, "pg-postgresql-primary-hl", {"spec": {"selector": {"role": "db"}}})
@@ -210,4 +217,27 @@ def test_shapes_of_a_read_statefulset_still_refused_are_named_before_any_write()
     assert isinstance(result.exception, Refused) and result.exception.exit_code == 3, result.output
     assert "through Service pg-postgresql-primary-hl" in result.exception.message
     assert [w.verb for w in c.fake.writes_for_test()] == ["patch"]
+    check_calls(c.fake.calls)
+
+
+def test_a_service_on_one_read_pod_follows_its_ordinal_into_r_next_and_back() -> None:
+    c = make_cluster("bitnami-replication")
+    c.kube.create(_service(c, "read-1", {POD_NAME: f"{R}-1"}))
+    side = _recorded(c)
+    assert side.refusals() == []
+    entry = side.describe()["read"]["pod_services"]["read-1"]
+    assert entry == {
+        "old": {POD_NAME: f"{R}-1"},
+        "new": {**lo.next_labels(R), POD_NAME: f"{RN}-1"},
+        "ordinal": 1,
+    }
+    assert f"Service read-1: selects {RN}-1 once it streams (restored by rollback)" in plan_lines(
+        side.describe()
+    )
+    side.point_read_services("new", 0)  # R-next-0 streams: R's Services move, read-1 waits for R-next-1
+    assert _selector(c, "read-1") == {POD_NAME: f"{R}-1"} and "read-1" in side.standby_services_moved()
+    side.point_read_services("new", 1)
+    assert _selector(c, "read-1") == entry["new"] and side.standby_services_moved() == []
+    side.point_standby_services("old")  # rollback's hand-back
+    assert _selector(c, "read-1") == {POD_NAME: f"{R}-1"}
     check_calls(c.fake.calls)

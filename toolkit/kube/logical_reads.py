@@ -8,11 +8,12 @@ its primary-host env (POSTGRES_PRIMARY_HOST / POSTGRES_MASTER_HOST / PRIMARY_HOS
 NAME-next-0. Each ordinal i gets its claim seeded by the reseed Job from NAME-next-0 (whose
 primary_conninfo names NAME-next-0 too) and R-next is scaled to i+1 (`LogicalStandbys.reseed_into`,
 as for NAME's own standbys); once R-next-i streams, R's Services (recorded with their selectors at
-preflight) select R-next's pods. Rollback deletes R-next and its claims and gives R's Services
+preflight) select R-next's pods, and one that selected R-i alone (pod-name/pod-index) selects R-next-i. Rollback deletes R-next and its claims and gives R's Services
 their selectors back; finalize deletes R and its claims.
 
 Still refused before anything changes, each by name: an R pgleap does not understand as standbys
-(topology.py's problem), R at 0 replicas, Services that select single pods of R, R numbering its
+(topology.py's problem), R at 0 replicas, Services selecting R's pods by labels pgleap cannot map
+to R-next's (neither R's template labels nor one pod's pod-name/pod-index), R numbering its
 pods from another ordinal than 0, R's postgres container named unlike NAME's, and a NAME whose
 standbys could not reach NAME-next-0 by name (no headless Service selecting its pods).
 """
@@ -24,7 +25,7 @@ from typing import Any
 from toolkit.errors import PgleapError
 from toolkit.kube import logical_objects as lo
 from toolkit.kube.facts import find_postgres_container
-from toolkit.kube.logical_standbys import LogicalStandbys, read_topology
+from toolkit.kube.logical_standbys import LogicalStandbys, read_topology, standby_services
 from toolkit.kube.objects import replica_job_name
 from toolkit.kube.topology import HOST_ENV, Standby, Topology
 
@@ -64,9 +65,10 @@ def read_refusals(topo: Topology, sts: dict[str, Any], source: dict[str, Any], c
                     f"nothing would seed {lo.next_name(read_name or '')}",
                     f"scale {read_name} to 1 or more first, or delete it and its PVCs; or {other}"))  # fmt: skip
     if per_pod := read.get("per_pod"):
-        out.append((f"Service(s) {', '.join(per_pod)} select single pods of read StatefulSet {read_name}; "
-                    "--strategy logical moves only Services that select its pods by the template's labels",
-                    f"select the pods by the template's labels, or {other}"))  # fmt: skip
+        out.append((f"Service(s) {', '.join(per_pod)} select pods of read StatefulSet {read_name} by labels "
+                    "pgleap cannot map to R-next's pods; --strategy logical moves Services that select them by "
+                    "the template's labels, or one pod by its pod-name or pod-index label",
+                    f"select the pods that way, or {other}"))  # fmt: skip
     if ((read.get("spec") or {}).get("ordinals") or {}).get("start"):
         out.append((f"read StatefulSet {read_name} numbers its pods from another ordinal than 0", other))
     if read and read.get("container") != container:
@@ -97,6 +99,10 @@ def plan_lines(source: dict[str, Any]) -> list[str]:
         lines.append(
             f"Service {svc}: selector {{{old}}} -> {{{wanted}}} once {nxt}-0 streams (restored by rollback)"
         )
+    for svc, entry in (read.get("pod_services") or {}).items():
+        lines.append(
+            f"Service {svc}: selects {nxt}-{entry['ordinal']} once it streams (restored by rollback)"
+        )
     return lines
 
 
@@ -113,12 +119,13 @@ class LogicalReads(LogicalStandbys):
         read = self.kube.get("StatefulSet", self.namespace, topo.replica_sts)
         labels = read["spec"]["template"]["metadata"].get("labels") or {}
         mine = self.services()  # type: ignore[attr-defined]  # NAME's: they move at the switch
-        services = {n: s for n, s in lo.selecting_services(self.kube.list("Service", self.namespace), labels).items()
-                    if n not in mine}  # fmt: skip
+        every = self.kube.list("Service", self.namespace)
+        services = {n: s for n, s in lo.selecting_services(every, labels).items() if n not in mine}
+        per_pod = {n: e for n, e in standby_services(every, read, labels, first=0).items() if n not in mine}
         nxt, count = lo.next_name(topo.replica_sts), topo.replica_count
         return {"read": {"statefulset": topo.replica_sts, "next": nxt, "replicas": count,
                          "container": find_postgres_container(read)["name"], "services": services,
-                         "per_pod": sorted(set(topo.read_services) - set(services)),
+                         "pod_services": per_pod, "per_pod": sorted(set(topo.read_services) - {*services, *per_pod}),
                          "spec": {"ordinals": read["spec"].get("ordinals")},
                          "primary_host": f"{self.next_name}-0.{sts['spec'].get('serviceName')}.{self.namespace}.svc",
                          "replication_user": topo.replication_user, "password_secret": topo.password_secret,
@@ -154,13 +161,19 @@ class LogicalReads(LogicalStandbys):
         sb = Standby(pod=f"{nxt_name}-{ordinal}", ordinal=ordinal, pvc=f"{claim}-{nxt_name}-{ordinal}")
         main = next(c for c in nxt["spec"]["template"]["spec"]["containers"] if c["name"] == self.container)
         pgdata = next((e.get("value") for e in main.get("env") or [] if e["name"] == "PGDATA"), None)
-        return self.reseed_into(nxt_name, sb, image, read, lambda: self.point_read_services("new"), pgdata)
+        return self.reseed_into(
+            nxt_name, sb, image, read, lambda: self.point_read_services("new", ordinal), pgdata
+        )
 
-    def point_read_services(self, which: str) -> None:
-        """R's Services: to R-next's pods ("new", once one streams) or their recorded selectors ("old")."""
+    def point_read_services(self, which: str, ordinal: int | None = None) -> None:
+        """R's Services: to R-next's pods ("new", once one streams) or their recorded selectors ("old");
+        one selecting the single pod R-i: to R-next-i once that streams (`ordinal`), or back."""
         read = self._read()
         for svc, original in (read.get("services") or {}).items():
             self.select(svc, lo.next_labels(read["statefulset"]) if which == "new" else original)
+        for svc, entry in (read.get("pod_services") or {}).items():
+            if ordinal is None or entry["ordinal"] == ordinal:
+                self.select(svc, entry[which])
 
     def point_standby_services(self, which: str, ordinal: int | None = None) -> None:
         super().point_standby_services(which, ordinal)
@@ -170,9 +183,11 @@ class LogicalReads(LogicalStandbys):
     def standby_services_moved(self) -> list[str]:
         read = self._read()
         wanted = lo.next_labels(read["statefulset"]) if read else {}
-        waiting = [svc for svc in (read.get("services") or {})
+        wants = {**{svc: wanted for svc in read.get("services") or {}},
+                 **{svc: e["new"] for svc, e in (read.get("pod_services") or {}).items()}}  # fmt: skip
+        waiting = [svc for svc, want in wants.items()
                    if ((self.kube.get("Service", self.namespace, svc) or {}).get("spec") or {}).get("selector")
-                   not in (wanted, None)]  # fmt: skip
+                   not in (want, None)]  # fmt: skip
         return super().standby_services_moved() + waiting
 
     def remove_read_next(self) -> None:

@@ -65,10 +65,12 @@ def read_topology(kube: Any, namespace: str, sts: dict[str, Any]) -> Topology:
 POD_NAME, POD_INDEX = "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index"
 
 
-def standby_services(services: list[dict[str, Any]], sts: dict[str, Any], pod_labels: dict[str, str]) -> dict:
+def standby_services(
+    services: list[dict[str, Any]], sts: dict[str, Any], pod_labels: dict[str, str], first: int = 1
+) -> dict:
     """name -> {"old": selector, "new": selector, "ordinal": i} of every Service that selects one
-    standby pod (NAME-i, i >= 1) by its pod-name or pod-index label: after NAME-next-i streams it
-    selects that pod instead (rollback: back)."""
+    standby pod (NAME-i, i >= first: 1 for NAME, 0 for a read StatefulSet) by its pod-name or
+    pod-index label: after NAME-next-i streams it selects that pod instead (rollback: back)."""
     name, nxt = sts["metadata"]["name"], lo.next_name(sts["metadata"]["name"])
     out = {}
     for svc in services:
@@ -82,7 +84,7 @@ def standby_services(services: list[dict[str, Any]], sts: dict[str, Any], pod_la
             ordinal = selector.get(POD_INDEX, "")
         if (
             not ordinal.isdigit()
-            or int(ordinal) < 1
+            or int(ordinal) < first
             or (POD_INDEX in selector and selector[POD_INDEX] != ordinal)
         ):
             continue
