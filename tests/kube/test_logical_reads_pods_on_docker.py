@@ -5,7 +5,7 @@ where each pod has its StatefulSet DNS name. pgleap is killed right after the sw
 (gis-read-next not made yet), then inside the read re-seed (the Job done, gis-read-next not scaled);
 `resume` finishes: gis-read-next-0's claim is seeded from gis-next-0 by the reseed Job, gis-read-next is
 scaled to 1, it streams from gis-next-0 (pg_stat_replication on the new primary) and replays its
-writes; Service gis-read selects gis-read-next's pods. Rollback gives gis-read its selector back and
+writes; Service gis-read selects gis-read-next's pods, Service gis-read-0 (pod-name gis-read-0) gis-read-next-0. Rollback gives gis-read its selector back and
 removes gis-read-next with its claim; gis-read-0 never stopped. The old gis-read-0 runs as a plain
 server (the harness starts no init container): pgleap never touches R, it needs its pod spec only."""
 
@@ -19,6 +19,7 @@ import pytest
 
 from tests.kube.test_logical_pods_on_docker import NS, Crash, _cli, _server, crash_after
 from tests.kube.test_logical_standbys_pods_on_docker import (
+    POD_NAME,
     _selector,
     network_cluster,
     replicating_primary,
@@ -48,7 +49,11 @@ def _read_sts(primary: dict) -> dict:
 def cluster(docker_client, image_names):
     sts = _replicated_sts(image_names["13-3.1"])
     sts["spec"]["replicas"] = 1
-    svcs = services(("gis", {"app": "gis"}, {"clusterIP": "None"}), ("gis-read", {"app": "gis-read"}, {}))
+    svcs = services(
+        ("gis", {"app": "gis"}, {"clusterIP": "None"}),
+        ("gis-read", {"app": "gis-read"}, {}),
+        ("gis-read-0", {POD_NAME: "gis-read-0"}, {}),
+    )
     with network_cluster(docker_client, [sts, _read_sts(sts), *svcs], ("gis", "gis-read")) as c:
         yield c
 
@@ -73,7 +78,9 @@ def test_logical_upgrade_seeds_read_next_from_next_and_rollback_restores_the_rea
         result = _cli(kube, *upgrade)
     assert isinstance(result.exception, Crash), result.output
     assert fake.get_for_test("StatefulSet", NS, "gis-read-next") is None  # not made yet
-    assert _selector(fake, "gis-read") == {"app": "gis-read"}
+    assert _selector(fake, "gis-read") == {"app": "gis-read"} and _selector(fake, "gis-read-0") == {
+        POD_NAME: "gis-read-0"
+    }
 
     real_patch = fake.patch_namespaced_stateful_set
 
@@ -111,13 +118,15 @@ def test_logical_upgrade_seeds_read_next_from_next_and_rollback_restores_the_rea
         assert time.monotonic() < deadline, "the new read standby does not replay the new primary's writes"
         time.sleep(0.2)
     assert _selector(fake, "gis-read") == lo.next_labels("gis-read")
+    assert _selector(fake, "gis-read-0") == {**lo.next_labels("gis-read"), POD_NAME: "gis-read-next-0"}
     status = json.loads(_cli(kube, "status", "sts", "gis").stdout)
-    assert status["read"] == {"statefulset": "gis-read", "next": "gis-read-next", "services": ["gis-read"],
+    assert status["read"] == {"statefulset": "gis-read", "next": "gis-read-next", "services": ["gis-read", "gis-read-0"],
                               "reseeded": ["gis-read-0"]}  # fmt: skip
 
     result = _cli(kube, "rollback", "sts", "gis", "--yes")
     assert result.exit_code == 0, result.output
     assert _selector(fake, "gis") == {"app": "gis"} and _selector(fake, "gis-read") == {"app": "gis-read"}
+    assert _selector(fake, "gis-read-0") == {POD_NAME: "gis-read-0"}
     for gone in ("gis-next", "gis-read-next"):
         assert fake.get_for_test("StatefulSet", NS, gone) is None
     for claim in ("data-gis-next-0", "data-gis-read-next-0"):

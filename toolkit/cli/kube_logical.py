@@ -158,7 +158,7 @@ def status(kube: Any, ns: str, name: str, output: str) -> None:
               "services": sorted(source.get("services") or {}), "pause_seconds": data.get("pause_seconds")}  # fmt: skip
     if read := source.get("read"):  # a read StatefulSet R and its R-next
         result["read"] = {"statefulset": read["statefulset"], "next": read["next"],
-                          "services": sorted(read["services"]), "reseeded": [
+                          "services": sorted({*read["services"], *(read.get("pod_services") or {})}), "reseeded": [
                               s for s in data.get("standbys_reseeded", []) if s.startswith(read["statefulset"] + "-")]}  # fmt: skip
     emit(result, output)
 
