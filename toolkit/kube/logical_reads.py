@@ -127,7 +127,7 @@ class LogicalReads(LogicalStandbys):
                          "container": find_postgres_container(read)["name"], "services": services,
                          "pod_services": per_pod, "per_pod": sorted(set(topo.read_services) - {*services, *per_pod}),
                          "spec": {"ordinals": read["spec"].get("ordinals")},
-                         "primary_host": f"{self.next_name}-0.{sts['spec'].get('serviceName')}.{self.namespace}.svc",
+                         "primary_host": self.new_primary_host(sts),
                          "replication_user": topo.replication_user, "password_secret": topo.password_secret,
                          "old_claims": self._claims(topo.replica_sts, read, count),  # type: ignore[attr-defined]
                          "next_claims": self._claims(nxt, read, count)}}  # type: ignore[attr-defined]  # fmt: skip

@@ -160,7 +160,12 @@ class LogicalStandbys:
         per_pod = standby_services(self.kube.list("Service", self.namespace), sts, labels)
         return {"replicas": replicas, "replication_user": topo.replication_user, "standby_services": per_pod,
                 "password_secret": topo.password_secret,
-                "primary_host": f"{self.next_name}-0.{sts['spec'].get('serviceName')}.{self.namespace}.svc"}  # fmt: skip
+                "primary_host": self.new_primary_host(sts)}  # fmt: skip
+
+    def new_primary_host(self, sts: dict[str, Any]) -> str:
+        """Where a new standby finds NAME-next-0: its DNS name under NAME's headless Service, which
+        selects NAME-next's pods from the hand-over on."""
+        return f"{self.next_name}-0.{sts['spec'].get('serviceName')}.{self.namespace}.svc"
 
     def _source(self) -> dict[str, Any]:
         return self.describe()  # type: ignore[attr-defined]
