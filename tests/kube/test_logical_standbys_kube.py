@@ -60,14 +60,8 @@ def test_ordinals_are_planned_with_their_standbys_and_nothing_is_written() -> No
     check_calls(c.fake.calls)
 
 
-def test_a_read_statefulset_and_unclear_standbys_are_refused_before_anything_changes() -> None:
-    c = make_cluster("bitnami-replication")  # pg-postgresql-primary (1 replica) + pg-postgresql-read
-    side = LogicalKube(c.kube, c.namespace, c.name, container="postgresql",
-                       state=KubeState(c.kube, c.namespace, c.name))  # fmt: skip
-    (message, hint), *_ = side.refusals()
-    assert "separate read StatefulSet pg-postgresql-read" in message and "finalize deletes" in message
-    assert "--strategy inplace" in hint
-    c = make_cluster("official-plain")
+def test_unclear_standbys_are_refused_before_anything_changes() -> None:
+    c = make_cluster("official-plain")  # (a read StatefulSet: test_logical_reads_kube.py)
     c.kube.patch("StatefulSet", c.namespace, c.name, {"spec": {"replicas": 2}})
     (message, hint), *_ = _side(c).refusals()
     assert "2 replicas and pgleap cannot tell how pods gis-1..1 replicate" in message
@@ -186,56 +180,6 @@ def test_per_standby_services_are_mapped_by_pod_name_or_index_only_when_they_are
 def _read_side(c) -> LogicalKube:
     return LogicalKube(c.kube, c.namespace, c.name, container="postgresql",
                        state=KubeState(c.kube, c.namespace, c.name))  # fmt: skip
-
-
-def test_the_read_statefulset_refusal_names_what_stays_behind_and_a_way_that_lifts_it() -> None:
-    c = make_cluster("bitnami-replication")  # pg-postgresql-primary (1 replica) + pg-postgresql-read (2)
-    [(message, hint)] = _read_side(c).refusals()
-    assert "read StatefulSet pg-postgresql-read (2 standby pod(s), streaming from " \
-           "pg-postgresql-primary-0.pg-postgresql-primary-hl.db.svc)" in message  # fmt: skip
-    assert "keep following pg-postgresql-primary-0 on the old major" in message
-    assert "finalize deletes pg-postgresql-primary" in message
-    assert "`kubectl delete sts pg-postgresql-read -n db`" in hint
-    assert "data-pg-postgresql-read-0, data-pg-postgresql-read-1" in hint
-    assert "reads through Service(s) pg-postgresql-read, pg-postgresql-read-hl stop" in hint
-    assert "primary host pg-postgresql-primary-next-0.pg-postgresql-primary-hl.db.svc" in hint
-    # scaled to 0, the read StatefulSet still holds the old major and names the old primary: still refused
-    c.kube.patch("StatefulSet", c.namespace, "pg-postgresql-read", {"spec": {"replicas": 0}})
-    [(message, hint)] = _read_side(c).refusals()
-    assert "(0 replicas now, but its claims hold the old major's data" in message
-    assert "scaling pg-postgresql-read to 0 does not lift this refusal" in hint
-    # what the hint says lifts it: the read StatefulSet deleted, the primary is planned as a single server
-    c.kube.delete("StatefulSet", c.namespace, "pg-postgresql-read")
-    side = _read_side(c)
-    assert side.refusals() == [] and side.find_standbys() == []
-    assert [w.verb for w in c.fake.writes_for_test()] == ["patch", "delete"]  # the test's own writes only
-    check_calls(c.fake.calls)
-
-
-def test_upgrade_with_a_read_statefulset_is_refused_by_the_cli_before_any_write() -> None:
-    from typer.testing import CliRunner
-
-    from tests.kube.test_cli_kube import build_app
-
-    c = make_cluster("bitnami-replication")
-    args = [
-        "upgrade",
-        "sts",
-        "pg-postgresql-primary",
-        "-n",
-        "db",
-        "--to",
-        NEW,
-        "--strategy",
-        "logical",
-        "--yes",
-    ]
-    result = CliRunner().invoke(build_app(c), args)
-    assert isinstance(result.exception, Refused) and result.exception.exit_code == 3, result.output
-    assert "separate read StatefulSet pg-postgresql-read" in result.exception.message
-    assert "kubectl delete sts pg-postgresql-read" in result.exception.hint
-    assert c.fake.writes_for_test() == []
-    check_calls(c.fake.calls)
 
 
 def test_a_read_statefulset_pgleap_cannot_read_is_not_said_to_stream() -> None:

@@ -26,6 +26,7 @@ import pytest
 from tests.kube.test_logical_pods_on_docker import NS, Crash, DockerPods, _cli, _server, crash_after
 from tests.kube.test_pods_on_docker import Kubelet, _replicated_sts
 from tests.kube.test_rbac import check_calls
+from toolkit.db.sql import Server
 from toolkit.kube import logical_objects as lo
 from toolkit.kube.api import Kube
 from toolkit.kube.objects import replica_job_name
@@ -74,22 +75,17 @@ class NetworkPods(DockerPods):
         super()._after_write(kind, namespace, name, before)
 
 
-@pytest.fixture
-def cluster(docker_client, image_names):
+@contextlib.contextmanager
+def network_cluster(docker_client, objects: list[dict], statefulsets: tuple[str, ...]):
+    """The recording fake with `objects` seeded, its pods (of `statefulsets`) and Jobs as containers on
+    one network with their StatefulSet DNS names: (fake, kube, the user's Secret)."""
     kubelet = Kubelet(docker_client, {"gis-db": {"password": secrets.token_urlsafe(12),
                                                  "replication-password": secrets.token_urlsafe(12)}})  # fmt: skip
     net = docker_client.networks.create(
         f"pgleap-kubelet-{uuid.uuid4().hex[:6]}", labels={"org.pgleap.role": "test"}
     )
     fake = NetworkPods(kubelet, net)
-    sts = _replicated_sts(image_names["15-3.3"])
-    services = [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-         "spec": {"selector": selector, "ports": [{"port": 5432}], **extra}}
-        for name, selector, extra in (("gis", {"app": "gis"}, {"clusterIP": "None"}),
-                                      ("gis-read-1", {POD_NAME: "gis-1"}, {}))
-    ]  # fmt: skip
-    fake.seed_for_test(sts, *services)
+    fake.seed_for_test(*objects)
     kube = Kube(
         core=fake, apps=fake, batch=fake, policy=fake, custom=fake, sleep=lambda s: time.sleep(min(s, 0.2))
     )
@@ -100,7 +96,8 @@ def cluster(docker_client, image_names):
         fake.containers[pod].exec_run(command).output.decode()
     )  # type: ignore[method-assign]
     try:
-        fake._reconcile_sts(NS, "gis", None)
+        for sts in statefulsets:
+            fake._reconcile_sts(NS, sts, None)
         yield fake, kube, kubelet.secrets["gis-db"]
     finally:
         fake.cleanup()
@@ -109,12 +106,14 @@ def cluster(docker_client, image_names):
         kubelet.cleanup()
 
 
-def _selector(fake, svc: str) -> dict:
-    return fake.get_for_test("Service", NS, svc)["spec"]["selector"]
+def services(*specs: tuple[str, dict, dict]) -> list[dict]:
+    """Services (name, selector, more of their spec) in the test's namespace."""
+    return [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+             "spec": {"selector": selector, "ports": [{"port": 5432}], **extra}} for name, selector, extra in specs]  # fmt: skip
 
 
-def test_logical_upgrade_reseeds_the_standby_into_next_and_rollback_removes_it(cluster, image_names) -> None:
-    fake, kube, secret = cluster
+def replicating_primary(fake, secret: dict) -> Server:
+    """gis-0 with the replication role, a `host replication` line and 300 rows in gis.place."""
     old = _server(fake, "gis-0", secret["password"])
     with old.connect("gis") as conn:
         conn.execute("SET password_encryption = 'scram-sha-256'")
@@ -128,6 +127,23 @@ def test_logical_upgrade_reseeds_the_standby_into_next_and_rollback_removes_it(c
         user="postgres",
     )
     old.query("postgres", "SELECT pg_reload_conf()")
+    return old
+
+
+@pytest.fixture
+def cluster(docker_client, image_names):
+    svcs = services(("gis", {"app": "gis"}, {"clusterIP": "None"}), ("gis-read-1", {POD_NAME: "gis-1"}, {}))
+    with network_cluster(docker_client, [_replicated_sts(image_names["15-3.3"]), *svcs], ("gis",)) as c:
+        yield c
+
+
+def _selector(fake, svc: str) -> dict:
+    return fake.get_for_test("Service", NS, svc)["spec"]["selector"]
+
+
+def test_logical_upgrade_reseeds_the_standby_into_next_and_rollback_removes_it(cluster, image_names) -> None:
+    fake, kube, secret = cluster
+    replicating_primary(fake, secret)
     planned = json.loads(
         _cli(kube, "plan", "sts", "gis", "--to", image_names["18-3.x"], "--strategy", "logical").stdout
     )

@@ -94,6 +94,7 @@ def _kube_refusals(side) -> None:
 def plan(kube: Any, ns: str, name: str, to: str, output: str, **options: bool) -> None:
     """The logical plan read from the live servers (port-forward, read-only) and the objects."""
     from toolkit.kube import logical_objects as lo
+    from toolkit.kube.logical_reads import plan_lines as read_lines
     from toolkit.kube.logical_standbys import plan_lines
 
     side, _state = _side(kube, ns, name, output)
@@ -101,7 +102,8 @@ def plan(kube: Any, ns: str, name: str, to: str, output: str, **options: bool) -
         the_plan = engine.plan(side, to, **options).to_dict()
         services = side.services()
         refusals = [{"message": m, "hint": h} for m, h in side.refusals()]
-        objects = lo.plan_lines(name, services) + plan_lines(side.describe())
+        source = side.describe()
+        objects = lo.plan_lines(name, services) + plan_lines(source) + read_lines(source)
     the_plan["refusals"] = list(the_plan["refusals"]) + refusals
     result = {"strategy": "logical", "statefulset": f"{ns}/{name}", "target_image": to,
               "services": services, "objects": objects, "plan": the_plan}  # fmt: skip
@@ -154,6 +156,10 @@ def status(kube: Any, ns: str, name: str, output: str) -> None:
     result = {"strategy": "logical", "statefulset": f"{ns}/{name}", "phase": state.phase,
               "target_image": data.get("target_image"), "next": source.get("next"),
               "services": sorted(source.get("services") or {}), "pause_seconds": data.get("pause_seconds")}  # fmt: skip
+    if read := source.get("read"):  # a read StatefulSet R and its R-next
+        result["read"] = {"statefulset": read["statefulset"], "next": read["next"],
+                          "services": sorted({*read["services"], *(read.get("pod_services") or {})}), "reseeded": [
+                              s for s in data.get("standbys_reseeded", []) if s.startswith(read["statefulset"] + "-")]}  # fmt: skip
     emit(result, output)
 
 

@@ -25,7 +25,8 @@ from toolkit.kube import logical_objects as lo
 from toolkit.kube import probe as kube_probe
 from toolkit.kube.api import Kube
 from toolkit.kube.image_ref import parse_image
-from toolkit.kube.logical_standbys import LogicalStandbys, read_topology, standby_refusals
+from toolkit.kube.logical_reads import LogicalReads, read_refusals
+from toolkit.kube.logical_standbys import read_topology, standby_refusals
 from toolkit.kube.model import job_result
 from toolkit.kube.objects import replica_job_name, state_cm_name
 from toolkit.kube.pod_login import pod_login
@@ -80,9 +81,9 @@ class KubeState:
         self.exists, self.data = False, {}
 
 
-class LogicalKube(LogicalStandbys):
+class LogicalKube(LogicalReads):
     """One user StatefulSet (its primary, ordinal 0, and any standbys at ordinals 1..N-1) and its
-    blue/green copy NAME-next (the standby hooks: toolkit/kube/logical_standbys.py)."""
+    blue/green copy NAME-next (the standby hooks: kube/logical_standbys.py, a read StatefulSet: kube/logical_reads.py)."""
 
     def __init__(
         self,
@@ -137,6 +138,7 @@ class LogicalKube(LogicalStandbys):
         sts = self.statefulset()
         topo, source = read_topology(self.kube, self.namespace, sts), self.describe()
         out = standby_refusals(topo, sts, source["services"], source.get("standby_services") or {})
+        out += read_refusals(topo, sts, source, self.container)
         start = (self.statefulset()["spec"].get("ordinals") or {}).get("start", 0)
         if start:
             out.append((f"StatefulSet {self.name} numbers its pods from {start} (spec.ordinals); --strategy "
@@ -373,6 +375,7 @@ class LogicalKube(LogicalStandbys):
         for i in range(1, source.get("replicas", 1)):  # a reseed Job a failed re-seed left
             self.kube.delete("Job", self.namespace, replica_job_name(f"{self.next_name}-{i}", "reseed"),
                              propagation="Background")  # fmt: skip
+        self.remove_read_next()
 
     def remove_old(self) -> None:
         """Finalize: the user's StatefulSet and its PVCs, only once every recorded Service selects
@@ -388,5 +391,6 @@ class LogicalKube(LogicalStandbys):
         if waiting := self.standby_services_moved():
             raise Refused(f"Service(s) {', '.join(waiting)} still select old standbys; finalize would leave "
                           "them without a backend", f"`{self.command('resume')}` re-seeds the standbys first")  # fmt: skip
+        self.remove_read_old()  # first: its pods follow NAME-0
         source = self.describe()
         self._remove(self.name, source["old_claims"], source.get("replicas", 1))  # the standbys with it

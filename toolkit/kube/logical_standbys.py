@@ -7,9 +7,8 @@ selects NAME-next's pods, so `NAME-next-0.<serviceName>` resolves) each standby 
 claim `<data>-NAME-next-i` created and seeded by the reseed Job (toolkit/container/reseed.sh, the
 same Job template as in-place), then NAME-next is scaled to i+1 and pgleap waits until the new
 standby streams from NAME-next-0. Rollback deletes NAME-next with every claim; finalize deletes
-NAME with every claim. A separate read StatefulSet (primary-read) is refused before anything
-changes (`read_sts_refusal`): its pods would keep following the old primary, which finalize deletes;
-the hint names the two ways that work (in place, or deleting it and re-creating it after finalize).
+NAME with every claim. A separate read StatefulSet R (primary-read) gets its own R-next:
+toolkit/kube/logical_reads.py, which reuses `reseed_into` and the reseed Job here.
 """
 
 from __future__ import annotations
@@ -66,10 +65,12 @@ def read_topology(kube: Any, namespace: str, sts: dict[str, Any]) -> Topology:
 POD_NAME, POD_INDEX = "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index"
 
 
-def standby_services(services: list[dict[str, Any]], sts: dict[str, Any], pod_labels: dict[str, str]) -> dict:
+def standby_services(
+    services: list[dict[str, Any]], sts: dict[str, Any], pod_labels: dict[str, str], first: int = 1
+) -> dict:
     """name -> {"old": selector, "new": selector, "ordinal": i} of every Service that selects one
-    standby pod (NAME-i, i >= 1) by its pod-name or pod-index label: after NAME-next-i streams it
-    selects that pod instead (rollback: back)."""
+    standby pod (NAME-i, i >= first: 1 for NAME, 0 for a read StatefulSet) by its pod-name or
+    pod-index label: after NAME-next-i streams it selects that pod instead (rollback: back)."""
     name, nxt = sts["metadata"]["name"], lo.next_name(sts["metadata"]["name"])
     out = {}
     for svc in services:
@@ -83,7 +84,7 @@ def standby_services(services: list[dict[str, Any]], sts: dict[str, Any], pod_la
             ordinal = selector.get(POD_INDEX, "")
         if (
             not ordinal.isdigit()
-            or int(ordinal) < 1
+            or int(ordinal) < first
             or (POD_INDEX in selector and selector[POD_INDEX] != ordinal)
         ):
             continue
@@ -98,8 +99,8 @@ def standby_refusals(topo: Topology, sts: dict[str, Any], services: dict[str, di
     name = sts["metadata"]["name"]
     if topo.kind == "single":
         return []
-    if topo.kind == "primary-read":  # what topology.py could not make of R first, if anything
-        return ([(topo.problem, topo.hint)] if topo.problem else []) + [read_sts_refusal(topo, sts)]
+    if topo.kind == "primary-read":  # a separate read StatefulSet: toolkit/kube/logical_reads.py
+        return []
     if topo.problem:
         return [(topo.problem, topo.hint)]
     out = []
@@ -116,34 +117,6 @@ def standby_refusals(topo: Topology, sts: dict[str, Any], services: dict[str, di
                     "template's labels, or one standby by its pod-name or pod-index label",
                     "select the pods that way, or use --strategy inplace"))  # fmt: skip
     return out
-
-
-def read_sts_refusal(topo: Topology, sts: dict[str, Any]) -> tuple[str, str]:
-    """Why a separate read StatefulSet R is refused, and the ways that work: R's pods would keep
-    following NAME-0 on the old major and finalize deletes NAME; scaling R to 0 keeps R (its claims
-    hold the old major, its spec names the old image and primary), so only deleting R lifts it."""
-    name, read, ns = sts["metadata"]["name"], topo.replica_sts, sts["metadata"].get("namespace", "default")
-    host = topo.primary_host  # None when topology.py refused R (not standbys, other image, ...)
-    if not host:
-        now = f"{topo.replica_count} pod(s), not understood as standbys of {name}-0"
-    elif topo.replica_count:
-        now = f"{topo.replica_count} standby pod(s), streaming from {host}"
-    else:
-        now = f"0 replicas now, but its claims hold the old major's data and its pod spec names the old primary {host}"
-    message = (f"StatefulSet {name} has a separate read StatefulSet {read} ({now}); --strategy logical on "
-               f"Kubernetes re-seeds only standbys that are ordinals 1.. of the same StatefulSet"
-               + (f": {read}'s pods would keep following {name}-0 on the old major, and finalize deletes {name}"
-                  if host else ""))  # fmt: skip
-    claims = ", ".join(s.pvc for s in topo.standbys if s.pvc) or f"<claim>-{read}-<i>"
-    services = ", ".join(topo.read_services)
-    reads = f" (reads through Service(s) {services} stop meanwhile)" if services else ""
-    new_host = f"{lo.next_name(name)}-0.{sts['spec'].get('serviceName') or '<serviceName>'}.{ns}.svc"
-    first = "" if host else "fix the refusal above first (in place refuses it too); then "
-    hint = (f"{first}use --strategy inplace (it re-seeds {read} from the upgraded primary); or, blue/green: "
-            f"`kubectl delete sts {read} -n {ns}` and its PVCs ({claims}) before the upgrade{reads}, upgrade "
-            f"and finalize, then re-create {read} on the new image with its primary host {new_host} and empty "
-            f"claims; scaling {read} to 0 does not lift this refusal")  # fmt: skip
-    return message, hint
 
 
 def plan_lines(source: dict[str, Any]) -> list[str]:
@@ -187,7 +160,12 @@ class LogicalStandbys:
         per_pod = standby_services(self.kube.list("Service", self.namespace), sts, labels)
         return {"replicas": replicas, "replication_user": topo.replication_user, "standby_services": per_pod,
                 "password_secret": topo.password_secret,
-                "primary_host": f"{self.next_name}-0.{sts['spec'].get('serviceName')}.{self.namespace}.svc"}  # fmt: skip
+                "primary_host": self.new_primary_host(sts)}  # fmt: skip
+
+    def new_primary_host(self, sts: dict[str, Any]) -> str:
+        """Where a new standby finds NAME-next-0: its DNS name under NAME's headless Service, which
+        selects NAME-next's pods from the hand-over on."""
+        return f"{self.next_name}-0.{sts['spec'].get('serviceName')}.{self.namespace}.svc"
 
     def _source(self) -> dict[str, Any]:
         return self.describe()  # type: ignore[attr-defined]
@@ -213,10 +191,17 @@ class LogicalStandbys:
             self.kube.create(lo.standby_claim(nxt, self.container, sb.pvc))
 
     def reseed_job(
-        self, nxt: dict[str, Any], sb: Standby, image: str, major: int, data_directory: str
+        self,
+        nxt: dict[str, Any],
+        sb: Standby,
+        image: str,
+        major: int,
+        data_directory: str,
+        source: dict[str, Any] | None = None,
     ) -> dict:
-        """The reseed Job (in-place's template and reseed.sh) onto NAME-next-i's empty claim."""
-        source = self._source()
+        """The reseed Job (in-place's template and reseed.sh) onto NAME-next-i's (or R-next-i's) empty
+        claim; `source`: where the standby finds its primary (NAME-next-0), the replication login."""
+        source = source or self._source()
         pod = nxt["spec"]["template"]["spec"]
         main = next(c for c in pod["containers"] if c["name"] == self.container)
         sec = lo.pod_security(nxt)
@@ -254,9 +239,24 @@ class LogicalStandbys:
 
     def reseed_standby(self, name: str, image: str) -> dict:
         """Standby `name` (NAME-i) as NAME-next-i: claim, reseed Job from NAME-next-0, scale, streaming."""
-        started = time.monotonic()
         sb = self.next_standby(name)
-        nxt = self.kube.get("StatefulSet", self.namespace, self.next_name)
+        return self.reseed_into(self.next_name, sb, image, self._source(),
+                                lambda: self.point_standby_services("new", sb.ordinal))  # fmt: skip
+
+    def reseed_into(
+        self,
+        sts_name: str,
+        sb: Standby,
+        image: str,
+        source: dict[str, Any],
+        moved: Any,
+        pgdata: str | None = None,
+    ) -> dict:
+        """Pod `sb.pod` of StatefulSet `sts_name` (NAME-next or R-next) as a standby of NAME-next-0: its
+        claim seeded by the reseed Job, the StatefulSet scaled to it, streaming checked, then `moved()`
+        points its Services at it. Each step is idempotent: resume runs it again after a crash."""
+        started = time.monotonic()
+        nxt = self.kube.get("StatefulSet", self.namespace, sts_name)
         if nxt["spec"].get("replicas", 1) <= sb.ordinal:  # not yet running: seed its claim first
             self._carry_replication_hba()
             self._ensure_claim(nxt, sb)
@@ -264,16 +264,15 @@ class LogicalStandbys:
             self.kube.patch("ConfigMap", self.namespace, lo.config_map_name(self.name), {"data": scripts})
             new = self.server(self.next_pod, "new server")  # type: ignore[attr-defined]
             major = int(new.query("postgres", "SHOW server_version_num")[0][0]) // 10000
-            job = self.reseed_job(nxt, sb, image, major, new.query("postgres", "SHOW data_directory")[0][0])
+            pgdata = pgdata or new.query("postgres", "SHOW data_directory")[0][0]
+            job = self.reseed_job(nxt, sb, image, major, pgdata, source)
             job_name = job["metadata"]["name"]  # one an interrupted run left goes: reseed.sh starts again
             self.kube.delete("Job", self.namespace, job_name, propagation="Background")
             self.kube.wait(f"Job {job_name} gone", lambda: True if self.kube.get("Job", self.namespace, job_name)
                            is None else None, timeout=120)  # fmt: skip
             self.kube.create(job)
             self._finish(job["metadata"]["name"], f"re-seeding {sb.pod} from {self.next_pod}")
-            self.kube.patch(
-                "StatefulSet", self.namespace, self.next_name, {"spec": {"replicas": sb.ordinal + 1}}
-            )
+            self.kube.patch("StatefulSet", self.namespace, sts_name, {"spec": {"replicas": sb.ordinal + 1}})
         self._wait_ready(sb.pod)  # type: ignore[attr-defined]
         primary = self.server(self.next_name, "new server")  # type: ignore[attr-defined]
 
@@ -282,7 +281,7 @@ class LogicalStandbys:
 
         self.kube.wait(f"standby {sb.pod} streaming from {self.next_pod}", streaming, timeout=self.timeout)
         lag = primary.query("postgres", LAG, (sb.slot,))
-        self.point_standby_services("new", sb.ordinal)
+        moved()
         self.kube.delete("Job", self.namespace, replica_job_name(sb.pod, "reseed"), propagation="Background")
         return {
             "name": sb.pod,
@@ -319,13 +318,16 @@ class LogicalStandbys:
     def point_standby_services(self, which: str, ordinal: int | None = None) -> None:
         """The per-standby Services: to NAME-next-i ("new", once it streams) or back ("old")."""
         for svc, entry in (self._source().get("standby_services") or {}).items():
-            if ordinal is not None and entry["ordinal"] != ordinal:
-                continue
-            live = self.kube.get("Service", self.namespace, svc)
-            current = ((live or {}).get("spec") or {}).get("selector") or {}
-            if live is not None and current != entry[which]:
-                self.kube.patch("Service", self.namespace, svc, lo.selector_patch(current, entry[which]))
-                self.log(f"Service {svc} now selects {entry[which]}")  # type: ignore[attr-defined]
+            if ordinal is None or entry["ordinal"] == ordinal:
+                self.select(svc, entry[which])
+
+    def select(self, svc: str, wanted: dict[str, str]) -> None:
+        """Service `svc` (if it still exists) selects exactly `wanted` (a merge patch, only if it differs)."""
+        live = self.kube.get("Service", self.namespace, svc)
+        current = ((live or {}).get("spec") or {}).get("selector") or {}
+        if live is not None and current != wanted:
+            self.kube.patch("Service", self.namespace, svc, lo.selector_patch(current, wanted))
+            self.log(f"Service {svc} now selects {wanted}")  # type: ignore[attr-defined]
 
     def standby_services_moved(self) -> list[str]:
         """Per-standby Services that do not select their NAME-next pod yet (finalize refuses)."""
