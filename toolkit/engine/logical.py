@@ -22,6 +22,7 @@ from toolkit.engine.state import RunState
 from toolkit.errors import Refused
 
 BEFORE_SWITCH = ("preflight", "built", "synced")
+SYNC_TIMEOUT = 900.0  # seconds; a state recorded before the timeout was recorded means this
 
 
 class LogicalSide(Protocol):
@@ -90,9 +91,10 @@ def upgrade(
     verify_after: bool = False,
     dry_run: bool = False,
     drain: float = 2.0,
-    sync_timeout: float = 900.0,
+    sync_timeout: float | None = None,
 ) -> dict:
-    """Build the new cluster beside the old one, synchronise it, switch. Returns the result."""
+    """Build the new cluster beside the old one, synchronise it, switch. Returns the result.
+    Without `sync_timeout`, the one the run recorded (a resumed run keeps the upgrade's `--sync-timeout`)."""
     pending = [n for n in state.data.get("plan", {}).get("standbys", [])
                if n not in state.data.get("standbys_reseeded", [])]  # fmt: skip
     if state.phase == "switched" and state.data.get("strategy") == "logical" and pending:
@@ -107,7 +109,7 @@ def upgrade(
         return finish_hand_over(side, state.data["target_image"], report=report, state=state)
     if state.phase not in BEFORE_SWITCH or state.data.get("strategy") != "logical":
         options = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
-                   "verify_after": verify_after}  # fmt: skip
+                   "verify_after": verify_after, "sync_timeout": sync_timeout or SYNC_TIMEOUT}  # fmt: skip
         planned = _preflight(side, image, report=report, state=state, dry_run=dry_run, **options)
         if planned is not None:
             return planned
@@ -118,20 +120,23 @@ def upgrade(
         old = _build(side, image, old, data, report=report, state=state)  # a restart may change its address
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
     if state.phase == "built":
-        _sync(old, new, data, report=report, state=state, timeout=sync_timeout)
+        timeout = sync_timeout or float(state.data.get("sync_timeout") or SYNC_TIMEOUT)
+        _sync(old, new, data, report=report, state=state, timeout=timeout)
     return switch_over(side, image, old, new, data, report=report, state=state, drain=drain)
 
 
 def _preflight(side: LogicalSide, image: str, *, report: Report, state: RunState, dry_run: bool,
-               **options: bool) -> dict | None:  # fmt: skip
-    """Plan and refuse before anything changes; record the plan (phase `preflight`). A dry run's result."""
+               sync_timeout: float, **options: bool) -> dict | None:  # fmt: skip
+    """Plan and refuse before anything changes; record the plan and the choices a `resume` keeps
+    (phase `preflight`). A dry run's result."""
     with report.phase("preflight", "wal_level, slots, replica identity, what is carried how"):
         the_plan = plan(side, image, **options)
     if dry_run:
         return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
     _refuse(the_plan)
     state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), logical_source=side.describe(),
-               target_image=image, started=time.time(), verify_in_pause=not options["verify_after"])  # fmt: skip
+               target_image=image, started=time.time(), verify_in_pause=not options["verify_after"],
+               sync_timeout=sync_timeout)  # fmt: skip
     faults.point("logical-preflight")
     return None
 
