@@ -180,7 +180,7 @@ def _sync(old: Server, new: Server, data: dict, *, report: Report, state: RunSta
     """The initial copy of every table, then streaming until the new side has caught up (phase `synced`)."""
     faults.point("logical-built")  # the initial copy runs
     with report.phase("sync", "initial copy of every table, then streaming") as ph:
-        seconds = switch.wait_synced(new, list(data["replicated"]), timeout)
+        seconds = switch.wait_synced(new, list(data["replicated"]), timeout, publisher=old)
         switch.wait_caught_up(old, slots(data, "fwd"), timeout)
         ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
     state.save(phase="synced")
