@@ -119,6 +119,7 @@ def upgrade(
     if state.phase == "preflight":
         old = _build(side, image, old, data, report=report, state=state)  # a restart may change its address
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
+    _follow_old(side, old, new, data)  # a resumed run: the old container may have a new address
     if state.phase == "built":
         timeout = sync_timeout or float(state.data.get("sync_timeout") or SYNC_TIMEOUT)
         _sync(old, new, data, report=report, state=state, timeout=timeout)
@@ -185,6 +186,14 @@ def _sync(old: Server, new: Server, data: dict, *, report: Report, state: RunSta
         ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
     state.save(phase="synced")
     faults.point("logical-synced")
+
+
+def _follow_old(side: LogicalSide, old: Server, new: Server, data: dict) -> None:
+    """The forward subscriptions (those not yet dropped) to the old server's address as it is now."""
+    old_ip = side.ip(side.name)
+    for db in data["replicated"]:
+        info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
+        repl.repoint_subscription(new, db, repl.sub_name("fwd", db), info)
 
 
 def discard_copy(side: LogicalSide, old: Server, data: dict) -> None:
