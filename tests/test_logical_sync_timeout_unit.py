@@ -104,3 +104,20 @@ def test_resume_sync_timeout_over_an_in_place_run_is_a_usage_error(monkeypatch):
     monkeypatch.setattr(logical, "recorded", lambda container: False)
     result = CliRunner().invoke(app, ["resume", "docker", "-c", "db", "--sync-timeout", "60"])
     assert result.exit_code == 2 and "only with --strategy logical" in result.output
+
+
+@pytest.mark.parametrize(("recorded", "given", "in_pause"), [
+    (False, None, False),  # upgraded with --verify-after, resumed without a choice (Kubernetes): kept
+    (True, None, True),
+    (False, False, True),  # the upgrade command run again without the flag: this run's choice
+])  # fmt: skip
+def test_a_resume_keeps_the_recorded_verify_after(monkeypatch, seen, recorded, given, in_pause):
+    switched: dict = {}
+    monkeypatch.setattr(
+        engine, "switch_over", lambda side, image, old, new, data, **kw: switched.update(data)
+    )
+    state = RunState("docker-unit-va")
+    state.save(strategy="logical", phase="synced", plan=_Plan().to_dict(), target_image="new",
+               verify_in_pause=recorded)  # fmt: skip
+    engine.upgrade(_Side(), "new", report=Report(quiet=True), state=state, verify_after=given)
+    assert switched["verify_in_pause"] is in_pause

@@ -88,13 +88,13 @@ def upgrade(
     state: RunState,
     restart_for_wal_level: bool = False,
     replica_identity_full: bool = False,
-    verify_after: bool = False,
+    verify_after: bool | None = None,
     dry_run: bool = False,
     drain: float = 2.0,
     sync_timeout: float | None = None,
 ) -> dict:
     """Build the new cluster beside the old one, synchronise it, switch. Returns the result.
-    Without `sync_timeout`, the one the run recorded (a resumed run keeps the upgrade's `--sync-timeout`)."""
+    Without `sync_timeout` or `verify_after`, the run's recorded choice (a resume keeps the upgrade's)."""
     pending = [n for n in state.data.get("plan", {}).get("standbys", [])
                if n not in state.data.get("standbys_reseeded", [])]  # fmt: skip
     if state.phase == "switched" and state.data.get("strategy") == "logical" and pending:
@@ -109,11 +109,13 @@ def upgrade(
         return finish_hand_over(side, state.data["target_image"], report=report, state=state)
     if state.phase not in BEFORE_SWITCH or state.data.get("strategy") != "logical":
         options = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
-                   "verify_after": verify_after, "sync_timeout": sync_timeout or SYNC_TIMEOUT}  # fmt: skip
+                   "verify_after": bool(verify_after), "sync_timeout": sync_timeout or SYNC_TIMEOUT}  # fmt: skip
         planned = _preflight(side, image, report=report, state=state, dry_run=dry_run, **options)
         if planned is not None:
             return planned
     # where the proof runs is this run's choice: a switch retried after an abort may add or drop the flag
+    if verify_after is None:  # a resume that names no choice (Kubernetes): the recorded one
+        verify_after = not state.data.get("verify_in_pause", True)
     data = {**state.data["plan"], "verify_in_pause": not verify_after}
     old = side.server(side.name, "old server")
     if state.phase == "preflight":
