@@ -72,3 +72,20 @@ def fresh_db(runtime, image_names, golden) -> Iterator:
         runtime.remove(f"{db.name}-pgleap-old")
         runtime.remove_volume(db.volume)
         runtime.remove_volume(f"pgleap-old-binaries-{key.removeprefix('docker-')}")
+
+
+@pytest.fixture
+def logical_db(runtime, fresh_db):
+    """A clone of the golden 15 cluster; the logical strategy's containers and volume removed after."""
+    made = []
+
+    def make():
+        db = fresh_db()
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:  # NAME may be the new cluster on the second volume: it goes first
+        for suffix in ("-pgleap-green", "-pgleap-next", "-pgleap-blue", "", "-pgleap-old"):
+            runtime.remove(db.name + suffix)
+        runtime.remove_volume(db.volume + "-pgleap-next")

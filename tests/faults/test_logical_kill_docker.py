@@ -15,15 +15,13 @@ server must serve again, writable), and killed after the hand-over with `--verif
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import pytest
 
-from tests.faults.conftest import SOURCE, TARGET
-from tests.faults.harness import fault_env, kill_pgleap_at, pgleap, start, wait_for_point
-from toolkit.db import verify
+from tests.faults.harness import fault_env, pgleap, start, wait_for_point
+from tests.faults.logical import assert_new, assert_old, kill_at, ok, upgrade_args, writable
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -44,84 +42,20 @@ FULL_CASES = [
 ]
 
 
-@pytest.fixture
-def logical_db(runtime, fresh_db):
-    """A clone of the golden 15 cluster; the logical strategy's containers and volume removed after."""
-    made = []
-
-    def make():
-        db = fresh_db()
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:  # NAME may be the new cluster on the second volume: it goes first
-        for suffix in ("-pgleap-green", "-pgleap-next", "-pgleap-blue", "", "-pgleap-old"):
-            runtime.remove(db.name + suffix)
-        runtime.remove_volume(db.volume + "-pgleap-next")
-
-
-def _upgrade_args(db, image_names, verify_after: bool) -> list[str]:
-    args = ["upgrade", "docker", "-c", db.name, "--to", image_names[TARGET], "--strategy", "logical",
-            "--restart-for-wal-level", "--replica-identity-full", "-y", "-o", "json"]  # fmt: skip
-    return [*args, "--verify-after"] if verify_after else args
-
-
-def _kill_at(runtime, db, image_names, tmp_path, point: str, verify_after: bool) -> None:
-    run = start(*_upgrade_args(db, image_names, verify_after), env=fault_env(point, tmp_path))
-    kill_pgleap_at(runtime, run, f"docker-{db.volume}", point)
-
-
-def _ok(proc) -> dict:
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return json.loads(proc.stdout)
-
-
-def _writable(server) -> bool:
-    return server.query("postgres", "SHOW default_transaction_read_only")[0][0] == "off"
-
-
-def _assert_old(runtime, db, image_names, before) -> None:
-    container = runtime.docker.containers.get(db.name)
-    assert container.status == "running"
-    assert container.attrs["Config"]["Image"] == image_names[SOURCE]
-    server = db.server()
-    comparison = verify.compare(before, verify.fingerprint(server))
-    assert comparison.identical, comparison.differences
-    assert _writable(server), "the old server was left read-only"
-    leftovers = server.query("postgres", "SELECT slot_name FROM pg_replication_slots")
-    for name in server.databases():
-        leftovers += server.query(name, "SELECT pubname FROM pg_publication")
-    assert leftovers == [], leftovers
-    for suffix in ("-pgleap-next", "-pgleap-old", "-pgleap-blue"):
-        assert not runtime.exists(db.name + suffix), suffix
-
-
-def _assert_new(runtime, db, image_names, before, result) -> None:
-    assert result["phase"] == "switched", result
-    assert runtime.docker.containers.get(db.name).attrs["Config"]["Image"] == image_names[TARGET]
-    server = db.server()
-    assert server.query("postgres", "SHOW server_version_num")[0][0].startswith("17")
-    comparison = verify.compare(before, verify.fingerprint(server), include_extension_tables=False)
-    assert comparison.identical, comparison.differences
-    assert _writable(server), "the new server was left read-only"
-
-
 def _case(
     runtime, db, image_names, tmp_path, before, point, then, verify_after, *, back: bool = True
 ) -> None:
     """Kill, then `then`; after a resume, with `back`, a rollback must give the old state again."""
-    _kill_at(runtime, db, image_names, tmp_path, point, verify_after)
+    kill_at(runtime, db, image_names, tmp_path, point, verify_after)
     if then == "resume":
-        resumed = _ok(pgleap("resume", "docker", "-c", db.name, "-o", "json"))
-        _assert_new(runtime, db, image_names, before, resumed)
+        resumed = ok(pgleap("resume", "docker", "-c", db.name, "-o", "json"))
+        assert_new(runtime, db, image_names, before, resumed)
         if not back:
             return
         then = "rollback"
-    result = _ok(pgleap(then, "docker", "-c", db.name, "-y", "-o", "json"))
+    result = ok(pgleap(then, "docker", "-c", db.name, "-y", "-o", "json"))
     assert result["rolled_back"], result
-    _assert_old(runtime, db, image_names, before)
+    assert_old(runtime, db, image_names, before)
 
 
 def test_logical_pgleap_killed_ci_points(runtime, image_names, logical_db, tmp_path, capsys):
@@ -155,18 +89,18 @@ def test_logical_new_container_killed_during_the_initial_copy_then_resume(
     server never paused), `resume` starts the copy's container again and finishes; rollback goes back."""
     db = logical_db()
     before = db.fingerprint()
-    run = start(*_upgrade_args(db, image_names, False), env=fault_env("logical-built", tmp_path))
+    run = start(*upgrade_args(db, image_names, False), env=fault_env("logical-built", tmp_path))
     wait_for_point(runtime, run, f"docker-{db.volume}", "logical-built")
     runtime.docker.containers.get(f"{db.name}-pgleap-next").kill(signal="SIGKILL")
     (tmp_path / "release").touch()
     assert run.proc.wait(timeout=300) == 1, run.stderr()
     run.proc.stdout.close()
     assert "Traceback" not in run.stderr(), run.stderr()
-    assert _writable(db.server()), "the old server must not pause for a failure before the switch"
-    resumed = _ok(pgleap("resume", "docker", "-c", db.name, "-o", "json"))
-    _assert_new(runtime, db, image_names, before, resumed)
-    assert _ok(pgleap("rollback", "docker", "-c", db.name, "-y", "-o", "json"))["rolled_back"]
-    _assert_old(runtime, db, image_names, before)
+    assert writable(db.server()), "the old server must not pause for a failure before the switch"
+    resumed = ok(pgleap("resume", "docker", "-c", db.name, "-o", "json"))
+    assert_new(runtime, db, image_names, before, resumed)
+    assert ok(pgleap("rollback", "docker", "-c", db.name, "-y", "-o", "json"))["rolled_back"]
+    assert_old(runtime, db, image_names, before)
 
 
 @pytest.mark.skipif(not FULL, reason="CI time: PGLEAP_FULL_FAULTS=1 runs the container kill too")
@@ -178,12 +112,12 @@ def test_logical_old_container_killed_in_the_write_pause_then_rollback(
     removes the copy: the old state, writable."""
     db = logical_db()
     before = db.fingerprint()
-    run = start(*_upgrade_args(db, image_names, False), env=fault_env("logical-paused", tmp_path))
+    run = start(*upgrade_args(db, image_names, False), env=fault_env("logical-paused", tmp_path))
     wait_for_point(runtime, run, f"docker-{db.volume}", "logical-paused")
     runtime.docker.containers.get(db.name).kill(signal="SIGKILL")
     (tmp_path / "release").touch()
     assert run.proc.wait(timeout=300) == 1, run.stderr()
     run.proc.stdout.close()
     assert "Traceback" not in run.stderr(), run.stderr()
-    assert _ok(pgleap("rollback", "docker", "-c", db.name, "-y", "-o", "json"))["rolled_back"]
-    _assert_old(runtime, db, image_names, before)
+    assert ok(pgleap("rollback", "docker", "-c", db.name, "-y", "-o", "json"))["rolled_back"]
+    assert_old(runtime, db, image_names, before)

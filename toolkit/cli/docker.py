@@ -209,12 +209,14 @@ def resume_docker(
     volume: Volume = None,
     accept: cli_options.Accept = None,
     output: Output = "text",
+    sync_timeout: cli_options.SyncTimeout = None,
 ) -> None:
     """Continue an interrupted upgrade (or a rollback, finalize stopped half-way) where it stopped."""
     from toolkit.cli import logical
 
-    if logical.recorded(container):
-        return logical.resume(container, output=output)
+    if logical.recorded(container):  # --sync-timeout: the upgrade's (recorded) unless given again
+        return logical.resume(container, output=output, sync_timeout=sync_timeout)
+    cli_options.refuse_flags_without_logical("inplace", sync_timeout=sync_timeout is not None)
     accepted = tuple(accept or ())
     target, state = resolve_target(container, volume, None, None, recorded=True)
     if not state.data.get("plan"):

@@ -111,7 +111,7 @@ def upgrade(
     emit(result, output)
 
 
-def resume(container: str | None, *, output: str) -> None:
+def resume(container: str | None, *, output: str, sync_timeout: float | None = None) -> None:
     """`pgleap resume docker` over a logical run: the upgrade again, with the recorded image and
     choices (each step checks before it acts; a run stopped in the hand-over is finished)."""
     side, key = _side(container)
@@ -122,7 +122,7 @@ def resume(container: str | None, *, output: str) -> None:
             side.start_stopped()
         result = engine.upgrade(
             side, state.data["target_image"], report=report, state=state,
-            verify_after=not state.data.get("verify_in_pause", True),
+            verify_after=not state.data.get("verify_in_pause", True), sync_timeout=sync_timeout,
         )  # fmt: skip
     emit(result, output)
 

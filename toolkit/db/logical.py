@@ -269,18 +269,35 @@ def create_subscription(
     copy_data: bool,
     slot: str | None = None,
 ) -> None:
-    """On the subscriber; with `slot` an existing slot on the publisher is used (made beforehand)."""
+    """On the subscriber; with `slot` an existing slot on the publisher is used (made beforehand).
+    One that exists already is pointed at `connection` (the publisher may have a new address)."""
     options = sql.SQL("copy_data = {}").format(sql.Literal(copy_data))
     if slot:
         options = sql.SQL("{}, create_slot = false, slot_name = {}").format(options, sql.Literal(slot))
+    if repoint_subscription(server, db, name, connection):
+        return
     with connect_to(server, db) as conn:
-        if conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone():
-            return
         conn.execute(
             sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH ({})").format(
                 sql.Identifier(name), sql.Literal(connection), sql.Identifier(publication), options
             )
         )
+
+
+def repoint_subscription(server: Server, db: str, name: str, connection: str) -> bool:
+    """A subscription that exists follows `connection`: a publisher's container started again (killed,
+    rebooted) may have another address, and the old one may now be another server. Whether it exists."""
+    with connect_to(server, db) as conn:
+        row = conn.execute("SELECT subconninfo FROM pg_subscription WHERE subname = %s", (name,)).fetchone()
+        if row is None:
+            return False
+        if row[0] != connection:
+            conn.execute(
+                sql.SQL("ALTER SUBSCRIPTION {} CONNECTION {}").format(
+                    sql.Identifier(name), sql.Literal(connection)
+                )
+            )
+        return True
 
 
 def drop_subscription(server: Server, db: str, name: str) -> None:

@@ -17,9 +17,13 @@ from toolkit.db.sql import Server
 from toolkit.errors import PgleapError
 
 
-def wait_synced(new: Server, dbs: list[str], timeout: float, sleep=time.sleep) -> float:
-    """Until every table of every subscription is ready ('r'): the initial copy is done."""
-    start = time.monotonic()
+def wait_synced(
+    new: Server, dbs: list[str], timeout: float, sleep=time.sleep, *, publisher: Server | None = None
+) -> float:
+    """Until every table of every subscription is ready ('r'): the initial copy is done. The publisher
+    is asked too (every ~2 s): a subscription retries a dead one for ever, the run would wait out its
+    whole timeout with the old server down."""
+    start = checked = time.monotonic()
     while True:
         pending = 0
         for db in dbs:
@@ -28,12 +32,26 @@ def wait_synced(new: Server, dbs: list[str], timeout: float, sleep=time.sleep) -
                 pending += 1  # the subscription has not listed its tables yet
         if not pending:
             return time.monotonic() - start
+        if publisher is not None and time.monotonic() - checked >= 2:
+            _still_there(publisher)
+            checked = time.monotonic()
         if time.monotonic() - start > timeout:
             raise PgleapError(
                 f"the initial copy did not finish within {timeout:.0f} s ({pending} tables pending)",
                 "the old server keeps serving; see the new container's log, then `pgleap rollback docker`",
             )
         sleep(0.2)
+
+
+def _still_there(publisher: Server) -> None:
+    try:
+        publisher.query("postgres", "SELECT 1")
+    except PgleapError as error:
+        raise PgleapError(
+            f"the initial copy stopped: {error.message}",
+            "start the old server again; `pgleap resume` goes on from the recorded phase (it starts a "
+            "stopped container), `pgleap rollback` removes the copy",
+        ) from None
 
 
 def lag_bytes(publisher: Server, slots: list[str]) -> int:

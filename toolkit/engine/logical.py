@@ -22,6 +22,7 @@ from toolkit.engine.state import RunState
 from toolkit.errors import Refused
 
 BEFORE_SWITCH = ("preflight", "built", "synced")
+SYNC_TIMEOUT = 900.0  # seconds; a state recorded before the timeout was recorded means this
 
 
 class LogicalSide(Protocol):
@@ -87,12 +88,13 @@ def upgrade(
     state: RunState,
     restart_for_wal_level: bool = False,
     replica_identity_full: bool = False,
-    verify_after: bool = False,
+    verify_after: bool | None = None,
     dry_run: bool = False,
     drain: float = 2.0,
-    sync_timeout: float = 900.0,
+    sync_timeout: float | None = None,
 ) -> dict:
-    """Build the new cluster beside the old one, synchronise it, switch. Returns the result."""
+    """Build the new cluster beside the old one, synchronise it, switch. Returns the result.
+    Without `sync_timeout` or `verify_after`, the run's recorded choice (a resume keeps the upgrade's)."""
     pending = [n for n in state.data.get("plan", {}).get("standbys", [])
                if n not in state.data.get("standbys_reseeded", [])]  # fmt: skip
     if state.phase == "switched" and state.data.get("strategy") == "logical" and pending:
@@ -107,31 +109,37 @@ def upgrade(
         return finish_hand_over(side, state.data["target_image"], report=report, state=state)
     if state.phase not in BEFORE_SWITCH or state.data.get("strategy") != "logical":
         options = {"restart_for_wal_level": restart_for_wal_level, "replica_identity_full": replica_identity_full,
-                   "verify_after": verify_after}  # fmt: skip
+                   "verify_after": bool(verify_after), "sync_timeout": sync_timeout or SYNC_TIMEOUT}  # fmt: skip
         planned = _preflight(side, image, report=report, state=state, dry_run=dry_run, **options)
         if planned is not None:
             return planned
     # where the proof runs is this run's choice: a switch retried after an abort may add or drop the flag
+    if verify_after is None:  # a resume that names no choice (Kubernetes): the recorded one
+        verify_after = not state.data.get("verify_in_pause", True)
     data = {**state.data["plan"], "verify_in_pause": not verify_after}
     old = side.server(side.name, "old server")
     if state.phase == "preflight":
         old = _build(side, image, old, data, report=report, state=state)  # a restart may change its address
     new = side.start_next(image) if not side.next_running() else side.server(side.next_name, "new server")
+    _follow_old(side, old, new, data)  # a resumed run: the old container may have a new address
     if state.phase == "built":
-        _sync(old, new, data, report=report, state=state, timeout=sync_timeout)
+        timeout = sync_timeout or float(state.data.get("sync_timeout") or SYNC_TIMEOUT)
+        _sync(old, new, data, report=report, state=state, timeout=timeout)
     return switch_over(side, image, old, new, data, report=report, state=state, drain=drain)
 
 
 def _preflight(side: LogicalSide, image: str, *, report: Report, state: RunState, dry_run: bool,
-               **options: bool) -> dict | None:  # fmt: skip
-    """Plan and refuse before anything changes; record the plan (phase `preflight`). A dry run's result."""
+               sync_timeout: float, **options: bool) -> dict | None:  # fmt: skip
+    """Plan and refuse before anything changes; record the plan and the choices a `resume` keeps
+    (phase `preflight`). A dry run's result."""
     with report.phase("preflight", "wal_level, slots, replica identity, what is carried how"):
         the_plan = plan(side, image, **options)
     if dry_run:
         return {"strategy": "logical", "dry_run": True, "plan": the_plan.to_dict()}
     _refuse(the_plan)
     state.save(strategy="logical", phase="preflight", plan=the_plan.to_dict(), logical_source=side.describe(),
-               target_image=image, started=time.time(), verify_in_pause=not options["verify_after"])  # fmt: skip
+               target_image=image, started=time.time(), verify_in_pause=not options["verify_after"],
+               sync_timeout=sync_timeout)  # fmt: skip
     faults.point("logical-preflight")
     return None
 
@@ -175,11 +183,19 @@ def _sync(old: Server, new: Server, data: dict, *, report: Report, state: RunSta
     """The initial copy of every table, then streaming until the new side has caught up (phase `synced`)."""
     faults.point("logical-built")  # the initial copy runs
     with report.phase("sync", "initial copy of every table, then streaming") as ph:
-        seconds = switch.wait_synced(new, list(data["replicated"]), timeout)
+        seconds = switch.wait_synced(new, list(data["replicated"]), timeout, publisher=old)
         switch.wait_caught_up(old, slots(data, "fwd"), timeout)
         ph.detail = f"{len(data['replicated'])} subscription(s), copy took {seconds:.1f} s"
     state.save(phase="synced")
     faults.point("logical-synced")
+
+
+def _follow_old(side: LogicalSide, old: Server, new: Server, data: dict) -> None:
+    """The forward subscriptions (those not yet dropped) to the old server's address as it is now."""
+    old_ip = side.ip(side.name)
+    for db in data["replicated"]:
+        info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
+        repl.repoint_subscription(new, db, repl.sub_name("fwd", db), info)
 
 
 def discard_copy(side: LogicalSide, old: Server, data: dict) -> None:

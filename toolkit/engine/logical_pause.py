@@ -106,8 +106,12 @@ def switch_over(
         raise
     with report.phase("reverse slots", "moved to the switch point, before any client reaches the new server"):
         # the slot starts where the forward stream ends: rollback loses no write, gets none back twice
-        _reverse_slots_at_switch(new, data)
-        faults.point("logical-reverse-slots")
+        try:
+            _reverse_slots_at_switch(new, data)
+            faults.point("logical-reverse-slots")
+        except BaseException:
+            _forward_again(side, old, new, data)
+            raise
     with report.phase("switch", "the container name and ports to the new cluster"):
         # read-only stays until the old server stops; the blue copy starts writable
         switch.resume_writes(old, reload=False)
@@ -120,6 +124,24 @@ def switch_over(
         side.hand_over(image)
         faults.point("logical-handed-over")
     return _serve(side, image, data, report=report, state=state, pause_start=pause_start)
+
+
+def _forward_again(side, old: Server, new: Server, data: dict) -> None:
+    """A failure after the forward subscriptions were dropped, before the hand-over: the old server took
+    no write since (paused), so subscriptions made again from its current position lose nothing, and it
+    serves again, the copy following as before. If the new server cannot take them, the old one stays
+    read-only (a copy that misses writes could never be switched to): `resume` finishes from there."""
+    try:
+        old_ip = side.ip(side.name)
+        for db in data["replicated"]:
+            info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
+            repl.create_subscription(
+                new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=False
+            )
+    except Exception as error:  # the caller's error is the one reported
+        logger.warning("forward subscriptions not made again (%s): the old server stays read-only", error)
+        return
+    switch.resume_writes(old)
 
 
 def _in_pause(side, old: Server, new: Server, data: dict, *, report: Report, state: RunState, drain) -> dict:

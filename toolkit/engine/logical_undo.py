@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from toolkit.core.report import Report
+from toolkit.db import faults
 from toolkit.db import logical as repl
 from toolkit.db import logical_switch as switch
 from toolkit.engine import logical
@@ -49,6 +50,7 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
                 switch.copy_large_objects(new, blue, db)
         with report.phase("verify", "fingerprints of new and old"):
             proof = verify_sides(new, blue, dbs, "before the rollback", hint=nothing_switched(side))
+        faults.point("logical-rollback-verified")  # the new server paused, the old one caught up
     except BaseException:
         switch.resume_writes(new)
         raise
@@ -87,6 +89,7 @@ def finalize(side: LogicalSide, *, report: Report, state: RunState) -> dict:
             repl.drop_slot(new, repl.sub_name("rev", db))
             repl.drop_publication(new, db, repl.REVERSE_PUBLICATION)
             repl.drop_publication(new, db)
+        faults.point("logical-finalizing")  # replication gone, the old cluster not yet removed
         side.remove_old()
         for name in state.data.get("standbys_touched", []):  # the standbys' old data aside goes too
             side.finalize_standby(name, state.data["target_image"])
