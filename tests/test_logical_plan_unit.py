@@ -208,6 +208,9 @@ class _Side:
     def hand_over(self, image: str) -> None:
         self.calls.append("hand over")
 
+    def release_old(self) -> None:
+        self.calls.append("release old")
+
     def start_blue(self):
         self.calls.append("start blue")
         return self.server(self.blue_name, "blue")
@@ -361,6 +364,22 @@ def test_the_proof_after_the_switch_leaves_sequences_out_but_not_rows(monkeypatc
     sides["new"] = (4, 9)
     with pytest.raises(VerificationFailed, match=r"public\.t "):
         pause.verify_sides(new, old, ["gis", "analytics"], "after", sequences=False)
+
+
+@pytest.mark.parametrize("verify_after", [False, True])
+def test_the_old_server_stops_after_its_last_read_and_the_forward_drop(monkeypatch, tmp_path, verify_after):
+    """Docker: the old container's fast shutdown starts in the pause once nothing reads it any more
+    (sequences, large objects, the proof) and the forward subscriptions, whose slots live on it, are
+    gone; the reverse slots' move and checkpoint on the new server run beside its shutdown."""
+    calls: list[str] = []
+    _switch(monkeypatch, tmp_path, calls, verify_after=verify_after)
+    released = calls.index("release old")
+    reads = ("copy_sequences", "copy_large_objects", "sequences", "wait_caught_up")
+    assert max(i for i, c in enumerate(calls) if c in reads) < released
+    dropped = max(i for i, c in enumerate(calls) if c == "drop_subscription")
+    assert dropped < released
+    assert "resume_writes" in calls[dropped:released]  # the blue copy starts writable
+    assert released < calls.index("hand over")
 
 
 def test_a_failure_at_the_paused_point_resumes_writes_on_the_old_server(monkeypatch, tmp_path):

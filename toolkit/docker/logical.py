@@ -212,6 +212,13 @@ class LogicalDocker:
             self.rt, self.source, attrs, image, self._layout(image), name, self.next_volume
         )
 
+    def release_old(self) -> None:
+        """In the pause, once the proof has read the old server for the last time: its fast shutdown
+        starts, while the new server's reverse slots are moved; the hand-over waits for its end.
+        Only before the hand-over (NAME is still the old container)."""
+        if not self.rt.exists(self.old_name) and self._running(self.name):
+            self.rt.interrupt(self.name)
+
     def hand_over(self, image: str) -> None:
         """NAME becomes the new cluster: the old container stops and is kept as NAME-pgleap-old, the
         new one (made before the pause by prepare_hand_over, else now) takes the name NAME and starts
@@ -254,7 +261,7 @@ class LogicalDocker:
         t0 = time.monotonic()
         if not self.rt.exists(self.old_name):
             if self._running(self.name):
-                self.rt.docker.containers.get(self.name).kill(signal="SIGINT")  # a fast shutdown
+                self.rt.interrupt(self.name)  # a fast shutdown (begun in the pause: release_old)
             self.rt.rename(self.name, self.old_name)
         if self.rt.exists(self.next_name):
             if not self._running(self.next_name):
@@ -364,7 +371,8 @@ class LogicalDocker:
         """Rollback: the standby's old container and data back (it follows the old primary again)."""
         self.rt.ensure_scratch(self.standby_scratch)
         replicas.restore(self.rt, self._standby_plan(name, image), name, self.standby_scratch)
-        self.rt.start(name)
+        self.rt.start(name)  # rollback returns once it accepts (reads, in recovery): as it left it
+        self.rt.wait_accepting(name, self.source.superuser, self.source.password, timeout=180)
 
     def finalize_standby(self, name: str, image: str) -> None:
         replicas.finalize(self.rt, self._standby_plan(name, image), name, self.standby_scratch)

@@ -105,12 +105,14 @@ def switch_over(
         report.up()
         raise
     with report.phase("reverse slots", "moved to the switch point, before any client reaches the new server"):
-        # the slot starts where the forward stream ends: rollback loses no write, gets none back twice
-        _reverse_slots_at_switch(new, data)
+        _drop_forward(new, data)  # their slots on the old server too: nothing of it is needed after
+        with ThreadPoolExecutor(1) as pool:  # the old server's stop starts beside the new one's last steps
+            released = pool.submit(_release_old, side, old)
+            # the slot starts where the forward stream ends: rollback loses no write, gets none back twice
+            _reverse_slots_at_switch(new, data)
+            released.result()
         faults.point("logical-reverse-slots")
     with report.phase("switch", "the container name and ports to the new cluster"):
-        # read-only stays until the old server stops; the blue copy starts writable
-        switch.resume_writes(old, reload=False)
         verify_after = not data.get("verify_in_pause", True)
         if verify_after:
             switch.read_only_from_start(new)
@@ -134,7 +136,7 @@ def _in_pause(side, old: Server, new: Server, data: dict, *, report: Report, sta
     with ThreadPoolExecutor(1) as pool:  # the catalog is read while the new server catches up
         catalog = pool.submit(repl.catalog_hash, old, dbs)
         with report.phase("catch up", "the new server replays the last writes"):
-            switch.wait_caught_up(old, slots(data, "fwd"), 120)
+            switch.wait_caught_up(old, slots(data, "fwd"), 120, subscriber=new)
         with report.phase("DDL check", "catalog hash against the one taken at build"):
             if catalog.result() != state.data.get("catalog"):
                 raise PgleapError(
@@ -156,10 +158,12 @@ def _in_pause(side, old: Server, new: Server, data: dict, *, report: Report, sta
 def _carry(old: Server, new: Server, data: dict, *, report: Report) -> None:
     """What logical replication does not carry: sequences, large objects, unlogged tables, matviews."""
     dbs = data["databases"]
-    with report.phase("sequences", "set from the old server") as ph:
-        ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
-    with report.phase("large objects", "copied from the old server (not replicated)") as ph:
-        ph.detail = f"{sum(switch.copy_large_objects(old, new, db) for db in dbs)} object(s)"
+    with ThreadPoolExecutor(1) as pool:  # independent of each other: both at once, in the pause
+        objects = pool.submit(lambda: sum(switch.copy_large_objects(old, new, db) for db in dbs))
+        with report.phase("sequences", "set from the old server") as ph:
+            ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
+        with report.phase("large objects", "copied from the old server (not replicated), beside") as ph:
+            ph.detail = f"{objects.result()} object(s)"
     for item in data["carried"]:
         if item["what"] == "unlogged tables":
             with report.phase("unlogged tables", item["database"]):
@@ -203,16 +207,31 @@ def _reverse_slots(data: dict) -> dict[str, str]:
     return {db: repl.sub_name("rev", db) for db in data["replicated"]}
 
 
-def _reverse_slots_at_switch(new: Server, data: dict) -> None:
-    """In the pause: the forward subscriptions go (everything is caught up), then each reverse slot is
-    moved to the new server's WAL position: what it would send from there on is what clients write on
-    the new server; what the forward stream applied before is behind it, never sent back. The slot
-    positions are made durable (CHECKPOINT) before the hand-over, as a new slot's would be."""
+def _release_old(side, old: Server) -> None:
+    """Nothing reads the old server any more: read-only stays until it stops, the blue copy starts
+    writable, and on Docker its fast shutdown starts now (resume and rollback start a stopped NAME
+    again; a Kubernetes old pod serves on until finalize)."""
+    switch.resume_writes(old, reload=False)
+    if release := getattr(side, "release_old", None):
+        release()
+
+
+def _drop_forward(new: Server, data: dict) -> None:
+    """In the pause, everything caught up and proved: the forward subscriptions go, with their slots
+    on the old server (DROP SUBSCRIPTION reaches it: it must still run)."""
     t0 = time.monotonic()
     with ThreadPoolExecutor(4) as pool:  # one database's drop does not wait for another's
         list(
             pool.map(lambda db: repl.drop_subscription(new, db, repl.sub_name("fwd", db)), data["replicated"])
         )
+    logger.info("forward subscriptions dropped %.3f s", time.monotonic() - t0)
+
+
+def _reverse_slots_at_switch(new: Server, data: dict) -> None:
+    """In the pause, the forward subscriptions dropped: each reverse slot is moved to the new server's
+    WAL position: what it would send from there on is what clients write on the new server; what the
+    forward stream applied before is behind it, never sent back. The slot positions are made durable
+    (CHECKPOINT) before the hand-over, as a new slot's would be."""
     t1 = time.monotonic()
     slots = _reverse_slots(data)
     for db, slot in slots.items():
@@ -220,8 +239,7 @@ def _reverse_slots_at_switch(new: Server, data: dict) -> None:
     switch.advance_slots(new, slots, switch.current_lsn(new))
     t2 = time.monotonic()
     switch.checkpoint(new)
-    logger.info("reverse slots: forward subscriptions dropped %.3f s, slots advanced %.3f s, checkpoint %.3f s",
-                t1 - t0, t2 - t1, time.monotonic() - t2)  # fmt: skip
+    logger.info("reverse slots: advanced %.3f s, checkpoint %.3f s", t2 - t1, time.monotonic() - t2)
 
 
 def finish_hand_over(side, image: str, *, report: Report, state: RunState) -> dict:
