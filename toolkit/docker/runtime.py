@@ -3,7 +3,6 @@ helper containers (helpers.py); the engine's Target is in target.py."""
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from contextlib import suppress
@@ -231,30 +230,12 @@ class DockerRuntime(DockerHelpers):
             networks = c.attrs["NetworkSettings"].get("Networks") or {}
             ips = [n.get("IPAddress") for n in networks.values() if n.get("IPAddress")]
             if ips:
-                answered(ips[0], 5432, min(5.0, max(0.0, deadline - time.monotonic())), poll)
                 Server(
                     host=ips[0], port=5432, user=superuser, password=password, label=f"container {name}"
                 ).wait_ready(timeout=max(1.0, deadline - time.monotonic()), poll=poll)
                 return
             time.sleep(poll)
         raise PgleapError(f"container {name} did not accept connections within {timeout:.0f} s")
-
-
-def answered(host: str, port: int, seconds: float, poll: float) -> bool:
-    """Until a TCP connection to host:port is answered (accepted or refused), `seconds` at most. A
-    just-started container's first SYN can be lost (its network not up yet) and TCP sends it again
-    only after 1 s; a new connection every `poll` gets through as soon as it is up (the hand-over
-    polls so, inside the write pause)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.1):
-                return True
-        except ConnectionRefusedError:
-            return True
-        except OSError:
-            time.sleep(poll)
-    return False
 
 
 def docker_layout(
