@@ -64,11 +64,19 @@ def lag_bytes(publisher: Server, slots: list[str]) -> int:
     return int(rows[0][0])
 
 
-def wait_caught_up(publisher: Server, slots: list[str], timeout: float, sleep=time.sleep) -> float:
-    """Until every slot has confirmed the publisher's current WAL position: everything is replayed."""
+def wait_caught_up(
+    publisher: Server, slots: list[str], timeout: float, sleep=time.sleep, subscriber: Server | None = None
+) -> float:
+    """Until every slot has confirmed the publisher's current WAL position: everything is replayed.
+
+    A subscription applies with synchronous_commit off: what it applied is confirmed once its WAL is
+    flushed, by the WAL writer every wal_writer_delay (200 ms) unless something commits with it on.
+    Given the `subscriber`, each poll commits so there (in the write pause: 0.2 s less)."""
     start = time.monotonic()
     target = publisher.query("postgres", "SELECT pg_current_wal_lsn()::text")[0][0]
     while True:
+        if subscriber is not None:
+            flush_wal(subscriber)
         behind = publisher.query(
             "postgres",
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = ANY(%s) "
@@ -109,6 +117,13 @@ def current_lsn(server: Server) -> str:
     return server.query("postgres", "SELECT pg_current_wal_lsn()::text")[0][0]
 
 
+def flush_wal(server: Server) -> None:
+    """Everything the server wrote is flushed: a commit with synchronous_commit on waits for it."""
+    with connect_to(server) as conn:
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("SELECT txid_current()")
+
+
 def checkpoint(server: Server) -> None:
     with connect_to(server) as conn:
         conn.execute("CHECKPOINT")
@@ -120,9 +135,7 @@ def advance_slots(server: Server, slots: dict[str, str], lsn: str) -> None:
 
     A slot is advanced only as far as the WAL is flushed, and subscriptions apply with
     synchronous_commit off: a commit with it on flushes everything before it first."""
-    with connect_to(server) as conn:
-        conn.execute("SET synchronous_commit = on")
-        conn.execute("SELECT txid_current()")
+    flush_wal(server)
     with ThreadPoolExecutor(4) as pool:  # each database's slot decodes on its own backend
         list(pool.map(lambda item: _advance_slot(server, *item, lsn), slots.items()))
 

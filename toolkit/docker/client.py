@@ -7,14 +7,14 @@ Everything else in pgleap names these through this module, so the contract in py
 from __future__ import annotations
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
 from toolkit.errors import EnvironmentProblem
 
 DockerClient = docker.DockerClient
 
-__all__ = ["DockerClient", "DockerException", "ImageNotFound", "Mount", "NotFound", "client"]
+__all__ = ["APIError", "DockerClient", "DockerException", "ImageNotFound", "Mount", "NotFound", "client"]
 
 
 def client() -> DockerClient:

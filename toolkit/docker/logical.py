@@ -254,7 +254,7 @@ class LogicalDocker:
         t0 = time.monotonic()
         if not self.rt.exists(self.old_name):
             if self._running(self.name):
-                self.rt.docker.containers.get(self.name).kill(signal="SIGINT")  # a fast shutdown
+                self.rt.interrupt(self.name)  # a fast shutdown
             self.rt.rename(self.name, self.old_name)
         if self.rt.exists(self.next_name):
             if not self._running(self.next_name):
@@ -364,7 +364,8 @@ class LogicalDocker:
         """Rollback: the standby's old container and data back (it follows the old primary again)."""
         self.rt.ensure_scratch(self.standby_scratch)
         replicas.restore(self.rt, self._standby_plan(name, image), name, self.standby_scratch)
-        self.rt.start(name)
+        self.rt.start(name)  # rollback returns once it accepts (reads, in recovery): as it left it
+        self.rt.wait_accepting(name, self.source.superuser, self.source.password, timeout=180)
 
     def finalize_standby(self, name: str, image: str) -> None:
         replicas.finalize(self.rt, self._standby_plan(name, image), name, self.standby_scratch)

@@ -12,7 +12,7 @@ from toolkit.core.paths import VOLUME
 from toolkit.core.plan import UpgradePlan
 from toolkit.db.replication import hba_user  # the rehearsal's own wording of a pg_hba.conf line
 from toolkit.db.sql import Server
-from toolkit.docker.client import Mount, NotFound
+from toolkit.docker.client import APIError, Mount, NotFound
 from toolkit.docker.helpers import DockerHelpers
 from toolkit.docker.refs import LABEL, SourceContainer, VolumeRef, _is_under
 from toolkit.errors import PgleapError, Refused
@@ -124,8 +124,19 @@ class DockerRuntime(DockerHelpers):
         timeout = c.attrs["Config"].get("StopTimeout") or 60
         c.reload()
         if c.status == "running":
-            c.kill(signal="SIGINT")
+            self.interrupt(name)
             c.wait(timeout=timeout + 30)
+
+    def interrupt(self, name: str) -> None:
+        """SIGINT (PostgreSQL's fast shutdown) to a running container; one that stopped meanwhile (its
+        shutdown was asked for before) is left alone."""
+        c = self.docker.containers.get(name)
+        try:
+            c.kill(signal="SIGINT")
+        except APIError:
+            c.reload()
+            if c.status == "running":
+                raise
 
     def rename(self, old: str, new: str) -> None:
         self.docker.containers.get(old).rename(new)

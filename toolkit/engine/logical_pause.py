@@ -107,6 +107,7 @@ def switch_over(
     with report.phase("reverse slots", "moved to the switch point, before any client reaches the new server"):
         # the slot starts where the forward stream ends: rollback loses no write, gets none back twice
         try:
+            _drop_forward(new, data)  # their slots on the old server too: nothing of it is needed after
             _reverse_slots_at_switch(new, data)
             faults.point("logical-reverse-slots")
         except BaseException:
@@ -156,7 +157,7 @@ def _in_pause(side, old: Server, new: Server, data: dict, *, report: Report, sta
     with ThreadPoolExecutor(1) as pool:  # the catalog is read while the new server catches up
         catalog = pool.submit(repl.catalog_hash, old, dbs)
         with report.phase("catch up", "the new server replays the last writes"):
-            switch.wait_caught_up(old, slots(data, "fwd"), 120)
+            switch.wait_caught_up(old, slots(data, "fwd"), 120, subscriber=new)
         with report.phase("DDL check", "catalog hash against the one taken at build"):
             if catalog.result() != state.data.get("catalog"):
                 raise PgleapError(
@@ -178,10 +179,12 @@ def _in_pause(side, old: Server, new: Server, data: dict, *, report: Report, sta
 def _carry(old: Server, new: Server, data: dict, *, report: Report) -> None:
     """What logical replication does not carry: sequences, large objects, unlogged tables, matviews."""
     dbs = data["databases"]
-    with report.phase("sequences", "set from the old server") as ph:
-        ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
-    with report.phase("large objects", "copied from the old server (not replicated)") as ph:
-        ph.detail = f"{sum(switch.copy_large_objects(old, new, db) for db in dbs)} object(s)"
+    with ThreadPoolExecutor(1) as pool:  # independent of each other: both at once, in the pause
+        objects = pool.submit(lambda: sum(switch.copy_large_objects(old, new, db) for db in dbs))
+        with report.phase("sequences", "set from the old server") as ph:
+            ph.detail = f"{switch.copy_sequences(old, new, dbs)} sequence(s)"
+        with report.phase("large objects", "copied from the old server (not replicated), beside") as ph:
+            ph.detail = f"{objects.result()} object(s)"
     for item in data["carried"]:
         if item["what"] == "unlogged tables":
             with report.phase("unlogged tables", item["database"]):
@@ -225,16 +228,22 @@ def _reverse_slots(data: dict) -> dict[str, str]:
     return {db: repl.sub_name("rev", db) for db in data["replicated"]}
 
 
-def _reverse_slots_at_switch(new: Server, data: dict) -> None:
-    """In the pause: the forward subscriptions go (everything is caught up), then each reverse slot is
-    moved to the new server's WAL position: what it would send from there on is what clients write on
-    the new server; what the forward stream applied before is behind it, never sent back. The slot
-    positions are made durable (CHECKPOINT) before the hand-over, as a new slot's would be."""
+def _drop_forward(new: Server, data: dict) -> None:
+    """In the pause, everything caught up and proved: the forward subscriptions go, with their slots
+    on the old server (DROP SUBSCRIPTION reaches it: it must still run)."""
     t0 = time.monotonic()
     with ThreadPoolExecutor(4) as pool:  # one database's drop does not wait for another's
         list(
             pool.map(lambda db: repl.drop_subscription(new, db, repl.sub_name("fwd", db)), data["replicated"])
         )
+    logger.info("forward subscriptions dropped %.3f s", time.monotonic() - t0)
+
+
+def _reverse_slots_at_switch(new: Server, data: dict) -> None:
+    """In the pause, the forward subscriptions dropped: each reverse slot is moved to the new server's
+    WAL position: what it would send from there on is what clients write on the new server; what the
+    forward stream applied before is behind it, never sent back. The slot positions are made durable
+    (CHECKPOINT) before the hand-over, as a new slot's would be."""
     t1 = time.monotonic()
     slots = _reverse_slots(data)
     for db, slot in slots.items():
@@ -242,8 +251,7 @@ def _reverse_slots_at_switch(new: Server, data: dict) -> None:
     switch.advance_slots(new, slots, switch.current_lsn(new))
     t2 = time.monotonic()
     switch.checkpoint(new)
-    logger.info("reverse slots: forward subscriptions dropped %.3f s, slots advanced %.3f s, checkpoint %.3f s",
-                t1 - t0, t2 - t1, time.monotonic() - t2)  # fmt: skip
+    logger.info("reverse slots: advanced %.3f s, checkpoint %.3f s", t2 - t1, time.monotonic() - t2)
 
 
 def finish_hand_over(side, image: str, *, report: Report, state: RunState) -> dict:

@@ -44,7 +44,7 @@ def rollback(side: LogicalSide, *, report: Report, state: RunState) -> dict:
         blue = side.start_blue()
         with report.phase("catch up", "the old server replays the new server's last writes"):
             reverse(side, data)
-            switch.wait_caught_up(new, slots(data, "rev"), 120)
+            switch.wait_caught_up(new, slots(data, "rev"), 120, subscriber=blue)
             switch.copy_sequences(new, blue, dbs)
             for db in dbs:  # large objects written on the new cluster: not in the reverse replication
                 switch.copy_large_objects(new, blue, db)
