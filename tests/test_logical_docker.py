@@ -15,9 +15,11 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import pytest
+from docker.errors import NotFound
 from typer.testing import CliRunner
 
 from devtools.writer import Writer
@@ -108,6 +110,8 @@ def logical_old(runtime, image_names):
             runtime.remove(old.name + suffix)
         runtime.remove_volume(old.volume)
         runtime.remove_volume(old.volume + "-pgleap-next")
+        with suppress(NotFound):  # with published ports: pgleap's network
+            runtime.docker.networks.get(old.name + "-pgleap-net").remove()
 
 
 def _cli(*args: str):

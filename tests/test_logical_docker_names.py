@@ -60,6 +60,8 @@ def compose_like(runtime, image_names):
         runtime.remove_volume(v)
     network.remove()
     second.remove()
+    for leftover in runtime.docker.networks.list(names=[f"{name}-pgleap-net"]):
+        leftover.remove()
 
 
 def _version_by_name(runtime, image: str, network: str, host: str, password: str) -> str:
@@ -75,7 +77,7 @@ def _version_by_name(runtime, image: str, network: str, host: str, password: str
 def test_logical_by_rename_without_ports(runtime, image_names, compose_like, caplog, capsys):
     """No published port: NAME-pgleap-next carries the user's settings from its start, the hand-over
     stops only the old container and moves the name and the alias; rollback moves them back."""
-    caplog.set_level(logging.INFO, logger="toolkit.docker.logical")
+    caplog.set_level(logging.INFO, logger="toolkit.docker.logical_handover")
     name, network, password = compose_like
     client = image_names["17-3.5"]
     assert _version_by_name(runtime, client, network, "db", password) == "13"
@@ -138,14 +140,34 @@ def test_the_copy_holds_no_alias_before_the_switch(runtime, image_names, compose
         assert found == {old[net]["IPAddress"]}, (alias, found)
 
 
-def test_the_green_container_keeps_the_aliases(runtime, image_names, compose_like):
-    """With published ports the new NAME is a new container (runtime.recreate, as in place): it keeps
-    the aliases on every network, the one it is created on (docker compose's service name) too."""
+def test_with_published_ports_the_new_name_joins_the_users_networks_with_the_aliases(
+    runtime, image_names, compose_like
+):
+    """With published ports NAME-pgleap-next is made with the user's settings on pgleap's internal
+    network only (where Docker binds no port); at the hand-over it joins each of the user's networks
+    with the user's aliases, the docker compose service name on the one it was created on too."""
+    from toolkit.docker import logical_handover, logical_names
     from toolkit.docker.logical import for_container
 
     name, network, _password = compose_like
+    image = image_names["17-3.5"]
     side = for_container(runtime, name)
-    side._create_new(image_names["17-3.5"], side.green_name)
-    endpoints = runtime.docker.containers.get(side.green_name).attrs["NetworkSettings"]["Networks"]
+    logical_handover.ensure_network(runtime, side.net_name, name)
+    side = for_container(runtime, name)  # the old container is on pgleap's network too now
+    assert side.net_name in side.source.attrs["NetworkSettings"]["Networks"]
+    logical_names.create_as_user(
+        runtime, side.source, image, side._layout(image), side.next_name, side.next_volume, side.net_name
+    )
+    copy = runtime.docker.containers.get(side.next_name)
+    assert list(copy.attrs["NetworkSettings"]["Networks"]) == [side.net_name]
+    assert copy.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    second = network.replace("-net-", "-net2-")
+    assert logical_handover.user_networks(side.source.attrs, side.net_name) == [network, second]
+    assert logical_handover.join_user_networks(runtime, side.next_name, side.source.attrs, side.net_name) == 2
+    endpoints = runtime.docker.containers.get(side.next_name).attrs["NetworkSettings"]["Networks"]
     assert "db" in (endpoints[network].get("Aliases") or []), endpoints
-    assert "db2" in (endpoints[network.replace("-net-", "-net2-")].get("Aliases") or []), endpoints
+    assert "db2" in (endpoints[second].get("Aliases") or []), endpoints
+    assert logical_handover.join_user_networks(runtime, side.next_name, side.source.attrs, side.net_name) == 0
+    side.remove_next()  # the copy, its volume and pgleap's network (the old container leaves it)
+    assert not runtime.docker.networks.list(names=[side.net_name])
+    assert side.net_name not in runtime.docker.containers.get(name).attrs["NetworkSettings"]["Networks"]

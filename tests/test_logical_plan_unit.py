@@ -208,6 +208,9 @@ class _Side:
     def hand_over(self, image: str) -> None:
         self.calls.append("hand over")
 
+    def after_hand_over(self) -> None:
+        self.calls.append("after hand over")
+
     def start_blue(self):
         self.calls.append("start blue")
         return self.server(self.blue_name, "blue")
@@ -304,7 +307,10 @@ def test_verify_after_moves_the_proof_behind_the_switch_and_the_reverse_replicat
     assert (
         calls.index("read_only_from_start") < calls.index("hand over") < calls.index("export snapshots on db")
     )
-    assert calls.index("export snapshots on db") < len(calls) - calls[::-1].index("resume_writes") - 1
+    pause_end = len(calls) - calls[::-1].index("resume_writes") - 1
+    assert calls.index("export snapshots on db") < pause_end
+    # what the hand-over leaves for later (Docker: leaving pgleap's network) is out of the pause
+    assert pause_end < calls.index("after hand over") < calls.index("start blue")
     # the old cluster is read before its reverse subscription applies anything, and follows after
     assert (
         calls.index("start blue")

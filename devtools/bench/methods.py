@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import suppress
 
+from docker.errors import NotFound
 from docker.types import Mount
 from psycopg import sql
 
@@ -196,6 +198,8 @@ def logical(h: Harness, golden: str, old: str, new: str, mount: str) -> dict:
             for suffix in ("", "-pgleap-next", "-pgleap-old", "-pgleap-blue", "-pgleap-green"):
                 h.rt.remove(primary + suffix)
             h.rt.remove_volume(f"{vol}-pgleap-next")
+            with suppress(NotFound):  # with published ports: pgleap's network
+                h.rt.docker.networks.get(f"{primary}-pgleap-net").remove()
         h.drop(vol)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import suppress
 
 import pytest
+from docker.errors import NotFound
 
 from tests.conftest import OldDatabase
 from toolkit.docker import images
@@ -89,3 +91,5 @@ def logical_db(runtime, fresh_db):
         for suffix in ("-pgleap-green", "-pgleap-next", "-pgleap-blue", "", "-pgleap-old"):
             runtime.remove(db.name + suffix)
         runtime.remove_volume(db.volume + "-pgleap-next")
+        with suppress(NotFound):  # with published ports: pgleap's network
+            runtime.docker.networks.get(db.name + "-pgleap-net").remove()

@@ -2,11 +2,11 @@
 container, then the hand-over of the container's name, networks and published ports.
 
 Names (all derived from the user's container NAME):
-  NAME-pgleap-next   the new cluster while it is built and synchronised (no published ports)
-  NAME-pgleap-green  the container that becomes NAME: created (not started) just before the write
-                     pause with the user's settings on the new volume, renamed NAME in the hand-over;
-                     only with published ports (without, NAME-pgleap-next is renamed: logical_names.py)
-  NAME               after the switch: the new cluster, same env/ports/networks/restart policy
+  NAME-pgleap-next   the new cluster while it is built and synchronised: the user's settings on the
+                     new volume; with published ports on NAME-pgleap-net only (logical_handover.py)
+  NAME-pgleap-net    with published ports: pgleap's internal network, the old and the new server on it
+                     until the switch (an internal network gives no gateway: no port bound)
+  NAME               after the switch: NAME-pgleap-next renamed, joined to the user's networks
   NAME-pgleap-old    after the switch: the user's original container, stopped, kept for rollback
   NAME-pgleap-blue   after the switch: the old cluster again (old image, old volume, no ports),
                      receiving the new cluster's writes over the reverse subscription
@@ -16,17 +16,14 @@ Names (all derived from the user's container NAME):
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from toolkit.core.layout import rel_to_mount
 from toolkit.core.paths import SCRIPTS
 from toolkit.db.sql import Server
-from toolkit.docker import logical_names, replicas
-from toolkit.docker.client import Mount, NotFound
+from toolkit.docker import logical_handover, logical_names, replicas
+from toolkit.docker.client import DockerException, Mount, NotFound
 from toolkit.docker.refs import LABEL, SourceContainer
 from toolkit.docker.runtime import DockerRuntime, docker_layout
 from toolkit.errors import PgleapError, Refused
@@ -58,9 +55,10 @@ class LogicalDocker:
         self.next_name = f"{source.name}-pgleap-next"
         self.old_name = f"{source.name}-pgleap-old"
         self.blue_name = f"{source.name}-pgleap-blue"
-        self.green_name = f"{source.name}-pgleap-green"  # the new NAME, created before the pause
+        self.green_name = f"{source.name}-pgleap-green"  # made by earlier versions: removed if found
+        self.net_name = f"{source.name}-pgleap-net"
         self.next_volume = f"{source.volume.source}-pgleap-next"
-        # no published port: NAME-pgleap-next carries the user's settings and becomes NAME by renames
+        # no published port: the hand-over is renames and aliases; with: the user's networks joined too
         self.by_rename = not logical_names.publishes_ports(source.attrs)
 
     # ---- addresses -----------------------------------------------------------------------------
@@ -69,11 +67,15 @@ class LogicalDocker:
         return self.rt.docker.containers.get(name).attrs
 
     def network(self) -> str | None:
-        networks = self.source.attrs["NetworkSettings"].get("Networks") or {}
-        return next(iter(networks), None)
+        """Where the servers reach each other: before the switch with published ports NAME-pgleap-net
+        (the new server is on it only), else the user's first network."""
+        if not self.by_rename and self.rt.exists(self.next_name):
+            return self.net_name
+        users = logical_handover.user_networks(self.source.attrs, self.net_name)
+        return users[0] if users else None
 
     def ip(self, name: str) -> str:
-        """The container's address on the user's network (where the other server reaches it)."""
+        """The container's address on network() (where the other server reaches it)."""
         networks = self._attrs(name)["NetworkSettings"].get("Networks") or {}
         net = self.network()
         address = (networks.get(net) or {}).get("IPAddress") if net else None
@@ -122,47 +124,24 @@ class LogicalDocker:
 
     # ---- the new cluster beside the old one ----------------------------------------------------
 
-    def _env(self, image: str) -> dict[str, str]:
-        """The user's environment without the old image's defaults (PATH, PG_MAJOR, PGDATA…)."""
-        old_default = self.rt.image_env(self.source.image)
-        new_env = self.rt.image_env(image)
-        env = {}
-        for item in self.source.attrs["Config"].get("Env") or []:
-            key, _, value = item.partition("=")
-            if old_default.get(key) == value and key in new_env:
-                continue
-            env[key] = value
-        return env
-
     def _layout(self, image: str):
         return docker_layout(self.rt, self.source.image, image, self.source.pgdata, self.source.mount)
 
     def start_next(self, image: str) -> Server:
         """The new cluster on a new volume, initialised by the image's own entrypoint from the user's
-        environment (the same superuser, password and database as the old one got). No ports."""
+        environment (the same superuser, password and database as the old one got), as the user's
+        container: without a published port on the user's networks, with on NAME-pgleap-net only."""
         if not self.rt.exists(self.next_name):
-            layout = self._layout(image)
-            env = self._env(image)
-            env["PGDATA"] = layout.new_pgdata
             if not _volume_exists(self.rt, self.next_volume):
                 self.rt.docker.volumes.create(self.next_volume, labels={LABEL: "logical-next"})
-            if self.by_rename:
-                logical_names.create_as_user(
-                    self.rt, self.source, image, layout, self.next_name, self.next_volume
-                )
-                self.rt.start(self.next_name)
-                self.rt.wait_accepting(
-                    self.next_name, self.source.superuser, self.source.password, timeout=180
-                )
-                return self.server(self.next_name, "new server")
-            container = self.rt.docker.containers.create(
-                image, name=self.next_name, environment=env, detach=True,
-                mounts=[Mount(target=layout.new_mount, source=self.next_volume, type="volume")],
-                labels={LABEL: "logical-next"}, network=self.network(),
-            )  # fmt: skip
-            container.start()
-        else:
-            self.rt.start(self.next_name)
+            net = None
+            if not self.by_rename:
+                net = self.net_name
+                logical_handover.ensure_network(self.rt, net, self.name)
+            logical_names.create_as_user(
+                self.rt, self.source, image, self._layout(image), self.next_name, self.next_volume, net
+            )
+        self.rt.start(self.next_name)
         self.rt.wait_accepting(self.next_name, self.source.superuser, self.source.password, timeout=180)
         return self.server(self.next_name, "new server")
 
@@ -192,86 +171,26 @@ class LogicalDocker:
     # ---- the hand-over -------------------------------------------------------------------------
 
     def prepare_hand_over(self, image: str) -> None:
-        """Before the pause: the container that becomes NAME, created (not started) as NAME-pgleap-green,
-        so that the hand-over in the pause is stops, renames and one start."""
-        self.rt.remove(self.green_name)  # one a stopped run left: its settings are made again
-        if not self.by_rename:
-            self._create_new(image, self.green_name)
-
-    def _create_new(self, image: str, name: str) -> None:
-        """The user's env, ports, networks, restart policy on the new image and volume."""
-        attrs = copy.deepcopy(self.source.attrs)
-        # A port published as "any free port" keeps the one the clients know now.
-        live = attrs["NetworkSettings"].get("Ports") or {}
-        for port, bindings in (attrs["HostConfig"].get("PortBindings") or {}).items():
-            for i, b in enumerate(bindings or []):
-                actual = (live.get(port) or [])[i : i + 1]
-                if not b.get("HostPort") and actual:
-                    b["HostPort"] = actual[0].get("HostPort")
-        logical_names.create_on_volume(
-            self.rt, self.source, attrs, image, self._layout(image), name, self.next_volume
-        )
+        """Nothing to make ahead: NAME-pgleap-next has the user's settings from its start. A green
+        container an earlier version left is removed."""
+        self.rt.remove(self.green_name)
 
     def hand_over(self, image: str) -> None:
-        """NAME becomes the new cluster: the old container stops and is kept as NAME-pgleap-old, the
-        new one (made before the pause by prepare_hand_over, else now) takes the name NAME and starts
-        on the new volume. Each step checks what is done: an interrupted hand-over is finished."""
-        if self.by_rename:
-            return self._hand_over_by_rename()
-        done = self.rt.exists(self.old_name) and self.rt.exists(self.name)
-        if done and self._attrs(self.name)["Config"]["Image"] == image:
-            self.rt.start(self.name)
-            self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
-            self.rt.remove(self.next_name)
-            return  # done before
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(2) as pool:  # both shutdowns at once: this runs inside the write pause
-            stops = [pool.submit(self.rt.stop_container, self.next_name)]
-            if not self.rt.exists(self.old_name):
-                stops.append(pool.submit(self.rt.stop_container, self.name))
-            for stop in stops:
-                stop.result()
-        t1 = time.monotonic()
-        if not self.rt.exists(self.old_name):
-            self.rt.rename(self.name, self.old_name)
-        if self.rt.exists(self.green_name):
-            self.rt.rename(self.green_name, self.name)
-        elif not self.rt.exists(self.name):
-            self._create_new(image, self.name)
-        t2 = time.monotonic()
-        self.rt.start(self.name)
-        t3 = time.monotonic()
-        # polled tightly: every 0.1 s of it is 0.1 s of the write pause
-        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password, poll=0.02)
-        logger.info("hand-over: stops %.3f s, renames %.3f s, start %.3f s, until accepting %.3f s",
-                    t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3)  # fmt: skip
-        self.rt.remove(self.next_name)  # after the start: its removal is not part of the pause
+        """NAME becomes the new cluster without a restart (logical_handover.py); the old container is
+        stopped and kept as NAME-pgleap-old. An interrupted hand-over is finished."""
+        logical_handover.hand_over(self)
 
-    def _hand_over_by_rename(self) -> None:
-        """No published port: the running new container takes the name NAME, then the aliases once the
-        old one has stopped (no restart). The old server (read-only since the pause) is told to stop
-        first and finishes stopping while the names move. Each step checks what is done."""
-        t0 = time.monotonic()
-        if not self.rt.exists(self.old_name):
-            if self._running(self.name):
-                self.rt.interrupt(self.name)  # a fast shutdown
-            self.rt.rename(self.name, self.old_name)
-        if self.rt.exists(self.next_name):
-            if not self._running(self.next_name):
-                self.rt.start(self.next_name)
-                self.rt.wait_accepting(self.next_name, self.source.superuser, self.source.password)
-            logical_names.apply_settings(self.server(self.next_name, "new server"))
-            self.rt.rename(self.next_name, self.name)
-        t1 = time.monotonic()
-        self.rt.stop_container(self.old_name)  # stopped, it holds no name or alias in Docker's DNS
-        t2 = time.monotonic()
-        moved = logical_names.set_aliases(self.rt, self.name, logical_names.user_aliases(self.source.attrs))
-        t3 = time.monotonic()
-        if not self._running(self.name):
-            self.rt.start(self.name)
-        self.rt.wait_accepting(self.name, self.source.superuser, self.source.password, poll=0.02)
-        logger.info("hand-over by rename: renames %.3f s, old stopped %.3f s, aliases %.3f s (%d network(s)), "
-                    "until accepting %.3f s", t1 - t0, t2 - t1, t3 - t2, moved, time.monotonic() - t3)  # fmt: skip
+    def after_hand_over(self) -> None:
+        """After the pause: the new NAME and the old container leave NAME-pgleap-net (rollback and
+        finalize remove it anyway: a failure here is only logged)."""
+        if self.by_rename:
+            return
+        try:
+            logical_handover.leave_network(self.rt, self.net_name, [self.name, self.old_name])
+        except DockerException as error:
+            logger.warning(
+                "leaving %s after the switch: %s (finalize or rollback removes it)", self.net_name, error
+            )
 
     def start_blue(self) -> Server:
         """The old cluster again on its own image and volume, without the user's ports, so that it
@@ -292,8 +211,9 @@ class LogicalDocker:
         return self.server(self.blue_name, "old server")
 
     def hand_back(self) -> None:
-        """Rollback: NAME is the user's original container again; the new one is kept as NAME-pgleap-next."""
-        self.rt.remove(self.green_name)  # created before a pause that did not switch
+        """Rollback: NAME is the user's original container again; the new one is kept as NAME-pgleap-next,
+        stopped, off the user's networks and aliases (a later start of it takes neither)."""
+        self.rt.remove(self.green_name)  # an earlier version's
         if self.rt.exists(self.blue_name):
             self.rt.stop_container(self.blue_name)
             self.rt.remove(self.blue_name)
@@ -302,7 +222,12 @@ class LogicalDocker:
                 self.rt.stop_container(self.name)
                 self.rt.remove(self.next_name)
                 self.rt.rename(self.name, self.next_name)
-                logical_names.set_aliases(self.rt, self.next_name, {})  # stopped; no alias if restarted
+                if self.by_rename:  # stopped; no alias if restarted
+                    logical_names.set_aliases(self.rt, self.next_name, {})
+                else:  # stopped; no port either: on NAME-pgleap-net only
+                    logical_handover.leave_user_networks(
+                        self.rt, self.next_name, self.source.attrs, self.net_name
+                    )
             self.rt.rename(self.old_name, self.name)
         self.rt.start(self.name)
         self.rt.wait_accepting(self.name, self.source.superuser, self.source.password)
@@ -377,12 +302,18 @@ class LogicalDocker:
         self.rt.remove(self.green_name)
         self.rt.remove(self.next_name)
         self.rt.remove_volume(self.next_volume)
+        self._remove_network()
 
     def remove_old(self) -> None:
         """Finalize: the old cluster's containers and volume go."""
         for name in (self.blue_name, self.old_name):
             self.rt.remove(name)
         self.rt.remove_volume(self.source.volume.source)
+        self._remove_network()
+
+    def _remove_network(self) -> None:
+        names = [self.name, self.old_name, self.next_name, self.blue_name]
+        logical_handover.remove_network(self.rt, self.net_name, names)
 
 
 def _volume_exists(rt: DockerRuntime, name: str) -> bool:

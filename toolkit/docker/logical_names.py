@@ -6,8 +6,9 @@ user's configuration (env, labels, restart policy, networks, mounts, command), w
 (a second holder of an alias would get half the clients' lookups), and the hand-over is: the old
 container stops, the names move (NAME -> NAME-pgleap-old, NAME-pgleap-next -> NAME) and the aliases
 follow. Docker's embedded DNS answers for a running container's new name as soon as it is renamed,
-and a stopped container is answered for by no name. With published ports the new server must be a
-container that holds them, which a running one cannot gain: that path keeps the green container.
+and a stopped container is answered for by no name. With published ports NAME-pgleap-next has the
+user's ports too but starts on pgleap's internal network only; it gains the user's networks, and
+with them the ports, in the hand-over (logical_handover.py).
 """
 
 from __future__ import annotations
@@ -44,15 +45,31 @@ def user_aliases(attrs: dict) -> dict[str, list[str]]:
 
 
 def create_as_user(
-    rt: DockerRuntime, source: SourceContainer, image: str, layout, name: str, volume: str
-) -> None:
+    rt: DockerRuntime, source: SourceContainer, image: str, layout, name: str, volume: str,
+    network: str | None = None,
+) -> None:  # fmt: skip
     """The user's container on the new image and the new volume, created (not started) as `name`:
-    no aliases (they move at the hand-over) and no initialisation scripts (the schema is copied)."""
+    no aliases (they move at the hand-over) and no initialisation scripts (the schema is copied).
+    With `network` (published ports): on that network only, its ports those the clients use now."""
     attrs = copy.deepcopy(source.attrs)
     attrs["Mounts"] = [m for m in attrs.get("Mounts", []) if m["Destination"] != INITDB_DIR]
     for endpoint in (attrs["NetworkSettings"].get("Networks") or {}).values():
         endpoint["Aliases"] = None
+    if network:
+        pin_ports(attrs)
+        attrs["HostConfig"]["NetworkMode"] = network
+        attrs["NetworkSettings"]["Networks"] = {network: {}}
     create_on_volume(rt, source, attrs, image, layout, name, volume)
+
+
+def pin_ports(attrs: dict) -> None:
+    """A port published as "any free port" keeps the one the clients know now (live in `attrs`)."""
+    live = attrs["NetworkSettings"].get("Ports") or {}
+    for port, bindings in (attrs["HostConfig"].get("PortBindings") or {}).items():
+        for i, b in enumerate(bindings or []):
+            actual = (live.get(port) or [])[i : i + 1]
+            if not b.get("HostPort") and actual:
+                b["HostPort"] = actual[0].get("HostPort")
 
 
 def create_on_volume(

@@ -221,7 +221,7 @@ def _prepare_switch(side, image: str, old: Server, new: Server, data: dict, *, r
         with ThreadPoolExecutor(2) as pool:
             for done in [pool.submit(switch.checkpoint, old), pool.submit(switch.checkpoint, new)]:
                 done.result()
-        side.prepare_hand_over(image)  # Docker: NAME-pgleap-green, created
+        side.prepare_hand_over(image)
 
 
 def _reverse_slots(data: dict) -> dict[str, str]:
@@ -282,6 +282,7 @@ def _serve(side, image: str, data: dict, *, report: Report, state: RunState, pau
     report.up()
     state.save(phase="switched", pause_seconds=round(pause, 3), proof=proof, switched=time.time())
     faults.point("logical-switched")
+    side.after_hand_over()  # out of the pause: what the hand-over left for later (Docker: its network)
     with held:
         if verify_after:
             proof = _reverse_verified(side, data, serving, snapshots, report=report)

@@ -330,6 +330,9 @@ class LogicalKube(LogicalReads):
     def prepare_hand_over(self, image: str) -> None:
         """Nothing to make ahead: NAME-next serves already; the hand-over only moves Service selectors."""
 
+    def after_hand_over(self) -> None:
+        """Nothing left for after the pause: the Services moved in it."""
+
     def hand_over(self, image: str) -> None:
         """Inside the write pause: every recorded Service selects the new pods; the old server's
         remaining client sessions end (it stays read-only until start_blue)."""
