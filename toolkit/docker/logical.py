@@ -71,13 +71,18 @@ class LogicalDocker:
         (the new server is on it only), else the user's first network."""
         if not self.by_rename and self.rt.exists(self.next_name):
             return self.net_name
+        return self._user_network()
+
+    def _user_network(self) -> str | None:
         users = logical_handover.user_networks(self.source.attrs, self.net_name)
         return users[0] if users else None
 
     def ip(self, name: str) -> str:
-        """The container's address on network() (where the other server reaches it)."""
+        """The container's address on network(): where the other server (a subscription) reaches it."""
+        return self._address(name, self.network())
+
+    def _address(self, name: str, net: str | None) -> str:
         networks = self._attrs(name)["NetworkSettings"].get("Networks") or {}
-        net = self.network()
         address = (networks.get(net) or {}).get("IPAddress") if net else None
         address = address or next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
         if not address:
@@ -85,7 +90,10 @@ class LogicalDocker:
         return address
 
     def server(self, name: str, label: str) -> Server:
-        return Server(self.ip(name), 5432, self.source.superuser, self.source.password, label=label)
+        """pgleap's own connection, from the host: the address on the user's network where the container
+        has one (NAME-pgleap-net goes when a copy is discarded; the old server's address must not)."""
+        address = self._address(name, self._user_network())
+        return Server(address, 5432, self.source.superuser, self.source.password, label=label)
 
     def describe(self) -> dict:
         return {"container": self.name, "volume": self.source.volume.source, "image": self.source.image}
