@@ -15,6 +15,7 @@ from tests import test_logical_docker as published
 from tests.test_logical_docker import _cli, _code, _ok
 from toolkit.db import verify
 from toolkit.docker import logical_handover
+from toolkit.docker.logical import LogicalDocker
 from toolkit.errors import PgleapError
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -72,7 +73,17 @@ def test_interrupted_hand_over_with_a_published_port_resumes_then_rolls_back(
     assert on_new.identical, on_new.differences
     networks = runtime.docker.containers.get(old.name).attrs["NetworkSettings"]["Networks"]
     assert list(networks) == ["bridge"], networks  # pgleap's network left after the pause
+    left: dict = {}  # the new container as rollback leaves it, just before it is removed
+    real_remove = LogicalDocker.remove_next
+
+    def remove_next(side) -> None:
+        if runtime.exists(side.next_name):
+            left.update(runtime.docker.containers.get(side.next_name).attrs["NetworkSettings"]["Networks"])
+        real_remove(side)
+
+    monkeypatch.setattr(LogicalDocker, "remove_next", remove_next)
     assert _ok(_cli("rollback", "docker", "-c", old.name, "-y", "-o", "json"))["rolled_back"]
+    assert "bridge" not in left, left  # stopped and off the user's network: a later start takes no port
     _assert_old_back(runtime, old, before)
     with capsys.disabled():
         print(f"\n[interrupted hand-over, resume, rollback] test {time.monotonic() - started:.0f} s")
