@@ -23,6 +23,7 @@ from tests.kube.test_logical_standbys_pods_on_docker import (
     _selector,
     network_cluster,
     replicating_primary,
+    resume_crashing_on_scale,
     services,
 )
 from tests.kube.test_pods_on_docker import _replicated_sts
@@ -82,17 +83,8 @@ def test_logical_upgrade_seeds_read_next_from_next_and_rollback_restores_the_rea
         POD_NAME: "gis-read-0"
     }
 
-    real_patch = fake.patch_namespaced_stateful_set
-
-    def crash_on_scale(name, namespace, body, **kw):  # killed inside the re-seed: Job done, not scaled
-        if name == "gis-read-next" and (body.get("spec") or {}).get("replicas") == 1:
-            raise Crash("scale-up")
-        return real_patch(name, namespace, body, **kw)
-
-    fake.patch_namespaced_stateful_set = crash_on_scale  # type: ignore[method-assign]
-    result = _cli(kube, "resume", "sts", "gis", "--yes")
-    fake.patch_namespaced_stateful_set = real_patch  # type: ignore[method-assign]
-    assert isinstance(result.exception, Crash), result.output
+    # killed inside the re-seed: the Job done, not scaled
+    resume_crashing_on_scale(fake, kube, "gis-read-next", 1)
     assert (
         fake.get_for_test("Job", NS, replica_job_name("gis-read-next-0", "reseed"))["status"]["succeeded"]
         == 1

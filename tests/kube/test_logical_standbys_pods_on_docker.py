@@ -137,6 +137,23 @@ def cluster(docker_client, image_names):
         yield c
 
 
+def resume_crashing_on_scale(fake, kube, statefulset: str, replicas: int) -> None:
+    """`resume sts gis`, pgleap killed when it scales `statefulset` to `replicas` (the reseed Job done)."""
+    real_patch = fake.patch_namespaced_stateful_set
+
+    def crash_on_scale(name, namespace, body, **kw):
+        if name == statefulset and (body.get("spec") or {}).get("replicas") == replicas:
+            raise Crash("scale-up")
+        return real_patch(name, namespace, body, **kw)
+
+    fake.patch_namespaced_stateful_set = crash_on_scale  # type: ignore[method-assign]
+    try:
+        result = _cli(kube, "resume", "sts", "gis", "--yes")
+    finally:
+        fake.patch_namespaced_stateful_set = real_patch  # type: ignore[method-assign]
+    assert isinstance(result.exception, Crash), result.output
+
+
 def _selector(fake, svc: str) -> dict:
     return fake.get_for_test("Service", NS, svc)["spec"]["selector"]
 
@@ -158,17 +175,7 @@ def test_logical_upgrade_reseeds_the_standby_into_next_and_rollback_removes_it(c
     assert _selector(fake, "gis-read-1") == {POD_NAME: "gis-1"}  # still the old standby
 
     # killed again inside the re-seed: the Job has placed the copy, NAME-next is not scaled yet
-    real_patch = fake.patch_namespaced_stateful_set
-
-    def crash_on_scale(name, namespace, body, **kw):
-        if name == "gis-next" and (body.get("spec") or {}).get("replicas") == 2:
-            raise Crash("scale-up")
-        return real_patch(name, namespace, body, **kw)
-
-    fake.patch_namespaced_stateful_set = crash_on_scale  # type: ignore[method-assign]
-    result = _cli(kube, "resume", "sts", "gis", "--yes")
-    fake.patch_namespaced_stateful_set = real_patch  # type: ignore[method-assign]
-    assert isinstance(result.exception, Crash), result.output
+    resume_crashing_on_scale(fake, kube, "gis-next", 2)
     assert fake.get_for_test("Job", NS, replica_job_name("gis-next-1", "reseed"))["status"]["succeeded"] == 1
     assert fake.get_for_test("StatefulSet", NS, "gis-next")["spec"]["replicas"] == 1
 
