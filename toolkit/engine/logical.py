@@ -17,7 +17,14 @@ from toolkit.db import faults
 from toolkit.db import logical as repl
 from toolkit.db import logical_switch as switch
 from toolkit.db.sql import Server
-from toolkit.engine.logical_pause import HANDING_OVER, finish_hand_over, reseed_standbys, slots, switch_over
+from toolkit.engine.logical_pause import (
+    HANDING_OVER,
+    finish_hand_over,
+    forward_connections,
+    reseed_standbys,
+    slots,
+    switch_over,
+)
 from toolkit.engine.state import RunState
 from toolkit.errors import Refused
 
@@ -169,12 +176,11 @@ def _build(
         side.copy_schema(image, side.ip(side.name), side.ip(side.next_name), data["databases"])
         for db in data["databases"]:
             repl.copy_extension_config(old, new, db)
-        old_ip = side.ip(side.name)
+        connections = forward_connections(side, old, data["replicated"])
         for db, tables in data["replicated"].items():
             repl.create_publication(old, db, tables)
-            info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
             repl.create_subscription(
-                new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=True
+                new, db, repl.sub_name("fwd", db), connections[db], repl.PUBLICATION, copy_data=True
             )
     state.save(phase="built", catalog=catalog)
     return old
@@ -193,9 +199,7 @@ def _sync(old: Server, new: Server, data: dict, *, report: Report, state: RunSta
 
 def _follow_old(side: LogicalSide, old: Server, new: Server, data: dict) -> None:
     """The forward subscriptions (those not yet dropped) to the old server's address as it is now."""
-    old_ip = side.ip(side.name)
-    for db in data["replicated"]:
-        info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
+    for db, info in forward_connections(side, old, data["replicated"]).items():
         repl.repoint_subscription(new, db, repl.sub_name("fwd", db), info)
 
 

@@ -127,15 +127,19 @@ def switch_over(
     return _serve(side, image, data, report=report, state=state, pause_start=pause_start)
 
 
+def forward_connections(side, old: Server, dbs) -> dict[str, str]:
+    """database -> the forward subscription's connection string: the old server at its address now."""
+    old_ip = side.ip(side.name)
+    return {db: repl.conninfo(old_ip, 5432, old.user, old.password, db) for db in dbs}
+
+
 def _forward_again(side, old: Server, new: Server, data: dict) -> None:
     """A failure after the forward subscriptions were dropped, before the hand-over: the old server took
     no write since (paused), so subscriptions made again from its current position lose nothing, and it
     serves again, the copy following as before. If the new server cannot take them, the old one stays
     read-only (a copy that misses writes could never be switched to): `resume` finishes from there."""
     try:
-        old_ip = side.ip(side.name)
-        for db in data["replicated"]:
-            info = repl.conninfo(old_ip, 5432, old.user, old.password, db)
+        for db, info in forward_connections(side, old, data["replicated"]).items():
             repl.create_subscription(
                 new, db, repl.sub_name("fwd", db), info, repl.PUBLICATION, copy_data=False
             )
