@@ -59,7 +59,12 @@ def create_as_user(
         pin_ports(attrs)
         attrs["HostConfig"]["NetworkMode"] = network
         attrs["NetworkSettings"]["Networks"] = {network: {}}
-    create_on_volume(rt, source, attrs, image, layout, name, volume)
+    for m in attrs["Mounts"]:
+        if m["Destination"] == source.mount:
+            m["Name"] = volume
+    src = SourceContainer(**{**source.__dict__, "attrs": attrs})
+    # recreate() reads only these two fields of an UpgradePlan
+    rt.recreate(src, SimpleNamespace(target_image=image, layout=layout), name)  # type: ignore[arg-type]
 
 
 def pin_ports(attrs: dict) -> None:
@@ -70,19 +75,6 @@ def pin_ports(attrs: dict) -> None:
             actual = (live.get(port) or [])[i : i + 1]
             if not b.get("HostPort") and actual:
                 b["HostPort"] = actual[0].get("HostPort")
-
-
-def create_on_volume(
-    rt: DockerRuntime, source: SourceContainer, attrs: dict, image: str, layout, name: str, volume: str
-) -> None:
-    """A container made from `attrs` (a copy of the user's, adjusted by the caller) on the new image,
-    with `volume` where the user's data volume was mounted, created (not started) as `name`."""
-    for m in attrs.get("Mounts", []):
-        if m["Destination"] == source.mount:
-            m["Name"] = volume
-    src = SourceContainer(**{**source.__dict__, "attrs": attrs})
-    # recreate() reads only these two fields of an UpgradePlan
-    rt.recreate(src, SimpleNamespace(target_image=image, layout=layout), name)  # type: ignore[arg-type]
 
 
 def set_aliases(rt: DockerRuntime, name: str, wanted: dict[str, list[str]]) -> int:
